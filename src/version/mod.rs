@@ -1,0 +1,55 @@
+//! Versions: dots, version vectors and the sibling set of one key.
+//!
+//! # The idea
+//!
+//! chorus never decides between two concurrent writes. Each stored key holds a
+//! *sibling set*: the values that no later write has superseded, each tagged
+//! with the [`Dot`] (actor, counter) of the write that made it, plus one version
+//! vector, the set's *causal context*, that summarises every write the set has
+//! seen. This is the dotted-version-vector set of Almeida, Baquero, Gonçalves,
+//! Preguiça and Fonte, "Scalable and Accurate Causality Tracking for Eventually
+//! Consistent Stores" (DAIS 2014), the scheme Riak 2.0 adopted after plain
+//! per-node vector clocks were shown to lose writes.
+//!
+//! A client reads a key and gets the values and the context (opaque, in the
+//! `X-Chorus-Context` header). When it writes, it sends that context back. The
+//! coordinating replica then:
+//!
+//! 1. removes exactly the siblings whose dots the client's context covers (the
+//!    client saw them, so its write supersedes them);
+//! 2. mints a fresh dot from its own counter and adds the new value under it;
+//! 3. joins the client's context and the new dot into the set's context.
+//!
+//! Siblings the client did not see survive, so two writes made with the same
+//! (or concurrent) contexts both survive, even when one node coordinates both.
+//! That is what a per-node vector clock cannot do: it would give both writes
+//! the same clock entry and keep only one.
+//!
+//! # Invariants
+//!
+//! - Every sibling's dot is covered by the set's context.
+//! - No two siblings share a dot, and a dot names one value forever: actors
+//!   are a node id plus an incarnation that changes when the node's data
+//!   directory is new, and a node's counter never goes back (see `store`).
+//! - Each actor mints a dot only on top of its own complete local copy of the
+//!   key, so a context entry `a: n` implies the holder saw (or saw past) every
+//!   dot of `a` up to `n` in that key. This is why a version vector, not a set
+//!   of dots, is enough as the causal context, even though one node's counter
+//!   is shared by all its keys and so leaves gaps in any one key.
+//! - [`SiblingSet::merge`] is commutative, associative and idempotent. Read
+//!   repair, hinted handoff, anti-entropy and ownership handoff all use it and
+//!   nothing else, so replicas that have seen the same writes hold the same set.
+//!
+//! Deletes are writes of a tombstone sibling; a key whose siblings are all
+//! tombstones reads as absent but keeps its context, so a later write that
+//! carries the context supersedes the tombstone.
+//!
+//! Everything here is pure: no I/O, no clocks, no locks.
+
+mod actor;
+mod context;
+mod siblings;
+
+pub use actor::{Actor, Dot, VersionVector};
+pub use context::{Context, ContextError};
+pub use siblings::{Content, Sibling, SiblingSet};

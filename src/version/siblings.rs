@@ -1,0 +1,157 @@
+//! The sibling set of one key: the DVV set and its one merge.
+
+use std::cmp::Ordering;
+
+use bytes::Bytes;
+use crdts::{CmRDT, CvRDT};
+use serde::{Deserialize, Serialize};
+
+use super::actor::{Actor, Dot, VersionVector, covers};
+
+/// What one sibling holds: a JSON value, or the tombstone a delete leaves.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Content {
+    /// The JSON document exactly as the client sent it (validated, never re-encoded).
+    Value(Bytes),
+    /// The key was deleted by the write with this sibling's dot.
+    Tombstone,
+}
+
+/// One concurrent version of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sibling {
+    pub dot: Dot,
+    pub content: Content,
+}
+
+/// The sibling set of one key with its causal context.
+///
+/// Siblings are kept sorted by dot (actor, then counter) so that two sets
+/// holding the same siblings are equal field by field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiblingSet {
+    context: VersionVector,
+    siblings: Vec<Sibling>,
+}
+
+fn dot_key(dot: &Dot) -> (&Actor, u64) {
+    (&dot.actor, dot.counter)
+}
+
+impl SiblingSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The causal context: every write this set has seen, superseded or not.
+    pub fn context(&self) -> &VersionVector {
+        &self.context
+    }
+
+    pub fn siblings(&self) -> &[Sibling] {
+        &self.siblings
+    }
+
+    /// True when no sibling holds a value: the key is absent or deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.siblings
+            .iter()
+            .all(|s| matches!(s.content, Content::Tombstone))
+    }
+
+    /// The smallest counter `actor` may use for a write on this set made with
+    /// client context `ctx`: above everything either has seen of `actor`, so the
+    /// new dot is never mistaken for one already seen.
+    pub fn min_counter(&self, ctx: &VersionVector, actor: &Actor) -> u64 {
+        self.context.get(actor).max(ctx.get(actor)) + 1
+    }
+
+    /// Applies a client write coordinated by `dot.actor`: drops the siblings
+    /// that `ctx` covers, adds `content` under `dot` and joins `ctx` and `dot`
+    /// into the context.
+    ///
+    /// `dot.counter` must be at least [`SiblingSet::min_counter`]; the store's
+    /// dot minter guarantees it.
+    pub fn write(&mut self, ctx: &VersionVector, dot: Dot, content: Content) {
+        debug_assert!(dot.counter >= self.min_counter(ctx, &dot.actor));
+        self.siblings.retain(|s| !covers(ctx, &s.dot));
+        self.context.merge(ctx.clone());
+        self.context.apply(dot.clone());
+        let at = self
+            .siblings
+            .partition_point(|s| dot_key(&s.dot) < dot_key(&dot));
+        self.siblings.insert(at, Sibling { dot, content });
+    }
+
+    /// Joins `other` into `self`. A sibling survives if both sides hold it, or
+    /// if one side holds it and the other side has not seen its dot. The
+    /// contexts join pointwise. Commutative, associative and idempotent.
+    pub fn merge(&mut self, other: &SiblingSet) {
+        let mut merged = Vec::with_capacity(self.siblings.len().max(other.siblings.len()));
+        let (mut a, mut b) = (
+            self.siblings.iter().peekable(),
+            other.siblings.iter().peekable(),
+        );
+        loop {
+            let next = match (a.peek().copied(), b.peek().copied()) {
+                (None, None) => break,
+                (Some(x), None) => {
+                    a.next();
+                    unseen(x, &other.context)
+                }
+                (None, Some(y)) => {
+                    b.next();
+                    unseen(y, &self.context)
+                }
+                (Some(x), Some(y)) => match dot_key(&x.dot).cmp(&dot_key(&y.dot)) {
+                    Ordering::Less => {
+                        a.next();
+                        unseen(x, &other.context)
+                    }
+                    Ordering::Greater => {
+                        b.next();
+                        unseen(y, &self.context)
+                    }
+                    Ordering::Equal => {
+                        a.next();
+                        b.next();
+                        // One dot names one write, so the contents agree; the max
+                        // keeps the merge commutative even on a corrupt input.
+                        Some(if x.content >= y.content { x } else { y })
+                    }
+                },
+            };
+            merged.extend(next.cloned());
+        }
+        self.siblings = merged;
+        self.context.merge(other.context.clone());
+    }
+
+    /// Whether the set keeps its invariants: siblings sorted, dots unique and
+    /// covered by the context. Sets received from peers are checked with it.
+    pub fn is_well_formed(&self) -> bool {
+        self.siblings
+            .windows(2)
+            .all(|w| dot_key(&w[0].dot) < dot_key(&w[1].dot))
+            && self.siblings.iter().all(|s| covers(&self.context, &s.dot))
+    }
+
+    /// Bytes of values held, for size limits and metrics.
+    pub fn value_bytes(&self) -> usize {
+        self.siblings
+            .iter()
+            .map(|s| match &s.content {
+                Content::Value(v) => v.len(),
+                Content::Tombstone => 0,
+            })
+            .sum()
+    }
+}
+
+/// `s`, unless the other side's context shows it saw `s` and dropped it.
+fn unseen<'a>(s: &'a Sibling, other_context: &VersionVector) -> Option<&'a Sibling> {
+    (!covers(other_context, &s.dot)).then_some(s)
+}
+
+#[cfg(test)]
+mod tests;

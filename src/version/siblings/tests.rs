@@ -1,0 +1,349 @@
+//! Properties of the sibling set, checked over random histories of writes
+//! and replica exchanges among three nodes whose counters are shared with
+//! other keys (so a key sees gaps in every actor's counter).
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::version::{Context, ContextError};
+
+const NODES: usize = 3;
+
+#[derive(Clone, Debug)]
+enum Source {
+    /// Read one replica.
+    Replica(usize),
+    /// Read every replica and merge (R = N).
+    All,
+    /// No context: a blind write.
+    Blind,
+    /// A context some earlier read returned: a stale client.
+    Stale(usize),
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write {
+        node: usize,
+        source: Source,
+        delete: bool,
+        gap: u64,
+    },
+    Sync {
+        from: usize,
+        to: usize,
+    },
+}
+
+fn source() -> impl Strategy<Value = Source> {
+    prop_oneof![
+        (0..NODES).prop_map(Source::Replica),
+        Just(Source::All),
+        Just(Source::Blind),
+        any::<usize>().prop_map(Source::Stale),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..NODES, source(), prop::bool::weighted(0.2), 0..5u64).prop_map(
+            |(node, source, delete, gap)| Op::Write {
+                node,
+                source,
+                delete,
+                gap
+            }
+        ),
+        (0..NODES, 0..NODES).prop_map(|(from, to)| Op::Sync { from, to }),
+    ]
+}
+
+/// A tiny cluster holding one key: every node's replica and dot counter, and
+/// a log of what was written and which contexts the writes carried.
+struct Model {
+    replicas: Vec<SiblingSet>,
+    counters: Vec<u64>,
+    reads: Vec<VersionVector>,
+    written: Vec<Dot>,
+    write_contexts: Vec<VersionVector>,
+}
+
+fn actor(node: usize) -> Actor {
+    Actor::new(format!("n{node}"), 7)
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            replicas: vec![SiblingSet::new(); NODES],
+            counters: vec![0; NODES],
+            reads: vec![VersionVector::new()],
+            written: Vec::new(),
+            write_contexts: Vec::new(),
+        }
+    }
+
+    fn read_all(&self) -> SiblingSet {
+        let mut all = SiblingSet::new();
+        for r in &self.replicas {
+            all.merge(r);
+        }
+        all
+    }
+
+    fn context_of(&mut self, source: &Source) -> VersionVector {
+        let ctx = match source {
+            Source::Replica(i) => self.replicas[*i].context().clone(),
+            Source::All => self.read_all().context().clone(),
+            Source::Blind => VersionVector::new(),
+            Source::Stale(i) => self.reads[i % self.reads.len()].clone(),
+        };
+        self.reads.push(ctx.clone());
+        ctx
+    }
+
+    /// Mints as the store does: the node's own counter, never below what the
+    /// set or the client context has seen of this actor.
+    fn write(&mut self, node: usize, ctx: &VersionVector, content: Content, gap: u64) -> Dot {
+        let me = actor(node);
+        let counter =
+            (self.counters[node] + 1 + gap).max(self.replicas[node].min_counter(ctx, &me));
+        self.counters[node] = counter;
+        let dot = Dot::new(me, counter);
+        self.replicas[node].write(ctx, dot.clone(), content);
+        self.written.push(dot.clone());
+        self.write_contexts.push(ctx.clone());
+        dot
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Write {
+                node,
+                source,
+                delete,
+                gap,
+            } => {
+                let ctx = self.context_of(source);
+                let content = if *delete {
+                    Content::Tombstone
+                } else {
+                    Content::Value(Bytes::from(format!("{}", self.written.len())))
+                };
+                self.write(*node, &ctx, content, *gap);
+            }
+            Op::Sync { from, to } => {
+                let from = self.replicas[*from].clone();
+                self.replicas[*to].merge(&from);
+            }
+        }
+    }
+
+    fn run(ops: &[Op]) -> Model {
+        let mut model = Model::new();
+        for op in ops {
+            model.apply(op);
+        }
+        model
+    }
+}
+
+fn dots(set: &SiblingSet) -> BTreeSet<(String, u64)> {
+    set.siblings()
+        .iter()
+        .map(|s| (s.dot.actor.to_string(), s.dot.counter))
+        .collect()
+}
+
+fn merged(a: &SiblingSet, b: &SiblingSet) -> SiblingSet {
+    let mut out = a.clone();
+    out.merge(b);
+    out
+}
+
+fn history() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op(), 0..40)
+}
+
+proptest! {
+    #[test]
+    fn merge_is_commutative_associative_idempotent(ops in history(), pick in any::<[usize; 3]>()) {
+        let model = Model::run(&ops);
+        let mut states = model.replicas.clone();
+        states.push(model.read_all());
+        let [a, b, c] = pick.map(|i| &states[i % states.len()]);
+        prop_assert_eq!(merged(a, b), merged(b, a));
+        prop_assert_eq!(merged(&merged(a, b), c), merged(a, &merged(b, c)));
+        prop_assert_eq!(merged(a, a), a.clone());
+        prop_assert!(merged(a, b).is_well_formed());
+    }
+
+    /// After every replica has exchanged with every other, the siblings are
+    /// exactly the writes that no later write's context covered: no
+    /// acknowledged write lost, and no sibling that should have gone.
+    #[test]
+    fn survivors_are_exactly_the_unsuperseded_writes(ops in history()) {
+        let model = Model::run(&ops);
+        let all = model.read_all();
+        let expected: BTreeSet<_> = model
+            .written
+            .iter()
+            .filter(|d| !model.write_contexts.iter().any(|ctx| ctx.get(&d.actor) >= d.counter))
+            .map(|d| (d.actor.to_string(), d.counter))
+            .collect();
+        prop_assert_eq!(dots(&all), expected);
+        prop_assert!(all.is_well_formed());
+    }
+
+    #[test]
+    fn writes_with_the_same_context_through_one_node_both_survive(
+        ops in history(), node in 0..NODES, source in source(),
+    ) {
+        let mut model = Model::run(&ops);
+        let ctx = model.context_of(&source);
+        let first = model.write(node, &ctx, Content::Value(Bytes::from_static(b"1")), 0);
+        let second = model.write(node, &ctx, Content::Value(Bytes::from_static(b"2")), 0);
+        let held = dots(&model.replicas[node]);
+        prop_assert!(held.contains(&(first.actor.to_string(), first.counter)));
+        prop_assert!(held.contains(&(second.actor.to_string(), second.counter)));
+    }
+
+    #[test]
+    fn writes_with_concurrent_contexts_through_one_node_both_survive(
+        ops in history(), node in 0..NODES, x in 0..NODES, y in 0..NODES,
+    ) {
+        let mut model = Model::run(&ops);
+        let (cx, cy) = (model.context_of(&Source::Replica(x)), model.context_of(&Source::Replica(y)));
+        let first = model.write(node, &cx, Content::Value(Bytes::from_static(b"x")), 0);
+        let second = model.write(node, &cy, Content::Value(Bytes::from_static(b"y")), 0);
+        let held = dots(&model.read_all());
+        prop_assert!(held.contains(&(first.actor.to_string(), first.counter)));
+        prop_assert!(held.contains(&(second.actor.to_string(), second.counter)));
+    }
+
+    /// One client that always writes with the context of its previous read
+    /// never sees siblings, whatever node coordinates and however partial the
+    /// replication in between.
+    #[test]
+    fn read_then_write_never_creates_a_sibling(
+        steps in prop::collection::vec((0..NODES, prop::collection::vec((0..NODES, 0..NODES), 0..3), 0..4u64), 1..30),
+    ) {
+        let mut model = Model::new();
+        let mut last = 0;
+        for (node, syncs, gap) in steps {
+            for (from, to) in syncs {
+                model.apply(&Op::Sync { from, to });
+            }
+            // The client reads from the replica that took its last write, and
+            // from the replica it will write through.
+            let view = merged(&model.replicas[last], &model.replicas[node]);
+            prop_assert!(view.siblings().len() <= 1, "read saw siblings: {:?}", view);
+            model.write(node, &view.context().clone(), Content::Value(Bytes::from_static(b"v")), gap);
+            last = node;
+            prop_assert_eq!(model.read_all().siblings().len(), 1);
+        }
+    }
+
+    #[test]
+    fn writing_with_the_merged_context_collapses_all_siblings(ops in history(), node in 0..NODES) {
+        let mut model = Model::run(&ops);
+        for from in 0..NODES {
+            model.apply(&Op::Sync { from, to: node });
+        }
+        let ctx = model.replicas[node].context().clone();
+        model.write(node, &ctx, Content::Value(Bytes::from_static(b"resolved")), 0);
+        prop_assert_eq!(model.replicas[node].siblings().len(), 1);
+        prop_assert_eq!(model.read_all().siblings().len(), 1);
+    }
+
+    #[test]
+    fn a_stale_context_never_removes_a_sibling_it_did_not_see(
+        ops in history(), node in 0..NODES, stale in any::<usize>(),
+    ) {
+        let mut model = Model::run(&ops);
+        let before = model.replicas[node].clone();
+        let ctx = model.context_of(&Source::Stale(stale));
+        model.write(node, &ctx, Content::Value(Bytes::from_static(b"late")), 0);
+        let after = dots(&model.replicas[node]);
+        for s in before.siblings() {
+            if ctx.get(&s.dot.actor) < s.dot.counter {
+                prop_assert!(after.contains(&(s.dot.actor.to_string(), s.dot.counter)));
+            }
+        }
+    }
+
+    #[test]
+    fn context_round_trips(ops in history()) {
+        let model = Model::run(&ops);
+        let ctx = Context(model.read_all().context().clone());
+        let fp = [1, 2, 3, 4];
+        prop_assert_eq!(Context::decode(&ctx.encode(fp), fp), Ok(ctx.clone()));
+        prop_assert_eq!(Context::decode(&ctx.encode(fp), [4, 3, 2, 1]), Err(ContextError::Foreign));
+    }
+
+    #[test]
+    fn decoding_garbage_is_an_error_not_a_panic(text in ".{0,200}") {
+        let _ = Context::decode(&text, [0; 4]);
+    }
+
+    #[test]
+    fn decoding_corrupted_bytes_is_an_error_not_a_panic(
+        ops in history(), cut in any::<usize>(), flip in any::<(usize, u8)>(),
+    ) {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let ctx = Context(Model::run(&ops).read_all().context().clone());
+        let mut raw = engine.decode(ctx.encode([9; 4])).unwrap_or_default();
+        let at = flip.0 % raw.len();
+        raw[at] ^= flip.1;
+        let cut = cut % (raw.len() + 1);
+        let result = Context::decode(&engine.encode(&raw[..cut]), [9; 4]);
+        if cut < raw.len() && at < cut && flip.1 == 0 {
+            prop_assert!(result.is_err(), "a truncated context decoded");
+        }
+    }
+}
+
+#[test]
+fn a_context_with_trailing_bytes_or_a_bad_header_is_corrupt() {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let fp = [5; 4];
+    let mut vv = VersionVector::new();
+    crdts::CmRDT::apply(&mut vv, Dot::new(actor(0), 3));
+    let mut raw = engine.decode(Context(vv).encode(fp)).expect("own encoding");
+    raw.push(0);
+    assert_eq!(
+        Context::decode(&engine.encode(&raw), fp),
+        Err(ContextError::Corrupt)
+    );
+    assert_eq!(Context::decode("", fp), Err(ContextError::UnknownFormat));
+    assert_eq!(Context::decode("!!!", fp), Err(ContextError::NotBase64));
+    assert_eq!(
+        Context::decode(&engine.encode([2, 5, 5, 5, 5]), fp),
+        Err(ContextError::UnknownFormat)
+    );
+    assert_eq!(
+        Context::decode(&"A".repeat(20_000), fp),
+        Err(ContextError::TooLong)
+    );
+}
+
+#[test]
+fn deletes_leave_a_tombstone_that_reads_as_deleted() {
+    let mut set = SiblingSet::new();
+    set.write(
+        &VersionVector::new(),
+        Dot::new(actor(0), 1),
+        Content::Value(Bytes::from_static(b"1")),
+    );
+    assert!(!set.is_deleted());
+    let ctx = set.context().clone();
+    set.write(&ctx, Dot::new(actor(0), 2), Content::Tombstone);
+    assert!(set.is_deleted());
+    assert_eq!(set.siblings().len(), 1);
+    assert_eq!(set.context().get(&actor(0)), 2);
+}
