@@ -1,1 +1,5 @@
+pub mod config;
+pub mod error;
+pub mod ring;
+pub mod store;
 pub mod version;

@@ -1,0 +1,336 @@
+//! The cluster definition: one TOML file, one serde struct, one `validate()`.
+//!
+//! `config/cluster.toml` is the commented example. Unknown keys are errors
+//! (serde names the key and its line); values that parse but make no sense
+//! are caught by [`Config::validate`], whose errors name the key and the fix.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    pub nodes: Vec<NodeConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Names the cluster; contexts issued by another cluster are refused.
+    pub name: String,
+    /// Replicas per key.
+    #[serde(default = "defaults::n")]
+    pub n: usize,
+    /// Default read quorum.
+    #[serde(default = "defaults::quorum")]
+    pub r: usize,
+    /// Default write quorum.
+    #[serde(default = "defaults::quorum")]
+    pub w: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    /// A client must finish sending its request headers within this time.
+    pub header_timeout_ms: u64,
+    /// A client must finish sending its request body within this time.
+    pub body_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 1024,
+            max_value_bytes: 1024 * 1024,
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Durable, on disk (the default).
+    Fjall,
+    /// In memory, lost at exit: tests and simulation.
+    Memory,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// A write is acknowledged after an fsync that covers it (group commit).
+    Always,
+    /// Writes reach the OS at once and are fsynced every `sync_interval_ms`;
+    /// a power loss or kernel crash can lose that much acknowledged data.
+    Interval,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub engine: Engine,
+    pub sync: SyncPolicy,
+    pub sync_interval_ms: u64,
+    /// Block cache of the storage engine, in MiB.
+    pub cache_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            engine: Engine::Fjall,
+            sync: SyncPolicy::Always,
+            sync_interval_ms: 100,
+            cache_mb: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: String,
+    /// Address the node's HTTP server binds, `host:port`.
+    pub listen: String,
+    /// Where the node keeps its data; relative paths start at the working directory.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+mod defaults {
+    pub fn n() -> usize {
+        3
+    }
+    pub fn quorum() -> usize {
+        2
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(path.display().to_string(), format!("cannot read: {e}")))?;
+        Config::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let key = e
+                .span()
+                .map(|s| format!("at bytes {}..{}", s.start, s.end))
+                .unwrap_or_else(|| "(file)".into());
+            Error::config(key, e.message().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in cluster `chorus dev` runs: `nodes` nodes on consecutive
+    /// loopback ports from `base_port`, data under `data_root/<id>`.
+    pub fn dev(nodes: usize, base_port: u16, data_root: &Path) -> Config {
+        let n = nodes.min(3);
+        Config {
+            cluster: ClusterConfig {
+                name: "chorus-dev".into(),
+                n,
+                r: n / 2 + 1,
+                w: n / 2 + 1,
+            },
+            limits: Limits::default(),
+            storage: StorageConfig::default(),
+            nodes: (0..nodes)
+                .map(|i| NodeConfig {
+                    id: format!("n{}", i + 1),
+                    listen: format!("127.0.0.1:{}", base_port as usize + i),
+                    data_dir: data_root.join(format!("n{}", i + 1)),
+                    zone: None,
+                    weight: 1,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn node(&self, id: &str) -> Result<&NodeConfig> {
+        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
+            let known: Vec<_> = self.nodes.iter().map(|n| n.id.as_str()).collect();
+            Error::config(
+                "--node",
+                format!("no node `{id}` in [[nodes]]; known: {}", known.join(", ")),
+            )
+        })
+    }
+
+    /// Checks what parsing cannot: ranges, uniqueness, addresses.
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.cluster;
+        if c.name.trim().is_empty() {
+            return Err(Error::config("cluster.name", "must not be empty"));
+        }
+        if c.n == 0 {
+            return Err(Error::config("cluster.n", "must be at least 1"));
+        }
+        if c.n > self.nodes.len() {
+            return Err(Error::config(
+                "cluster.n",
+                format!(
+                    "is {} but only {} nodes are listed; lower n or add [[nodes]]",
+                    c.n,
+                    self.nodes.len()
+                ),
+            ));
+        }
+        for (key, q) in [("cluster.r", c.r), ("cluster.w", c.w)] {
+            if q == 0 || q > c.n {
+                return Err(Error::config(
+                    key,
+                    format!("is {q}; it must be between 1 and cluster.n ({})", c.n),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_key_bytes == 0 || l.max_key_bytes > 64 * 1024 {
+            return Err(Error::config(
+                "limits.max_key_bytes",
+                "must be between 1 and 65536 (the storage engine's key limit)",
+            ));
+        }
+        if l.max_value_bytes == 0 || l.max_value_bytes > 64 * 1024 * 1024 {
+            return Err(Error::config(
+                "limits.max_value_bytes",
+                "must be between 1 and 67108864 (64 MiB)",
+            ));
+        }
+        for (key, ms) in [
+            ("limits.header_timeout_ms", l.header_timeout_ms),
+            ("limits.body_timeout_ms", l.body_timeout_ms),
+            ("storage.sync_interval_ms", self.storage.sync_interval_ms),
+        ] {
+            if ms == 0 || ms > 3_600_000 {
+                return Err(Error::config(key, "must be between 1 and 3600000 ms"));
+            }
+        }
+        if self.nodes.is_empty() {
+            return Err(Error::config("nodes", "list at least one [[nodes]] entry"));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let key = |field: &str| format!("nodes[{i}].{field}");
+            if node.id.is_empty()
+                || !node
+                    .id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(Error::config(
+                    key("id"),
+                    format!(
+                        "`{}` must be non-empty ASCII letters, digits, - or _",
+                        node.id
+                    ),
+                ));
+            }
+            node.listen.parse::<SocketAddr>().map_err(|e| {
+                Error::config(
+                    key("listen"),
+                    format!(
+                        "`{}` is not host:port ({e}); for example 127.0.0.1:7001",
+                        node.listen
+                    ),
+                )
+            })?;
+            if node.weight == 0 || node.weight > 100 {
+                return Err(Error::config(key("weight"), "must be between 1 and 100"));
+            }
+            for (j, other) in self.nodes[..i].iter().enumerate() {
+                let clash = if other.id == node.id {
+                    Some("id")
+                } else if other.listen == node.listen && !node.listen.ends_with(":0") {
+                    Some("listen")
+                } else if other.data_dir == node.data_dir {
+                    Some("data_dir")
+                } else {
+                    None
+                };
+                if let Some(field) = clash {
+                    return Err(Error::config(
+                        key(field),
+                        format!("is the same as nodes[{j}].{field}; each node needs its own"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> &'static str {
+        include_str!("../config/cluster.toml")
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid_and_describes_the_dev_cluster() {
+        let config = Config::parse(shipped()).expect("config/cluster.toml must be valid");
+        let dev = Config::dev(3, 7001, Path::new("data"));
+        let listens = |c: &Config| c.nodes.iter().map(|n| n.listen.clone()).collect::<Vec<_>>();
+        assert_eq!(listens(&config), listens(&dev));
+        let dirs = |c: &Config| {
+            c.nodes
+                .iter()
+                .map(|n| n.data_dir.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(dirs(&config), dirs(&dev));
+    }
+
+    fn error_key(text: &str) -> String {
+        match Config::parse(text) {
+            Err(Error::Config { key, message }) => format!("{key}: {message}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let base = shipped();
+        assert!(error_key(&base.replace("n = 3", "n = 4")).starts_with("cluster.n"));
+        assert!(error_key(&base.replace("r = 2", "r = 0")).starts_with("cluster.r"));
+        assert!(
+            error_key(&base.replace("127.0.0.1:7002", "localhost")).starts_with("nodes[1].listen")
+        );
+        assert!(
+            error_key(&base.replace("\"data/n3\"", "\"data/n1\"")).starts_with("nodes[2].data_dir")
+        );
+        assert!(
+            error_key(&base.replace("sync = \"always\"", "sync = \"sometimes\""))
+                .contains("sometimes")
+        );
+        let unknown = error_key(&format!("{base}\n[cluster2]\nx = 1\n"));
+        assert!(unknown.contains("cluster2"), "{unknown}");
+        let typo = error_key(&base.replace("max_key_bytes", "max_key_byte"));
+        assert!(typo.contains("max_key_byte"), "{typo}");
+    }
+}

@@ -1,0 +1,119 @@
+//! The one error type of chorus. Each variant knows its HTTP status, its
+//! stable machine-readable code and whether a client may retry.
+
+use http::StatusCode;
+
+use crate::version::ContextError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the body is not valid JSON: {0}; send one JSON document")]
+    InvalidJson(String),
+    #[error("the key is not usable: {0}")]
+    BadKey(String),
+    #[error("the key is {len} bytes; the limit is {max} bytes (limits.max_key_bytes)")]
+    KeyTooLarge { len: usize, max: usize },
+    #[error("the body is over the limit of {max} bytes (limits.max_value_bytes)")]
+    ValueTooLarge { max: usize },
+    #[error("parameter `{name}`: {reason}")]
+    BadParameter { name: String, reason: String },
+    #[error(
+        "the X-Chorus-Context header is unusable: {0}; send back a context this cluster returned, or none"
+    )]
+    MalformedContext(#[from] ContextError),
+    #[error("content type `{0}` is not supported; send application/json")]
+    UnsupportedMediaType(String),
+    #[error("method {method} is not allowed here; allowed: {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        allowed: &'static str,
+    },
+    #[error("no route {0}; see docs/api.md")]
+    NoRoute(String),
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
+    #[error("the request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("replica {node} is unavailable: {reason}")]
+    Unavailable { node: String, reason: String },
+    #[error("peer protocol error: {0}")]
+    Protocol(String),
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("config key `{key}`: {message}")]
+    Config { key: String, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        use Error::*;
+        match self {
+            InvalidJson(_) | BadKey(_) | BadParameter { .. } | MalformedContext(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            KeyTooLarge { .. } | ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            NoRoute(_) => StatusCode::NOT_FOUND,
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyRead(_) => StatusCode::BAD_REQUEST,
+            Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Protocol(_) | Storage(_) | Config { .. } | Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code clients match on, the `error` field of the JSON body.
+    pub fn code(&self) -> &'static str {
+        use Error::*;
+        match self {
+            InvalidJson(_) => "invalid_json",
+            BadKey(_) => "bad_key",
+            KeyTooLarge { .. } => "key_too_large",
+            ValueTooLarge { .. } => "value_too_large",
+            BadParameter { .. } => "bad_parameter",
+            MalformedContext(_) => "malformed_context",
+            UnsupportedMediaType(_) => "unsupported_media_type",
+            MethodNotAllowed { .. } => "method_not_allowed",
+            NoRoute(_) => "no_route",
+            BodyTimeout(_) => "body_timeout",
+            BodyRead(_) => "body_unreadable",
+            Unavailable { .. } => "unavailable",
+            Protocol(_) => "protocol_error",
+            Storage(_) => "storage_error",
+            Config { .. } => "config_error",
+            Io(_) => "io_error",
+        }
+    }
+
+    /// Whether the same request may succeed if sent again unchanged.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::BodyTimeout(_) | Error::Storage(_) | Error::Io(_)
+        )
+    }
+
+    pub fn bad_parameter(name: &str, reason: impl Into<String>) -> Self {
+        Error::BadParameter {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<fjall::Error> for Error {
+    fn from(e: fjall::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
