@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::config::{StorageConfig, SyncPolicy};
-use crate::version::{Content, VersionVector};
+use crate::version::{Content, Context};
 
 fn engines() -> Vec<(Arc<dyn Store>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -24,10 +24,10 @@ fn blind_write(store: &dyn Store, identity: &Identity, key: &str, value: &str) -
             let mut set = current.unwrap_or_default();
             let dot = identity.mint(
                 store,
-                set.min_counter(&VersionVector::new(), identity.actor()),
+                set.min_counter(&Context::default(), identity.actor()),
             )?;
             set.write(
-                &VersionVector::new(),
+                &Context::default(),
                 dot,
                 Content::Value(Bytes::from(value.to_string())),
             );
@@ -170,7 +170,7 @@ async fn group_commit_acknowledges_every_concurrent_writer() {
                         .update(&format!("k{i}"), &mut |cur| {
                             let mut set = cur.unwrap_or_default();
                             let dot = identity.mint(store.as_ref(), 1)?;
-                            set.write(&VersionVector::new(), dot, Content::Tombstone);
+                            set.write(&Context::default(), dot, Content::Tombstone);
                             Ok(set)
                         })
                         .expect("update");

@@ -1,20 +1,33 @@
-//! The client context: a version vector, opaque to clients.
+//! The client context: what a client has seen, opaque to clients.
+//!
+//! A context is a version vector (everything the client read) plus a few
+//! exact dots (the writes the client made since, which it knows without
+//! having read the set they landed in). A GET returns the set's version
+//! vector; a PUT returns the context it was given plus the dot it minted.
+//! A plain version vector could not say "my write `a:57`" without also
+//! claiming `a:1..56`, writes the client never saw.
 //!
 //! On the wire it is base64url (no padding) of a one-byte format tag, a
 //! four-byte fingerprint of the cluster name and the postcard encoding of the
-//! version vector. The fingerprint makes a context from another cluster an
+//! version vector and the dots. The fingerprint makes a context from another cluster an
 //! error instead of a silent, meaningless comparison.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::actor::VersionVector;
+use serde::{Deserialize, Serialize};
+
+use super::actor::{Actor, Dot, VersionVector, covers};
 
 const FORMAT: u8 = 1;
 const HEADER_LEN: usize = 5;
 /// Longest encoded context accepted: a few hundred actors, far above any
 /// real cluster, small enough that a hostile header cannot cost much.
 pub const MAX_ENCODED_LEN: usize = 16 * 1024;
+/// Exact dots kept in a context. A client chaining more blind writes than
+/// this without a read forgets the oldest; at worst that leaves a sibling
+/// it could have removed, never removes one it did not see.
+pub const MAX_DOTS: usize = 16;
 
 /// Why a context from a client could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,8 +45,13 @@ pub enum ContextError {
 }
 
 /// A causal context as handed to and taken back from clients.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Context(pub VersionVector);
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    /// Everything the client read.
+    pub vv: VersionVector,
+    /// The client's own writes since, each known exactly.
+    pub dots: Vec<Dot>,
+}
 
 /// The fingerprint of a cluster name carried in every context.
 pub fn cluster_fingerprint(cluster: &str) -> [u8; 4] {
@@ -44,12 +62,44 @@ pub fn cluster_fingerprint(cluster: &str) -> [u8; 4] {
 }
 
 impl Context {
+    /// The context of a read: the set's version vector.
+    pub fn read(vv: VersionVector) -> Context {
+        Context {
+            vv,
+            dots: Vec::new(),
+        }
+    }
+
+    /// The context after this client's write under `dot`.
+    pub fn after_write(mut self, dot: Dot) -> Context {
+        self.dots.retain(|d| !covers(&self.vv, d) && d != &dot);
+        if self.dots.len() >= MAX_DOTS {
+            self.dots.remove(0);
+        }
+        self.dots.push(dot);
+        self
+    }
+
+    /// Whether the client has seen the write `dot`.
+    pub fn covers(&self, dot: &Dot) -> bool {
+        covers(&self.vv, dot) || self.dots.contains(dot)
+    }
+
+    /// The highest counter of `actor` the context mentions.
+    pub fn max_counter(&self, actor: &Actor) -> u64 {
+        self.dots
+            .iter()
+            .filter(|d| &d.actor == actor)
+            .map(|d| d.counter)
+            .fold(self.vv.get(actor), u64::max)
+    }
+
     pub fn encode(&self, fingerprint: [u8; 4]) -> String {
-        let mut raw = Vec::with_capacity(HEADER_LEN + 16 * self.0.dots.len());
+        let mut raw = Vec::with_capacity(HEADER_LEN + 16 * (self.vv.dots.len() + self.dots.len()));
         raw.push(FORMAT);
         raw.extend_from_slice(&fingerprint);
-        // Serializing a BTreeMap of strings and integers into a Vec cannot fail.
-        let body = postcard::to_allocvec(&self.0).unwrap_or_default();
+        // Serializing strings and integers into a Vec cannot fail.
+        let body = postcard::to_allocvec(self).unwrap_or_default();
         raw.extend_from_slice(&body);
         URL_SAFE_NO_PAD.encode(raw)
     }
@@ -71,11 +121,12 @@ impl Context {
         if theirs != fingerprint {
             return Err(ContextError::Foreign);
         }
-        let (vv, trailing): (VersionVector, _) =
+        let (ctx, trailing): (Context, _) =
             postcard::take_from_bytes(body).map_err(|_| ContextError::Corrupt)?;
-        if !trailing.is_empty() || vv.dots.values().any(|&c| c == 0) {
+        let zero = ctx.vv.dots.values().any(|&c| c == 0) || ctx.dots.iter().any(|d| d.counter == 0);
+        if !trailing.is_empty() || zero || ctx.dots.len() > MAX_DOTS {
             return Err(ContextError::Corrupt);
         }
-        Ok(Context(vv))
+        Ok(ctx)
     }
 }

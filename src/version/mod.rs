@@ -20,6 +20,10 @@
 //! 2. mints a fresh dot from its own counter and adds the new value under it;
 //! 3. joins the client's context and the new dot into the set's context.
 //!
+//! After a write the client holds its old context plus the exact dot of its
+//! write ([`Context::after_write`]), so it can supersede its own write
+//! without claiming the other writes the coordinator held.
+//!
 //! Siblings the client did not see survive, so two writes made with the same
 //! (or concurrent) contexts both survive, even when one node coordinates both.
 //! That is what a per-node vector clock cannot do: it would give both writes

@@ -7,6 +7,7 @@ use crdts::{CmRDT, CvRDT};
 use serde::{Deserialize, Serialize};
 
 use super::actor::{Actor, Dot, VersionVector, covers};
+use super::context::Context;
 
 /// What one sibling holds: a JSON value, or the tombstone a delete leaves.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,20 +63,26 @@ impl SiblingSet {
     /// The smallest counter `actor` may use for a write on this set made with
     /// client context `ctx`: above everything either has seen of `actor`, so the
     /// new dot is never mistaken for one already seen.
-    pub fn min_counter(&self, ctx: &VersionVector, actor: &Actor) -> u64 {
-        self.context.get(actor).max(ctx.get(actor)) + 1
+    pub fn min_counter(&self, ctx: &Context, actor: &Actor) -> u64 {
+        self.context.get(actor).max(ctx.max_counter(actor)) + 1
     }
 
     /// Applies a client write coordinated by `dot.actor`: drops the siblings
-    /// that `ctx` covers, adds `content` under `dot` and joins `ctx` and `dot`
-    /// into the context.
+    /// that `ctx` covers, adds `content` under `dot` and joins the context's
+    /// version vector and `dot` into the set's context.
     ///
-    /// `dot.counter` must be at least [`SiblingSet::min_counter`]; the store's
+    /// The context's exact dots (the client's own earlier writes) remove the
+    /// siblings they name but are not joined into the set's version vector:
+    /// an entry `a: n` there would claim every earlier dot of `a`, which the
+    /// client never saw. Where this replica lacks such a dot, it can come back
+    /// later as a sibling: a false sibling, never a lost write.
+    ///
+    /// `dot.counter` must be at least [`SiblingSet::min_counter`]; the node's
     /// dot minter guarantees it.
-    pub fn write(&mut self, ctx: &VersionVector, dot: Dot, content: Content) {
+    pub fn write(&mut self, ctx: &Context, dot: Dot, content: Content) {
         debug_assert!(dot.counter >= self.min_counter(ctx, &dot.actor));
-        self.siblings.retain(|s| !covers(ctx, &s.dot));
-        self.context.merge(ctx.clone());
+        self.siblings.retain(|s| !ctx.covers(&s.dot));
+        self.context.merge(ctx.vv.clone());
         self.context.apply(dot.clone());
         let at = self
             .siblings

@@ -108,6 +108,10 @@ impl Model {
     /// Mints as the store does: the node's own counter, never below what the
     /// set or the client context has seen of this actor.
     fn write(&mut self, node: usize, ctx: &VersionVector, content: Content, gap: u64) -> Dot {
+        self.write_ctx(node, &Context::read(ctx.clone()), content, gap)
+    }
+
+    fn write_ctx(&mut self, node: usize, ctx: &Context, content: Content, gap: u64) -> Dot {
         let me = actor(node);
         let counter =
             (self.counters[node] + 1 + gap).max(self.replicas[node].min_counter(ctx, &me));
@@ -115,7 +119,7 @@ impl Model {
         let dot = Dot::new(me, counter);
         self.replicas[node].write(ctx, dot.clone(), content);
         self.written.push(dot.clone());
-        self.write_contexts.push(ctx.clone());
+        self.write_contexts.push(ctx.vv.clone());
         dot
     }
 
@@ -275,10 +279,34 @@ proptest! {
         }
     }
 
+    /// A client that writes with the context its previous PUT returned, never
+    /// reading, supersedes its own writes and nobody else's.
+    #[test]
+    fn chaining_put_contexts_supersedes_only_the_clients_own_writes(
+        ops in history(), node in 0..NODES, chain in 1..6usize, gap in 0..4u64,
+    ) {
+        let mut model = Model::run(&ops);
+        let others: Vec<_> = model.replicas[node].siblings().iter().map(|s| s.dot.clone()).collect();
+        let mut ctx = Context::default();
+        for i in 0..chain {
+            let dot = model.write_ctx(node, &ctx, Content::Value(Bytes::from(format!("mine-{i}"))), gap);
+            ctx = ctx.after_write(dot);
+            let set = &model.replicas[node];
+            let mine = set.siblings().iter().filter(|s| !others.contains(&s.dot)).count();
+            prop_assert_eq!(mine, 1, "the client's own writes became siblings");
+            for d in &others {
+                prop_assert!(set.siblings().iter().any(|s| &s.dot == d), "lost a write the client never saw");
+            }
+        }
+    }
+
     #[test]
     fn context_round_trips(ops in history()) {
         let model = Model::run(&ops);
-        let ctx = Context(model.read_all().context().clone());
+        let mut ctx = Context::read(model.read_all().context().clone());
+        for d in model.written.iter().rev().take(3) {
+            ctx = ctx.after_write(d.clone());
+        }
         let fp = [1, 2, 3, 4];
         prop_assert_eq!(Context::decode(&ctx.encode(fp), fp), Ok(ctx.clone()));
         prop_assert_eq!(Context::decode(&ctx.encode(fp), [4, 3, 2, 1]), Err(ContextError::Foreign));
@@ -295,7 +323,7 @@ proptest! {
     ) {
         use base64::Engine;
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let ctx = Context(Model::run(&ops).read_all().context().clone());
+        let ctx = Context::read(Model::run(&ops).read_all().context().clone());
         let mut raw = engine.decode(ctx.encode([9; 4])).unwrap_or_default();
         let at = flip.0 % raw.len();
         raw[at] ^= flip.1;
@@ -314,7 +342,9 @@ fn a_context_with_trailing_bytes_or_a_bad_header_is_corrupt() {
     let fp = [5; 4];
     let mut vv = VersionVector::new();
     crdts::CmRDT::apply(&mut vv, Dot::new(actor(0), 3));
-    let mut raw = engine.decode(Context(vv).encode(fp)).expect("own encoding");
+    let mut raw = engine
+        .decode(Context::read(vv).encode(fp))
+        .expect("own encoding");
     raw.push(0);
     assert_eq!(
         Context::decode(&engine.encode(&raw), fp),
@@ -336,12 +366,12 @@ fn a_context_with_trailing_bytes_or_a_bad_header_is_corrupt() {
 fn deletes_leave_a_tombstone_that_reads_as_deleted() {
     let mut set = SiblingSet::new();
     set.write(
-        &VersionVector::new(),
+        &Context::default(),
         Dot::new(actor(0), 1),
         Content::Value(Bytes::from_static(b"1")),
     );
     assert!(!set.is_deleted());
-    let ctx = set.context().clone();
+    let ctx = Context::read(set.context().clone());
     set.write(&ctx, Dot::new(actor(0), 2), Content::Tombstone);
     assert!(set.is_deleted());
     assert_eq!(set.siblings().len(), 1);
