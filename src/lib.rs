@@ -1,5 +1,13 @@
+pub mod api;
+pub mod bench;
+pub mod client;
 pub mod config;
+pub mod coordinator;
 pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod peer;
+pub mod replica;
 pub mod ring;
 pub mod store;
 pub mod version;

@@ -1,1 +1,297 @@
-fn main() {}
+//! The `chorus` command line: run nodes, talk to them, measure them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use http::StatusCode;
+
+use chorus::bench::{self, Op, Target};
+use chorus::client::{Client, Reply};
+use chorus::config::Config;
+use chorus::error::Error;
+use chorus::node::Node;
+
+const DEV_URL: &str = "http://127.0.0.1:7001";
+
+#[derive(Parser)]
+#[command(
+    name = "chorus",
+    version,
+    about = "A leaderless, Dynamo-style replicated key-value store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of the cluster a config file describes.
+    Serve {
+        /// The cluster definition (TOML).
+        #[arg(long, default_value = "config/cluster.toml")]
+        config: PathBuf,
+        /// Which [[nodes]] entry this process is.
+        #[arg(long)]
+        node: String,
+    },
+    /// Run a local cluster on loopback from the built-in default, for a first try.
+    Dev {
+        /// Port of the first node.
+        #[arg(long, default_value_t = 7001)]
+        base_port: u16,
+        /// Folder for the nodes' data (one subfolder per node).
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
+    /// Store a JSON value under a key.
+    Put {
+        key: String,
+        /// The value, a JSON document.
+        json: String,
+        /// The context from an earlier read, to supersede what it saw.
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Read a key: its value, or its siblings, and its context.
+    Get {
+        key: String,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Load a node (or the null server) and report throughput and latency.
+    Bench {
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+        #[arg(long, value_enum, default_value_t = Target::Chorus)]
+        target: Target,
+        #[arg(long, value_enum, default_value_t = Op::Put)]
+        op: Op,
+        /// How long to measure, for example 15s or 1m.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        /// Distinct keys, chosen uniformly.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| text.split_at(i))
+        .unwrap_or((text, "s"));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 15s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{text}`: use ms, s or m")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+            }),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("chorus: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Serve { config, node } => {
+            let config = Config::load(&config)?;
+            let node = Node::start(&config, &node).await?;
+            println!("{} serving on {}", node.id, node.url());
+            stop_signal().await;
+            node.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev { base_port, data } => {
+            let config = Config::dev(1, base_port, &data);
+            let mut nodes = Vec::new();
+            for n in &config.nodes {
+                nodes.push(Node::start(&config, &n.id).await?);
+            }
+            println!(
+                "chorus dev: {} node(s), data under {}",
+                nodes.len(),
+                data.display()
+            );
+            for n in &nodes {
+                println!("  {}  {}", n.id, n.url());
+            }
+            let url = nodes.first().map(Node::url).unwrap_or_default();
+            println!("\nTry:");
+            println!(
+                "  curl -i -X PUT -H 'Content-Type: application/json' -d '{{\"hello\":\"world\"}}' {url}/kv/greeting"
+            );
+            println!("  curl -i {url}/kv/greeting");
+            println!("  cargo run --release -- get greeting --url {url}");
+            println!("  curl {url}/metrics\n\nCtrl-C stops the cluster.");
+            stop_signal().await;
+            for n in nodes {
+                n.shutdown().await;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Put {
+            key,
+            json,
+            context,
+            url,
+        } => {
+            let reply = Client::new(&url)
+                .put(&key, json, context.as_deref())
+                .await?;
+            Ok(print_reply(&reply))
+        }
+        Command::Get { key, url } => Ok(print_reply(&Client::new(&url).get(&key).await?)),
+        Command::Delete { key, context, url } => {
+            let reply = Client::new(&url).delete(&key, context.as_deref()).await?;
+            Ok(print_reply(&reply))
+        }
+        Command::Bench {
+            url,
+            target,
+            op,
+            duration,
+            concurrency,
+            value_size,
+            keys,
+        } => {
+            let summary = bench::run(bench::Options {
+                url,
+                target,
+                op,
+                duration,
+                concurrency,
+                value_size,
+                keys,
+                progress: true,
+            })
+            .await?;
+            let l = &summary.latency;
+            eprintln!(
+                "{:?} {:?}: {:.0} req/s, p50 {} us, p99 {} us, p99.9 {} us, {} errors",
+                summary.target,
+                summary.op,
+                summary.throughput_per_sec,
+                l.p50_us,
+                l.p99_us,
+                l.p999_us,
+                summary.errors
+            );
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints a reply for a person: the value or each sibling, then the context.
+/// Exit code 0 on success, 1 when the key is absent, 2 on an error reply.
+fn print_reply(reply: &Reply) -> ExitCode {
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    let code = match reply.status {
+        StatusCode::OK => {
+            match reply.json() {
+                Some(v) => println!("{}", pretty(&v)),
+                None => println!("{}", String::from_utf8_lossy(&reply.body)),
+            }
+            ExitCode::SUCCESS
+        }
+        StatusCode::NO_CONTENT => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        StatusCode::MULTIPLE_CHOICES => {
+            let siblings = reply
+                .json()
+                .and_then(|v| v.get("siblings").and_then(|s| s.as_array()).cloned())
+                .unwrap_or_default();
+            println!(
+                "{} siblings (concurrent writes; write with this context to resolve):",
+                siblings.len()
+            );
+            for (i, s) in siblings.iter().enumerate() {
+                match s.get("value") {
+                    Some(v) => println!("  [{}] {}", i + 1, pretty(v).replace('\n', "\n      ")),
+                    None => println!("  [{}] (deleted)", i + 1),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        StatusCode::NOT_FOUND if reply.context().is_some() => {
+            println!("not found (deleted)");
+            ExitCode::from(1)
+        }
+        StatusCode::NOT_FOUND => {
+            println!("not found");
+            ExitCode::from(1)
+        }
+        status => {
+            eprintln!("{status}: {}", String::from_utf8_lossy(&reply.body));
+            ExitCode::from(2)
+        }
+    };
+    if let Some(context) = reply.context() {
+        println!("context: {context}");
+    }
+    code
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

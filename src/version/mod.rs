@@ -51,7 +51,7 @@
 //! Everything here is pure: no I/O, no clocks, no locks.
 
 mod actor;
-mod context;
+pub mod context;
 mod siblings;
 
 pub use actor::{Actor, Dot, VersionVector};

@@ -1,0 +1,184 @@
+//! The public REST API and the HTTP server that carries it.
+//!
+//! Routes (docs/api.md is the contract):
+//! - `GET|PUT|DELETE /kv/{key}`: [`kv`]
+//! - `GET /health`: liveness and the node's id
+//! - `GET /metrics`: Prometheus text
+//!
+//! Every error is JSON `{"error": code, "message": …}` with the status the
+//! [`Error`] carries. Every socket gets TCP_NODELAY; request headers must
+//! arrive within `limits.header_timeout_ms` and bodies within
+//! `limits.body_timeout_ms`.
+
+mod kv;
+mod response;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use kv::decode_key;
+use response::Body;
+pub use response::CONTEXT_HEADER;
+
+use crate::config::Limits;
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use crate::store::Store;
+use crate::version::Context;
+
+/// Everything a request handler needs; shared by all connections.
+pub struct Api {
+    pub node: String,
+    pub coordinator: Coordinator,
+    pub limits: Limits,
+    pub fingerprint: [u8; 4],
+    pub metrics: PrometheusHandle,
+    pub store: Arc<dyn Store>,
+}
+
+impl Api {
+    fn set_context(&self, response: &mut Response<Body>, context: &Context) {
+        if let Some(value) = kv::context_header(context.encode(self.fingerprint)) {
+            response.headers_mut().insert(CONTEXT_HEADER, value);
+        }
+    }
+
+    /// Serves one request and records it in the request metrics.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let path = req.uri().path().to_string();
+        let op = operation(req.method(), &path);
+        let response = match self.route(&path, req).await {
+            Ok(response) => response,
+            Err(e) => {
+                if e.status().is_server_error() {
+                    tracing::warn!(error = %e, %path, "request failed");
+                }
+                response::error(&e)
+            }
+        };
+        let status = response.status().as_u16().to_string();
+        metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "status" => status).increment(1);
+        metrics::histogram!(m::REQUEST_DURATION_SECONDS, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn route(&self, path: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+        if let Some(raw_key) = path.strip_prefix("/kv/") {
+            return kv::handle(self, raw_key, req).await;
+        }
+        match path {
+            "/health" => {
+                only_get(req.method())?;
+                let body = serde_json::json!({ "status": "ok", "node": self.node });
+                Ok(response::json(
+                    StatusCode::OK,
+                    Bytes::from(body.to_string()),
+                ))
+            }
+            "/metrics" => {
+                only_get(req.method())?;
+                let stats = self.store.stats();
+                metrics::gauge!(m::STORE_KEYS).set(stats.keys as f64);
+                metrics::gauge!(m::STORE_DISK_BYTES).set(stats.disk_bytes as f64);
+                let mut response = response::empty(StatusCode::OK);
+                *response.body_mut() = Body::new(Bytes::from(self.metrics.render()));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                Ok(response)
+            }
+            "/kv" => Err(Error::BadKey("the key is empty; use /kv/{key}".into())),
+            other => Err(Error::NoRoute(other.to_string())),
+        }
+    }
+}
+
+fn only_get(method: &Method) -> Result<()> {
+    if method == Method::GET {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: "GET",
+        })
+    }
+}
+
+/// The `op` label: a small fixed set, whatever the client sends.
+fn operation(method: &Method, path: &str) -> &'static str {
+    match (path.starts_with("/kv/"), method) {
+        (true, &Method::GET) => "get",
+        (true, &Method::PUT) => "put",
+        (true, &Method::DELETE) => "delete",
+        _ if path == "/health" => "health",
+        _ if path == "/metrics" => "metrics",
+        _ => "other",
+    }
+}
+
+/// Accepts connections until `shutdown` turns true, then lets the open
+/// requests finish (for at most `drain`).
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<Api>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(api.limits.header_timeout_ms))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let api = Arc::clone(&api);
+        let service = service_fn(move |req| {
+            let api = Arc::clone(&api);
+            async move { Ok::<_, Infallible>(api.handle(req).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("open connections did not finish within {drain:?}; closing them");
+    }
+}

@@ -1,0 +1,75 @@
+//! Building responses: JSON errors, JSON bodies, sibling sets.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::error::Error;
+use crate::version::{Content, SiblingSet};
+
+pub type Body = Full<Bytes>;
+
+pub const CONTEXT_HEADER: &str = "x-chorus-context";
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+}
+
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// `{"error": code, "message": what and how to fix}` with the error's status.
+pub fn error(e: &Error) -> Response<Body> {
+    let body = serde_json::json!({ "error": e.code(), "message": e.to_string() });
+    let mut response = json(e.status(), Bytes::from(body.to_string()));
+    if let Error::MethodNotAllowed { allowed, .. } = e {
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allowed));
+    }
+    response
+}
+
+pub fn not_found_key() -> Response<Body> {
+    let body = r#"{"error":"not_found","message":"no value is stored under this key"}"#;
+    json(StatusCode::NOT_FOUND, Bytes::from_static(body.as_bytes()))
+}
+
+/// A live sibling set as a client sees it: 200 with the value when there is
+/// one sibling, 300 with every sibling when there are several, 404 when all
+/// are tombstones. Stored values are spliced in as they are, never re-encoded.
+pub fn siblings(set: &SiblingSet) -> Response<Body> {
+    if set.is_deleted() {
+        return not_found_key();
+    }
+    if let [only] = set.siblings()
+        && let Content::Value(v) = &only.content
+    {
+        return json(StatusCode::OK, v.clone());
+    }
+    let mut out = BytesMut::with_capacity(set.value_bytes() + 16 * set.siblings().len() + 16);
+    out.put_slice(br#"{"siblings":["#);
+    for (i, s) in set.siblings().iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        match &s.content {
+            Content::Value(v) => {
+                out.put_slice(br#"{"value":"#);
+                out.put_slice(v);
+                out.put_u8(b'}');
+            }
+            Content::Tombstone => out.put_slice(br#"{"deleted":true}"#),
+        }
+    }
+    out.put_slice(b"]}");
+    json(StatusCode::MULTIPLE_CHOICES, out.freeze())
+}

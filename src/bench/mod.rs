@@ -1,0 +1,243 @@
+//! `chorus bench`: a closed-loop load generator with latency histograms.
+//!
+//! `concurrency` workers each keep one request in flight over pooled
+//! keep-alive connections for `duration`, picking keys uniformly from
+//! `keys`. Latencies go into hdrhistograms (microseconds). GET runs load
+//! the keys first, unmeasured. Against `--target null` the same client
+//! drives the in-process [`null::NullServer`], the ceiling that chorus's
+//! figures are read against (as ratios from the same run).
+
+pub mod null;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Put,
+    Get,
+    /// Half reads, half writes.
+    Mixed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The chorus node at `--url`.
+    Chorus,
+    /// The in-process null server: the HTTP ceiling of this machine.
+    Null,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub url: String,
+    pub target: Target,
+    pub op: Op,
+    pub duration: Duration,
+    pub concurrency: usize,
+    pub value_size: usize,
+    pub keys: u64,
+    pub progress: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub target: Target,
+    pub op: Op,
+    pub url: String,
+    pub concurrency: usize,
+    pub value_size: usize,
+    pub keys: u64,
+    pub seconds: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub throughput_per_sec: f64,
+    pub latency: Latency,
+}
+
+/// A JSON value of exactly `size` bytes (at least the 2 of `""`).
+pub fn value_of_size(size: usize) -> Bytes {
+    let inner = size.saturating_sub(2);
+    Bytes::from(format!("\"{}\"", "x".repeat(inner)))
+}
+
+pub async fn run(options: Options) -> Result<Summary> {
+    let _null;
+    let url = match options.target {
+        Target::Chorus => options.url.clone(),
+        Target::Null => {
+            let server = null::NullServer::start(2)?;
+            let url = format!("http://{}", server.addr);
+            _null = server;
+            url
+        }
+    };
+    let client = Client::new(&url);
+    let value = value_of_size(options.value_size);
+    let keys = options.keys.max(1);
+    if options.op != Op::Put {
+        preload(&client, keys, &value, options.concurrency).await?;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = progress_bar(&options, Arc::clone(&done));
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let workers: Vec<_> = (0..options.concurrency.max(1))
+        .map(|_| {
+            let (client, value, done) = (client.clone(), value.clone(), Arc::clone(&done));
+            let op = options.op;
+            tokio::spawn(async move { worker(client, op, keys, value, deadline, done).await })
+        })
+        .collect();
+    let mut histogram = new_histogram()?;
+    let mut errors = 0;
+    for w in workers {
+        let (h, e) = w
+            .await
+            .map_err(|e| Error::Protocol(format!("a bench worker died: {e}")))??;
+        histogram
+            .add(&h)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let requests = histogram.len();
+    Ok(Summary {
+        target: options.target,
+        op: options.op,
+        url,
+        concurrency: options.concurrency,
+        value_size: options.value_size,
+        keys,
+        seconds,
+        requests,
+        errors,
+        throughput_per_sec: requests as f64 / seconds,
+        latency: Latency {
+            p50_us: histogram.value_at_quantile(0.5),
+            p99_us: histogram.value_at_quantile(0.99),
+            p999_us: histogram.value_at_quantile(0.999),
+            max_us: histogram.max(),
+        },
+    })
+}
+
+fn new_histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+fn key(i: u64) -> String {
+    format!("bench-{i}")
+}
+
+async fn preload(client: &Client, keys: u64, value: &Bytes, concurrency: usize) -> Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let loaders: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (client, value, next) = (client.clone(), value.clone(), Arc::clone(&next));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= keys {
+                        return Ok(());
+                    }
+                    let reply = client.put(&key(i), value.clone(), None).await?;
+                    if !reply.status.is_success() {
+                        return Err(Error::Protocol(format!(
+                            "preload PUT answered {}",
+                            reply.status
+                        )));
+                    }
+                }
+            })
+        })
+        .collect();
+    for l in loaders {
+        l.await
+            .map_err(|e| Error::Protocol(format!("a loader died: {e}")))??;
+    }
+    Ok(())
+}
+
+async fn worker(
+    client: Client,
+    op: Op,
+    keys: u64,
+    value: Bytes,
+    deadline: Instant,
+    done: Arc<AtomicU64>,
+) -> Result<(Histogram<u64>, u64)> {
+    let mut histogram = new_histogram()?;
+    let mut errors = 0;
+    let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
+    while Instant::now() < deadline {
+        let k = key(rng.random_range(0..keys));
+        let write = match op {
+            Op::Put => true,
+            Op::Get => false,
+            Op::Mixed => rng.random_bool(0.5),
+        };
+        let started = Instant::now();
+        let reply = if write {
+            client.put(&k, value.clone(), None).await
+        } else {
+            client.get(&k).await
+        };
+        let micros = started.elapsed().as_micros() as u64;
+        match reply {
+            Ok(r) if r.status.is_success() => {
+                histogram.saturating_record(micros.max(1));
+            }
+            _ => errors += 1,
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok((histogram, errors))
+}
+
+fn progress_bar(options: &Options, done: Arc<AtomicU64>) -> Option<ProgressBar> {
+    if !options.progress {
+        return None;
+    }
+    let seconds = options.duration.as_secs().max(1);
+    let bar = ProgressBar::new(seconds);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len}s {msg}") {
+        bar.set_style(style);
+    }
+    let ticker = bar.clone();
+    let started = Instant::now();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        while !ticker.is_finished() && started.elapsed().as_secs() <= seconds {
+            tick.tick().await;
+            let elapsed = started.elapsed().as_secs_f64().max(0.001);
+            ticker.set_position(elapsed as u64);
+            let n = done.load(Ordering::Relaxed);
+            ticker.set_message(format!("{n} requests, {:.0}/s", n as f64 / elapsed));
+        }
+    });
+    Some(bar)
+}

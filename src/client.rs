@@ -1,0 +1,136 @@
+//! A small HTTP client for the chorus API: the CLI verbs, the benchmark and
+//! the tests use it. Pooled keep-alive connections with TCP_NODELAY.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as Pool;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::api::CONTEXT_HEADER;
+use crate::error::{Error, Result};
+
+/// Characters left as they are in a key's path segment; all else is escaped.
+const KEY_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The path of `key` under `/kv/`, percent-encoded.
+pub fn key_path(key: &str) -> String {
+    format!("/kv/{}", utf8_percent_encode(key, KEY_SAFE))
+}
+
+/// What a request got back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn context(&self) -> Option<&str> {
+        self.headers
+            .get(CONTEXT_HEADER)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pool: Pool<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+impl Client {
+    /// A client for the node at `base` (for example `http://127.0.0.1:7001`).
+    pub fn new(base: &str) -> Client {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let pool = Pool::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Client {
+            pool,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| Error::BadParameter {
+                name: "url".into(),
+                reason: e.to_string(),
+            })?;
+        let response = self
+            .pool
+            .request(request)
+            .await
+            .map_err(|e| Error::Unavailable {
+                node: self.base.clone(),
+                reason: e.to_string(),
+            })?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| Error::BodyRead(e.to_string()))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        json: impl Into<Bytes>,
+        context: Option<&str>,
+    ) -> Result<Reply> {
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(context.map(|c| (CONTEXT_HEADER, c)));
+        self.request(Method::PUT, &key_path(key), &headers, json.into())
+            .await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Reply> {
+        self.request(Method::GET, &key_path(key), &[], Bytes::new())
+            .await
+    }
+
+    pub async fn delete(&self, key: &str, context: Option<&str>) -> Result<Reply> {
+        let headers: Vec<_> = context.map(|c| (CONTEXT_HEADER, c)).into_iter().collect();
+        self.request(Method::DELETE, &key_path(key), &headers, Bytes::new())
+            .await
+    }
+}

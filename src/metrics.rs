@@ -1,0 +1,81 @@
+//! Every metric chorus exports, named once.
+//!
+//! Names carry the `chorus_` prefix and their base unit; labels are low
+//! cardinality (an operation, a status code, never a key). Latencies are
+//! histograms with fixed buckets so they aggregate across nodes.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Client requests served, by `op` (get, put, delete, health, metrics, other) and `status`.
+pub const REQUESTS_TOTAL: &str = "chorus_requests_total";
+/// Latency of client requests, by `op`.
+pub const REQUEST_DURATION_SECONDS: &str = "chorus_request_duration_seconds";
+/// Siblings returned per read.
+pub const READ_SIBLINGS: &str = "chorus_read_siblings";
+/// Keys in the local store (approximate for the durable engine).
+pub const STORE_KEYS: &str = "chorus_store_keys";
+/// Bytes the local store occupies on disk.
+pub const STORE_DISK_BYTES: &str = "chorus_store_disk_bytes";
+/// Always 1, labelled with the chorus `version`.
+pub const BUILD_INFO: &str = "chorus_build_info";
+
+/// Seconds: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+const SIBLING_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+///
+/// The recorder is global, so nodes started in one process (tests) share it;
+/// a real deployment runs one node per process.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(REQUEST_DURATION_SECONDS.into()),
+                    LATENCY_BUCKETS,
+                )
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(READ_SIBLINGS.into()), SIBLING_BUCKETS))
+                .map(|b| b.build_recorder());
+            let recorder = recorder.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "metric buckets rejected; latencies export as summaries");
+                PrometheusBuilder::new().build_recorder()
+            });
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Client requests served, by operation and status code."
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Latency of client requests, by operation."
+    );
+    describe_histogram!(READ_SIBLINGS, "Siblings returned per read.");
+    describe_gauge!(STORE_KEYS, "Keys in the local store (approximate).");
+    describe_gauge!(
+        STORE_DISK_BYTES,
+        Unit::Bytes,
+        "Bytes the local store occupies on disk."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1, labelled with the chorus version.");
+}
