@@ -43,6 +43,9 @@ pub struct ClusterConfig {
 pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// A client write that would leave more siblings than this is refused
+    /// (409); replication and repair are never refused.
+    pub max_siblings: usize,
     /// A client must finish sending its request headers within this time.
     pub header_timeout_ms: u64,
     /// A client must finish sending its request body within this time.
@@ -54,6 +57,7 @@ impl Default for Limits {
         Limits {
             max_key_bytes: 1024,
             max_value_bytes: 1024 * 1024,
+            max_siblings: 100,
             header_timeout_ms: 5_000,
             body_timeout_ms: 10_000,
         }
@@ -219,6 +223,12 @@ impl Config {
             return Err(Error::config(
                 "limits.max_value_bytes",
                 "must be between 1 and 67108864 (64 MiB)",
+            ));
+        }
+        if l.max_siblings == 0 || l.max_siblings > 10_000 {
+            return Err(Error::config(
+                "limits.max_siblings",
+                "must be between 1 and 10000",
             ));
         }
         for (key, ms) in [

@@ -15,6 +15,10 @@ pub enum Error {
     KeyTooLarge { len: usize, max: usize },
     #[error("the body is over the limit of {max} bytes (limits.max_value_bytes)")]
     ValueTooLarge { max: usize },
+    #[error(
+        "the write would leave {count} siblings, over the limit of {max} (limits.max_siblings); read the key and write with its context to resolve them"
+    )]
+    TooManySiblings { count: usize, max: usize },
     #[error("parameter `{name}`: {reason}")]
     BadParameter { name: String, reason: String },
     #[error(
@@ -54,6 +58,7 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             KeyTooLarge { .. } | ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            TooManySiblings { .. } => StatusCode::CONFLICT,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             NoRoute(_) => StatusCode::NOT_FOUND,
@@ -73,6 +78,7 @@ impl Error {
             KeyTooLarge { .. } => "key_too_large",
             ValueTooLarge { .. } => "value_too_large",
             BadParameter { .. } => "bad_parameter",
+            TooManySiblings { .. } => "too_many_siblings",
             MalformedContext(_) => "malformed_context",
             UnsupportedMediaType(_) => "unsupported_media_type",
             MethodNotAllowed { .. } => "method_not_allowed",

@@ -36,7 +36,11 @@ impl Node {
             Engine::Fjall => Arc::new(FjallStore::open(&me.data_dir, &config.storage)?),
             Engine::Memory => Arc::new(MemoryStore::new()),
         };
-        let replica = Arc::new(Replica::new(Arc::clone(&store), id)?);
+        let replica = Arc::new(Replica::new(
+            Arc::clone(&store),
+            id,
+            config.limits.max_siblings,
+        )?);
         let transport = Arc::new(LocalTransport::new(id, replica));
         let metrics = crate::metrics::install();
         let api = Arc::new(Api {

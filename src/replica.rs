@@ -13,12 +13,19 @@ use crate::store::{Identity, Store};
 pub struct Replica {
     store: Arc<dyn Store>,
     identity: Identity,
+    max_siblings: usize,
 }
 
 impl Replica {
-    pub fn new(store: Arc<dyn Store>, node: &str) -> Result<Replica> {
+    /// `max_siblings` bounds what a client write may leave behind; merges
+    /// from other replicas are never refused, so no stored write is lost.
+    pub fn new(store: Arc<dyn Store>, node: &str, max_siblings: usize) -> Result<Replica> {
         let identity = Identity::load(store.as_ref(), node)?;
-        Ok(Replica { store, identity })
+        Ok(Replica {
+            store,
+            identity,
+            max_siblings,
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -43,6 +50,12 @@ impl Replica {
                     let floor = set.min_counter(&context, self.identity.actor());
                     let dot = self.identity.mint(self.store.as_ref(), floor)?;
                     set.write(&context, dot.clone(), content.clone());
+                    if set.siblings().len() > self.max_siblings {
+                        return Err(Error::TooManySiblings {
+                            count: set.siblings().len(),
+                            max: self.max_siblings,
+                        });
+                    }
                     minted = Some(dot);
                     Ok(set)
                 })?;

@@ -1,14 +1,19 @@
 //! `chorus bench`: a closed-loop load generator with latency histograms.
 //!
 //! `concurrency` workers each keep one request in flight over pooled
-//! keep-alive connections for `duration`, picking keys uniformly from
-//! `keys`. Latencies go into hdrhistograms (microseconds). GET runs load
-//! the keys first, unmeasured. Against `--target null` the same client
+//! keep-alive connections for `duration`. The `keys` are dealt out among
+//! the workers and each picks uniformly among its own; a worker writes with
+//! the context its previous write of that key returned, as a well-behaved
+//! client does, so the benchmark measures steady-state writes rather than a
+//! pile of siblings from blind concurrent writers. Latencies go into
+//! hdrhistograms (microseconds). GET and mixed runs load the keys first,
+//! unmeasured. Against `--target null` the same client
 //! drives the in-process [`null::NullServer`], the ceiling that chorus's
 //! figures are read against (as ratios from the same run).
 
 pub mod null;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::client::Client;
+use crate::client::{Client, Reply};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -94,19 +99,37 @@ pub async fn run(options: Options) -> Result<Summary> {
     };
     let client = Client::new(&url);
     let value = value_of_size(options.value_size);
-    let keys = options.keys.max(1);
+    let concurrency = options.concurrency.max(1);
+    let keys = options.keys.max(concurrency as u64);
+    let mut shares: Vec<Share> = (0..concurrency as u64)
+        .map(|w| Share::new(w, concurrency as u64, keys))
+        .collect();
     if options.op != Op::Put {
-        preload(&client, keys, &value, options.concurrency).await?;
+        let loaders: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                let (client, value) = (client.clone(), value.clone());
+                tokio::spawn(async move { share.preload(&client, &value).await })
+            })
+            .collect();
+        shares = Vec::with_capacity(concurrency);
+        for l in loaders {
+            shares.push(
+                l.await
+                    .map_err(|e| Error::Protocol(format!("a loader died: {e}")))??,
+            );
+        }
     }
     let done = Arc::new(AtomicU64::new(0));
     let progress = progress_bar(&options, Arc::clone(&done));
     let started = Instant::now();
     let deadline = started + options.duration;
-    let workers: Vec<_> = (0..options.concurrency.max(1))
-        .map(|_| {
+    let workers: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
             let (client, value, done) = (client.clone(), value.clone(), Arc::clone(&done));
             let op = options.op;
-            tokio::spawn(async move { worker(client, op, keys, value, deadline, done).await })
+            tokio::spawn(async move { share.run(client, op, value, deadline, done).await })
         })
         .collect();
     let mut histogram = new_histogram()?;
@@ -129,7 +152,7 @@ pub async fn run(options: Options) -> Result<Summary> {
         target: options.target,
         op: options.op,
         url,
-        concurrency: options.concurrency,
+        concurrency,
         value_size: options.value_size,
         keys,
         seconds,
@@ -153,69 +176,92 @@ fn key(i: u64) -> String {
     format!("bench-{i}")
 }
 
-async fn preload(client: &Client, keys: u64, value: &Bytes, concurrency: usize) -> Result<()> {
-    let next = Arc::new(AtomicU64::new(0));
-    let loaders: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let (client, value, next) = (client.clone(), value.clone(), Arc::clone(&next));
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= keys {
-                        return Ok(());
-                    }
-                    let reply = client.put(&key(i), value.clone(), None).await?;
-                    if !reply.status.is_success() {
-                        return Err(Error::Protocol(format!(
-                            "preload PUT answered {}",
-                            reply.status
-                        )));
-                    }
-                }
-            })
-        })
-        .collect();
-    for l in loaders {
-        l.await
-            .map_err(|e| Error::Protocol(format!("a loader died: {e}")))??;
-    }
-    Ok(())
+/// One worker's keys (every `stride`-th from `first`) and the context its
+/// last write of each returned.
+struct Share {
+    first: u64,
+    stride: u64,
+    count: u64,
+    contexts: HashMap<u64, String>,
 }
 
-async fn worker(
-    client: Client,
-    op: Op,
-    keys: u64,
-    value: Bytes,
-    deadline: Instant,
-    done: Arc<AtomicU64>,
-) -> Result<(Histogram<u64>, u64)> {
-    let mut histogram = new_histogram()?;
-    let mut errors = 0;
-    let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
-    while Instant::now() < deadline {
-        let k = key(rng.random_range(0..keys));
-        let write = match op {
-            Op::Put => true,
-            Op::Get => false,
-            Op::Mixed => rng.random_bool(0.5),
-        };
-        let started = Instant::now();
-        let reply = if write {
-            client.put(&k, value.clone(), None).await
-        } else {
-            client.get(&k).await
-        };
-        let micros = started.elapsed().as_micros() as u64;
-        match reply {
-            Ok(r) if r.status.is_success() => {
-                histogram.saturating_record(micros.max(1));
-            }
-            _ => errors += 1,
+impl Share {
+    fn new(first: u64, stride: u64, keys: u64) -> Share {
+        let count = (keys - first).div_ceil(stride);
+        Share {
+            first,
+            stride,
+            count,
+            contexts: HashMap::with_capacity(count as usize),
         }
-        done.fetch_add(1, Ordering::Relaxed);
     }
-    Ok((histogram, errors))
+
+    fn key_index(&self, nth: u64) -> u64 {
+        self.first + nth * self.stride
+    }
+
+    async fn write(&mut self, client: &Client, i: u64, value: &Bytes) -> Result<Reply> {
+        let reply = client
+            .put(
+                &key(i),
+                value.clone(),
+                self.contexts.get(&i).map(String::as_str),
+            )
+            .await?;
+        if let Some(ctx) = reply.context() {
+            self.contexts.insert(i, ctx.to_string());
+        }
+        Ok(reply)
+    }
+
+    async fn preload(mut self, client: &Client, value: &Bytes) -> Result<Share> {
+        for nth in 0..self.count {
+            let reply = self.write(client, self.key_index(nth), value).await?;
+            if !reply.status.is_success() {
+                return Err(Error::Protocol(format!(
+                    "preload PUT answered {}",
+                    reply.status
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    async fn run(
+        mut self,
+        client: Client,
+        op: Op,
+        value: Bytes,
+        deadline: Instant,
+        done: Arc<AtomicU64>,
+    ) -> Result<(Histogram<u64>, u64)> {
+        let mut histogram = new_histogram()?;
+        let mut errors = 0;
+        let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
+        while Instant::now() < deadline {
+            let i = self.key_index(rng.random_range(0..self.count));
+            let write = match op {
+                Op::Put => true,
+                Op::Get => false,
+                Op::Mixed => rng.random_bool(0.5),
+            };
+            let started = Instant::now();
+            let reply = if write {
+                self.write(&client, i, &value).await
+            } else {
+                client.get(&key(i)).await
+            };
+            let micros = started.elapsed().as_micros() as u64;
+            match reply {
+                Ok(r) if r.status.is_success() => {
+                    histogram.saturating_record(micros.max(1));
+                }
+                _ => errors += 1,
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((histogram, errors))
+    }
 }
 
 fn progress_bar(options: &Options, done: Arc<AtomicU64>) -> Option<ProgressBar> {

@@ -40,10 +40,19 @@ impl NullServer {
             .thread_name("chorus-null")
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
+        // Bound here so the address is known at once; adopted by the runtime
+        // on its own thread (this may be called from inside another runtime).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
-        let thread = std::thread::spawn(move || runtime.block_on(serve(listener, stopped)));
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                if let Ok(listener) = TcpListener::from_std(listener) {
+                    serve(listener, stopped).await;
+                }
+            })
+        });
         Ok(NullServer {
             addr,
             stop: Some(stop),

@@ -1,0 +1,268 @@
+//! The `chorus` command line: client verbs against a live node, `serve`
+//! refusing a bad config, `dev` starting and stopping, `bench` reporting.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::{TestNode, chorus_bin};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+async fn chorus(args: &[&str]) -> Output {
+    let run = Command::new(chorus_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("chorus did not finish within 120 s")
+        .expect("run chorus")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn context_line(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("context: "))
+        .expect("a context line")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_delete_print_values_siblings_and_contexts() {
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    let put = chorus(&["put", "fruit", r#"{"name":"apple"}"#, "--url", &url]).await;
+    assert!(put.status.success(), "{put:?}");
+    assert!(stdout(&put).starts_with("ok"));
+
+    let get = chorus(&["get", "fruit", "--url", &url]).await;
+    assert!(get.status.success());
+    let text = stdout(&get);
+    assert!(text.contains(r#""name": "apple""#), "{text}");
+    let ctx = context_line(&text);
+
+    chorus(&[
+        "put",
+        "fruit",
+        r#""pear""#,
+        "--context",
+        &ctx,
+        "--url",
+        &url,
+    ])
+    .await;
+    chorus(&[
+        "put",
+        "fruit",
+        r#""plum""#,
+        "--context",
+        &ctx,
+        "--url",
+        &url,
+    ])
+    .await;
+    let siblings = stdout(&chorus(&["get", "fruit", "--url", &url]).await);
+    assert!(siblings.starts_with("2 siblings"), "{siblings}");
+    assert!(siblings.contains("\"pear\"") && siblings.contains("\"plum\""));
+
+    let merged = context_line(&siblings);
+    let resolve = chorus(&[
+        "put",
+        "fruit",
+        r#""fig""#,
+        "--context",
+        &merged,
+        "--url",
+        &url,
+    ])
+    .await;
+    assert!(resolve.status.success());
+    assert_eq!(
+        stdout(&chorus(&["get", "fruit", "--url", &url]).await)
+            .lines()
+            .next(),
+        Some("\"fig\"")
+    );
+
+    let ctx = context_line(&stdout(&chorus(&["get", "fruit", "--url", &url]).await));
+    let delete = chorus(&["delete", "fruit", "--context", &ctx, "--url", &url]).await;
+    assert!(delete.status.success());
+    let gone = chorus(&["get", "fruit", "--url", &url]).await;
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stdout(&gone).starts_with("not found (deleted)"));
+
+    let bad = chorus(&["put", "fruit", "{oops", "--url", &url]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_json"));
+}
+
+#[tokio::test]
+async fn a_client_verb_without_a_server_fails_with_a_message() {
+    // Port 9 (discard) on loopback: nothing of ours listens there.
+    let out = chorus(&["get", "k", "--url", "http://127.0.0.1:9"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unavailable"));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_bad_config_and_names_the_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bad.toml");
+    let shipped = include_str!("../config/cluster.toml");
+    std::fs::write(&path, shipped.replace("w = 2", "w = 5")).expect("write");
+    let out = chorus(&[
+        "serve",
+        "--config",
+        path.to_str().expect("utf8"),
+        "--node",
+        "n1",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster.w"), "{err}");
+
+    std::fs::write(&path, format!("{shipped}\nsurprise = true\n")).expect("write");
+    let out = chorus(&[
+        "serve",
+        "--config",
+        path.to_str().expect("utf8"),
+        "--node",
+        "n1",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("surprise"));
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, shipped).expect("write");
+    let out = chorus(&[
+        "serve",
+        "--config",
+        good.to_str().expect("utf8"),
+        "--node",
+        "n9",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node `n9`"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut child = Command::new(chorus_bin())
+        .args(["dev", "--base-port", &port.to_string(), "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn dev");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut printed = String::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+    {
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(
+        printed.contains(&url),
+        "dev did not print its URL:\n{printed}"
+    );
+    assert!(
+        printed.contains("curl"),
+        "dev did not print what to try:\n{printed}"
+    );
+
+    let client = chorus::client::Client::new(&url);
+    assert_eq!(
+        client
+            .put("hello", "\"dev\"", None)
+            .await
+            .expect("put")
+            .status,
+        204
+    );
+    assert!(dir.path().join("n1").exists(), "data is not under --data");
+
+    let pid = child.id().expect("pid").to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("dev did not stop on SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "dev exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_a_json_summary_for_chorus_and_the_null_server() {
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    run_bench(vec!["bench", "--target", "null", "--op", "mixed"]).await;
+    run_bench(vec!["bench", "--url", &url, "--op", "get"]).await;
+    // The GET run read keys it loaded first.
+    let value = serde_json::json!("x".repeat(62));
+    assert_eq!(
+        t.client.get("bench-0").await.expect("get").json(),
+        Some(value)
+    );
+    run_bench(vec!["bench", "--url", &url, "--op", "put"]).await;
+    // Each worker chains its own contexts: the PUT run's many writes of a key
+    // leave one sibling beside the GET run's load, not one per write.
+    let after = t.client.get("bench-0").await.expect("get");
+    let siblings = after.json().expect("json")["siblings"]
+        .as_array()
+        .map_or(1, Vec::len);
+    assert!(siblings <= 2, "bench writes piled up {siblings} siblings");
+}
+
+/// Runs `chorus bench` briefly and checks its JSON summary.
+async fn run_bench(mut args: Vec<&str>) {
+    args.extend([
+        "--duration",
+        "1s",
+        "--concurrency",
+        "4",
+        "--keys",
+        "50",
+        "--value-size",
+        "64",
+    ]);
+    let out = chorus(&args).await;
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    assert!(summary["requests"].as_u64().unwrap_or(0) > 0, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    for field in ["throughput_per_sec", "seconds"] {
+        assert!(
+            summary[field].as_f64().is_some(),
+            "{field} missing: {summary}"
+        );
+    }
+    for field in ["p50_us", "p99_us", "p999_us", "max_us"] {
+        assert!(
+            summary["latency"][field].as_u64().is_some(),
+            "{field} missing: {summary}"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Shared test scaffolding: nodes on port 0 over real HTTP, raw sockets for
+//! misbehaving clients, and the real `chorus` binary.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use chorus::client::Client;
+use chorus::config::{Config, Engine};
+use chorus::node::Node;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A one-node config on an ephemeral loopback port with data under `dir`.
+pub fn config(dir: &Path) -> Config {
+    let mut config = Config::dev(1, 0, dir);
+    config.nodes[0].listen = "127.0.0.1:0".into();
+    config
+}
+
+pub struct TestNode {
+    pub node: Node,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestNode {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = config(dir.path());
+        tweak(&mut config);
+        let node = Node::start(&config, "n1").await.expect("node starts");
+        let client = Client::new(&node.url());
+        TestNode { node, client, dir }
+    }
+
+    pub async fn start_in_memory() -> TestNode {
+        Self::start_with(|c| c.storage.engine = Engine::Memory).await
+    }
+}
+
+/// Sends raw bytes on a fresh connection and returns what the server sends
+/// back before it closes the connection or `wait` passes.
+pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], wait: Duration) -> String {
+    raw_exchange_closed(addr, request, wait).await.0
+}
+
+/// As [`raw_exchange`], also saying whether the server closed the connection
+/// within `wait`.
+pub async fn raw_exchange_closed(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    wait: Duration,
+) -> (String, bool) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send");
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(wait, stream.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// The JSON `error` code of a reply.
+pub fn error_code(reply: &chorus::client::Reply) -> String {
+    reply
+        .json()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| format!("(no JSON error in {:?})", reply.body))
+}
+
+pub fn chorus_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_chorus")
+}
