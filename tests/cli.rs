@@ -202,8 +202,8 @@ async fn dev_serves_and_stops_on_sigterm() {
     assert!(dir.path().join("n1").exists(), "data is not under --data");
 
     let pid = child.id().expect("pid").to_string();
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+    let term = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
         .status()
         .expect("kill");
     assert!(term.success());
