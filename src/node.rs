@@ -14,7 +14,7 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::peer::LocalTransport;
 use crate::replica::Replica;
-use crate::store::{FjallStore, MemoryStore, Store};
+use crate::store::{FjallStore, Identity, MemoryStore, Store};
 use crate::version::context::cluster_fingerprint;
 
 /// A running node. Dropping it without [`Node::shutdown`] aborts its tasks.
@@ -32,15 +32,18 @@ impl Node {
     pub async fn start(config: &Config, id: &str) -> Result<Node> {
         config.validate()?;
         let me = config.node(id)?;
-        let store: Arc<dyn Store> = match config.storage.engine {
-            Engine::Fjall => Arc::new(FjallStore::open(&me.data_dir, &config.storage)?),
-            Engine::Memory => Arc::new(MemoryStore::new()),
+        let (store, identity): (Arc<dyn Store>, _) = match config.storage.engine {
+            Engine::Fjall => (
+                Arc::new(FjallStore::open(&me.data_dir, &config.storage)?),
+                Identity::load(&me.data_dir, id)?,
+            ),
+            Engine::Memory => (Arc::new(MemoryStore::new()), Identity::ephemeral(id)),
         };
         let replica = Arc::new(Replica::new(
             Arc::clone(&store),
-            id,
+            identity,
             config.limits.max_siblings,
-        )?);
+        ));
         let transport = Arc::new(LocalTransport::new(id, replica));
         let metrics = crate::metrics::install();
         let api = Arc::new(Api {

@@ -9,31 +9,27 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::store::{Identity, Store};
+use crate::version::{Dot, SiblingSet};
 
 pub struct Replica {
     store: Arc<dyn Store>,
-    identity: Identity,
+    identity: Arc<Identity>,
     max_siblings: usize,
 }
 
 impl Replica {
     /// `max_siblings` bounds what a client write may leave behind; merges
     /// from other replicas are never refused, so no stored write is lost.
-    pub fn new(store: Arc<dyn Store>, node: &str, max_siblings: usize) -> Result<Replica> {
-        let identity = Identity::load(store.as_ref(), node)?;
-        Ok(Replica {
+    pub fn new(store: Arc<dyn Store>, identity: Identity, max_siblings: usize) -> Replica {
+        Replica {
             store,
-            identity,
+            identity: Arc::new(identity),
             max_siblings,
-        })
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    pub fn identity(&self) -> &Identity {
-        &self.identity
     }
 
     pub async fn handle(&self, request: PeerRequest) -> Result<PeerResponse> {
@@ -44,23 +40,29 @@ impl Replica {
                 context,
                 content,
             } => {
-                let mut minted = None;
-                let (set, durable) = self.store.update(&key, &mut |current| {
+                let identity = Arc::clone(&self.identity);
+                let max_siblings = self.max_siblings;
+                let mint_and_write = move |current: Option<SiblingSet>| {
                     let mut set = current.unwrap_or_default();
-                    let floor = set.min_counter(&context, self.identity.actor());
-                    let dot = self.identity.mint(self.store.as_ref(), floor)?;
-                    set.write(&context, dot.clone(), content.clone());
-                    if set.siblings().len() > self.max_siblings {
+                    let dot = identity.mint(set.min_counter(&context, identity.actor()))?;
+                    set.write(&context, dot, content);
+                    if set.siblings().len() > max_siblings {
                         return Err(Error::TooManySiblings {
                             count: set.siblings().len(),
-                            max: self.max_siblings,
+                            max: max_siblings,
                         });
                     }
-                    minted = Some(dot);
                     Ok(set)
-                })?;
-                durable.wait().await?;
-                let dot = minted.ok_or_else(|| Error::Storage("the write minted no dot".into()))?;
+                };
+                let set = self
+                    .store
+                    .update(&key, Box::new(mint_and_write))
+                    .wait()
+                    .await?;
+                // The minted counter is above everything the set had seen of
+                // this actor, so it is now the set's entry for it.
+                let me = self.identity.actor();
+                let dot = Dot::new(me.clone(), set.context().get(me));
                 Ok(PeerResponse::Coordinated { dot, set })
             }
             PeerRequest::Merge { key, set } => {
@@ -69,12 +71,12 @@ impl Replica {
                         "the sibling set sent for `{key}` breaks its invariants"
                     )));
                 }
-                let (_, durable) = self.store.update(&key, &mut |current| {
+                let merge = move |current: Option<SiblingSet>| {
                     let mut local = current.unwrap_or_default();
                     local.merge(&set);
                     Ok(local)
-                })?;
-                durable.wait().await?;
+                };
+                self.store.update(&key, Box::new(merge)).wait().await?;
                 Ok(PeerResponse::Merged)
             }
         }

@@ -1,63 +1,49 @@
 //! The durable engine: fjall, an LSM tree with a write-ahead journal.
 //!
-//! Two keyspaces: `kv` holds the encoded sibling sets under their storage
-//! keys, `meta` the node's own records. Every write reaches the OS as part of
-//! the journal before `update` returns, so it survives a crash of the process;
-//! the [`GroupCommit`] thread's fsync makes it survive a crash of the machine.
+//! The `kv` keyspace holds the encoded sibling sets under their storage
+//! keys. Reads go straight to fjall; updates go through the [`Committer`],
+//! which batches them and makes each batch durable before answering.
 
 use std::ops::RangeInclusive;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use tokio::sync::oneshot;
 
-use super::commit::GroupCommit;
-use super::{
-    Durable, Entry, KeyLocks, Store, StoreStats, decode_set, encode_set, storage_key, user_key,
-};
+use super::committer::{Committer, Job};
+use super::{Entry, Merge, Pending, Store, StoreStats, decode_set, storage_key, user_key};
 use crate::config::StorageConfig;
 use crate::error::Result;
 use crate::ring::Position;
 use crate::version::SiblingSet;
 
-const LOCK_STRIPES: usize = 1024;
-
 pub struct FjallStore {
     db: Database,
     kv: Keyspace,
-    meta: Keyspace,
-    locks: KeyLocks,
-    commit: Arc<GroupCommit>,
+    committer: Committer,
 }
 
 impl FjallStore {
     pub fn open(dir: &Path, config: &StorageConfig) -> Result<FjallStore> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::builder(dir)
+        let db = Database::builder(dir.join("fjall"))
             .cache_size(config.cache_mb * 1024 * 1024)
             .open()?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let syncing = db.clone();
-        let commit = GroupCommit::start(
+        let committer = Committer::start(
+            db.clone(),
+            kv.clone(),
             config.sync,
             Duration::from_millis(config.sync_interval_ms),
-            move || Ok(syncing.persist(PersistMode::SyncData)?),
         )?;
-        Ok(FjallStore {
-            db,
-            kv,
-            meta,
-            locks: KeyLocks::new(LOCK_STRIPES),
-            commit,
-        })
+        Ok(FjallStore { db, kv, committer })
     }
 }
 
 impl Drop for FjallStore {
     fn drop(&mut self) {
-        self.commit.stop();
+        self.committer.stop();
     }
 }
 
@@ -69,17 +55,14 @@ impl Store for FjallStore {
             .transpose()
     }
 
-    fn update(
-        &self,
-        key: &str,
-        f: &mut dyn FnMut(Option<SiblingSet>) -> Result<SiblingSet>,
-    ) -> Result<(SiblingSet, Durable)> {
-        let skey = storage_key(key);
-        let _guard = self.locks.lock(&skey);
-        let current = self.kv.get(&skey)?.map(|b| decode_set(&b)).transpose()?;
-        let next = f(current)?;
-        self.kv.insert(skey, encode_set(&next)?)?;
-        Ok((next, self.commit.after_write()))
+    fn update(&self, key: &str, merge: Merge) -> Pending {
+        let (reply, rx) = oneshot::channel();
+        self.committer.submit(Job {
+            key: storage_key(key),
+            merge,
+            reply,
+        });
+        Pending::waiting(rx)
     }
 
     fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>> {
@@ -97,16 +80,6 @@ impl Store for FjallStore {
             out.push((user_key(&k)?, decode_set(&v)?));
         }
         Ok(out)
-    }
-
-    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.meta.get(name)?.map(|v| v.to_vec()))
-    }
-
-    fn meta_put_synced(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.meta.insert(name, value)?;
-        self.db.persist(PersistMode::SyncAll)?;
-        Ok(())
     }
 
     fn stats(&self) -> StoreStats {

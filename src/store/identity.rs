@@ -1,59 +1,96 @@
 //! The node's actor and its dot counter.
+//!
+//! Kept in `<data_dir>/identity.json`, beside the database:
+//! `{"node": "n1", "incarnation": <random u64>, "lease": <counter>}`. A data
+//! directory without it is new, so the node gets a fresh random incarnation:
+//! a node whose disk was wiped comes back as a new actor and can never mint
+//! a dot that an old copy of its data already used. The dot counter is
+//! leased in blocks: the file is rewritten (fsynced, then renamed into place)
+//! before any counter above the lease is handed out, and a restart continues
+//! from the lease, skipping at most one block. A u64 never runs out.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
-use super::Store;
 use crate::error::{Error, Result};
 use crate::version::{Actor, Dot};
 
-const INCARNATION: &str = "incarnation";
-const COUNTER_LEASE: &str = "counter_lease";
-/// Counters are leased in blocks: the high-water mark is fsynced once per
-/// block, and a restart skips at most one block. A u64 never runs out.
+const FILE: &str = "identity.json";
 const LEASE_BLOCK: u64 = 1 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    node: String,
+    incarnation: u64,
+    lease: u64,
+}
 
 /// Mints this node's dots. One per node, shared by every key.
 pub struct Identity {
     actor: Actor,
     counter: AtomicU64,
     lease: Mutex<u64>,
-}
-
-fn read_u64(store: &dyn Store, name: &str) -> Result<Option<u64>> {
-    match store.meta_get(name)? {
-        None => Ok(None),
-        Some(bytes) => {
-            let raw: [u8; 8] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Storage(format!("meta record `{name}` is corrupt")))?;
-            Ok(Some(u64::from_le_bytes(raw)))
-        }
-    }
+    /// Where the lease is persisted; `None` for a node without a disk.
+    file: Option<PathBuf>,
 }
 
 impl Identity {
-    /// Loads the node's identity from its store, creating it on first start:
-    /// a fresh data directory means a fresh random incarnation, so a node
-    /// whose disk was wiped never reuses a dot.
-    pub fn load(store: &dyn Store, node: &str) -> Result<Identity> {
-        let incarnation = match read_u64(store, INCARNATION)? {
-            Some(i) => i,
-            None => {
-                let fresh: u64 = rand::random();
-                store.meta_put_synced(INCARNATION, &fresh.to_le_bytes())?;
-                fresh
+    /// Loads the identity kept in `dir`, creating it for a new directory.
+    pub fn load(dir: &Path, node: &str) -> Result<Identity> {
+        std::fs::create_dir_all(dir)?;
+        let file = dir.join(FILE);
+        let record = match std::fs::read(&file) {
+            Ok(bytes) => {
+                let record: Record = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::Storage(format!(
+                        "{} is corrupt ({e}); restore it or wipe the data directory",
+                        file.display()
+                    ))
+                })?;
+                if record.node != node {
+                    return Err(Error::config(
+                        "--node",
+                        format!(
+                            "{} belongs to node `{}`, not `{node}`; each node needs its own data_dir",
+                            dir.display(),
+                            record.node
+                        ),
+                    ));
+                }
+                record
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let record = Record {
+                    node: node.to_string(),
+                    incarnation: rand::random(),
+                    lease: 0,
+                };
+                write_synced(&file, &record)?;
+                record
+            }
+            Err(e) => return Err(e.into()),
         };
-        // Every counter below the lease may have been used before a crash.
-        let lease = read_u64(store, COUNTER_LEASE)?.unwrap_or(0);
         Ok(Identity {
-            actor: Actor::new(node, incarnation),
-            counter: AtomicU64::new(lease),
-            lease: Mutex::new(lease),
+            actor: Actor::new(node, record.incarnation),
+            // Every counter below the lease may have been used before a crash.
+            counter: AtomicU64::new(record.lease),
+            lease: Mutex::new(record.lease),
+            file: Some(file),
         })
+    }
+
+    /// An identity that lives only in memory (the in-memory engine): a new
+    /// incarnation every time.
+    pub fn ephemeral(node: &str) -> Identity {
+        Identity {
+            actor: Actor::new(node, rand::random()),
+            counter: AtomicU64::new(0),
+            lease: Mutex::new(u64::MAX),
+            file: None,
+        }
     }
 
     pub fn actor(&self) -> &Actor {
@@ -61,24 +98,43 @@ impl Identity {
     }
 
     /// A dot never handed out before, with a counter of at least `floor`.
-    pub fn mint(&self, store: &dyn Store, floor: u64) -> Result<Dot> {
-        let mut current = self.counter.load(Ordering::SeqCst);
-        let counter = loop {
-            let next = (current + 1).max(floor);
-            match self
-                .counter
-                .compare_exchange(current, next, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => break next,
-                Err(seen) => current = seen,
-            }
-        };
+    pub fn mint(&self, floor: u64) -> Result<Dot> {
+        let previous = self
+            .counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                Some((c + 1).max(floor))
+            })
+            .unwrap_or_else(|c| c);
+        let counter = (previous + 1).max(floor);
         let mut lease = self.lease.lock();
-        if counter > *lease {
+        if counter > *lease
+            && let Some(file) = &self.file
+        {
             let extended = counter.saturating_add(LEASE_BLOCK);
-            store.meta_put_synced(COUNTER_LEASE, &extended.to_le_bytes())?;
+            let record = Record {
+                node: self.actor.node.clone(),
+                incarnation: self.actor.incarnation,
+                lease: extended,
+            };
+            write_synced(file, &record)?;
             *lease = extended;
         }
         Ok(Dot::new(self.actor.clone(), counter))
     }
+}
+
+/// Writes `record` to `path` atomically and durably: a temp file, fsync,
+/// rename, fsync of the directory.
+fn write_synced(path: &Path, record: &Record) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(record).map_err(|e| Error::Storage(e.to_string()))?;
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
-use super::{Durable, Entry, Store, StoreStats, storage_key, user_key};
+use super::{Entry, Merge, Pending, Store, StoreStats, storage_key, user_key};
 use crate::error::Result;
 use crate::ring::Position;
 use crate::version::SiblingSet;
@@ -15,7 +15,6 @@ use crate::version::SiblingSet;
 #[derive(Default)]
 pub struct MemoryStore {
     data: RwLock<BTreeMap<Vec<u8>, SiblingSet>>,
-    meta: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -29,17 +28,15 @@ impl Store for MemoryStore {
         Ok(self.data.read().get(&storage_key(key)).cloned())
     }
 
-    fn update(
-        &self,
-        key: &str,
-        f: &mut dyn FnMut(Option<SiblingSet>) -> Result<SiblingSet>,
-    ) -> Result<(SiblingSet, Durable)> {
+    fn update(&self, key: &str, merge: Merge) -> Pending {
         let skey = storage_key(key);
-        // The write lock is the per-key lock here: the map is small and local.
+        // The write lock makes the read-merge-write atomic.
         let mut data = self.data.write();
-        let next = f(data.get(&skey).cloned())?;
-        data.insert(skey, next.clone());
-        Ok((next, Durable::now()))
+        let result = merge(data.get(&skey).cloned());
+        if let Ok(next) = &result {
+            data.insert(skey, next.clone());
+        }
+        Pending::ready(result)
     }
 
     fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>> {
@@ -50,15 +47,6 @@ impl Store for MemoryStore {
             .take(limit)
             .map(|(k, v)| Ok((user_key(k)?, v.clone())))
             .collect()
-    }
-
-    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.meta.lock().get(name).cloned())
-    }
-
-    fn meta_put_synced(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.meta.lock().insert(name.to_string(), value.to_vec());
-        Ok(())
     }
 
     fn stats(&self) -> StoreStats {

@@ -13,26 +13,30 @@
 //!
 //! # Invariants
 //!
-//! - [`Store::update`] is an atomic read-merge-write of one key: concurrent
-//!   updates of the same key are serialised by striped locks, so none is lost.
-//! - An update is durable once its [`Durable`] resolves: with `sync =
-//!   "always"` after an fsync that covers it (one fsync serves every write
-//!   that arrived while the previous one ran: group commit).
+//! - [`Store::update`] is an atomic read-merge-write of one key: updates are
+//!   applied one at a time, in arrival order, so none is lost.
+//! - An update's [`Pending`] resolves only once the update is durable: with
+//!   `sync = "always"` after an fsync that covers it. The fjall engine applies
+//!   updates on one committer thread that takes every update queued while the
+//!   previous batch was being fsynced and commits them as one batch with one
+//!   fsync (group commit), so the cost of an fsync is shared by every write
+//!   that was concurrent with it.
 //! - Dots are unique: [`Identity`] gives the node an actor whose incarnation
 //!   is chosen at random when the data directory is created, and a counter
 //!   whose high-water mark is fsynced before any dot above it is handed out.
 
-mod commit;
+mod committer;
 mod durable;
 mod identity;
 mod memory;
+mod pending;
 
 use std::ops::RangeInclusive;
 
-pub use commit::Durable;
 pub use durable::FjallStore;
 pub use identity::Identity;
 pub use memory::MemoryStore;
+pub use pending::Pending;
 
 use crate::error::{Error, Result};
 use crate::ring::{self, Position};
@@ -48,27 +52,21 @@ pub struct StoreStats {
 /// A key's sibling set as found by a ring-range scan.
 pub type Entry = (String, SiblingSet);
 
+/// A read-merge-write of one key: from the current set (if any) to the next.
+/// An error leaves the key untouched and is the update's result.
+pub type Merge = Box<dyn FnOnce(Option<SiblingSet>) -> Result<SiblingSet> + Send>;
+
 /// A node's local storage of sibling sets.
 pub trait Store: Send + Sync + 'static {
     /// The sibling set of `key`, if any.
     fn get(&self, key: &str) -> Result<Option<SiblingSet>>;
 
-    /// Atomically replaces the set of `key` with `f(current)`; returns the new
-    /// set and when it is durable. An error from `f` leaves the key untouched.
-    fn update(
-        &self,
-        key: &str,
-        f: &mut dyn FnMut(Option<SiblingSet>) -> Result<SiblingSet>,
-    ) -> Result<(SiblingSet, Durable)>;
+    /// Atomically replaces the set of `key` with `merge(current)`. The result
+    /// resolves to the new set once it is durable.
+    fn update(&self, key: &str, merge: Merge) -> Pending;
 
     /// Up to `limit` keys whose ring positions fall in `range`, in ring order.
     fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>>;
-
-    /// Small named records of the node itself (incarnation, counter lease).
-    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
-
-    /// Writes a named record and fsyncs before returning.
-    fn meta_put_synced(&self, name: &str, value: &[u8]) -> Result<()>;
 
     fn stats(&self) -> StoreStats;
 }
@@ -97,27 +95,6 @@ fn encode_set(set: &SiblingSet) -> Result<Vec<u8>> {
 fn decode_set(bytes: &[u8]) -> Result<SiblingSet> {
     postcard::from_bytes(bytes)
         .map_err(|e| Error::Storage(format!("a stored sibling set is corrupt: {e}")))
-}
-
-/// Striped locks that serialise read-merge-writes of the same key.
-struct KeyLocks {
-    stripes: Box<[parking_lot::Mutex<()>]>,
-}
-
-impl KeyLocks {
-    fn new(stripes: usize) -> Self {
-        KeyLocks {
-            stripes: (0..stripes).map(|_| parking_lot::Mutex::new(())).collect(),
-        }
-    }
-
-    fn lock(&self, storage_key: &[u8]) -> parking_lot::MutexGuard<'_, ()> {
-        // The first 8 bytes are a uniform hash, so they spread keys evenly.
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&storage_key[..8]);
-        let stripe = u64::from_be_bytes(first) as usize % self.stripes.len();
-        self.stripes[stripe].lock()
-    }
 }
 
 #[cfg(test)]

@@ -18,62 +18,69 @@ fn engines() -> Vec<(Arc<dyn Store>, Option<tempfile::TempDir>)> {
 }
 
 /// A blind write through `identity`: adds a sibling, removes nothing.
-fn blind_write(store: &dyn Store, identity: &Identity, key: &str, value: &str) -> SiblingSet {
-    let (set, _durable) = store
-        .update(key, &mut |current| {
-            let mut set = current.unwrap_or_default();
-            let dot = identity.mint(
-                store,
-                set.min_counter(&Context::default(), identity.actor()),
-            )?;
-            set.write(
-                &Context::default(),
-                dot,
-                Content::Value(Bytes::from(value.to_string())),
-            );
-            Ok(set)
-        })
-        .expect("update");
-    set
+fn blind(identity: &Arc<Identity>, content: Content) -> Merge {
+    let identity = Arc::clone(identity);
+    Box::new(move |current| {
+        let mut set = current.unwrap_or_default();
+        let dot = identity.mint(set.min_counter(&Context::default(), identity.actor()))?;
+        set.write(&Context::default(), dot, content);
+        Ok(set)
+    })
 }
 
-#[test]
-fn update_then_get_round_trips() {
+async fn blind_write(
+    store: &dyn Store,
+    identity: &Arc<Identity>,
+    key: &str,
+    value: &str,
+) -> SiblingSet {
+    let content = Content::Value(Bytes::from(value.to_string()));
+    store
+        .update(key, blind(identity, content))
+        .wait()
+        .await
+        .expect("update")
+}
+
+fn identity() -> Arc<Identity> {
+    Arc::new(Identity::ephemeral("n1"))
+}
+
+#[tokio::test]
+async fn update_then_get_round_trips() {
     for (store, _dir) in engines() {
-        let identity = Identity::load(store.as_ref(), "n1").expect("identity");
         assert_eq!(store.get("k").expect("get"), None);
-        let written = blind_write(store.as_ref(), &identity, "k", "1");
+        let written = blind_write(store.as_ref(), &identity(), "k", "1").await;
         assert_eq!(store.get("k").expect("get"), Some(written));
     }
 }
 
-#[test]
-fn a_failed_merge_function_leaves_the_key_untouched() {
+#[tokio::test]
+async fn a_failed_merge_leaves_the_key_untouched() {
     for (store, _dir) in engines() {
-        let identity = Identity::load(store.as_ref(), "n1").expect("identity");
-        let before = blind_write(store.as_ref(), &identity, "k", "1");
-        let result = store.update("k", &mut |_| Err(crate::error::Error::Storage("no".into())));
-        assert!(result.is_err());
+        let before = blind_write(store.as_ref(), &identity(), "k", "1").await;
+        let refused: Merge = Box::new(|_| Err(crate::error::Error::Storage("no".into())));
+        assert!(store.update("k", refused).wait().await.is_err());
         assert_eq!(store.get("k").expect("get"), Some(before));
     }
 }
 
-#[test]
-fn concurrent_updates_of_one_key_lose_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_of_one_key_lose_nothing() {
     for (store, _dir) in engines() {
-        let identity = Arc::new(Identity::load(store.as_ref(), "n1").expect("identity"));
-        let threads: Vec<_> = (0..8)
+        let identity = identity();
+        let writers: Vec<_> = (0..8)
             .map(|t| {
                 let (store, identity) = (Arc::clone(&store), Arc::clone(&identity));
-                std::thread::spawn(move || {
+                tokio::spawn(async move {
                     for i in 0..50 {
-                        blind_write(store.as_ref(), &identity, "hot", &format!("{t}-{i}"));
+                        blind_write(store.as_ref(), &identity, "hot", &format!("{t}-{i}")).await;
                     }
                 })
             })
             .collect();
-        for t in threads {
-            t.join().expect("writer thread");
+        for w in writers {
+            w.await.expect("writer");
         }
         let set = store.get("hot").expect("get").expect("present");
         assert_eq!(set.siblings().len(), 400);
@@ -81,13 +88,13 @@ fn concurrent_updates_of_one_key_lose_nothing() {
     }
 }
 
-#[test]
-fn scans_follow_ring_order_within_the_range() {
+#[tokio::test]
+async fn scans_follow_ring_order_within_the_range() {
     for (store, _dir) in engines() {
-        let identity = Identity::load(store.as_ref(), "n1").expect("identity");
+        let identity = identity();
         let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
         for k in &keys {
-            blind_write(store.as_ref(), &identity, k, "v");
+            blind_write(store.as_ref(), &identity, k, "v").await;
         }
         let all = store.scan(0..=u64::MAX, usize::MAX).expect("scan");
         assert_eq!(all.len(), 200);
@@ -115,22 +122,21 @@ fn scans_follow_ring_order_within_the_range() {
     }
 }
 
-#[test]
-fn fjall_keeps_data_identity_and_counter_across_restarts() {
+#[tokio::test]
+async fn fjall_keeps_data_identity_and_counter_across_restarts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = StorageConfig::default();
     let (first_actor, last_dot, written) = {
         let store = FjallStore::open(dir.path(), &config).expect("open");
-        let identity = Identity::load(&store, "n1").expect("identity");
-        let set = blind_write(&store, &identity, "k", "1");
-        let dot = set.siblings()[0].dot.clone();
-        (identity.actor().clone(), dot, set)
+        let identity = Arc::new(Identity::load(dir.path(), "n1").expect("identity"));
+        let set = blind_write(&store, &identity, "k", "1").await;
+        (identity.actor().clone(), set.siblings()[0].dot.clone(), set)
     };
     let store = FjallStore::open(dir.path(), &config).expect("reopen");
     assert_eq!(store.get("k").expect("get"), Some(written));
-    let identity = Identity::load(&store, "n1").expect("identity");
+    let identity = Identity::load(dir.path(), "n1").expect("identity");
     assert_eq!(identity.actor(), &first_actor);
-    let next = identity.mint(&store, 0).expect("mint");
+    let next = identity.mint(0).expect("mint");
     assert!(
         next.counter > last_dot.counter,
         "counter went back after restart"
@@ -138,22 +144,28 @@ fn fjall_keeps_data_identity_and_counter_across_restarts() {
 }
 
 #[test]
-fn a_new_data_directory_is_a_new_incarnation() {
+fn a_new_data_directory_is_a_new_incarnation_and_a_dir_keeps_its_owner() {
     let (a, b) = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let config = StorageConfig::default();
-    let sa = FjallStore::open(a.path(), &config).expect("open");
-    let sb = FjallStore::open(b.path(), &config).expect("open");
-    let ia = Identity::load(&sa, "n1").expect("identity");
-    let ib = Identity::load(&sb, "n1").expect("identity");
+    let ia = Identity::load(a.path(), "n1").expect("identity");
+    let ib = Identity::load(b.path(), "n1").expect("identity");
     assert_eq!(ia.actor().node, ib.actor().node);
     assert_ne!(ia.actor(), ib.actor());
+    assert!(
+        Identity::load(a.path(), "n2").is_err(),
+        "n2 took over n1's data directory"
+    );
+    std::fs::write(a.path().join("identity.json"), b"{garbage").expect("corrupt");
+    assert!(
+        Identity::load(a.path(), "n1").is_err(),
+        "a corrupt identity was accepted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_commit_acknowledges_every_concurrent_writer() {
+async fn group_commit_answers_every_concurrent_writer_once_durable() {
     for sync in [SyncPolicy::Always, SyncPolicy::Interval] {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = StorageConfig {
@@ -161,29 +173,31 @@ async fn group_commit_acknowledges_every_concurrent_writer() {
             ..StorageConfig::default()
         };
         let store: Arc<dyn Store> = Arc::new(FjallStore::open(dir.path(), &config).expect("open"));
-        let identity = Arc::new(Identity::load(store.as_ref(), "n1").expect("identity"));
-        let tasks: Vec<_> = (0..64)
+        let identity = identity();
+        let writers: Vec<_> = (0..64)
             .map(|i| {
                 let (store, identity) = (Arc::clone(&store), Arc::clone(&identity));
                 tokio::spawn(async move {
-                    let (_, durable) = store
-                        .update(&format!("k{i}"), &mut |cur| {
-                            let mut set = cur.unwrap_or_default();
-                            let dot = identity.mint(store.as_ref(), 1)?;
-                            set.write(&Context::default(), dot, Content::Tombstone);
-                            Ok(set)
-                        })
-                        .expect("update");
-                    durable.wait().await
+                    // Two writes of each key, so batches hold repeated keys.
+                    for round in 0..2 {
+                        let key = format!("k{}", (i + round) % 64);
+                        store
+                            .update(&key, blind(&identity, Content::Tombstone))
+                            .wait()
+                            .await?;
+                    }
+                    Ok::<_, crate::error::Error>(())
                 })
             })
             .collect();
-        for t in tasks {
-            t.await.expect("task").expect("durable");
+        for w in writers {
+            w.await.expect("task").expect("durable");
         }
-        assert_eq!(
-            store.scan(0..=u64::MAX, usize::MAX).expect("scan").len(),
-            64
+        let all = store.scan(0..=u64::MAX, usize::MAX).expect("scan");
+        assert_eq!(all.len(), 64);
+        assert!(
+            all.iter().all(|(_, set)| set.siblings().len() == 2),
+            "a write in a batch was lost"
         );
     }
 }
