@@ -13,6 +13,11 @@ use chorus::config::Config;
 use chorus::error::Error;
 use chorus::node::Node;
 
+// glibc's malloc spent a fifth of the PUT path consolidating and freeing
+// buffers allocated on one thread and freed on another; mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEV_URL: &str = "http://127.0.0.1:7001";
 
 #[derive(Parser)]

@@ -63,7 +63,7 @@ impl Coordinator {
             };
             (to.clone(), request)
         });
-        for (to, response) in self.fan_out(merges).await {
+        for (to, response) in self.fan_out(merges.collect()).await {
             match response? {
                 PeerResponse::Merged => {}
                 other => return Err(unexpected(&to, &other)),
@@ -81,7 +81,7 @@ impl Coordinator {
             (to, request)
         });
         let mut merged: Option<SiblingSet> = None;
-        for (to, response) in self.fan_out(requests).await {
+        for (to, response) in self.fan_out(requests.collect()).await {
             match response? {
                 PeerResponse::Value(Some(set)) => match &mut merged {
                     Some(m) => m.merge(&set),
@@ -97,9 +97,20 @@ impl Coordinator {
     /// Sends every request in parallel and collects every answer.
     async fn fan_out(
         &self,
-        requests: impl Iterator<Item = (String, PeerRequest)>,
+        requests: Vec<(String, PeerRequest)>,
     ) -> Vec<(String, Result<PeerResponse>)> {
+        let mut requests = requests.into_iter().peekable();
+        let Some((to, request)) = requests.next() else {
+            return Vec::new();
+        };
+        if requests.peek().is_none() {
+            // One replica: no task to spawn.
+            let reply = self.transport.call(&to, request).await;
+            return vec![(to, reply)];
+        }
         let mut calls = JoinSet::new();
+        let reply = self.transport.call(&to, request);
+        calls.spawn(async move { (to, reply.await) });
         for (to, request) in requests {
             let reply = self.transport.call(&to, request);
             calls.spawn(async move { (to, reply.await) });

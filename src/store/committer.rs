@@ -128,31 +128,33 @@ fn commit_loop(db: &Database, kv: &Keyspace, queue: &Queue, mode: PersistMode) {
 /// Applies one batch of updates and answers each once the batch is durable.
 fn apply(db: &Database, kv: &Keyspace, jobs: Vec<Job>, mode: PersistMode) {
     let mut batch = db.batch().durability(Some(mode));
-    // A later update of a key in the same batch must see the earlier one.
-    let mut written: HashMap<Vec<u8>, SiblingSet> = HashMap::with_capacity(jobs.len());
-    let mut answers = Vec::with_capacity(jobs.len());
+    let mut results: Vec<Result<SiblingSet>> = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len());
+    // Where in `results` the newest set of each key written so far lies: a
+    // later update of a key in the same batch must see the earlier one.
+    let mut latest: HashMap<Vec<u8>, usize> = HashMap::with_capacity(jobs.len());
     for job in jobs {
-        let current = match written.get(&job.key) {
-            Some(set) => Ok(Some(set.clone())),
+        let current = match latest.get(&job.key) {
+            Some(&at) => Ok(results[at].as_ref().ok().cloned()),
             None => kv
                 .get(&job.key)
                 .map_err(Error::from)
                 .and_then(|found| found.map(|bytes| decode_set(&bytes)).transpose()),
         };
-        let result = current
-            .and_then(|current| (job.merge)(current))
-            .and_then(|next| encode_set(&next).map(|bytes| (next, bytes)));
-        match result {
+        let result = current.and_then(|current| (job.merge)(current));
+        let result = match result.and_then(|next| encode_set(&next).map(|bytes| (next, bytes))) {
             Ok((next, bytes)) => {
-                batch.insert(kv, job.key.clone(), bytes);
-                written.insert(job.key, next.clone());
-                answers.push((job.reply, Ok(next)));
+                batch.insert(kv, job.key.as_slice(), bytes);
+                latest.insert(job.key, results.len());
+                Ok(next)
             }
-            Err(e) => answers.push((job.reply, Err(e))),
-        }
+            Err(e) => Err(e),
+        };
+        results.push(result);
+        replies.push(job.reply);
     }
     let committed = batch.commit();
-    for (reply, result) in answers {
+    for (reply, result) in replies.into_iter().zip(results) {
         let result = match (&committed, result) {
             (Ok(()), result) => result,
             (Err(e), Ok(_)) => Err(Error::Storage(format!("commit failed: {e}"))),
