@@ -74,7 +74,7 @@ impl Store for FjallStore {
                 break;
             }
             let (k, v) = guard.into_inner()?;
-            if k[..8] > to[..] {
+            if k.get(..8) > Some(&to[..]) {
                 break;
             }
             out.push((user_key(&k)?, decode_set(&v)?));

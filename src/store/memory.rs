@@ -43,7 +43,7 @@ impl Store for MemoryStore {
         let from = range.start().to_be_bytes().to_vec();
         let data = self.data.read();
         data.range(from..)
-            .take_while(|(k, _)| k[..8] <= range.end().to_be_bytes()[..])
+            .take_while(|(k, _)| k.get(..8) <= Some(&range.end().to_be_bytes()[..]))
             .take(limit)
             .map(|(k, v)| Ok((user_key(k)?, v.clone())))
             .collect()
