@@ -2,12 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use http::StatusCode;
 
-use chorus::bench::{self, Op, Target};
+use chorus::bench;
 use chorus::client::{Client, Reply};
 use chorus::config::Config;
 use chorus::error::Error;
@@ -77,41 +76,7 @@ enum Command {
         url: String,
     },
     /// Load a node (or the null server) and report throughput and latency.
-    Bench {
-        #[arg(long, default_value = DEV_URL)]
-        url: String,
-        #[arg(long, value_enum, default_value_t = Target::Chorus)]
-        target: Target,
-        #[arg(long, value_enum, default_value_t = Op::Put)]
-        op: Op,
-        /// How long to measure, for example 15s or 1m.
-        #[arg(long, default_value = "15s", value_parser = parse_duration)]
-        duration: Duration,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Bytes per value.
-        #[arg(long, default_value_t = 100)]
-        value_size: usize,
-        /// Distinct keys, chosen uniformly.
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-    },
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| text.split_at(i))
-        .unwrap_or((text, "s"));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 15s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{text}`: use ms, s or m")),
-    }
+    Bench(bench::Options),
 }
 
 #[tokio::main]
@@ -188,26 +153,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let reply = Client::new(&url).delete(&key, context.as_deref()).await?;
             Ok(print_reply(&reply))
         }
-        Command::Bench {
-            url,
-            target,
-            op,
-            duration,
-            concurrency,
-            value_size,
-            keys,
-        } => {
-            let summary = bench::run(bench::Options {
-                url,
-                target,
-                op,
-                duration,
-                concurrency,
-                value_size,
-                keys,
-                progress: true,
-            })
-            .await?;
+        Command::Bench(options) => {
+            let summary = bench::run(options).await?;
             let l = &summary.latency;
             eprintln!(
                 "{:?} {:?}: {:.0} req/s, p50 {} us, p99 {} us, p99.9 {} us, {} errors",

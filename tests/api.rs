@@ -178,14 +178,7 @@ async fn returnbody_answers_with_the_value_or_the_siblings() {
 async fn delete_leaves_a_tombstone_that_a_later_write_supersedes() {
     let t = TestNode::start().await;
     t.client.put("gone", "1", None).await.expect("put");
-    let ctx = t
-        .client
-        .get("gone")
-        .await
-        .expect("get")
-        .context()
-        .expect("ctx")
-        .to_string();
+    let ctx = common::read_context(&t.client, "gone").await;
     let deleted = t.client.delete("gone", Some(&ctx)).await.expect("delete");
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
 
@@ -216,14 +209,7 @@ async fn delete_leaves_a_tombstone_that_a_later_write_supersedes() {
 async fn a_delete_concurrent_with_a_write_shows_as_a_deleted_sibling() {
     let t = TestNode::start().await;
     t.client.put("k", "1", None).await.expect("put");
-    let ctx = t
-        .client
-        .get("k")
-        .await
-        .expect("get")
-        .context()
-        .expect("ctx")
-        .to_string();
+    let ctx = common::read_context(&t.client, "k").await;
     t.client.put("k", "2", Some(&ctx)).await.expect("put");
     t.client.delete("k", Some(&ctx)).await.expect("delete");
     let got = t.client.get("k").await.expect("get");

@@ -110,48 +110,33 @@ async fn a_client_verb_without_a_server_fails_with_a_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unavailable"));
 }
 
+/// Runs `chorus serve` on a config with `text` and returns its exit code and stderr.
+async fn serve_with(text: &str, node: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(&path, text).expect("write config");
+    let path = path.to_str().expect("utf8 path");
+    let out = chorus(&["serve", "--config", path, "--node", node]).await;
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn serve_refuses_a_bad_config_and_names_the_key() {
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("bad.toml");
     let shipped = include_str!("../config/cluster.toml");
-    std::fs::write(&path, shipped.replace("w = 2", "w = 5")).expect("write");
-    let out = chorus(&[
-        "serve",
-        "--config",
-        path.to_str().expect("utf8"),
-        "--node",
-        "n1",
-    ])
-    .await;
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = serve_with(&shipped.replace("w = 2", "w = 5"), "n1").await;
+    assert_eq!(code, Some(2));
     assert!(err.contains("cluster.w"), "{err}");
 
-    std::fs::write(&path, format!("{shipped}\nsurprise = true\n")).expect("write");
-    let out = chorus(&[
-        "serve",
-        "--config",
-        path.to_str().expect("utf8"),
-        "--node",
-        "n1",
-    ])
-    .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("surprise"));
+    let (code, err) = serve_with(&format!("{shipped}\nsurprise = true\n"), "n1").await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("surprise"), "{err}");
 
-    let good = dir.path().join("good.toml");
-    std::fs::write(&good, shipped).expect("write");
-    let out = chorus(&[
-        "serve",
-        "--config",
-        good.to_str().expect("utf8"),
-        "--node",
-        "n9",
-    ])
-    .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no node `n9`"));
+    let (code, err) = serve_with(shipped, "n9").await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no node `n9`"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

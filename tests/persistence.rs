@@ -22,14 +22,7 @@ async fn data_and_siblings_survive_a_restart() {
     t.client.put("twins", "1", None).await.expect("put");
     t.client.put("twins", "2", None).await.expect("put");
     t.client.put("gone", "1", None).await.expect("put");
-    let ctx = t
-        .client
-        .get("gone")
-        .await
-        .expect("get")
-        .context()
-        .expect("ctx")
-        .to_string();
+    let ctx = common::read_context(&t.client, "gone").await;
     t.client.delete("gone", Some(&ctx)).await.expect("delete");
     let before = t.client.get("twins").await.expect("get");
 

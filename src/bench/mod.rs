@@ -45,16 +45,48 @@ pub enum Target {
     Null,
 }
 
-#[derive(Clone, Debug)]
+/// What to measure; also the flags of `chorus bench`.
+#[derive(Clone, Debug, clap::Args)]
 pub struct Options {
+    /// The chorus node to load (with `--target chorus`).
+    #[arg(long, default_value = "http://127.0.0.1:7001")]
     pub url: String,
+    #[arg(long, value_enum, default_value_t = Target::Chorus)]
     pub target: Target,
+    #[arg(long, value_enum, default_value_t = Op::Put)]
     pub op: Op,
+    /// How long to measure, for example 15s or 1m.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Requests kept in flight, one per worker.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// Distinct keys, dealt out among the workers.
+    #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
+    /// Draw a progress bar on stderr (when it is a terminal).
+    #[arg(skip = true)]
     pub progress: bool,
+}
+
+/// Parses `15s`, `500ms` or `2m`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| text.split_at(i))
+        .unwrap_or((text, "s"));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 15s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{text}`: use ms, s or m")),
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -77,3 +77,12 @@ pub fn error_code(reply: &chorus::client::Reply) -> String {
 pub fn chorus_bin() -> &'static str {
     env!("CARGO_BIN_EXE_chorus")
 }
+
+/// The context a read of `key` returns; the key must exist.
+pub async fn read_context(client: &Client, key: &str) -> String {
+    let reply = client.get(key).await.expect("get");
+    reply
+        .context()
+        .expect("the read returned a context")
+        .to_string()
+}
