@@ -141,7 +141,17 @@ fn apply(db: &Database, kv: &Keyspace, jobs: Vec<Job>, mode: PersistMode) {
                 .map_err(Error::from)
                 .and_then(|found| found.map(|bytes| decode_set(&bytes)).transpose()),
         };
-        let result = current.and_then(|current| (job.merge)(current));
+        // A panicking merge must not take the committer (and every later
+        // write) down with it: it fails its own update only.
+        let merge = job.merge;
+        let result = current.and_then(|current| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge(current)))
+                .unwrap_or_else(|_| {
+                    Err(Error::Storage(
+                        "the update panicked; nothing was written".into(),
+                    ))
+                })
+        });
         let result = match result.and_then(|next| encode_set(&next).map(|bytes| (next, bytes))) {
             Ok((next, bytes)) => {
                 batch.insert(kv, job.key.as_slice(), bytes);

@@ -65,6 +65,20 @@ async fn a_failed_merge_leaves_the_key_untouched() {
     }
 }
 
+#[tokio::test]
+async fn a_panicking_merge_fails_alone_and_the_store_keeps_writing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FjallStore::open(dir.path(), &StorageConfig::default()).expect("open");
+    let panics: Merge = Box::new(|_| panic!("a bug in a merge"));
+    assert!(store.update("k", panics).wait().await.is_err());
+    assert_eq!(store.get("k").expect("get"), None);
+    blind_write(&store, &identity(), "k", "1").await;
+    assert!(
+        store.get("k").expect("get").is_some(),
+        "the committer stopped after a panic"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_of_one_key_lose_nothing() {
     for (store, _dir) in engines() {
