@@ -119,15 +119,14 @@ pub fn value_of_size(size: usize) -> Bytes {
 }
 
 pub async fn run(options: Options) -> Result<Summary> {
-    let _null;
-    let url = match options.target {
-        Target::Chorus => options.url.clone(),
-        Target::Null => {
-            let server = null::NullServer::start(2)?;
-            let url = format!("http://{}", server.addr);
-            _null = server;
-            url
-        }
+    // Kept alive until the run ends; dropping it stops the null server.
+    let ceiling = match options.target {
+        Target::Null => Some(null::NullServer::start(2)?),
+        Target::Chorus => None,
+    };
+    let url = match &ceiling {
+        Some(server) => format!("http://{}", server.addr),
+        None => options.url.clone(),
     };
     let client = Client::new(&url);
     let value = value_of_size(options.value_size);
