@@ -140,11 +140,17 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Config> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let key = e
+            // Name the place by its line and text, which show the key.
+            let place = e
                 .span()
-                .map(|s| format!("at bytes {}..{}", s.start, s.end))
+                .map(|span| {
+                    let start = span.start.min(text.len());
+                    let line = text[..start].matches('\n').count() + 1;
+                    let source = text.lines().nth(line - 1).unwrap_or("").trim();
+                    format!("line {line}: {source}")
+                })
                 .unwrap_or_else(|| "(file)".into());
-            Error::config(key, e.message().to_string())
+            Error::config(place, e.message().to_string())
         })?;
         config.validate()?;
         Ok(config)

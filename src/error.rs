@@ -44,7 +44,7 @@ pub enum Error {
     Protocol(String),
     #[error("storage failed: {0}")]
     Storage(String),
-    #[error("config key `{key}`: {message}")]
+    #[error("config `{key}`: {message}")]
     Config { key: String, message: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
