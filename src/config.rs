@@ -46,6 +46,9 @@ pub struct Limits {
     /// A client write that would leave more siblings than this is refused
     /// (409); replication and repair are never refused.
     pub max_siblings: usize,
+    /// A client write that would leave a key's siblings holding more value
+    /// bytes than this, all together, is refused (409).
+    pub max_set_bytes: usize,
     /// A client must finish sending its request headers within this time.
     pub header_timeout_ms: u64,
     /// A client must finish sending its request body within this time.
@@ -58,6 +61,7 @@ impl Default for Limits {
             max_key_bytes: 1024,
             max_value_bytes: 1024 * 1024,
             max_siblings: 100,
+            max_set_bytes: 16 * 1024 * 1024,
             header_timeout_ms: 5_000,
             body_timeout_ms: 10_000,
         }
@@ -235,6 +239,12 @@ impl Config {
             return Err(Error::config(
                 "limits.max_siblings",
                 "must be between 1 and 10000",
+            ));
+        }
+        if l.max_set_bytes < l.max_value_bytes || l.max_set_bytes > 1024 * 1024 * 1024 {
+            return Err(Error::config(
+                "limits.max_set_bytes",
+                "must be at least limits.max_value_bytes and at most 1073741824 (1 GiB)",
             ));
         }
         for (key, ms) in [

@@ -19,6 +19,10 @@ pub enum Error {
         "the write would leave {count} siblings, over the limit of {max} (limits.max_siblings); read the key and write with its context to resolve them"
     )]
     TooManySiblings { count: usize, max: usize },
+    #[error(
+        "the write would leave {bytes} bytes of siblings, over the limit of {max} (limits.max_set_bytes); read the key and write with its context to resolve them"
+    )]
+    SiblingsTooLarge { bytes: usize, max: usize },
     #[error("parameter `{name}`: {reason}")]
     BadParameter { name: String, reason: String },
     #[error(
@@ -58,7 +62,7 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             KeyTooLarge { .. } | ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            TooManySiblings { .. } => StatusCode::CONFLICT,
+            TooManySiblings { .. } | SiblingsTooLarge { .. } => StatusCode::CONFLICT,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             NoRoute(_) => StatusCode::NOT_FOUND,
@@ -79,6 +83,7 @@ impl Error {
             ValueTooLarge { .. } => "value_too_large",
             BadParameter { .. } => "bad_parameter",
             TooManySiblings { .. } => "too_many_siblings",
+            SiblingsTooLarge { .. } => "siblings_too_large",
             MalformedContext(_) => "malformed_context",
             UnsupportedMediaType(_) => "unsupported_media_type",
             MethodNotAllowed { .. } => "method_not_allowed",

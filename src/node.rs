@@ -39,11 +39,7 @@ impl Node {
             ),
             Engine::Memory => (Arc::new(MemoryStore::new()), Identity::ephemeral(id)),
         };
-        let replica = Arc::new(Replica::new(
-            Arc::clone(&store),
-            identity,
-            config.limits.max_siblings,
-        ));
+        let replica = Arc::new(Replica::new(Arc::clone(&store), identity, &config.limits));
         let transport = Arc::new(LocalTransport::new(id, replica));
         let metrics = crate::metrics::install();
         let api = Arc::new(Api {

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::store::{Identity, Store};
@@ -15,16 +16,19 @@ pub struct Replica {
     store: Arc<dyn Store>,
     identity: Arc<Identity>,
     max_siblings: usize,
+    max_set_bytes: usize,
 }
 
 impl Replica {
-    /// `max_siblings` bounds what a client write may leave behind; merges
-    /// from other replicas are never refused, so no stored write is lost.
-    pub fn new(store: Arc<dyn Store>, identity: Identity, max_siblings: usize) -> Replica {
+    /// The limits bound what a client write may leave behind (sibling count
+    /// and bytes); merges from other replicas are never refused, so no
+    /// stored write is lost.
+    pub fn new(store: Arc<dyn Store>, identity: Identity, limits: &Limits) -> Replica {
         Replica {
             store,
             identity: Arc::new(identity),
-            max_siblings,
+            max_siblings: limits.max_siblings,
+            max_set_bytes: limits.max_set_bytes,
         }
     }
 
@@ -41,7 +45,7 @@ impl Replica {
                 content,
             } => {
                 let identity = Arc::clone(&self.identity);
-                let max_siblings = self.max_siblings;
+                let (max_siblings, max_set_bytes) = (self.max_siblings, self.max_set_bytes);
                 let mint_and_write = move |current: Option<SiblingSet>| {
                     let mut set = current.unwrap_or_default();
                     let dot = identity.mint(set.min_counter(&context, identity.actor()))?;
@@ -50,6 +54,12 @@ impl Replica {
                         return Err(Error::TooManySiblings {
                             count: set.siblings().len(),
                             max: max_siblings,
+                        });
+                    }
+                    if set.value_bytes() > max_set_bytes {
+                        return Err(Error::SiblingsTooLarge {
+                            bytes: set.value_bytes(),
+                            max: max_set_bytes,
                         });
                     }
                     Ok(set)

@@ -607,3 +607,33 @@ async fn blind_writes_past_the_sibling_limit_are_refused_until_resolved() {
         Some(json!("one"))
     );
 }
+
+#[tokio::test]
+async fn blind_writes_past_the_sibling_bytes_limit_are_refused() {
+    let t = TestNode::start_with(|c| {
+        c.limits.max_value_bytes = 100;
+        c.limits.max_set_bytes = 250;
+    })
+    .await;
+    let value = format!("\"{}\"", "x".repeat(98));
+    for _ in 0..2 {
+        assert_eq!(
+            t.client
+                .put("big", value.clone(), None)
+                .await
+                .expect("put")
+                .status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let refused = t.client.put("big", value.clone(), None).await.expect("put");
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&refused), "siblings_too_large");
+    let ctx = common::read_context(&t.client, "big").await;
+    let resolved = t.client.put("big", value, Some(&ctx)).await.expect("put");
+    assert_eq!(
+        resolved.status,
+        StatusCode::NO_CONTENT,
+        "a resolving write frees the space"
+    );
+}
