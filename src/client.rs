@@ -14,6 +14,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::api::CONTEXT_HEADER;
 use crate::error::{Error, Result};
 
+/// Where `chorus dev` serves its first node: the default of every client verb.
+pub const DEV_URL: &str = "http://127.0.0.1:7001";
+
 /// Characters left as they are in a key's path segment; all else is escaped.
 const KEY_SAFE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -65,10 +68,6 @@ impl Client {
             pool,
             base: base.trim_end_matches('/').to_string(),
         }
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
     }
 
     pub async fn request(

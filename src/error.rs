@@ -128,3 +128,43 @@ impl From<fjall::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_knows_its_status_code_and_whether_to_retry() {
+        let cases = [
+            (Error::InvalidJson("x".into()), 400, "invalid_json", false),
+            (
+                Error::KeyTooLarge { len: 2, max: 1 },
+                413,
+                "key_too_large",
+                false,
+            ),
+            (
+                Error::TooManySiblings { count: 2, max: 1 },
+                409,
+                "too_many_siblings",
+                false,
+            ),
+            (Error::BodyTimeout(1), 408, "body_timeout", true),
+            (
+                Error::Unavailable {
+                    node: "n2".into(),
+                    reason: "down".into(),
+                },
+                503,
+                "unavailable",
+                true,
+            ),
+            (Error::Storage("disk".into()), 500, "storage_error", true),
+        ];
+        for (error, status, code, retryable) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+            assert_eq!(error.code(), code);
+            assert_eq!(error.is_retryable(), retryable, "{error}");
+        }
+    }
+}

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use http::StatusCode;
 
 use chorus::bench;
-use chorus::client::{Client, Reply};
+use chorus::client::{Client, DEV_URL, Reply};
 use chorus::config::Config;
 use chorus::error::Error;
 use chorus::node::Node;
@@ -16,8 +16,6 @@ use chorus::node::Node;
 // buffers allocated on one thread and freed on another; mimalloc does not.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const DEV_URL: &str = "http://127.0.0.1:7001";
 
 #[derive(Parser)]
 #[command(

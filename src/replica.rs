@@ -32,10 +32,6 @@ impl Replica {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     pub async fn handle(&self, request: PeerRequest) -> Result<PeerResponse> {
         match request {
             PeerRequest::Read { key } => Ok(PeerResponse::Value(self.store.get(&key)?)),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -51,7 +51,11 @@ async fn get(api: &Api, key: &str) -> Result<Response<Body>> {
     };
     metrics::histogram!(crate::metrics::READ_SIBLINGS).record(set.siblings().len() as f64);
     let mut response = response::siblings(&set);
-    api.set_context(&mut response, &Context::read(set.context().clone()));
+    response::set_context(
+        &mut response,
+        &Context::read(set.context().clone()),
+        api.fingerprint,
+    );
     Ok(response)
 }
 
@@ -72,12 +76,12 @@ async fn write(
             context.after_write(written.dot),
         )
     };
-    api.set_context(&mut response, &context);
+    response::set_context(&mut response, &context, api.fingerprint);
     Ok(response)
 }
 
 /// The key from the path: percent-decoded UTF-8, non-empty, within the limit.
-pub fn decode_key(raw: &str, max: usize) -> Result<String> {
+fn decode_key(raw: &str, max: usize) -> Result<String> {
     if raw.is_empty() {
         return Err(Error::BadKey("the key is empty; use /kv/{key}".into()));
     }
@@ -186,8 +190,4 @@ async fn read_body(req: Request<Incoming>, max: usize, timeout_ms: u64) -> Resul
         // A copy, so the value does not pin hyper's whole read buffer.
         Ok(Ok(collected)) => Ok(Bytes::copy_from_slice(&collected.to_bytes())),
     }
-}
-
-pub fn context_header(value: String) -> Option<HeaderValue> {
-    HeaderValue::from_str(&value).ok()
 }

@@ -27,7 +27,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use kv::decode_key;
 use response::Body;
 pub use response::CONTEXT_HEADER;
 
@@ -36,7 +35,6 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::store::Store;
-use crate::version::Context;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct Api {
@@ -49,12 +47,6 @@ pub struct Api {
 }
 
 impl Api {
-    fn set_context(&self, response: &mut Response<Body>, context: &Context) {
-        if let Some(value) = kv::context_header(context.encode(self.fingerprint)) {
-            response.headers_mut().insert(CONTEXT_HEADER, value);
-        }
-    }
-
     /// Serves one request and records it in the request metrics.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();

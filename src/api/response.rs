@@ -6,7 +6,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use crate::error::Error;
-use crate::version::{Content, SiblingSet};
+use crate::version::{Content, Context, SiblingSet};
 
 pub type Body = Full<Bytes>;
 
@@ -36,6 +36,13 @@ pub fn error(e: &Error) -> Response<Body> {
             .insert(ALLOW, HeaderValue::from_static(allowed));
     }
     response
+}
+
+/// Sets `X-Chorus-Context` (base64url, always a valid header value).
+pub fn set_context(response: &mut Response<Body>, context: &Context, fingerprint: [u8; 4]) {
+    if let Ok(value) = HeaderValue::from_str(&context.encode(fingerprint)) {
+        response.headers_mut().insert(CONTEXT_HEADER, value);
+    }
 }
 
 pub fn not_found_key() -> Response<Body> {

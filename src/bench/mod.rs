@@ -49,7 +49,7 @@ pub enum Target {
 #[derive(Clone, Debug, clap::Args)]
 pub struct Options {
     /// The chorus node to load (with `--target chorus`).
-    #[arg(long, default_value = "http://127.0.0.1:7001")]
+    #[arg(long, default_value = crate::client::DEV_URL)]
     pub url: String,
     #[arg(long, value_enum, default_value_t = Target::Chorus)]
     pub target: Target,

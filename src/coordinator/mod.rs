@@ -97,33 +97,27 @@ impl Coordinator {
     /// Sends every request in parallel and collects every answer.
     async fn fan_out(
         &self,
-        requests: Vec<(String, PeerRequest)>,
+        mut requests: Vec<(String, PeerRequest)>,
     ) -> Vec<(String, Result<PeerResponse>)> {
-        let mut requests = requests.into_iter().peekable();
-        let Some((to, request)) = requests.next() else {
-            return Vec::new();
-        };
-        if requests.peek().is_none() {
+        if requests.len() == 1
+            && let Some((to, request)) = requests.pop()
+        {
             // One replica: no task to spawn.
             let reply = self.transport.call(&to, request).await;
             return vec![(to, reply)];
         }
         let mut calls = JoinSet::new();
-        let reply = self.transport.call(&to, request);
-        calls.spawn(async move { (to, reply.await) });
         for (to, request) in requests {
             let reply = self.transport.call(&to, request);
             calls.spawn(async move { (to, reply.await) });
         }
         let mut out = Vec::with_capacity(calls.len());
         while let Some(joined) = calls.join_next().await {
-            match joined {
-                Ok(answer) => out.push(answer),
-                Err(e) => out.push((
-                    self.node.clone(),
-                    Err(Error::Protocol(format!("a replica call died: {e}"))),
-                )),
-            }
+            // A call task only fails by panicking, and then its replica is unknown.
+            out.push(joined.unwrap_or_else(|e| {
+                let failure = Error::Protocol(format!("a replica call died: {e}"));
+                ("(unknown)".to_string(), Err(failure))
+            }));
         }
         out
     }

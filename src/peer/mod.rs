@@ -48,22 +48,30 @@ pub enum PeerResponse {
 
 impl PeerRequest {
     pub fn encode(&self) -> Result<Vec<u8>> {
-        postcard::to_allocvec(self).map_err(|e| Error::Protocol(e.to_string()))
+        encode(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<PeerRequest> {
-        postcard::from_bytes(bytes).map_err(|e| Error::Protocol(format!("bad request: {e}")))
+        decode(bytes, "request")
     }
 }
 
 impl PeerResponse {
     pub fn encode(&self) -> Result<Vec<u8>> {
-        postcard::to_allocvec(self).map_err(|e| Error::Protocol(e.to_string()))
+        encode(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<PeerResponse> {
-        postcard::from_bytes(bytes).map_err(|e| Error::Protocol(format!("bad response: {e}")))
+        decode(bytes, "response")
     }
+}
+
+fn encode(message: &impl Serialize) -> Result<Vec<u8>> {
+    postcard::to_allocvec(message).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Protocol(format!("bad {what}: {e}")))
 }
 
 pub type Reply = Pin<Box<dyn Future<Output = Result<PeerResponse>> + Send>>;

@@ -99,8 +99,7 @@ impl Context {
         raw.push(FORMAT);
         raw.extend_from_slice(&fingerprint);
         // Serializing strings and integers into a Vec cannot fail.
-        let body = postcard::to_allocvec(self).unwrap_or_default();
-        raw.extend_from_slice(&body);
+        let raw = postcard::to_extend(self, raw).unwrap_or_default();
         URL_SAFE_NO_PAD.encode(raw)
     }
 
