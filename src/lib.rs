@@ -53,5 +53,6 @@ pub mod node;
 pub mod peer;
 pub mod replica;
 pub mod ring;
+pub mod sim;
 pub mod store;
 pub mod version;

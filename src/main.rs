@@ -75,6 +75,15 @@ enum Command {
     },
     /// Load a node (or the null server) and report throughput and latency.
     Bench(bench::Options),
+    /// Run a simulation of the real state machines in this process.
+    #[command(subcommand)]
+    Sim(Sim),
+}
+
+#[derive(Subcommand)]
+enum Sim {
+    /// Chord routing of many nodes: hops, convergence, churn, load.
+    Ring(chorus::sim::ring::Options),
 }
 
 #[tokio::main]
@@ -150,6 +159,19 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Delete { key, context, url } => {
             let reply = Client::new(&url).delete(&key, context.as_deref()).await?;
             Ok(print_reply(&reply))
+        }
+        Command::Sim(Sim::Ring(options)) => {
+            let report = tokio::task::spawn_blocking(move || {
+                let report = chorus::sim::ring::run(&options);
+                (report, options.json)
+            })
+            .await
+            .map_err(|e| chorus::error::Error::Protocol(format!("the simulation died: {e}")))?;
+            match report {
+                (report, true) => println!("{}", serde_json::json!(report)),
+                (report, false) => print!("{}", report.table()),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(options) => {
             let summary = bench::run(options).await?;

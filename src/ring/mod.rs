@@ -1,9 +1,35 @@
-//! The ring: where keys sit on the 64-bit hash circle.
+//! The ring: where keys sit and how a node finds who holds them.
 //!
-//! Only the stable key hash lives here so far; placement, tokens and the
-//! Chord routing state arrive with the cluster. The hash must never change
-//! between versions or platforms: storage layout, Merkle ranges and placement
-//! all depend on it.
+//! Keys and nodes share one circle of 2^64 positions (consistent hashing,
+//! Karger et al. 1997, as used by Chord and Dynamo). A key's position is
+//! the first eight bytes of its blake3 hash; a node owns `tokens × weight`
+//! positions (virtual nodes), chosen on join to balance the ring
+//! ([`tokens`]). Everything here is pure: no sockets, no clocks.
+//!
+//! - [`members`]: the replicated document of who is in the ring with which
+//!   tokens. Ownership changes only by join, graceful leave or removal.
+//! - [`placement`]: [`Ring::preference_list`], the first N distinct nodes
+//!   clockwise from a key, spread over zones.
+//! - [`chord`]: each node's Chord routing state (predecessor, successor
+//!   list, fingers) as a state machine driven by ticks and messages.
+//! - [`lookup`]: iterative find_successor and the cache that makes the
+//!   steady state one hop.
+//!
+//! Invariants: the hash never changes (storage layout, Merkle ranges and
+//! placement depend on it); a token owns the arc that ends at it, `(previous
+//! token, token]`; placement is a function of the members document alone,
+//! so every node that holds the same document places every key alike.
+
+pub mod chord;
+pub mod lookup;
+pub mod members;
+pub mod placement;
+pub mod tokens;
+
+pub use chord::{ChordConfig, ChordReply, ChordRequest, Router, Task, Vnode};
+pub use lookup::{Lookup, LookupCache, Step};
+pub use members::{Member, Members, Status};
+pub use placement::{Owner, Ring};
 
 /// A point on the ring.
 pub type Position = u64;

@@ -1,0 +1,9 @@
+//! Simulations that run the real state machines in one process.
+//!
+//! - [`ring`]: `chorus sim ring`, the Chord routing state of thousands of
+//!   nodes over a simulated network: hops, convergence, churn, load.
+//!
+//! The deterministic whole-cluster simulation (turmoil) joins it later.
+
+pub mod network;
+pub mod ring;
