@@ -19,7 +19,46 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub ring: RingConfig,
     pub nodes: Vec<NodeConfig>,
+}
+
+/// Placement, routing, membership and the peer transport.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingConfig {
+    /// Ring positions (virtual nodes) per unit of node weight.
+    pub tokens: usize,
+    /// Length of each Chord successor list.
+    pub successors: usize,
+    /// Chord stabilize / check_predecessor / fix_fingers period.
+    pub stabilize_ms: u64,
+    /// Finger lookups per vnode per stabilize period.
+    pub fingers_per_tick: usize,
+    /// Members-document gossip period.
+    pub gossip_ms: u64,
+    /// How often a node looks for data it holds but no longer owns.
+    pub handoff_interval_ms: u64,
+    /// Keys per handoff batch.
+    pub handoff_batch: usize,
+    /// Deadline of one node-to-node call.
+    pub peer_timeout_ms: u64,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            tokens: 16,
+            successors: 8,
+            stabilize_ms: 1000,
+            fingers_per_tick: 4,
+            gossip_ms: 1000,
+            handoff_interval_ms: 10_000,
+            handoff_batch: 256,
+            peer_timeout_ms: 2000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -120,6 +159,10 @@ pub struct NodeConfig {
     pub zone: Option<String>,
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+    /// Whether the node is one of the ring's first members. A node added
+    /// to a running ring sets `initial = false` and starts with `--join`.
+    #[serde(default = "defaults::initial")]
+    pub initial: bool,
 }
 
 mod defaults {
@@ -131,6 +174,9 @@ mod defaults {
     }
     pub fn weight() -> u32 {
         1
+    }
+    pub fn initial() -> bool {
+        true
     }
 }
 
@@ -173,6 +219,7 @@ impl Config {
             },
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            ring: RingConfig::default(),
             nodes: (0..nodes)
                 .map(|i| NodeConfig {
                     id: format!("n{}", i + 1),
@@ -180,6 +227,7 @@ impl Config {
                     data_dir: data_root.join(format!("n{}", i + 1)),
                     zone: None,
                     weight: 1,
+                    initial: true,
                 })
                 .collect(),
         }
@@ -204,7 +252,7 @@ impl Config {
         if c.n == 0 {
             return Err(Error::config("cluster.n", "must be at least 1"));
         }
-        if c.n > self.nodes.len() {
+        if c.n > self.nodes.len().max(1) {
             return Err(Error::config(
                 "cluster.n",
                 format!(
@@ -256,8 +304,48 @@ impl Config {
                 return Err(Error::config(key, "must be between 1 and 3600000 ms"));
             }
         }
-        if self.nodes.is_empty() {
-            return Err(Error::config("nodes", "list at least one [[nodes]] entry"));
+        let ring = &self.ring;
+        if ring.tokens == 0 || ring.tokens > 256 {
+            return Err(Error::config("ring.tokens", "must be between 1 and 256"));
+        }
+        if ring.successors < c.n || ring.successors > crate::ring::chord::MAX_SUCCESSORS {
+            return Err(Error::config(
+                "ring.successors",
+                format!(
+                    "is {}; it must be at least cluster.n ({}) to route around n-1 failures, and at most {}",
+                    ring.successors,
+                    c.n,
+                    crate::ring::chord::MAX_SUCCESSORS
+                ),
+            ));
+        }
+        if ring.fingers_per_tick == 0 || ring.fingers_per_tick > 64 {
+            return Err(Error::config(
+                "ring.fingers_per_tick",
+                "must be between 1 and 64",
+            ));
+        }
+        if ring.handoff_batch == 0 || ring.handoff_batch > crate::replica::MAX_BATCH {
+            return Err(Error::config(
+                "ring.handoff_batch",
+                format!("must be between 1 and {}", crate::replica::MAX_BATCH),
+            ));
+        }
+        for (key, ms) in [
+            ("ring.stabilize_ms", ring.stabilize_ms),
+            ("ring.gossip_ms", ring.gossip_ms),
+            ("ring.handoff_interval_ms", ring.handoff_interval_ms),
+            ("ring.peer_timeout_ms", ring.peer_timeout_ms),
+        ] {
+            if !(10..=3_600_000).contains(&ms) {
+                return Err(Error::config(key, "must be between 10 and 3600000 ms"));
+            }
+        }
+        if !self.nodes.iter().any(|n| n.initial) {
+            return Err(Error::config(
+                "nodes",
+                "list at least one [[nodes]] entry with initial = true (the ring's first members)",
+            ));
         }
         for (i, node) in self.nodes.iter().enumerate() {
             let key = |field: &str| format!("nodes[{i}].{field}");

@@ -44,6 +44,26 @@ pub enum Error {
     BodyRead(String),
     #[error("replica {node} is unavailable: {reason}")]
     Unavailable { node: String, reason: String },
+    #[error(
+        "{acked} of the {needed} replica answers needed arrived (failed: {}); a write may still have been stored on the replicas that answered",
+        failed.join("; ")
+    )]
+    QuorumNotMet {
+        needed: usize,
+        acked: usize,
+        failed: Vec<String>,
+    },
+    #[error("node {node}: {message}")]
+    Remote {
+        node: String,
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
+    #[error("no member `{0}` in the ring; see GET /cluster")]
+    UnknownNode(String),
+    #[error("membership change refused: {0}")]
+    Membership(String),
     #[error("peer protocol error: {0}")]
     Protocol(String),
     #[error("storage failed: {0}")]
@@ -68,7 +88,12 @@ impl Error {
             NoRoute(_) => StatusCode::NOT_FOUND,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BodyRead(_) => StatusCode::BAD_REQUEST,
-            Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable { .. } | QuorumNotMet { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Remote { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            UnknownNode(_) => StatusCode::NOT_FOUND,
+            Membership(_) => StatusCode::CONFLICT,
             Protocol(_) | Storage(_) | Config { .. } | Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,6 +116,10 @@ impl Error {
             BodyTimeout(_) => "body_timeout",
             BodyRead(_) => "body_unreadable",
             Unavailable { .. } => "unavailable",
+            QuorumNotMet { .. } => "quorum_not_met",
+            Remote { code, .. } => code,
+            UnknownNode(_) => "unknown_node",
+            Membership(_) => "membership_conflict",
             Protocol(_) => "protocol_error",
             Storage(_) => "storage_error",
             Config { .. } => "config_error",
@@ -100,10 +129,50 @@ impl Error {
 
     /// Whether the same request may succeed if sent again unchanged.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Unavailable { .. } | Error::BodyTimeout(_) | Error::Storage(_) | Error::Io(_)
-        )
+        match self {
+            Error::Remote { status, .. } => *status >= 500,
+            other => matches!(
+                other,
+                Error::Unavailable { .. }
+                    | Error::QuorumNotMet { .. }
+                    | Error::BodyTimeout(_)
+                    | Error::Storage(_)
+                    | Error::Io(_)
+            ),
+        }
+    }
+
+    /// Every code [`Error::code`] can return, so that an error a peer sends
+    /// back keeps its code (and unknown codes from a newer peer do not).
+    pub fn known_code(code: &str) -> &'static str {
+        const CODES: &[&str] = &[
+            "invalid_json",
+            "bad_key",
+            "key_too_large",
+            "value_too_large",
+            "bad_parameter",
+            "too_many_siblings",
+            "siblings_too_large",
+            "malformed_context",
+            "unsupported_media_type",
+            "method_not_allowed",
+            "no_route",
+            "body_timeout",
+            "body_unreadable",
+            "unavailable",
+            "quorum_not_met",
+            "unknown_node",
+            "membership_conflict",
+            "protocol_error",
+            "storage_error",
+            "config_error",
+            "io_error",
+        ];
+        CODES
+            .iter()
+            .find(|c| **c == code)
+            .copied()
+            .unwrap_or("remote_error")
     }
 
     pub fn bad_parameter(name: &str, reason: impl Into<String>) -> Self {

@@ -48,6 +48,7 @@ pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod peer;

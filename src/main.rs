@@ -10,7 +10,9 @@ use chorus::bench;
 use chorus::client::{Client, DEV_URL, Reply};
 use chorus::config::Config;
 use chorus::error::Error;
-use chorus::node::Node;
+use chorus::node::{Node, Start};
+
+mod status;
 
 // glibc's malloc spent a fifth of the PUT path consolidating and freeing
 // buffers allocated on one thread and freed on another; mimalloc does not.
@@ -38,6 +40,9 @@ enum Command {
         /// Which [[nodes]] entry this process is.
         #[arg(long)]
         node: String,
+        /// Join a running ring through the node at this host:port.
+        #[arg(long)]
+        join: Option<String>,
     },
     /// Run a local cluster on loopback from the built-in default, for a first try.
     Dev {
@@ -70,6 +75,23 @@ enum Command {
         key: String,
         #[arg(long)]
         context: Option<String>,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Show the ring as a node sees it: members, ownership, routing.
+    Status {
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Make the node at --url leave the ring: it hands its data to the new
+    /// owners, verifies the copies, then exits.
+    Leave {
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Take a dead node out of the ring (through any live node at --url).
+    Remove {
+        node: String,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
@@ -108,16 +130,26 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
-        Command::Serve { config, node } => {
+        Command::Serve { config, node, join } => {
             let config = Config::load(&config)?;
-            let node = Node::start(&config, &node).await?;
+            let start = Start {
+                join,
+                listener: None,
+            };
+            let node = Node::start_with(&config, &node, start).await?;
             println!("{} serving on {}", node.id, node.url());
-            stop_signal().await;
+            tokio::select! {
+                _ = stop_signal() => {}
+                _ = node.left() => println!("{} left the ring", node.id),
+            }
             node.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { url } => status::show(&url).await,
+        Command::Leave { url } => status::leave(&url).await,
+        Command::Remove { node, url } => status::remove(&url, &node).await,
         Command::Dev { base_port, data } => {
-            let config = Config::dev(1, base_port, &data);
+            let config = Config::dev(3, base_port, &data);
             let mut nodes = Vec::new();
             for n in &config.nodes {
                 nodes.push(Node::start(&config, &n.id).await?);
@@ -137,6 +169,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             );
             println!("  curl -i {url}/kv/greeting");
             println!("  cargo run --release -- get greeting --url {url}");
+            println!("  cargo run --release -- status --url {url}");
             println!("  curl {url}/metrics\n\nCtrl-C stops the cluster.");
             stop_signal().await;
             for n in nodes {

@@ -20,6 +20,19 @@ pub const STORE_KEYS: &str = "chorus_store_keys";
 pub const STORE_DISK_BYTES: &str = "chorus_store_disk_bytes";
 /// Always 1, labelled with the chorus `version`.
 pub const BUILD_INFO: &str = "chorus_build_info";
+/// Nodes asked to reach a replica for a forwarded request, the forward included
+/// (1 when the lookup cache knew the replica).
+pub const LOOKUP_HOPS: &str = "chorus_lookup_hops";
+/// Client requests forwarded to a replica, by `result` (ok, failed).
+pub const FORWARDS_TOTAL: &str = "chorus_forwards_total";
+/// Members of the ring, by `status` (active, leaving, removed).
+pub const RING_MEMBERS: &str = "chorus_ring_members";
+/// Share of the ring this node holds as primary owner (0 to 1).
+pub const RING_OWNERSHIP: &str = "chorus_ring_ownership";
+/// Keys moved by ownership handoff, by `kind` (pushed, released).
+pub const HANDOFF_KEYS_TOTAL: &str = "chorus_handoff_keys_total";
+/// Handoff sweeps that could not finish and will be retried.
+pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
 
 /// Seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -27,6 +40,7 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 const SIBLING_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0];
+const HOP_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -43,6 +57,7 @@ pub fn install() -> PrometheusHandle {
                     LATENCY_BUCKETS,
                 )
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(READ_SIBLINGS.into()), SIBLING_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(LOOKUP_HOPS.into()), HOP_BUCKETS))
                 .map(|b| b.build_recorder());
             let recorder = recorder.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "metric buckets rejected; latencies export as summaries");
@@ -78,4 +93,25 @@ fn describe() {
         "Bytes the local store occupies on disk."
     );
     describe_gauge!(BUILD_INFO, "Always 1, labelled with the chorus version.");
+    describe_histogram!(
+        LOOKUP_HOPS,
+        "Nodes asked to reach a replica for a forwarded request, the forward included."
+    );
+    describe_counter!(
+        FORWARDS_TOTAL,
+        "Client requests forwarded to a replica, by result."
+    );
+    describe_gauge!(RING_MEMBERS, "Members of the ring, by status.");
+    describe_gauge!(
+        RING_OWNERSHIP,
+        "Share of the ring this node holds as primary owner."
+    );
+    describe_counter!(
+        HANDOFF_KEYS_TOTAL,
+        "Keys moved by ownership handoff, by kind."
+    );
+    describe_counter!(
+        HANDOFF_FAILURES_TOTAL,
+        "Handoff sweeps that could not finish and will be retried."
+    );
 }

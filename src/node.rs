@@ -1,4 +1,12 @@
 //! One chorus node: builds the parts from the config, serves, shuts down.
+//!
+//! Start-up: open the store, bind the listener, build the peer transport,
+//! find the members (saved in `data_dir/members.json`, else the config's
+//! initial nodes, else, with `--join`, from the seed that admits this
+//! node), then serve and run the background tasks: Chord maintenance every
+//! `ring.stabilize_ms`, members gossip every `ring.gossip_ms`, ownership
+//! handoff after every change and every `ring.handoff_interval_ms`, and
+//! metrics upkeep.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,82 +16,203 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, Api};
+use crate::api::{self, Api, LeaveState};
 use crate::config::{Config, Engine};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
-use crate::peer::LocalTransport;
+use crate::membership::{Cluster, handoff};
+use crate::metrics as m;
+use crate::peer::{
+    Addresses, HttpTransport, MAX_MESSAGE_BYTES, PeerRequest, PeerResponse, Transport,
+};
 use crate::replica::Replica;
+use crate::ring::{Members, Status};
 use crate::store::{FjallStore, Identity, MemoryStore, Store};
 use crate::version::context::cluster_fingerprint;
+
+/// How a node starts, beyond its config.
+#[derive(Default)]
+pub struct Start {
+    /// Join a running ring through the node at this `host:port`.
+    pub join: Option<String>,
+    /// Serve on this listener instead of binding `listen` (tests bind
+    /// port 0 first to know every address before any node starts).
+    pub listener: Option<TcpListener>,
+}
 
 /// A running node. Dropping it without [`Node::shutdown`] aborts its tasks.
 pub struct Node {
     pub id: String,
     pub addr: SocketAddr,
+    cluster: Arc<Cluster>,
+    store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
+    left: watch::Receiver<bool>,
     server: Option<JoinHandle<()>>,
-    upkeep: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Node {
     /// Opens the node's store and starts serving on its `listen` address
     /// (port 0 picks a free port; see [`Node::addr`]).
     pub async fn start(config: &Config, id: &str) -> Result<Node> {
+        Node::start_with(config, id, Start::default()).await
+    }
+
+    pub async fn start_with(config: &Config, id: &str, start: Start) -> Result<Node> {
         config.validate()?;
         let me = config.node(id)?;
-        let (store, identity): (Arc<dyn Store>, _) = match config.storage.engine {
+        let (store, identity, dir): (Arc<dyn Store>, _, _) = match config.storage.engine {
             Engine::Fjall => (
                 Arc::new(FjallStore::open(&me.data_dir, &config.storage)?),
                 Identity::load(&me.data_dir, id)?,
+                Some(me.data_dir.clone()),
             ),
-            Engine::Memory => (Arc::new(MemoryStore::new()), Identity::ephemeral(id)),
+            Engine::Memory => (Arc::new(MemoryStore::new()), Identity::ephemeral(id), None),
         };
+        let listener = match start.listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(&me.listen).await.map_err(|e| {
+                Error::config(
+                    format!("nodes.{id}.listen"),
+                    format!("cannot bind {}: {e}", me.listen),
+                )
+            })?,
+        };
+        let addr = listener.local_addr()?;
+        let advertised = if me.listen.ends_with(":0") {
+            addr.to_string()
+        } else {
+            me.listen.clone()
+        };
+
         let replica = Arc::new(Replica::new(Arc::clone(&store), identity, &config.limits));
-        let transport = Arc::new(LocalTransport::new(id, replica));
+        let addresses = Addresses::default();
+        let max_peer_message = (config.limits.max_set_bytes * 2 + (1 << 20)).max(MAX_MESSAGE_BYTES);
+        let transport: Arc<dyn Transport> = Arc::new(HttpTransport::new(
+            id,
+            Arc::clone(&replica),
+            Arc::clone(&addresses),
+            Duration::from_millis(config.ring.peer_timeout_ms),
+            max_peer_message,
+        ));
+        let members_file = dir.as_ref().map(|d| d.join("members.json"));
+        let saved = members_file.as_ref().is_some_and(|f| f.exists());
+        let members = match &start.join {
+            Some(seed) if !saved => {
+                let zone = me.zone.clone();
+                join(&*transport, seed, id, &advertised, zone, me.weight).await?
+            }
+            _ => Cluster::load_members(config, members_file.as_ref())?,
+        };
+        if members.get(id).is_none() {
+            return Err(Error::config(
+                "--join",
+                format!(
+                    "node `{id}` is not a member of the ring (initial = false?); start it with --join ADDR of a running node"
+                ),
+            ));
+        }
+        let cluster = Cluster::new(
+            id,
+            config,
+            members,
+            Arc::clone(&transport),
+            addresses,
+            members_file,
+        );
+        cluster.save()?;
+        if cluster
+            .members()
+            .get(id)
+            .is_some_and(|m| m.status != Status::Removed)
+        {
+            cluster.set_own_addr(&advertised)?;
+        }
+
         let metrics = crate::metrics::install();
+        let (left_tx, left) = watch::channel(false);
         let api = Arc::new(Api {
             node: id.to_string(),
-            coordinator: Coordinator::new(id, transport),
+            coordinator: Coordinator::new(Arc::clone(&cluster), config.cluster.r, config.cluster.w),
+            cluster: Arc::clone(&cluster),
+            replica,
             limits: config.limits.clone(),
             fingerprint: cluster_fingerprint(&config.cluster.name),
             metrics: metrics.clone(),
-            store,
+            store: Arc::clone(&store),
+            max_peer_message,
+            handoff_batch: config.ring.handoff_batch,
+            leave: Arc::new(parking_lot::Mutex::new(LeaveState::Serving)),
+            left: left_tx,
         });
-        let listener = TcpListener::bind(&me.listen).await.map_err(|e| {
-            Error::config(
-                format!("nodes.{id}.listen"),
-                format!("cannot bind {}: {e}", me.listen),
-            )
-        })?;
-        let addr = listener.local_addr()?;
         let (shutdown, stopped) = watch::channel(false);
         let server = tokio::spawn(api::serve(listener, api, stopped, Duration::from_secs(10)));
-        let upkeep = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                metrics.run_upkeep();
-            }
-        });
+
+        let ring = &config.ring;
+        let mut tasks = Vec::new();
+        let c = Arc::clone(&cluster);
+        tasks.push(every(Duration::from_millis(ring.stabilize_ms), move || {
+            let c = Arc::clone(&c);
+            async move { c.chord_tick().await }
+        }));
+        let c = Arc::clone(&cluster);
+        tasks.push(every(Duration::from_millis(ring.gossip_ms), move || {
+            let c = Arc::clone(&c);
+            async move { c.gossip_once().await }
+        }));
+        tasks.push(tokio::spawn(handoff::run(
+            Arc::clone(&cluster),
+            Arc::clone(&store),
+            Duration::from_millis(ring.handoff_interval_ms),
+            ring.handoff_batch,
+            dir.map(|d| d.join("handoff.json")),
+        )));
+        let c = Arc::clone(&cluster);
+        tasks.push(every(Duration::from_secs(5), move || {
+            metrics.run_upkeep();
+            record_ring(&c.members(), &c);
+            std::future::ready(())
+        }));
         tracing::info!(node = id, %addr, "serving");
         Ok(Node {
             id: id.to_string(),
             addr,
+            cluster,
+            store,
             shutdown,
+            left,
             server: Some(server),
-            upkeep,
+            tasks,
         })
+    }
+
+    /// This node's view of the ring (for tests and tools in process).
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// This node's local store (for tests and tools in process).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// Resolves once this node has left the ring gracefully (it should then stop).
+    pub async fn left(&self) {
+        let mut left = self.left.clone();
+        let _ = left.wait_for(|l| *l).await;
+    }
+
     /// Stops accepting, lets open requests finish, syncs and closes the store.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        self.upkeep.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
@@ -93,9 +222,81 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.upkeep.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         if let Some(server) = &self.server {
             server.abort();
         }
     }
+}
+
+/// Asks the node at `seed` to admit this one; retries while it starts up.
+async fn join(
+    transport: &dyn Transport,
+    seed: &str,
+    id: &str,
+    addr: &str,
+    zone: Option<String>,
+    weight: u32,
+) -> Result<Members> {
+    let mut last = None;
+    for _ in 0..20 {
+        let request = PeerRequest::Join {
+            id: id.to_string(),
+            addr: addr.to_string(),
+            zone: zone.clone(),
+            weight,
+        };
+        match transport.call_addr(seed, request).await {
+            Ok(PeerResponse::Members(members)) => {
+                members.check()?;
+                tracing::info!(node = id, %seed, "joined the ring");
+                return Ok(members);
+            }
+            Ok(other) => {
+                return Err(Error::Protocol(format!(
+                    "{seed} answered a join with {other:?}"
+                )));
+            }
+            Err(e) if e.is_retryable() => last = Some(e),
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(Error::config(
+        "--join",
+        format!(
+            "could not join through {seed}: {}",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    ))
+}
+
+/// Runs `work` every `period`, one run at a time, until aborted.
+fn every<F, Fut>(period: Duration, mut work: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            work().await;
+        }
+    })
+}
+
+fn record_ring(members: &Members, cluster: &Cluster) {
+    for (status, label) in [
+        (Status::Active, "active"),
+        (Status::Leaving, "leaving"),
+        (Status::Removed, "removed"),
+    ] {
+        let count = members.iter().filter(|m| m.status == status).count();
+        metrics::gauge!(m::RING_MEMBERS, "status" => label).set(count as f64);
+    }
+    metrics::gauge!(m::RING_OWNERSHIP).set(cluster.ring().ownership(cluster.me()));
 }

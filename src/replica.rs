@@ -5,15 +5,18 @@
 //! crash of that replica.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::peer::{PeerRequest, PeerResponse};
-use crate::store::{Identity, Store};
+use crate::store::{Identity, Pending, Store};
 use crate::version::{Dot, SiblingSet};
 
 pub struct Replica {
     store: Arc<dyn Store>,
+    /// Set by a node at the end of a graceful leave: it takes no more data.
+    closed: AtomicBool,
     identity: Arc<Identity>,
     max_siblings: usize,
     max_set_bytes: usize,
@@ -26,13 +29,30 @@ impl Replica {
     pub fn new(store: Arc<dyn Store>, identity: Identity, limits: &Limits) -> Replica {
         Replica {
             store,
+            closed: AtomicBool::new(false),
             identity: Arc::new(identity),
             max_siblings: limits.max_siblings,
             max_set_bytes: limits.max_set_bytes,
         }
     }
 
+    /// Refuses every later write: a leaving node's last step before its
+    /// final handoff, so that nothing lands after it.
+    pub fn close_for_writes(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
     pub async fn handle(&self, request: PeerRequest) -> Result<PeerResponse> {
+        let writes = matches!(
+            request,
+            PeerRequest::Coordinate { .. } | PeerRequest::Merge { .. } | PeerRequest::Handoff(_)
+        );
+        if writes && self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable {
+                node: self.identity.actor().node.clone(),
+                reason: "this node has left the ring and takes no more writes".into(),
+            });
+        }
         match request {
             PeerRequest::Read { key } => Ok(PeerResponse::Value(self.store.get(&key)?)),
             PeerRequest::Coordinate {
@@ -72,19 +92,60 @@ impl Replica {
                 Ok(PeerResponse::Coordinated { dot, set })
             }
             PeerRequest::Merge { key, set } => {
-                if !set.is_well_formed() {
-                    return Err(Error::Protocol(format!(
-                        "the sibling set sent for `{key}` breaks its invariants"
-                    )));
-                }
-                let merge = move |current: Option<SiblingSet>| {
-                    let mut local = current.unwrap_or_default();
-                    local.merge(&set);
-                    Ok(local)
-                };
-                self.store.update(&key, Box::new(merge)).wait().await?;
+                self.merge(key, set)?.wait().await?;
                 Ok(PeerResponse::Merged)
             }
+            PeerRequest::Handoff(entries) => {
+                check_batch(entries.len())?;
+                // Queue every merge before waiting, so they share fsyncs.
+                let pending = entries
+                    .into_iter()
+                    .map(|(key, set)| self.merge(key, set))
+                    .collect::<Result<Vec<_>>>()?;
+                for p in pending {
+                    p.wait().await?;
+                }
+                Ok(PeerResponse::Merged)
+            }
+            PeerRequest::Fetch(keys) => {
+                check_batch(keys.len())?;
+                let sets = keys
+                    .iter()
+                    .map(|k| self.store.get(k))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(PeerResponse::Sets(sets))
+            }
+            other => Err(Error::Protocol(format!(
+                "not a replica request: {}",
+                format!("{other:?}").chars().take(40).collect::<String>()
+            ))),
         }
     }
+
+    /// Queues the merge of a set another node sent.
+    fn merge(&self, key: String, set: SiblingSet) -> Result<Pending> {
+        if !set.is_well_formed() {
+            return Err(Error::Protocol(format!(
+                "the sibling set sent for `{key}` breaks its invariants"
+            )));
+        }
+        let merge = move |current: Option<SiblingSet>| {
+            let mut local = current.unwrap_or_default();
+            local.merge(&set);
+            Ok(local)
+        };
+        Ok(self.store.update(&key, Box::new(merge)))
+    }
+}
+
+/// Most entries a handoff batch or fetch may carry.
+pub const MAX_BATCH: usize = 4096;
+
+fn check_batch(len: usize) -> Result<()> {
+    if len > MAX_BATCH {
+        return Err(Error::Protocol(format!(
+            "a batch of {len} keys; at most {MAX_BATCH}"
+        )));
+    }
+    Ok(())
 }

@@ -46,7 +46,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
 }
 
 async fn get(api: &Api, key: &str) -> Result<Response<Body>> {
-    let Some(set) = api.coordinator.read(key).await? else {
+    let Some(set) = api.coordinator.read(key, false).await? else {
         return Ok(response::not_found_key());
     };
     metrics::histogram!(crate::metrics::READ_SIBLINGS).record(set.siblings().len() as f64);
@@ -66,7 +66,10 @@ async fn write(
     content: Content,
     returnbody: bool,
 ) -> Result<Response<Body>> {
-    let written = api.coordinator.write(key, context.clone(), content).await?;
+    let written = api
+        .coordinator
+        .write(key, context.clone(), content, false)
+        .await?;
     let (mut response, context) = if returnbody {
         let full = Context::read(written.set.context().clone());
         (response::siblings(&written.set), full)
@@ -170,7 +173,11 @@ fn context(api: &Api, headers: &HeaderMap) -> Result<Context> {
 
 /// Reads the body into an exact-size buffer, refusing it as soon as it
 /// passes `max` bytes and giving up when it does not arrive in time.
-async fn read_body(req: Request<Incoming>, max: usize, timeout_ms: u64) -> Result<Bytes> {
+pub(super) async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+    timeout_ms: u64,
+) -> Result<Bytes> {
     if let Some(len) = req
         .headers()
         .get(CONTENT_LENGTH)

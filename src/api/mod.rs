@@ -4,13 +4,17 @@
 //! - `GET|PUT|DELETE /kv/{key}`: [`kv`]
 //! - `GET /health`: liveness and the node's id
 //! - `GET /metrics`: Prometheus text
+//! - `GET /cluster`, `POST /admin/leave`, `POST /admin/remove/{node}`: [`admin`]
+//! - `POST /peer`: the node-to-node protocol, postcard over h2c: [`peer`]
 //!
 //! Every error is JSON `{"error": code, "message": …}` with the status the
 //! [`Error`] carries. Every socket gets TCP_NODELAY; request headers must
 //! arrive within `limits.header_timeout_ms` and bodies within
 //! `limits.body_timeout_ms`.
 
+mod admin;
 mod kv;
+mod peer;
 mod response;
 
 use std::convert::Infallible;
@@ -27,23 +31,34 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use admin::LeaveState;
 use response::Body;
 pub use response::CONTEXT_HEADER;
 
 use crate::config::Limits;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
+use crate::membership::Cluster;
 use crate::metrics as m;
+use crate::replica::Replica;
 use crate::store::Store;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct Api {
     pub node: String,
     pub coordinator: Coordinator,
+    pub cluster: Arc<Cluster>,
+    pub replica: Arc<Replica>,
     pub limits: Limits,
     pub fingerprint: [u8; 4],
     pub metrics: PrometheusHandle,
     pub store: Arc<dyn Store>,
+    /// Largest peer message accepted.
+    pub max_peer_message: usize,
+    pub handoff_batch: usize,
+    pub leave: Arc<parking_lot::Mutex<LeaveState>>,
+    /// Turns true when this node has left the ring and should stop.
+    pub left: watch::Sender<bool>,
 }
 
 impl Api {
@@ -72,7 +87,13 @@ impl Api {
         if let Some(raw_key) = path.strip_prefix("/kv/") {
             return kv::handle(self, raw_key, req).await;
         }
+        if let Some(node) = path.strip_prefix("/admin/remove/") {
+            return admin::remove(self, req.method(), node);
+        }
         match path {
+            crate::peer::PEER_PATH => peer::handle(self, req).await,
+            "/cluster" => admin::cluster(self, req.method()),
+            "/admin/leave" => admin::leave(self, req.method()),
             "/health" => {
                 only_get(req.method())?;
                 let body = serde_json::json!({ "status": "ok", "node": self.node });
@@ -115,6 +136,7 @@ fn only_get(method: &Method) -> Result<()> {
 fn status_label(status: StatusCode) -> metrics::SharedString {
     let known = match status.as_u16() {
         200 => "200",
+        202 => "202",
         204 => "204",
         300 => "300",
         400 => "400",
@@ -139,6 +161,8 @@ fn operation(method: &Method, path: &str) -> &'static str {
         (true, &Method::DELETE) => "delete",
         _ if path == "/health" => "health",
         _ if path == "/metrics" => "metrics",
+        _ if path == crate::peer::PEER_PATH => "peer",
+        _ if path == "/cluster" || path.starts_with("/admin/") => "admin",
         _ => "other",
     }
 }

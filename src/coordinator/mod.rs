@@ -1,125 +1,246 @@
 //! The coordinator: the replica-facing side of one client request.
 //!
-//! A write goes to the first replica of the key's preference list, which
-//! mints the dot and stores it (`Coordinate`); the resulting sibling set is
-//! then merged into the other replicas (`Merge`). A read asks every replica
-//! (`Read`) and merges the answers with the one sibling merge. Every call,
-//! the one to this node included, goes through the [`Transport`].
+//! A request that reaches a node outside the key's preference list is
+//! forwarded once, to a replica found through the ring
+//! ([`Cluster::find_replicas`]); the receiver coordinates it and never
+//! forwards again. If no replica answers the forward, this node coordinates
+//! itself: coordinating needs no local data, only the transport.
 //!
-//! Until the ring exists the preference list is this node alone; per-request
-//! quorums, sloppy quorum and read repair build on this shape.
+//! A write goes to one replica of the preference list, this node when it is
+//! one, which mints the dot and stores it (`Coordinate`); the resulting
+//! sibling set is then merged into the other replicas (`Merge`) in
+//! parallel, and the write is acknowledged once `w` replicas (the minting
+//! one included) have made it durable. The remaining merges finish in the
+//! background. A read asks every replica (`Read`), merges the first `r`
+//! answers with the one sibling merge and returns. A [`Tally`] counts the
+//! answers; failing the quorum is a 503 that names the replicas that failed.
+//!
+//! Per-request quorums, sloppy quorum, hinted handoff and read repair build
+//! on this shape.
 
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::peer::{PeerRequest, PeerResponse, Transport};
+use crate::membership::Cluster;
+use crate::metrics as m;
+use crate::peer::{ClientOp, Outcome, PeerRequest, PeerResponse, Tally, Transport};
+use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
 
 pub struct Coordinator {
-    node: String,
+    cluster: Arc<Cluster>,
     transport: Arc<dyn Transport>,
+    r: usize,
+    w: usize,
 }
 
-/// A write that every replica acknowledged as durable.
+/// A write that its write quorum acknowledged as durable.
 pub struct Written {
     pub dot: Dot,
     pub set: SiblingSet,
 }
 
+/// Forwards a request at most this many times (to the owner, then the next
+/// nodes) before coordinating it here.
+const FORWARD_TRIES: usize = 3;
+
 impl Coordinator {
-    pub fn new(node: impl Into<String>, transport: Arc<dyn Transport>) -> Self {
+    pub fn new(cluster: Arc<Cluster>, r: usize, w: usize) -> Self {
+        let transport = Arc::clone(cluster.transport());
         Coordinator {
-            node: node.into(),
+            cluster,
             transport,
+            r,
+            w,
         }
     }
 
-    /// The nodes that hold `key`, in preference order.
-    pub fn preference_list(&self, _key: &str) -> Vec<String> {
-        vec![self.node.clone()]
+    /// A client write. `forwarded` is true when another node sent it here.
+    pub async fn write(
+        &self,
+        key: &str,
+        context: Context,
+        content: Content,
+        forwarded: bool,
+    ) -> Result<Written> {
+        let replicas = self.cluster.preference_list(key);
+        if !forwarded && !replicas.iter().any(|r| r == self.cluster.me()) {
+            let op = ClientOp::Write {
+                key: key.to_string(),
+                context: context.clone(),
+                content: content.clone(),
+            };
+            if let Some(result) = self.forward(key, op).await {
+                return match result? {
+                    PeerResponse::Coordinated { dot, set } => Ok(Written { dot, set }),
+                    other => Err(unexpected("the forward target", &other)),
+                };
+            }
+        }
+        self.coordinate_write(key, replicas, context, content).await
     }
 
-    pub async fn write(&self, key: &str, context: Context, content: Content) -> Result<Written> {
-        let replicas = self.preference_list(key);
-        let (first, others) = replicas.split_first().ok_or_else(|| Error::Unavailable {
-            node: self.node.clone(),
-            reason: "the preference list is empty".into(),
-        })?;
-        let request = PeerRequest::Coordinate {
-            key: key.to_string(),
-            context,
-            content,
+    /// The merged sibling set of `key` over `r` replicas; `None` if none has it.
+    pub async fn read(&self, key: &str, forwarded: bool) -> Result<Option<SiblingSet>> {
+        let replicas = self.cluster.preference_list(key);
+        if !forwarded && !replicas.iter().any(|r| r == self.cluster.me()) {
+            let op = ClientOp::Read {
+                key: key.to_string(),
+            };
+            if let Some(result) = self.forward(key, op).await {
+                return match result? {
+                    PeerResponse::Value(set) => Ok(set),
+                    other => Err(unexpected("the forward target", &other)),
+                };
+            }
+        }
+        self.coordinate_read(key, replicas).await
+    }
+
+    /// Sends `op` to a replica. `None` when no replica could be reached
+    /// (the caller then coordinates); an error a replica returned is the
+    /// request's answer.
+    async fn forward(&self, key: &str, op: ClientOp) -> Option<Result<PeerResponse>> {
+        let candidates = self.cluster.find_replicas(position(key.as_bytes())).await;
+        for to in candidates.into_iter().take(FORWARD_TRIES) {
+            match self
+                .transport
+                .call(&to, PeerRequest::Forward(op.clone()))
+                .await
+            {
+                Err(Error::Unavailable { reason, .. }) => {
+                    tracing::debug!(node = %to, %reason, "forward failed; trying the next node");
+                    metrics::counter!(m::FORWARDS_TOTAL, "result" => "failed").increment(1);
+                    self.cluster.forward_failed(&to);
+                }
+                result => {
+                    metrics::counter!(m::FORWARDS_TOTAL, "result" => "ok").increment(1);
+                    return Some(result);
+                }
+            }
+        }
+        None
+    }
+
+    async fn coordinate_write(
+        &self,
+        key: &str,
+        mut replicas: Vec<String>,
+        context: Context,
+        content: Content,
+    ) -> Result<Written> {
+        let mut tally = Tally::new(self.w.min(replicas.len()).max(1), replicas.len());
+        // This node mints when it is a replica; else the first that answers.
+        if let Some(at) = replicas.iter().position(|r| r == self.cluster.me()) {
+            let me = replicas.remove(at);
+            replicas.insert(0, me);
+        }
+        let mut minted = None;
+        while minted.is_none() && !replicas.is_empty() {
+            let to = replicas.remove(0);
+            let request = PeerRequest::Coordinate {
+                key: key.to_string(),
+                context: context.clone(),
+                content: content.clone(),
+            };
+            match self.transport.call(&to, request).await {
+                Ok(PeerResponse::Coordinated { dot, set }) => {
+                    tally.ack(&to);
+                    minted = Some((dot, set));
+                }
+                Ok(other) => return Err(unexpected(&to, &other)),
+                // The client's own mistake (too many siblings): no other replica would differ.
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => tally.fail(&to, e.to_string()),
+            }
+        }
+        let Some((dot, set)) = minted else {
+            return Err(quorum_not_met(&tally));
         };
-        let (dot, set) = match self.transport.call(first, request).await? {
-            PeerResponse::Coordinated { dot, set } => (dot, set),
-            other => return Err(unexpected(first, &other)),
-        };
-        let merges = others.iter().map(|to| {
+        let merges = replicas.into_iter().map(|to| {
             let request = PeerRequest::Merge {
                 key: key.to_string(),
                 set: set.clone(),
             };
-            (to.clone(), request)
+            (to, request)
         });
-        for (to, response) in self.fan_out(merges.collect()).await {
-            match response? {
-                PeerResponse::Merged => {}
-                other => return Err(unexpected(&to, &other)),
+        let mut replies = self.fan_out(merges.collect());
+        while tally.outcome() == Outcome::Pending {
+            match replies.recv().await {
+                Some((to, Ok(PeerResponse::Merged))) => tally.ack(&to),
+                Some((to, Ok(other))) => tally.fail(&to, format!("{other:?}")),
+                Some((to, Err(e))) => tally.fail(&to, e.to_string()),
+                None => break,
             }
         }
-        Ok(Written { dot, set })
+        match tally.outcome() {
+            Outcome::Done => Ok(Written { dot, set }),
+            _ => Err(quorum_not_met(&tally)),
+        }
     }
 
-    /// The merged sibling set of `key` over its replicas; `None` if none has it.
-    pub async fn read(&self, key: &str) -> Result<Option<SiblingSet>> {
-        let requests = self.preference_list(key).into_iter().map(|to| {
+    async fn coordinate_read(
+        &self,
+        key: &str,
+        replicas: Vec<String>,
+    ) -> Result<Option<SiblingSet>> {
+        let mut tally = Tally::new(self.r.min(replicas.len()).max(1), replicas.len());
+        let reads = replicas.into_iter().map(|to| {
             let request = PeerRequest::Read {
                 key: key.to_string(),
             };
             (to, request)
         });
+        let mut replies = self.fan_out(reads.collect());
         let mut merged: Option<SiblingSet> = None;
-        for (to, response) in self.fan_out(requests.collect()).await {
-            match response? {
-                PeerResponse::Value(Some(set)) => match &mut merged {
-                    Some(m) => m.merge(&set),
-                    None => merged = Some(set),
-                },
-                PeerResponse::Value(None) => {}
-                other => return Err(unexpected(&to, &other)),
+        while tally.outcome() == Outcome::Pending {
+            match replies.recv().await {
+                Some((to, Ok(PeerResponse::Value(set)))) => {
+                    tally.ack(&to);
+                    match (&mut merged, set) {
+                        (Some(m), Some(set)) => m.merge(&set),
+                        (None, set) => merged = set,
+                        (_, None) => {}
+                    }
+                }
+                Some((to, Ok(other))) => tally.fail(&to, format!("{other:?}")),
+                Some((to, Err(e))) => tally.fail(&to, e.to_string()),
+                None => break,
             }
         }
-        Ok(merged)
+        match tally.outcome() {
+            Outcome::Done => Ok(merged),
+            _ => Err(quorum_not_met(&tally)),
+        }
     }
 
-    /// Sends every request in parallel and collects every answer.
-    async fn fan_out(
+    /// Sends every request in parallel; answers arrive on the channel as
+    /// they come. Calls outlive the receiver: a write's remaining merges
+    /// complete after the client has its answer.
+    fn fan_out(
         &self,
-        mut requests: Vec<(String, PeerRequest)>,
-    ) -> Vec<(String, Result<PeerResponse>)> {
-        if requests.len() == 1
-            && let Some((to, request)) = requests.pop()
-        {
-            // One replica: no task to spawn.
-            let reply = self.transport.call(&to, request).await;
-            return vec![(to, reply)];
-        }
-        let mut calls = JoinSet::new();
+        requests: Vec<(String, PeerRequest)>,
+    ) -> mpsc::Receiver<(String, Result<PeerResponse>)> {
+        let (tx, rx) = mpsc::channel(requests.len().max(1));
         for (to, request) in requests {
             let reply = self.transport.call(&to, request);
-            calls.spawn(async move { (to, reply.await) });
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let result = reply.await;
+                let _ = tx.send((to, result)).await;
+            });
         }
-        let mut out = Vec::with_capacity(calls.len());
-        while let Some(joined) = calls.join_next().await {
-            // A call task only fails by panicking, and then its replica is unknown.
-            out.push(joined.unwrap_or_else(|e| {
-                let failure = Error::Protocol(format!("a replica call died: {e}"));
-                ("(unknown)".to_string(), Err(failure))
-            }));
-        }
-        out
+        rx
+    }
+}
+
+fn quorum_not_met(tally: &Tally) -> Error {
+    Error::QuorumNotMet {
+        needed: tally.needed(),
+        acked: tally.acked().len(),
+        failed: tally.failures(),
     }
 }
 

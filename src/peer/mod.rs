@@ -1,11 +1,21 @@
 //! The node-to-node protocol: one request enum, one response enum.
 //!
-//! Every exchange between replicas is a [`PeerRequest`] answered by a
-//! [`PeerResponse`], encoded with postcard (never JSON). A [`Transport`]
-//! carries them; the coordinator uses it for every replica, itself included,
-//! so that replication only adds destinations, not code paths. The
-//! in-process [`LocalTransport`] serves a single node; the HTTP/2 transport
-//! between nodes and the simulated one for turmoil implement the same trait.
+//! Every exchange between nodes is a [`PeerRequest`] answered by a
+//! [`PeerResponse`] (or a [`WireError`]), encoded with postcard (never
+//! JSON). A [`Transport`] carries them; the coordinator uses it for every
+//! replica, itself included, so that replication only adds destinations,
+//! not code paths. [`HttpTransport`] carries them between nodes over HTTP/2
+//! cleartext (h2c) with pooled connections and a deadline per call; it is
+//! generic over its connector, so a simulated network (turmoil's
+//! `TcpStream` through hyper-util's `TokioIo`) can stand in for TCP.
+//! [`LocalTransport`] serves a node alone, in process. [`Tally`] counts
+//! the answers of a fan-out.
+
+pub mod http;
+mod tally;
+
+pub use http::{Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, PEER_PATH};
+pub use tally::{Outcome, Tally};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::replica::Replica;
+use crate::ring::{ChordReply, ChordRequest, Members};
 use crate::version::{Content, Context, Dot, SiblingSet};
 
 /// What one node asks of another.
@@ -33,6 +44,39 @@ pub enum PeerRequest {
     /// Merge `set` into the local copy of `key` (replication, read repair,
     /// hinted handoff, anti-entropy) and answer once it is durable.
     Merge { key: String, set: SiblingSet },
+    /// Ownership handoff: merge every entry, answer once all are durable.
+    Handoff(Vec<(String, SiblingSet)>),
+    /// Return the local sets of these keys (to verify a handoff).
+    Fetch(Vec<String>),
+    /// One Chord RPC: ring maintenance or a step of a lookup.
+    Chord(ChordRequest<String>),
+    /// A client request that reached a node outside the key's preference
+    /// list, forwarded once: the receiver coordinates it and never forwards
+    /// it again.
+    Forward(ClientOp),
+    /// A node asks to join the ring: the receiver admits it (choosing its
+    /// tokens) and answers with the members document.
+    Join {
+        id: String,
+        addr: String,
+        zone: Option<String>,
+        weight: u32,
+    },
+    /// Gossip: merge this members document and answer with the merged one.
+    Gossip(Members),
+}
+
+/// A client request as a coordinator runs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientOp {
+    /// Answered with [`PeerResponse::Value`]: the merged set over the replicas.
+    Read { key: String },
+    /// Answered with [`PeerResponse::Coordinated`].
+    Write {
+        key: String,
+        context: Context,
+        content: Content,
+    },
 }
 
 /// A replica's answer.
@@ -41,12 +85,64 @@ pub enum PeerResponse {
     /// The local sibling set of the key read, if the replica has one.
     Value(Option<SiblingSet>),
     /// A coordinated write is durable: the dot minted and the resulting set.
-    Coordinated { dot: Dot, set: SiblingSet },
-    /// A merge is durable.
+    Coordinated {
+        dot: Dot,
+        set: SiblingSet,
+    },
+    /// A merge (or a handoff batch) is durable.
     Merged,
+    /// The local sets of the keys fetched, in the order asked.
+    Sets(Vec<Option<SiblingSet>>),
+    Chord(ChordReply<String>),
+    /// The members document after a join or gossip.
+    Members(Members),
 }
 
+/// An error as it crosses the wire: the receiver rebuilds an
+/// [`Error::Remote`] with the same status and code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn from_error(e: &Error) -> WireError {
+        WireError {
+            status: e.status().as_u16(),
+            code: e.code().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    pub fn into_error(self, node: &str) -> Error {
+        Error::Remote {
+            node: node.to_string(),
+            status: self.status,
+            code: Error::known_code(&self.code),
+            message: self.message,
+        }
+    }
+}
+
+/// What travels back: a response or an error.
+pub type WireReply = std::result::Result<PeerResponse, WireError>;
+
 impl PeerRequest {
+    /// Whether the request is for the receiver's replica (its store), as
+    /// opposed to its ring, membership or coordinator.
+    pub fn is_for_replica(&self) -> bool {
+        matches!(
+            self,
+            PeerRequest::Read { .. }
+                | PeerRequest::Coordinate { .. }
+                | PeerRequest::Merge { .. }
+                | PeerRequest::Handoff(_)
+                | PeerRequest::Fetch(_)
+        )
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>> {
         encode(self)
     }
@@ -66,19 +162,32 @@ impl PeerResponse {
     }
 }
 
-fn encode(message: &impl Serialize) -> Result<Vec<u8>> {
+pub(crate) fn encode(message: &impl Serialize) -> Result<Vec<u8>> {
     postcard::to_allocvec(message).map_err(|e| Error::Protocol(e.to_string()))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Protocol(format!("bad {what}: {e}")))
 }
 
 pub type Reply = Pin<Box<dyn Future<Output = Result<PeerResponse>> + Send>>;
 
-/// Carries requests to replicas by node id.
+/// Carries requests to nodes by node id.
 pub trait Transport: Send + Sync + 'static {
     fn call(&self, to: &str, request: PeerRequest) -> Reply;
+
+    /// Sends to an address rather than a member (a node that is joining
+    /// knows only its seed's address).
+    fn call_addr(&self, addr: &str, request: PeerRequest) -> Reply {
+        let addr = addr.to_string();
+        let _ = request;
+        Box::pin(async move {
+            Err(Error::Unavailable {
+                node: addr,
+                reason: "this transport reaches members only".into(),
+            })
+        })
+    }
 }
 
 /// Delivers requests addressed to this node to its own replica, in process.

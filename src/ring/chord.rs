@@ -353,6 +353,7 @@ impl<N: NodeRef> Router<N> {
             Ok(at) if is_first => {
                 v.fingers.remove(at);
             }
+            Ok(at) if v.fingers[at].1 == owner => return,
             Ok(at) => v.fingers[at].1 = owner,
             Err(_) if is_first => return,
             Err(at) => v.fingers.insert(at, (index, owner)),
@@ -545,7 +546,7 @@ impl<N: NodeRef> Router<N> {
             self.table.extend(v.succs.iter().cloned());
             self.table.extend(v.fingers.iter().map(|(_, f)| f.clone()));
         }
-        self.table.sort();
+        self.table.sort_unstable_by_key(|v| v.pos);
         self.table.dedup_by_key(|v| v.pos);
         self.dirty = false;
     }

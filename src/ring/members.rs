@@ -149,6 +149,18 @@ impl Members {
         }
     }
 
+    /// Records that member `id` now listens at `addr`; false if unknown or unchanged.
+    pub fn set_addr(&mut self, id: &str, addr: &str) -> bool {
+        match self.by_id.get_mut(id) {
+            Some(m) if m.addr != addr => {
+                m.addr = addr.to_string();
+                m.version += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Merges another copy in; true if this copy changed.
     pub fn merge(&mut self, other: &Members) -> bool {
         let mut changed = false;

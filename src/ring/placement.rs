@@ -77,6 +77,29 @@ impl Ring {
             .collect()
     }
 
+    /// Every token position, in ring order.
+    pub fn positions(&self) -> impl Iterator<Item = Position> + '_ {
+        self.tokens.iter().map(|&(t, _)| t)
+    }
+
+    /// The share of the ring `id` owns as primary (0 to 1).
+    pub fn ownership(&self, id: &str) -> f64 {
+        let Some(index) = self.owners.iter().position(|o| o.id == id) else {
+            return 0.0;
+        };
+        if self.tokens.len() == 1 {
+            return 1.0;
+        }
+        let owned: u128 = (0..self.tokens.len())
+            .filter(|&i| self.tokens[i].1 as usize == index)
+            .map(|i| {
+                let prev = self.tokens[(i + self.tokens.len() - 1) % self.tokens.len()].0;
+                u128::from(self.tokens[i].0.wrapping_sub(prev))
+            })
+            .sum();
+        owned as f64 / 2f64.powi(64)
+    }
+
     /// The primary owner of `position`: the node of the first token at or after it.
     pub fn primary(&self, position: Position) -> Option<&str> {
         let at = self.tokens.partition_point(|&(t, _)| t < position);

@@ -135,7 +135,11 @@ fn apply(db: &Database, kv: &Keyspace, jobs: Vec<Job>, mode: PersistMode) {
     let mut latest: HashMap<Vec<u8>, usize> = HashMap::with_capacity(jobs.len());
     for job in jobs {
         let current = match latest.get(&job.key) {
-            Some(&at) => Ok(results[at].as_ref().ok().cloned()),
+            Some(&at) => Ok(results[at]
+                .as_ref()
+                .ok()
+                .filter(|set| !set.is_empty())
+                .cloned()),
             None => kv
                 .get(&job.key)
                 .map_err(Error::from)
@@ -153,6 +157,11 @@ fn apply(db: &Database, kv: &Keyspace, jobs: Vec<Job>, mode: PersistMode) {
                 })
         });
         let result = match result.and_then(|next| encode_set(&next).map(|bytes| (next, bytes))) {
+            Ok((next, _)) if next.is_empty() => {
+                batch.remove(kv, job.key.as_slice());
+                latest.insert(job.key, results.len());
+                Ok(next)
+            }
             Ok((next, bytes)) => {
                 batch.insert(kv, job.key.as_slice(), bytes);
                 latest.insert(job.key, results.len());

@@ -68,7 +68,7 @@ impl Identity {
                     incarnation: rand::random(),
                     lease: 0,
                 };
-                write_synced(&file, &record)?;
+                super::write_json_synced(&file, &record)?;
                 record
             }
             Err(e) => return Err(e.into()),
@@ -116,25 +116,9 @@ impl Identity {
                 incarnation: self.actor.incarnation,
                 lease: extended,
             };
-            write_synced(file, &record)?;
+            super::write_json_synced(file, &record)?;
             *lease = extended;
         }
         Ok(Dot::new(self.actor.clone(), counter))
     }
-}
-
-/// Writes `record` to `path` atomically and durably: a temp file, fsync,
-/// rename, fsync of the directory.
-fn write_synced(path: &Path, record: &Record) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(record).map_err(|e| Error::Storage(e.to_string()))?;
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -33,8 +33,14 @@ impl Store for MemoryStore {
         // The write lock makes the read-merge-write atomic.
         let mut data = self.data.write();
         let result = merge(data.get(&skey).cloned());
-        if let Ok(next) = &result {
-            data.insert(skey, next.clone());
+        match &result {
+            Ok(next) if next.is_empty() => {
+                data.remove(&skey);
+            }
+            Ok(next) => {
+                data.insert(skey, next.clone());
+            }
+            Err(_) => {}
         }
         Pending::ready(result)
     }

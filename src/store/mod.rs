@@ -53,7 +53,9 @@ pub struct StoreStats {
 pub type Entry = (String, SiblingSet);
 
 /// A read-merge-write of one key: from the current set (if any) to the next.
-/// An error leaves the key untouched and is the update's result.
+/// An error leaves the key untouched and is the update's result. An empty
+/// set ([`SiblingSet::is_empty`]) removes the key (handoff drops what a node
+/// no longer owns that way).
 pub type Merge = Box<dyn FnOnce(Option<SiblingSet>) -> Result<SiblingSet> + Send>;
 
 /// A node's local storage of sibling sets.
@@ -86,6 +88,23 @@ pub fn user_key(storage_key: &[u8]) -> Result<String> {
         .and_then(|k| std::str::from_utf8(k).ok())
         .map(str::to_owned)
         .ok_or_else(|| Error::Storage("a stored key is shorter than its position".into()))
+}
+
+/// Writes `value` as JSON to `path` atomically and durably: a temporary
+/// file, fsync, rename, fsync of the directory. For the small records a
+/// node keeps beside its store (identity, members).
+pub fn write_json_synced(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Storage(e.to_string()))?;
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn encode_set(set: &SiblingSet) -> Result<Vec<u8>> {

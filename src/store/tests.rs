@@ -56,6 +56,29 @@ async fn update_then_get_round_trips() {
 }
 
 #[tokio::test]
+async fn an_empty_set_removes_the_key_and_a_later_update_in_the_batch_sees_it_gone() {
+    for (store, _dir) in engines() {
+        let id = identity();
+        blind_write(store.as_ref(), &id, "k", "1").await;
+        let remove = store.update("k", Box::new(|_| Ok(SiblingSet::default())));
+        let seen = Arc::new(parking_lot::Mutex::new(None));
+        let probe = Arc::clone(&seen);
+        let after = store.update(
+            "k",
+            Box::new(move |current| {
+                *probe.lock() = Some(current.is_some());
+                Err(crate::error::Error::Storage("only looking".into()))
+            }),
+        );
+        assert!(remove.wait().await.expect("remove").is_empty());
+        assert!(after.wait().await.is_err());
+        assert_eq!(*seen.lock(), Some(false), "the removal was not visible");
+        assert_eq!(store.get("k").expect("get"), None);
+        assert!(store.scan(0..=u64::MAX, 10).expect("scan").is_empty());
+    }
+}
+
+#[tokio::test]
 async fn a_failed_merge_leaves_the_key_untouched() {
     for (store, _dir) in engines() {
         let before = blind_write(store.as_ref(), &identity(), "k", "1").await;

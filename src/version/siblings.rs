@@ -53,6 +53,12 @@ impl SiblingSet {
         &self.siblings
     }
 
+    /// True for the set that has seen nothing: no sibling, empty context.
+    /// No write leaves it, so stores read it as "remove the key".
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty() && self.context.is_empty()
+    }
+
     /// True when no sibling holds a value: the key is absent or deleted.
     pub fn is_deleted(&self) -> bool {
         self.siblings

@@ -1,0 +1,164 @@
+//! Cluster inspection and membership changes:
+//!
+//! - `GET /cluster`: the members (address, zone, weight, tokens, status,
+//!   liveness as this node sees it) and this node's Chord state
+//!   (predecessor, successor list and fingers of each of its vnodes);
+//! - `POST /admin/leave`: this node leaves gracefully (202; progress in
+//!   `GET /cluster` under `leave`), then shuts down;
+//! - `POST /admin/remove/{node}`: takes a dead node out of the ring; its
+//!   ranges pass to the next nodes, which receive the data from the other
+//!   replicas.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::Api;
+use super::response::{self, Body};
+use crate::error::{Error, Result};
+use crate::membership::{Liveness, leave};
+use crate::ring::{Status, Vnode};
+
+/// Where a graceful leave of this node stands.
+#[derive(Clone, Debug, Default)]
+pub enum LeaveState {
+    #[default]
+    Serving,
+    Leaving,
+    Failed(String),
+    Left,
+}
+
+pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
+    only(method, Method::GET, "GET")?;
+    let members = api.cluster.members();
+    let ring = api.cluster.ring();
+    let listed: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            let liveness = match api.cluster.liveness(&m.id) {
+                Liveness::Up => "up",
+                Liveness::Down => "down",
+                Liveness::Unknown => "unknown",
+            };
+            json!({
+                "id": m.id,
+                "addr": m.addr,
+                "zone": m.zone,
+                "weight": m.weight,
+                "tokens": m.tokens.len(),
+                "status": m.status,
+                "version": m.version,
+                "liveness": if m.status == Status::Removed { "gone" } else { liveness },
+                "ownership": ring.ownership(&m.id),
+            })
+        })
+        .collect();
+    let vnode =
+        |v: &Vnode<String>| json!({ "position": format!("{:016x}", v.pos), "node": v.node });
+    let routing: Vec<Value> = api
+        .cluster
+        .routing_state()
+        .into_iter()
+        .map(|(pos, pred, succs, fingers)| {
+            json!({
+                "position": format!("{pos:016x}"),
+                "predecessor": pred.as_ref().map(vnode),
+                "successors": succs.iter().map(vnode).collect::<Vec<_>>(),
+                "fingers": fingers
+                    .iter()
+                    .map(|(i, f)| json!({ "index": i, "vnode": vnode(f) }))
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let leave = match &*api.leave.lock() {
+        LeaveState::Serving => json!({ "state": "serving" }),
+        LeaveState::Leaving => json!({ "state": "leaving" }),
+        LeaveState::Failed(e) => json!({ "state": "failed", "error": e }),
+        LeaveState::Left => json!({ "state": "left" }),
+    };
+    let body = json!({
+        "node": api.cluster.me(),
+        "n": api.cluster.n(),
+        "members": listed,
+        "routing": routing,
+        "leave": leave,
+    });
+    Ok(response::json(
+        StatusCode::OK,
+        Bytes::from(body.to_string()),
+    ))
+}
+
+pub fn leave(api: &Api, method: &Method) -> Result<Response<Body>> {
+    only(method, Method::POST, "POST")?;
+    {
+        let mut state = api.leave.lock();
+        match &*state {
+            LeaveState::Leaving | LeaveState::Left => {
+                let body = json!({ "node": api.cluster.me(), "state": "leaving" });
+                return Ok(response::json(
+                    StatusCode::ACCEPTED,
+                    Bytes::from(body.to_string()),
+                ));
+            }
+            LeaveState::Serving | LeaveState::Failed(_) => *state = LeaveState::Leaving,
+        }
+    }
+    let (cluster, store, replica) = (
+        Arc::clone(&api.cluster),
+        Arc::clone(&api.store),
+        Arc::clone(&api.replica),
+    );
+    let (state, left, batch) = (Arc::clone(&api.leave), api.left.clone(), api.handoff_batch);
+    tokio::spawn(async move {
+        let deadline = Duration::from_secs(600);
+        let outcome = leave::leave(&cluster, &store, &replica, batch, deadline).await;
+        match outcome {
+            Ok(()) => {
+                *state.lock() = LeaveState::Left;
+                let _ = left.send(true);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "leave failed; the node keeps serving");
+                *state.lock() = LeaveState::Failed(e.to_string());
+            }
+        }
+    });
+    let body = json!({ "node": api.cluster.me(), "state": "leaving" });
+    Ok(response::json(
+        StatusCode::ACCEPTED,
+        Bytes::from(body.to_string()),
+    ))
+}
+
+pub fn remove(api: &Api, method: &Method, node: &str) -> Result<Response<Body>> {
+    only(method, Method::POST, "POST")?;
+    if node == api.cluster.me() {
+        return Err(Error::Membership(
+            "a node cannot remove itself; use POST /admin/leave (chorus leave)".into(),
+        ));
+    }
+    let changed = api.cluster.set_status(node, Status::Removed)?;
+    tracing::info!(%node, changed, "removed from the ring");
+    let body = json!({ "node": node, "status": "removed", "changed": changed });
+    Ok(response::json(
+        StatusCode::OK,
+        Bytes::from(body.to_string()),
+    ))
+}
+
+fn only(method: &Method, want: Method, allowed: &'static str) -> Result<()> {
+    if *method == want {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed {
+            method: method.to_string(),
+            allowed,
+        })
+    }
+}

@@ -1,0 +1,380 @@
+//! Membership: who is in the ring, how a node finds a key's replicas, and
+//! how data follows ownership when the ring changes.
+//!
+//! A [`Cluster`] is a node's view of the ring, shared by every task:
+//!
+//! - the [members document](crate::ring::Members), persisted in
+//!   `data_dir/members.json`, spread by gossip (one random peer every
+//!   `ring.gossip_ms`, and every member at once after a local change) and
+//!   merged with its CRDT merge, so all nodes converge on one document;
+//! - the placement derived from it ([`Cluster::preference_list`]);
+//! - the Chord router, driven over the peer transport ([`routing`]), which
+//!   finds a replica for a request that reached a node outside the key's
+//!   preference list, with a lookup cache for the steady state;
+//! - ownership handoff ([`handoff`]): after a change, each node pushes the
+//!   ranges it holds to their new owners and, once they confirm, drops what
+//!   it no longer owns.
+//!
+//! Changes are intents: [`Cluster::admit`] (a join through this node),
+//! [`Cluster::set_status`] (leave, remove). A node that stops answering is
+//! not removed: routing goes around it and it keeps its ranges.
+
+pub mod handoff;
+pub mod leave;
+pub mod routing;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use rand::seq::IndexedRandom;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::peer::{PeerRequest, PeerResponse, Transport, http::Addresses};
+use crate::ring::{
+    ChordConfig, LookupCache, Member, Members, Position, Ring, Router, Status, Vnode, position,
+};
+
+/// Ranges the lookup cache holds before it starts over.
+const CACHE_RANGES: usize = 65_536;
+
+pub struct Cluster {
+    me: String,
+    n: usize,
+    tokens: usize,
+    chord: ChordConfig,
+    state: RwLock<State>,
+    addresses: Addresses,
+    router: Mutex<Router<String>>,
+    cache: Mutex<LookupCache<String>>,
+    liveness: Mutex<HashMap<String, (bool, Instant)>>,
+    transport: Arc<dyn Transport>,
+    persist: Option<PathBuf>,
+    /// Bumped on every change of the members document.
+    changes: watch::Sender<u64>,
+}
+
+struct State {
+    members: Members,
+    ring: Arc<Ring>,
+}
+
+/// How a node sees another, for `/cluster`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Up,
+    Down,
+    Unknown,
+}
+
+impl Cluster {
+    /// The members this node starts with: its saved document, else the
+    /// config's initial nodes (`None` when it will join and has none yet).
+    pub fn load_members(config: &Config, persist: Option<&PathBuf>) -> Result<Members> {
+        if let Some(path) = persist
+            && path.exists()
+        {
+            let text = std::fs::read_to_string(path)?;
+            let members: Members = serde_json::from_str(&text)
+                .map_err(|e| Error::Storage(format!("{} is corrupt: {e}", path.display())))?;
+            return Ok(members);
+        }
+        let initial = config.nodes.iter().filter(|n| n.initial);
+        Ok(Members::initial(
+            initial.map(|n| {
+                (
+                    n.id.as_str(),
+                    n.listen.as_str(),
+                    n.zone.as_deref(),
+                    n.weight,
+                )
+            }),
+            config.ring.tokens,
+        ))
+    }
+
+    pub fn new(
+        me: &str,
+        config: &Config,
+        members: Members,
+        transport: Arc<dyn Transport>,
+        addresses: Addresses,
+        persist: Option<PathBuf>,
+    ) -> Arc<Cluster> {
+        let chord = ChordConfig {
+            successors: config.ring.successors,
+            fingers_per_tick: config.ring.fingers_per_tick,
+        };
+        let cluster = Cluster {
+            me: me.to_string(),
+            n: config.cluster.n,
+            tokens: config.ring.tokens,
+            chord,
+            state: RwLock::new(State {
+                ring: Arc::new(members.ring()),
+                members,
+            }),
+            addresses,
+            router: Mutex::new(Router::new(me.to_string(), &[], chord)),
+            cache: Mutex::new(LookupCache::new(CACHE_RANGES)),
+            liveness: Mutex::new(HashMap::new()),
+            transport,
+            persist,
+            changes: watch::channel(0).0,
+        };
+        cluster.refresh();
+        Arc::new(cluster)
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    pub fn members(&self) -> Members {
+        self.state.read().members.clone()
+    }
+
+    pub fn ring(&self) -> Arc<Ring> {
+        Arc::clone(&self.state.read().ring)
+    }
+
+    /// The nodes that hold `key`, in preference order.
+    pub fn preference_list(&self, key: &str) -> Vec<String> {
+        let ring = self.ring();
+        ring.preference_list(position(key.as_bytes()), self.n)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Changes of the members document, for the tasks that follow them.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Merges a members document from a peer; true if ours changed.
+    pub fn apply(&self, incoming: &Members) -> Result<bool> {
+        incoming.check()?;
+        let changed = self.state.write().members.merge(incoming);
+        if changed {
+            self.changed()?;
+        }
+        Ok(changed)
+    }
+
+    /// Admits a node joining through this one and tells every member.
+    pub fn admit(&self, id: &str, addr: &str, zone: Option<&str>, weight: u32) -> Result<Members> {
+        validate_join(id, addr, weight)?;
+        let members = {
+            let mut state = self.state.write();
+            if state
+                .members
+                .get(id)
+                .is_some_and(|m| m.status == Status::Leaving)
+            {
+                return Err(Error::Membership(format!(
+                    "`{id}` is leaving; let it finish, then join again"
+                )));
+            }
+            let before = state.members.clone();
+            state.members.admit(id, addr, zone, weight, self.tokens);
+            (state.members != before).then(|| state.members.clone())
+        };
+        if members.is_some() {
+            self.changed()?;
+            self.push_to_all();
+        }
+        Ok(self.members())
+    }
+
+    /// Moves a member to `status` (leave, remove) and tells every member.
+    pub fn set_status(&self, id: &str, status: Status) -> Result<bool> {
+        let changed = {
+            let mut state = self.state.write();
+            if state.members.get(id).is_none() {
+                return Err(Error::UnknownNode(id.to_string()));
+            }
+            state.members.set_status(id, status)
+        };
+        if changed {
+            self.changed()?;
+            self.push_to_all();
+        }
+        Ok(changed)
+    }
+
+    /// Records this node's own address (it may have moved since it joined).
+    pub fn set_own_addr(&self, addr: &str) -> Result<()> {
+        let changed = self.state.write().members.set_addr(&self.me, addr);
+        if changed {
+            self.changed()?;
+            self.push_to_all();
+        }
+        Ok(())
+    }
+
+    /// Writes the members document to disk (at first start).
+    pub fn save(&self) -> Result<()> {
+        if let Some(path) = &self.persist {
+            crate::store::write_json_synced(path, &self.members())?;
+        }
+        Ok(())
+    }
+
+    /// Records that `node` answered (or not), for `/cluster`.
+    pub fn observe(&self, node: &str, up: bool) {
+        self.liveness
+            .lock()
+            .insert(node.to_string(), (up, Instant::now()));
+    }
+
+    pub fn liveness(&self, node: &str) -> Liveness {
+        if node == self.me {
+            return Liveness::Up;
+        }
+        match self.liveness.lock().get(node) {
+            Some((true, _)) => Liveness::Up,
+            Some((false, _)) => Liveness::Down,
+            None => Liveness::Unknown,
+        }
+    }
+
+    /// One round of gossip with a random other member.
+    pub async fn gossip_once(&self) {
+        let peers = self.peers();
+        let Some(peer) = peers.choose(&mut rand::rng()).cloned() else {
+            return;
+        };
+        self.gossip_with(&peer).await;
+    }
+
+    /// Sends our document to every other member, in the background.
+    pub fn push_to_all(&self) {
+        for peer in self.peers() {
+            let request = PeerRequest::Gossip(self.members());
+            let call = self.transport.call(&peer, request);
+            tokio::spawn(async move {
+                let _ = call.await;
+            });
+        }
+    }
+
+    /// Sends our document to every other member and waits (for a leaving
+    /// node's last word).
+    pub async fn push_to_all_and_wait(&self) {
+        let calls: Vec<_> = self
+            .peers()
+            .into_iter()
+            .map(|peer| {
+                self.transport
+                    .call(&peer, PeerRequest::Gossip(self.members()))
+            })
+            .collect();
+        for call in calls {
+            let _ = call.await;
+        }
+    }
+
+    async fn gossip_with(&self, peer: &str) {
+        let reply = self
+            .transport
+            .call(peer, PeerRequest::Gossip(self.members()))
+            .await;
+        self.observe(peer, reply.is_ok());
+        match reply {
+            Ok(PeerResponse::Members(theirs)) => {
+                if let Err(e) = self.apply(&theirs) {
+                    tracing::warn!(%peer, error = %e, "a gossiped members document was refused");
+                }
+            }
+            Ok(other) => tracing::warn!(%peer, ?other, "unexpected answer to gossip"),
+            Err(e) => tracing::debug!(%peer, error = %e, "gossip failed"),
+        }
+    }
+
+    /// Every member other than this node that is still in the ring.
+    fn peers(&self) -> Vec<String> {
+        self.state
+            .read()
+            .members
+            .iter()
+            .filter(|m| m.id != self.me && m.status != Status::Removed)
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    /// After a change: persist, recompute placement, reseed routing, tell the followers.
+    fn changed(&self) -> Result<()> {
+        self.refresh();
+        self.save()?;
+        self.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    fn refresh(&self) {
+        let (vnodes, mine) = {
+            let mut state = self.state.write();
+            state.ring = Arc::new(state.members.ring());
+            let mut addresses = self.addresses.write();
+            addresses.clear();
+            for m in state.members.iter().filter(|m| m.status != Status::Removed) {
+                addresses.insert(m.id.clone(), m.addr.clone());
+            }
+            let active: Vec<&Member> = state.members.active().collect();
+            let vnodes: Vec<Vnode<String>> = active
+                .iter()
+                .flat_map(|m| {
+                    m.tokens.iter().map(|&pos| Vnode {
+                        pos,
+                        node: m.id.clone(),
+                    })
+                })
+                .collect();
+            let mine: Vec<Position> = active
+                .iter()
+                .find(|m| m.id == self.me)
+                .map(|m| m.tokens.clone())
+                .unwrap_or_default();
+            (vnodes, mine)
+        };
+        let mut router = Router::new(self.me.clone(), &mine, self.chord);
+        router.seed(&vnodes);
+        *self.router.lock() = router;
+        self.cache.lock().clear();
+    }
+}
+
+fn validate_join(id: &str, addr: &str, weight: u32) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::Membership(
+            "a node id must be 1-64 ASCII letters, digits, - or _".into(),
+        ));
+    }
+    if addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(Error::Membership(format!(
+            "`{}` is not a host:port address",
+            addr.chars().take(64).collect::<String>()
+        )));
+    }
+    if !(1..=100).contains(&weight) {
+        return Err(Error::Membership("weight must be between 1 and 100".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Driving the Chord router over the peer transport, and finding replicas.
+//!
+//! The same loop as the simulation's ([`crate::sim::network`]): tick the
+//! router, carry out its tasks as `Chord` peer requests, report replies and
+//! failures. A node that receives a request for a key it does not
+//! replicate calls [`Cluster::find_replicas`]: the lookup cache answers in
+//! the steady state (the request then costs one hop, the forward); else an
+//! iterative Chord lookup finds the owner of the key's position and the
+//! nodes after it. Hops are recorded in `chorus_lookup_hops`, the forward
+//! included.
+
+use crate::metrics as m;
+use crate::peer::{PeerRequest, PeerResponse};
+use crate::ring::{ChordReply, ChordRequest, Lookup, Position, Step, Task, Vnode};
+
+use super::Cluster;
+
+impl Cluster {
+    /// One period of stabilize, check_predecessor and fix_fingers.
+    pub async fn chord_tick(&self) {
+        let tasks = self.router.lock().tick();
+        for task in tasks {
+            match task {
+                Task::Stabilize { vnode, succ } => {
+                    let reply = self
+                        .chord_call(&succ.node, ChordRequest::Neighbors { pos: succ.pos })
+                        .await;
+                    let notify = match reply {
+                        Some(reply) => self.router.lock().on_neighbors(vnode, reply),
+                        None => {
+                            self.router.lock().on_unreachable(&succ.node);
+                            None
+                        }
+                    };
+                    if let Some((to, request)) = notify
+                        && self.chord_call(&to, request).await.is_none()
+                    {
+                        self.router.lock().on_unreachable(&to);
+                    }
+                }
+                Task::CheckPredecessor { pred } => {
+                    if self
+                        .chord_call(&pred.node, ChordRequest::Ping)
+                        .await
+                        .is_none()
+                    {
+                        self.router.lock().on_unreachable(&pred.node);
+                    }
+                }
+                Task::FixFinger { vnode, index, id } => {
+                    if let Some((_, succs, _)) = self.lookup(id).await
+                        && let Some(owner) = succs.into_iter().next()
+                    {
+                        self.router.lock().set_finger(vnode, index, owner);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a Chord request from another node.
+    pub fn chord_answer(&self, request: ChordRequest<String>) -> ChordReply<String> {
+        self.router.lock().answer(request)
+    }
+
+    /// find_successor(`id`): the range start, the owner and its successors,
+    /// and the remote nodes asked.
+    pub async fn lookup(&self, id: Position) -> Option<(Position, Vec<Vnode<String>>, u32)> {
+        let (mut lookup, mut step) = Lookup::start(&mut self.router.lock(), id);
+        loop {
+            match step {
+                Step::Done { start, succs } => return Some((start, succs, lookup.hops)),
+                Step::Failed => return None,
+                Step::Ask(to, request) => {
+                    step = match self.chord_call(&to, request).await {
+                        Some(reply) => lookup.on_reply(reply),
+                        None => lookup.on_failure(&mut self.router.lock()),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Nodes to forward a request for the key at `pos` to, best first:
+    /// the owner found by Chord and the nodes after it, this node left out.
+    pub async fn find_replicas(&self, pos: Position) -> Vec<String> {
+        let cached = self.cache.lock().get(pos).map(<[_]>::to_vec);
+        let succs = match cached {
+            Some(succs) => {
+                metrics::histogram!(m::LOOKUP_HOPS).record(1.0);
+                succs
+            }
+            None => match self.lookup(pos).await {
+                Some((start, succs, hops)) => {
+                    metrics::histogram!(m::LOOKUP_HOPS).record(f64::from(hops + 1));
+                    self.cache.lock().insert(start, succs.clone());
+                    succs
+                }
+                None => Vec::new(),
+            },
+        };
+        let mut nodes: Vec<String> = Vec::with_capacity(succs.len());
+        for v in succs {
+            if v.node != self.me && !nodes.contains(&v.node) {
+                nodes.push(v.node);
+            }
+        }
+        nodes
+    }
+
+    /// A forward to `node` failed: stop routing to it from the cache.
+    pub fn forward_failed(&self, node: &str) {
+        self.cache.lock().forget(&node.to_string());
+    }
+
+    /// The router's view of one vnode, for `/cluster`:
+    /// (position, predecessor, successors, fingers).
+    #[allow(clippy::type_complexity)]
+    pub fn routing_state(
+        &self,
+    ) -> Vec<(
+        Position,
+        Option<Vnode<String>>,
+        Vec<Vnode<String>>,
+        Vec<(u8, Vnode<String>)>,
+    )> {
+        let router = self.router.lock();
+        router
+            .positions()
+            .map(|pos| {
+                (
+                    pos,
+                    router.predecessor(pos).cloned(),
+                    router.successors(pos).to_vec(),
+                    router.fingers(pos).to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    /// Messages telling the ring this node is going.
+    pub async fn depart(&self) {
+        let notices = self.router.lock().departure();
+        for (to, request) in notices {
+            let _ = self.chord_call(&to, request).await;
+        }
+    }
+
+    async fn chord_call(
+        &self,
+        to: &str,
+        request: ChordRequest<String>,
+    ) -> Option<ChordReply<String>> {
+        if to == self.me {
+            return Some(self.router.lock().answer(request));
+        }
+        let reply = self.transport.call(to, PeerRequest::Chord(request)).await;
+        self.observe(to, reply.is_ok());
+        match reply {
+            Ok(PeerResponse::Chord(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+}

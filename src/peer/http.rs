@@ -1,0 +1,157 @@
+//! The peer protocol over HTTP/2 cleartext (h2c), client side.
+//!
+//! Every node serves `POST /peer` on its one listen address (the server
+//! speaks HTTP/1.1 and h2c on the same port). A request body is a
+//! postcard-encoded [`PeerRequest`]; the response body a postcard
+//! [`WireReply`]. Calls share one multiplexed HTTP/2 connection per peer
+//! (hyper-util's pool), every socket has TCP_NODELAY, and every call has a
+//! deadline, after which the peer counts as unavailable for that call.
+//! Requests to this node's own replica skip the network.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use parking_lot::RwLock;
+
+use super::{PeerRequest, Reply, Transport, WireReply, decode, encode};
+use crate::error::Error;
+use crate::replica::Replica;
+
+/// The route every node serves the peer protocol on.
+pub const PEER_PATH: &str = "/peer";
+/// The content type of peer messages.
+pub const PEER_CONTENT_TYPE: &str = "application/x-chorus-peer";
+/// The largest peer message when the config does not say more: room for a
+/// full sibling set (limits.max_set_bytes) and its envelope.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Node id to `host:port`, kept current by the membership.
+pub type Addresses = Arc<RwLock<HashMap<String, String>>>;
+
+pub struct HttpTransport<C = HttpConnector> {
+    me: String,
+    replica: Arc<Replica>,
+    addresses: Addresses,
+    client: Client<C, Full<Bytes>>,
+    timeout: Duration,
+    max_message: usize,
+}
+
+impl HttpTransport<HttpConnector> {
+    /// A transport over TCP.
+    pub fn new(
+        me: &str,
+        replica: Arc<Replica>,
+        addresses: Addresses,
+        timeout: Duration,
+        max_message: usize,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        Self::with_connector(connector, me, replica, addresses, timeout, max_message)
+    }
+}
+
+impl<C> HttpTransport<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    /// A transport over any connector: TCP, or a simulated network.
+    pub fn with_connector(
+        connector: C,
+        me: &str,
+        replica: Arc<Replica>,
+        addresses: Addresses,
+        timeout: Duration,
+        max_message: usize,
+    ) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        HttpTransport {
+            me: me.to_string(),
+            replica,
+            addresses,
+            client,
+            timeout,
+            max_message,
+        }
+    }
+
+    fn send(&self, node: String, addr: String, request: PeerRequest) -> Reply {
+        let client = self.client.clone();
+        let (timeout, max) = (self.timeout, self.max_message);
+        Box::pin(async move {
+            let unavailable = |reason: String| Error::Unavailable {
+                node: node.clone(),
+                reason,
+            };
+            let body = encode(&request)?;
+            let call = async {
+                let req = Request::builder()
+                    .method(Method::POST)
+                    .uri(format!("http://{addr}{PEER_PATH}"))
+                    .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE)
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(|e| unavailable(format!("bad address `{addr}`: {e}")))?;
+                let response = client
+                    .request(req)
+                    .await
+                    .map_err(|e| unavailable(format!("{e:?}")))?;
+                let bytes = Limited::new(response.into_body(), max)
+                    .collect()
+                    .await
+                    .map_err(|e| unavailable(format!("reading the reply: {e}")))?
+                    .to_bytes();
+                let reply: WireReply = decode(&bytes, "reply")?;
+                reply.map_err(|e| e.into_error(&node))
+            };
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(unavailable(format!("no answer within {timeout:?}"))),
+            }
+        })
+    }
+}
+
+impl<C> Transport for HttpTransport<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    fn call(&self, to: &str, request: PeerRequest) -> Reply {
+        if to == self.me && request.is_for_replica() {
+            let replica = Arc::clone(&self.replica);
+            return Box::pin(async move { replica.handle(request).await });
+        }
+        let addr = self.addresses.read().get(to).cloned();
+        match addr {
+            Some(addr) => self.send(to.to_string(), addr, request),
+            None => {
+                let node = to.to_string();
+                Box::pin(async move {
+                    Err(Error::Unavailable {
+                        node,
+                        reason: "no address known for this node".into(),
+                    })
+                })
+            }
+        }
+    }
+
+    fn call_addr(&self, addr: &str, request: PeerRequest) -> Reply {
+        self.send(addr.to_string(), addr.to_string(), request)
+    }
+}

@@ -1,0 +1,237 @@
+//! In-process clusters on loopback: placement, forwarding, joining and
+//! leaving under load. Every acknowledged write must be readable through
+//! every node and sit on its preference list when the ring settles.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::cluster::{Load, TestCluster, write_keys};
+use http::{Method, StatusCode};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_node_of_three_serves_any_key() {
+    let cluster = TestCluster::start(3, 0, 3).await;
+    let clients: Vec<_> = (0..3).map(|i| cluster.client(i)).collect();
+    let acked = write_keys(&clients, "k", 60).await;
+    cluster.assert_readable_everywhere(&acked).await;
+    cluster.await_placed(&acked, SETTLE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_node_of_five_serves_any_key_forwarding_to_a_replica() {
+    let cluster = TestCluster::start(5, 0, 3).await;
+    let clients: Vec<_> = (0..5).map(|i| cluster.client(i)).collect();
+    let acked = write_keys(&clients, "k", 100).await;
+    cluster.assert_readable_everywhere(&acked).await;
+    cluster.await_placed(&acked, SETTLE).await;
+    // With 3 replicas of 5, two nodes in five hold no copy of a key: they
+    // forwarded, and the lookup went through the ring.
+    let metrics = clients[0]
+        .request(Method::GET, "/metrics", &[], Bytes::new())
+        .await
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    let forwards: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("chorus_forwards_total{result=\"ok\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(forwards > 0.0, "no request was forwarded:\n{text}");
+    assert!(text.contains("chorus_lookup_hops_bucket"), "{text}");
+    // A node holds only the keys it replicates: about 3/5 of them.
+    for i in 0..5 {
+        let held = cluster
+            .node(i)
+            .store()
+            .scan(0..=u64::MAX, 1000)
+            .expect("scan")
+            .len();
+        assert!(
+            (30..=90).contains(&held),
+            "node {i} holds {held} of 100 keys"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fourth_node_joins_under_write_load_and_loses_nothing() {
+    let mut cluster = TestCluster::start(3, 1, 3).await;
+    let clients: Vec<_> = (0..3).map(|i| cluster.client(i)).collect();
+    let mut expected = write_keys(&clients, "before", 150).await;
+
+    let load = Load::start(clients.clone(), "during");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.join(3, 1).await;
+    cluster.await_members_agree(SETTLE).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (during, failed) = load.finish().await;
+    assert!(
+        during.len() > 20,
+        "the load wrote only {} keys",
+        during.len()
+    );
+    assert_eq!(failed, 0, "writes failed during the join");
+    expected.extend(during);
+
+    let all: Vec<_> = (0..4).map(|i| cluster.client(i)).collect();
+    expected.extend(write_keys(&all, "after", 100).await);
+
+    // Settled: every key on its new preference list (the new node among
+    // them for about 3/4 of the keys), readable through every node.
+    cluster.await_placed(&expected, SETTLE).await;
+    cluster.assert_readable_everywhere(&expected).await;
+    let on_new = cluster
+        .node(3)
+        .store()
+        .scan(0..=u64::MAX, 100_000)
+        .expect("scan")
+        .len();
+    let share = on_new as f64 / expected.len() as f64;
+    assert!(
+        (0.5..=0.95).contains(&share),
+        "the new node holds {share:.2} of the keys"
+    );
+    // Displaced replicas dropped what they no longer own.
+    for i in 0..3 {
+        let held = cluster
+            .node(i)
+            .store()
+            .scan(0..=u64::MAX, 100_000)
+            .expect("scan")
+            .len();
+        assert!(held < expected.len(), "node {i} still holds every key");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_leaves_gracefully_under_write_load_and_loses_nothing() {
+    let mut cluster = TestCluster::start(4, 0, 3).await;
+    let writers: Vec<_> = (0..3).map(|i| cluster.client(i)).collect();
+    let mut expected = write_keys(&writers, "before", 150).await;
+    assert!(
+        !cluster
+            .node(3)
+            .store()
+            .scan(0..=u64::MAX, 1)
+            .expect("scan")
+            .is_empty()
+    );
+
+    let load = Load::start(writers.clone(), "during");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = cluster
+        .client(3)
+        .request(Method::POST, "/admin/leave", &[], Bytes::new())
+        .await
+        .expect("leave");
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    tokio::time::timeout(SETTLE, cluster.node(3).left())
+        .await
+        .expect("the node did not finish leaving");
+    // It handed everything off before going.
+    assert!(
+        cluster
+            .node(3)
+            .store()
+            .scan(0..=u64::MAX, 1)
+            .expect("scan")
+            .is_empty()
+    );
+    cluster.stop(3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (during, failed) = load.finish().await;
+    assert!(
+        during.len() > 20,
+        "the load wrote only {} keys",
+        during.len()
+    );
+    assert_eq!(failed, 0, "writes failed during the leave");
+    expected.extend(during);
+    expected.extend(write_keys(&writers, "after", 100).await);
+
+    cluster.await_members_agree(SETTLE).await;
+    let members = cluster.node(0).cluster().members();
+    assert_eq!(
+        members.get("n4").map(|m| m.status),
+        Some(chorus::ring::Status::Removed)
+    );
+    cluster.await_placed(&expected, SETTLE).await;
+    cluster.assert_readable_everywhere(&expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_route_and_admin_errors() {
+    let cluster = TestCluster::start(3, 0, 3).await;
+    let client = cluster.client(0);
+    let reply = client
+        .request(Method::GET, "/cluster", &[], Bytes::new())
+        .await
+        .expect("cluster");
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json().expect("json");
+    let members = body["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    assert!(
+        members
+            .iter()
+            .all(|m| m["tokens"] == 16 && m["status"] == "active")
+    );
+    let owned: f64 = members.iter().filter_map(|m| m["ownership"].as_f64()).sum();
+    assert!((owned - 1.0).abs() < 1e-9, "ownership sums to {owned}");
+    assert_eq!(body["routing"].as_array().map(Vec::len), Some(16));
+    assert_eq!(
+        body["routing"][0]["successors"].as_array().map(Vec::len),
+        Some(8)
+    );
+
+    let cases: [(Method, &str, StatusCode, &str); 4] = [
+        (
+            Method::POST,
+            "/admin/remove/nobody",
+            StatusCode::NOT_FOUND,
+            "unknown_node",
+        ),
+        (
+            Method::POST,
+            "/admin/remove/n1",
+            StatusCode::CONFLICT,
+            "membership_conflict",
+        ),
+        (
+            Method::GET,
+            "/admin/leave",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::POST,
+            "/cluster",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        let reply = client
+            .request(method, path, &[], Bytes::new())
+            .await
+            .expect("request");
+        assert_eq!(reply.status, status, "{path}");
+        assert_eq!(common::error_code(&reply), code, "{path}");
+    }
+    // Garbage on the peer route is a JSON 400, not a crash.
+    let reply = client
+        .request(
+            Method::POST,
+            "/peer",
+            &[],
+            Bytes::from_static(&[0xff, 0xfe, 0x00]),
+        )
+        .await
+        .expect("peer");
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(common::error_code(&reply), "body_unreadable");
+}
