@@ -164,3 +164,33 @@ impl<N: NodeRef> LookupCache<N> {
         self.ranges.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(pos: Position, node: u32) -> Vnode<u32> {
+        Vnode { pos, node }
+    }
+
+    #[test]
+    fn the_cache_answers_inside_a_range_only_and_forgets_a_node() {
+        let mut cache = LookupCache::new(4);
+        cache.insert(100, vec![v(200, 1), v(300, 2)]);
+        // A range that wraps past zero.
+        cache.insert(u64::MAX - 10, vec![v(5, 3)]);
+        assert_eq!(cache.get(150).map(|s| s[0].node), Some(1));
+        assert_eq!(cache.get(200).map(|s| s[0].node), Some(1));
+        assert_eq!(cache.get(100), None, "the start is the previous owner's");
+        assert_eq!(cache.get(250), None);
+        assert_eq!(cache.get(u64::MAX).map(|s| s[0].node), Some(3));
+        assert_eq!(cache.get(3).map(|s| s[0].node), Some(3));
+        cache.forget(&1);
+        assert_eq!(cache.get(150), None);
+        assert_eq!(cache.len(), 1);
+        for i in 0..10 {
+            cache.insert(i * 1000, vec![v(i * 1000 + 10, 9)]);
+        }
+        assert!(cache.len() <= 4, "the cache is bounded");
+    }
+}
