@@ -52,7 +52,7 @@ impl Default for RingConfig {
             tokens: 16,
             successors: 8,
             stabilize_ms: 1000,
-            fingers_per_tick: 4,
+            fingers_per_tick: 2,
             gossip_ms: 1000,
             handoff_interval_ms: 10_000,
             handoff_batch: 256,

@@ -137,10 +137,11 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 listener: None,
             };
             let node = Node::start_with(&config, &node, start).await?;
-            println!("{} serving on {}", node.id, node.url());
+            // A long-running server must not die because its stdout closed.
+            say(&format!("{} serving on {}", node.id, node.url()));
             tokio::select! {
                 _ = stop_signal() => {}
-                _ = node.left() => println!("{} left the ring", node.id),
+                _ = node.left() => say(&format!("{} left the ring", node.id)),
             }
             node.shutdown().await;
             Ok(ExitCode::SUCCESS)
@@ -278,6 +279,12 @@ fn print_reply(reply: &Reply) -> ExitCode {
         println!("context: {context}");
     }
     code
+}
+
+/// Prints a line, ignoring a closed stdout.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 async fn stop_signal() {

@@ -185,6 +185,20 @@ async fn dev_serves_and_stops_on_sigterm() {
         204
     );
     assert!(dir.path().join("n1").exists(), "data is not under --data");
+    // Three nodes, and any of them serves the key.
+    let third = format!("http://127.0.0.1:{}", port + 2);
+    assert!(
+        printed.contains(&third),
+        "dev did not start three nodes:\n{printed}"
+    );
+    let reply = chorus::client::Client::new(&third)
+        .get("hello")
+        .await
+        .expect("get");
+    assert_eq!(
+        (reply.status.as_u16(), &reply.body[..]),
+        (200, &b"\"dev\""[..])
+    );
 
     let pid = child.id().expect("pid").to_string();
     let term = std::process::Command::new("sh")
@@ -250,4 +264,40 @@ async fn run_bench(mut args: Vec<&str>) {
             "{field} missing: {summary}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_ring_prints_one_json_object_and_meets_its_targets() {
+    let out = chorus(&[
+        "sim", "ring", "--nodes", "150", "--keys", "150000", "--json",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    let number = |k: &str| {
+        report[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {k} in {report}"))
+    };
+    assert_eq!(report["converged"], true, "{report}");
+    assert_eq!(number("correct_after_convergence"), 1.0);
+    // ½·log2(nodes × tokens) + 1 is the target; nodes routing with all
+    // their tokens' fingers do better.
+    assert!(
+        number("mean_hops") <= 0.5 * (150.0f64 * 16.0).log2() + 1.0,
+        "{report}"
+    );
+    assert!(number("p99_hops") >= number("mean_hops"));
+    assert!(number("rounds_to_converge") >= 1.0);
+    let churn = number("correct_during_churn");
+    assert!((0.5..=1.0).contains(&churn), "{report}");
+    assert!(number("load_max_over_mean") <= 1.3, "{report}");
+    // The table form names the same figures.
+    let out = chorus(&["sim", "ring", "--nodes", "20", "--keys", "1000"]).await;
+    assert!(stdout(&out).contains("lookup hops"), "{}", stdout(&out));
 }

@@ -2,7 +2,8 @@
 //! it does not hold stay readable and writable through every live node
 //! (routing goes around it), and keys it held stay readable from the other
 //! replicas. Then `chorus remove` takes it out, its ranges pass to the next
-//! nodes, and `chorus status` shows the ring.
+//! nodes, `chorus status` shows the ring, and `chorus leave` takes a second
+//! node out gracefully: every acknowledged write stays readable throughout.
 
 mod common;
 
@@ -49,11 +50,12 @@ fn write_config(dir: &Path, ports: &[u16]) -> std::path::PathBuf {
 }
 
 async fn serve(config: &Path, node: &str) -> Child {
+    let log = std::fs::File::create(config.with_file_name(format!("{node}.log"))).expect("log");
     let mut child = Command::new(common::chorus_bin())
         .args(["serve", "--node", node, "--config"])
         .arg(config)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn chorus");
@@ -221,7 +223,30 @@ async fn a_killed_node_does_not_stop_lookups_for_keys_it_does_not_hold() {
             assert_eq!(&String::from_utf8_lossy(&reply.body), value);
         }
     }
-    for child in &mut children[..4] {
+
+    // n4 leaves gracefully: `chorus leave` follows it until it is gone, and
+    // the process exits by itself.
+    let (ok, out) = cli(&["leave", "--url", &urls[3]]).await;
+    assert!(ok && out.contains("left the ring"), "chorus leave: {out}");
+    let exited = tokio::time::timeout(Duration::from_secs(20), children[3].wait())
+        .await
+        .expect("n4 did not exit after leaving")
+        .expect("wait n4");
+    let log = std::fs::read_to_string(dir.path().join("n4.log")).unwrap_or_default();
+    assert!(exited.success(), "n4 exited with {exited}:\n{log}");
+    for (c, client) in clients.iter().enumerate().take(3) {
+        for (key, value) in &acked {
+            let reply = client.get(key).await.expect("get");
+            assert_eq!(
+                reply.status,
+                StatusCode::OK,
+                "{key} through n{} after the leave",
+                c + 1
+            );
+            assert_eq!(&String::from_utf8_lossy(&reply.body), value);
+        }
+    }
+    for child in &mut children[..3] {
         child.start_kill().expect("kill");
         let _ = child.wait().await;
     }

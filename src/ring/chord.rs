@@ -273,6 +273,20 @@ impl<N: NodeRef> Router<N> {
                         v.fingers.remove(at);
                         self.dirty = true;
                     }
+                } else if let Some(s) = v.succs.iter().find(|s| in_half_open(id, v.pos, s.pos)) {
+                    // Within the successor list: the finger is known here.
+                    let s = s.clone();
+                    match v.fingers.binary_search_by_key(&i, |(k, _)| *k) {
+                        Ok(at) if v.fingers[at].1 == s => {}
+                        Ok(at) => {
+                            v.fingers[at].1 = s;
+                            self.dirty = true;
+                        }
+                        Err(at) => {
+                            v.fingers.insert(at, (i, s));
+                            self.dirty = true;
+                        }
+                    }
                 } else {
                     tasks.push(Task::FixFinger {
                         vnode: v.pos,

@@ -6,7 +6,7 @@
 //!    nodes as are already in join through a random member (Chord's join:
 //!    look up your successor). Rounds of stabilize, notify,
 //!    check_predecessor and fix_fingers (every node once per round) follow
-//!    until every successor list is exact, then the next wave joins. After
+//!    until every first successor is exact, then the next wave joins. After
 //!    the last wave rounds go on until every predecessor, successor list
 //!    and finger is exact. `rounds_to_converge` counts every round.
 //! 2. *Lookups* from random nodes for random keys: hops and correctness.
@@ -44,7 +44,7 @@ pub struct Options {
     #[arg(long, default_value_t = 8)]
     pub successors: usize,
     /// Finger lookups per vnode per round.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     pub fingers_per_tick: usize,
     /// Share of nodes replaced during the churn phase.
     #[arg(long, default_value_t = 0.1)]
@@ -72,6 +72,8 @@ pub struct Report {
     pub correct_during_churn: f64,
     pub load_max_over_mean: f64,
     pub load_min_over_mean: f64,
+    /// The same for exact ring ownership, free of key-sampling noise.
+    pub share_max_over_mean: f64,
     pub rpcs: u64,
     pub seconds: f64,
 }
@@ -103,9 +105,13 @@ pub fn run(o: &Options) -> Report {
             rounds += 1;
             let m = net.mismatches(false);
             if debug {
-                eprintln!("round {rounds}, {} nodes: {m:?}", net.live().len());
+                eprintln!(
+                    "{:.1}s round {rounds}, {} nodes: {m:?}",
+                    started.elapsed().as_secs_f64(),
+                    net.live().len()
+                );
             }
-            if m.successor_list == 0 || rounds >= o.max_rounds {
+            if m.successor == 0 || rounds >= o.max_rounds {
                 break;
             }
         }
@@ -116,10 +122,21 @@ pub fn run(o: &Options) -> Report {
         rounds += 1;
         converged = net.converged();
         if debug {
-            eprintln!("round {rounds}: {:?}", net.mismatches(true));
+            eprintln!(
+                "{:.1}s round {rounds}: {:?}",
+                started.elapsed().as_secs_f64(),
+                net.mismatches(true)
+            );
         }
     }
     let load = load(&net, o.keys);
+    let shares: Vec<f64> = net
+        .live()
+        .iter()
+        .map(|&n| net.shares()[n as usize])
+        .collect();
+    let share_max_over_mean = shares.iter().cloned().fold(0.0, f64::max)
+        / (shares.iter().sum::<f64>() / shares.len().max(1) as f64);
 
     // 2. Lookups on the converged ring.
     let (mut hops, correct_after) = lookups(&mut net, o.lookups);
@@ -166,6 +183,7 @@ pub fn run(o: &Options) -> Report {
         correct_during_churn: correct / total.max(1) as f64,
         load_max_over_mean: load.0,
         load_min_over_mean: load.1,
+        share_max_over_mean,
         rpcs: net.rpcs,
         seconds: started.elapsed().as_secs_f64(),
     }
@@ -213,7 +231,7 @@ impl Report {
              lookup hops         mean {:.2}  p99 {}  max {}   (½·log2(vnodes)+1 = {:.2}, ½·log2(nodes)+1 = {:.2})\n\
              correct lookups     {:.2}% after convergence, {:.2}% during churn\n\
              rounds to converge  {}{}\n\
-             keys per node       max/mean {:.3}  min/mean {:.3}\n",
+             keys per node       max/mean {:.3}  min/mean {:.3}  (ring share max/mean {:.3})\n",
             self.nodes,
             self.tokens,
             self.nodes * self.tokens,
@@ -234,6 +252,7 @@ impl Report {
             },
             self.load_max_over_mean,
             self.load_min_over_mean,
+            self.share_max_over_mean,
         )
     }
 }
