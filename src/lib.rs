@@ -3,17 +3,22 @@
 //! # Map
 //!
 //! ```text
-//! main.rs        the `chorus` CLI: serve, dev, put/get/delete, bench
-//! node           builds one node from the config, serves, shuts down
+//! main.rs        the `chorus` CLI: serve [--join], dev, put/get/delete,
+//!                status/leave/remove, bench, sim ring
+//! node           builds one node from the config, runs its tasks, shuts down
 //! config         the cluster definition (TOML) and validate()
 //! error          the one error type: HTTP status, code, retryable or not
-//! api            the public REST API on hyper: /kv/{key}, /health, /metrics
-//! coordinator    one client request against the key's replicas
-//! peer           the node-to-node protocol enums and the Transport trait
+//! api            the REST API on hyper: /kv/{key}, /cluster, /admin/*,
+//!                /health, /metrics, and /peer for other nodes
+//! coordinator    one client request: forward once, or fan out and count to W/R
+//! membership     the members document and its gossip, Chord over the
+//!                transport, replica lookup, handoff, graceful leave
+//! peer           the node-to-node protocol enums, Transport, h2c, Tally
 //! replica        what a node does with a peer request: mint, merge, read
 //! store          Store trait; fjall (durable) and memory engines; group commit
 //! version        dots, version vectors, sibling sets (DVV), client contexts
-//! ring           ring positions (the stable key hash)
+//! ring           positions, tokens, placement, members CRDT, Chord router
+//! sim            the Chord routers of many nodes in one process
 //! metrics        every metric name, once
 //! client, bench  the HTTP client the CLI and tests use; the load generator
 //! ```
@@ -25,20 +30,25 @@
 //! `PUT /kv/greeting` with a JSON body and maybe an `X-Chorus-Context`
 //! reaches [`api`], which checks the key, the parameters, the content type
 //! and the body (limits, timeout, valid JSON) and decodes the context. The
-//! [`coordinator::Coordinator`] sends a `Coordinate` request through the
-//! [`peer::Transport`] to the first replica of the key's preference list
-//! (this node, until the ring arrives). That [`replica::Replica`] does an
+//! [`coordinator::Coordinator`] asks [`membership::Cluster`] for the key's
+//! preference list ([`ring::Ring::preference_list`]); if this node is not
+//! on it, it forwards the request once to a replica found through the ring
+//! (lookup cache, else a Chord lookup) and relays the answer. Otherwise it
+//! sends a `Coordinate` request through the [`peer::Transport`] to one
+//! replica, itself when it can. That [`replica::Replica`] does an
 //! atomic read-merge-write in the [`store`]: it mints a dot above anything
 //! the key or the context has seen of this node, applies the write to the
 //! [`version::SiblingSet`] (dropping the siblings the context covers), and
-//! waits for group commit to make it durable. The coordinator would then
-//! merge that set into the other replicas; the API answers 204 with the
+//! waits for group commit to make it durable. The coordinator then sends
+//! that set to the other replicas (`Merge`, in parallel over h2c) and
+//! answers once W of them hold it durably; the API answers 204 with the
 //! client's context plus the new dot.
 //!
 //! # One GET
 //!
-//! `GET /kv/greeting`: the coordinator sends `Read` to every replica,
-//! merges the sibling sets with [`version::SiblingSet::merge`], and the API
+//! `GET /kv/greeting`: the coordinator forwards as above, or sends `Read` to
+//! every replica, merges the first R sibling sets with
+//! [`version::SiblingSet::merge`], and the API
 //! answers 200 with the value, 300 with every sibling, or 404, always with
 //! the merged context when the key has one.
 

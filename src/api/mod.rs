@@ -1,11 +1,11 @@
 //! The public REST API and the HTTP server that carries it.
 //!
 //! Routes (docs/api.md is the contract):
-//! - `GET|PUT|DELETE /kv/{key}`: [`kv`]
+//! - `GET|PUT|DELETE /kv/{key}`: `kv.rs`
 //! - `GET /health`: liveness and the node's id
 //! - `GET /metrics`: Prometheus text
-//! - `GET /cluster`, `POST /admin/leave`, `POST /admin/remove/{node}`: [`admin`]
-//! - `POST /peer`: the node-to-node protocol, postcard over h2c: [`peer`]
+//! - `GET /cluster`, `POST /admin/leave`, `POST /admin/remove/{node}`: `admin.rs`
+//! - `POST /peer`: the node-to-node protocol, postcard over h2c: `peer.rs`
 //!
 //! Every error is JSON `{"error": code, "message": …}` with the status the
 //! [`Error`] carries. Every socket gets TCP_NODELAY; request headers must

@@ -177,22 +177,18 @@ impl Cluster {
     /// Admits a node joining through this one and tells every member.
     pub fn admit(&self, id: &str, addr: &str, zone: Option<&str>, weight: u32) -> Result<Members> {
         validate_join(id, addr, weight)?;
-        let members = {
+        let changed = {
             let mut state = self.state.write();
-            if state
-                .members
-                .get(id)
-                .is_some_and(|m| m.status == Status::Leaving)
-            {
+            let before = state.members.get(id).map(|m| (m.version, m.status));
+            if let Some((_, Status::Leaving)) = before {
                 return Err(Error::Membership(format!(
                     "`{id}` is leaving; let it finish, then join again"
                 )));
             }
-            let before = state.members.clone();
-            state.members.admit(id, addr, zone, weight, self.tokens);
-            (state.members != before).then(|| state.members.clone())
+            let after = state.members.admit(id, addr, zone, weight, self.tokens);
+            before != Some((after.version, after.status))
         };
-        if members.is_some() {
+        if changed {
             self.changed()?;
             self.push_to_all();
         }

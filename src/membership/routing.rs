@@ -19,7 +19,18 @@ impl Cluster {
     /// One period of stabilize, check_predecessor and fix_fingers.
     pub async fn chord_tick(&self) {
         let tasks = self.router.lock().tick();
+        // A node that failed once this tick is not tried again until the
+        // next: a partitioned peer costs one timeout per tick, not one per task.
+        let mut failed: Vec<String> = Vec::new();
         for task in tasks {
+            let target = match &task {
+                Task::Stabilize { succ, .. } => Some(&succ.node),
+                Task::CheckPredecessor { pred } => Some(&pred.node),
+                Task::FixFinger { .. } => None,
+            };
+            if target.is_some_and(|t| failed.contains(t)) {
+                continue;
+            }
             match task {
                 Task::Stabilize { vnode, succ } => {
                     let reply = self
@@ -29,6 +40,7 @@ impl Cluster {
                         Some(reply) => self.router.lock().on_neighbors(vnode, reply),
                         None => {
                             self.router.lock().on_unreachable(&succ.node);
+                            failed.push(succ.node);
                             None
                         }
                     };
@@ -45,6 +57,7 @@ impl Cluster {
                         .is_none()
                     {
                         self.router.lock().on_unreachable(&pred.node);
+                        failed.push(pred.node);
                     }
                 }
                 Task::FixFinger { vnode, index, id } => {
