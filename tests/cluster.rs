@@ -42,6 +42,23 @@ async fn any_node_of_five_serves_any_key_forwarding_to_a_replica() {
         .sum();
     assert!(forwards > 0.0, "no request was forwarded:\n{text}");
     assert!(text.contains("chorus_lookup_hops_bucket"), "{text}");
+    // A lookup through the ring finds a replica; the cache makes the next
+    // one a single hop (the forward itself).
+    let n1 = cluster.node(0).cluster();
+    let key = (0..)
+        .map(|i| format!("elsewhere-{i}"))
+        .find(|k| !n1.preference_list(k).contains(&"n1".to_string()))
+        .expect("a key n1 does not replicate");
+    let pos = chorus::ring::position(key.as_bytes());
+    let (first, hops) = n1.find_replicas(pos).await;
+    assert!(hops >= 1, "{hops}");
+    assert_eq!(
+        first.first(),
+        n1.preference_list(&key).first(),
+        "not the key's primary"
+    );
+    let (again, hops) = n1.find_replicas(pos).await;
+    assert_eq!((again, hops), (first, 1));
     // A node holds only the keys it replicates: about 3/5 of them.
     for i in 0..5 {
         let held = cluster

@@ -103,7 +103,7 @@ impl Coordinator {
     /// (the caller then coordinates); an error a replica returned is the
     /// request's answer.
     async fn forward(&self, key: &str, op: ClientOp) -> Option<Result<PeerResponse>> {
-        let candidates = self.cluster.find_replicas(position(key.as_bytes())).await;
+        let (candidates, _) = self.cluster.find_replicas(position(key.as_bytes())).await;
         for to in candidates.into_iter().take(FORWARD_TRIES) {
             match self
                 .transport

@@ -95,30 +95,31 @@ impl Cluster {
     }
 
     /// Nodes to forward a request for the key at `pos` to, best first:
-    /// the owner found by Chord and the nodes after it, this node left out.
-    pub async fn find_replicas(&self, pos: Position) -> Vec<String> {
+    /// the owner found by Chord and the nodes after it, this node left out;
+    /// and the hops it takes to reach the first, the forward included (1
+    /// when the lookup cache knew the range).
+    pub async fn find_replicas(&self, pos: Position) -> (Vec<String>, u32) {
         let cached = self.cache.lock().get(pos).map(<[_]>::to_vec);
-        let succs = match cached {
-            Some(succs) => {
-                metrics::histogram!(m::LOOKUP_HOPS).record(1.0);
-                succs
-            }
+        let (succs, hops) = match cached {
+            Some(succs) => (succs, 1),
             None => match self.lookup(pos).await {
                 Some((start, succs, hops)) => {
-                    metrics::histogram!(m::LOOKUP_HOPS).record(f64::from(hops + 1));
                     self.cache.lock().insert(start, succs.clone());
-                    succs
+                    (succs, hops + 1)
                 }
-                None => Vec::new(),
+                None => (Vec::new(), 0),
             },
         };
+        if hops > 0 {
+            metrics::histogram!(m::LOOKUP_HOPS).record(f64::from(hops));
+        }
         let mut nodes: Vec<String> = Vec::with_capacity(succs.len());
         for v in succs {
             if v.node != self.me && !nodes.contains(&v.node) {
                 nodes.push(v.node);
             }
         }
-        nodes
+        (nodes, hops)
     }
 
     /// A forward to `node` failed: stop routing to it from the cache.
