@@ -252,3 +252,46 @@ async fn cluster_route_and_admin_errors() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(common::error_code(&reply), "body_unreadable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_node_does_not_stop_lookups_for_keys_it_does_not_hold() {
+    let mut cluster = TestCluster::start(5, 0, 3).await;
+    let clients: Vec<_> = (0..5).map(|i| cluster.client(i)).collect();
+    let acked = write_keys(&clients, "k", 150).await;
+    let placer = std::sync::Arc::clone(cluster.node(0).cluster());
+    // n5 goes away without a word to anyone: no leave, no membership change.
+    cluster.stop(4).await;
+    let live: Vec<_> = (0..4).map(|i| cluster.client(i)).collect();
+    let (without, with): (Vec<_>, Vec<_>) = acked
+        .keys()
+        .cloned()
+        .partition(|k| !placer.preference_list(k).contains(&"n5".to_string()));
+    assert!(without.len() > 20 && with.len() > 20);
+    for (i, client) in live.iter().enumerate() {
+        for key in &without {
+            let reply = client.get(key).await.expect("get");
+            assert_eq!(reply.status, StatusCode::OK, "{key} through n{}", i + 1);
+            assert_eq!(String::from_utf8_lossy(&reply.body), acked[key]);
+        }
+    }
+    // Fresh writes of keys n5 does not hold succeed through every live node.
+    let fresh: Vec<String> = (0..)
+        .map(|i| format!("fresh-{i}"))
+        .filter(|k| !placer.preference_list(k).contains(&"n5".to_string()))
+        .take(40)
+        .collect();
+    for (i, key) in fresh.iter().enumerate() {
+        let reply = live[i % 4].put(key, "1", None).await.expect("put");
+        assert_eq!(
+            reply.status,
+            StatusCode::NO_CONTENT,
+            "{key}: {:?}",
+            reply.body
+        );
+    }
+    // Keys n5 held keep two live replicas: majority reads still succeed.
+    for key in &with {
+        let reply = live[0].get(key).await.expect("get");
+        assert_eq!(reply.status, StatusCode::OK, "{key}");
+    }
+}
