@@ -224,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn a_join_moves_about_one_in_nodes_of_the_keys() {
+    fn a_join_or_a_leave_moves_about_one_in_nodes_of_the_keys() {
         let keys = keys(100_000);
         for nodes in [4usize, 10, 40] {
             let mut alloc = Allocator::new();
@@ -248,16 +248,26 @@ mod tests {
                 },
                 t,
             ));
-            let after = Ring::new(members);
-            let moved = keys
-                .iter()
-                .filter(|&&k| before.primary(k) != after.primary(k))
-                .count() as f64
-                / keys.len() as f64;
+            let after = Ring::new(members.clone());
+            let moved = |a: &Ring, b: &Ring| {
+                keys.iter()
+                    .filter(|&&k| a.primary(k) != b.primary(k))
+                    .count() as f64
+                    / keys.len() as f64
+            };
             let fair = 1.0 / (nodes + 1) as f64;
+            let joined = moved(&before, &after);
             assert!(
-                (0.7 * fair..=1.3 * fair).contains(&moved),
-                "{nodes} nodes + 1: {moved:.4} of keys moved, fair share {fair:.4}"
+                (0.7 * fair..=1.3 * fair).contains(&joined),
+                "{nodes} nodes + 1: {joined:.4} of keys moved, fair share {fair:.4}"
+            );
+            // And a leave of one of the old nodes moves about its share too.
+            let without_n0 = Ring::new(members[1..].to_vec());
+            let left = moved(&after, &without_n0);
+            assert!(
+                (0.7 * fair..=1.3 * fair).contains(&left),
+                "{} nodes - 1: {left:.4} of keys moved, fair share {fair:.4}",
+                nodes + 1
             );
         }
     }

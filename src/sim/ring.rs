@@ -57,6 +57,9 @@ pub struct Options {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Print each round's remaining routing errors to stderr.
+    #[arg(long)]
+    pub progress: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -89,7 +92,7 @@ pub fn run(o: &Options) -> Report {
 
     // 1. Cold start in doubling waves; each wave settles its successors
     // before the next one joins, as an operator adding nodes would wait.
-    let debug = std::env::var_os("CHORUS_SIM_DEBUG").is_some();
+    let debug = o.progress;
     net.add(o.tokens);
     let mut rounds = 0;
     while net.live().len() < nodes && rounds < o.max_rounds {
