@@ -75,6 +75,18 @@ pub struct ClusterConfig {
     /// Default write quorum.
     #[serde(default = "defaults::quorum")]
     pub w: usize,
+    /// Default primary replicas a read needs among its `r` (0: no requirement).
+    #[serde(default)]
+    pub pr: usize,
+    /// Default primary replicas a write needs among its `w`.
+    #[serde(default)]
+    pub pw: usize,
+    /// Default replicas that must have made a write durable (fsynced).
+    #[serde(default)]
+    pub dw: usize,
+    /// Default bound on a whole client request, in ms (`?timeout_ms=`).
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -178,6 +190,9 @@ mod defaults {
     pub fn initial() -> bool {
         true
     }
+    pub fn timeout_ms() -> u64 {
+        5000
+    }
 }
 
 impl Config {
@@ -216,6 +231,10 @@ impl Config {
                 n,
                 r: n / 2 + 1,
                 w: n / 2 + 1,
+                pr: 0,
+                pw: 0,
+                dw: 0,
+                timeout_ms: defaults::timeout_ms(),
             },
             limits: Limits::default(),
             storage: StorageConfig::default(),
@@ -262,13 +281,25 @@ impl Config {
                 ),
             ));
         }
-        for (key, q) in [("cluster.r", c.r), ("cluster.w", c.w)] {
-            if q == 0 || q > c.n {
+        for (key, q, min) in [
+            ("cluster.r", c.r, 1),
+            ("cluster.w", c.w, 1),
+            ("cluster.pr", c.pr, 0),
+            ("cluster.pw", c.pw, 0),
+            ("cluster.dw", c.dw, 0),
+        ] {
+            if q < min || q > c.n {
                 return Err(Error::config(
                     key,
-                    format!("is {q}; it must be between 1 and cluster.n ({})", c.n),
+                    format!("is {q}; it must be between {min} and cluster.n ({})", c.n),
                 ));
             }
+        }
+        if c.timeout_ms == 0 || c.timeout_ms > 600_000 {
+            return Err(Error::config(
+                "cluster.timeout_ms",
+                "must be between 1 and 600000 ms",
+            ));
         }
         let l = &self.limits;
         if l.max_key_bytes == 0 || l.max_key_bytes > 64 * 1024 {

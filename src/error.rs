@@ -45,13 +45,15 @@ pub enum Error {
     #[error("replica {node} is unavailable: {reason}")]
     Unavailable { node: String, reason: String },
     #[error(
-        "{acked} of the {needed} replica answers needed arrived (failed: {}); a write may still have been stored on the replicas that answered",
-        failed.join("; ")
+        "{acked} of the {needed} replica answers needed arrived ({primary_acked} from primaries; failed: {}); a write may still have been stored on the replicas that answered",
+        failed.iter().map(|(n, r)| format!("{n}: {r}")).collect::<Vec<_>>().join("; ")
     )]
     QuorumNotMet {
         needed: usize,
         acked: usize,
-        failed: Vec<String>,
+        primary_acked: usize,
+        /// (node, reason) of each replica that failed.
+        failed: Vec<(String, String)>,
     },
     #[error("node {node}: {message}")]
     Remote {

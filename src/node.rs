@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, Api, LeaveState};
 use crate::config::{Config, Engine};
 use crate::coordinator::Coordinator;
+use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::membership::{Cluster, handoff};
 use crate::metrics as m;
@@ -86,7 +87,14 @@ impl Node {
             me.listen.clone()
         };
 
-        let replica = Arc::new(Replica::new(Arc::clone(&store), identity, &config.limits));
+        let durable = config.storage.engine == Engine::Fjall
+            && config.storage.sync == crate::config::SyncPolicy::Always;
+        let replica = Arc::new(Replica::new(
+            Arc::clone(&store),
+            identity,
+            &config.limits,
+            durable,
+        ));
         let addresses = Addresses::default();
         let max_peer_message = (config.limits.max_set_bytes * 2 + (1 << 20)).max(MAX_MESSAGE_BYTES);
         let transport: Arc<dyn Transport> = Arc::new(HttpTransport::new(
@@ -134,7 +142,9 @@ impl Node {
         let (left_tx, left) = watch::channel(false);
         let api = Arc::new(Api {
             node: id.to_string(),
-            coordinator: Coordinator::new(Arc::clone(&cluster), config.cluster.r, config.cluster.w),
+            coordinator: Coordinator::new(Arc::clone(&cluster)),
+            quorum: Quorum::defaults(&config.cluster),
+            timeout_ms: config.cluster.timeout_ms,
             cluster: Arc::clone(&cluster),
             replica,
             limits: config.limits.clone(),

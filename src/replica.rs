@@ -17,6 +17,8 @@ pub struct Replica {
     store: Arc<dyn Store>,
     /// Set by a node at the end of a graceful leave: it takes no more data.
     closed: AtomicBool,
+    /// Whether a stored write is fsynced before it is acknowledged.
+    durable: bool,
     identity: Arc<Identity>,
     max_siblings: usize,
     max_set_bytes: usize,
@@ -26,10 +28,16 @@ impl Replica {
     /// The limits bound what a client write may leave behind (sibling count
     /// and bytes); merges from other replicas are never refused, so no
     /// stored write is lost.
-    pub fn new(store: Arc<dyn Store>, identity: Identity, limits: &Limits) -> Replica {
+    pub fn new(
+        store: Arc<dyn Store>,
+        identity: Identity,
+        limits: &Limits,
+        durable: bool,
+    ) -> Replica {
         Replica {
             store,
             closed: AtomicBool::new(false),
+            durable,
             identity: Arc::new(identity),
             max_siblings: limits.max_siblings,
             max_set_bytes: limits.max_set_bytes,
@@ -89,11 +97,17 @@ impl Replica {
                 // this actor, so it is now the set's entry for it.
                 let me = self.identity.actor();
                 let dot = Dot::new(me.clone(), set.context().get(me));
-                Ok(PeerResponse::Coordinated { dot, set })
+                Ok(PeerResponse::Coordinated {
+                    dot,
+                    set,
+                    durable: self.durable,
+                })
             }
             PeerRequest::Merge { key, set } => {
                 self.merge(key, set)?.wait().await?;
-                Ok(PeerResponse::Merged)
+                Ok(PeerResponse::Merged {
+                    durable: self.durable,
+                })
             }
             PeerRequest::Handoff(entries) => {
                 check_batch(entries.len())?;
@@ -105,7 +119,9 @@ impl Replica {
                 for p in pending {
                     p.wait().await?;
                 }
-                Ok(PeerResponse::Merged)
+                Ok(PeerResponse::Merged {
+                    durable: self.durable,
+                })
             }
             PeerRequest::Fetch(keys) => {
                 check_batch(keys.len())?;

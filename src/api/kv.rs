@@ -3,40 +3,48 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
 use super::Api;
-use super::response::{self, Body, CONTEXT_HEADER};
+use tokio::time::Instant;
+
+use super::response::{self, Body, CONTEXT_HEADER, QUORUM_HEADER};
+use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::version::{Content, Context};
 
 pub const ALLOWED: &str = "GET, PUT, DELETE";
 
+/// The longest `timeout_ms` a request may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
 pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let key = decode_key(raw_key, api.limits.max_key_bytes)?;
+    let query = req.uri().query();
     match *req.method() {
         Method::GET => {
-            params(req.uri().query(), &[])?;
-            get(api, &key).await
+            let p = params(api, query, &["r", "pr", "timeout_ms"])?;
+            get(api, &key, &p).await
         }
         Method::PUT => {
-            let returnbody = params(req.uri().query(), &["returnbody"])?.returnbody;
+            let known = ["returnbody", "w", "pw", "dw", "timeout_ms"];
+            let p = params(api, query, &known)?;
             check_content_type(req.headers())?;
             let context = context(api, req.headers())?;
             let body =
                 read_body(req, api.limits.max_value_bytes, api.limits.body_timeout_ms).await?;
             serde_json::from_slice::<serde::de::IgnoredAny>(&body)
                 .map_err(|e| Error::InvalidJson(e.to_string()))?;
-            write(api, &key, context, Content::Value(body), returnbody).await
+            write(api, &key, context, Content::Value(body), &p).await
         }
         Method::DELETE => {
-            params(req.uri().query(), &[])?;
+            let p = params(api, query, &["w", "pw", "dw", "timeout_ms"])?;
             let context = context(api, req.headers())?;
-            write(api, &key, context, Content::Tombstone, false).await
+            write(api, &key, context, Content::Tombstone, &p).await
         }
         ref other => Err(Error::MethodNotAllowed {
             method: other.to_string(),
@@ -45,9 +53,15 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
     }
 }
 
-async fn get(api: &Api, key: &str) -> Result<Response<Body>> {
-    let Some(set) = api.coordinator.read(key, false).await? else {
-        return Ok(response::not_found_key());
+async fn get(api: &Api, key: &str, p: &Params) -> Result<Response<Body>> {
+    let read = api
+        .coordinator
+        .read(key, p.quorum, p.deadline, false)
+        .await?;
+    let Some(set) = read else {
+        let mut response = response::not_found_key();
+        set_quorum(&mut response, &p.quorum);
+        return Ok(response);
     };
     metrics::histogram!(crate::metrics::READ_SIBLINGS).record(set.siblings().len() as f64);
     let mut response = response::siblings(&set);
@@ -56,6 +70,7 @@ async fn get(api: &Api, key: &str) -> Result<Response<Body>> {
         &Context::read(set.context().clone()),
         api.fingerprint,
     );
+    set_quorum(&mut response, &p.quorum);
     Ok(response)
 }
 
@@ -64,13 +79,13 @@ async fn write(
     key: &str,
     context: Context,
     content: Content,
-    returnbody: bool,
+    p: &Params,
 ) -> Result<Response<Body>> {
     let written = api
         .coordinator
-        .write(key, context.clone(), content, false)
+        .write(key, context.clone(), content, p.quorum, p.deadline, false)
         .await?;
-    let (mut response, context) = if returnbody {
+    let (mut response, context) = if p.returnbody {
         let full = Context::read(written.set.context().clone());
         (response::siblings(&written.set), full)
     } else {
@@ -80,7 +95,14 @@ async fn write(
         )
     };
     response::set_context(&mut response, &context, api.fingerprint);
+    set_quorum(&mut response, &p.quorum);
     Ok(response)
+}
+
+fn set_quorum(response: &mut Response<Body>, quorum: &Quorum) {
+    if let Ok(value) = HeaderValue::from_str(&quorum.header()) {
+        response.headers_mut().insert(QUORUM_HEADER, value);
+    }
 }
 
 /// The key from the path: percent-decoded UTF-8, non-empty, within the limit.
@@ -100,40 +122,59 @@ fn decode_key(raw: &str, max: usize) -> Result<String> {
     Ok(key.into_owned())
 }
 
-#[derive(Default)]
 struct Params {
     returnbody: bool,
+    quorum: Quorum,
+    deadline: Instant,
 }
 
 /// Parses the query string, refusing parameters the route does not know.
-fn params(query: Option<&str>, known: &[&str]) -> Result<Params> {
-    let mut out = Params::default();
+fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<Params> {
+    let mut quorum = api.quorum;
+    let mut returnbody = false;
+    let mut timeout_ms = api.timeout_ms;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !known.contains(&name.as_ref()) {
-            let known = if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            };
             return Err(Error::bad_parameter(
                 &name,
-                format!("unknown parameter; this route takes: {known}"),
+                format!("unknown parameter; this route takes: {}", known.join(", ")),
             ));
         }
-        if name == "returnbody" {
-            out.returnbody = match value.as_ref() {
-                "true" | "" => true,
-                "false" => false,
-                other => {
-                    return Err(Error::bad_parameter(
-                        "returnbody",
-                        format!("`{other}` is not true or false"),
-                    ));
-                }
-            };
+        match name.as_ref() {
+            "returnbody" => {
+                returnbody = match value.as_ref() {
+                    "true" | "" => true,
+                    "false" => false,
+                    other => {
+                        return Err(Error::bad_parameter(
+                            "returnbody",
+                            format!("`{other}` is not true or false"),
+                        ));
+                    }
+                };
+            }
+            "timeout_ms" => {
+                timeout_ms = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms))
+                    .ok_or_else(|| {
+                        Error::bad_parameter(
+                            "timeout_ms",
+                            format!(
+                                "`{value}` is not a number of ms between 1 and {MAX_TIMEOUT_MS}"
+                            ),
+                        )
+                    })?;
+            }
+            quorum_name => quorum.set(quorum_name, &value, &api.quorum)?,
         }
     }
-    Ok(out)
+    Ok(Params {
+        returnbody,
+        quorum,
+        deadline: Instant::now() + Duration::from_millis(timeout_ms),
+    })
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<()> {

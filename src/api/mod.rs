@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 pub use admin::LeaveState;
 use response::Body;
-pub use response::CONTEXT_HEADER;
+pub use response::{CONTEXT_HEADER, QUORUM_HEADER};
 
 use crate::config::Limits;
 use crate::coordinator::Coordinator;
@@ -50,6 +50,9 @@ pub struct Api {
     pub cluster: Arc<Cluster>,
     pub replica: Arc<Replica>,
     pub limits: Limits,
+    /// The cluster's default quorum and request timeout.
+    pub quorum: crate::coordinator::quorum::Quorum,
+    pub timeout_ms: u64,
     pub fingerprint: [u8; 4],
     pub metrics: PrometheusHandle,
     pub store: Arc<dyn Store>,

@@ -9,9 +9,14 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::Api;
-use super::kv::read_body;
+use super::kv::{MAX_TIMEOUT_MS, read_body};
 use super::response::{self, Body};
+use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::peer::{ClientOp, PEER_CONTENT_TYPE, PeerRequest, PeerResponse, WireError, WireReply};
 
@@ -41,18 +46,31 @@ async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
     match request {
         r if r.is_for_replica() => api.replica.handle(r).await,
         PeerRequest::Chord(r) => Ok(PeerResponse::Chord(api.cluster.chord_answer(r))),
-        PeerRequest::Forward(ClientOp::Read { key }) => {
-            Ok(PeerResponse::Value(api.coordinator.read(&key, true).await?))
+        PeerRequest::Forward(ClientOp::Read {
+            key,
+            quorum,
+            timeout_ms,
+        }) => {
+            let deadline = forwarded_deadline(api, &quorum, timeout_ms)?;
+            let set = api.coordinator.read(&key, quorum, deadline, true).await?;
+            Ok(PeerResponse::Value(set))
         }
         PeerRequest::Forward(ClientOp::Write {
             key,
             context,
             content,
+            quorum,
+            timeout_ms,
         }) => {
-            let written = api.coordinator.write(&key, context, content, true).await?;
+            let deadline = forwarded_deadline(api, &quorum, timeout_ms)?;
+            let written = api
+                .coordinator
+                .write(&key, context, content, quorum, deadline, true)
+                .await?;
             Ok(PeerResponse::Coordinated {
                 dot: written.dot,
                 set: written.set,
+                durable: true,
             })
         }
         PeerRequest::Join {
@@ -74,4 +92,15 @@ async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
             format!("{other:?}").chars().take(40).collect::<String>()
         ))),
     }
+}
+
+/// The deadline of a forwarded request, after checking what the peer sent.
+fn forwarded_deadline(api: &Api, quorum: &Quorum, timeout_ms: u64) -> Result<Instant> {
+    quorum.check(api.cluster.n())?;
+    if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+        return Err(Error::Protocol(format!(
+            "a forwarded timeout of {timeout_ms} ms"
+        )));
+    }
+    Ok(Instant::now() + Duration::from_millis(timeout_ms))
 }

@@ -11,6 +11,8 @@ use crate::version::{Content, Context, SiblingSet};
 pub type Body = Full<Bytes>;
 
 pub const CONTEXT_HEADER: &str = "x-chorus-context";
+/// The quorum a request ran with: `n=3 r=2 w=2 overlap=true`.
+pub const QUORUM_HEADER: &str = "x-chorus-quorum";
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
@@ -28,7 +30,22 @@ pub fn empty(status: StatusCode) -> Response<Body> {
 
 /// `{"error": code, "message": what and how to fix}` with the error's status.
 pub fn error(e: &Error) -> Response<Body> {
-    let body = serde_json::json!({ "error": e.code(), "message": e.to_string() });
+    let mut body = serde_json::json!({ "error": e.code(), "message": e.to_string() });
+    if let Error::QuorumNotMet {
+        needed,
+        acked,
+        primary_acked,
+        failed,
+    } = e
+    {
+        body["needed"] = (*needed).into();
+        body["acked"] = (*acked).into();
+        body["primary_acked"] = (*primary_acked).into();
+        body["failed"] = failed
+            .iter()
+            .map(|(node, reason)| serde_json::json!({ "node": node, "reason": reason }))
+            .collect();
+    }
     let mut response = json(e.status(), Bytes::from(body.to_string()));
     if let Error::MethodNotAllowed { allowed, .. } = e {
         response

@@ -10,33 +10,35 @@
 //! one, which mints the dot and stores it (`Coordinate`); the resulting
 //! sibling set is then merged into the other replicas (`Merge`) in
 //! parallel, and the write is acknowledged once `w` replicas (the minting
-//! one included) have made it durable. The remaining merges finish in the
-//! background. A read asks every replica (`Read`), merges the first `r`
-//! answers with the one sibling merge and returns. A [`Tally`] counts the
-//! answers; failing the quorum is a 503 that names the replicas that failed.
-//!
-//! Per-request quorums, sloppy quorum, hinted handoff and read repair build
-//! on this shape.
+//! one included) hold it, `pw` of them primaries and `dw` of them durably.
+//! The remaining merges finish in the background. A read asks every
+//! replica (`Read`), merges the first `r` answers (`pr` from primaries) with
+//! the one sibling merge and returns. A [`Tally`] counts the answers; the
+//! whole request is bounded by the client's deadline (`timeout_ms`), and
+//! failing the quorum is a 503 that names the replicas that failed and why.
+//! The client's [`Quorum`] travels with a forwarded request.
+
+pub mod quorum;
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::membership::Cluster;
 use crate::metrics as m;
-use crate::peer::{ClientOp, Outcome, PeerRequest, PeerResponse, Tally, Transport};
+use crate::peer::{ClientOp, Need, Outcome, PeerRequest, PeerResponse, Tally, Transport};
 use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
+use quorum::Quorum;
 
 pub struct Coordinator {
     cluster: Arc<Cluster>,
     transport: Arc<dyn Transport>,
-    r: usize,
-    w: usize,
 }
 
-/// A write that its write quorum acknowledged as durable.
+/// A write that its write quorum acknowledged.
 pub struct Written {
     pub dot: Dot,
     pub set: SiblingSet,
@@ -47,22 +49,20 @@ pub struct Written {
 const FORWARD_TRIES: usize = 3;
 
 impl Coordinator {
-    pub fn new(cluster: Arc<Cluster>, r: usize, w: usize) -> Self {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
         let transport = Arc::clone(cluster.transport());
-        Coordinator {
-            cluster,
-            transport,
-            r,
-            w,
-        }
+        Coordinator { cluster, transport }
     }
 
-    /// A client write. `forwarded` is true when another node sent it here.
+    /// A client write with the quorum it asked for, due by `deadline`.
+    /// `forwarded` is true when another node sent it here.
     pub async fn write(
         &self,
         key: &str,
         context: Context,
         content: Content,
+        quorum: Quorum,
+        deadline: Instant,
         forwarded: bool,
     ) -> Result<Written> {
         let replicas = self.cluster.preference_list(key);
@@ -71,53 +71,73 @@ impl Coordinator {
                 key: key.to_string(),
                 context: context.clone(),
                 content: content.clone(),
+                quorum,
+                timeout_ms: remaining_ms(deadline),
             };
-            if let Some(result) = self.forward(key, op).await {
+            if let Some(result) = self.forward(key, op, deadline).await {
                 return match result? {
-                    PeerResponse::Coordinated { dot, set } => Ok(Written { dot, set }),
+                    PeerResponse::Coordinated { dot, set, .. } => Ok(Written { dot, set }),
                     other => Err(unexpected("the forward target", &other)),
                 };
             }
         }
-        self.coordinate_write(key, replicas, context, content).await
+        self.coordinate_write(key, replicas, context, content, quorum, deadline)
+            .await
     }
 
-    /// The merged sibling set of `key` over `r` replicas; `None` if none has it.
-    pub async fn read(&self, key: &str, forwarded: bool) -> Result<Option<SiblingSet>> {
+    /// The merged sibling set of `key` over `r` replicas (`pr` of them
+    /// primaries); `None` if none has it.
+    pub async fn read(
+        &self,
+        key: &str,
+        quorum: Quorum,
+        deadline: Instant,
+        forwarded: bool,
+    ) -> Result<Option<SiblingSet>> {
         let replicas = self.cluster.preference_list(key);
         if !forwarded && !replicas.iter().any(|r| r == self.cluster.me()) {
             let op = ClientOp::Read {
                 key: key.to_string(),
+                quorum,
+                timeout_ms: remaining_ms(deadline),
             };
-            if let Some(result) = self.forward(key, op).await {
+            if let Some(result) = self.forward(key, op, deadline).await {
                 return match result? {
                     PeerResponse::Value(set) => Ok(set),
                     other => Err(unexpected("the forward target", &other)),
                 };
             }
         }
-        self.coordinate_read(key, replicas).await
+        self.coordinate_read(key, replicas, quorum, deadline).await
     }
 
     /// Sends `op` to a replica. `None` when no replica could be reached
     /// (the caller then coordinates); an error a replica returned is the
     /// request's answer.
-    async fn forward(&self, key: &str, op: ClientOp) -> Option<Result<PeerResponse>> {
+    async fn forward(
+        &self,
+        key: &str,
+        op: ClientOp,
+        deadline: Instant,
+    ) -> Option<Result<PeerResponse>> {
         let (candidates, _) = self.cluster.find_replicas(position(key.as_bytes())).await;
         for to in candidates.into_iter().take(FORWARD_TRIES) {
-            match self
-                .transport
-                .call(&to, PeerRequest::Forward(op.clone()))
-                .await
-            {
-                Err(Error::Unavailable { reason, .. }) => {
+            let call = self.transport.call(&to, PeerRequest::Forward(op.clone()));
+            match tokio::time::timeout_at(deadline, call).await {
+                Ok(Err(Error::Unavailable { reason, .. })) => {
                     tracing::debug!(node = %to, %reason, "forward failed; trying the next node");
                     metrics::counter!(m::FORWARDS_TOTAL, "result" => "failed").increment(1);
                     self.cluster.forward_failed(&to);
                 }
-                result => {
+                Ok(result) => {
                     metrics::counter!(m::FORWARDS_TOTAL, "result" => "ok").increment(1);
                     return Some(result);
+                }
+                Err(_) => {
+                    return Some(Err(Error::Unavailable {
+                        node: to,
+                        reason: "the forwarded request did not finish within timeout_ms".into(),
+                    }));
                 }
             }
         }
@@ -130,8 +150,15 @@ impl Coordinator {
         mut replicas: Vec<String>,
         context: Context,
         content: Content,
+        quorum: Quorum,
+        deadline: Instant,
     ) -> Result<Written> {
-        let mut tally = Tally::new(self.w.min(replicas.len()).max(1), replicas.len());
+        let need = Need {
+            acks: quorum.w,
+            primaries: quorum.pw,
+            durable: quorum.dw,
+        };
+        let mut tally = Tally::new(need, replicas.iter().map(|r| (r.clone(), true)));
         // This node mints when it is a replica; else the first that answers.
         if let Some(at) = replicas.iter().position(|r| r == self.cluster.me()) {
             let me = replicas.remove(at);
@@ -145,15 +172,19 @@ impl Coordinator {
                 context: context.clone(),
                 content: content.clone(),
             };
-            match self.transport.call(&to, request).await {
-                Ok(PeerResponse::Coordinated { dot, set }) => {
-                    tally.ack(&to);
+            match tokio::time::timeout_at(deadline, self.transport.call(&to, request)).await {
+                Ok(Ok(PeerResponse::Coordinated { dot, set, durable })) => {
+                    tally.ack(&to, durable);
                     minted = Some((dot, set));
                 }
-                Ok(other) => return Err(unexpected(&to, &other)),
+                Ok(Ok(other)) => return Err(unexpected(&to, &other)),
                 // The client's own mistake (too many siblings): no other replica would differ.
-                Err(e) if !e.is_retryable() => return Err(e),
-                Err(e) => tally.fail(&to, e.to_string()),
+                Ok(Err(e)) if !e.is_retryable() => return Err(e),
+                Ok(Err(e)) => tally.fail(&to, e.to_string()),
+                Err(_) => {
+                    tally.fail(&to, "no answer within timeout_ms");
+                    tally.fail_outstanding("not asked before timeout_ms");
+                }
             }
         }
         let Some((dot, set)) = minted else {
@@ -168,11 +199,12 @@ impl Coordinator {
         });
         let mut replies = self.fan_out(merges.collect());
         while tally.outcome() == Outcome::Pending {
-            match replies.recv().await {
-                Some((to, Ok(PeerResponse::Merged))) => tally.ack(&to),
-                Some((to, Ok(other))) => tally.fail(&to, format!("{other:?}")),
-                Some((to, Err(e))) => tally.fail(&to, e.to_string()),
-                None => break,
+            match tokio::time::timeout_at(deadline, replies.recv()).await {
+                Ok(Some((to, Ok(PeerResponse::Merged { durable })))) => tally.ack(&to, durable),
+                Ok(Some((to, Ok(other)))) => tally.fail(&to, format!("{other:?}")),
+                Ok(Some((to, Err(e)))) => tally.fail(&to, e.to_string()),
+                Ok(None) => break,
+                Err(_) => tally.fail_outstanding("no answer within timeout_ms"),
             }
         }
         match tally.outcome() {
@@ -185,8 +217,15 @@ impl Coordinator {
         &self,
         key: &str,
         replicas: Vec<String>,
+        quorum: Quorum,
+        deadline: Instant,
     ) -> Result<Option<SiblingSet>> {
-        let mut tally = Tally::new(self.r.min(replicas.len()).max(1), replicas.len());
+        let need = Need {
+            acks: quorum.r,
+            primaries: quorum.pr,
+            durable: 0,
+        };
+        let mut tally = Tally::new(need, replicas.iter().map(|r| (r.clone(), true)));
         let reads = replicas.into_iter().map(|to| {
             let request = PeerRequest::Read {
                 key: key.to_string(),
@@ -196,18 +235,19 @@ impl Coordinator {
         let mut replies = self.fan_out(reads.collect());
         let mut merged: Option<SiblingSet> = None;
         while tally.outcome() == Outcome::Pending {
-            match replies.recv().await {
-                Some((to, Ok(PeerResponse::Value(set)))) => {
-                    tally.ack(&to);
+            match tokio::time::timeout_at(deadline, replies.recv()).await {
+                Ok(Some((to, Ok(PeerResponse::Value(set))))) => {
+                    tally.ack(&to, false);
                     match (&mut merged, set) {
                         (Some(m), Some(set)) => m.merge(&set),
                         (None, set) => merged = set,
                         (_, None) => {}
                     }
                 }
-                Some((to, Ok(other))) => tally.fail(&to, format!("{other:?}")),
-                Some((to, Err(e))) => tally.fail(&to, e.to_string()),
-                None => break,
+                Ok(Some((to, Ok(other)))) => tally.fail(&to, format!("{other:?}")),
+                Ok(Some((to, Err(e)))) => tally.fail(&to, e.to_string()),
+                Ok(None) => break,
+                Err(_) => tally.fail_outstanding("no answer within timeout_ms"),
             }
         }
         match tally.outcome() {
@@ -236,11 +276,19 @@ impl Coordinator {
     }
 }
 
+/// Milliseconds left until `deadline` (at least 1).
+fn remaining_ms(deadline: Instant) -> u64 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (left.as_millis() as u64).max(1)
+}
+
 fn quorum_not_met(tally: &Tally) -> Error {
+    let need = tally.need();
     Error::QuorumNotMet {
-        needed: tally.needed(),
+        needed: need.acks.max(need.primaries).max(need.durable),
         acked: tally.acked().len(),
-        failed: tally.failures(),
+        primary_acked: tally.primary_acked(),
+        failed: tally.failures().to_vec(),
     }
 }
 

@@ -147,7 +147,7 @@ pub async fn sweep(
 async fn push(cluster: &Cluster, target: &str, entries: &[(String, SiblingSet)]) -> Result<()> {
     let request = PeerRequest::Handoff(entries.to_vec());
     match cluster.transport().call(target, request).await? {
-        PeerResponse::Merged => Ok(()),
+        PeerResponse::Merged { .. } => Ok(()),
         other => Err(Error::Protocol(format!(
             "{target} answered a handoff with {other:?}"
         ))),

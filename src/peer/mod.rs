@@ -15,7 +15,7 @@ pub mod http;
 mod tally;
 
 pub use http::{Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, PEER_PATH};
-pub use tally::{Outcome, Tally};
+pub use tally::{Need, Outcome, Tally};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::replica::Replica;
 use crate::ring::{ChordReply, ChordRequest, Members};
@@ -66,16 +67,23 @@ pub enum PeerRequest {
     Gossip(Members),
 }
 
-/// A client request as a coordinator runs it.
+/// A client request as a coordinator runs it, with the quorum the client
+/// asked for and the time left of its deadline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientOp {
     /// Answered with [`PeerResponse::Value`]: the merged set over the replicas.
-    Read { key: String },
+    Read {
+        key: String,
+        quorum: Quorum,
+        timeout_ms: u64,
+    },
     /// Answered with [`PeerResponse::Coordinated`].
     Write {
         key: String,
         context: Context,
         content: Content,
+        quorum: Quorum,
+        timeout_ms: u64,
     },
 }
 
@@ -84,13 +92,17 @@ pub enum ClientOp {
 pub enum PeerResponse {
     /// The local sibling set of the key read, if the replica has one.
     Value(Option<SiblingSet>),
-    /// A coordinated write is durable: the dot minted and the resulting set.
+    /// A coordinated write is stored: the dot minted, the resulting set, and
+    /// whether it is durable (fsynced) on the replica.
     Coordinated {
         dot: Dot,
         set: SiblingSet,
+        durable: bool,
     },
-    /// A merge (or a handoff batch) is durable.
-    Merged,
+    /// A merge (or a handoff batch) is stored, durably or not.
+    Merged {
+        durable: bool,
+    },
     /// The local sets of the keys fetched, in the order asked.
     Sets(Vec<Option<SiblingSet>>),
     Chord(ChordReply<String>),
@@ -249,7 +261,11 @@ mod tests {
                 r
             );
         }
-        let response = PeerResponse::Coordinated { dot, set };
+        let response = PeerResponse::Coordinated {
+            dot,
+            set,
+            durable: true,
+        };
         assert_eq!(
             PeerResponse::decode(&response.encode().expect("encode")).expect("decode"),
             response

@@ -1,0 +1,162 @@
+//! Per-request quorums over real HTTP on in-process clusters: what each
+//! r, pr, w, pw, dw asks for, the X-Chorus-Quorum header, and the 503 body
+//! that says who failed.
+
+mod common;
+
+use bytes::Bytes;
+use chorus::client::Client;
+use common::cluster::TestCluster;
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+async fn put(client: &Client, key: &str, query: &str) -> chorus::client::Reply {
+    let path = format!("{}?{query}", chorus::client::key_path(key));
+    let headers = [("content-type", "application/json")];
+    client
+        .request(Method::PUT, &path, &headers, Bytes::from_static(b"1"))
+        .await
+        .expect("put")
+}
+
+async fn get(client: &Client, key: &str, query: &str) -> chorus::client::Reply {
+    let path = format!("{}?{query}", chorus::client::key_path(key));
+    client
+        .request(Method::GET, &path, &[], Bytes::new())
+        .await
+        .expect("get")
+}
+
+fn header(reply: &chorus::client::Reply) -> &str {
+    reply
+        .headers
+        .get(chorus::api::QUORUM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(none)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_one_of_three_replicas_down_quorums_succeed_or_fail_as_asked() {
+    let mut cluster = TestCluster::start(5, 0, 3).await;
+    let placer = std::sync::Arc::clone(cluster.node(0).cluster());
+    // A key n1 replicates, one of whose other replicas is n5.
+    let key = (0..)
+        .map(|i| format!("q{i}"))
+        .find(|k| {
+            let list = placer.preference_list(k);
+            list.contains(&"n1".to_string()) && list.contains(&"n5".to_string())
+        })
+        .expect("a key on n1 and n5");
+    let n1 = cluster.client(0);
+    assert_eq!(put(&n1, &key, "w=all").await.status, StatusCode::NO_CONTENT);
+    cluster.stop(4).await;
+
+    let ok = put(&n1, &key, "w=2").await;
+    assert_eq!(ok.status, StatusCode::NO_CONTENT);
+    assert_eq!(header(&ok), "n=3 r=2 w=2 overlap=true");
+    let ok = put(&n1, &key, "w=quorum&dw=one").await;
+    assert_eq!(ok.status, StatusCode::NO_CONTENT, "{:?}", ok.body);
+    assert_eq!(header(&ok), "n=3 r=2 w=2 dw=1 overlap=true");
+
+    // pw=3 needs all three primaries: one is down.
+    let refused = put(&n1, &key, "pw=3").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().expect("json");
+    assert_eq!(body["error"], "quorum_not_met");
+    assert_eq!(body["needed"], 3);
+    // The coordinator answers as soon as the quorum is out of reach, so the
+    // live replicas' acknowledgements may or may not have arrived by then.
+    let acked = body["acked"].as_u64().expect("acked");
+    assert!((1..=2).contains(&acked), "{body}");
+    assert_eq!(
+        body["primary_acked"].as_u64(),
+        Some(acked),
+        "all replicas are primaries"
+    );
+    let failed = body["failed"].as_array().expect("failed list");
+    assert_eq!(failed.len(), 1, "{body}");
+    assert_eq!(failed[0]["node"], "n5");
+    assert!(failed[0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may still have been stored")),
+        "{body}"
+    );
+
+    // Reads: two replicas answer, a third cannot. (The blind writes above
+    // are concurrent, so the key holds siblings: 300.)
+    let read = get(&n1, &key, "r=2&pr=2").await;
+    assert_eq!(read.status, StatusCode::MULTIPLE_CHOICES);
+    assert_eq!(header(&read), "n=3 r=2 w=2 pr=2 overlap=true");
+    let read = get(&n1, &key, "r=one").await;
+    assert_eq!(
+        (read.status, header(&read)),
+        (StatusCode::MULTIPLE_CHOICES, "n=3 r=1 w=2 overlap=false")
+    );
+    for query in ["r=3", "r=all", "r=1&pr=3"] {
+        let reply = get(&n1, &key, query).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{query}");
+        assert_eq!(common::error_code(&reply), "quorum_not_met", "{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_one_of_three_nodes_down_w3_fails_and_w2_succeeds() {
+    let mut cluster = TestCluster::start(3, 0, 3).await;
+    cluster.stop(2).await;
+    let n1 = cluster.client(0);
+    let reply = put(&n1, "k", "w=3").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = reply.json().expect("json");
+    assert_eq!(body["error"], "quorum_not_met");
+    assert!(
+        (1..=2).contains(&body["acked"].as_u64().expect("acked")),
+        "{body}"
+    );
+    assert_eq!(body["failed"][0]["node"], "n3");
+    assert_eq!(put(&n1, "k", "w=2").await.status, StatusCode::NO_CONTENT);
+    // The w=3 write that failed its quorum was still stored where it could be.
+    let read = get(&n1, "k", "r=2").await;
+    assert_eq!(
+        read.status,
+        StatusCode::MULTIPLE_CHOICES,
+        "two blind writes, two siblings"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_quorum_parameters_are_400s_that_name_the_parameter() {
+    let cluster = TestCluster::start(3, 0, 3).await;
+    let n1 = cluster.client(0);
+    for (query, name) in [
+        ("w=4", "w"),
+        ("w=0", "w"),
+        ("pw=x", "pw"),
+        ("dw=9", "dw"),
+        ("timeout_ms=0", "timeout_ms"),
+        ("timeout_ms=soon", "timeout_ms"),
+        ("r=2", "r"),
+    ] {
+        let reply = put(&n1, "k", query).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        let body: Value = reply.json().expect("json");
+        assert_eq!(body["error"], "bad_parameter", "{query}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("parameter `{name}`"))),
+            "{query}: {body}"
+        );
+    }
+    for query in ["r=0", "r=4", "pr=all&r=nine", "w=2"] {
+        let reply = get(&n1, "k", query).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+    }
+    // default means the config's value; a 404 carries the quorum too.
+    let reply = get(&n1, "absent", "r=default&timeout_ms=2000").await;
+    assert_eq!(
+        (reply.status, header(&reply)),
+        (StatusCode::NOT_FOUND, "n=3 r=2 w=2 overlap=true")
+    );
+}
