@@ -31,6 +31,8 @@ pub const RING_MEMBERS: &str = "chorus_ring_members";
 pub const RING_OWNERSHIP: &str = "chorus_ring_ownership";
 /// Keys moved by ownership handoff, by `kind` (pushed, released).
 pub const HANDOFF_KEYS_TOTAL: &str = "chorus_handoff_keys_total";
+/// Replicas brought up to date by read repair.
+pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
 /// Handoff sweeps that could not finish and will be retried.
 pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
 

@@ -160,3 +160,65 @@ async fn bad_quorum_parameters_are_400s_that_name_the_parameter() {
         (StatusCode::NOT_FOUND, "n=3 r=2 w=2 overlap=true")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_that_sees_a_stale_replica_repairs_it() {
+    use chorus::version::{Actor, Content, Context, Dot};
+    let cluster = TestCluster::start(3, 0, 3).await;
+    let n1 = cluster.client(0);
+    assert_eq!(
+        put(&n1, "fruit", "w=all").await.status,
+        StatusCode::NO_CONTENT
+    );
+    // n1 and n2 learn of a newer write that n3 missed.
+    let old = cluster
+        .node(0)
+        .store()
+        .get("fruit")
+        .expect("get")
+        .expect("stored");
+    let mut newer = old.clone();
+    let dot = Dot::new(Actor::new("elsewhere", 7), 1);
+    newer.write(
+        &Context::read(old.context().clone()),
+        dot,
+        Content::Value(Bytes::from_static(b"2")),
+    );
+    for i in 0..2 {
+        let set = newer.clone();
+        cluster
+            .node(i)
+            .store()
+            .update("fruit", Box::new(move |_| Ok(set)))
+            .wait()
+            .await
+            .expect("update");
+    }
+    assert_eq!(
+        cluster.node(2).store().get("fruit").expect("get"),
+        Some(old)
+    );
+
+    let read = get(&n1, "fruit", "r=2").await;
+    assert_eq!((read.status, &read.body[..]), (StatusCode::OK, &b"2"[..]));
+    // The read's background half brings n3 up to date.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cluster.node(2).store().get("fruit").expect("get").as_ref() != Some(&newer) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "n3 was not repaired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let metrics = n1
+        .request(Method::GET, "/metrics", &[], Bytes::new())
+        .await
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    let repairs: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("chorus_read_repairs_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(repairs >= 1.0, "{text}");
+}

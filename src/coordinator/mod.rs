@@ -16,9 +16,12 @@
 //! the one sibling merge and returns. A [`Tally`] counts the answers; the
 //! whole request is bounded by the client's deadline (`timeout_ms`), and
 //! failing the quorum is a 503 that names the replicas that failed and why.
-//! The client's [`Quorum`] travels with a forwarded request.
+//! The client's [`Quorum`] travels with a forwarded request. A read whose
+//! replies differ repairs the stale replicas in the background
+//! (`read_repair.rs`).
 
 pub mod quorum;
+mod read_repair;
 
 use std::sync::Arc;
 
@@ -233,16 +236,12 @@ impl Coordinator {
             (to, request)
         });
         let mut replies = self.fan_out(reads.collect());
-        let mut merged: Option<SiblingSet> = None;
+        let mut seen: Vec<read_repair::Reply> = Vec::new();
         while tally.outcome() == Outcome::Pending {
             match tokio::time::timeout_at(deadline, replies.recv()).await {
                 Ok(Some((to, Ok(PeerResponse::Value(set))))) => {
                     tally.ack(&to, false);
-                    match (&mut merged, set) {
-                        (Some(m), Some(set)) => m.merge(&set),
-                        (None, set) => merged = set,
-                        (_, None) => {}
-                    }
+                    seen.push((to, set));
                 }
                 Ok(Some((to, Ok(other)))) => tally.fail(&to, format!("{other:?}")),
                 Ok(Some((to, Err(e)))) => tally.fail(&to, e.to_string()),
@@ -250,10 +249,13 @@ impl Coordinator {
                 Err(_) => tally.fail_outstanding("no answer within timeout_ms"),
             }
         }
-        match tally.outcome() {
-            Outcome::Done => Ok(merged),
-            _ => Err(quorum_not_met(&tally)),
+        if tally.outcome() != Outcome::Done {
+            return Err(quorum_not_met(&tally));
         }
+        let merged = read_repair::merge_all(&seen);
+        let transport = Arc::clone(&self.transport);
+        read_repair::spawn(transport, key.to_string(), seen, replies, deadline);
+        Ok(merged)
     }
 
     /// Sends every request in parallel; answers arrive on the channel as

@@ -1,0 +1,69 @@
+//! Read repair: a read that saw replicas disagree brings them up to date.
+//!
+//! A read answers the client as soon as `r` replicas replied. The rest of
+//! the replies are still coming; a background task collects them (until
+//! the request's deadline), merges everything with the one sibling merge,
+//! and sends the merged set to every replica whose reply differed from it,
+//! including replicas that had nothing. Merging is idempotent and never
+//! loses a sibling, so a repair that races a write is harmless. Each
+//! repaired replica counts in `chorus_read_repairs_total`.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::error::Result;
+use crate::metrics as m;
+use crate::peer::{PeerRequest, PeerResponse, Transport};
+use crate::version::SiblingSet;
+
+/// What one replica answered to a read.
+pub(super) type Reply = (String, Option<SiblingSet>);
+
+/// Finishes the read in the background and repairs stale replicas.
+pub(super) fn spawn(
+    transport: Arc<dyn Transport>,
+    key: String,
+    mut seen: Vec<Reply>,
+    mut rest: mpsc::Receiver<(String, Result<PeerResponse>)>,
+    deadline: Instant,
+) {
+    tokio::spawn(async move {
+        while let Ok(Some((node, reply))) = tokio::time::timeout_at(deadline, rest.recv()).await {
+            if let Ok(PeerResponse::Value(set)) = reply {
+                seen.push((node, set));
+            }
+        }
+        let Some(merged) = merge_all(&seen) else {
+            return;
+        };
+        for (node, set) in seen {
+            if set.as_ref() == Some(&merged) {
+                continue;
+            }
+            let request = PeerRequest::Merge {
+                key: key.clone(),
+                set: merged.clone(),
+            };
+            match transport.call(&node, request).await {
+                Ok(PeerResponse::Merged { .. }) => {
+                    metrics::counter!(m::READ_REPAIRS_TOTAL).increment(1);
+                }
+                other => tracing::debug!(%node, ?other, "read repair failed"),
+            }
+        }
+    });
+}
+
+/// The merge of every set seen; `None` when no replica had the key.
+pub(super) fn merge_all(seen: &[Reply]) -> Option<SiblingSet> {
+    let mut merged: Option<SiblingSet> = None;
+    for set in seen.iter().filter_map(|(_, set)| set.as_ref()) {
+        match &mut merged {
+            Some(m) => m.merge(set),
+            None => merged = Some(set.clone()),
+        }
+    }
+    merged
+}
