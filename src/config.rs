@@ -94,11 +94,13 @@ pub struct ClusterConfig {
 pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// A key holding more siblings than this is logged and counted.
+    pub warn_siblings: usize,
     /// A client write that would leave more siblings than this is refused
-    /// (409); replication and repair are never refused.
+    /// (503); replication, repair and handoff are never refused.
     pub max_siblings: usize,
     /// A client write that would leave a key's siblings holding more value
-    /// bytes than this, all together, is refused (409).
+    /// bytes than this, all together, is refused (503).
     pub max_set_bytes: usize,
     /// A client must finish sending its request headers within this time.
     pub header_timeout_ms: u64,
@@ -111,6 +113,7 @@ impl Default for Limits {
         Limits {
             max_key_bytes: 1024,
             max_value_bytes: 1024 * 1024,
+            warn_siblings: 25,
             max_siblings: 100,
             max_set_bytes: 16 * 1024 * 1024,
             header_timeout_ms: 5_000,
@@ -312,6 +315,12 @@ impl Config {
             return Err(Error::config(
                 "limits.max_value_bytes",
                 "must be between 1 and 67108864 (64 MiB)",
+            ));
+        }
+        if l.warn_siblings == 0 || l.warn_siblings > l.max_siblings {
+            return Err(Error::config(
+                "limits.warn_siblings",
+                "must be between 1 and limits.max_siblings",
             ));
         }
         if l.max_siblings == 0 || l.max_siblings > 10_000 {

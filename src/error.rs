@@ -61,6 +61,7 @@ pub enum Error {
         status: u16,
         code: &'static str,
         message: String,
+        retryable: bool,
     },
     #[error("no member `{0}` in the ring; see GET /cluster")]
     UnknownNode(String),
@@ -84,7 +85,8 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             KeyTooLarge { .. } | ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            TooManySiblings { .. } | SiblingsTooLarge { .. } => StatusCode::CONFLICT,
+            // 503 as Riak does: the key cannot take more until a client resolves it.
+            TooManySiblings { .. } | SiblingsTooLarge { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             NoRoute(_) => StatusCode::NOT_FOUND,
@@ -132,7 +134,7 @@ impl Error {
     /// Whether the same request may succeed if sent again unchanged.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Remote { status, .. } => *status >= 500,
+            Error::Remote { retryable, .. } => *retryable,
             other => matches!(
                 other,
                 Error::Unavailable { .. }
@@ -216,7 +218,7 @@ mod tests {
             ),
             (
                 Error::TooManySiblings { count: 2, max: 1 },
-                409,
+                503,
                 "too_many_siblings",
                 false,
             ),

@@ -31,6 +31,8 @@ pub const RING_MEMBERS: &str = "chorus_ring_members";
 pub const RING_OWNERSHIP: &str = "chorus_ring_ownership";
 /// Keys moved by ownership handoff, by `kind` (pushed, released).
 pub const HANDOFF_KEYS_TOTAL: &str = "chorus_handoff_keys_total";
+/// Client writes that left a key with more than `limits.warn_siblings` siblings.
+pub const SIBLING_WARNINGS_TOTAL: &str = "chorus_sibling_warnings_total";
 /// Replicas brought up to date by read repair.
 pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
 /// Handoff sweeps that could not finish and will be retried.
@@ -111,6 +113,14 @@ fn describe() {
     describe_counter!(
         HANDOFF_KEYS_TOTAL,
         "Keys moved by ownership handoff, by kind."
+    );
+    describe_counter!(
+        READ_REPAIRS_TOTAL,
+        "Replicas brought up to date by read repair."
+    );
+    describe_counter!(
+        SIBLING_WARNINGS_TOTAL,
+        "Client writes that left a key with more siblings than limits.warn_siblings."
     );
     describe_counter!(
         HANDOFF_FAILURES_TOTAL,

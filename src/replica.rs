@@ -20,6 +20,7 @@ pub struct Replica {
     /// Whether a stored write is fsynced before it is acknowledged.
     durable: bool,
     identity: Arc<Identity>,
+    warn_siblings: usize,
     max_siblings: usize,
     max_set_bytes: usize,
 }
@@ -39,6 +40,7 @@ impl Replica {
             closed: AtomicBool::new(false),
             durable,
             identity: Arc::new(identity),
+            warn_siblings: limits.warn_siblings,
             max_siblings: limits.max_siblings,
             max_set_bytes: limits.max_set_bytes,
         }
@@ -70,10 +72,15 @@ impl Replica {
             } => {
                 let identity = Arc::clone(&self.identity);
                 let (max_siblings, max_set_bytes) = (self.max_siblings, self.max_set_bytes);
+                let warn_siblings = self.warn_siblings;
+                let key_for_warning = key.clone();
                 let mint_and_write = move |current: Option<SiblingSet>| {
                     let mut set = current.unwrap_or_default();
                     let dot = identity.mint(set.min_counter(&context, identity.actor()))?;
                     set.write(&context, dot, content);
+                    if set.siblings().len() > warn_siblings {
+                        warn_of_siblings(&key_for_warning, set.siblings().len());
+                    }
                     if set.siblings().len() > max_siblings {
                         return Err(Error::TooManySiblings {
                             count: set.siblings().len(),
@@ -152,6 +159,17 @@ impl Replica {
         };
         Ok(self.store.update(&key, Box::new(merge)))
     }
+}
+
+/// A key with many siblings: clients are writing without contexts, or not
+/// resolving what they read. Logged and counted, never refused here.
+fn warn_of_siblings(key: &str, count: usize) {
+    metrics::counter!(crate::metrics::SIBLING_WARNINGS_TOTAL).increment(1);
+    tracing::warn!(
+        key = %key.chars().take(128).collect::<String>(),
+        siblings = count,
+        "a key holds many siblings; clients should read it and write with its context"
+    );
 }
 
 /// Most entries a handoff batch or fetch may carry.

@@ -574,7 +574,11 @@ async fn the_memory_engine_serves_the_same_api() {
 
 #[tokio::test]
 async fn blind_writes_past_the_sibling_limit_are_refused_until_resolved() {
-    let t = TestNode::start_with(|c| c.limits.max_siblings = 3).await;
+    let t = TestNode::start_with(|c| {
+        c.limits.warn_siblings = 2;
+        c.limits.max_siblings = 3;
+    })
+    .await;
     for i in 0..3 {
         assert_eq!(
             t.client
@@ -586,8 +590,19 @@ async fn blind_writes_past_the_sibling_limit_are_refused_until_resolved() {
         );
     }
     let refused = t.client.put("pile", "3", None).await.expect("put");
-    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&refused), "too_many_siblings");
+    let metrics = t
+        .client
+        .request(Method::GET, "/metrics", &[], Bytes::new())
+        .await
+        .expect("metrics");
+    assert!(
+        String::from_utf8_lossy(&metrics.body)
+            .lines()
+            .any(|l| l.starts_with("chorus_sibling_warnings_total ") && !l.ends_with(" 0")),
+        "three siblings over a warning limit of two were not counted"
+    );
     let read = t.client.get("pile").await.expect("get");
     assert_eq!(
         read.json().expect("json")["siblings"]
@@ -627,7 +642,7 @@ async fn blind_writes_past_the_sibling_bytes_limit_are_refused() {
         );
     }
     let refused = t.client.put("big", value.clone(), None).await.expect("put");
-    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&refused), "siblings_too_large");
     let ctx = common::read_context(&t.client, "big").await;
     let resolved = t.client.put("big", value, Some(&ctx)).await.expect("put");

@@ -117,6 +117,7 @@ pub struct WireError {
     pub status: u16,
     pub code: String,
     pub message: String,
+    pub retryable: bool,
 }
 
 impl WireError {
@@ -125,6 +126,7 @@ impl WireError {
             status: e.status().as_u16(),
             code: e.code().to_string(),
             message: e.to_string(),
+            retryable: e.is_retryable(),
         }
     }
 
@@ -134,6 +136,7 @@ impl WireError {
             status: self.status,
             code: Error::known_code(&self.code),
             message: self.message,
+            retryable: self.retryable,
         }
     }
 }
@@ -271,6 +274,19 @@ mod tests {
             response
         );
         assert!(PeerRequest::decode(&[0xff, 0xff, 0xff]).is_err());
+        // An error keeps its status, code and retryability across the wire.
+        let refused = Error::TooManySiblings {
+            count: 101,
+            max: 100,
+        };
+        let back = WireError::from_error(&refused).into_error("n2");
+        assert_eq!(
+            (back.status().as_u16(), back.code()),
+            (503, "too_many_siblings")
+        );
+        assert!(!back.is_retryable(), "a replica would refuse it alike");
+        let down = Error::Storage("disk".into());
+        assert!(WireError::from_error(&down).into_error("n2").is_retryable());
         assert!(PeerResponse::decode(&[]).is_err());
     }
 }
