@@ -55,6 +55,10 @@ pub enum Error {
         /// (node, reason) of each replica that failed.
         failed: Vec<(String, String)>,
     },
+    #[error(
+        "no replica answered within timeout_ms with a version as new as the X-Chorus-Context sent; retry, or read without the context"
+    )]
+    SessionNotSatisfied,
     #[error("node {node}: {message}")]
     Remote {
         node: String,
@@ -92,7 +96,9 @@ impl Error {
             NoRoute(_) => StatusCode::NOT_FOUND,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BodyRead(_) => StatusCode::BAD_REQUEST,
-            Unavailable { .. } | QuorumNotMet { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable { .. } | QuorumNotMet { .. } | SessionNotSatisfied => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Remote { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -121,6 +127,7 @@ impl Error {
             BodyRead(_) => "body_unreadable",
             Unavailable { .. } => "unavailable",
             QuorumNotMet { .. } => "quorum_not_met",
+            SessionNotSatisfied => "session_not_satisfied",
             Remote { code, .. } => code,
             UnknownNode(_) => "unknown_node",
             Membership(_) => "membership_conflict",
@@ -139,6 +146,7 @@ impl Error {
                 other,
                 Error::Unavailable { .. }
                     | Error::QuorumNotMet { .. }
+                    | Error::SessionNotSatisfied
                     | Error::BodyTimeout(_)
                     | Error::Storage(_)
                     | Error::Io(_)
@@ -165,6 +173,7 @@ impl Error {
             "body_unreadable",
             "unavailable",
             "quorum_not_met",
+            "session_not_satisfied",
             "unknown_node",
             "membership_conflict",
             "protocol_error",

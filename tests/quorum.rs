@@ -210,15 +210,99 @@ async fn a_read_that_sees_a_stale_replica_repairs_it() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let metrics = n1
-        .request(Method::GET, "/metrics", &[], Bytes::new())
+    // Counted once the repair is acknowledged (just after n3 stored it).
+    loop {
+        let metrics = n1
+            .request(Method::GET, "/metrics", &[], Bytes::new())
+            .await
+            .expect("metrics");
+        let repairs: f64 = String::from_utf8_lossy(&metrics.body)
+            .lines()
+            .filter(|l| l.starts_with("chorus_read_repairs_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if repairs >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the repair was not counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_carrying_its_context_reads_its_own_writes_at_r1_while_replicas_lag() {
+    use chorus::version::context::cluster_fingerprint;
+    use chorus::version::{Actor, Content, Context, Dot};
+    let cluster = TestCluster::start(3, 0, 3).await;
+    let n1 = cluster.client(0);
+    assert_eq!(
+        put(&n1, "mine", "w=all").await.status,
+        StatusCode::NO_CONTENT
+    );
+    // The client's next write reached n1 only (n2 and n3 lag behind it).
+    let old = cluster
+        .node(0)
+        .store()
+        .get("mine")
+        .expect("get")
+        .expect("stored");
+    let read_ctx = Context::read(old.context().clone());
+    let dot = Dot::new(Actor::new("n1-elsewhere", 3), 1);
+    let mut newer = old.clone();
+    newer.write(
+        &read_ctx,
+        dot.clone(),
+        Content::Value(Bytes::from_static(b"\"mine\"")),
+    );
+    let set = newer.clone();
+    cluster
+        .node(0)
+        .store()
+        .update("mine", Box::new(move |_| Ok(set)))
+        .wait()
         .await
-        .expect("metrics");
-    let text = String::from_utf8_lossy(&metrics.body);
-    let repairs: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("chorus_read_repairs_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(repairs >= 1.0, "{text}");
+        .expect("update");
+    let fingerprint = cluster_fingerprint(&cluster.config.cluster.name);
+    let token = read_ctx.after_write(dot).encode(fingerprint);
+
+    // Through the lagging nodes, at r=1, with the context: the write is seen.
+    for i in [1, 2, 1, 2] {
+        let path = format!("{}?r=1", chorus::client::key_path("mine"));
+        let reply = cluster
+            .client(i)
+            .request(
+                Method::GET,
+                &path,
+                &[(chorus::api::CONTEXT_HEADER, token.as_str())],
+                Bytes::new(),
+            )
+            .await
+            .expect("get");
+        assert_eq!(
+            (reply.status, &reply.body[..]),
+            (StatusCode::OK, &b"\"mine\""[..]),
+            "through n{}",
+            i + 1
+        );
+    }
+
+    // A context no replica has seen cannot be satisfied: 503, not a stale answer.
+    let unseen = Context::read(newer.context().clone())
+        .after_write(Dot::new(Actor::new("nobody", 1), 9))
+        .encode(fingerprint);
+    let path = format!("{}?r=1&timeout_ms=1000", chorus::client::key_path("mine"));
+    let reply = n1
+        .request(
+            Method::GET,
+            &path,
+            &[(chorus::api::CONTEXT_HEADER, unseen.as_str())],
+            Bytes::new(),
+        )
+        .await
+        .expect("get");
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(common::error_code(&reply), "session_not_satisfied");
 }

@@ -28,7 +28,12 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
     match *req.method() {
         Method::GET => {
             let p = params(api, query, &["r", "pr", "timeout_ms"])?;
-            get(api, &key, &p).await
+            let session = req
+                .headers()
+                .contains_key(CONTEXT_HEADER)
+                .then(|| context(api, req.headers()))
+                .transpose()?;
+            get(api, &key, &p, session).await
         }
         Method::PUT => {
             let known = ["returnbody", "w", "pw", "dw", "timeout_ms"];
@@ -53,10 +58,10 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
     }
 }
 
-async fn get(api: &Api, key: &str, p: &Params) -> Result<Response<Body>> {
+async fn get(api: &Api, key: &str, p: &Params, session: Option<Context>) -> Result<Response<Body>> {
     let read = api
         .coordinator
-        .read(key, p.quorum, p.deadline, false)
+        .read(key, p.quorum, p.deadline, session, false)
         .await?;
     let Some(set) = read else {
         let mut response = response::not_found_key();

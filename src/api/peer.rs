@@ -50,9 +50,13 @@ async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
             key,
             quorum,
             timeout_ms,
+            session,
         }) => {
             let deadline = forwarded_deadline(api, &quorum, timeout_ms)?;
-            let set = api.coordinator.read(&key, quorum, deadline, true).await?;
+            let set = api
+                .coordinator
+                .read(&key, quorum, deadline, session, true)
+                .await?;
             Ok(PeerResponse::Value(set))
         }
         PeerRequest::Forward(ClientOp::Write {

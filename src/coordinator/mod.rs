@@ -13,7 +13,8 @@
 //! one included) hold it, `pw` of them primaries and `dw` of them durably.
 //! The remaining merges finish in the background. A read asks every
 //! replica (`Read`), merges the first `r` answers (`pr` from primaries) with
-//! the one sibling merge and returns. A [`Tally`] counts the answers; the
+//! the one sibling merge and returns; a read that carries the client's
+//! context waits until the merge has seen all of it (session guarantees). A [`Tally`] counts the answers; the
 //! whole request is bounded by the client's deadline (`timeout_ms`), and
 //! failing the quorum is a 503 that names the replicas that failed and why.
 //! The client's [`Quorum`] travels with a forwarded request. A read whose
@@ -89,12 +90,16 @@ impl Coordinator {
     }
 
     /// The merged sibling set of `key` over `r` replicas (`pr` of them
-    /// primaries); `None` if none has it.
+    /// primaries); `None` if none has it. With a `session` context, the
+    /// answer has seen everything the context has: the read waits for more
+    /// replicas if the first `r` have not, or fails with
+    /// `session_not_satisfied`.
     pub async fn read(
         &self,
         key: &str,
         quorum: Quorum,
         deadline: Instant,
+        session: Option<Context>,
         forwarded: bool,
     ) -> Result<Option<SiblingSet>> {
         let replicas = self.cluster.preference_list(key);
@@ -103,6 +108,7 @@ impl Coordinator {
                 key: key.to_string(),
                 quorum,
                 timeout_ms: remaining_ms(deadline),
+                session: session.clone(),
             };
             if let Some(result) = self.forward(key, op, deadline).await {
                 return match result? {
@@ -111,7 +117,8 @@ impl Coordinator {
                 };
             }
         }
-        self.coordinate_read(key, replicas, quorum, deadline).await
+        self.coordinate_read(key, replicas, quorum, deadline, session)
+            .await
     }
 
     /// Sends `op` to a replica. `None` when no replica could be reached
@@ -222,6 +229,7 @@ impl Coordinator {
         replicas: Vec<String>,
         quorum: Quorum,
         deadline: Instant,
+        session: Option<Context>,
     ) -> Result<Option<SiblingSet>> {
         let need = Need {
             acks: quorum.r,
@@ -237,22 +245,41 @@ impl Coordinator {
         });
         let mut replies = self.fan_out(reads.collect());
         let mut seen: Vec<read_repair::Reply> = Vec::new();
-        while tally.outcome() == Outcome::Pending {
+        let mut merged: Option<SiblingSet> = None;
+        let satisfied = |merged: &Option<SiblingSet>| match (&session, merged) {
+            (None, _) => true,
+            (Some(ctx), Some(set)) => ctx.is_seen_by(set.context()),
+            (Some(ctx), None) => ctx.is_empty(),
+        };
+        loop {
+            match tally.outcome() {
+                Outcome::Done if satisfied(&merged) => break,
+                Outcome::Failed => return Err(quorum_not_met(&tally)),
+                _ => {}
+            }
             match tokio::time::timeout_at(deadline, replies.recv()).await {
                 Ok(Some((to, Ok(PeerResponse::Value(set))))) => {
                     tally.ack(&to, false);
+                    if let Some(set) = &set {
+                        match &mut merged {
+                            Some(m) => m.merge(set),
+                            None => merged = Some(set.clone()),
+                        }
+                    }
                     seen.push((to, set));
                 }
                 Ok(Some((to, Ok(other)))) => tally.fail(&to, format!("{other:?}")),
                 Ok(Some((to, Err(e)))) => tally.fail(&to, e.to_string()),
-                Ok(None) => break,
-                Err(_) => tally.fail_outstanding("no answer within timeout_ms"),
+                // Every replica answered, or the time is up.
+                Ok(None) | Err(_) => {
+                    tally.fail_outstanding("no answer within timeout_ms");
+                    match tally.outcome() {
+                        Outcome::Done => return Err(Error::SessionNotSatisfied),
+                        _ => return Err(quorum_not_met(&tally)),
+                    }
+                }
             }
         }
-        if tally.outcome() != Outcome::Done {
-            return Err(quorum_not_met(&tally));
-        }
-        let merged = read_repair::merge_all(&seen);
         let transport = Arc::clone(&self.transport);
         read_repair::spawn(transport, key.to_string(), seen, replies, deadline);
         Ok(merged)

@@ -76,6 +76,8 @@ pub enum ClientOp {
         key: String,
         quorum: Quorum,
         timeout_ms: u64,
+        /// The client's context: the answer must have seen all of it.
+        session: Option<Context>,
     },
     /// Answered with [`PeerResponse::Coordinated`].
     Write {

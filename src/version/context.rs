@@ -85,6 +85,19 @@ impl Context {
         covers(&self.vv, dot) || self.dots.contains(dot)
     }
 
+    /// Whether a set whose version vector is `vv` has seen everything this
+    /// context has: the session guarantee of a read (read-your-writes,
+    /// monotonic reads).
+    pub fn is_seen_by(&self, vv: &VersionVector) -> bool {
+        self.vv.iter().all(|d| vv.get(d.actor) >= d.counter)
+            && self.dots.iter().all(|d| covers(vv, d))
+    }
+
+    /// Whether the context says nothing (a client that has seen nothing).
+    pub fn is_empty(&self) -> bool {
+        self.vv.is_empty() && self.dots.is_empty()
+    }
+
     /// The highest counter of `actor` the context mentions.
     pub fn max_counter(&self, actor: &Actor) -> u64 {
         self.dots
