@@ -95,6 +95,16 @@ impl TestCluster {
             .collect()
     }
 
+    /// Starts node `i` again on its address, with the data it had.
+    pub async fn restart(&mut self, i: usize) {
+        let addr = self.config.nodes[i].listen.clone();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .expect("rebind the node's address");
+        self.listeners[i] = Some(listener);
+        self.boot(i, None).await;
+    }
+
     pub async fn stop(&mut self, i: usize) {
         if let Some(node) = self.nodes[i].take() {
             node.shutdown().await;
