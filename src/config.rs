@@ -102,6 +102,8 @@ pub struct Limits {
     /// A client write that would leave a key's siblings holding more value
     /// bytes than this, all together, is refused (503).
     pub max_set_bytes: usize,
+    /// How long a write's `Idempotency-Key` is remembered with its key.
+    pub idempotency_ttl_ms: u64,
     /// A client must finish sending its request headers within this time.
     pub header_timeout_ms: u64,
     /// A client must finish sending its request body within this time.
@@ -116,6 +118,7 @@ impl Default for Limits {
             warn_siblings: 25,
             max_siblings: 100,
             max_set_bytes: 16 * 1024 * 1024,
+            idempotency_ttl_ms: 600_000,
             header_timeout_ms: 5_000,
             body_timeout_ms: 10_000,
         }
@@ -333,6 +336,12 @@ impl Config {
             return Err(Error::config(
                 "limits.max_set_bytes",
                 "must be at least limits.max_value_bytes and at most 1073741824 (1 GiB)",
+            ));
+        }
+        if l.idempotency_ttl_ms == 0 || l.idempotency_ttl_ms > 7 * 86_400_000 {
+            return Err(Error::config(
+                "limits.idempotency_ttl_ms",
+                "must be between 1 and 604800000 ms (a week)",
             ));
         }
         for (key, ms) in [

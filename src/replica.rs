@@ -11,7 +11,7 @@ use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::store::{Identity, Pending, Store};
-use crate::version::{Dot, SiblingSet};
+use crate::version::{Dot, MAX_REQUEST_ID, SiblingSet};
 
 pub struct Replica {
     store: Arc<dyn Store>,
@@ -23,6 +23,7 @@ pub struct Replica {
     warn_siblings: usize,
     max_siblings: usize,
     max_set_bytes: usize,
+    idempotency_ttl_ms: u64,
 }
 
 impl Replica {
@@ -41,6 +42,7 @@ impl Replica {
             durable,
             identity: Arc::new(identity),
             warn_siblings: limits.warn_siblings,
+            idempotency_ttl_ms: limits.idempotency_ttl_ms,
             max_siblings: limits.max_siblings,
             max_set_bytes: limits.max_set_bytes,
         }
@@ -69,15 +71,33 @@ impl Replica {
                 key,
                 context,
                 content,
+                request_id,
             } => {
+                if request_id
+                    .as_ref()
+                    .is_some_and(|id| id.len() > MAX_REQUEST_ID)
+                {
+                    return Err(Error::Protocol("a request id over 128 bytes".into()));
+                }
+                let now = now_ms();
+                let expired_before = now.saturating_sub(self.idempotency_ttl_ms);
+                let id = request_id.clone();
                 let identity = Arc::clone(&self.identity);
                 let (max_siblings, max_set_bytes) = (self.max_siblings, self.max_set_bytes);
                 let warn_siblings = self.warn_siblings;
                 let key_for_warning = key.clone();
                 let mint_and_write = move |current: Option<SiblingSet>| {
                     let mut set = current.unwrap_or_default();
+                    set.expire_requests(expired_before);
+                    if id.as_ref().is_some_and(|id| set.request(id).is_some()) {
+                        // A retry of a write this replica already holds.
+                        return Ok(set);
+                    }
                     let dot = identity.mint(set.min_counter(&context, identity.actor()))?;
-                    set.write(&context, dot, content);
+                    set.write(&context, dot.clone(), content);
+                    if let Some(id) = &id {
+                        set.record_request(id, dot, now);
+                    }
                     if set.siblings().len() > warn_siblings {
                         warn_of_siblings(&key_for_warning, set.siblings().len());
                     }
@@ -100,10 +120,14 @@ impl Replica {
                     .update(&key, Box::new(mint_and_write))
                     .wait()
                     .await?;
-                // The minted counter is above everything the set had seen of
+                // A retry answers with its first attempt's dot. Otherwise the
+                // minted counter is above everything the set had seen of
                 // this actor, so it is now the set's entry for it.
                 let me = self.identity.actor();
-                let dot = Dot::new(me.clone(), set.context().get(me));
+                let dot = match request_id.as_deref().and_then(|id| set.request(id)) {
+                    Some(first) => first.dot.clone(),
+                    None => Dot::new(me.clone(), set.context().get(me)),
+                };
                 Ok(PeerResponse::Coordinated {
                     dot,
                     set,
@@ -159,6 +183,13 @@ impl Replica {
         };
         Ok(self.store.update(&key, Box::new(merge)))
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A key with many siblings: clients are writing without contexts, or not

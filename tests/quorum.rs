@@ -420,3 +420,75 @@ async fn concurrent_set_adds_survive_a_node_restart_at_r2_w2() {
         &lost[..lost.len().min(10)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_write_with_the_same_idempotency_key_leaves_one_sibling() {
+    let cluster = TestCluster::start(3, 0, 3).await;
+    let send = |i: usize, key: &'static str, id: Option<&'static str>| {
+        let client = cluster.client(i);
+        async move {
+            let mut headers = vec![("content-type", "application/json")];
+            headers.extend(id.map(|id| ("idempotency-key", id)));
+            client
+                .request(
+                    Method::PUT,
+                    &chorus::client::key_path(key),
+                    &headers,
+                    Bytes::from_static(b"\"paid\""),
+                )
+                .await
+                .expect("put")
+        }
+    };
+    let first = send(0, "order", Some("order-1-pay")).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    // Retries, through the same node and through the others.
+    for i in [0, 1, 2, 1] {
+        let retry = send(i, "order", Some("order-1-pay")).await;
+        assert_eq!(retry.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            retry.context(),
+            first.context(),
+            "a retry through n{} is a new write",
+            i + 1
+        );
+    }
+    let read = get(&cluster.client(2), "order", "r=all").await;
+    assert_eq!(
+        (read.status, &read.body[..]),
+        (StatusCode::OK, &b"\"paid\""[..])
+    );
+    // The same write without the key is a new, concurrent write: a sibling.
+    assert_eq!(send(1, "order", None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        get(&cluster.client(0), "order", "r=all").await.status,
+        StatusCode::MULTIPLE_CHOICES
+    );
+    // A different key names a different write.
+    assert_eq!(
+        send(0, "order", Some("order-1-refund")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let body: Value = get(&cluster.client(0), "order", "r=all")
+        .await
+        .json()
+        .expect("json");
+    assert_eq!(body["siblings"].as_array().map(Vec::len), Some(3));
+
+    let long = "x".repeat(200);
+    let reply = cluster
+        .client(0)
+        .request(
+            Method::PUT,
+            &chorus::client::key_path("order"),
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", long.as_str()),
+            ],
+            Bytes::from_static(b"1"),
+        )
+        .await
+        .expect("put");
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&reply.body).contains("Idempotency-Key"));
+}

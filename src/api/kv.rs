@@ -13,9 +13,13 @@ use super::Api;
 use tokio::time::Instant;
 
 use super::response::{self, Body, CONTEXT_HEADER, QUORUM_HEADER};
+use crate::coordinator::Write;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
-use crate::version::{Content, Context};
+use crate::version::{Content, Context, MAX_REQUEST_ID};
+
+/// The header that makes a write safe to retry.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub const ALLOWED: &str = "GET, PUT, DELETE";
 
@@ -40,16 +44,26 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             let p = params(api, query, &known)?;
             check_content_type(req.headers())?;
             let context = context(api, req.headers())?;
+            let request_id = request_id(req.headers())?;
             let body =
                 read_body(req, api.limits.max_value_bytes, api.limits.body_timeout_ms).await?;
             serde_json::from_slice::<serde::de::IgnoredAny>(&body)
                 .map_err(|e| Error::InvalidJson(e.to_string()))?;
-            write(api, &key, context, Content::Value(body), &p).await
+            let write = Write {
+                context,
+                content: Content::Value(body),
+                request_id,
+            };
+            put_or_delete(api, &key, write, &p).await
         }
         Method::DELETE => {
             let p = params(api, query, &["w", "pw", "dw", "timeout_ms"])?;
-            let context = context(api, req.headers())?;
-            write(api, &key, context, Content::Tombstone, &p).await
+            let write = Write {
+                context: context(api, req.headers())?,
+                content: Content::Tombstone,
+                request_id: request_id(req.headers())?,
+            };
+            put_or_delete(api, &key, write, &p).await
         }
         ref other => Err(Error::MethodNotAllowed {
             method: other.to_string(),
@@ -79,16 +93,11 @@ async fn get(api: &Api, key: &str, p: &Params, session: Option<Context>) -> Resu
     Ok(response)
 }
 
-async fn write(
-    api: &Api,
-    key: &str,
-    context: Context,
-    content: Content,
-    p: &Params,
-) -> Result<Response<Body>> {
+async fn put_or_delete(api: &Api, key: &str, write: Write, p: &Params) -> Result<Response<Body>> {
+    let context = write.context.clone();
     let written = api
         .coordinator
-        .write(key, context.clone(), content, p.quorum, p.deadline, false)
+        .write(key, write, p.quorum, p.deadline, false)
         .await?;
     let (mut response, context) = if p.returnbody {
         let full = Context::read(written.set.context().clone());
@@ -180,6 +189,26 @@ fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<Params> {
         quorum,
         deadline: Instant::now() + Duration::from_millis(timeout_ms),
     })
+}
+
+/// The `Idempotency-Key` header: printable ASCII, at most 128 bytes.
+fn request_id(headers: &HeaderMap) -> Result<Option<String>> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .ok()
+        .filter(|t| {
+            !t.is_empty() && t.len() <= MAX_REQUEST_ID && t.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            Error::bad_parameter(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_REQUEST_ID} printable ASCII characters"),
+            )
+        })?;
+    Ok(Some(text.to_string()))
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<()> {

@@ -16,9 +16,11 @@ use tokio::time::Instant;
 use super::Api;
 use super::kv::{MAX_TIMEOUT_MS, read_body};
 use super::response::{self, Body};
+use crate::coordinator::Write;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::peer::{ClientOp, PEER_CONTENT_TYPE, PeerRequest, PeerResponse, WireError, WireReply};
+use crate::version::MAX_REQUEST_ID;
 
 pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
     if req.method() != Method::POST {
@@ -65,11 +67,23 @@ async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
             content,
             quorum,
             timeout_ms,
+            request_id,
         }) => {
             let deadline = forwarded_deadline(api, &quorum, timeout_ms)?;
+            if request_id
+                .as_ref()
+                .is_some_and(|id| id.len() > MAX_REQUEST_ID)
+            {
+                return Err(Error::Protocol("a request id over 128 bytes".into()));
+            }
+            let write = Write {
+                context,
+                content,
+                request_id,
+            };
             let written = api
                 .coordinator
-                .write(&key, context, content, quorum, deadline, true)
+                .write(&key, write, quorum, deadline, true)
                 .await?;
             Ok(PeerResponse::Coordinated {
                 dot: written.dot,

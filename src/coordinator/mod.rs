@@ -42,6 +42,16 @@ pub struct Coordinator {
     transport: Arc<dyn Transport>,
 }
 
+/// What a client writes to a key.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// The context the client read (what the write supersedes).
+    pub context: Context,
+    pub content: Content,
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub request_id: Option<String>,
+}
+
 /// A write that its write quorum acknowledged.
 pub struct Written {
     pub dot: Dot,
@@ -63,8 +73,7 @@ impl Coordinator {
     pub async fn write(
         &self,
         key: &str,
-        context: Context,
-        content: Content,
+        write: Write,
         quorum: Quorum,
         deadline: Instant,
         forwarded: bool,
@@ -73,10 +82,11 @@ impl Coordinator {
         if !forwarded && !replicas.iter().any(|r| r == self.cluster.me()) {
             let op = ClientOp::Write {
                 key: key.to_string(),
-                context: context.clone(),
-                content: content.clone(),
+                context: write.context.clone(),
+                content: write.content.clone(),
                 quorum,
                 timeout_ms: remaining_ms(deadline),
+                request_id: write.request_id.clone(),
             };
             if let Some(result) = self.forward(key, op, deadline).await {
                 return match result? {
@@ -85,7 +95,24 @@ impl Coordinator {
                 };
             }
         }
-        self.coordinate_write(key, replicas, context, content, quorum, deadline)
+        // A retry of a write the replicas already hold returns its first
+        // outcome: look for the request id before minting anything.
+        // The read overlaps every w replicas that acknowledged a first attempt.
+        let overlapping = Quorum {
+            r: quorum.r.max(quorum.n + 1 - quorum.w.min(quorum.n)),
+            pr: 0,
+            ..quorum
+        };
+        if let Some(id) = &write.request_id
+            && let Ok(Some(set)) = self
+                .coordinate_read(key, replicas.clone(), overlapping, deadline, None)
+                .await
+            && let Some(first) = set.request(id)
+        {
+            let dot = first.dot.clone();
+            return Ok(Written { dot, set });
+        }
+        self.coordinate_write(key, replicas, write, quorum, deadline)
             .await
     }
 
@@ -158,8 +185,7 @@ impl Coordinator {
         &self,
         key: &str,
         mut replicas: Vec<String>,
-        context: Context,
-        content: Content,
+        write: Write,
         quorum: Quorum,
         deadline: Instant,
     ) -> Result<Written> {
@@ -179,8 +205,9 @@ impl Coordinator {
             let to = replicas.remove(0);
             let request = PeerRequest::Coordinate {
                 key: key.to_string(),
-                context: context.clone(),
-                content: content.clone(),
+                context: write.context.clone(),
+                content: write.content.clone(),
+                request_id: write.request_id.clone(),
             };
             match tokio::time::timeout_at(deadline, self.transport.call(&to, request)).await {
                 Ok(Ok(PeerResponse::Coordinated { dot, set, durable })) => {

@@ -41,6 +41,9 @@ pub enum PeerRequest {
         key: String,
         context: Context,
         content: Content,
+        /// The client's `Idempotency-Key`: if the set already records it,
+        /// the write is a retry and nothing new is minted.
+        request_id: Option<String>,
     },
     /// Merge `set` into the local copy of `key` (replication, read repair,
     /// hinted handoff, anti-entropy) and answer once it is durable.
@@ -86,6 +89,7 @@ pub enum ClientOp {
         content: Content,
         quorum: Quorum,
         timeout_ms: u64,
+        request_id: Option<String>,
     },
 }
 
@@ -258,6 +262,7 @@ mod tests {
                 key: "k".into(),
                 context: Context::default().after_write(dot.clone()),
                 content: Content::Value(bytes::Bytes::from_static(b"{}")),
+                request_id: Some("retry-1".into()),
             },
         ];
         for r in requests {

@@ -56,4 +56,4 @@ mod siblings;
 
 pub use actor::{Actor, Dot, VersionVector};
 pub use context::{Context, ContextError};
-pub use siblings::{Content, Sibling, SiblingSet};
+pub use siblings::{Content, MAX_REQUEST_ID, Request, Sibling, SiblingSet};

@@ -33,7 +33,25 @@ pub struct Sibling {
 pub struct SiblingSet {
     context: VersionVector,
     siblings: Vec<Sibling>,
+    /// Recent client writes that carried an `Idempotency-Key`, sorted by id:
+    /// a retry finds the dot its first attempt minted instead of adding a
+    /// second sibling.
+    requests: Vec<Request>,
 }
+
+/// A client write's request id and what it produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: String,
+    pub dot: Dot,
+    /// When the write was coordinated, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// Longest request id kept.
+pub const MAX_REQUEST_ID: usize = 128;
+/// Most request records one key keeps (the newest win).
+pub const MAX_REQUESTS: usize = 64;
 
 fn dot_key(dot: &Dot) -> (&Actor, u64) {
     (&dot.actor, dot.counter)
@@ -138,6 +156,56 @@ impl SiblingSet {
         }
         self.siblings = merged;
         self.context.merge(other.context.clone());
+        self.merge_requests(&other.requests);
+    }
+
+    /// The record of the write that carried request id `id`, if kept.
+    pub fn request(&self, id: &str) -> Option<&Request> {
+        let at = self
+            .requests
+            .binary_search_by(|r| r.id.as_str().cmp(id))
+            .ok()?;
+        Some(&self.requests[at])
+    }
+
+    /// Remembers that the write with request id `id` minted `dot`.
+    pub fn record_request(&mut self, id: &str, dot: Dot, at_ms: u64) {
+        let request = Request {
+            id: id.to_string(),
+            dot,
+            at_ms,
+        };
+        self.merge_requests(std::slice::from_ref(&request));
+    }
+
+    /// Forgets records older than `before_ms`, and the oldest past
+    /// [`MAX_REQUESTS`]. Only a replica coordinating a client write prunes
+    /// (the merge never does, so it keeps its laws).
+    pub fn expire_requests(&mut self, before_ms: u64) {
+        self.requests.retain(|r| r.at_ms >= before_ms);
+        if self.requests.len() > MAX_REQUESTS {
+            let mut ages: Vec<u64> = self.requests.iter().map(|r| r.at_ms).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() - MAX_REQUESTS];
+            self.requests.retain(|r| r.at_ms >= cut);
+            self.requests.truncate(MAX_REQUESTS);
+        }
+    }
+
+    /// Union by id; for one id seen with two outcomes (two attempts raced),
+    /// the smaller dot, so every replica agrees.
+    fn merge_requests(&mut self, other: &[Request]) {
+        for r in other {
+            match self.requests.binary_search_by(|x| x.id.cmp(&r.id)) {
+                Ok(at) => {
+                    let mine = &mut self.requests[at];
+                    if (dot_key(&r.dot), r.at_ms) < (dot_key(&mine.dot), mine.at_ms) {
+                        *mine = r.clone();
+                    }
+                }
+                Err(at) => self.requests.insert(at, r.clone()),
+            }
+        }
     }
 
     /// Whether the set keeps its invariants: siblings sorted, dots unique and
@@ -147,6 +215,8 @@ impl SiblingSet {
             .windows(2)
             .all(|w| dot_key(&w[0].dot) < dot_key(&w[1].dot))
             && self.siblings.iter().all(|s| covers(&self.context, &s.dot))
+            && self.requests.windows(2).all(|w| w[0].id < w[1].id)
+            && self.requests.iter().all(|r| r.id.len() <= MAX_REQUEST_ID)
     }
 
     /// Bytes of values held, for size limits and metrics.

@@ -377,3 +377,31 @@ fn deletes_leave_a_tombstone_that_reads_as_deleted() {
     assert_eq!(set.siblings().len(), 1);
     assert_eq!(set.context().get(&actor(0)), 2);
 }
+
+#[test]
+fn request_records_merge_by_id_keeping_the_smaller_dot_and_expire_by_age() {
+    let (a, b) = (Actor::new("a", 1), Actor::new("b", 2));
+    let mut x = SiblingSet::default();
+    x.record_request("r1", Dot::new(b.clone(), 4), 100);
+    x.record_request("r2", Dot::new(a.clone(), 1), 50);
+    let mut y = SiblingSet::default();
+    y.record_request("r1", Dot::new(a.clone(), 9), 200);
+    y.record_request("r3", Dot::new(b.clone(), 1), 300);
+    let mut xy = x.clone();
+    xy.merge(&y);
+    let mut yx = y.clone();
+    yx.merge(&x);
+    assert_eq!(xy, yx, "commutative");
+    let mut again = xy.clone();
+    again.merge(&xy);
+    assert_eq!(again, xy, "idempotent");
+    // Two attempts raced under one id: every replica keeps the same one.
+    assert_eq!(
+        xy.request("r1").map(|r| r.dot.clone()),
+        Some(Dot::new(a, 9))
+    );
+    assert!(xy.request("r3").is_some() && xy.is_well_formed());
+    xy.expire_requests(150);
+    assert!(xy.request("r2").is_none(), "older than the cut");
+    assert!(xy.request("r3").is_some());
+}
