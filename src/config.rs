@@ -102,6 +102,8 @@ pub struct Limits {
     /// A client write that would leave a key's siblings holding more value
     /// bytes than this, all together, is refused (503).
     pub max_set_bytes: usize,
+    /// Most hints (writes kept for an unreachable replica) a node holds.
+    pub max_hints: usize,
     /// How long a write's `Idempotency-Key` is remembered with its key.
     pub idempotency_ttl_ms: u64,
     /// A client must finish sending its request headers within this time.
@@ -119,6 +121,7 @@ impl Default for Limits {
             max_siblings: 100,
             max_set_bytes: 16 * 1024 * 1024,
             idempotency_ttl_ms: 600_000,
+            max_hints: 100_000,
             header_timeout_ms: 5_000,
             body_timeout_ms: 10_000,
         }

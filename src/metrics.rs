@@ -33,6 +33,10 @@ pub const RING_OWNERSHIP: &str = "chorus_ring_ownership";
 pub const HANDOFF_KEYS_TOTAL: &str = "chorus_handoff_keys_total";
 /// Client writes that left a key with more than `limits.warn_siblings` siblings.
 pub const SIBLING_WARNINGS_TOTAL: &str = "chorus_sibling_warnings_total";
+/// Hinted handoff, by `event`: queued (a fallback took a write for an
+/// unreachable replica), delivered (handed to the owner and dropped),
+/// refused (the fallback's hint limit was reached).
+pub const HINTS_TOTAL: &str = "chorus_hints_total";
 /// Replicas brought up to date by read repair.
 pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
 /// Handoff sweeps that could not finish and will be retried.
@@ -113,6 +117,10 @@ fn describe() {
     describe_counter!(
         HANDOFF_KEYS_TOTAL,
         "Keys moved by ownership handoff, by kind."
+    );
+    describe_counter!(
+        HINTS_TOTAL,
+        "Hinted handoff events: queued, delivered, refused."
     );
     describe_counter!(
         READ_REPAIRS_TOTAL,

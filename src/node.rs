@@ -146,7 +146,7 @@ impl Node {
             quorum: Quorum::defaults(&config.cluster),
             timeout_ms: config.cluster.timeout_ms,
             cluster: Arc::clone(&cluster),
-            replica,
+            replica: Arc::clone(&replica),
             limits: config.limits.clone(),
             fingerprint: cluster_fingerprint(&config.cluster.name),
             metrics: metrics.clone(),
@@ -174,6 +174,7 @@ impl Node {
         tasks.push(tokio::spawn(handoff::run(
             Arc::clone(&cluster),
             Arc::clone(&store),
+            Arc::clone(&replica),
             Duration::from_millis(ring.handoff_interval_ms),
             ring.handoff_batch,
             dir.map(|d| d.join("handoff.json")),

@@ -5,7 +5,7 @@
 //! crash of that replica.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
@@ -24,6 +24,10 @@ pub struct Replica {
     max_siblings: usize,
     max_set_bytes: usize,
     idempotency_ttl_ms: u64,
+    /// Hints held for unreachable owners (approximate: accepted minus
+    /// handed off), and the most this node takes.
+    hints: AtomicUsize,
+    max_hints: usize,
 }
 
 impl Replica {
@@ -43,9 +47,20 @@ impl Replica {
             identity: Arc::new(identity),
             warn_siblings: limits.warn_siblings,
             idempotency_ttl_ms: limits.idempotency_ttl_ms,
+            hints: AtomicUsize::new(0),
+            max_hints: limits.max_hints,
             max_siblings: limits.max_siblings,
             max_set_bytes: limits.max_set_bytes,
         }
+    }
+
+    /// Keys this node handed off to their owners and dropped: hints
+    /// delivered, among others.
+    pub fn handed_off(&self, keys: u64) {
+        let delivered = (keys as usize).min(self.hints.load(Ordering::Relaxed));
+        self.hints.fetch_sub(delivered, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "delivered")
+            .increment(delivered as u64);
     }
 
     /// Refuses every later write: a leaving node's last step before its
@@ -57,7 +72,10 @@ impl Replica {
     pub async fn handle(&self, request: PeerRequest) -> Result<PeerResponse> {
         let writes = matches!(
             request,
-            PeerRequest::Coordinate { .. } | PeerRequest::Merge { .. } | PeerRequest::Handoff(_)
+            PeerRequest::Coordinate { .. }
+                | PeerRequest::Merge { .. }
+                | PeerRequest::Hint { .. }
+                | PeerRequest::Handoff(_)
         );
         if writes && self.closed.load(Ordering::SeqCst) {
             return Err(Error::Unavailable {
@@ -136,6 +154,29 @@ impl Replica {
             }
             PeerRequest::Merge { key, set } => {
                 self.merge(key, set)?.wait().await?;
+                Ok(PeerResponse::Merged {
+                    durable: self.durable,
+                })
+            }
+            PeerRequest::Hint { owner, key, set } => {
+                let held = self.hints.load(Ordering::Relaxed);
+                if held >= self.max_hints {
+                    metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "refused")
+                        .increment(1);
+                    tracing::warn!(
+                        held,
+                        max = self.max_hints,
+                        %owner,
+                        "hint store full (limits.max_hints); refusing a hint"
+                    );
+                    return Err(Error::Unavailable {
+                        node: self.identity.actor().node.clone(),
+                        reason: format!("holds {held} hints, the limit (limits.max_hints)"),
+                    });
+                }
+                self.merge(key, set)?.wait().await?;
+                self.hints.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "queued").increment(1);
                 Ok(PeerResponse::Merged {
                     durable: self.durable,
                 })

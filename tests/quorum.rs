@@ -58,21 +58,41 @@ async fn with_one_of_three_replicas_down_quorums_succeed_or_fail_as_asked() {
     assert_eq!(ok.status, StatusCode::NO_CONTENT, "{:?}", ok.body);
     assert_eq!(header(&ok), "n=3 r=2 w=2 dw=1 overlap=true");
 
-    // pw=3 needs all three primaries: one is down.
+    // w=3 succeeds through a fallback: the next node along the ring.
+    let ok = put(&n1, &key, "w=3").await;
+    assert_eq!(ok.status, StatusCode::NO_CONTENT, "{:?}", ok.body);
+    let fallback = placer
+        .fallbacks(&key)
+        .into_iter()
+        .next()
+        .expect("a fallback");
+    let index = cluster
+        .config
+        .nodes
+        .iter()
+        .position(|n| n.id == fallback)
+        .expect("known");
+    assert!(
+        cluster
+            .node(index)
+            .store()
+            .get(&key)
+            .expect("get")
+            .is_some(),
+        "the fallback {fallback} holds no copy"
+    );
+
+    // pw=3 needs all three primaries: one is down, and a fallback does not count.
     let refused = put(&n1, &key, "pw=3").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = refused.json().expect("json");
     assert_eq!(body["error"], "quorum_not_met");
     assert_eq!(body["needed"], 3);
-    // The coordinator answers as soon as the quorum is out of reach, so the
-    // live replicas' acknowledgements may or may not have arrived by then.
+    // The coordinator answers as soon as the quorum is out of reach, so
+    // some acknowledgements may not have arrived by then.
     let acked = body["acked"].as_u64().expect("acked");
-    assert!((1..=2).contains(&acked), "{body}");
-    assert_eq!(
-        body["primary_acked"].as_u64(),
-        Some(acked),
-        "all replicas are primaries"
-    );
+    let primaries = body["primary_acked"].as_u64().expect("primary_acked");
+    assert!(acked >= primaries && primaries <= 2, "{body}");
     let failed = body["failed"].as_array().expect("failed list");
     assert_eq!(failed.len(), 1, "{body}");
     assert_eq!(failed[0]["node"], "n5");
@@ -491,4 +511,47 @@ async fn a_retried_write_with_the_same_idempotency_key_leaves_one_sibling() {
         .expect("put");
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&reply.body).contains("Idempotency-Key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hint_reaches_its_owner_when_it_returns_and_the_owner_serves_it() {
+    let mut cluster = TestCluster::start(5, 0, 3).await;
+    let placer = std::sync::Arc::clone(cluster.node(0).cluster());
+    let key = (0..)
+        .map(|i| format!("h{i}"))
+        .find(|k| {
+            let list = placer.preference_list(k);
+            list.contains(&"n1".to_string()) && list.contains(&"n5".to_string())
+        })
+        .expect("a key on n1 and n5");
+    cluster.stop(4).await;
+    let n1 = cluster.client(0);
+    assert_eq!(put(&n1, &key, "w=3").await.status, StatusCode::NO_CONTENT);
+    let fallback = placer
+        .fallbacks(&key)
+        .into_iter()
+        .next()
+        .expect("a fallback");
+    let at = cluster
+        .config
+        .nodes
+        .iter()
+        .position(|n| n.id == fallback)
+        .expect("known");
+    assert!(cluster.node(at).store().get(&key).expect("get").is_some());
+
+    cluster.restart(4).await;
+    // The fallback's handoff sweep delivers the hint, verifies, drops it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cluster.node(4).store().get(&key).expect("get").is_none()
+        || cluster.node(at).store().get(&key).expect("get").is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hint was not handed back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let read = get(&cluster.client(4), &key, "r=1").await;
+    assert_eq!((read.status, &read.body[..]), (StatusCode::OK, &b"1"[..]));
 }

@@ -201,6 +201,8 @@ impl Coordinator {
             replicas.insert(0, me);
         }
         let mut minted = None;
+        // Primaries that could not be reached: their copy goes to a fallback.
+        let mut unreached: Vec<String> = Vec::new();
         while minted.is_none() && !replicas.is_empty() {
             let to = replicas.remove(0);
             let request = PeerRequest::Coordinate {
@@ -217,7 +219,10 @@ impl Coordinator {
                 Ok(Ok(other)) => return Err(unexpected(&to, &other)),
                 // The client's own mistake (too many siblings): no other replica would differ.
                 Ok(Err(e)) if !e.is_retryable() => return Err(e),
-                Ok(Err(e)) => tally.fail(&to, e.to_string()),
+                Ok(Err(e)) => {
+                    tally.fail(&to, e.to_string());
+                    unreached.push(to);
+                }
                 Err(_) => {
                     tally.fail(&to, "no answer within timeout_ms");
                     tally.fail_outstanding("not asked before timeout_ms");
@@ -227,19 +232,49 @@ impl Coordinator {
         let Some((dot, set)) = minted else {
             return Err(quorum_not_met(&tally));
         };
-        let merges = replicas.into_iter().map(|to| {
+        let mut calls = Calls::new(Arc::clone(&self.transport));
+        for to in replicas {
             let request = PeerRequest::Merge {
                 key: key.to_string(),
                 set: set.clone(),
             };
-            (to, request)
-        });
-        let mut replies = self.fan_out(merges.collect());
+            calls.start(to, request);
+        }
+        // Sloppy quorum: a primary that cannot be reached has its copy sent,
+        // with a hint naming it, to the next node along the ring.
+        let mut fallbacks = self.cluster.fallbacks(key).into_iter();
+        let mut hinted_for: Vec<(String, String)> = Vec::new();
+        let mut hint = |owner: String,
+                        tally: &mut Tally,
+                        calls: &mut Calls,
+                        hinted_for: &mut Vec<(String, String)>| {
+            if let Some(fallback) = fallbacks.next() {
+                tally.add(&fallback, false);
+                hinted_for.push((fallback.clone(), owner.clone()));
+                let request = PeerRequest::Hint {
+                    owner,
+                    key: key.to_string(),
+                    set: set.clone(),
+                };
+                calls.start(fallback, request);
+            }
+        };
+        for owner in unreached {
+            hint(owner, &mut tally, &mut calls, &mut hinted_for);
+        }
         while tally.outcome() == Outcome::Pending {
-            match tokio::time::timeout_at(deadline, replies.recv()).await {
+            match tokio::time::timeout_at(deadline, calls.recv()).await {
                 Ok(Some((to, Ok(PeerResponse::Merged { durable })))) => tally.ack(&to, durable),
                 Ok(Some((to, Ok(other)))) => tally.fail(&to, format!("{other:?}")),
-                Ok(Some((to, Err(e)))) => tally.fail(&to, e.to_string()),
+                Ok(Some((to, Err(e)))) => {
+                    // A failed primary, or a failed fallback: try the next fallback.
+                    let owner = hinted_for
+                        .iter()
+                        .find(|(fallback, _)| *fallback == to)
+                        .map_or_else(|| to.clone(), |(_, owner)| owner.clone());
+                    hint(owner, &mut tally, &mut calls, &mut hinted_for);
+                    tally.fail(&to, e.to_string());
+                }
                 Ok(None) => break,
                 Err(_) => tally.fail_outstanding("no answer within timeout_ms"),
             }
@@ -329,6 +364,35 @@ impl Coordinator {
             });
         }
         rx
+    }
+}
+
+/// Calls whose answers arrive on one channel as they come, and to which
+/// more can be added while waiting (fallbacks). Calls outlive the
+/// coordinator: a write's remaining merges finish after the client has its
+/// answer.
+struct Calls {
+    transport: Arc<dyn Transport>,
+    tx: mpsc::UnboundedSender<(String, Result<PeerResponse>)>,
+    rx: mpsc::UnboundedReceiver<(String, Result<PeerResponse>)>,
+}
+
+impl Calls {
+    fn new(transport: Arc<dyn Transport>) -> Calls {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Calls { transport, tx, rx }
+    }
+
+    fn start(&mut self, to: String, request: PeerRequest) {
+        let reply = self.transport.call(&to, request);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send((to, reply.await));
+        });
+    }
+
+    async fn recv(&mut self) -> Option<(String, Result<PeerResponse>)> {
+        self.rx.recv().await
     }
 }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::peer::{PeerRequest, PeerResponse};
+use crate::replica::Replica;
 use crate::ring::{Members, Position, Ring};
 use crate::store::{Store, write_json_synced};
 use crate::version::SiblingSet;
@@ -114,34 +115,52 @@ pub async fn sweep(
     batch: usize,
 ) -> Result<Swept> {
     let mut swept = Swept::default();
+    let mut first_error = None;
     for t in transfers {
         if t.targets.is_empty() {
             continue;
         }
-        let mut from = *t.range.start();
-        loop {
-            let entries = store.scan(from..=*t.range.end(), batch)?;
-            let Some((last_key, _)) = entries.last() else {
-                break;
-            };
-            let last = crate::ring::position(last_key.as_bytes());
-            for target in &t.targets {
-                push(cluster, target, &entries).await?;
-            }
-            swept.pushed += (entries.len() * t.targets.len()) as u64;
-            if t.release {
-                for target in &t.targets {
-                    verify(cluster, target, &entries).await?;
-                }
-                swept.released += release(store, entries).await;
-            }
-            match last.checked_add(1) {
-                Some(next) if next <= *t.range.end() => from = next,
-                _ => break,
-            }
+        // A transfer whose target is down is retried at the next sweep; the
+        // others go on (a dead owner must not hold up everyone's handoff).
+        if let Err(e) = transfer(cluster, store, t, batch, &mut swept).await {
+            first_error.get_or_insert(e);
         }
     }
-    Ok(swept)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(swept),
+    }
+}
+
+async fn transfer(
+    cluster: &Cluster,
+    store: &Arc<dyn Store>,
+    t: &Transfer,
+    batch: usize,
+    swept: &mut Swept,
+) -> Result<()> {
+    let mut from = *t.range.start();
+    loop {
+        let entries = store.scan(from..=*t.range.end(), batch)?;
+        let Some((last_key, _)) = entries.last() else {
+            return Ok(());
+        };
+        let last = crate::ring::position(last_key.as_bytes());
+        for target in &t.targets {
+            push(cluster, target, &entries).await?;
+        }
+        swept.pushed += (entries.len() * t.targets.len()) as u64;
+        if t.release {
+            for target in &t.targets {
+                verify(cluster, target, &entries).await?;
+            }
+            swept.released += release(store, entries).await;
+        }
+        match last.checked_add(1) {
+            Some(next) if next <= *t.range.end() => from = next,
+            _ => return Ok(()),
+        }
+    }
 }
 
 async fn push(cluster: &Cluster, target: &str, entries: &[(String, SiblingSet)]) -> Result<()> {
@@ -213,6 +232,7 @@ async fn release(store: &Arc<dyn Store>, entries: Vec<(String, SiblingSet)>) -> 
 pub async fn run(
     cluster: Arc<Cluster>,
     store: Arc<dyn Store>,
+    replica: Arc<Replica>,
     interval: Duration,
     batch: usize,
     saved: Option<PathBuf>,
@@ -227,7 +247,11 @@ pub async fn run(
         let target = cluster.members();
         let (old, new) = (done.ring(), target.ring());
         let transfers = plan(Some(&old), &new, cluster.me(), cluster.n());
-        match sweep(&cluster, &store, &transfers, batch).await {
+        let outcome = sweep(&cluster, &store, &transfers, batch).await;
+        if let Ok(swept) = &outcome {
+            replica.handed_off(swept.released);
+        }
+        match outcome {
             Ok(swept) => {
                 if swept.pushed > 0 || swept.released > 0 {
                     tracing::info!(pushed = swept.pushed, released = swept.released, "handoff");

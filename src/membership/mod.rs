@@ -159,6 +159,14 @@ impl Cluster {
             .collect()
     }
 
+    /// The nodes after `key`'s preference list along the ring, in order:
+    /// where its writes go when a primary cannot be reached.
+    pub fn fallbacks(&self, key: &str) -> Vec<String> {
+        let ring = self.ring();
+        let all = ring.preference_list(position(key.as_bytes()), ring.owners().len());
+        all.into_iter().skip(self.n).map(str::to_string).collect()
+    }
+
     /// Changes of the members document, for the tasks that follow them.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()

@@ -48,6 +48,15 @@ pub enum PeerRequest {
     /// Merge `set` into the local copy of `key` (replication, read repair,
     /// hinted handoff, anti-entropy) and answer once it is durable.
     Merge { key: String, set: SiblingSet },
+    /// Sloppy quorum: `owner`, a primary replica of `key`, is unreachable;
+    /// keep `set` for it (merged into the local store, where the handoff
+    /// sweep finds it as data this node does not own and delivers it to the
+    /// owners once they answer, verified, before dropping it).
+    Hint {
+        owner: String,
+        key: String,
+        set: SiblingSet,
+    },
     /// Ownership handoff: merge every entry, answer once all are durable.
     Handoff(Vec<(String, SiblingSet)>),
     /// Return the local sets of these keys (to verify a handoff).
@@ -159,6 +168,7 @@ impl PeerRequest {
             PeerRequest::Read { .. }
                 | PeerRequest::Coordinate { .. }
                 | PeerRequest::Merge { .. }
+                | PeerRequest::Hint { .. }
                 | PeerRequest::Handoff(_)
                 | PeerRequest::Fetch(_)
         )

@@ -49,6 +49,11 @@ impl Tally {
         }
     }
 
+    /// One more call went out (a fallback standing in for a failed primary).
+    pub fn add(&mut self, node: &str, primary: bool) {
+        self.outstanding.push((node.to_string(), primary));
+    }
+
     /// `node` answered; `durable` if it made the write durable.
     pub fn ack(&mut self, node: &str, durable: bool) {
         if let Some(primary) = self.take(node) {
