@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Client requests served, by `op` (get, put, delete, health, metrics, other) and `status`.
+/// Requests served, by `op` (get, put, delete, health, metrics, peer, admin,
+/// other), `status`, and `quorum` (the `r` of a read, the `w` of a write).
 pub const REQUESTS_TOTAL: &str = "chorus_requests_total";
 /// Latency of client requests, by `op`.
 pub const REQUEST_DURATION_SECONDS: &str = "chorus_request_duration_seconds";

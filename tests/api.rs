@@ -541,6 +541,11 @@ async fn health_and_metrics() {
     t.client.put("m", "1", None).await.expect("put");
     t.client.get("m").await.expect("get");
     t.client.get("absent").await.expect("get");
+    let one = format!("{}?r=one", key_path("m"));
+    t.client
+        .request(Method::GET, &one, &[], Bytes::new())
+        .await
+        .expect("get");
     let metrics = t
         .client
         .request(Method::GET, "/metrics", &[], Bytes::new())
@@ -549,9 +554,10 @@ async fn health_and_metrics() {
     assert_eq!(metrics.status, StatusCode::OK);
     let text = String::from_utf8_lossy(&metrics.body);
     for needle in [
-        r#"chorus_requests_total{op="put",status="204"}"#,
-        r#"chorus_requests_total{op="get",status="200"}"#,
-        r#"chorus_requests_total{op="get",status="404"}"#,
+        r#"chorus_requests_total{op="put",status="204",quorum="default"}"#,
+        r#"chorus_requests_total{op="get",status="200",quorum="default"}"#,
+        r#"chorus_requests_total{op="get",status="200",quorum="one"}"#,
+        r#"chorus_requests_total{op="get",status="404",quorum="default"}"#,
         r#"chorus_request_duration_seconds_bucket{op="put",le="0.001"}"#,
         "chorus_read_siblings_bucket",
         "chorus_store_keys",

@@ -70,6 +70,7 @@ impl Api {
         let started = Instant::now();
         let path = req.uri().path().to_string();
         let op = operation(req.method(), &path);
+        let quorum = quorum_label(op, req.uri().query());
         let response = match self.route(&path, req).await {
             Ok(response) => response,
             Err(e) => {
@@ -80,7 +81,8 @@ impl Api {
             }
         };
         let status = status_label(response.status());
-        metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "status" => status).increment(1);
+        metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "status" => status, "quorum" => quorum)
+            .increment(1);
         metrics::histogram!(m::REQUEST_DURATION_SECONDS, "op" => op)
             .record(started.elapsed().as_secs_f64());
         response
@@ -154,6 +156,27 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
         other => return other.to_string().into(),
     };
     known.into()
+}
+
+/// The `quorum` label: what a read asked for as `r`, a write as `w`
+/// (`default` when not given), from a small fixed set whatever the client
+/// sends; empty for other routes.
+fn quorum_label(op: &str, query: Option<&str>) -> &'static str {
+    let wanted = match op {
+        "get" => "r",
+        "put" | "delete" => "w",
+        _ => return "",
+    };
+    let value = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(name, _)| name == wanted)
+        .map(|(_, value)| value.into_owned());
+    const KNOWN: &[&str] = &[
+        "one", "quorum", "all", "default", "1", "2", "3", "4", "5", "6", "7", "8", "9",
+    ];
+    match value {
+        None => "default",
+        Some(v) => KNOWN.iter().find(|k| **k == v).copied().unwrap_or("other"),
+    }
 }
 
 /// The `op` label: a small fixed set, whatever the client sends.
