@@ -232,16 +232,7 @@ async fn a_read_that_sees_a_stale_replica_repairs_it() {
     }
     // Counted once the repair is acknowledged (just after n3 stored it).
     loop {
-        let metrics = n1
-            .request(Method::GET, "/metrics", &[], Bytes::new())
-            .await
-            .expect("metrics");
-        let repairs: f64 = String::from_utf8_lossy(&metrics.body)
-            .lines()
-            .filter(|l| l.starts_with("chorus_read_repairs_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        if repairs >= 1.0 {
+        if common::metric(&n1, "chorus_read_repairs_total").await >= 1.0 {
             break;
         }
         assert!(

@@ -196,15 +196,7 @@ async fn a_killed_node_does_not_stop_lookups_for_keys_it_does_not_hold() {
     loop {
         let mut pushed = 0.0;
         for client in &clients[..4] {
-            let reply = client
-                .request(Method::GET, "/metrics", &[], Bytes::new())
-                .await
-                .expect("metrics");
-            pushed += String::from_utf8_lossy(&reply.body)
-                .lines()
-                .filter(|l| l.starts_with("chorus_handoff_keys_total{kind=\"pushed\"}"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>();
+            pushed += common::metric(client, "chorus_handoff_keys_total{kind=\"pushed\"}").await;
         }
         if pushed >= with.len() as f64 {
             break;

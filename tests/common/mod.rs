@@ -80,6 +80,20 @@ pub fn chorus_bin() -> &'static str {
     env!("CARGO_BIN_EXE_chorus")
 }
 
+/// The sum of every sample of a node's `/metrics` whose line starts with
+/// `series` (a metric name, with or without labels).
+pub async fn metric(client: &Client, series: &str) -> f64 {
+    let reply = client
+        .request(http::Method::GET, "/metrics", &[], bytes::Bytes::new())
+        .await
+        .expect("metrics");
+    String::from_utf8_lossy(&reply.body)
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The context a read of `key` returns; the key must exist.
 pub async fn read_context(client: &Client, key: &str) -> String {
     let reply = client.get(key).await.expect("get");
