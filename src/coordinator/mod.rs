@@ -21,12 +21,12 @@
 //! replies differ repairs the stale replicas in the background
 //! (`read_repair.rs`).
 
+mod calls;
 pub mod quorum;
 mod read_repair;
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -35,6 +35,7 @@ use crate::metrics as m;
 use crate::peer::{ClientOp, Need, Outcome, PeerRequest, PeerResponse, Tally, Transport};
 use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
+use calls::Calls;
 use quorum::Quorum;
 
 pub struct Coordinator {
@@ -299,13 +300,15 @@ impl Coordinator {
             durable: 0,
         };
         let mut tally = Tally::new(need, replicas.iter().map(|r| (r.clone(), true)));
-        let reads = replicas.into_iter().map(|to| {
+        let mut replies = Calls::new(Arc::clone(&self.transport));
+        for to in replicas {
             let request = PeerRequest::Read {
                 key: key.to_string(),
             };
-            (to, request)
-        });
-        let mut replies = self.fan_out(reads.collect());
+            replies.start(to, request);
+        }
+        // No more calls: the channel ends once every replica answered.
+        replies.seal();
         let mut seen: Vec<read_repair::Reply> = Vec::new();
         let mut merged: Option<SiblingSet> = None;
         let satisfied = |merged: &Option<SiblingSet>| match (&session, merged) {
@@ -345,54 +348,6 @@ impl Coordinator {
         let transport = Arc::clone(&self.transport);
         read_repair::spawn(transport, key.to_string(), seen, replies, deadline);
         Ok(merged)
-    }
-
-    /// Sends every request in parallel; answers arrive on the channel as
-    /// they come. Calls outlive the receiver: a write's remaining merges
-    /// complete after the client has its answer.
-    fn fan_out(
-        &self,
-        requests: Vec<(String, PeerRequest)>,
-    ) -> mpsc::Receiver<(String, Result<PeerResponse>)> {
-        let (tx, rx) = mpsc::channel(requests.len().max(1));
-        for (to, request) in requests {
-            let reply = self.transport.call(&to, request);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let result = reply.await;
-                let _ = tx.send((to, result)).await;
-            });
-        }
-        rx
-    }
-}
-
-/// Calls whose answers arrive on one channel as they come, and to which
-/// more can be added while waiting (fallbacks). Calls outlive the
-/// coordinator: a write's remaining merges finish after the client has its
-/// answer.
-struct Calls {
-    transport: Arc<dyn Transport>,
-    tx: mpsc::UnboundedSender<(String, Result<PeerResponse>)>,
-    rx: mpsc::UnboundedReceiver<(String, Result<PeerResponse>)>,
-}
-
-impl Calls {
-    fn new(transport: Arc<dyn Transport>) -> Calls {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Calls { transport, tx, rx }
-    }
-
-    fn start(&mut self, to: String, request: PeerRequest) {
-        let reply = self.transport.call(&to, request);
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let _ = tx.send((to, reply.await));
-        });
-    }
-
-    async fn recv(&mut self) -> Option<(String, Result<PeerResponse>)> {
-        self.rx.recv().await
     }
 }
 

@@ -10,10 +10,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::error::Result;
+use super::calls::Calls;
 use crate::metrics as m;
 use crate::peer::{PeerRequest, PeerResponse, Transport};
 use crate::version::SiblingSet;
@@ -26,7 +25,7 @@ pub(super) fn spawn(
     transport: Arc<dyn Transport>,
     key: String,
     mut seen: Vec<Reply>,
-    mut rest: mpsc::Receiver<(String, Result<PeerResponse>)>,
+    mut rest: Calls,
     deadline: Instant,
 ) {
     tokio::spawn(async move {

@@ -1,0 +1,52 @@
+//! Calls to replicas whose answers arrive on one channel as they come.
+//!
+//! More calls can be started while waiting (a write adds fallbacks as
+//! primaries fail); [`Calls::seal`] says none will be, so the channel ends
+//! once every call answered. Calls outlive their receiver: a write's
+//! remaining merges finish after the client has its answer.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+use crate::peer::{PeerRequest, PeerResponse, Transport};
+
+pub(super) type Answer = (String, Result<PeerResponse>);
+
+pub(super) struct Calls {
+    transport: Arc<dyn Transport>,
+    tx: Option<mpsc::UnboundedSender<Answer>>,
+    rx: mpsc::UnboundedReceiver<Answer>,
+}
+
+impl Calls {
+    pub(super) fn new(transport: Arc<dyn Transport>) -> Calls {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Calls {
+            transport,
+            tx: Some(tx),
+            rx,
+        }
+    }
+
+    /// Sends `request` to `to` in the background.
+    pub(super) fn start(&mut self, to: String, request: PeerRequest) {
+        let Some(tx) = self.tx.clone() else {
+            return;
+        };
+        let reply = self.transport.call(&to, request);
+        tokio::spawn(async move {
+            let _ = tx.send((to, reply.await));
+        });
+    }
+
+    /// No call will be added: [`Calls::recv`] ends after the last answer.
+    pub(super) fn seal(&mut self) {
+        self.tx = None;
+    }
+
+    pub(super) async fn recv(&mut self) -> Option<Answer> {
+        self.rx.recv().await
+    }
+}
