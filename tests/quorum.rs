@@ -7,6 +7,7 @@ mod common;
 use bytes::Bytes;
 use chorus::client::Client;
 use common::cluster::TestCluster;
+use common::set_adds::{self, SetAdds};
 use http::{Method, StatusCode};
 use serde_json::Value;
 
@@ -345,91 +346,22 @@ async fn concurrent_writers_through_different_or_the_same_node_lose_neither_valu
 }
 
 /// The loss Dynamo-style stores are known for: concurrent read-modify-write
-/// of one set, with a node killed and restarted in the middle. Every
-/// acknowledged add must be in the union of the final siblings.
+/// of one set, with a node stopped and restarted in the middle. Every
+/// acknowledged add must be in the union of the final siblings. The same
+/// workload against real processes and a SIGKILL is in ring_processes.rs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_set_adds_survive_a_node_restart_at_r2_w2() {
-    use std::collections::BTreeSet;
     let mut cluster = TestCluster::start(3, 0, 3).await;
-    const CLIENTS: usize = 4;
-    const ADDS: usize = 250;
-    let union = |body: &Value| -> BTreeSet<u64> {
-        let values: Vec<&Value> = match body.get("siblings") {
-            Some(s) => s
-                .as_array()
-                .map(|a| a.iter().map(|s| &s["value"]).collect())
-                .unwrap_or_default(),
-            None => vec![body],
-        };
-        values
-            .into_iter()
-            .filter_map(Value::as_array)
-            .flatten()
-            .filter_map(Value::as_u64)
-            .collect()
-    };
-    let writers: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            // Clients 0 and 1 use n1, 2 and 3 use n2; n3 is the one restarted.
-            let client = cluster.client(c / 2);
-            tokio::spawn(async move {
-                let mut acked = Vec::new();
-                for i in 0..ADDS {
-                    let element = (c * ADDS + i) as u64;
-                    // Bounded retries: a write refused while n3 restarts is retried.
-                    for _attempt in 0..50 {
-                        let read = get(&client, "set", "r=2").await;
-                        let mut set = match read.status {
-                            StatusCode::OK | StatusCode::MULTIPLE_CHOICES => {
-                                union(&read.json().expect("json"))
-                            }
-                            StatusCode::NOT_FOUND => BTreeSet::new(),
-                            _ => continue,
-                        };
-                        set.insert(element);
-                        let body = serde_json::to_vec(&set).expect("json");
-                        let path = format!("{}?w=2", chorus::client::key_path("set"));
-                        let mut headers = vec![("content-type", "application/json")];
-                        let ctx = read.context().map(str::to_string);
-                        if let Some(ctx) = &ctx {
-                            headers.push((chorus::api::CONTEXT_HEADER, ctx.as_str()));
-                        }
-                        let reply = client
-                            .request(Method::PUT, &path, &headers, Bytes::from(body))
-                            .await
-                            .expect("put");
-                        if reply.status == StatusCode::NO_CONTENT {
-                            acked.push(element);
-                            break;
-                        }
-                    }
-                }
-                acked
-            })
-        })
-        .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Clients 0 and 1 use n1, 2 and 3 use n2; n3 is the one restarted.
+    let clients = (0..4).map(|c| cluster.client(c / 2)).collect();
+    let adds = SetAdds::start(clients, "set", 250, "2", "2");
+    adds.await_acked(200).await;
     cluster.stop(2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    adds.await_acked(400).await;
     cluster.restart(2).await;
-    let mut acked = BTreeSet::new();
-    for w in writers {
-        acked.extend(w.await.expect("writer"));
-    }
-    assert!(
-        acked.len() > CLIENTS * ADDS / 2,
-        "only {} adds acknowledged",
-        acked.len()
-    );
+    let acked = adds.finish().await;
     let read = get(&cluster.client(0), "set", "r=2").await;
-    let found = union(&read.json().expect("json"));
-    let lost: Vec<_> = acked.difference(&found).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged adds lost: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(10)]
-    );
+    set_adds::assert_none_lost(&acked, &set_adds::union(&read), 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,78 +8,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chorus::client::Client;
 use chorus::config::Config;
 use chorus::ring::{Members, position};
+use common::processes::{cli, free_ports, serve, write_config};
 use http::{Method, StatusCode};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const NODES: usize = 5;
-
-/// Free loopback ports, found by binding port 0.
-fn free_ports(count: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
-
-fn write_config(dir: &Path, ports: &[u16]) -> std::path::PathBuf {
-    let mut text = String::from(
-        "[cluster]\nname = \"processes\"\nn = 3\nr = 2\nw = 2\n\n\
-         [ring]\nstabilize_ms = 200\ngossip_ms = 200\nhandoff_interval_ms = 300\npeer_timeout_ms = 1000\n",
-    );
-    for (i, port) in ports.iter().enumerate() {
-        text.push_str(&format!(
-            "\n[[nodes]]\nid = \"n{}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
-            i + 1,
-            dir.join(format!("n{}", i + 1)).display()
-        ));
-    }
-    let path = dir.join("cluster.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-async fn serve(config: &Path, node: &str) -> Child {
-    let log = std::fs::File::create(config.with_file_name(format!("{node}.log"))).expect("log");
-    let mut child = Command::new(common::chorus_bin())
-        .args(["serve", "--node", node, "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chorus");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("chorus printed nothing within 30 s")
-        .expect("read stdout")
-        .expect("chorus exited before serving");
-    child
-}
-
-async fn cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(common::chorus_bin())
-        .args(args)
-        .output()
-        .await
-        .expect("run chorus");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_does_not_stop_lookups_for_keys_it_does_not_hold() {

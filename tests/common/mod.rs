@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod processes;
+pub mod set_adds;
 
 use std::path::Path;
 use std::time::Duration;

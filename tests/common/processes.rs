@@ -1,0 +1,74 @@
+//! Real `chorus serve` processes on loopback: free ports, a cluster config
+//! for them, starting a node and waiting until it serves, and the CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Free loopback ports, found by binding port 0.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// Writes a cluster config of one node per port (n1, n2, …) at N = 3,
+/// R = W = 2, with quick ring timers, and returns its path.
+pub fn write_config(dir: &Path, ports: &[u16]) -> PathBuf {
+    let mut text = String::from(
+        "[cluster]\nname = \"processes\"\nn = 3\nr = 2\nw = 2\n\n\
+         [ring]\nstabilize_ms = 200\ngossip_ms = 200\nhandoff_interval_ms = 300\npeer_timeout_ms = 1000\n",
+    );
+    for (i, port) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[nodes]]\nid = \"n{}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
+            i + 1,
+            dir.join(format!("n{}", i + 1)).display()
+        ));
+    }
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Starts `chorus serve` for `node` (stderr to `{node}.log` beside the
+/// config) and returns once it printed that it serves. The child is killed
+/// when dropped.
+pub async fn serve(config: &Path, node: &str) -> Child {
+    let log = std::fs::File::create(config.with_file_name(format!("{node}.log"))).expect("log");
+    let mut child = Command::new(super::chorus_bin())
+        .args(["serve", "--node", node, "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chorus");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("chorus printed nothing within 30 s")
+        .expect("read stdout")
+        .expect("chorus exited before serving");
+    child
+}
+
+/// Runs the `chorus` CLI; its success and stdout.
+pub async fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(super::chorus_bin())
+        .args(args)
+        .output()
+        .await
+        .expect("run chorus");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
