@@ -142,7 +142,7 @@ impl Node {
         let (left_tx, left) = watch::channel(false);
         let api = Arc::new(Api {
             node: id.to_string(),
-            coordinator: Coordinator::new(Arc::clone(&cluster)),
+            coordinator: Coordinator::new(Arc::clone(&cluster), Arc::clone(&replica)),
             quorum: Quorum::defaults(&config.cluster),
             timeout_ms: config.cluster.timeout_ms,
             cluster: Arc::clone(&cluster),

@@ -2,16 +2,20 @@
 //!
 //! It owns the node's store and dot minter. Writes are answered only once
 //! durable, so an acknowledgement from a replica means the data survives a
-//! crash of that replica.
+//! crash of that replica. [`Replica::coordinate`] is the one exception, for
+//! this node's own coordinator: it hands back the minted set before the
+//! fsync, with what says when the fsync is done. A [`PeerRequest::Batch`]
+//! runs its requests concurrently and answers each in order.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::peer::{PeerRequest, PeerResponse};
-use crate::store::{Identity, Pending, Store};
-use crate::version::{Dot, MAX_REQUEST_ID, SiblingSet};
+use crate::peer::{PeerRequest, PeerResponse, WireError, batch};
+use crate::store::{Durable, Identity, Pending, Store};
+use crate::version::{Content, Context, Dot, MAX_REQUEST_ID, SiblingSet};
+use futures_util::future::join_all;
 
 pub struct Replica {
     store: Arc<dyn Store>,
@@ -70,6 +74,37 @@ impl Replica {
     }
 
     pub async fn handle(&self, request: PeerRequest) -> Result<PeerResponse> {
+        match request {
+            PeerRequest::Batch(requests) => self.handle_batch(requests).await,
+            request => self.handle_one(request).await,
+        }
+    }
+
+    /// Runs a batch's requests concurrently, so that its writes share one
+    /// group commit, and answers each in order.
+    async fn handle_batch(&self, requests: Vec<PeerRequest>) -> Result<PeerResponse> {
+        if requests.len() > batch::MAX_BATCH {
+            return Err(Error::Protocol(format!(
+                "a batch of {} requests; at most {} are taken",
+                requests.len(),
+                batch::MAX_BATCH
+            )));
+        }
+        if requests.iter().any(|r| !r.is_batchable()) {
+            return Err(Error::Protocol(
+                "a batch may hold only reads, merges and hints".into(),
+            ));
+        }
+        let replies = join_all(requests.into_iter().map(|r| self.handle_one(r))).await;
+        Ok(PeerResponse::Batch(
+            replies
+                .into_iter()
+                .map(|r| r.map_err(|e| WireError::from_error(&e)))
+                .collect(),
+        ))
+    }
+
+    async fn handle_one(&self, request: PeerRequest) -> Result<PeerResponse> {
         let writes = matches!(
             request,
             PeerRequest::Coordinate { .. }
@@ -78,10 +113,7 @@ impl Replica {
                 | PeerRequest::Handoff(_)
         );
         if writes && self.closed.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable {
-                node: self.identity.actor().node.clone(),
-                reason: "this node has left the ring and takes no more writes".into(),
-            });
+            return Err(self.closed_error());
         }
         match request {
             PeerRequest::Read { key } => Ok(PeerResponse::Value(self.store.get(&key)?)),
@@ -91,61 +123,9 @@ impl Replica {
                 content,
                 request_id,
             } => {
-                if request_id
-                    .as_ref()
-                    .is_some_and(|id| id.len() > MAX_REQUEST_ID)
-                {
-                    return Err(Error::Protocol("a request id over 128 bytes".into()));
-                }
-                let now = now_ms();
-                let expired_before = now.saturating_sub(self.idempotency_ttl_ms);
-                let id = request_id.clone();
-                let identity = Arc::clone(&self.identity);
-                let (max_siblings, max_set_bytes) = (self.max_siblings, self.max_set_bytes);
-                let warn_siblings = self.warn_siblings;
-                let key_for_warning = key.clone();
-                let mint_and_write = move |current: Option<SiblingSet>| {
-                    let mut set = current.unwrap_or_default();
-                    set.expire_requests(expired_before);
-                    if id.as_ref().is_some_and(|id| set.request(id).is_some()) {
-                        // A retry of a write this replica already holds.
-                        return Ok(set);
-                    }
-                    let dot = identity.mint(set.min_counter(&context, identity.actor()))?;
-                    set.write(&context, dot.clone(), content);
-                    if let Some(id) = &id {
-                        set.record_request(id, dot, now);
-                    }
-                    if set.siblings().len() > warn_siblings {
-                        warn_of_siblings(&key_for_warning, set.siblings().len());
-                    }
-                    if set.siblings().len() > max_siblings {
-                        return Err(Error::TooManySiblings {
-                            count: set.siblings().len(),
-                            max: max_siblings,
-                        });
-                    }
-                    if set.value_bytes() > max_set_bytes {
-                        return Err(Error::SiblingsTooLarge {
-                            bytes: set.value_bytes(),
-                            max: max_set_bytes,
-                        });
-                    }
-                    Ok(set)
-                };
-                let set = self
-                    .store
-                    .update(&key, Box::new(mint_and_write))
-                    .wait()
-                    .await?;
-                // A retry answers with its first attempt's dot. Otherwise the
-                // minted counter is above everything the set had seen of
-                // this actor, so it is now the set's entry for it.
-                let me = self.identity.actor();
-                let dot = match request_id.as_deref().and_then(|id| set.request(id)) {
-                    Some(first) => first.dot.clone(),
-                    None => Dot::new(me.clone(), set.context().get(me)),
-                };
+                let (dot, set, durable) =
+                    self.coordinate(key, context, content, request_id).await?;
+                durable.wait().await?;
                 Ok(PeerResponse::Coordinated {
                     dot,
                     set,
@@ -210,6 +190,91 @@ impl Replica {
         }
     }
 
+    /// Mints a dot for a client write and stores it: the dot, the new
+    /// sibling set as soon as it is computed, and what resolves once it is
+    /// durable (the coordinator sends the set on meanwhile). A retry of a
+    /// write this replica holds (same request id) answers with its first
+    /// dot and stores nothing new.
+    pub async fn coordinate(
+        &self,
+        key: String,
+        context: Context,
+        content: Content,
+        request_id: Option<String>,
+    ) -> Result<(Dot, SiblingSet, Durable)> {
+        if request_id
+            .as_ref()
+            .is_some_and(|id| id.len() > MAX_REQUEST_ID)
+        {
+            return Err(Error::Protocol("a request id over 128 bytes".into()));
+        }
+        let now = now_ms();
+        let expired_before = now.saturating_sub(self.idempotency_ttl_ms);
+        let id = request_id.clone();
+        let identity = Arc::clone(&self.identity);
+        let (max_siblings, max_set_bytes) = (self.max_siblings, self.max_set_bytes);
+        let warn_siblings = self.warn_siblings;
+        let key_for_warning = key.clone();
+        let mint_and_write = move |current: Option<SiblingSet>| {
+            let mut set = current.unwrap_or_default();
+            set.expire_requests(expired_before);
+            if id.as_ref().is_some_and(|id| set.request(id).is_some()) {
+                // A retry of a write this replica already holds.
+                return Ok(set);
+            }
+            let dot = identity.mint(set.min_counter(&context, identity.actor()))?;
+            set.write(&context, dot.clone(), content);
+            if let Some(id) = &id {
+                set.record_request(id, dot, now);
+            }
+            if set.siblings().len() > warn_siblings {
+                warn_of_siblings(&key_for_warning, set.siblings().len());
+            }
+            if set.siblings().len() > max_siblings {
+                return Err(Error::TooManySiblings {
+                    count: set.siblings().len(),
+                    max: max_siblings,
+                });
+            }
+            if set.value_bytes() > max_set_bytes {
+                return Err(Error::SiblingsTooLarge {
+                    bytes: set.value_bytes(),
+                    max: max_set_bytes,
+                });
+            }
+            Ok(set)
+        };
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(self.closed_error());
+        }
+        let (set, durable) = self
+            .store
+            .update(&key, Box::new(mint_and_write))
+            .applied()
+            .await?;
+        // A retry answers with its first attempt's dot. Otherwise the
+        // minted counter is above everything the set had seen of this
+        // actor, so it is now the set's entry for it.
+        let me = self.identity.actor();
+        let dot = match request_id.as_deref().and_then(|id| set.request(id)) {
+            Some(first) => first.dot.clone(),
+            None => Dot::new(me.clone(), set.context().get(me)),
+        };
+        Ok((dot, set, durable))
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Unavailable {
+            node: self.identity.actor().node.clone(),
+            reason: "this node has left the ring and takes no more writes".into(),
+        }
+    }
+
+    /// Whether this replica's acknowledgements mean durable (fsynced).
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
     /// Queues the merge of a set another node sent.
     fn merge(&self, key: String, set: SiblingSet) -> Result<Pending> {
         if !set.is_well_formed() {
@@ -254,4 +319,80 @@ fn check_batch(len: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::MemoryStore;
+    use crate::version::Actor;
+
+    fn replica() -> Replica {
+        let store = Arc::new(MemoryStore::new());
+        Replica::new(store, Identity::ephemeral("n1"), &Limits::default(), true)
+    }
+
+    fn set_of(value: &str) -> SiblingSet {
+        let mut set = SiblingSet::new();
+        let dot = Dot::new(Actor::new("n9", 1), 1);
+        let content = Content::Value(Bytes::from(value.to_string()));
+        set.write(&Context::default(), dot, content);
+        set
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_answered_in_order_one_reply_per_request() {
+        let replica = replica();
+        let batch = PeerRequest::Batch(vec![
+            PeerRequest::Merge {
+                key: "a".into(),
+                set: set_of("1"),
+            },
+            PeerRequest::Read { key: "a".into() },
+            PeerRequest::Read { key: "b".into() },
+        ]);
+        let PeerResponse::Batch(replies) = replica.handle(batch).await.expect("batch") else {
+            panic!("not a batch reply");
+        };
+        assert_eq!(replies.len(), 3);
+        assert!(matches!(
+            replies[0],
+            Ok(PeerResponse::Merged { durable: true })
+        ));
+        // Requests in one batch run concurrently: the read of `a` may or
+        // may not see the merge, but a read after the batch does.
+        assert!(matches!(replies[1], Ok(PeerResponse::Value(_))));
+        assert_eq!(replies[2], Ok(PeerResponse::Value(None)));
+        let after = replica.handle(PeerRequest::Read { key: "a".into() }).await;
+        assert_eq!(after.expect("read"), PeerResponse::Value(Some(set_of("1"))));
+    }
+
+    #[tokio::test]
+    async fn a_batch_too_large_or_holding_other_requests_is_refused_whole() {
+        let replica = replica();
+        let reads = vec![PeerRequest::Read { key: "a".into() }; batch::MAX_BATCH + 1];
+        let err = replica.handle(PeerRequest::Batch(reads)).await.unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        for inner in [
+            PeerRequest::Fetch(vec!["a".into()]),
+            PeerRequest::Batch(vec![]),
+            PeerRequest::Coordinate {
+                key: "a".into(),
+                context: Context::default(),
+                content: Content::Tombstone,
+                request_id: None,
+            },
+        ] {
+            let batch = PeerRequest::Batch(vec![PeerRequest::Read { key: "a".into() }, inner]);
+            let err = replica.handle(batch).await.unwrap_err();
+            assert!(
+                err.to_string().contains("only reads, merges and hints"),
+                "{err}"
+            );
+        }
+        // Nothing of a refused batch ran.
+        assert_eq!(replica.store.get("a").expect("get"), None);
+    }
 }

@@ -131,10 +131,9 @@ async fn with_one_of_three_nodes_down_w3_fails_and_w2_succeeds() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = reply.json().expect("json");
     assert_eq!(body["error"], "quorum_not_met");
-    assert!(
-        (1..=2).contains(&body["acked"].as_u64().expect("acked")),
-        "{body}"
-    );
+    // The answer comes as soon as w=3 is out of reach: acknowledgements
+    // still on their way (n1's own fsync, n2's merge) are not waited for.
+    assert!(body["acked"].as_u64().expect("acked") <= 2, "{body}");
     assert_eq!(body["failed"][0]["node"], "n3");
     assert_eq!(put(&n1, "k", "w=2").await.status, StatusCode::NO_CONTENT);
     // The w=3 write that failed its quorum was still stored where it could be.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::error::Result;
-use crate::peer::{PeerRequest, PeerResponse, Transport};
+use crate::peer::{PeerRequest, PeerResponse, Reply, Transport};
 
 pub(super) type Answer = (String, Result<PeerResponse>);
 
@@ -32,10 +32,15 @@ impl Calls {
 
     /// Sends `request` to `to` in the background.
     pub(super) fn start(&mut self, to: String, request: PeerRequest) {
+        let reply = self.transport.call(&to, request);
+        self.add(to, reply);
+    }
+
+    /// Waits for `reply`, the answer of `to`, in the background.
+    pub(super) fn add(&mut self, to: String, reply: Reply) {
         let Some(tx) = self.tx.clone() else {
             return;
         };
-        let reply = self.transport.call(&to, request);
         tokio::spawn(async move {
             let _ = tx.send((to, reply.await));
         });

@@ -27,12 +27,14 @@ mod read_repair;
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
+use tokio::time::error::Elapsed;
+use tokio::time::{Instant, timeout_at};
 
 use crate::error::{Error, Result};
 use crate::membership::Cluster;
 use crate::metrics as m;
 use crate::peer::{ClientOp, Need, Outcome, PeerRequest, PeerResponse, Tally, Transport};
+use crate::replica::Replica;
 use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
 use calls::Calls;
@@ -41,6 +43,8 @@ use quorum::Quorum;
 pub struct Coordinator {
     cluster: Arc<Cluster>,
     transport: Arc<dyn Transport>,
+    /// This node's replica, which mints without a round trip.
+    replica: Arc<Replica>,
 }
 
 /// What a client writes to a key.
@@ -64,9 +68,13 @@ pub struct Written {
 const FORWARD_TRIES: usize = 3;
 
 impl Coordinator {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
+    pub fn new(cluster: Arc<Cluster>, replica: Arc<Replica>) -> Self {
         let transport = Arc::clone(cluster.transport());
-        Coordinator { cluster, transport }
+        Coordinator {
+            cluster,
+            transport,
+            replica,
+        }
     }
 
     /// A client write with the quorum it asked for, due by `deadline`.
@@ -201,23 +209,17 @@ impl Coordinator {
             let me = replicas.remove(at);
             replicas.insert(0, me);
         }
+        let mut calls = Calls::new(Arc::clone(&self.transport));
         let mut minted = None;
         // Primaries that could not be reached: their copy goes to a fallback.
         let mut unreached: Vec<String> = Vec::new();
         while minted.is_none() && !replicas.is_empty() {
             let to = replicas.remove(0);
-            let request = PeerRequest::Coordinate {
-                key: key.to_string(),
-                context: write.context.clone(),
-                content: write.content.clone(),
-                request_id: write.request_id.clone(),
-            };
-            match tokio::time::timeout_at(deadline, self.transport.call(&to, request)).await {
-                Ok(Ok(PeerResponse::Coordinated { dot, set, durable })) => {
-                    tally.ack(&to, durable);
-                    minted = Some((dot, set));
-                }
-                Ok(Ok(other)) => return Err(unexpected(&to, &other)),
+            match self
+                .mint(&to, key, &write, deadline, &mut calls, &mut tally)
+                .await
+            {
+                Ok(Ok((dot, set))) => minted = Some((dot, set)),
                 // The client's own mistake (too many siblings): no other replica would differ.
                 Ok(Err(e)) if !e.is_retryable() => return Err(e),
                 Ok(Err(e)) => {
@@ -233,7 +235,6 @@ impl Coordinator {
         let Some((dot, set)) = minted else {
             return Err(quorum_not_met(&tally));
         };
-        let mut calls = Calls::new(Arc::clone(&self.transport));
         for to in replicas {
             let request = PeerRequest::Merge {
                 key: key.to_string(),
@@ -284,6 +285,63 @@ impl Coordinator {
             Outcome::Done => Ok(Written { dot, set }),
             _ => Err(quorum_not_met(&tally)),
         }
+    }
+
+    /// Has replica `to` mint the write's dot and store it. This node's own
+    /// replica hands the new set back before it is durable, so the merges
+    /// to the others overlap its fsync; its acknowledgement then arrives
+    /// through `calls` like theirs. A remote replica acknowledges in its
+    /// answer. `Err(Elapsed)` when the deadline passed first.
+    async fn mint(
+        &self,
+        to: &str,
+        key: &str,
+        write: &Write,
+        deadline: Instant,
+        calls: &mut Calls,
+        tally: &mut Tally,
+    ) -> std::result::Result<Result<(Dot, SiblingSet)>, Elapsed> {
+        let (key, context, content, request_id) = (
+            key.to_string(),
+            write.context.clone(),
+            write.content.clone(),
+            write.request_id.clone(),
+        );
+        if to == self.cluster.me() {
+            let minting = self.replica.coordinate(key, context, content, request_id);
+            return Ok(match timeout_at(deadline, minting).await? {
+                Ok((dot, set, durable)) => {
+                    let durable_ack = self.replica.is_durable();
+                    calls.add(
+                        to.to_string(),
+                        Box::pin(async move {
+                            durable.wait().await?;
+                            Ok(PeerResponse::Merged {
+                                durable: durable_ack,
+                            })
+                        }),
+                    );
+                    Ok((dot, set))
+                }
+                Err(e) => Err(e),
+            });
+        }
+        let request = PeerRequest::Coordinate {
+            key,
+            context,
+            content,
+            request_id,
+        };
+        Ok(
+            match timeout_at(deadline, self.transport.call(to, request)).await? {
+                Ok(PeerResponse::Coordinated { dot, set, durable }) => {
+                    tally.ack(to, durable);
+                    Ok((dot, set))
+                }
+                Ok(other) => Err(unexpected(to, &other)),
+                Err(e) => Err(e),
+            },
+        )
     }
 
     async fn coordinate_read(

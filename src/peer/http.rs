@@ -18,8 +18,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use super::batch::{self, Lane};
 use super::{PeerRequest, Reply, Transport, WireReply, decode, encode};
 use crate::error::Error;
 use crate::replica::Replica;
@@ -42,6 +43,8 @@ pub struct HttpTransport<C = HttpConnector> {
     client: Client<C, Full<Bytes>>,
     timeout: Duration,
     max_message: usize,
+    /// Per peer: the address its lane sends to, and the lane.
+    lanes: Mutex<HashMap<String, (String, Lane)>>,
 }
 
 impl HttpTransport<HttpConnector> {
@@ -88,12 +91,44 @@ where
             client,
             timeout,
             max_message,
+            lanes: Mutex::new(HashMap::new()),
         }
     }
 
-    fn send(&self, node: String, addr: String, request: PeerRequest) -> Reply {
-        let client = self.client.clone();
-        let (timeout, max) = (self.timeout, self.max_message);
+    /// The lane of batched requests to `node` at `addr`, started on first
+    /// use and replaced when the node's address changes.
+    fn lane(&self, node: &str, addr: &str) -> Lane {
+        let mut lanes = self.lanes.lock();
+        if let Some((at, lane)) = lanes.get(node)
+            && at == addr
+        {
+            return lane.clone();
+        }
+        let (client, timeout, max) = (self.client.clone(), self.timeout, self.max_message);
+        let (to, at) = (node.to_string(), addr.to_string());
+        let send: batch::Send = Arc::new(move |request| {
+            Self::send(
+                client.clone(),
+                timeout,
+                max,
+                to.clone(),
+                at.clone(),
+                request,
+            )
+        });
+        let lane = Lane::start(node, send, self.timeout);
+        lanes.insert(node.to_string(), (addr.to_string(), lane.clone()));
+        lane
+    }
+
+    fn send(
+        client: Client<C, Full<Bytes>>,
+        timeout: Duration,
+        max: usize,
+        node: String,
+        addr: String,
+        request: PeerRequest,
+    ) -> Reply {
         Box::pin(async move {
             let unavailable = |reason: String| Error::Unavailable {
                 node: node.clone(),
@@ -138,7 +173,15 @@ where
         }
         let addr = self.addresses.read().get(to).cloned();
         match addr {
-            Some(addr) => self.send(to.to_string(), addr, request),
+            Some(addr) if request.is_batchable() => self.lane(to, &addr).call(request),
+            Some(addr) => Self::send(
+                self.client.clone(),
+                self.timeout,
+                self.max_message,
+                to.to_string(),
+                addr,
+                request,
+            ),
             None => {
                 let node = to.to_string();
                 Box::pin(async move {
@@ -152,6 +195,14 @@ where
     }
 
     fn call_addr(&self, addr: &str, request: PeerRequest) -> Reply {
-        self.send(addr.to_string(), addr.to_string(), request)
+        let (client, timeout, max) = (self.client.clone(), self.timeout, self.max_message);
+        Self::send(
+            client,
+            timeout,
+            max,
+            addr.to_string(),
+            addr.to_string(),
+            request,
+        )
     }
 }

@@ -11,6 +11,7 @@
 //! [`LocalTransport`] serves a node alone, in process. [`Tally`] counts
 //! the answers of a fan-out.
 
+pub mod batch;
 pub mod http;
 mod tally;
 
@@ -77,6 +78,10 @@ pub enum PeerRequest {
     },
     /// Gossip: merge this members document and answer with the merged one.
     Gossip(Members),
+    /// Several batchable requests to the same replica (see `batch.rs`), at
+    /// most [`batch::MAX_BATCH`], answered by [`PeerResponse::Batch`] with
+    /// one reply each, in order.
+    Batch(Vec<PeerRequest>),
 }
 
 /// A client request as a coordinator runs it, with the quorum the client
@@ -123,6 +128,8 @@ pub enum PeerResponse {
     Chord(ChordReply<String>),
     /// The members document after a join or gossip.
     Members(Members),
+    /// The replies to a [`PeerRequest::Batch`], in its order.
+    Batch(Vec<WireReply>),
 }
 
 /// An error as it crosses the wire: the receiver rebuilds an
@@ -171,6 +178,16 @@ impl PeerRequest {
                 | PeerRequest::Hint { .. }
                 | PeerRequest::Handoff(_)
                 | PeerRequest::Fetch(_)
+                | PeerRequest::Batch(_)
+        )
+    }
+
+    /// Whether the request may travel in a [`PeerRequest::Batch`]: the
+    /// small, frequent replica requests of client reads and writes.
+    pub fn is_batchable(&self) -> bool {
+        matches!(
+            self,
+            PeerRequest::Read { .. } | PeerRequest::Merge { .. } | PeerRequest::Hint { .. }
         )
     }
 

@@ -1,17 +1,23 @@
-//! Group commit: one thread applies every queued update and fsyncs once.
+//! Group commit: one thread applies every queued update, another fsyncs.
 //!
-//! Request tasks queue their read-merge-writes and wait. The committer takes
-//! every update queued so far (up to [`MAX_BATCH`]), applies them in order
-//! (a later update of the same key sees the earlier one), writes them to the
-//! journal as one batch and, with `sync = "always"`, fsyncs before the
-//! batch reaches the memtable and before anyone is answered. While it
-//! fsyncs, the next batch queues up, so under load one fsync serves many
-//! writes; with one writer it costs one fsync per write, as it must.
+//! Request tasks queue their read-merge-writes. The committer takes every
+//! update queued so far (up to [`MAX_BATCH`]), computes them in order (a
+//! later update of the same key sees the earlier one), hands each its new
+//! set at once, and writes them to the journal as one batch, handed to the
+//! OS (it survives a crash of the process from then on).
 //!
-//! With `sync = "interval"` the batch is handed to the OS (it survives a
-//! crash of the process) and a timer thread fsyncs every interval.
+//! With `sync = "always"`, the syncer thread then fsyncs and only after
+//! that says the updates are durable. While it fsyncs, the committer goes
+//! on computing and writing the next batch, and the fsync after that covers
+//! all of it: under load one fsync serves many writes, and computing never
+//! waits for the disk; with one writer it costs one fsync per write, as it
+//! must. A set handed out before its fsync may be read or sent to other
+//! replicas; only its acknowledgement waits for the fsync.
+//!
+//! With `sync = "interval"` an update is acknowledged once written, and a
+//! timer thread fsyncs every interval.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -32,13 +38,24 @@ const MAX_BATCH: usize = 1024;
 pub(crate) struct Job {
     pub key: Vec<u8>,
     pub merge: Merge,
-    pub reply: oneshot::Sender<Result<SiblingSet>>,
+    /// The new set, sent as soon as it is computed.
+    pub applied: oneshot::Sender<Result<SiblingSet>>,
+    /// Sent once the batch holding the update is committed.
+    pub durable: oneshot::Sender<Result<()>>,
 }
 
 struct Queue {
     jobs: Mutex<Vec<Job>>,
     ready: Condvar,
     stop: AtomicBool,
+}
+
+/// Updates written to the journal and waiting for the next fsync.
+struct Syncs {
+    waiting: Mutex<Vec<oneshot::Sender<Result<()>>>>,
+    ready: Condvar,
+    /// The committer has stopped: nothing more will wait.
+    done: AtomicBool,
 }
 
 pub(crate) struct Committer {
@@ -59,23 +76,39 @@ impl Committer {
             stop: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
-        let mode = match policy {
-            SyncPolicy::Always => PersistMode::SyncData,
-            SyncPolicy::Interval => PersistMode::Buffer,
+        let syncs = match policy {
+            SyncPolicy::Always => {
+                let syncs = Arc::new(Syncs {
+                    waiting: Mutex::new(Vec::new()),
+                    ready: Condvar::new(),
+                    done: AtomicBool::new(false),
+                });
+                let (db, waiting) = (db.clone(), Arc::clone(&syncs));
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("chorus-fsync".into())
+                        .spawn(move || sync_loop(&db, &waiting))?,
+                );
+                Some(syncs)
+            }
+            SyncPolicy::Interval => {
+                let (db, queue) = (db.clone(), Arc::clone(&queue));
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("chorus-fsync".into())
+                        .spawn(move || sync_every(&db, &queue, interval))?,
+                );
+                None
+            }
         };
-        if policy == SyncPolicy::Interval {
-            let (db, queue) = (db.clone(), Arc::clone(&queue));
-            threads.push(
-                std::thread::Builder::new()
-                    .name("chorus-fsync".into())
-                    .spawn(move || sync_every(&db, &queue, interval))?,
-            );
-        }
         let worker = Arc::clone(&queue);
-        threads.push(
+        // The committer comes first: stopping joins it before the syncer,
+        // so its last batch is fsynced.
+        threads.insert(
+            0,
             std::thread::Builder::new()
                 .name("chorus-commit".into())
-                .spawn(move || commit_loop(&db, &kv, &worker, mode))?,
+                .spawn(move || commit_loop(&db, &kv, &worker, syncs.as_deref()))?,
         );
         Ok(Committer {
             queue,
@@ -86,7 +119,7 @@ impl Committer {
     pub fn submit(&self, job: Job) {
         if self.queue.stop.load(Ordering::SeqCst) {
             let _ = job
-                .reply
+                .applied
                 .send(Err(Error::Storage("the store is closing".into())));
             return;
         }
@@ -105,7 +138,14 @@ impl Committer {
     }
 }
 
-fn commit_loop(db: &Database, kv: &Keyspace, queue: &Queue, mode: PersistMode) {
+impl Syncs {
+    fn push(&self, durable: Vec<oneshot::Sender<Result<()>>>) {
+        self.waiting.lock().extend(durable);
+        self.ready.notify_one();
+    }
+}
+
+fn commit_loop(db: &Database, kv: &Keyspace, queue: &Queue, syncs: Option<&Syncs>) {
     loop {
         let jobs: Vec<Job> = {
             let mut pending = queue.jobs.lock();
@@ -118,28 +158,86 @@ fn commit_loop(db: &Database, kv: &Keyspace, queue: &Queue, mode: PersistMode) {
             let take = pending.len().min(MAX_BATCH);
             pending.drain(..take).collect()
         };
-        apply(db, kv, jobs, mode);
+        match (apply(db, kv, jobs), syncs) {
+            (Ok(durable), Some(syncs)) => syncs.push(durable),
+            (Ok(durable), None) => durable.into_iter().for_each(|d| {
+                let _ = d.send(Ok(()));
+            }),
+            (Err((e, durable)), _) => durable.into_iter().for_each(|d| {
+                let _ = d.send(Err(Error::Storage(format!("commit failed: {e}"))));
+            }),
+        }
+    }
+    if let Some(syncs) = syncs {
+        // The syncer fsyncs what is left, then stops.
+        let _guard = syncs.waiting.lock();
+        syncs.done.store(true, Ordering::SeqCst);
+        syncs.ready.notify_one();
+    } else if let Err(e) = db.persist(PersistMode::SyncData) {
+        tracing::error!(error = %e, "final fsync at shutdown failed");
+    }
+}
+
+/// Fsyncs whatever was written since the last fsync, then says so to every
+/// update it covers; until the committer has stopped and nothing waits.
+/// The committer thread is joined before this one.
+fn sync_loop(db: &Database, syncs: &Syncs) {
+    loop {
+        let durable = {
+            let mut waiting = syncs.waiting.lock();
+            while waiting.is_empty() && !syncs.done.load(Ordering::SeqCst) {
+                syncs.ready.wait(&mut waiting);
+            }
+            std::mem::take(&mut *waiting)
+        };
+        if durable.is_empty() {
+            // The committer stopped and everything it wrote is fsynced.
+            break;
+        }
+        let synced = db.persist(PersistMode::SyncData);
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "fsync failed");
+        }
+        for d in durable {
+            let _ = d.send(
+                synced
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| Error::Storage(format!("fsync failed: {e}"))),
+            );
+        }
     }
     if let Err(e) = db.persist(PersistMode::SyncData) {
         tracing::error!(error = %e, "final fsync at shutdown failed");
     }
 }
 
-/// Applies one batch of updates and answers each once the batch is durable.
-fn apply(db: &Database, kv: &Keyspace, jobs: Vec<Job>, mode: PersistMode) {
-    let mut batch = db.batch().durability(Some(mode));
-    let mut results: Vec<Result<SiblingSet>> = Vec::with_capacity(jobs.len());
-    let mut replies = Vec::with_capacity(jobs.len());
-    // Where in `results` the newest set of each key written so far lies: a
-    // later update of a key in the same batch must see the earlier one.
-    let mut latest: HashMap<Vec<u8>, usize> = HashMap::with_capacity(jobs.len());
+type DurableSenders = Vec<oneshot::Sender<Result<()>>>;
+
+/// Applies one batch of updates, hands each its new set at once, and writes
+/// the batch to the journal (not fsynced). Returns the durability senders of
+/// the updates written, to answer once they are fsynced, or with the error
+/// that failed the batch.
+fn apply(
+    db: &Database,
+    kv: &Keyspace,
+    jobs: Vec<Job>,
+) -> std::result::Result<DurableSenders, (fjall::Error, DurableSenders)> {
+    let mut batch = db.batch().durability(Some(PersistMode::Buffer));
+    let mut durable = Vec::with_capacity(jobs.len());
+    // A later update of a key in the same batch must see the earlier one:
+    // the newest set of each key that appears more than once is kept here.
+    let mut seen = HashSet::with_capacity(jobs.len());
+    let repeated: HashSet<&[u8]> = jobs
+        .iter()
+        .filter(|job| !seen.insert(job.key.as_slice()))
+        .map(|job| job.key.as_slice())
+        .collect();
+    let repeated: HashSet<Vec<u8>> = repeated.into_iter().map(<[u8]>::to_vec).collect();
+    let mut latest: HashMap<Vec<u8>, Option<SiblingSet>> = HashMap::new();
     for job in jobs {
         let current = match latest.get(&job.key) {
-            Some(&at) => Ok(results[at]
-                .as_ref()
-                .ok()
-                .filter(|set| !set.is_empty())
-                .cloned()),
+            Some(set) => Ok(set.clone()),
             None => kv
                 .get(&job.key)
                 .map_err(Error::from)
@@ -156,31 +254,26 @@ fn apply(db: &Database, kv: &Keyspace, jobs: Vec<Job>, mode: PersistMode) {
                     ))
                 })
         });
-        let result = match result.and_then(|next| encode_set(&next).map(|bytes| (next, bytes))) {
-            Ok((next, _)) if next.is_empty() => {
+        let result = result.and_then(|next| {
+            if next.is_empty() {
                 batch.remove(kv, job.key.as_slice());
-                latest.insert(job.key, results.len());
-                Ok(next)
+            } else {
+                batch.insert(kv, job.key.as_slice(), encode_set(&next)?);
             }
-            Ok((next, bytes)) => {
-                batch.insert(kv, job.key.as_slice(), bytes);
-                latest.insert(job.key, results.len());
-                Ok(next)
+            if repeated.contains(&job.key) {
+                latest.insert(job.key, Some(next.clone()).filter(|s| !s.is_empty()));
             }
-            Err(e) => Err(e),
-        };
-        results.push(result);
-        replies.push(job.reply);
-    }
-    let committed = batch.commit();
-    for (reply, result) in replies.into_iter().zip(results) {
-        let result = match (&committed, result) {
-            (Ok(()), result) => result,
-            (Err(e), Ok(_)) => Err(Error::Storage(format!("commit failed: {e}"))),
-            (Err(_), Err(e)) => Err(e),
-        };
+            Ok(next)
+        });
         // The requester may have gone away (client hung up); nothing to do.
-        let _ = reply.send(result);
+        if result.is_ok() {
+            durable.push(job.durable);
+        }
+        let _ = job.applied.send(result);
+    }
+    match batch.commit() {
+        Ok(()) => Ok(durable),
+        Err(e) => Err((e, durable)),
     }
 }
 

@@ -56,13 +56,15 @@ impl Store for FjallStore {
     }
 
     fn update(&self, key: &str, merge: Merge) -> Pending {
-        let (reply, rx) = oneshot::channel();
+        let (applied, applied_rx) = oneshot::channel();
+        let (durable, durable_rx) = oneshot::channel();
         self.committer.submit(Job {
             key: storage_key(key),
             merge,
-            reply,
+            applied,
+            durable,
         });
-        Pending::waiting(rx)
+        Pending::waiting(applied_rx, durable_rx)
     }
 
     fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>> {

@@ -15,12 +15,14 @@
 //!
 //! - [`Store::update`] is an atomic read-merge-write of one key: updates are
 //!   applied one at a time, in arrival order, so none is lost.
-//! - An update's [`Pending`] resolves only once the update is durable: with
-//!   `sync = "always"` after an fsync that covers it. The fjall engine applies
-//!   updates on one committer thread that takes every update queued while the
-//!   previous batch was being fsynced and commits them as one batch with one
-//!   fsync (group commit), so the cost of an fsync is shared by every write
-//!   that was concurrent with it.
+//! - An update's [`Pending`] gives its new set once computed
+//!   ([`Pending::applied`]) and then says once it is durable: with
+//!   `sync = "always"` after an fsync that covers it ([`Pending::wait`]
+//!   waits for both). The fjall engine computes updates on one committer
+//!   thread that takes every update queued so far and writes them as one
+//!   batch, while a syncer thread fsyncs what was written (group commit),
+//!   so the cost of an fsync is shared by every write that was concurrent
+//!   with it and computing never waits for the disk.
 //! - Dots are unique: [`Identity`] gives the node an actor whose incarnation
 //!   is chosen at random when the data directory is created, and a counter
 //!   whose high-water mark is fsynced before any dot above it is handed out.
@@ -36,7 +38,7 @@ use std::ops::RangeInclusive;
 pub use durable::FjallStore;
 pub use identity::Identity;
 pub use memory::MemoryStore;
-pub use pending::Pending;
+pub use pending::{Durable, Pending};
 
 use crate::error::{Error, Result};
 use crate::ring::{self, Position};

@@ -1,36 +1,81 @@
-//! The result of an update, delivered once it is durable.
+//! The result of an update, in two steps: the new sibling set as soon as it
+//! is computed, and the word that it is durable.
+//!
+//! Most callers only [`Pending::wait`] for both. A coordinator that mints a
+//! write takes the set at once ([`Pending::applied`]) to send it to the
+//! other replicas while its own copy is still being fsynced, so the fsyncs
+//! of the replicas overlap instead of following one another; it counts its
+//! own acknowledgement only once [`Durable::wait`] says so.
 
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::version::SiblingSet;
 
-/// Resolves to an update's new sibling set once the update is durable.
+/// Resolves to an update's new sibling set, then to its durability.
 #[must_use = "an update is not acknowledged until it is durable"]
-pub struct Pending(Inner);
+pub struct Pending {
+    applied: Step<SiblingSet>,
+    durable: Durable,
+}
 
-enum Inner {
-    Ready(Result<SiblingSet>),
-    Waiting(oneshot::Receiver<Result<SiblingSet>>),
+/// Resolves once an applied update is durable.
+#[must_use = "an update is not acknowledged until it is durable"]
+pub struct Durable(Step<()>);
+
+enum Step<T> {
+    Ready(Result<T>),
+    Waiting(oneshot::Receiver<Result<T>>),
+}
+
+impl<T> Step<T> {
+    async fn wait(self) -> Result<T> {
+        match self {
+            Step::Ready(result) => result,
+            Step::Waiting(rx) => rx.await.map_err(|_| {
+                Error::Storage("the store closed before the write was durable".into())
+            })?,
+        }
+    }
 }
 
 impl Pending {
     /// An update that is already applied (and as durable as it will be).
     pub fn ready(result: Result<SiblingSet>) -> Pending {
-        Pending(Inner::Ready(result))
-    }
-
-    /// An update whose result will arrive on `rx`.
-    pub(crate) fn waiting(rx: oneshot::Receiver<Result<SiblingSet>>) -> Pending {
-        Pending(Inner::Waiting(rx))
-    }
-
-    pub async fn wait(self) -> Result<SiblingSet> {
-        match self.0 {
-            Inner::Ready(result) => result,
-            Inner::Waiting(rx) => rx.await.map_err(|_| {
-                Error::Storage("the store closed before the write was durable".into())
-            })?,
+        Pending {
+            applied: Step::Ready(result),
+            durable: Durable(Step::Ready(Ok(()))),
         }
+    }
+
+    /// An update whose new set arrives on `applied` and whose durability
+    /// on `durable`.
+    pub(crate) fn waiting(
+        applied: oneshot::Receiver<Result<SiblingSet>>,
+        durable: oneshot::Receiver<Result<()>>,
+    ) -> Pending {
+        Pending {
+            applied: Step::Waiting(applied),
+            durable: Durable(Step::Waiting(durable)),
+        }
+    }
+
+    /// The new set once computed (possibly before it is durable), and what
+    /// resolves once it is. An update that failed fails here.
+    pub async fn applied(self) -> Result<(SiblingSet, Durable)> {
+        Ok((self.applied.wait().await?, self.durable))
+    }
+
+    /// The new set once it is durable.
+    pub async fn wait(self) -> Result<SiblingSet> {
+        let (set, durable) = self.applied().await?;
+        durable.wait().await?;
+        Ok(set)
+    }
+}
+
+impl Durable {
+    pub async fn wait(self) -> Result<()> {
+        self.0.wait().await
     }
 }

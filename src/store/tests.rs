@@ -238,3 +238,28 @@ async fn group_commit_answers_every_concurrent_writer_once_durable() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_update_hands_back_its_set_then_says_when_durable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = StorageConfig {
+        sync: SyncPolicy::Always,
+        ..StorageConfig::default()
+    };
+    let fjall: Arc<dyn Store> = Arc::new(FjallStore::open(dir.path(), &config).expect("open"));
+    for store in [fjall, Arc::new(MemoryStore::new()) as Arc<dyn Store>] {
+        let content = Content::Value(Bytes::from_static(b"1"));
+        let (set, durable) = store
+            .update("k", blind(&identity(), content))
+            .applied()
+            .await
+            .expect("applied");
+        assert_eq!(set.siblings().len(), 1);
+        durable.wait().await.expect("durable");
+        assert_eq!(store.get("k").expect("get"), Some(set));
+        // A refused update fails at the first step and writes nothing.
+        let refused: Merge = Box::new(|_| Err(Error::Protocol("no".into())));
+        assert!(store.update("k2", refused).applied().await.is_err());
+        assert_eq!(store.get("k2").expect("get"), None);
+    }
+}
