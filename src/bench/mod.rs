@@ -11,6 +11,7 @@
 //! drives the in-process [`null::NullServer`], the ceiling that chorus's
 //! figures are read against (as ratios from the same run).
 
+pub mod etcd;
 pub mod null;
 
 use std::collections::HashMap;
@@ -43,12 +44,14 @@ pub enum Target {
     Chorus,
     /// The in-process null server: the HTTP ceiling of this machine.
     Null,
+    /// An etcd member at `--url`, through its v3 JSON gateway.
+    Etcd,
 }
 
 /// What to measure; also the flags of `chorus bench`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Options {
-    /// The chorus node to load (with `--target chorus`).
+    /// The chorus node (or etcd member) to load.
     #[arg(long, default_value = crate::client::DEV_URL)]
     pub url: String,
     #[arg(long, value_enum, default_value_t = Target::Chorus)]
@@ -122,7 +125,7 @@ pub async fn run(options: Options) -> Result<Summary> {
     // Kept alive until the run ends; dropping it stops the null server.
     let ceiling = match options.target {
         Target::Null => Some(null::NullServer::start(2)?),
-        Target::Chorus => None,
+        Target::Chorus | Target::Etcd => None,
     };
     let url = match &ceiling {
         Some(server) => format!("http://{}", server.addr),
@@ -133,7 +136,7 @@ pub async fn run(options: Options) -> Result<Summary> {
     let concurrency = options.concurrency.max(1);
     let keys = options.keys.max(concurrency as u64);
     let mut shares: Vec<Share> = (0..concurrency as u64)
-        .map(|w| Share::new(w, concurrency as u64, keys))
+        .map(|w| Share::new(options.target, w, concurrency as u64, keys))
         .collect();
     if options.op != Op::Put {
         let loaders: Vec<_> = shares
@@ -210,6 +213,7 @@ fn key(i: u64) -> String {
 /// One worker's keys (every `stride`-th from `first`) and the context its
 /// last write of each returned.
 struct Share {
+    target: Target,
     first: u64,
     stride: u64,
     count: u64,
@@ -217,9 +221,10 @@ struct Share {
 }
 
 impl Share {
-    fn new(first: u64, stride: u64, keys: u64) -> Share {
+    fn new(target: Target, first: u64, stride: u64, keys: u64) -> Share {
         let count = (keys - first).div_ceil(stride);
         Share {
+            target,
             first,
             stride,
             count,
@@ -232,6 +237,9 @@ impl Share {
     }
 
     async fn write(&mut self, client: &Client, i: u64, value: &Bytes) -> Result<Reply> {
+        if self.target == Target::Etcd {
+            return etcd::put(client, &key(i), value).await;
+        }
         let reply = client
             .put(
                 &key(i),
@@ -245,12 +253,19 @@ impl Share {
         Ok(reply)
     }
 
+    async fn read(&self, client: &Client, i: u64) -> Result<Reply> {
+        match self.target {
+            Target::Etcd => etcd::get(client, &key(i)).await,
+            Target::Chorus | Target::Null => client.get(&key(i)).await,
+        }
+    }
+
     /// Writes each of the worker's keys once, with the context of a read
     /// first, so a key left by an earlier run does not gain a sibling.
     async fn preload(mut self, client: &Client, value: &Bytes) -> Result<Share> {
         for nth in 0..self.count {
             let i = self.key_index(nth);
-            if let Some(ctx) = client.get(&key(i)).await?.context() {
+            if let Some(ctx) = self.read(client, i).await?.context() {
                 self.contexts.insert(i, ctx.to_string());
             }
             let reply = self.write(client, i, value).await?;
@@ -286,7 +301,7 @@ impl Share {
             let reply = if write {
                 self.write(&client, i, &value).await
             } else {
-                client.get(&key(i)).await
+                self.read(&client, i).await
             };
             let micros = started.elapsed().as_micros() as u64;
             match reply {
