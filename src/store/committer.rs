@@ -228,12 +228,11 @@ fn apply(
     // A later update of a key in the same batch must see the earlier one:
     // the newest set of each key that appears more than once is kept here.
     let mut seen = HashSet::with_capacity(jobs.len());
-    let repeated: HashSet<&[u8]> = jobs
+    let repeated: HashSet<Vec<u8>> = jobs
         .iter()
         .filter(|job| !seen.insert(job.key.as_slice()))
-        .map(|job| job.key.as_slice())
+        .map(|job| job.key.clone())
         .collect();
-    let repeated: HashSet<Vec<u8>> = repeated.into_iter().map(<[u8]>::to_vec).collect();
     let mut latest: HashMap<Vec<u8>, Option<SiblingSet>> = HashMap::new();
     for job in jobs {
         let current = match latest.get(&job.key) {
