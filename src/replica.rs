@@ -270,6 +270,11 @@ impl Replica {
         }
     }
 
+    /// What this node itself stores for `key`.
+    pub fn stored(&self, key: &str) -> Result<Option<SiblingSet>> {
+        self.store.get(key)
+    }
+
     /// Whether this replica's acknowledgements mean durable (fsynced).
     pub fn is_durable(&self) -> bool {
         self.durable

@@ -120,7 +120,7 @@ fn set_quorum(response: &mut Response<Body>, quorum: &Quorum) {
 }
 
 /// The key from the path: percent-decoded UTF-8, non-empty, within the limit.
-fn decode_key(raw: &str, max: usize) -> Result<String> {
+pub(super) fn decode_key(raw: &str, max: usize) -> Result<String> {
     if raw.is_empty() {
         return Err(Error::BadKey("the key is empty; use /kv/{key}".into()));
     }

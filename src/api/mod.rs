@@ -5,6 +5,7 @@
 //! - `GET /health`: liveness and the node's id
 //! - `GET /metrics`: Prometheus text
 //! - `GET /cluster`, `POST /admin/leave`, `POST /admin/remove/{node}`: `admin.rs`
+//! - `GET /admin/replica/{key}`: this node's own stored set: `replica_view.rs`
 //! - `POST /peer`: the node-to-node protocol, postcard over h2c: `peer.rs`
 //!
 //! Every error is JSON `{"error": code, "message": …}` with the status the
@@ -15,6 +16,7 @@
 mod admin;
 mod kv;
 mod peer;
+mod replica_view;
 mod response;
 
 use std::convert::Infallible;
@@ -32,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use admin::LeaveState;
+pub use replica_view::NODE_HEADER;
 use response::Body;
 pub use response::{CONTEXT_HEADER, QUORUM_HEADER};
 
@@ -91,6 +94,9 @@ impl Api {
     async fn route(&self, path: &str, req: Request<Incoming>) -> Result<Response<Body>> {
         if let Some(raw_key) = path.strip_prefix("/kv/") {
             return kv::handle(self, raw_key, req).await;
+        }
+        if let Some(raw_key) = path.strip_prefix("/admin/replica/") {
+            return replica_view::get(self, req.method(), raw_key);
         }
         if let Some(node) = path.strip_prefix("/admin/remove/") {
             return admin::remove(self, req.method(), node);

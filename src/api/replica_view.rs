@@ -1,0 +1,63 @@
+//! `GET /admin/replica/{key}`: this node's own stored sibling set of a key,
+//! not a quorum read. For operators and tests that compare replicas: the
+//! body is canonical (context entries by actor, siblings by dot, values
+//! re-serialised from their JSON) and holds nothing about the node that
+//! answered (that is the `X-Chorus-Node` header), so two replicas that hold
+//! the same data return byte-identical bodies. 404 when this node holds
+//! nothing for the key.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::Api;
+use super::kv::decode_key;
+use super::response::{self, Body};
+use crate::error::{Error, Result};
+use crate::version::{Content, Dot, SiblingSet};
+
+/// The header naming the node that answered.
+pub const NODE_HEADER: &str = "x-chorus-node";
+
+pub fn get(api: &Api, method: &Method, raw_key: &str) -> Result<Response<Body>> {
+    if method != Method::GET {
+        return Err(Error::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: "GET",
+        });
+    }
+    let key = decode_key(raw_key, api.limits.max_key_bytes)?;
+    let mut response = match api.replica.stored(&key)? {
+        Some(set) => response::json(StatusCode::OK, Bytes::from(view(&key, &set).to_string())),
+        None => response::not_found_key(),
+    };
+    if let Ok(node) = HeaderValue::from_str(&api.node) {
+        response.headers_mut().insert(NODE_HEADER, node);
+    }
+    Ok(response)
+}
+
+/// The canonical JSON of a stored set.
+pub fn view(key: &str, set: &SiblingSet) -> Value {
+    let dot = |d: &Dot| json!({ "node": d.actor.node, "incarnation": d.actor.incarnation, "counter": d.counter });
+    let context: Vec<Value> = set
+        .context()
+        .iter()
+        .map(|d| dot(&Dot::new(d.actor.clone(), d.counter)))
+        .collect();
+    let siblings: Vec<Value> = set
+        .siblings()
+        .iter()
+        .map(|s| match &s.content {
+            // Values were validated as JSON when written; a stored value
+            // that no longer parses is shown as its text.
+            Content::Value(bytes) => json!({
+                "dot": dot(&s.dot),
+                "value": serde_json::from_slice::<Value>(bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
+            }),
+            Content::Tombstone => json!({ "dot": dot(&s.dot), "deleted": true }),
+        })
+        .collect();
+    json!({ "key": key, "context": context, "siblings": siblings })
+}
