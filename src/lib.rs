@@ -18,6 +18,8 @@
 //! store          Store trait; fjall (durable) and memory engines; group commit
 //! version        dots, version vectors, sibling sets (DVV), client contexts
 //! ring           positions, tokens, placement, members CRDT, Chord router
+//! antientropy    Merkle trees per ring range (pure) and the exchange that
+//!                repairs replicas in the background
 //! sim            the Chord routers of many nodes in one process
 //! metrics        every metric name, once
 //! client, bench  the HTTP client the CLI and tests use; the load generator
@@ -39,9 +41,10 @@
 //! atomic read-merge-write in the [`store`]: it mints a dot above anything
 //! the key or the context has seen of this node, applies the write to the
 //! [`version::SiblingSet`] (dropping the siblings the context covers), and
-//! waits for group commit to make it durable. The coordinator then sends
-//! that set to the other replicas (`Merge`, in parallel over h2c) and
-//! answers once W of them hold it durably; the API answers 204 with the
+//! hands the new set back while group commit makes it durable. The
+//! coordinator sends that set to the other replicas at once (`Merge`, in
+//! parallel over h2c, coalesced per peer) and answers once W of them, its
+//! own copy included, hold it durably; the API answers 204 with the
 //! client's context plus the new dot.
 //!
 //! # One GET
@@ -52,6 +55,7 @@
 //! answers 200 with the value, 300 with every sibling, or 404, always with
 //! the merged context when the key has one.
 
+pub mod antientropy;
 pub mod api;
 pub mod bench;
 pub mod client;

@@ -1,0 +1,32 @@
+//! Anti-entropy: bringing every replica of every key back to the same
+//! sibling set, in the background, at a bounded cost.
+//!
+//! Replicas drift: a write reached only W of N, a node was down longer than
+//! its hints lived, a disk came back from an old copy. Read repair fixes
+//! only what is read. Anti-entropy fixes the rest by comparing replicas
+//! range by range.
+//!
+//! # State transfer (Dynamo §4.7, Riak's active anti-entropy)
+//!
+//! The ring is cut into *ranges*: the arcs between consecutive token
+//! positions, the one that wraps past zero split in two
+//! ([`crate::ring::Ring::ranges`]). Every key in a range has the same
+//! preference list, so two replicas of a range should hold exactly the
+//! same keys with the same sibling sets. A node keeps a [`merkle::Tree`]
+//! per range it replicates: a fixed tree of [`merkle::FANOUT`]-way nodes,
+//! [`merkle::DEPTH`] levels deep, whose leaves cover equal slices of the
+//! range. A leaf's hash is the XOR of the blake3 hashes of its entries
+//! (key and encoded sibling set), and every inner node the XOR of its
+//! children, so a write updates one path in place: XOR out the old entry,
+//! XOR in the new one, in any order. Two replicas compare roots, then only
+//! the children of nodes that differ, down to the leaves; then they compare
+//! the (key, hash) lists of differing leaves and exchange the sibling sets
+//! of exactly the keys that differ, which each side merges with the one
+//! merge. What crosses the network grows with the number of differing
+//! keys, not with the data.
+//!
+//! XOR is not collision resistant against someone who chooses the entries,
+//! but the entries here hold dots and contexts that the replicas mint, and
+//! the cost of a miss is only a later repair by a read.
+
+pub mod merkle;
