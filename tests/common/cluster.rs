@@ -246,9 +246,9 @@ impl Load {
         let task = tokio::spawn(async move {
             let mut failed = 0;
             // Bounded: stops by itself after 20,000 writes or 60 s.
-            let started = Instant::now();
+            let give_up = Instant::now() + Duration::from_secs(60);
             for i in 0..20_000 {
-                if flag.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(60) {
+                if flag.load(Ordering::SeqCst) || Instant::now() >= give_up {
                     break;
                 }
                 let key = format!("{prefix}-{i}");
