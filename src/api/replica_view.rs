@@ -39,7 +39,7 @@ pub fn get(api: &Api, method: &Method, raw_key: &str) -> Result<Response<Body>> 
 
 /// The canonical JSON of a stored set.
 pub fn view(key: &str, set: &SiblingSet) -> Value {
-    let dot = |d: &Dot| json!({ "node": d.actor.node, "incarnation": d.actor.incarnation, "counter": d.counter });
+    let dot = |d: &Dot| json!({ "node": d.actor.node, "incarnation": d.actor.incarnation.to_string(), "counter": d.counter });
     let context: Vec<Value> = set
         .context()
         .iter()
