@@ -25,6 +25,7 @@ use crate::membership::{Cluster, handoff};
 use crate::metrics as m;
 use crate::peer::{
     Addresses, HttpTransport, MAX_MESSAGE_BYTES, PeerRequest, PeerResponse, Transport,
+    tcp_connector,
 };
 use crate::replica::Replica;
 use crate::ring::{Members, Status};
@@ -97,11 +98,13 @@ impl Node {
         ));
         let addresses = Addresses::default();
         let max_peer_message = (config.limits.max_set_bytes * 2 + (1 << 20)).max(MAX_MESSAGE_BYTES);
+        let peer_timeout = Duration::from_millis(config.ring.peer_timeout_ms);
         let transport: Arc<dyn Transport> = Arc::new(HttpTransport::new(
+            tcp_connector(peer_timeout),
             id,
             Arc::clone(&replica),
             Arc::clone(&addresses),
-            Duration::from_millis(config.ring.peer_timeout_ms),
+            peer_timeout,
             max_peer_message,
         ));
         let members_file = dir.as_ref().map(|d| d.join("members.json"));

@@ -105,12 +105,10 @@ impl Replica {
     }
 
     async fn handle_one(&self, request: PeerRequest) -> Result<PeerResponse> {
+        // `coordinate` checks for itself: this node's coordinator calls it directly.
         let writes = matches!(
             request,
-            PeerRequest::Coordinate { .. }
-                | PeerRequest::Merge { .. }
-                | PeerRequest::Hint { .. }
-                | PeerRequest::Handoff(_)
+            PeerRequest::Merge { .. } | PeerRequest::Hint { .. } | PeerRequest::Handoff(_)
         );
         if writes && self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
@@ -202,6 +200,9 @@ impl Replica {
         content: Content,
         request_id: Option<String>,
     ) -> Result<(Dot, SiblingSet, Durable)> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(self.closed_error());
+        }
         if request_id
             .as_ref()
             .is_some_and(|id| id.len() > MAX_REQUEST_ID)
@@ -244,9 +245,6 @@ impl Replica {
             }
             Ok(set)
         };
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(self.closed_error());
-        }
         let (set, durable) = self
             .store
             .update(&key, Box::new(mint_and_write))

@@ -309,22 +309,19 @@ impl Coordinator {
         );
         if to == self.cluster.me() {
             let minting = self.replica.coordinate(key, context, content, request_id);
-            return Ok(match timeout_at(deadline, minting).await? {
-                Ok((dot, set, durable)) => {
-                    let durable_ack = self.replica.is_durable();
-                    calls.add(
-                        to.to_string(),
-                        Box::pin(async move {
-                            durable.wait().await?;
-                            Ok(PeerResponse::Merged {
-                                durable: durable_ack,
-                            })
-                        }),
-                    );
-                    Ok((dot, set))
-                }
-                Err(e) => Err(e),
-            });
+            let (dot, set, durable) = match timeout_at(deadline, minting).await? {
+                Ok(minted) => minted,
+                Err(e) => return Ok(Err(e)),
+            };
+            let durable_ack = self.replica.is_durable();
+            let own_ack = async move {
+                durable.wait().await?;
+                Ok(PeerResponse::Merged {
+                    durable: durable_ack,
+                })
+            };
+            calls.add(to.to_string(), Box::pin(own_ack));
+            return Ok(Ok((dot, set)));
         }
         let request = PeerRequest::Coordinate {
             key,
@@ -332,16 +329,14 @@ impl Coordinator {
             content,
             request_id,
         };
-        Ok(
-            match timeout_at(deadline, self.transport.call(to, request)).await? {
-                Ok(PeerResponse::Coordinated { dot, set, durable }) => {
-                    tally.ack(to, durable);
-                    Ok((dot, set))
-                }
-                Ok(other) => Err(unexpected(to, &other)),
-                Err(e) => Err(e),
-            },
-        )
+        let answer = timeout_at(deadline, self.transport.call(to, request)).await?;
+        Ok(answer.and_then(|response| match response {
+            PeerResponse::Coordinated { dot, set, durable } => {
+                tally.ack(to, durable);
+                Ok((dot, set))
+            }
+            other => Err(unexpected(to, &other)),
+        }))
     }
 
     async fn coordinate_read(

@@ -40,35 +40,34 @@ pub struct HttpTransport<C = HttpConnector> {
     me: String,
     replica: Arc<Replica>,
     addresses: Addresses,
-    client: Client<C, Full<Bytes>>,
-    timeout: Duration,
-    max_message: usize,
+    sender: Sender<C>,
     /// Per peer: the address its lane sends to, and the lane.
     lanes: Mutex<HashMap<String, (String, Lane)>>,
 }
 
-impl HttpTransport<HttpConnector> {
-    /// A transport over TCP.
-    pub fn new(
-        me: &str,
-        replica: Arc<Replica>,
-        addresses: Addresses,
-        timeout: Duration,
-        max_message: usize,
-    ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        Self::with_connector(connector, me, replica, addresses, timeout, max_message)
-    }
+/// What one HTTP call needs: the pooled client, the deadline, the reply limit.
+#[derive(Clone)]
+struct Sender<C> {
+    client: Client<C, Full<Bytes>>,
+    timeout: Duration,
+    max_message: usize,
+}
+
+/// A TCP connector for peers: TCP_NODELAY, connecting within `timeout`.
+pub fn tcp_connector(timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeout));
+    connector
 }
 
 impl<C> HttpTransport<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    /// A transport over any connector: TCP, or a simulated network.
-    pub fn with_connector(
+    /// A transport over `connector`: [`tcp_connector`], or a simulated
+    /// network.
+    pub fn new(
         connector: C,
         me: &str,
         replica: Arc<Replica>,
@@ -88,9 +87,11 @@ where
             me: me.to_string(),
             replica,
             addresses,
-            client,
-            timeout,
-            max_message,
+            sender: Sender {
+                client,
+                timeout,
+                max_message,
+            },
             lanes: Mutex::new(HashMap::new()),
         }
     }
@@ -104,31 +105,22 @@ where
         {
             return lane.clone();
         }
-        let (client, timeout, max) = (self.client.clone(), self.timeout, self.max_message);
-        let (to, at) = (node.to_string(), addr.to_string());
-        let send: batch::Send = Arc::new(move |request| {
-            Self::send(
-                client.clone(),
-                timeout,
-                max,
-                to.clone(),
-                at.clone(),
-                request,
-            )
-        });
-        let lane = Lane::start(node, send, self.timeout);
+        let (sender, to, at) = (self.sender.clone(), node.to_string(), addr.to_string());
+        let send: batch::Send =
+            Arc::new(move |request| sender.send(to.clone(), at.clone(), request));
+        let lane = Lane::start(node, send, self.sender.timeout);
         lanes.insert(node.to_string(), (addr.to_string(), lane.clone()));
         lane
     }
+}
 
-    fn send(
-        client: Client<C, Full<Bytes>>,
-        timeout: Duration,
-        max: usize,
-        node: String,
-        addr: String,
-        request: PeerRequest,
-    ) -> Reply {
+impl<C> Sender<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    fn send(&self, node: String, addr: String, request: PeerRequest) -> Reply {
+        let client = self.client.clone();
+        let (timeout, max) = (self.timeout, self.max_message);
         Box::pin(async move {
             let unavailable = |reason: String| Error::Unavailable {
                 node: node.clone(),
@@ -174,14 +166,7 @@ where
         let addr = self.addresses.read().get(to).cloned();
         match addr {
             Some(addr) if request.is_batchable() => self.lane(to, &addr).call(request),
-            Some(addr) => Self::send(
-                self.client.clone(),
-                self.timeout,
-                self.max_message,
-                to.to_string(),
-                addr,
-                request,
-            ),
+            Some(addr) => self.sender.send(to.to_string(), addr, request),
             None => {
                 let node = to.to_string();
                 Box::pin(async move {
@@ -195,14 +180,7 @@ where
     }
 
     fn call_addr(&self, addr: &str, request: PeerRequest) -> Reply {
-        let (client, timeout, max) = (self.client.clone(), self.timeout, self.max_message);
-        Self::send(
-            client,
-            timeout,
-            max,
-            addr.to_string(),
-            addr.to_string(),
-            request,
-        )
+        self.sender
+            .send(addr.to_string(), addr.to_string(), request)
     }
 }

@@ -15,7 +15,9 @@ pub mod batch;
 pub mod http;
 mod tally;
 
-pub use http::{Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, PEER_PATH};
+pub use http::{
+    Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, PEER_PATH, tcp_connector,
+};
 pub use tally::{Need, Outcome, Tally};
 
 use std::future::Future;
