@@ -22,10 +22,10 @@ pub const DEPTH: usize = 3;
 pub const LEAVES: usize = FANOUT.pow(DEPTH as u32);
 
 /// The hash of one stored entry: its key and its encoded sibling set.
-pub fn entry_hash(key: &str, set: &[u8]) -> Hash {
+pub fn entry_hash(key: &[u8], set: &[u8]) -> Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&(key.len() as u64).to_le_bytes());
-    hasher.update(key.as_bytes());
+    hasher.update(key);
     hasher.update(set);
     *hasher.finalize().as_bytes()
 }

@@ -30,3 +30,4 @@
 //! the cost of a miss is only a later repair by a read.
 
 pub mod merkle;
+pub mod trees;

@@ -50,18 +50,7 @@ pub fn plan(old: Option<&Ring>, new: &Ring, me: &str, n: usize) -> Vec<Transfer>
     }
     bounds.sort_unstable();
     bounds.dedup();
-    let Some(&first) = bounds.first() else {
-        return Vec::new();
-    };
-    let last = bounds[bounds.len() - 1];
-    // Arcs (previous bound, bound]; the one wrapping past zero is two ranges.
-    let mut arcs: Vec<(RangeInclusive<Position>, Position)> =
-        bounds.windows(2).map(|w| (w[0] + 1..=w[1], w[1])).collect();
-    arcs.push((0..=first, first));
-    if last < Position::MAX {
-        arcs.push((last + 1..=Position::MAX, first));
-    }
-    arcs.sort_by_key(|(range, _)| *range.start());
+    let arcs = crate::ring::ranges::arcs(&bounds);
     let mut out: Vec<Transfer> = Vec::new();
     for (range, at) in arcs {
         let now = new.preference_list(at, n);

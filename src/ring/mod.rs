@@ -12,6 +12,8 @@
 //!   clockwise from a key, spread over zones.
 //! - [`chord`]: each node's Chord routing state (predecessor, successor
 //!   list, fingers) as a state machine driven by ticks and messages.
+//! - [`ranges`]: [`Ring::ranges`], the ring cut where preference lists
+//!   change: what anti-entropy compares and handoff moves.
 //! - [`lookup`]: iterative find_successor and the cache that makes the
 //!   steady state one hop.
 //!
@@ -24,12 +26,14 @@ pub mod chord;
 pub mod lookup;
 pub mod members;
 pub mod placement;
+pub mod ranges;
 pub mod tokens;
 
 pub use chord::{ChordConfig, ChordReply, ChordRequest, Router, Task, Vnode};
 pub use lookup::{Lookup, LookupCache, Step};
 pub use members::{Member, Members, Status};
 pub use placement::{Owner, Ring};
+pub use ranges::Range;
 
 /// A point on the ring.
 pub type Position = u64;

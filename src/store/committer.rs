@@ -27,7 +27,7 @@ use fjall::{Database, Keyspace, PersistMode};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
-use super::{Merge, decode_set, encode_set};
+use super::{Change, Merge, ObserverSlot, decode_set, encode_set, observed};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
 use crate::version::SiblingSet;
@@ -69,6 +69,7 @@ impl Committer {
         kv: Keyspace,
         policy: SyncPolicy,
         interval: Duration,
+        observer: ObserverSlot,
     ) -> Result<Committer> {
         let queue = Arc::new(Queue {
             jobs: Mutex::new(Vec::with_capacity(MAX_BATCH)),
@@ -108,7 +109,7 @@ impl Committer {
             0,
             std::thread::Builder::new()
                 .name("chorus-commit".into())
-                .spawn(move || commit_loop(&db, &kv, &worker, syncs.as_deref()))?,
+                .spawn(move || commit_loop(&db, &kv, &worker, syncs.as_deref(), &observer))?,
         );
         Ok(Committer {
             queue,
@@ -145,7 +146,13 @@ impl Syncs {
     }
 }
 
-fn commit_loop(db: &Database, kv: &Keyspace, queue: &Queue, syncs: Option<&Syncs>) {
+fn commit_loop(
+    db: &Database,
+    kv: &Keyspace,
+    queue: &Queue,
+    syncs: Option<&Syncs>,
+    observer: &ObserverSlot,
+) {
     loop {
         let jobs: Vec<Job> = {
             let mut pending = queue.jobs.lock();
@@ -158,7 +165,7 @@ fn commit_loop(db: &Database, kv: &Keyspace, queue: &Queue, syncs: Option<&Syncs
             let take = pending.len().min(MAX_BATCH);
             pending.drain(..take).collect()
         };
-        match (apply(db, kv, jobs), syncs) {
+        match (apply(db, kv, jobs, observer), syncs) {
             (Ok(durable), Some(syncs)) => syncs.push(durable),
             (Ok(durable), None) => durable.into_iter().for_each(|d| {
                 let _ = d.send(Ok(()));
@@ -215,52 +222,64 @@ fn sync_loop(db: &Database, syncs: &Syncs) {
 type DurableSenders = Vec<oneshot::Sender<Result<()>>>;
 
 /// Applies one batch of updates, hands each its new set at once, and writes
-/// the batch to the journal (not fsynced). Returns the durability senders of
-/// the updates written, to answer once they are fsynced, or with the error
-/// that failed the batch.
+/// the batch to the journal (not fsynced), telling the store's observer.
+/// Returns the durability senders of the updates written, to answer once
+/// they are fsynced, or with the error that failed the batch.
 fn apply(
     db: &Database,
     kv: &Keyspace,
     jobs: Vec<Job>,
+    observer: &ObserverSlot,
 ) -> std::result::Result<DurableSenders, (fjall::Error, DurableSenders)> {
     let mut batch = db.batch().durability(Some(PersistMode::Buffer));
     let mut durable = Vec::with_capacity(jobs.len());
+    let watched = observer.get().is_some();
+    let mut changes = Vec::new();
     // A later update of a key in the same batch must see the earlier one:
-    // the newest set of each key that appears more than once is kept here.
+    // the newest set (and its encoding) of each key that appears more than
+    // once is kept here.
     let mut seen = HashSet::with_capacity(jobs.len());
     let repeated: HashSet<Vec<u8>> = jobs
         .iter()
         .filter(|job| !seen.insert(job.key.as_slice()))
         .map(|job| job.key.clone())
         .collect();
-    let mut latest: HashMap<Vec<u8>, Option<SiblingSet>> = HashMap::new();
+    let mut latest: HashMap<Vec<u8>, Option<(SiblingSet, Vec<u8>)>> = HashMap::new();
     for job in jobs {
         let current = match latest.get(&job.key) {
-            Some(set) => Ok(set.clone()),
-            None => kv
-                .get(&job.key)
-                .map_err(Error::from)
-                .and_then(|found| found.map(|bytes| decode_set(&bytes)).transpose()),
+            Some(found) => Ok(found.clone()),
+            None => kv.get(&job.key).map_err(Error::from).and_then(|found| {
+                found
+                    .map(|bytes| Ok((decode_set(&bytes)?, bytes.to_vec())))
+                    .transpose()
+            }),
         };
         // A panicking merge must not take the committer (and every later
         // write) down with it: it fails its own update only.
         let merge = job.merge;
         let result = current.and_then(|current| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge(current)))
+            let (set, bytes) = current.unzip();
+            let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge(set)))
                 .unwrap_or_else(|_| {
                     Err(Error::Storage(
                         "the update panicked; nothing was written".into(),
                     ))
-                })
-        });
-        let result = result.and_then(|next| {
-            if next.is_empty() {
-                batch.remove(kv, job.key.as_slice());
-            } else {
-                batch.insert(kv, job.key.as_slice(), encode_set(&next)?);
+                })?;
+            let encoded = (!next.is_empty()).then(|| encode_set(&next)).transpose()?;
+            match &encoded {
+                Some(encoded) => batch.insert(kv, job.key.as_slice(), encoded.as_slice()),
+                None => batch.remove(kv, job.key.as_slice()),
             }
             if repeated.contains(&job.key) {
-                latest.insert(job.key, Some(next.clone()).filter(|s| !s.is_empty()));
+                let kept = encoded.clone().map(|e| (next.clone(), e));
+                latest.insert(job.key.clone(), kept);
+            }
+            if watched {
+                changes.push(Change {
+                    storage_key: job.key,
+                    old: bytes,
+                    new: encoded,
+                });
             }
             Ok(next)
         });
@@ -270,7 +289,16 @@ fn apply(
         }
         let _ = job.applied.send(result);
     }
-    match batch.commit() {
+    let mut batch = Some(batch);
+    let mut committed = Ok(());
+    observed(observer, || {
+        committed = batch.take().map_or(Ok(()), |b| b.commit());
+        match committed {
+            Ok(()) => std::mem::take(&mut changes),
+            Err(_) => Vec::new(),
+        }
+    });
+    match committed {
         Ok(()) => Ok(durable),
         Err(e) => Err((e, durable)),
     }

@@ -12,7 +12,10 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::oneshot;
 
 use super::committer::{Committer, Job};
-use super::{Entry, Merge, Pending, Store, StoreStats, decode_set, storage_key, user_key};
+use super::{
+    Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, decode_set, storage_key,
+    user_key,
+};
 use crate::config::StorageConfig;
 use crate::error::Result;
 use crate::ring::Position;
@@ -22,6 +25,7 @@ pub struct FjallStore {
     db: Database,
     kv: Keyspace,
     committer: Committer,
+    observer: ObserverSlot,
 }
 
 impl FjallStore {
@@ -31,13 +35,20 @@ impl FjallStore {
             .cache_size(config.cache_mb * 1024 * 1024)
             .open()?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
+        let observer = ObserverSlot::default();
         let committer = Committer::start(
             db.clone(),
             kv.clone(),
             config.sync,
             Duration::from_millis(config.sync_interval_ms),
+            observer.clone(),
         )?;
-        Ok(FjallStore { db, kv, committer })
+        Ok(FjallStore {
+            db,
+            kv,
+            committer,
+            observer,
+        })
     }
 }
 
@@ -89,5 +100,9 @@ impl Store for FjallStore {
             keys: self.kv.approximate_len() as u64,
             disk_bytes: self.db.disk_space().unwrap_or(0),
         }
+    }
+
+    fn observe(&self, observer: std::sync::Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
     }
 }

@@ -7,7 +7,10 @@ use std::ops::RangeInclusive;
 
 use parking_lot::RwLock;
 
-use super::{Entry, Merge, Pending, Store, StoreStats, storage_key, user_key};
+use super::{
+    Change, Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, encode_set, observed,
+    storage_key, user_key,
+};
 use crate::error::Result;
 use crate::ring::Position;
 use crate::version::SiblingSet;
@@ -15,6 +18,7 @@ use crate::version::SiblingSet;
 #[derive(Default)]
 pub struct MemoryStore {
     data: RwLock<BTreeMap<Vec<u8>, SiblingSet>>,
+    observer: ObserverSlot,
 }
 
 impl MemoryStore {
@@ -30,18 +34,32 @@ impl Store for MemoryStore {
 
     fn update(&self, key: &str, merge: Merge) -> Pending {
         let skey = storage_key(key);
-        // The write lock makes the read-merge-write atomic.
-        let mut data = self.data.write();
-        let result = merge(data.get(&skey).cloned());
-        match &result {
-            Ok(next) if next.is_empty() => {
-                data.remove(&skey);
-            }
-            Ok(next) => {
-                data.insert(skey, next.clone());
-            }
-            Err(_) => {}
-        }
+        let mut merge = Some(merge);
+        let mut result = Err(crate::error::Error::Storage(
+            "the update did not run".into(),
+        ));
+        observed(&self.observer, || {
+            // The write lock makes the read-merge-write atomic.
+            let mut data = self.data.write();
+            let Some(merge) = merge.take() else {
+                return Vec::new();
+            };
+            let old = data.get(&skey).cloned();
+            result = merge(old.clone());
+            let new = match &result {
+                Ok(next) if next.is_empty() => data.remove(&skey).and(None),
+                Ok(next) => {
+                    data.insert(skey.clone(), next.clone());
+                    Some(next)
+                }
+                Err(_) => return Vec::new(),
+            };
+            vec![Change {
+                storage_key: skey.clone(),
+                old: old.and_then(|s| encode_set(&s).ok()),
+                new: new.and_then(|s| encode_set(s).ok()),
+            }]
+        });
         Pending::ready(result)
     }
 
@@ -60,5 +78,9 @@ impl Store for MemoryStore {
             keys: self.data.read().len() as u64,
             disk_bytes: 0,
         }
+    }
+
+    fn observe(&self, observer: std::sync::Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
     }
 }

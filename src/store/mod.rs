@@ -51,6 +51,25 @@ pub struct StoreStats {
     pub disk_bytes: u64,
 }
 
+/// One key's change as a write made it: its storage key and its encoded
+/// sets before and after (`None`: absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub storage_key: Vec<u8>,
+    pub old: Option<Vec<u8>>,
+    pub new: Option<Vec<u8>>,
+}
+
+/// Sees every change to a store, in the order they are made: anti-entropy
+/// keeps its Merkle trees up to date this way.
+pub trait Observer: Send + Sync + 'static {
+    /// Runs `write`, which makes some changes visible to reads and returns
+    /// them. Writes and scans the observer makes under one lock therefore
+    /// never interleave: a scan sees a change exactly when the observer
+    /// has seen it.
+    fn around(&self, write: &mut dyn FnMut() -> Vec<Change>);
+}
+
 /// A key's sibling set as found by a ring-range scan.
 pub type Entry = (String, SiblingSet);
 
@@ -73,6 +92,22 @@ pub trait Store: Send + Sync + 'static {
     fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>>;
 
     fn stats(&self) -> StoreStats;
+
+    /// Installs the one observer of every later change (a second is ignored).
+    fn observe(&self, observer: std::sync::Arc<dyn Observer>);
+}
+
+/// The observer of a store, once installed.
+type ObserverSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn Observer>>>;
+
+/// Runs `write` around the slot's observer, if any.
+fn observed(slot: &ObserverSlot, mut write: impl FnMut() -> Vec<Change>) {
+    match slot.get() {
+        Some(observer) => observer.around(&mut write),
+        None => {
+            write();
+        }
+    }
 }
 
 /// The storage key of `key`: its ring position, then its bytes.
@@ -109,7 +144,7 @@ pub fn write_json_synced(path: &std::path::Path, value: &impl serde::Serialize) 
     Ok(())
 }
 
-fn encode_set(set: &SiblingSet) -> Result<Vec<u8>> {
+pub(crate) fn encode_set(set: &SiblingSet) -> Result<Vec<u8>> {
     postcard::to_allocvec(set).map_err(|e| Error::Storage(format!("encoding a sibling set: {e}")))
 }
 

@@ -263,3 +263,58 @@ async fn an_update_hands_back_its_set_then_says_when_durable() {
         assert_eq!(store.get("k2").expect("get"), None);
     }
 }
+
+/// Records every change it is told of.
+#[derive(Default)]
+struct Recorder(parking_lot::Mutex<Vec<Change>>);
+
+impl Observer for Recorder {
+    fn around(&self, write: &mut dyn FnMut() -> Vec<Change>) {
+        let mut seen = self.0.lock();
+        seen.extend(write());
+    }
+}
+
+#[tokio::test]
+async fn the_observer_sees_each_change_with_its_old_and_new_encoding_in_order() {
+    for (store, _dir) in engines() {
+        let recorder = Arc::new(Recorder::default());
+        store.observe(recorder.clone());
+        let id = identity();
+        // Two updates of one key queued together may share a batch: each
+        // change's old encoding is the one before it, so replaying them in
+        // order gives the final state.
+        let first = store.update("k", blind(&id, Content::Value(Bytes::from("1"))));
+        let second = store.update("k", blind(&id, Content::Tombstone));
+        let (first, second) = (first.wait().await, second.wait().await);
+        let (first, second) = (first.expect("first"), second.expect("second"));
+        store
+            .update("k", Box::new(|_| Ok(SiblingSet::new())))
+            .wait()
+            .await
+            .expect("remove");
+        let failed = store.update("k", Box::new(|_| Err(Error::Storage("no".into()))));
+        assert!(failed.wait().await.is_err());
+        let seen = recorder.0.lock().clone();
+        let encoded = |s: &SiblingSet| Some(encode_set(s).expect("encode"));
+        let skey = storage_key("k");
+        let expected = vec![
+            Change {
+                storage_key: skey.clone(),
+                old: None,
+                new: encoded(&first),
+            },
+            Change {
+                storage_key: skey.clone(),
+                old: encoded(&first),
+                new: encoded(&second),
+            },
+            Change {
+                storage_key: skey,
+                old: encoded(&second),
+                new: None,
+            },
+        ];
+        assert_eq!(seen, expected, "a failed update is no change");
+    }
+}

@@ -12,7 +12,7 @@ const WHOLE: RangeInclusive<Position> = 0..=Position::MAX;
 fn tree_of(entries: &Entries) -> Tree {
     let mut tree = Tree::new();
     for (key, value) in entries {
-        let h = entry_hash(key, &[*value]);
+        let h = entry_hash(key.as_bytes(), &[*value]);
         tree.toggle(leaf(&WHOLE, position(key.as_bytes())), &h);
     }
     tree
@@ -23,7 +23,7 @@ fn listed(entries: &Entries, leaves: &[usize]) -> Vec<(String, Hash)> {
     entries
         .iter()
         .filter(|(k, _)| leaves.contains(&leaf(&WHOLE, position(k.as_bytes()))))
-        .map(|(k, v)| (k.clone(), entry_hash(k, &[*v])))
+        .map(|(k, v)| (k.clone(), entry_hash(k.as_bytes(), &[*v])))
         .collect()
 }
 
@@ -89,10 +89,10 @@ proptest! {
         let forward = tree_of(&entries);
         let mut backward = Tree::new();
         for (key, value) in entries.iter().rev() {
-            backward.toggle(leaf(&WHOLE, position(key.as_bytes())), &entry_hash(key, &[*value]));
+            backward.toggle(leaf(&WHOLE, position(key.as_bytes())), &entry_hash(key.as_bytes(), &[*value]));
         }
         prop_assert_eq!(&forward, &backward);
-        let h = entry_hash(&extra, b"x");
+        let h = entry_hash(extra.as_bytes(), b"x");
         let at = leaf(&WHOLE, position(extra.as_bytes()));
         backward.update(at, None, Some(&h));
         prop_assert_ne!(&forward, &backward);
