@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod antientropy;
+pub use antientropy::{AntiEntropyConfig, Mode as AntiEntropyMode};
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -21,6 +24,8 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub ring: RingConfig,
+    #[serde(default)]
+    pub antientropy: AntiEntropyConfig,
     pub nodes: Vec<NodeConfig>,
 }
 
@@ -248,6 +253,7 @@ impl Config {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             ring: RingConfig::default(),
+            antientropy: AntiEntropyConfig::default(),
             nodes: (0..nodes)
                 .map(|i| NodeConfig {
                     id: format!("n{}", i + 1),
@@ -393,6 +399,7 @@ impl Config {
                 return Err(Error::config(key, "must be between 10 and 3600000 ms"));
             }
         }
+        self.antientropy.validate()?;
         if !self.nodes.iter().any(|n| n.initial) {
             return Err(Error::config(
                 "nodes",

@@ -42,6 +42,19 @@ pub const HINTS_TOTAL: &str = "chorus_hints_total";
 pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
 /// Handoff sweeps that could not finish and will be retried.
 pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
+/// Anti-entropy rounds, by `mode` (state) and `result`: in_sync (the peer
+/// held the same data), repaired (keys differed and were exchanged),
+/// unbuilt (a shared range had no complete tree on one side yet), failed
+/// (the peer did not answer), idle (no complete tree or no peer).
+pub const ANTIENTROPY_ROUNDS_TOTAL: &str = "chorus_antientropy_rounds_total";
+/// Keys found to differ between this node and a peer, by `mode`.
+pub const ANTIENTROPY_DIFFERING_KEYS_TOTAL: &str = "chorus_antientropy_differing_keys_total";
+/// Keys whose sibling set changed on either side of an exchange, by `mode`.
+pub const ANTIENTROPY_KEYS_REPAIRED_TOTAL: &str = "chorus_antientropy_keys_repaired_total";
+/// Bytes of anti-entropy messages, by `mode` and `direction` (sent, received).
+pub const ANTIENTROPY_BYTES_TOTAL: &str = "chorus_antientropy_bytes_total";
+/// Merkle trees (one per replicated range) built from the store.
+pub const ANTIENTROPY_TREE_BUILDS_TOTAL: &str = "chorus_antientropy_tree_builds_total";
 
 /// Seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -134,5 +147,26 @@ fn describe() {
     describe_counter!(
         HANDOFF_FAILURES_TOTAL,
         "Handoff sweeps that could not finish and will be retried."
+    );
+    describe_counter!(
+        ANTIENTROPY_ROUNDS_TOTAL,
+        "Anti-entropy rounds, by mode and result (in_sync, repaired, unbuilt, failed, idle)."
+    );
+    describe_counter!(
+        ANTIENTROPY_DIFFERING_KEYS_TOTAL,
+        "Keys found to differ between this node and a peer, by mode."
+    );
+    describe_counter!(
+        ANTIENTROPY_KEYS_REPAIRED_TOTAL,
+        "Keys whose sibling set an anti-entropy exchange changed, by mode."
+    );
+    describe_counter!(
+        ANTIENTROPY_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of anti-entropy messages, by mode and direction."
+    );
+    describe_counter!(
+        ANTIENTROPY_TREE_BUILDS_TOTAL,
+        "Merkle trees built from the store (start, ring change, on demand)."
     );
 }

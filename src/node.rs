@@ -5,8 +5,8 @@
 //! initial nodes, else, with `--join`, from the seed that admits this
 //! node), then serve and run the background tasks: Chord maintenance every
 //! `ring.stabilize_ms`, members gossip every `ring.gossip_ms`, ownership
-//! handoff after every change and every `ring.handoff_interval_ms`, and
-//! metrics upkeep.
+//! handoff after every change and every `ring.handoff_interval_ms`,
+//! anti-entropy every `antientropy.interval_ms`, and metrics upkeep.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::antientropy::AntiEntropy;
 use crate::api::{self, Api, LeaveState};
 use crate::config::{Config, Engine};
 use crate::coordinator::Coordinator;
@@ -48,6 +49,7 @@ pub struct Node {
     pub addr: SocketAddr,
     cluster: Arc<Cluster>,
     store: Arc<dyn Store>,
+    antientropy: Arc<AntiEntropy>,
     shutdown: watch::Sender<bool>,
     left: watch::Receiver<bool>,
     server: Option<JoinHandle<()>>,
@@ -141,6 +143,12 @@ impl Node {
             cluster.set_own_addr(&advertised)?;
         }
 
+        let antientropy = AntiEntropy::new(
+            Arc::clone(&cluster),
+            Arc::clone(&store),
+            Arc::clone(&replica),
+            config.antientropy.clone(),
+        );
         let metrics = crate::metrics::install();
         let (left_tx, left) = watch::channel(false);
         let api = Arc::new(Api {
@@ -150,6 +158,7 @@ impl Node {
             timeout_ms: config.cluster.timeout_ms,
             cluster: Arc::clone(&cluster),
             replica: Arc::clone(&replica),
+            antientropy: Arc::clone(&antientropy),
             limits: config.limits.clone(),
             fingerprint: cluster_fingerprint(&config.cluster.name),
             metrics: metrics.clone(),
@@ -182,6 +191,7 @@ impl Node {
             ring.handoff_batch,
             dir.map(|d| d.join("handoff.json")),
         )));
+        tasks.push(tokio::spawn(Arc::clone(&antientropy).run()));
         let c = Arc::clone(&cluster);
         tasks.push(every(Duration::from_secs(5), move || {
             metrics.run_upkeep();
@@ -194,6 +204,7 @@ impl Node {
             addr,
             cluster,
             store,
+            antientropy,
             shutdown,
             left,
             server: Some(server),
@@ -209,6 +220,11 @@ impl Node {
     /// This node's local store (for tests and tools in process).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// This node's anti-entropy service (for tests and tools in process).
+    pub fn antientropy(&self) -> &Arc<AntiEntropy> {
+        &self.antientropy
     }
 
     pub fn url(&self) -> String {

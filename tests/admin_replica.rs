@@ -27,7 +27,11 @@ fn node_header(reply: &Reply) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_with_the_same_data_answer_identically_and_a_lagging_one_differs() {
-    let mut cluster = TestCluster::start(3, 0, 3).await;
+    // No anti-entropy: the lagging replica must stay behind to be seen.
+    let mut cluster = TestCluster::start_with(3, 0, 3, |c| {
+        c.antientropy.mode = chorus::config::AntiEntropyMode::Off;
+    })
+    .await;
     let clients: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
     let write = |client: &Client, key: &str, value: &'static str, query: &str| {
         let path = format!("{}?{query}", key_path(key));

@@ -102,6 +102,11 @@ impl Tree {
         }
     }
 
+    /// The hash of leaf `index` (zero for a leaf that does not exist).
+    pub fn leaf_hash(&self, index: usize) -> Hash {
+        self.levels[DEPTH].get(index).copied().unwrap_or([0; 32])
+    }
+
     pub fn root(&self) -> Hash {
         self.levels[0][0]
     }
@@ -119,7 +124,8 @@ impl Tree {
     }
 }
 
-fn xor(into: &mut Hash, other: &Hash) {
+/// XORs `other` into `into`.
+pub fn xor(into: &mut Hash, other: &Hash) {
     for (a, b) in into.iter_mut().zip(other) {
         *a ^= b;
     }

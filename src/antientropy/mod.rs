@@ -29,5 +29,10 @@
 //! but the entries here hold dots and contexts that the replicas mint, and
 //! the cost of a miss is only a later repair by a read.
 
+mod exchange;
 pub mod merkle;
+mod service;
 pub mod trees;
+
+pub use exchange::Outcome;
+pub use service::{AntiEntropy, MAX_LEAF_ENTRIES, Stats};

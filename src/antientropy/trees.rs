@@ -164,6 +164,63 @@ impl Trees {
         self.with(positions, |tree| Descent::start(tree, their_root))
     }
 
+    /// The `(key, entry hash)` lists of `leaves` of the range `positions`
+    /// in `store`, each sorted by key, leaf by leaf in the order asked.
+    /// Stops after the leaf that brings the total to `max_entries`, so the
+    /// answer may cover only a prefix of `leaves`.
+    ///
+    /// Each leaf is scanned under the observer's lock, and where this
+    /// node's tree of the range disagrees with what the scan found, the
+    /// leaf is corrected: a tree that drifted from its store (a bug, a
+    /// disk restored under a running node) heals where it is compared,
+    /// instead of differing from its peers forever.
+    pub fn leaf_lists(
+        &self,
+        store: &dyn Store,
+        positions: &RangeInclusive<Position>,
+        leaves: &[u32],
+        max_entries: usize,
+    ) -> Result<Vec<LeafList>> {
+        let mut out = Vec::with_capacity(leaves.len());
+        let mut total = 0;
+        for &leaf in leaves {
+            if total >= max_entries {
+                break;
+            }
+            let Some(slice) = merkle::leaf_range(positions, leaf as usize) else {
+                out.push((leaf, Vec::new()));
+                continue;
+            };
+            let mut slots = self.slots.lock();
+            let mut found = [0; 32];
+            let mut list = store
+                .scan(slice, usize::MAX)?
+                .into_iter()
+                .map(|(key, set)| {
+                    let hash = merkle::entry_hash(key.as_bytes(), &encode_set(&set)?);
+                    merkle::xor(&mut found, &hash);
+                    Ok((key, hash))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let slot = slots
+                .get_mut(positions.start())
+                .filter(|s| s.range.positions == *positions && s.complete());
+            if let Some(slot) = slot {
+                let mut delta = slot.tree.leaf_hash(leaf as usize);
+                if delta != found {
+                    tracing::debug!(leaf, "a Merkle leaf had drifted from the store; rehashed");
+                    merkle::xor(&mut delta, &found);
+                    slot.tree.toggle(leaf as usize, &delta);
+                }
+            }
+            drop(slots);
+            list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            total += list.len();
+            out.push((leaf, list));
+        }
+        Ok(out)
+    }
+
     fn with<T>(
         &self,
         positions: &RangeInclusive<Position>,
@@ -202,41 +259,6 @@ impl Observer for Trees {
             );
         }
     }
-}
-
-/// The `(key, entry hash)` lists of `leaves` of the range `positions` in
-/// `store`, each sorted by key, leaf by leaf in the order asked. Stops
-/// after the leaf that brings the total to `max_entries`, so the answer
-/// may cover only a prefix of `leaves`.
-pub fn leaf_entries(
-    store: &dyn Store,
-    positions: &RangeInclusive<Position>,
-    leaves: &[u32],
-    max_entries: usize,
-) -> Result<Vec<LeafList>> {
-    let mut out = Vec::with_capacity(leaves.len());
-    let mut total = 0;
-    for &leaf in leaves {
-        if total >= max_entries {
-            break;
-        }
-        let Some(slice) = merkle::leaf_range(positions, leaf as usize) else {
-            out.push((leaf, Vec::new()));
-            continue;
-        };
-        let mut list = store
-            .scan(slice, usize::MAX)?
-            .into_iter()
-            .map(|(key, set)| {
-                let hash = merkle::entry_hash(key.as_bytes(), &encode_set(&set)?);
-                Ok((key, hash))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        total += list.len();
-        out.push((leaf, list));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

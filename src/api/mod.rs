@@ -38,6 +38,7 @@ pub use replica_view::NODE_HEADER;
 use response::Body;
 pub use response::{CONTEXT_HEADER, QUORUM_HEADER};
 
+use crate::antientropy::AntiEntropy;
 use crate::config::Limits;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
@@ -52,6 +53,7 @@ pub struct Api {
     pub coordinator: Coordinator,
     pub cluster: Arc<Cluster>,
     pub replica: Arc<Replica>,
+    pub antientropy: Arc<AntiEntropy>,
     pub limits: Limits,
     /// The cluster's default quorum and request timeout.
     pub quorum: crate::coordinator::quorum::Quorum,

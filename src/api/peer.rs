@@ -47,6 +47,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
 async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
     match request {
         r if r.is_for_replica() => api.replica.handle(r).await,
+        r if r.is_for_antientropy() => api.antientropy.answer(r),
         PeerRequest::Chord(r) => Ok(PeerResponse::Chord(api.cluster.chord_answer(r))),
         PeerRequest::Forward(ClientOp::Read {
             key,

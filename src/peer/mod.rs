@@ -21,15 +21,18 @@ pub use http::{
 pub use tally::{Need, Outcome, Tally};
 
 use std::future::Future;
+use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::antientropy::merkle::Hash;
+use crate::antientropy::trees::LeafList;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::replica::Replica;
-use crate::ring::{ChordReply, ChordRequest, Members};
+use crate::ring::{ChordReply, ChordRequest, Members, Position};
 use crate::version::{Content, Context, Dot, SiblingSet};
 
 /// What one node asks of another.
@@ -80,6 +83,25 @@ pub enum PeerRequest {
     },
     /// Gossip: merge this members document and answer with the merged one.
     Gossip(Members),
+    /// Anti-entropy: the roots of the receiver's complete Merkle trees of
+    /// exactly these ranges, answered by [`PeerResponse::Roots`] (`None`
+    /// where it keeps no complete tree of the range: its ring differs, or
+    /// the tree is being built).
+    TreeRoots(Vec<RangeInclusive<Position>>),
+    /// Anti-entropy: the child hashes of `nodes` at `level` of the tree of
+    /// `range`, one list per node (the descent into what differs).
+    TreeChildren {
+        range: RangeInclusive<Position>,
+        level: u8,
+        nodes: Vec<u32>,
+    },
+    /// Anti-entropy: the `(key, entry hash)` lists of these leaves of
+    /// `range`, read from the store; the answer may cover only a prefix of
+    /// the leaves (a bound on its size), the rest asked again.
+    LeafEntries {
+        range: RangeInclusive<Position>,
+        leaves: Vec<u32>,
+    },
     /// Several batchable requests to the same replica (see `batch.rs`), at
     /// most [`batch::MAX_BATCH`], answered by [`PeerResponse::Batch`] with
     /// one reply each, in order.
@@ -132,6 +154,12 @@ pub enum PeerResponse {
     Members(Members),
     /// The replies to a [`PeerRequest::Batch`], in its order.
     Batch(Vec<WireReply>),
+    /// Tree roots, one per range asked.
+    Roots(Vec<Option<Hash>>),
+    /// Child hashes, one list per node asked.
+    Children(Vec<Vec<Hash>>),
+    /// Leaf lists, for a prefix of the leaves asked.
+    Leaves(Vec<LeafList>),
 }
 
 /// An error as it crosses the wire: the receiver rebuilds an
@@ -181,6 +209,16 @@ impl PeerRequest {
                 | PeerRequest::Handoff(_)
                 | PeerRequest::Fetch(_)
                 | PeerRequest::Batch(_)
+        )
+    }
+
+    /// Whether the request compares Merkle trees (anti-entropy).
+    pub fn is_for_antientropy(&self) -> bool {
+        matches!(
+            self,
+            PeerRequest::TreeRoots(_)
+                | PeerRequest::TreeChildren { .. }
+                | PeerRequest::LeafEntries { .. }
         )
     }
 

@@ -35,6 +35,16 @@ impl TestCluster {
     /// `initial` nodes forming the ring and `spare` more that can join
     /// later, with `n` replicas and majority quorums.
     pub async fn start(initial: usize, spare: usize, n: usize) -> TestCluster {
+        TestCluster::start_with(initial, spare, n, |_| {}).await
+    }
+
+    /// As [`TestCluster::start`], with `tweak` applied to the config.
+    pub async fn start_with(
+        initial: usize,
+        spare: usize,
+        n: usize,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = Vec::new();
         let mut nodes = Vec::new();
@@ -51,6 +61,7 @@ impl TestCluster {
         config.cluster.w = n / 2 + 1;
         config.nodes = nodes;
         quick(&mut config);
+        tweak(&mut config);
         let mut cluster = TestCluster {
             config,
             nodes: (0..initial + spare).map(|_| None).collect(),

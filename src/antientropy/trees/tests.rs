@@ -128,7 +128,9 @@ async fn only_complete_trees_answer_and_an_unchanged_range_keeps_its_tree() {
     // Leaf lists hold every key of the range once, sorted within each leaf.
     let positions = &ranges()[1].positions;
     let leaves: Vec<u32> = (0..merkle::LEAVES as u32).collect();
-    let lists = leaf_entries(&store, positions, &leaves, usize::MAX).expect("lists");
+    let lists = trees
+        .leaf_lists(&store, positions, &leaves, usize::MAX)
+        .expect("lists");
     let listed: usize = lists.iter().map(|(_, l)| l.len()).sum();
     let held = store
         .scan(positions.clone(), usize::MAX)
@@ -141,6 +143,41 @@ async fn only_complete_trees_answer_and_an_unchanged_range_keeps_its_tree() {
             .all(|(_, l)| l.windows(2).all(|w| w[0].0 < w[1].0))
     );
     // A bound cuts the answer after the leaf that reaches it.
-    let some = leaf_entries(&store, positions, &leaves, 1).expect("lists");
+    let some = trees
+        .leaf_lists(&store, positions, &leaves, 1)
+        .expect("lists");
     assert!(some.len() < leaves.len() && some.last().is_some_and(|(_, l)| !l.is_empty()));
+}
+
+#[tokio::test]
+async fn a_leaf_that_drifted_from_the_store_is_rehashed_where_it_is_listed() {
+    let store = MemoryStore::new();
+    let trees = Arc::new(Trees::new());
+    store.observe(trees.clone());
+    trees.set_ranges(ranges());
+    while trees.build_step(&store, 1000).expect("build") {}
+    for k in 0..40 {
+        apply(&store, k, Some(k)).await;
+    }
+    let good = roots(&trees);
+    let positions = ranges()[1].positions.clone();
+    // A change the observer never saw.
+    let key = (0..40)
+        .map(|k| format!("key-{k}"))
+        .find(|k| positions.contains(&crate::ring::position(k.as_bytes())))
+        .expect("a key in the range");
+    let leaf = merkle::leaf(&positions, crate::ring::position(key.as_bytes()));
+    trees
+        .slots
+        .lock()
+        .get_mut(positions.start())
+        .expect("slot")
+        .tree
+        .toggle(leaf, &[7; 32]);
+    assert_ne!(roots(&trees), good);
+    trees
+        .leaf_lists(&store, &positions, &[leaf as u32], usize::MAX)
+        .expect("lists");
+    assert_eq!(roots(&trees), good);
+    assert_eq!(roots(&trees), built_from_scratch(&store));
 }

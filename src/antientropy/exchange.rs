@@ -1,0 +1,274 @@
+//! One state-transfer round: this node and one fellow replica compare the
+//! trees of the ranges they share and exchange the keys that differ.
+//!
+//! 1. Pick a random peer among the other replicas of this node's ranges.
+//! 2. Ask for the roots of every range both keep, in one message.
+//! 3. For each range whose roots differ (in random order), descend one
+//!    level per message into the children that differ, down to the leaves.
+//! 4. Ask for the `(key, hash)` lists of the differing leaves, compare
+//!    them with this node's own: the differing keys.
+//! 5. Fetch the peer's sets of those keys, merge each with this node's
+//!    set, and store the merge on whichever side it changes.
+//!
+//! A round stops taking keys at `max_keys_per_round` and bytes at
+//! `max_bytes_per_round`; what is left differs still and is found again by
+//! a later round. Messages grow with what differs: a range in sync costs
+//! 32 bytes of root, a differing key about a few hundred bytes of hashes
+//! plus its sets.
+
+use std::ops::RangeInclusive;
+
+use rand::seq::{IndexedRandom, SliceRandom};
+
+use super::merkle::{Hash, differing_keys};
+use super::service::AntiEntropy;
+use crate::error::{Error, Result};
+use crate::peer::{PeerRequest, PeerResponse};
+use crate::ring::Position;
+use crate::version::SiblingSet;
+
+/// Leaves asked for per message.
+const LEAVES_PER_ASK: usize = 256;
+/// Keys fetched and pushed per message.
+const KEYS_PER_REPAIR: usize = 128;
+
+/// What a round did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub peer: Option<String>,
+    /// in_sync, repaired, unbuilt, failed or idle (see the rounds metric).
+    pub result: &'static str,
+    pub differing: u64,
+    pub repaired: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub error: Option<Error>,
+}
+
+/// Runs one round with a random peer; never fails, the outcome says how it went.
+pub async fn round(ae: &AntiEntropy) -> Outcome {
+    let me = ae.cluster.me();
+    let ranges = ae.trees.ranges();
+    let mut peers: Vec<&str> = ranges
+        .iter()
+        .flat_map(|r| r.replicas.iter().map(String::as_str))
+        .filter(|id| *id != me)
+        .collect();
+    peers.sort_unstable();
+    peers.dedup();
+    let Some(peer) = peers.choose(&mut rand::rng()).map(|p| p.to_string()) else {
+        return Outcome {
+            result: "idle",
+            ..Outcome::default()
+        };
+    };
+    let shared: Vec<RangeInclusive<Position>> = ranges
+        .iter()
+        .filter(|r| r.replicas.contains(&peer))
+        .map(|r| r.positions.clone())
+        .collect();
+    let mut round = Round {
+        ae,
+        outcome: Outcome {
+            peer: Some(peer.clone()),
+            ..Outcome::default()
+        },
+        peer,
+        unbuilt: false,
+    };
+    if shared.is_empty() {
+        return Outcome {
+            result: "idle",
+            ..round.outcome
+        };
+    }
+    let result = round.run(shared).await;
+    let unbuilt = round.unbuilt;
+    let mut outcome = round.outcome;
+    outcome.result = match result {
+        Err(e) => {
+            outcome.error = Some(e);
+            "failed"
+        }
+        Ok(()) if outcome.differing > 0 => "repaired",
+        Ok(()) if unbuilt => "unbuilt",
+        Ok(()) => "in_sync",
+    };
+    outcome
+}
+
+struct Round<'a> {
+    ae: &'a AntiEntropy,
+    peer: String,
+    outcome: Outcome,
+    /// Some shared range had no complete tree on one side.
+    unbuilt: bool,
+}
+
+impl Round<'_> {
+    async fn run(&mut self, shared: Vec<RangeInclusive<Position>>) -> Result<()> {
+        let PeerResponse::Roots(roots) = self.call(PeerRequest::TreeRoots(shared.clone())).await?
+        else {
+            return Err(self.unexpected("roots"));
+        };
+        if roots.len() != shared.len() {
+            return Err(self.unexpected("roots"));
+        }
+        let mut differing: Vec<(RangeInclusive<Position>, Hash)> = Vec::new();
+        for (range, theirs) in shared.into_iter().zip(roots) {
+            match (self.ae.trees.root(&range), theirs) {
+                (Some(mine), Some(theirs)) if mine == theirs => {}
+                (Some(_), Some(theirs)) => differing.push((range, theirs)),
+                _ => self.unbuilt = true,
+            }
+        }
+        // Random order, so that a round cut short by its bounds does not
+        // always leave the same ranges for later.
+        differing.shuffle(&mut rand::rng());
+        for (range, their_root) in differing {
+            if self.spent() {
+                break;
+            }
+            let keys = self.differing_keys(&range, &their_root).await?;
+            self.outcome.differing += keys.len() as u64;
+            for chunk in keys.chunks(KEYS_PER_REPAIR) {
+                if self.spent() {
+                    break;
+                }
+                self.repair(chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the round used up its key or byte budget.
+    fn spent(&self) -> bool {
+        let config = &self.ae.config;
+        self.outcome.differing >= config.max_keys_per_round as u64
+            || self.outcome.sent + self.outcome.received >= config.max_bytes_per_round
+    }
+
+    /// Descends both trees of `range` to the differing leaves, then compares
+    /// the leaves' key lists: the keys whose entries differ, at most what
+    /// the round's key budget has left.
+    async fn differing_keys(
+        &mut self,
+        range: &RangeInclusive<Position>,
+        their_root: &Hash,
+    ) -> Result<Vec<String>> {
+        let trees = &self.ae.trees;
+        let Some(mut descent) = trees.descent(range, their_root) else {
+            return Ok(Vec::new());
+        };
+        while let Some((level, nodes)) = descent.asking() {
+            let request = PeerRequest::TreeChildren {
+                range: range.clone(),
+                level: level as u8,
+                nodes: nodes.iter().map(|&n| n as u32).collect(),
+            };
+            let PeerResponse::Children(children) = self.call(request).await? else {
+                return Err(self.unexpected("tree children"));
+            };
+            if !trees.step(range, &mut descent, &children) {
+                // The ring changed under the round; a later one compares anew.
+                return Ok(Vec::new());
+            }
+        }
+        let budget = self.ae.config.max_keys_per_round - self.outcome.differing as usize;
+        let mut keys = Vec::new();
+        let mut rest: Vec<u32> = descent.leaves().iter().map(|&l| l as u32).collect();
+        while !rest.is_empty() && keys.len() < budget && !self.spent() {
+            let asked: Vec<u32> = rest.iter().copied().take(LEAVES_PER_ASK).collect();
+            let request = PeerRequest::LeafEntries {
+                range: range.clone(),
+                leaves: asked.clone(),
+            };
+            let PeerResponse::Leaves(theirs) = self.call(request).await? else {
+                return Err(self.unexpected("leaf lists"));
+            };
+            // The answer covers a prefix of the leaves asked, in order.
+            let answered = theirs.len();
+            if answered == 0
+                || answered > asked.len()
+                || theirs.iter().zip(&asked).any(|((l, _), a)| l != a)
+            {
+                return Err(self.unexpected("leaf lists"));
+            }
+            let store = &*self.ae.store;
+            let mine = trees.leaf_lists(store, range, &asked[..answered], usize::MAX)?;
+            for ((_, mine), (_, mut theirs)) in mine.into_iter().zip(theirs) {
+                theirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                keys.extend(differing_keys(&mine, &theirs));
+            }
+            rest.drain(..answered);
+        }
+        keys.truncate(budget);
+        Ok(keys)
+    }
+
+    /// Fetches the peer's sets of `keys`, merges each with this node's, and
+    /// stores the merge on each side it changes.
+    async fn repair(&mut self, keys: &[String]) -> Result<()> {
+        let PeerResponse::Sets(theirs) = self.call(PeerRequest::Fetch(keys.to_vec())).await? else {
+            return Err(self.unexpected("sets"));
+        };
+        if theirs.len() != keys.len() {
+            return Err(self.unexpected("sets"));
+        }
+        let (mut to_me, mut to_them) = (Vec::new(), Vec::new());
+        let empty = SiblingSet::new();
+        for (key, theirs) in keys.iter().zip(theirs) {
+            let mine = self.ae.store.get(key)?;
+            let mut merged = mine.clone().unwrap_or_default();
+            if let Some(theirs) = &theirs {
+                merged.merge(theirs);
+            }
+            let changes = |side: &Option<SiblingSet>| side.as_ref().unwrap_or(&empty) != &merged;
+            let (mine_changes, theirs_change) = (changes(&mine), changes(&theirs));
+            if mine_changes || theirs_change {
+                self.outcome.repaired += 1;
+            }
+            if mine_changes && let Some(theirs) = theirs {
+                to_me.push((key.clone(), theirs));
+            }
+            if theirs_change && !merged.is_empty() {
+                to_them.push((key.clone(), merged));
+            }
+        }
+        if !to_me.is_empty() {
+            // The replica checks the peer's sets before merging them.
+            self.ae.replica.handle(PeerRequest::Handoff(to_me)).await?;
+        }
+        if !to_them.is_empty() {
+            let PeerResponse::Merged { .. } = self.call(PeerRequest::Handoff(to_them)).await?
+            else {
+                return Err(self.unexpected("a merge"));
+            };
+        }
+        Ok(())
+    }
+
+    /// Calls the peer, counting the bytes both ways.
+    async fn call(&mut self, request: PeerRequest) -> Result<PeerResponse> {
+        self.outcome.sent += encoded_len(&request);
+        let response = self
+            .ae
+            .cluster
+            .transport()
+            .call(&self.peer, request)
+            .await?;
+        self.outcome.received += encoded_len(&response);
+        Ok(response)
+    }
+
+    fn unexpected(&self, what: &str) -> Error {
+        Error::Protocol(format!(
+            "{} answered an anti-entropy request for {what} with something else",
+            self.peer
+        ))
+    }
+}
+
+fn encoded_len(message: &impl serde::Serialize) -> u64 {
+    crate::peer::encode(message).map_or(0, |bytes| bytes.len() as u64)
+}

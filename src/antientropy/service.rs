@@ -1,0 +1,240 @@
+//! One node's anti-entropy: its trees, its answers to peers, its rounds.
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::exchange::{self, Outcome};
+use super::merkle::{DEPTH, FANOUT, LEAVES};
+use super::trees::Trees;
+use crate::config::{AntiEntropyConfig, AntiEntropyMode};
+use crate::error::{Error, Result};
+use crate::membership::Cluster;
+use crate::metrics as m;
+use crate::peer::{PeerRequest, PeerResponse};
+use crate::replica::Replica;
+use crate::ring::Position;
+use crate::store::Store;
+
+/// Keys a tree build scans per step: the observer waits at most that long.
+const BUILD_CHUNK: usize = 256;
+/// Most `(key, hash)` entries one leaf answer holds (it always holds at
+/// least one whole leaf).
+pub const MAX_LEAF_ENTRIES: usize = 4096;
+/// Most ranges one roots request may name.
+const MAX_RANGES: usize = 1 << 16;
+
+/// A node's anti-entropy service: a cheap handle, shared by the API (which
+/// answers peers with it) and the background task ([`AntiEntropy::run`]).
+pub struct AntiEntropy {
+    pub(super) cluster: Arc<Cluster>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) replica: Arc<Replica>,
+    pub(super) trees: Arc<Trees>,
+    pub(super) config: AntiEntropyConfig,
+    stats: parking_lot::Mutex<Stats>,
+}
+
+/// This node's rounds so far, for tests and tools in process (the metrics
+/// are process-wide, and tests run several nodes in one process).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rounds: u64,
+    pub in_sync: u64,
+    pub differing: u64,
+    pub repaired: u64,
+    /// The number of the last round that found keys differing (0: none).
+    pub last_differing_round: u64,
+}
+
+impl AntiEntropy {
+    /// Makes the service and, unless the mode is off, has the store tell
+    /// its trees of every write from now on.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        store: Arc<dyn Store>,
+        replica: Arc<Replica>,
+        config: AntiEntropyConfig,
+    ) -> Arc<AntiEntropy> {
+        let trees = Arc::new(Trees::new());
+        if config.mode != AntiEntropyMode::Off {
+            store.observe(trees.clone());
+        }
+        Arc::new(AntiEntropy {
+            cluster,
+            store,
+            replica,
+            trees,
+            config,
+            stats: parking_lot::Mutex::default(),
+        })
+    }
+
+    fn mode(&self) -> &'static str {
+        match self.config.mode {
+            AntiEntropyMode::State => "state",
+            AntiEntropyMode::Off => "off",
+        }
+    }
+
+    /// Answers a peer's tree request.
+    pub fn answer(&self, request: PeerRequest) -> Result<PeerResponse> {
+        match request {
+            PeerRequest::TreeRoots(ranges) => {
+                if ranges.len() > MAX_RANGES {
+                    return Err(Error::Protocol(format!(
+                        "roots of {} ranges asked; at most {MAX_RANGES}",
+                        ranges.len()
+                    )));
+                }
+                Ok(PeerResponse::Roots(
+                    ranges.iter().map(|r| self.trees.root(r)).collect(),
+                ))
+            }
+            PeerRequest::TreeChildren {
+                range,
+                level,
+                nodes,
+            } => {
+                let level = usize::from(level);
+                let width = if level < DEPTH {
+                    FANOUT.pow(level as u32)
+                } else {
+                    0
+                };
+                if nodes.len() > width || nodes.iter().any(|&n| n as usize >= width) {
+                    return Err(Error::Protocol(format!(
+                        "tree children asked of {} nodes at level {level}: a level has {width}",
+                        nodes.len()
+                    )));
+                }
+                self.trees
+                    .children(&range, level, &nodes)
+                    .map(PeerResponse::Children)
+                    .ok_or_else(|| self.no_tree(&range))
+            }
+            PeerRequest::LeafEntries { range, leaves } => {
+                if leaves.len() > LEAVES || leaves.iter().any(|&l| l as usize >= LEAVES) {
+                    return Err(Error::Protocol(format!(
+                        "{} leaves asked; a tree has {LEAVES}",
+                        leaves.len()
+                    )));
+                }
+                if self.trees.root(&range).is_none() {
+                    return Err(self.no_tree(&range));
+                }
+                let lists =
+                    self.trees
+                        .leaf_lists(&*self.store, &range, &leaves, MAX_LEAF_ENTRIES)?;
+                Ok(PeerResponse::Leaves(lists))
+            }
+            other => Err(Error::Protocol(format!(
+                "not an anti-entropy request: {}",
+                format!("{other:?}").chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+
+    fn no_tree(&self, range: &RangeInclusive<Position>) -> Error {
+        Error::Unavailable {
+            node: self.cluster.me().to_string(),
+            reason: format!(
+                "keeps no complete tree of {:016x}..={:016x}",
+                range.start(),
+                range.end()
+            ),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        *self.stats.lock()
+    }
+
+    /// Drops every tree and builds it again from the store.
+    pub fn rebuild(&self) {
+        self.trees.rebuild();
+    }
+
+    /// Keeps the trees matching the ring, builds them, and runs a round
+    /// with one peer every `interval_ms` (longer when `rate_bytes_per_sec`
+    /// asks for it), until aborted.
+    pub async fn run(self: Arc<Self>) {
+        if self.config.mode == AntiEntropyMode::Off {
+            return;
+        }
+        let interval = Duration::from_millis(self.config.interval_ms);
+        let mut changes = self.cluster.subscribe();
+        self.refresh_ranges();
+        loop {
+            if changes.has_changed().unwrap_or(false) {
+                changes.borrow_and_update();
+                self.refresh_ranges();
+            }
+            self.build().await;
+            let outcome = exchange::round(&self).await;
+            let pause = self.record(&outcome).max(interval);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Sets the trees to the ranges this node now replicates.
+    fn refresh_ranges(&self) {
+        let me = self.cluster.me();
+        let mine = self
+            .cluster
+            .ring()
+            .ranges(self.cluster.n())
+            .into_iter()
+            .filter(|r| r.replicas.iter().any(|id| id == me))
+            .collect();
+        let to_build = self.trees.set_ranges(mine);
+        metrics::counter!(m::ANTIENTROPY_TREE_BUILDS_TOTAL).increment(to_build as u64);
+    }
+
+    /// Builds every incomplete tree from the store, off the async threads.
+    async fn build(&self) {
+        let (trees, store) = (Arc::clone(&self.trees), Arc::clone(&self.store));
+        let built = tokio::task::spawn_blocking(move || {
+            while trees.build_step(&*store, BUILD_CHUNK)? {}
+            Ok::<_, Error>(())
+        })
+        .await;
+        match built {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "building Merkle trees failed; retrying"),
+            Err(e) => tracing::warn!(error = %e, "the Merkle tree build stopped"),
+        }
+    }
+
+    /// Counts a round in the metrics; returns the pause the rate cap asks for.
+    fn record(&self, outcome: &Outcome) -> Duration {
+        {
+            let mut stats = self.stats.lock();
+            stats.rounds += 1;
+            stats.in_sync += u64::from(outcome.result == "in_sync");
+            stats.differing += outcome.differing;
+            stats.repaired += outcome.repaired;
+            if outcome.differing > 0 {
+                stats.last_differing_round = stats.rounds;
+            }
+        }
+        let mode = self.mode();
+        metrics::counter!(m::ANTIENTROPY_ROUNDS_TOTAL, "mode" => mode, "result" => outcome.result)
+            .increment(1);
+        metrics::counter!(m::ANTIENTROPY_DIFFERING_KEYS_TOTAL, "mode" => mode)
+            .increment(outcome.differing);
+        metrics::counter!(m::ANTIENTROPY_KEYS_REPAIRED_TOTAL, "mode" => mode)
+            .increment(outcome.repaired);
+        for (direction, bytes) in [("sent", outcome.sent), ("received", outcome.received)] {
+            metrics::counter!(m::ANTIENTROPY_BYTES_TOTAL, "mode" => mode, "direction" => direction)
+                .increment(bytes);
+        }
+        if let Some(e) = &outcome.error {
+            tracing::debug!(peer = ?outcome.peer, error = %e, "anti-entropy round failed");
+        }
+        match self.config.rate_bytes_per_sec {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs_f64((outcome.sent + outcome.received) as f64 / rate as f64),
+        }
+    }
+}

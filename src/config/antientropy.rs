@@ -1,0 +1,73 @@
+//! `[antientropy]`: how replicas that drifted are brought back together.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How replicas compare and repair what they hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Merkle trees per range: compare roots, descend into what differs,
+    /// exchange the differing keys' sibling sets (Dynamo, Riak AAE).
+    State,
+    /// No background repair: only read repair and hinted handoff.
+    Off,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntiEntropyConfig {
+    pub mode: Mode,
+    /// Period between two exchange rounds of one node, each with one peer.
+    pub interval_ms: u64,
+    /// Most keys one round repairs; the rest wait for later rounds.
+    pub max_keys_per_round: usize,
+    /// Most bytes one round sends and receives, all messages counted.
+    pub max_bytes_per_round: u64,
+    /// Long-run cap on anti-entropy traffic per node, bytes per second
+    /// (0: only the per-round bounds).
+    pub rate_bytes_per_sec: u64,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        AntiEntropyConfig {
+            mode: Mode::State,
+            interval_ms: 1000,
+            max_keys_per_round: 1000,
+            max_bytes_per_round: 8 * 1024 * 1024,
+            rate_bytes_per_sec: 0,
+        }
+    }
+}
+
+impl AntiEntropyConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(10..=3_600_000).contains(&self.interval_ms) {
+            return Err(Error::config(
+                "antientropy.interval_ms",
+                "must be between 10 and 3600000 ms",
+            ));
+        }
+        if self.max_keys_per_round == 0 || self.max_keys_per_round > 1_000_000 {
+            return Err(Error::config(
+                "antientropy.max_keys_per_round",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.max_bytes_per_round < 64 * 1024 {
+            return Err(Error::config(
+                "antientropy.max_bytes_per_round",
+                "must be at least 65536: one round must be able to compare a tree",
+            ));
+        }
+        if self.rate_bytes_per_sec != 0 && self.rate_bytes_per_sec < 1024 {
+            return Err(Error::config(
+                "antientropy.rate_bytes_per_sec",
+                "must be 0 (no cap) or at least 1024",
+            ));
+        }
+        Ok(())
+    }
+}

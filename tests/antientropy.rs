@@ -1,0 +1,399 @@
+//! Anti-entropy brings replicas that drifted apart back to identical sets.
+//!
+//! The floor scenario, on in-process clusters of 3 and 5 nodes with N = 3
+//! and hinted handoff disabled (`limits.max_hints = 0`): one node is
+//! stopped; 10,000 keys are written at w=1, then 1,000 of them deleted and
+//! 1,000 overwritten (each with the context of a read); the node comes
+//! back with nothing of it. Then:
+//! - the returning node's last round that found differing keys is at most
+//!   its round ceil(D / max_keys_per_round) + 1, where D is the number of
+//!   keys it replicates (every one of which it lacks);
+//! - every replica of every key answers `/admin/replica` with the same body;
+//! - the next rounds of every node find nothing: the repair counters stay
+//!   where they are;
+//! - every deleted key reads 404 at r=all, every other key its last value.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus::antientropy::Stats;
+use chorus::antientropy::merkle::LEAVES;
+use chorus::client::{Client, Reply, key_path};
+use chorus::config::Config;
+use chorus::peer::{PeerRequest, PeerResponse, WireReply};
+use common::cluster::TestCluster;
+use futures_util::future::join_all;
+use http::{Method, StatusCode};
+
+const KEYS: usize = 10_000;
+const DELETED: usize = 1_000;
+const OVERWRITTEN: usize = 1_000;
+const MAX_KEYS_PER_ROUND: usize = 1_000;
+/// Concurrent client requests.
+const WORKERS: usize = 16;
+
+fn drifting(config: &mut Config) {
+    config.limits.max_hints = 0;
+    config.antientropy.interval_ms = 100;
+    config.antientropy.max_keys_per_round = MAX_KEYS_PER_ROUND;
+}
+
+fn key(i: usize) -> String {
+    format!("drift-{i}")
+}
+
+/// The value key `i` ends with (deleted keys: none).
+fn last_value(i: usize) -> Option<String> {
+    match i {
+        i if i < DELETED => None,
+        i if i < DELETED + OVERWRITTEN => Some(format!("\"second {i}\"")),
+        i => Some(format!("\"first {i}\"")),
+    }
+}
+
+async fn send(
+    client: &Client,
+    method: Method,
+    key: &str,
+    query: &str,
+    ctx: Option<&str>,
+    body: Option<String>,
+) -> Reply {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(ctx.map(|c| ("x-chorus-context", c)));
+    let path = format!("{}?{query}", key_path(key));
+    let body = body.map(Bytes::from).unwrap_or_default();
+    client
+        .request(method, &path, &headers, body)
+        .await
+        .expect("request")
+}
+
+/// Runs `job(i)` for every `i` in `range` on `WORKERS` tasks.
+async fn for_each<F, Fut>(range: std::ops::Range<usize>, job: F)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let job = Arc::new(job);
+    let (start, end) = (range.start, range.end);
+    let tasks = (0..WORKERS).map(|w| {
+        let job = Arc::clone(&job);
+        tokio::spawn(async move {
+            for i in (start + w..end).step_by(WORKERS) {
+                job(i).await;
+            }
+        })
+    });
+    for task in join_all(tasks).await {
+        task.expect("worker");
+    }
+}
+
+/// Writes, deletes and overwrites through `clients` at w=1.
+async fn drift(clients: Vec<Client>) {
+    let clients = Arc::new(clients);
+    let c = Arc::clone(&clients);
+    for_each(0..KEYS, move |i| {
+        let client = c[i % c.len()].clone();
+        async move {
+            let value = format!("\"first {i}\"");
+            let reply = send(&client, Method::PUT, &key(i), "w=1", None, Some(value)).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NO_CONTENT,
+                "put {i}: {:?}",
+                reply.body
+            );
+        }
+    })
+    .await;
+    let c = Arc::clone(&clients);
+    for_each(0..DELETED + OVERWRITTEN, move |i| {
+        let client = c[(i + 1) % c.len()].clone();
+        async move {
+            let read = send(&client, Method::GET, &key(i), "r=1", None, None).await;
+            assert_eq!(read.status, StatusCode::OK, "read {i}");
+            let ctx = read.context().expect("context").to_string();
+            let (method, body) = match last_value(i) {
+                None => (Method::DELETE, None),
+                Some(v) => (Method::PUT, Some(v)),
+            };
+            let reply = send(&client, method, &key(i), "w=1", Some(&ctx), body).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NO_CONTENT,
+                "rewrite {i}: {:?}",
+                reply.body
+            );
+        }
+    })
+    .await;
+}
+
+fn index_of(id: &str) -> usize {
+    id.trim_start_matches('n')
+        .parse::<usize>()
+        .expect("node id")
+        - 1
+}
+
+/// Waits until every node has run `rounds` more rounds than in `since`.
+async fn await_rounds(cluster: &TestCluster, since: &[Stats], rounds: u64) -> Vec<Stats> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let now: Vec<Stats> = (0..since.len())
+            .map(|i| cluster.node(i).antientropy().stats())
+            .collect();
+        if now
+            .iter()
+            .zip(since)
+            .all(|(n, s)| n.rounds >= s.rounds + rounds)
+        {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "anti-entropy rounds stopped: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn drift_and_converge(nodes: usize) {
+    let mut cluster = TestCluster::start_with(nodes, 0, 3, drifting).await;
+    let down = nodes - 1;
+    cluster.stop(down).await;
+    drift((0..down).map(|i| cluster.client(i)).collect()).await;
+    let lagging = format!("n{}", down + 1);
+    let replicas: Vec<Vec<usize>> = (0..KEYS)
+        .map(|i| {
+            let list = cluster.node(0).cluster().preference_list(&key(i));
+            list.iter().map(|id| index_of(id)).collect()
+        })
+        .collect();
+    let lacked = replicas.iter().filter(|r| r.contains(&down)).count();
+    assert!(
+        lacked > KEYS / 3,
+        "the stopped node replicates {lacked} keys"
+    );
+
+    cluster.restart(down).await;
+    // Converged: a round of every node after which nothing differs.
+    let mut stats: Vec<Stats> = (0..nodes).map(|_| Stats::default()).collect();
+    loop {
+        let before = stats.clone();
+        stats = await_rounds(&cluster, &before, 2).await;
+        let quiet = stats.iter().zip(&before).all(|(n, b)| {
+            n.repaired == b.repaired && n.differing == b.differing && n.in_sync >= b.in_sync + 2
+        });
+        if quiet && stats[down].rounds > 0 {
+            break;
+        }
+    }
+    let bound = lacked.div_ceil(MAX_KEYS_PER_ROUND) as u64 + 1;
+    let last = stats[down].last_differing_round;
+    assert!(
+        last <= bound,
+        "{lagging} found keys differing until its round {last}; the bound is {bound} ({lacked} keys, {MAX_KEYS_PER_ROUND} per round)"
+    );
+
+    // Identical replicas, key by key.
+    let clients: Arc<Vec<Client>> = Arc::new((0..nodes).map(|i| cluster.client(i)).collect());
+    let replicas = Arc::new(replicas);
+    let c = Arc::clone(&clients);
+    let r = Arc::clone(&replicas);
+    for_each(0..KEYS, move |i| {
+        let (clients, replicas) = (Arc::clone(&c), Arc::clone(&r));
+        async move {
+            let path = format!(
+                "/admin/replica/{}",
+                key_path(&key(i)).trim_start_matches("/kv/")
+            );
+            let mut bodies = HashMap::new();
+            for &node in replicas[i].iter() {
+                let reply = clients[node]
+                    .request(Method::GET, &path, &[], Bytes::new())
+                    .await
+                    .expect("replica view");
+                assert_eq!(reply.status, StatusCode::OK, "key {i} on n{}", node + 1);
+                bodies.insert(node, reply.body);
+            }
+            let first = &bodies[&replicas[i][0]];
+            for (node, body) in &bodies {
+                assert_eq!(
+                    body,
+                    first,
+                    "key {i}: n{} differs from n{}",
+                    node + 1,
+                    replicas[i][0] + 1
+                );
+            }
+        }
+    })
+    .await;
+
+    // Nothing deleted came back; every value is the last written.
+    let c = Arc::clone(&clients);
+    for_each(0..KEYS, move |i| {
+        let client = c[i % c.len()].clone();
+        async move {
+            let read = send(&client, Method::GET, &key(i), "r=all", None, None).await;
+            match last_value(i) {
+                None => assert_eq!(
+                    read.status,
+                    StatusCode::NOT_FOUND,
+                    "deleted key {i} is back"
+                ),
+                Some(v) => {
+                    assert_eq!(read.status, StatusCode::OK, "key {i}");
+                    assert_eq!(read.body, Bytes::from(v), "key {i}");
+                }
+            }
+        }
+    })
+    .await;
+
+    // The repair metrics stay at zero over the next idle rounds.
+    let idle = await_rounds(&cluster, &stats, 2).await;
+    for (after, before) in idle.iter().zip(&stats) {
+        assert_eq!(
+            (after.differing, after.repaired),
+            (before.differing, before.repaired)
+        );
+    }
+    let repaired = common::metric(&clients[0], "chorus_antientropy_keys_repaired_total").await;
+    assert!(
+        repaired >= lacked as f64,
+        "{repaired} keys repaired, {lacked} lacked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_converge_after_a_replica_missed_everything() {
+    drift_and_converge(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_nodes_converge_after_a_replica_missed_everything() {
+    drift_and_converge(5).await;
+}
+
+/// Sends one node-to-node request to `client`'s node.
+async fn peer(client: &Client, request: PeerRequest) -> WireReply {
+    let body = Bytes::from(request.encode().expect("encode"));
+    let reply = client
+        .request(Method::POST, "/peer", &[], body)
+        .await
+        .expect("peer");
+    assert_eq!(reply.status, StatusCode::OK);
+    postcard::from_bytes(&reply.body).expect("a wire reply")
+}
+
+#[tokio::test]
+async fn tree_requests_from_peers_are_checked_and_bounded() {
+    let node = common::TestNode::start().await;
+    let client = &node.client;
+    for i in 0..50 {
+        let reply = client.put(&format!("t-{i}"), "1", None).await.expect("put");
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    }
+    // One node, N = 1: a single range, the whole ring.
+    let whole = 0..=u64::MAX;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let root = loop {
+        let roots = peer(client, PeerRequest::TreeRoots(vec![whole.clone(), 5..=9])).await;
+        match roots {
+            Ok(PeerResponse::Roots(r)) if r[0].is_some() => {
+                assert_eq!(r[1], None, "no tree of a range the node does not keep");
+                break r[0].expect("root");
+            }
+            other => assert!(Instant::now() < deadline, "no tree built: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(root, [0; 32]);
+    // The root's children XOR to the root; the leaves hold every key once.
+    let Ok(PeerResponse::Children(children)) = peer(
+        client,
+        PeerRequest::TreeChildren {
+            range: whole.clone(),
+            level: 0,
+            nodes: vec![0],
+        },
+    )
+    .await
+    else {
+        panic!("children of the root");
+    };
+    let mut folded = [0u8; 32];
+    for child in &children[0] {
+        chorus::antientropy::merkle::xor(&mut folded, child);
+    }
+    assert_eq!(folded, root);
+    let all: Vec<u32> = (0..LEAVES as u32).collect();
+    let Ok(PeerResponse::Leaves(lists)) = peer(
+        client,
+        PeerRequest::LeafEntries {
+            range: whole.clone(),
+            leaves: all,
+        },
+    )
+    .await
+    else {
+        panic!("leaf lists");
+    };
+    assert_eq!(lists.iter().map(|(_, l)| l.len()).sum::<usize>(), 50);
+
+    let hostile = [
+        PeerRequest::TreeChildren {
+            range: whole.clone(),
+            level: 3,
+            nodes: vec![0],
+        },
+        PeerRequest::TreeChildren {
+            range: whole.clone(),
+            level: 1,
+            nodes: vec![0; 17],
+        },
+        PeerRequest::TreeChildren {
+            range: whole.clone(),
+            level: 2,
+            nodes: vec![256],
+        },
+        PeerRequest::LeafEntries {
+            range: whole.clone(),
+            leaves: vec![LEAVES as u32],
+        },
+        PeerRequest::LeafEntries {
+            range: whole.clone(),
+            leaves: vec![0; LEAVES + 1],
+        },
+        PeerRequest::TreeRoots(vec![0..=1; (1 << 16) + 1]),
+    ];
+    for request in hostile {
+        let what = format!("{request:?}").chars().take(60).collect::<String>();
+        let reply = peer(client, request).await;
+        assert!(
+            matches!(&reply, Err(e) if e.code == "protocol_error"),
+            "{what}: {reply:?}"
+        );
+    }
+    // A range the node keeps no tree of is refused as unavailable.
+    let reply = peer(
+        client,
+        PeerRequest::LeafEntries {
+            range: 5..=9,
+            leaves: vec![0],
+        },
+    )
+    .await;
+    assert!(
+        matches!(&reply, Err(e) if e.code == "unavailable"),
+        "{reply:?}"
+    );
+}
