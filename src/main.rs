@@ -106,6 +106,8 @@ enum Command {
 enum Sim {
     /// Chord routing of many nodes: hops, convergence, churn, load.
     Ring(chorus::sim::ring::Options),
+    /// Anti-entropy: rounds and bytes to converge replicas that drifted.
+    Antientropy(chorus::sim::antientropy::Options),
 }
 
 #[tokio::main]
@@ -204,6 +206,15 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             match report {
                 (report, true) => println!("{}", serde_json::json!(report)),
                 (report, false) => print!("{}", report.table()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim(Sim::Antientropy(options)) => {
+            let report = chorus::sim::antientropy::run(&options).await?;
+            if options.json {
+                println!("{}", serde_json::json!(report));
+            } else {
+                print!("{}", report.table());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -14,6 +14,17 @@ use crate::ring::Position;
 
 pub type Hash = [u8; 32];
 
+/// The first eight bytes of a hash: how inner nodes travel during a
+/// descent, a quarter of the bytes. Two different nodes pass for equal only
+/// on a 2^-64 chance; roots travel whole.
+pub type Digest = u64;
+
+pub fn digest(hash: &Hash) -> Digest {
+    let mut first = [0; 8];
+    first.copy_from_slice(&hash[..8]);
+    Digest::from_be_bytes(first)
+}
+
 /// Children per inner node.
 pub const FANOUT: usize = 16;
 /// Levels below the root.
@@ -107,6 +118,11 @@ impl Tree {
         self.levels[DEPTH].get(index).copied().unwrap_or([0; 32])
     }
 
+    /// The digests of the children of node `index` at `level`.
+    pub fn child_digests(&self, level: usize, index: usize) -> Vec<Digest> {
+        self.children(level, index).iter().map(digest).collect()
+    }
+
     pub fn root(&self) -> Hash {
         self.levels[0][0]
     }
@@ -165,10 +181,10 @@ impl Descent {
             .then_some((self.level, self.differing.as_slice()))
     }
 
-    /// Compares the other side's children of the asked nodes (one list per
-    /// node, in the order asked) with this tree's. A missing or short list
-    /// counts as all different.
-    pub fn step(&mut self, mine: &Tree, theirs: &[Vec<Hash>]) {
+    /// Compares the other side's children of the asked nodes (one list of
+    /// digests per node, in the order asked) with this tree's. A missing or
+    /// short list counts as all different.
+    pub fn step(&mut self, mine: &Tree, theirs: &[Vec<Digest>]) {
         let Some((level, asked)) = self.asking() else {
             return;
         };
@@ -177,7 +193,7 @@ impl Descent {
             let own = mine.children(level, node);
             let other = theirs.get(i).map(Vec::as_slice).unwrap_or(&[]);
             for (c, hash) in own.iter().enumerate() {
-                if other.get(c) != Some(hash) {
+                if other.get(c) != Some(&digest(hash)) {
                     next.push(node * FANOUT + c);
                 }
             }

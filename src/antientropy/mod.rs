@@ -25,6 +25,20 @@
 //! merge. What crosses the network grows with the number of differing
 //! keys, not with the data.
 //!
+//! The parts:
+//! - [`merkle`]: the tree of one range and the descent (pure);
+//! - [`trees`]: the trees of one node, kept current by the store's
+//!   [`crate::store::Observer`] and built from the store a chunk at a time;
+//! - `exchange`: one round with one peer (roots, descent, leaf lists,
+//!   fetch and merge of the differing keys, within the round's bounds);
+//! - `service`: [`AntiEntropy`], the loop every `antientropy.interval_ms`
+//!   and the answers to peers' tree requests.
+//!
+//! Invariants: every repair goes through the one sibling merge, so an
+//! exchange can only add what a replica has not seen; a tree takes part in
+//! an exchange only once complete; what a round moves is bounded by
+//! `max_keys_per_round` and `max_bytes_per_round`.
+//!
 //! XOR is not collision resistant against someone who chooses the entries,
 //! but the entries here hold dots and contexts that the replicas mint, and
 //! the cost of a miss is only a later repair by a read.

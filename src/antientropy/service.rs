@@ -150,9 +150,12 @@ impl AntiEntropy {
         *self.stats.lock()
     }
 
-    /// Drops every tree and builds it again from the store.
-    pub fn rebuild(&self) {
-        self.trees.rebuild();
+    /// Drops every tree, to be built again from the store before the next
+    /// round; returns how many (none when the mode is off).
+    pub fn rebuild(&self) -> usize {
+        let trees = self.trees.rebuild();
+        metrics::counter!(m::ANTIENTROPY_TREE_BUILDS_TOTAL).increment(trees as u64);
+        trees
     }
 
     /// Keeps the trees matching the ring, builds them, and runs a round
@@ -170,15 +173,21 @@ impl AntiEntropy {
                 changes.borrow_and_update();
                 self.refresh_ranges();
             }
-            self.build().await;
-            let outcome = exchange::round(&self).await;
-            let pause = self.record(&outcome).max(interval);
-            tokio::time::sleep(pause).await;
+            let outcome = self.step().await;
+            tokio::time::sleep(self.pause_after(&outcome).max(interval)).await;
         }
     }
 
+    /// Builds what trees are incomplete, then runs and records one round.
+    pub async fn step(&self) -> Outcome {
+        self.build().await;
+        let outcome = exchange::round(self).await;
+        self.record(&outcome);
+        outcome
+    }
+
     /// Sets the trees to the ranges this node now replicates.
-    fn refresh_ranges(&self) {
+    pub fn refresh_ranges(&self) {
         let me = self.cluster.me();
         let mine = self
             .cluster
@@ -206,8 +215,8 @@ impl AntiEntropy {
         }
     }
 
-    /// Counts a round in the metrics; returns the pause the rate cap asks for.
-    fn record(&self, outcome: &Outcome) -> Duration {
+    /// Counts a round in the stats and the metrics.
+    fn record(&self, outcome: &Outcome) {
         {
             let mut stats = self.stats.lock();
             stats.rounds += 1;
@@ -232,6 +241,10 @@ impl AntiEntropy {
         if let Some(e) = &outcome.error {
             tracing::debug!(peer = ?outcome.peer, error = %e, "anti-entropy round failed");
         }
+    }
+
+    /// The pause the rate cap asks for after a round.
+    fn pause_after(&self, outcome: &Outcome) -> Duration {
         match self.config.rate_bytes_per_sec {
             0 => Duration::ZERO,
             rate => Duration::from_secs_f64((outcome.sent + outcome.received) as f64 / rate as f64),

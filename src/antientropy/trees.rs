@@ -18,7 +18,7 @@ use std::ops::RangeInclusive;
 
 use parking_lot::Mutex;
 
-use super::merkle::{self, Descent, Hash, Tree};
+use super::merkle::{self, Descent, Digest, Hash, Tree};
 use crate::error::Result;
 use crate::ring::{Position, Range};
 use crate::store::{Change, Observer, Store, encode_set};
@@ -78,11 +78,14 @@ impl Trees {
         slots.values().filter(|s| !s.complete()).count()
     }
 
-    /// Drops every tree's content, to be built again from the store.
-    pub fn rebuild(&self) {
-        for slot in self.slots.lock().values_mut() {
+    /// Drops every tree's content, to be built again from the store;
+    /// returns how many.
+    pub fn rebuild(&self) -> usize {
+        let mut slots = self.slots.lock();
+        for slot in slots.values_mut() {
             *slot = Slot::new(slot.range.clone());
         }
+        slots.len()
     }
 
     /// Scans up to `chunk` keys of the first incomplete tree into it.
@@ -127,18 +130,18 @@ impl Trees {
         self.with(positions, |tree| tree.root())
     }
 
-    /// The children of `nodes` at `level` of the complete tree of exactly
-    /// `positions`, one list per node.
+    /// The child digests of `nodes` at `level` of the complete tree of
+    /// exactly `positions`, one list per node.
     pub fn children(
         &self,
         positions: &RangeInclusive<Position>,
         level: usize,
         nodes: &[u32],
-    ) -> Option<Vec<Vec<Hash>>> {
+    ) -> Option<Vec<Vec<Digest>>> {
         self.with(positions, |tree| {
             nodes
                 .iter()
-                .map(|&n| tree.children(level, n as usize).to_vec())
+                .map(|&n| tree.child_digests(level, n as usize))
                 .collect()
         })
     }
@@ -149,7 +152,7 @@ impl Trees {
         &self,
         positions: &RangeInclusive<Position>,
         descent: &mut Descent,
-        theirs: &[Vec<Hash>],
+        theirs: &[Vec<Digest>],
     ) -> bool {
         self.with(positions, |tree| descent.step(tree, theirs))
             .is_some()

@@ -7,7 +7,9 @@
 //!   `GET /cluster` under `leave`), then shuts down;
 //! - `POST /admin/remove/{node}`: takes a dead node out of the ring; its
 //!   ranges pass to the next nodes, which receive the data from the other
-//!   replicas.
+//!   replicas;
+//! - `POST /admin/antientropy/rebuild`: rebuilds this node's Merkle trees
+//!   from its store (202; done before the next anti-entropy round).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +150,16 @@ pub fn remove(api: &Api, method: &Method, node: &str) -> Result<Response<Body>> 
     let body = json!({ "node": node, "status": "removed", "changed": changed });
     Ok(response::json(
         StatusCode::OK,
+        Bytes::from(body.to_string()),
+    ))
+}
+
+pub fn rebuild_trees(api: &Api, method: &Method) -> Result<Response<Body>> {
+    only(method, Method::POST, "POST")?;
+    let trees = api.antientropy.rebuild();
+    let body = json!({ "node": api.node, "rebuilding": trees });
+    Ok(response::json(
+        StatusCode::ACCEPTED,
         Bytes::from(body.to_string()),
     ))
 }

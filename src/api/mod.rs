@@ -107,6 +107,7 @@ impl Api {
             crate::peer::PEER_PATH => peer::handle(self, req).await,
             "/cluster" => admin::cluster(self, req.method()),
             "/admin/leave" => admin::leave(self, req.method()),
+            "/admin/antientropy/rebuild" => admin::rebuild_trees(self, req.method()),
             "/health" => {
                 only_get(req.method())?;
                 let body = serde_json::json!({ "status": "ok", "node": self.node });

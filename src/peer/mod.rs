@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::antientropy::merkle::Hash;
+use crate::antientropy::merkle::{Digest, Hash};
 use crate::antientropy::trees::LeafList;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
@@ -88,7 +88,7 @@ pub enum PeerRequest {
     /// where it keeps no complete tree of the range: its ring differs, or
     /// the tree is being built).
     TreeRoots(Vec<RangeInclusive<Position>>),
-    /// Anti-entropy: the child hashes of `nodes` at `level` of the tree of
+    /// Anti-entropy: the child digests of `nodes` at `level` of the tree of
     /// `range`, one list per node (the descent into what differs).
     TreeChildren {
         range: RangeInclusive<Position>,
@@ -156,8 +156,8 @@ pub enum PeerResponse {
     Batch(Vec<WireReply>),
     /// Tree roots, one per range asked.
     Roots(Vec<Option<Hash>>),
-    /// Child hashes, one list per node asked.
-    Children(Vec<Vec<Hash>>),
+    /// Child digests (hash prefixes), one list per node asked.
+    Children(Vec<Vec<Digest>>),
     /// Leaf lists, for a prefix of the leaves asked.
     Leaves(Vec<LeafList>),
 }

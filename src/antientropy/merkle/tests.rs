@@ -57,8 +57,8 @@ proptest! {
         let mut descent = Descent::start(&ta, &tb.root());
         let mut rounds = 0;
         while let Some((level, asked)) = descent.asking() {
-            let theirs: Vec<Vec<Hash>> =
-                asked.iter().map(|&n| tb.children(level, n).to_vec()).collect();
+            let theirs: Vec<Vec<Digest>> =
+                asked.iter().map(|&n| tb.child_digests(level, n)).collect();
             descent.step(&ta, &theirs);
             rounds += 1;
         }

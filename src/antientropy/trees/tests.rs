@@ -89,7 +89,9 @@ proptest! {
                     Op::Build(chunk) => {
                         trees.build_step(&store, chunk).expect("build");
                     }
-                    Op::Rebuild => trees.rebuild(),
+                    Op::Rebuild => {
+                        trees.rebuild();
+                    }
                 }
             }
             while trees.build_step(&store, 3).expect("build") {}
