@@ -21,6 +21,7 @@
 
 pub mod handoff;
 pub mod leave;
+pub mod liveness;
 pub mod routing;
 
 use std::collections::HashMap;
