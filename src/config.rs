@@ -49,6 +49,10 @@ pub struct RingConfig {
     pub handoff_batch: usize,
     /// Deadline of one node-to-node call.
     pub peer_timeout_ms: u64,
+    /// Peers each node sends its heartbeat table to every `gossip_ms`.
+    pub gossip_fanout: usize,
+    /// Phi above which the failure detector holds a silent node down.
+    pub phi_threshold: f64,
 }
 
 impl Default for RingConfig {
@@ -62,6 +66,8 @@ impl Default for RingConfig {
             handoff_interval_ms: 10_000,
             handoff_batch: 256,
             peer_timeout_ms: 2000,
+            gossip_fanout: 3,
+            phi_threshold: 8.0,
         }
     }
 }
@@ -400,6 +406,18 @@ impl Config {
             }
         }
         self.antientropy.validate()?;
+        if ring.gossip_fanout == 0 || ring.gossip_fanout > 16 {
+            return Err(Error::config(
+                "ring.gossip_fanout",
+                "must be between 1 and 16",
+            ));
+        }
+        if !(1.0..=50.0).contains(&ring.phi_threshold) {
+            return Err(Error::config(
+                "ring.phi_threshold",
+                "must be between 1 and 50 (8 holds a node down after about 18 beat intervals of silence)",
+            ));
+        }
         if !self.nodes.iter().any(|n| n.initial) {
             return Err(Error::config(
                 "nodes",

@@ -4,7 +4,7 @@
 //! find the members (saved in `data_dir/members.json`, else the config's
 //! initial nodes, else, with `--join`, from the seed that admits this
 //! node), then serve and run the background tasks: Chord maintenance every
-//! `ring.stabilize_ms`, members gossip every `ring.gossip_ms`, ownership
+//! `ring.stabilize_ms`, members and heartbeat gossip every `ring.gossip_ms`, ownership
 //! handoff after every change and every `ring.handoff_interval_ms`,
 //! anti-entropy every `antientropy.interval_ms`, and metrics upkeep.
 
@@ -181,7 +181,10 @@ impl Node {
         let c = Arc::clone(&cluster);
         tasks.push(every(Duration::from_millis(ring.gossip_ms), move || {
             let c = Arc::clone(&c);
-            async move { c.gossip_once().await }
+            async move {
+                c.gossip_once().await;
+                c.beat_once().await;
+            }
         }));
         tasks.push(tokio::spawn(handoff::run(
             Arc::clone(&cluster),

@@ -56,6 +56,7 @@ pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
                 "version": m.version,
                 "liveness": if m.status == Status::Removed { "gone" } else { liveness },
                 "ownership": ring.ownership(&m.id),
+                "phi": api.cluster.phi(&m.id).map(|phi| (phi * 100.0).round() / 100.0),
             })
         })
         .collect();

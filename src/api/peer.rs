@@ -102,6 +102,7 @@ async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
             tracing::info!(node = %id, %addr, "admitted to the ring");
             Ok(PeerResponse::Members(members))
         }
+        PeerRequest::Heartbeats(beats) => Ok(PeerResponse::Heartbeats(api.cluster.heard(&beats)?)),
         PeerRequest::Gossip(members) => {
             api.cluster.apply(&members)?;
             Ok(PeerResponse::Members(api.cluster.members()))

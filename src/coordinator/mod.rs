@@ -31,7 +31,7 @@ use tokio::time::error::Elapsed;
 use tokio::time::{Instant, timeout_at};
 
 use crate::error::{Error, Result};
-use crate::membership::Cluster;
+use crate::membership::{Cluster, Liveness};
 use crate::metrics as m;
 use crate::peer::{ClientOp, Need, Outcome, PeerRequest, PeerResponse, Tally, Transport};
 use crate::replica::Replica;
@@ -166,7 +166,9 @@ impl Coordinator {
         op: ClientOp,
         deadline: Instant,
     ) -> Option<Result<PeerResponse>> {
-        let (candidates, _) = self.cluster.find_replicas(position(key.as_bytes())).await;
+        let (mut candidates, _) = self.cluster.find_replicas(position(key.as_bytes())).await;
+        // Replicas the failure detector holds down are tried last.
+        candidates.sort_by_key(|r| self.cluster.liveness(r) == Liveness::Down);
         for to in candidates.into_iter().take(FORWARD_TRIES) {
             let call = self.transport.call(&to, PeerRequest::Forward(op.clone()));
             match tokio::time::timeout_at(deadline, call).await {
@@ -204,7 +206,9 @@ impl Coordinator {
             durable: quorum.dw,
         };
         let mut tally = Tally::new(need, replicas.iter().map(|r| (r.clone(), true)));
-        // This node mints when it is a replica; else the first that answers.
+        // This node mints when it is a replica; else the first that answers,
+        // trying those the failure detector holds down last.
+        replicas.sort_by_key(|r| self.cluster.liveness(r) == Liveness::Down);
         if let Some(at) = replicas.iter().position(|r| r == self.cluster.me()) {
             let me = replicas.remove(at);
             replicas.insert(0, me);
@@ -236,6 +240,13 @@ impl Coordinator {
             return Err(quorum_not_met(&tally));
         };
         for to in replicas {
+            // A primary the failure detector holds down gets no call that
+            // would only time out: its copy goes straight to a fallback.
+            if self.cluster.liveness(&to) == Liveness::Down {
+                tally.fail(&to, "held down by the failure detector");
+                unreached.push(to);
+                continue;
+            }
             let request = PeerRequest::Merge {
                 key: key.to_string(),
                 set: set.clone(),

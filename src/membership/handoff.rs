@@ -13,8 +13,10 @@
 //! in flight at a time, so a handoff never holds more than one batch in
 //! memory nor blocks client traffic for long. A sweep that fails (a target
 //! down) is retried whole at the next interval; pushes are idempotent.
-//! Between changes the same sweep, run every `ring.handoff_interval_ms`,
-//! hands off strays: writes a stale coordinator sent to a former owner.
+//! Between changes the same sweep, run every `ring.handoff_interval_ms`
+//! and whenever the failure detector sees a node return, hands off strays:
+//! hints kept for an unreachable owner, and writes a stale coordinator sent
+//! to a former owner.
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -265,6 +267,8 @@ pub async fn run(
         }
         tokio::select! {
             _ = changes.changed() => {}
+            // A node came back: deliver its hints now, not at the next interval.
+            _ = cluster.returned() => {}
             _ = tokio::time::sleep(interval) => {}
         }
     }

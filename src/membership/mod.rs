@@ -11,6 +11,9 @@
 //! - the Chord router, driven over the peer transport ([`routing`]), which
 //!   finds a replica for a request that reached a node outside the key's
 //!   preference list, with a lookup cache for the steady state;
+//! - liveness ([`liveness`]): a heartbeat table gossiped to
+//!   `ring.gossip_fanout` random peers every `ring.gossip_ms`, and a
+//!   phi-accrual failure detector per member ([`Cluster::liveness`]);
 //! - ownership handoff ([`handoff`]): after a change, each node pushes the
 //!   ranges it holds to their new owners and, once they confirm, drops what
 //!   it no longer owns.
@@ -39,6 +42,18 @@ use crate::peer::{PeerRequest, PeerResponse, Transport, http::Addresses};
 use crate::ring::{
     ChordConfig, LookupCache, Member, Members, Position, Ring, Router, Status, Vnode, position,
 };
+use liveness::{Beat, Heartbeats, Verdict};
+
+/// Most entries a heartbeat table from a peer may hold.
+const MAX_BEATS: usize = 1 << 16;
+
+/// This process's heartbeat generation: its start, in ms since the epoch,
+/// so a restarted node's beats outrank those of its previous life.
+fn generation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Ranges the lookup cache holds before it starts over.
 const CACHE_RANGES: usize = 65_536;
@@ -53,6 +68,14 @@ pub struct Cluster {
     router: Mutex<Router<String>>,
     cache: Mutex<LookupCache<String>>,
     liveness: Mutex<HashMap<String, (bool, Instant)>>,
+    heartbeats: Mutex<Heartbeats>,
+    /// The detector's verdicts at the last gossip round, to see changes.
+    verdicts: Mutex<HashMap<String, Verdict>>,
+    /// Signalled when a node the detector held down beats again.
+    returned: tokio::sync::Notify,
+    fanout: usize,
+    /// The detector's clock: ms since this process started.
+    started: Instant,
     transport: Arc<dyn Transport>,
     persist: Option<PathBuf>,
     /// Bumped on every change of the members document.
@@ -123,6 +146,16 @@ impl Cluster {
             router: Mutex::new(Router::new(me.to_string(), &[], chord)),
             cache: Mutex::new(LookupCache::new(CACHE_RANGES)),
             liveness: Mutex::new(HashMap::new()),
+            heartbeats: Mutex::new(Heartbeats::new(
+                me,
+                generation(),
+                config.ring.gossip_ms,
+                config.ring.phi_threshold,
+            )),
+            verdicts: Mutex::new(HashMap::new()),
+            returned: tokio::sync::Notify::new(),
+            fanout: config.ring.gossip_fanout,
+            started: Instant::now(),
             transport,
             persist,
             changes: watch::channel(0).0,
@@ -160,12 +193,21 @@ impl Cluster {
             .collect()
     }
 
-    /// The nodes after `key`'s preference list along the ring, in order:
-    /// where its writes go when a primary cannot be reached.
+    /// The nodes after `key`'s preference list along the ring, in order,
+    /// those the failure detector holds down last: where its writes go
+    /// when a primary cannot be reached.
     pub fn fallbacks(&self, key: &str) -> Vec<String> {
         let ring = self.ring();
         let all = ring.preference_list(position(key.as_bytes()), ring.owners().len());
-        all.into_iter().skip(self.n).map(str::to_string).collect()
+        let mut fallbacks: Vec<String> = all.into_iter().skip(self.n).map(str::to_string).collect();
+        fallbacks.sort_by_key(|node| self.liveness(node) == Liveness::Down);
+        fallbacks
+    }
+
+    /// Resolves when a node the failure detector held down beats again
+    /// (at once if one did since the last call): hints wait for this.
+    pub async fn returned(&self) {
+        self.returned.notified().await;
     }
 
     /// Changes of the members document, for the tasks that follow them.
@@ -245,14 +287,101 @@ impl Cluster {
             .insert(node.to_string(), (up, Instant::now()));
     }
 
+    /// Whether `node` is up, as the failure detector judges its
+    /// heartbeats; before any heartbeat is heard, as this node's own last
+    /// call to it went.
     pub fn liveness(&self, node: &str) -> Liveness {
-        if node == self.me {
-            return Liveness::Up;
+        match self.heartbeats.lock().verdict(node, self.now_ms()) {
+            Verdict::Up => return Liveness::Up,
+            Verdict::Down => return Liveness::Down,
+            Verdict::Unknown => {}
         }
         match self.liveness.lock().get(node) {
             Some((true, _)) => Liveness::Up,
             Some((false, _)) => Liveness::Down,
             None => Liveness::Unknown,
+        }
+    }
+
+    /// The detector's suspicion of `node` now (none before a heartbeat).
+    pub fn phi(&self, node: &str) -> Option<f64> {
+        self.heartbeats.lock().phi(node, self.now_ms())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Merges a peer's heartbeat table; answers with this node's.
+    pub fn heard(&self, beats: &[Beat]) -> Result<Vec<Beat>> {
+        if beats.len() > MAX_BEATS {
+            return Err(Error::Protocol(format!(
+                "a heartbeat table of {} entries; at most {MAX_BEATS}",
+                beats.len()
+            )));
+        }
+        let peers = self.peers();
+        let now = self.now_ms();
+        let mut table = self.heartbeats.lock();
+        table.merge(beats, now, |node| peers.iter().any(|p| p == node));
+        Ok(table.beats())
+    }
+
+    /// One round of liveness gossip: raise the heartbeat, push-pull the
+    /// table with `ring.gossip_fanout` random peers.
+    pub async fn beat_once(&self) {
+        let beats = {
+            let mut table = self.heartbeats.lock();
+            table.tick();
+            table.beats()
+        };
+        let peers: Vec<String> = self
+            .peers()
+            .choose_multiple(&mut rand::rng(), self.fanout)
+            .cloned()
+            .collect();
+        let calls = peers.iter().map(|peer| {
+            let call = self
+                .transport
+                .call(peer, PeerRequest::Heartbeats(beats.clone()));
+            async move { (peer, call.await) }
+        });
+        for (peer, reply) in futures_util::future::join_all(calls).await {
+            match reply {
+                Ok(PeerResponse::Heartbeats(theirs)) => {
+                    if let Err(e) = self.heard(&theirs) {
+                        tracing::warn!(%peer, error = %e, "a heartbeat table was refused");
+                    }
+                }
+                Ok(other) => tracing::warn!(%peer, ?other, "unexpected answer to heartbeats"),
+                Err(e) => tracing::debug!(%peer, error = %e, "heartbeat gossip failed"),
+            }
+        }
+        self.note_changes();
+    }
+
+    /// Logs every member whose verdict changed since the last round, and
+    /// wakes what waits for a return.
+    fn note_changes(&self) {
+        let now = self.now_ms();
+        let peers = self.peers();
+        let table = self.heartbeats.lock();
+        let mut verdicts = self.verdicts.lock();
+        verdicts.retain(|node, _| peers.contains(node));
+        for peer in peers {
+            let verdict = table.verdict(&peer, now);
+            let before = verdicts.insert(peer.clone(), verdict);
+            match (before, verdict) {
+                (Some(Verdict::Down), Verdict::Up) => {
+                    tracing::info!(node = %peer, "is up again (heartbeats resumed)");
+                    self.returned.notify_one();
+                }
+                (Some(Verdict::Up), Verdict::Down) => {
+                    let phi = table.phi(&peer, now).unwrap_or_default();
+                    tracing::warn!(node = %peer, phi, "is down (no heartbeat; phi over ring.phi_threshold)");
+                }
+                _ => {}
+            }
         }
     }
 
@@ -358,6 +487,10 @@ impl Cluster {
         router.seed(&vnodes);
         *self.router.lock() = router;
         self.cache.lock().clear();
+        let peers = self.peers();
+        self.heartbeats
+            .lock()
+            .retain(|node| peers.iter().any(|p| p == node));
     }
 }
 

@@ -31,6 +31,7 @@ use crate::antientropy::merkle::{Digest, Hash};
 use crate::antientropy::trees::LeafList;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
+use crate::membership::liveness::Beat;
 use crate::replica::Replica;
 use crate::ring::{ChordReply, ChordRequest, Members, Position};
 use crate::version::{Content, Context, Dot, SiblingSet};
@@ -83,6 +84,10 @@ pub enum PeerRequest {
     },
     /// Gossip: merge this members document and answer with the merged one.
     Gossip(Members),
+    /// Liveness gossip: the sender's heartbeat table; the receiver keeps
+    /// the newer of each entry and answers with its own table
+    /// ([`PeerResponse::Heartbeats`]).
+    Heartbeats(Vec<Beat>),
     /// Anti-entropy: the roots of the receiver's complete Merkle trees of
     /// exactly these ranges, answered by [`PeerResponse::Roots`] (`None`
     /// where it keeps no complete tree of the range: its ring differs, or
@@ -154,6 +159,8 @@ pub enum PeerResponse {
     Members(Members),
     /// The replies to a [`PeerRequest::Batch`], in its order.
     Batch(Vec<WireReply>),
+    /// The receiver's heartbeat table.
+    Heartbeats(Vec<Beat>),
     /// Tree roots, one per range asked.
     Roots(Vec<Option<Hash>>),
     /// Child digests (hash prefixes), one list per node asked.
