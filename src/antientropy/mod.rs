@@ -45,6 +45,7 @@
 
 mod exchange;
 pub mod merkle;
+pub mod oplog;
 mod service;
 pub mod trees;
 
