@@ -53,6 +53,20 @@ pub const ANTIENTROPY_DIFFERING_KEYS_TOTAL: &str = "chorus_antientropy_differing
 pub const ANTIENTROPY_KEYS_REPAIRED_TOTAL: &str = "chorus_antientropy_keys_repaired_total";
 /// Bytes of anti-entropy messages, by `mode` and `direction` (sent, received).
 pub const ANTIENTROPY_BYTES_TOTAL: &str = "chorus_antientropy_bytes_total";
+/// Operation mode: ops applied from peers' logs.
+pub const ANTIENTROPY_OPS_APPLIED_TOTAL: &str = "chorus_antientropy_ops_applied_total";
+/// Operation mode: ops waiting for their causal dependencies.
+pub const ANTIENTROPY_OPS_BUFFERED: &str = "chorus_antientropy_ops_buffered";
+/// Operation mode: ops held in this node's logs.
+pub const ANTIENTROPY_LOG_OPS: &str = "chorus_antientropy_log_ops";
+/// Operation mode: ops dropped from the logs, by `reason`: stable (every
+/// replica has them) or overflow (`antientropy.max_log_ops`).
+pub const ANTIENTROPY_OPS_TRUNCATED_TOTAL: &str = "chorus_antientropy_ops_truncated_total";
+/// Operation mode: range exchanges that fell back to state transfer, by
+/// `reason`: truncated (the log no longer held what was needed), buffer
+/// (too many ops waiting), restart (a log that starts empty owes its
+/// fellows a state exchange).
+pub const ANTIENTROPY_FALLBACKS_TOTAL: &str = "chorus_antientropy_fallbacks_total";
 /// Merkle trees (one per replicated range) built from the store.
 pub const ANTIENTROPY_TREE_BUILDS_TOTAL: &str = "chorus_antientropy_tree_builds_total";
 
@@ -164,6 +178,26 @@ fn describe() {
         ANTIENTROPY_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes of anti-entropy messages, by mode and direction."
+    );
+    describe_counter!(
+        ANTIENTROPY_OPS_APPLIED_TOTAL,
+        "Operation mode: ops applied from peers' logs."
+    );
+    describe_gauge!(
+        ANTIENTROPY_OPS_BUFFERED,
+        "Operation mode: ops waiting for their causal dependencies."
+    );
+    describe_gauge!(
+        ANTIENTROPY_LOG_OPS,
+        "Operation mode: ops held in this node's logs."
+    );
+    describe_counter!(
+        ANTIENTROPY_OPS_TRUNCATED_TOTAL,
+        "Operation mode: ops dropped from the logs, by reason (stable, overflow)."
+    );
+    describe_counter!(
+        ANTIENTROPY_FALLBACKS_TOTAL,
+        "Operation mode: range exchanges that fell back to state transfer, by reason."
     );
     describe_counter!(
         ANTIENTROPY_TREE_BUILDS_TOTAL,

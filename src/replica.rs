@@ -17,8 +17,16 @@ use crate::store::{Durable, Identity, Pending, Store};
 use crate::version::{Content, Context, Dot, MAX_REQUEST_ID, SiblingSet};
 use futures_util::future::join_all;
 
+/// Told of every write this replica coordinates (mints a dot for), with
+/// the set it left: operation-transfer anti-entropy logs them as ops.
+pub trait WriteLog: Send + Sync + 'static {
+    fn local_write(&self, key: &str, set: &SiblingSet);
+}
+
 pub struct Replica {
     store: Arc<dyn Store>,
+    /// Where coordinated writes are logged, once set.
+    writes: std::sync::OnceLock<Arc<dyn WriteLog>>,
     /// Set by a node at the end of a graceful leave: it takes no more data.
     closed: AtomicBool,
     /// Whether a stored write is fsynced before it is acknowledged.
@@ -46,6 +54,7 @@ impl Replica {
     ) -> Replica {
         Replica {
             store,
+            writes: std::sync::OnceLock::new(),
             closed: AtomicBool::new(false),
             durable,
             identity: Arc::new(identity),
@@ -65,6 +74,11 @@ impl Replica {
         self.hints.fetch_sub(delivered, Ordering::Relaxed);
         metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "delivered")
             .increment(delivered as u64);
+    }
+
+    /// Logs every later coordinated write to `log` (a second is ignored).
+    pub fn log_writes_to(&self, log: Arc<dyn WriteLog>) {
+        let _ = self.writes.set(log);
     }
 
     /// Refuses every later write: a leaving node's last step before its
@@ -258,6 +272,9 @@ impl Replica {
             Some(first) => first.dot.clone(),
             None => Dot::new(me.clone(), set.context().get(me)),
         };
+        if let Some(log) = self.writes.get() {
+            log.local_write(&key, &set);
+        }
         Ok((dot, set, durable))
     }
 

@@ -1,7 +1,7 @@
 //! Anti-entropy brings replicas that drifted apart back to identical sets.
 //!
-//! The floor scenario, on in-process clusters of 3 and 5 nodes with N = 3
-//! and hinted handoff disabled (`limits.max_hints = 0`): one node is
+//! The floor scenario, on in-process clusters of 3 and 5 nodes with N = 3,
+//! in state and in operation mode, and with hinted handoff disabled (`limits.max_hints = 0`): one node is
 //! stopped; 10,000 keys are written at w=1, then 1,000 of them deleted and
 //! 1,000 overwritten (each with the context of a read); the node comes
 //! back with nothing of it. Then:
@@ -23,7 +23,7 @@ use bytes::Bytes;
 use chorus::antientropy::Stats;
 use chorus::antientropy::merkle::LEAVES;
 use chorus::client::{Client, Reply, key_path};
-use chorus::config::Config;
+use chorus::config::{AntiEntropyMode, Config};
 use chorus::peer::{PeerRequest, PeerResponse, WireReply};
 use common::cluster::TestCluster;
 use futures_util::future::join_all;
@@ -36,7 +36,8 @@ const MAX_KEYS_PER_ROUND: usize = 1_000;
 /// Concurrent client requests.
 const WORKERS: usize = 16;
 
-fn drifting(config: &mut Config) {
+fn drifting(config: &mut Config, mode: AntiEntropyMode) {
+    config.antientropy.mode = mode;
     config.limits.max_hints = 0;
     config.antientropy.interval_ms = 100;
     config.antientropy.max_keys_per_round = MAX_KEYS_PER_ROUND;
@@ -164,8 +165,8 @@ async fn await_rounds(cluster: &TestCluster, since: &[Stats], rounds: u64) -> Ve
     }
 }
 
-async fn drift_and_converge(nodes: usize) {
-    let mut cluster = TestCluster::start_with(nodes, 0, 3, drifting).await;
+async fn drift_and_converge(nodes: usize, mode: AntiEntropyMode) {
+    let mut cluster = TestCluster::start_with(nodes, 0, 3, |c| drifting(c, mode)).await;
     let down = nodes - 1;
     cluster.stop(down).await;
     drift((0..down).map(|i| cluster.client(i)).collect()).await;
@@ -275,12 +276,22 @@ async fn drift_and_converge(nodes: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_converge_after_a_replica_missed_everything() {
-    drift_and_converge(3).await;
+    drift_and_converge(3, AntiEntropyMode::State).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_converge_by_operation_transfer() {
+    drift_and_converge(3, AntiEntropyMode::Operation).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_nodes_converge_by_operation_transfer() {
+    drift_and_converge(5, AntiEntropyMode::Operation).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_nodes_converge_after_a_replica_missed_everything() {
-    drift_and_converge(5).await;
+    drift_and_converge(5, AntiEntropyMode::State).await;
 }
 
 /// Sends one node-to-node request to `client`'s node.

@@ -21,12 +21,16 @@ use std::ops::RangeInclusive;
 use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::merkle::{Hash, differing_keys};
-use super::service::AntiEntropy;
+use super::oplog::Op;
+use super::service::{AntiEntropy, MAX_OPS_PER_ANSWER};
 use crate::error::{Error, Result};
+use crate::metrics as m;
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::ring::Position;
 use crate::version::SiblingSet;
 
+/// Operation mode: one round in this many is a state round.
+const STATE_EVERY: u64 = 10;
 /// Leaves asked for per message.
 const LEAVES_PER_ASK: usize = 256;
 /// Keys fetched and pushed per message.
@@ -42,6 +46,8 @@ pub struct Outcome {
     pub repaired: u64,
     pub sent: u64,
     pub received: u64,
+    /// Operation mode: range exchanges that fell back to state transfer.
+    pub fallbacks: u64,
     pub error: Option<Error>,
 }
 
@@ -82,7 +88,14 @@ pub async fn round(ae: &AntiEntropy) -> Outcome {
             ..round.outcome
         };
     }
-    let result = round.run(shared).await;
+    // In operation mode, every STATE_EVERY-th round compares trees anyway:
+    // a safety net for anything the logs missed.
+    let ops = ae.oplogs.is_some() && ae.stats().rounds % STATE_EVERY != STATE_EVERY - 1;
+    let result = if ops {
+        round.run_ops(shared).await
+    } else {
+        round.run(shared).await
+    };
     let unbuilt = round.unbuilt;
     let mut outcome = round.outcome;
     outcome.result = match result {
@@ -139,6 +152,103 @@ impl Round<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Operation mode: for each shared range, asks the peer for the ops
+    /// this node lacks and applies them in causal order; where the peer's
+    /// log cannot serve them, the buffer overflows, or this node's log owes
+    /// the peer a state exchange (it started empty), exchanges state for the
+    /// range instead and, once both trees agree, adopts the peer's vector.
+    async fn run_ops(&mut self, shared: Vec<RangeInclusive<Position>>) -> Result<()> {
+        let Some(logs) = self.ae.oplogs.clone() else {
+            return Ok(());
+        };
+        for range in shared {
+            if self.spent() {
+                break;
+            }
+            let Some(mine) = logs.applied(&range) else {
+                self.unbuilt = true;
+                continue;
+            };
+            // A log that owes the peer a state exchange asks for no ops,
+            // only the peer's vector, to adopt after the exchange.
+            let owed = logs.owes(&range, &self.peer);
+            let left = self.ae.config.max_keys_per_round - self.outcome.differing as usize;
+            let max = if owed {
+                0
+            } else {
+                left.min(MAX_OPS_PER_ANSWER)
+            };
+            let request = PeerRequest::OpsSince {
+                range: range.clone(),
+                from: self.ae.cluster.me().to_string(),
+                applied: mine,
+                max: max as u32,
+            };
+            let PeerResponse::Ops { ops, gap, applied } = self.call(request).await? else {
+                return Err(self.unexpected("ops"));
+            };
+            if ops.len() > max {
+                return Err(self.unexpected("at most the ops asked"));
+            }
+            self.outcome.differing += ops.len() as u64;
+            let mut fallback = if owed {
+                Some("restart")
+            } else if gap {
+                Some("truncated")
+            } else {
+                None
+            };
+            if fallback.is_none() {
+                let (delivered, fits) = logs.receive(&range, ops);
+                self.apply(&delivered).await?;
+                if !fits {
+                    fallback = Some("buffer");
+                }
+            }
+            if let Some(reason) = fallback {
+                metrics::counter!(m::ANTIENTROPY_FALLBACKS_TOTAL, "reason" => reason).increment(1);
+                self.outcome.fallbacks += 1;
+                self.run(vec![range.clone()]).await?;
+                if self.in_sync(&range).await? {
+                    let delivered = logs.adopt(&range, &self.peer, &applied);
+                    self.apply(&delivered).await?;
+                }
+            }
+            logs.truncate(&range, &self.peer, applied);
+        }
+        Ok(())
+    }
+
+    /// Applies delivered ops to this node's store, through the replica
+    /// (which checks each set first).
+    async fn apply(&mut self, ops: &[Op]) -> Result<()> {
+        for chunk in ops.chunks(1024) {
+            let entries = chunk
+                .iter()
+                .map(|op| (op.key.clone(), op.set.clone()))
+                .collect();
+            self.ae
+                .replica
+                .handle(PeerRequest::Handoff(entries))
+                .await?;
+            self.outcome.repaired += chunk.len() as u64;
+        }
+        metrics::counter!(m::ANTIENTROPY_OPS_APPLIED_TOTAL).increment(ops.len() as u64);
+        Ok(())
+    }
+
+    /// Whether this node's tree of `range` equals the peer's now.
+    async fn in_sync(&mut self, range: &RangeInclusive<Position>) -> Result<bool> {
+        let PeerResponse::Roots(roots) = self
+            .call(PeerRequest::TreeRoots(vec![range.clone()]))
+            .await?
+        else {
+            return Err(self.unexpected("roots"));
+        };
+        let mine = self.ae.trees.root(range);
+        Ok(mine.is_some() && roots.first().copied().flatten() == mine)
     }
 
     /// Whether the round used up its key or byte budget.

@@ -25,12 +25,24 @@
 //! merge. What crosses the network grows with the number of differing
 //! keys, not with the data.
 //!
+//! # Operation transfer (Bayou; Wuu and Bernstein's log gossip)
+//!
+//! In `mode = "operation"` each node also logs every write it coordinates
+//! as an op of its range ([`oplog`], [`operation`]): replicas exchange the
+//! vectors of the ops they applied, send each other exactly the missing
+//! ops, and apply them in causal order; an op leaves the logs once every
+//! replica's vector covers it. Where a log cannot serve (it truncated the
+//! ops, overflowed its buffer, or is new after a restart), the range falls
+//! back to the state exchange above.
+//!
 //! The parts:
 //! - [`merkle`]: the tree of one range and the descent (pure);
 //! - [`trees`]: the trees of one node, kept current by the store's
 //!   [`crate::store::Observer`] and built from the store a chunk at a time;
 //! - `exchange`: one round with one peer (roots, descent, leaf lists,
 //!   fetch and merge of the differing keys, within the round's bounds);
+//! - [`oplog`]: the op log of one range (pure), and [`operation`]: a
+//!   node's logs, fed by the replica's coordinated writes;
 //! - `service`: [`AntiEntropy`], the loop every `antientropy.interval_ms`
 //!   and the answers to peers' tree requests.
 //!
@@ -45,6 +57,7 @@
 
 mod exchange;
 pub mod merkle;
+pub mod operation;
 pub mod oplog;
 mod service;
 pub mod trees;

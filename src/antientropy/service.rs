@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::exchange::{self, Outcome};
 use super::merkle::{DEPTH, FANOUT, LEAVES};
+use super::operation::OpLogs;
 use super::trees::Trees;
 use crate::config::{AntiEntropyConfig, AntiEntropyMode};
 use crate::error::{Error, Result};
@@ -21,8 +22,17 @@ const BUILD_CHUNK: usize = 256;
 /// Most `(key, hash)` entries one leaf answer holds (it always holds at
 /// least one whole leaf).
 pub const MAX_LEAF_ENTRIES: usize = 4096;
-/// Most ranges one roots request may name.
+/// Most ranges one roots request may name (and origins one vector).
 const MAX_RANGES: usize = 1 << 16;
+/// Most ops one answer carries.
+pub const MAX_OPS_PER_ANSWER: usize = 4096;
+
+/// This process's origin generation: its start, in ms since the epoch.
+fn generation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// A node's anti-entropy service: a cheap handle, shared by the API (which
 /// answers peers with it) and the background task ([`AntiEntropy::run`]).
@@ -32,6 +42,8 @@ pub struct AntiEntropy {
     pub(super) replica: Arc<Replica>,
     pub(super) trees: Arc<Trees>,
     pub(super) config: AntiEntropyConfig,
+    /// The op logs, in operation mode.
+    pub(super) oplogs: Option<Arc<OpLogs>>,
     stats: parking_lot::Mutex<Stats>,
 }
 
@@ -45,6 +57,8 @@ pub struct Stats {
     pub repaired: u64,
     /// The number of the last round that found keys differing (0: none).
     pub last_differing_round: u64,
+    /// Operation mode: range exchanges that fell back to state transfer.
+    pub fallbacks: u64,
 }
 
 impl AntiEntropy {
@@ -60,19 +74,31 @@ impl AntiEntropy {
         if config.mode != AntiEntropyMode::Off {
             store.observe(trees.clone());
         }
+        let oplogs = (config.mode == AntiEntropyMode::Operation).then(|| {
+            let logs = Arc::new(OpLogs::new(
+                cluster.me(),
+                generation(),
+                config.max_log_ops,
+                config.max_buffered_ops,
+            ));
+            replica.log_writes_to(logs.clone());
+            logs
+        });
         Arc::new(AntiEntropy {
             cluster,
             store,
             replica,
             trees,
             config,
+            oplogs,
             stats: parking_lot::Mutex::default(),
         })
     }
 
-    fn mode(&self) -> &'static str {
+    pub(super) fn mode(&self) -> &'static str {
         match self.config.mode {
             AntiEntropyMode::State => "state",
+            AntiEntropyMode::Operation => "operation",
             AntiEntropyMode::Off => "off",
         }
     }
@@ -128,6 +154,28 @@ impl AntiEntropy {
                         .leaf_lists(&*self.store, &range, &leaves, MAX_LEAF_ENTRIES)?;
                 Ok(PeerResponse::Leaves(lists))
             }
+            PeerRequest::OpsSince {
+                range,
+                from,
+                applied,
+                max,
+            } => {
+                if applied.len() > MAX_RANGES || max as usize > MAX_OPS_PER_ANSWER {
+                    return Err(Error::Protocol(format!(
+                        "ops asked with a vector of {} origins, at most {max} of them; the limits are {MAX_RANGES} and {MAX_OPS_PER_ANSWER}",
+                        applied.len()
+                    )));
+                }
+                let logs = self.oplogs.as_ref().ok_or_else(|| self.no_tree(&range))?;
+                let since = logs
+                    .since(&range, &from, applied, max as usize)
+                    .ok_or_else(|| self.no_tree(&range))?;
+                Ok(PeerResponse::Ops {
+                    ops: since.ops,
+                    gap: since.gap,
+                    applied: since.applied,
+                })
+            }
             other => Err(Error::Protocol(format!(
                 "not an anti-entropy request: {}",
                 format!("{other:?}").chars().take(40).collect::<String>()
@@ -144,6 +192,17 @@ impl AntiEntropy {
                 range.end()
             ),
         }
+    }
+
+    /// The op logs' sizes (ops held, ops buffered), in operation mode.
+    pub fn log_sizes(&self) -> Option<(usize, usize)> {
+        self.oplogs.as_ref().map(|l| l.sizes())
+    }
+
+    /// Operation mode: whether some range's log still owes a fellow replica
+    /// the state exchange a new log starts with.
+    pub fn owes_state(&self) -> bool {
+        self.oplogs.as_ref().is_some_and(|l| l.owes_any())
     }
 
     pub fn stats(&self) -> Stats {
@@ -195,7 +254,10 @@ impl AntiEntropy {
             .ranges(self.cluster.n())
             .into_iter()
             .filter(|r| r.replicas.iter().any(|id| id == me))
-            .collect();
+            .collect::<Vec<_>>();
+        if let Some(logs) = &self.oplogs {
+            logs.set_ranges(&mine);
+        }
         let to_build = self.trees.set_ranges(mine);
         metrics::counter!(m::ANTIENTROPY_TREE_BUILDS_TOTAL).increment(to_build as u64);
     }
@@ -223,6 +285,7 @@ impl AntiEntropy {
             stats.in_sync += u64::from(outcome.result == "in_sync");
             stats.differing += outcome.differing;
             stats.repaired += outcome.repaired;
+            stats.fallbacks += outcome.fallbacks;
             if outcome.differing > 0 {
                 stats.last_differing_round = stats.rounds;
             }

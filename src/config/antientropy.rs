@@ -11,6 +11,10 @@ pub enum Mode {
     /// Merkle trees per range: compare roots, descend into what differs,
     /// exchange the differing keys' sibling sets (Dynamo, Riak AAE).
     State,
+    /// A causal operation log per range: replicas exchange the version
+    /// vectors of the ops they applied and send each other exactly the
+    /// missing ops (Bayou); a state exchange where the log cannot serve.
+    Operation,
     /// No background repair: only read repair and hinted handoff.
     Off,
 }
@@ -28,6 +32,12 @@ pub struct AntiEntropyConfig {
     /// Long-run cap on anti-entropy traffic per node, bytes per second
     /// (0: only the per-round bounds).
     pub rate_bytes_per_sec: u64,
+    /// Operation mode: most ops one range's log keeps; beyond it the oldest
+    /// go, and a replica that still needs them gets a state exchange.
+    pub max_log_ops: usize,
+    /// Operation mode: most ops one range holds waiting for their causal
+    /// dependencies; beyond it the range falls back to a state exchange.
+    pub max_buffered_ops: usize,
 }
 
 impl Default for AntiEntropyConfig {
@@ -38,6 +48,8 @@ impl Default for AntiEntropyConfig {
             max_keys_per_round: 1000,
             max_bytes_per_round: 8 * 1024 * 1024,
             rate_bytes_per_sec: 0,
+            max_log_ops: 10_000,
+            max_buffered_ops: 10_000,
         }
     }
 }
@@ -67,6 +79,14 @@ impl AntiEntropyConfig {
                 "antientropy.rate_bytes_per_sec",
                 "must be 0 (no cap) or at least 1024",
             ));
+        }
+        for (key, value) in [
+            ("antientropy.max_log_ops", self.max_log_ops),
+            ("antientropy.max_buffered_ops", self.max_buffered_ops),
+        ] {
+            if value == 0 || value > 10_000_000 {
+                return Err(Error::config(key, "must be between 1 and 10000000"));
+            }
         }
         Ok(())
     }

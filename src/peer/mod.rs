@@ -28,6 +28,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::antientropy::merkle::{Digest, Hash};
+use crate::antientropy::oplog::{Applied, Op};
 use crate::antientropy::trees::LeafList;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
@@ -107,6 +108,15 @@ pub enum PeerRequest {
         range: RangeInclusive<Position>,
         leaves: Vec<u32>,
     },
+    /// Operation-transfer anti-entropy: `from` has applied `applied` of the
+    /// ops of `range`; answer with the ops it lacks, at most `max`
+    /// ([`PeerResponse::Ops`]).
+    OpsSince {
+        range: RangeInclusive<Position>,
+        from: String,
+        applied: Applied,
+        max: u32,
+    },
     /// Several batchable requests to the same replica (see `batch.rs`), at
     /// most [`batch::MAX_BATCH`], answered by [`PeerResponse::Batch`] with
     /// one reply each, in order.
@@ -167,6 +177,13 @@ pub enum PeerResponse {
     Children(Vec<Vec<Digest>>),
     /// Leaf lists, for a prefix of the leaves asked.
     Leaves(Vec<LeafList>),
+    /// Ops the asker lacks, or `gap`: the log no longer holds them and the
+    /// range needs a state exchange; with the answerer's applied vector.
+    Ops {
+        ops: Vec<Op>,
+        gap: bool,
+        applied: Applied,
+    },
 }
 
 /// An error as it crosses the wire: the receiver rebuilds an
@@ -226,6 +243,7 @@ impl PeerRequest {
             PeerRequest::TreeRoots(_)
                 | PeerRequest::TreeChildren { .. }
                 | PeerRequest::LeafEntries { .. }
+                | PeerRequest::OpsSince { .. }
         )
     }
 

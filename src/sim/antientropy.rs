@@ -30,6 +30,9 @@ use crate::version::{Content, Context};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct Options {
+    /// Anti-entropy mode: state or operation.
+    #[arg(long, value_enum, default_value_t = SimMode::State)]
+    pub mode: SimMode,
     /// Keys written to every replica.
     #[arg(long, default_value_t = 100_000)]
     pub keys: usize,
@@ -53,9 +56,19 @@ pub struct Options {
     pub max_rounds: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Operation mode: after convergence, run rounds until the logs stop
+    /// shrinking (their length per round is in the report).
+    #[arg(long)]
+    pub drain: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimMode {
+    State,
+    Operation,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -76,6 +89,11 @@ pub struct Report {
     pub data_bytes: u64,
     /// Bytes moved in each round.
     pub bytes_per_round: Vec<u64>,
+    /// Operation mode: ops held in all logs after each round (before the
+    /// first: index 0), through the drain rounds with `--drain`.
+    pub log_ops: Vec<usize>,
+    /// Operation mode: range exchanges that fell back to state transfer.
+    pub fallbacks: u64,
 }
 
 impl Report {
@@ -84,7 +102,8 @@ impl Report {
             "mode {}, {} keys, divergence {}: {} keys differed\n\
              converged: {} after {} rounds\n\
              bytes exchanged: {} ({:.0} per differing key; data on one replica: {} bytes)\n\
-             bytes per round: {:?}\n",
+             bytes per round: {:?}\n\
+             ops held in the logs after each round: {:?}; fallbacks to state: {}\n",
             self.mode,
             self.keys,
             self.divergence,
@@ -95,6 +114,8 @@ impl Report {
             self.bytes_per_differing_key,
             self.data_bytes,
             self.bytes_per_round,
+            self.log_ops,
+            self.fallbacks,
         )
     }
 }
@@ -140,7 +161,12 @@ fn config(options: &Options) -> Config {
     config.cluster.r = 1;
     config.cluster.w = 1;
     config.storage.engine = Engine::Memory;
-    config.antientropy.mode = AntiEntropyMode::State;
+    config.antientropy.mode = match options.mode {
+        SimMode::State => AntiEntropyMode::State,
+        SimMode::Operation => AntiEntropyMode::Operation,
+    };
+    config.antientropy.max_log_ops = 1_000_000;
+    config.antientropy.max_buffered_ops = 1_000_000;
     config.antientropy.max_keys_per_round = options.max_keys_per_round;
     config
 }
@@ -278,6 +304,16 @@ fn agree(config: &Config, members: &[Member]) -> Result<bool> {
 pub async fn run(options: &Options) -> Result<Report> {
     let config = config(options);
     let members = start(&config)?;
+    // Rounds on the empty cluster until no new log owes its fellows the
+    // state exchange it starts with, so that what follows measures the ops.
+    for _ in 0..100 {
+        if !members.iter().any(|m| m.antientropy.owes_state()) {
+            break;
+        }
+        for member in &members {
+            member.antientropy.step().await;
+        }
+    }
     let differing_keys = load(options, &config, &members).await?;
     let data_bytes = members[0]
         .store
@@ -286,6 +322,15 @@ pub async fn run(options: &Options) -> Result<Report> {
         .map(|(k, s)| encode_set(s).map(|b| (b.len() + k.len()) as u64))
         .sum::<Result<u64>>()?;
     let mut bytes_per_round = Vec::new();
+    let log_size = |members: &[Member]| -> usize {
+        members
+            .iter()
+            .filter_map(|m| m.antientropy.log_sizes())
+            .map(|(held, _)| held)
+            .sum()
+    };
+    let mut log_ops = vec![log_size(&members)];
+    let mut fallbacks = 0;
     let mut converged = agree(&config, &members)?;
     while !converged && bytes_per_round.len() < options.max_rounds {
         let mut bytes = 0;
@@ -295,13 +340,33 @@ pub async fn run(options: &Options) -> Result<Report> {
                 return Err(e);
             }
             bytes += outcome.sent + outcome.received;
+            fallbacks += outcome.fallbacks;
         }
         bytes_per_round.push(bytes);
+        log_ops.push(log_size(&members));
         converged = agree(&config, &members)?;
     }
     let bytes: u64 = bytes_per_round.iter().sum();
+    // Operation mode: rounds go on until the logs stop shrinking, to show
+    // how long ops are kept once every replica agrees.
+    if options.drain && options.mode == SimMode::Operation {
+        let mut still = 0;
+        while still < 5 && log_ops.len() < options.max_rounds {
+            let mut moved = 0;
+            for member in &members {
+                moved += member.antientropy.step().await.repaired;
+            }
+            let now = log_size(&members);
+            let shrank = Some(&now) < log_ops.last();
+            still = if shrank || moved > 0 { 0 } else { still + 1 };
+            log_ops.push(now);
+        }
+    }
     Ok(Report {
-        mode: "state",
+        mode: match options.mode {
+            SimMode::State => "state",
+            SimMode::Operation => "operation",
+        },
         keys: options.keys,
         divergence: options.divergence,
         differing_keys,
@@ -311,6 +376,8 @@ pub async fn run(options: &Options) -> Result<Report> {
         bytes_per_differing_key: bytes as f64 / differing_keys.max(1) as f64,
         data_bytes,
         bytes_per_round,
+        log_ops,
+        fallbacks,
     })
 }
 
@@ -320,6 +387,7 @@ mod tests {
 
     fn options(keys: usize, divergence: f64) -> Options {
         Options {
+            mode: SimMode::State,
             keys,
             divergence,
             nodes: 3,
@@ -328,6 +396,7 @@ mod tests {
             max_keys_per_round: 1000,
             max_rounds: 100,
             seed: 7,
+            drain: false,
             json: false,
         }
     }
@@ -359,5 +428,40 @@ mod tests {
         );
         // And stay far below the data itself.
         assert!(more.bytes * 4 < more.data_bytes, "{more:?}");
+    }
+}
+
+#[cfg(test)]
+mod operation_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn operation_transfer_repairs_by_ops_and_empties_its_logs() {
+        let options = Options {
+            mode: SimMode::Operation,
+            keys: 3_000,
+            divergence: 0.05,
+            nodes: 3,
+            n: 3,
+            value_bytes: 100,
+            max_keys_per_round: 1000,
+            max_rounds: 200,
+            seed: 3,
+            drain: true,
+            json: false,
+        };
+        let report = run(&options).await.expect("run");
+        assert!(report.converged, "{report:?}");
+        assert!(report.differing_keys > 100);
+        assert_eq!(report.fallbacks, 0, "the ops alone repaired every replica");
+        // Every write became an op, and once every replica had applied an
+        // op, it was dropped from every log.
+        let peak = report.log_ops.iter().copied().max().unwrap_or(0);
+        assert!(peak >= options.keys, "{peak} ops held at most");
+        let last = report.log_ops.last().copied().unwrap_or(usize::MAX);
+        assert!(
+            last < peak / 10,
+            "{last} ops still held after convergence (peak {peak})"
+        );
     }
 }

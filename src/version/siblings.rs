@@ -179,7 +179,7 @@ impl SiblingSet {
     }
 
     /// Forgets records older than `before_ms`, and the oldest past
-    /// [`MAX_REQUESTS`]. Only a replica coordinating a client write prunes
+    /// `MAX_REQUESTS`. Only a replica coordinating a client write prunes
     /// (the merge never does, so it keeps its laws).
     pub fn expire_requests(&mut self, before_ms: u64) {
         self.requests.retain(|r| r.at_ms >= before_ms);
