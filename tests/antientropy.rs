@@ -430,3 +430,85 @@ async fn tree_requests_from_peers_are_checked_and_bounded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_that_reached_one_replica_travel_as_ops_and_leave_the_logs() {
+    let cluster =
+        TestCluster::start_with(3, 0, 3, |c| drifting(c, AntiEntropyMode::Operation)).await;
+    // New logs owe their fellows a state exchange first; let them pay it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (0..3).any(|i| cluster.node(i).antientropy().owes_state()) {
+        assert!(
+            Instant::now() < deadline,
+            "the first state exchanges never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before: Vec<Stats> = (0..3)
+        .map(|i| cluster.node(i).antientropy().stats())
+        .collect();
+    // A coordinator that reached only n1: n1 mints and stores, nobody else hears.
+    let n1 = cluster.client(0);
+    const WRITES: usize = 300;
+    for i in 0..WRITES {
+        let request = PeerRequest::Coordinate {
+            key: format!("lonely-{i}"),
+            context: Default::default(),
+            content: chorus::version::Content::Value(Bytes::from(format!("{i}"))),
+            request_id: None,
+        };
+        let reply = peer(&n1, request).await;
+        assert!(
+            matches!(reply, Ok(PeerResponse::Coordinated { .. })),
+            "{reply:?}"
+        );
+    }
+    // Every replica gets every write, through the ops.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for i in 0..WRITES {
+        let path = format!("/admin/replica/lonely-{i}");
+        for node in 1..3 {
+            loop {
+                let reply = cluster
+                    .client(node)
+                    .request(Method::GET, &path, &[], Bytes::new())
+                    .await
+                    .expect("replica view");
+                if reply.status == StatusCode::OK {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "lonely-{i} never reached n{}",
+                    node + 1
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    for node in 1..3 {
+        let stats = cluster.node(node).antientropy().stats();
+        assert!(
+            stats.repaired - before[node].repaired >= WRITES as u64,
+            "n{} applied {} ops",
+            node + 1,
+            stats.repaired - before[node].repaired
+        );
+        assert_eq!(
+            stats.fallbacks, before[node].fallbacks,
+            "no fallback to state was needed"
+        );
+    }
+    // Once every replica has every op, the ops leave every log.
+    loop {
+        let held: usize = (0..3)
+            .filter_map(|i| cluster.node(i).antientropy().log_sizes())
+            .map(|(held, _)| held)
+            .sum();
+        if held == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{held} ops still held");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
