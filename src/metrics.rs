@@ -67,6 +67,9 @@ pub const ANTIENTROPY_OPS_TRUNCATED_TOTAL: &str = "chorus_antientropy_ops_trunca
 /// (too many ops waiting), restart (a log that starts empty owes its
 /// fellows a state exchange).
 pub const ANTIENTROPY_FALLBACKS_TOTAL: &str = "chorus_antientropy_fallbacks_total";
+/// Deletes purged (tombstone siblings removed, the grave kept) on every
+/// replica, counted by the primary that decided it.
+pub const TOMBSTONES_PURGED_TOTAL: &str = "chorus_tombstones_purged_total";
 /// Merkle trees (one per replicated range) built from the store.
 pub const ANTIENTROPY_TREE_BUILDS_TOTAL: &str = "chorus_antientropy_tree_builds_total";
 
@@ -198,6 +201,10 @@ fn describe() {
     describe_counter!(
         ANTIENTROPY_FALLBACKS_TOTAL,
         "Operation mode: range exchanges that fell back to state transfer, by reason."
+    );
+    describe_counter!(
+        TOMBSTONES_PURGED_TOTAL,
+        "Deletes purged on every replica once causally stable."
     );
     describe_counter!(
         ANTIENTROPY_TREE_BUILDS_TOTAL,

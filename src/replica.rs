@@ -122,7 +122,10 @@ impl Replica {
         // `coordinate` checks for itself: this node's coordinator calls it directly.
         let writes = matches!(
             request,
-            PeerRequest::Merge { .. } | PeerRequest::Hint { .. } | PeerRequest::Handoff(_)
+            PeerRequest::Merge { .. }
+                | PeerRequest::Hint { .. }
+                | PeerRequest::Handoff(_)
+                | PeerRequest::Purge(_)
         );
         if writes && self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
@@ -180,6 +183,31 @@ impl Replica {
                     .into_iter()
                     .map(|(key, set)| self.merge(key, set))
                     .collect::<Result<Vec<_>>>()?;
+                for p in pending {
+                    p.wait().await?;
+                }
+                Ok(PeerResponse::Merged {
+                    durable: self.durable,
+                })
+            }
+            PeerRequest::Purge(entries) => {
+                check_batch(entries.len())?;
+                let pending: Vec<Pending> = entries
+                    .into_iter()
+                    .map(|(key, expected)| {
+                        self.store.update(
+                            &key,
+                            Box::new(move |current| {
+                                Ok(match current {
+                                    Some(set) if set == expected && set.is_tombstoned() => {
+                                        set.grave()
+                                    }
+                                    other => other.unwrap_or_default(),
+                                })
+                            }),
+                        )
+                    })
+                    .collect();
                 for p in pending {
                     p.wait().await?;
                 }

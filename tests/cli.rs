@@ -142,10 +142,14 @@ async fn serve_refuses_a_bad_config_and_names_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
-        probe.local_addr().expect("addr").port()
-    };
+    // Three consecutive free ports below the ephemeral range, where the
+    // connections of tests running alongside cannot take them.
+    let port = (0..1000u16)
+        .map(|i| 20_000 + (std::process::id() as u16 % 4000) + i * 3)
+        .find(|&base| {
+            (base..base + 3).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        })
+        .expect("three consecutive free ports");
     let mut child = Command::new(chorus_bin())
         .args(["dev", "--base-port", &port.to_string(), "--data"])
         .arg(dir.path())

@@ -43,6 +43,8 @@
 //!   fetch and merge of the differing keys, within the round's bounds);
 //! - [`oplog`]: the op log of one range (pure), and [`operation`]: a
 //!   node's logs, fed by the replica's coordinated writes;
+//! - [`purge`]: tombstone purge once every replica holds the same
+//!   tombstone-only set (causal stability), leaving a grave;
 //! - `service`: [`AntiEntropy`], the loop every `antientropy.interval_ms`
 //!   and the answers to peers' tree requests.
 //!
@@ -59,6 +61,7 @@ mod exchange;
 pub mod merkle;
 pub mod operation;
 pub mod oplog;
+pub mod purge;
 mod service;
 pub mod trees;
 

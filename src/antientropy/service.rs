@@ -59,6 +59,8 @@ pub struct Stats {
     pub last_differing_round: u64,
     /// Operation mode: range exchanges that fell back to state transfer.
     pub fallbacks: u64,
+    /// Deletes this node purged as their primary.
+    pub purged: u64,
 }
 
 impl AntiEntropy {
@@ -225,14 +227,20 @@ impl AntiEntropy {
             return;
         }
         let interval = Duration::from_millis(self.config.interval_ms);
+        let purge_every = Duration::from_millis(self.config.purge_interval_ms);
         let mut changes = self.cluster.subscribe();
         self.refresh_ranges();
+        let (mut purged_at, mut cursor) = (tokio::time::Instant::now(), 0);
         loop {
             if changes.has_changed().unwrap_or(false) {
                 changes.borrow_and_update();
                 self.refresh_ranges();
             }
             let outcome = self.step().await;
+            if !purge_every.is_zero() && purged_at.elapsed() >= purge_every {
+                purged_at = tokio::time::Instant::now();
+                self.purge(&mut cursor).await;
+            }
             tokio::time::sleep(self.pause_after(&outcome).max(interval)).await;
         }
     }
@@ -243,6 +251,21 @@ impl AntiEntropy {
         let outcome = exchange::round(self).await;
         self.record(&outcome);
         outcome
+    }
+
+    /// One purge round (see [`super::purge`]), counted.
+    pub async fn purge(&self, cursor: &mut Position) -> u64 {
+        match super::purge::round(self, cursor).await {
+            Ok(purged) => {
+                self.stats.lock().purged += purged;
+                metrics::counter!(m::TOMBSTONES_PURGED_TOTAL).increment(purged);
+                purged
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "tombstone purge round stopped");
+                0
+            }
+        }
     }
 
     /// Sets the trees to the ranges this node now replicates.

@@ -38,6 +38,9 @@ pub struct AntiEntropyConfig {
     /// Operation mode: most ops one range holds waiting for their causal
     /// dependencies; beyond it the range falls back to a state exchange.
     pub max_buffered_ops: usize,
+    /// How often a node looks for deletes to purge among the keys it is
+    /// the primary replica of (0: never).
+    pub purge_interval_ms: u64,
 }
 
 impl Default for AntiEntropyConfig {
@@ -50,6 +53,7 @@ impl Default for AntiEntropyConfig {
             rate_bytes_per_sec: 0,
             max_log_ops: 10_000,
             max_buffered_ops: 10_000,
+            purge_interval_ms: 10_000,
         }
     }
 }
@@ -78,6 +82,12 @@ impl AntiEntropyConfig {
             return Err(Error::config(
                 "antientropy.rate_bytes_per_sec",
                 "must be 0 (no cap) or at least 1024",
+            ));
+        }
+        if self.purge_interval_ms != 0 && !(100..=86_400_000).contains(&self.purge_interval_ms) {
+            return Err(Error::config(
+                "antientropy.purge_interval_ms",
+                "must be 0 (no purge) or between 100 and 86400000 ms",
             ));
         }
         for (key, value) in [

@@ -69,6 +69,11 @@ pub enum PeerRequest {
     Handoff(Vec<(String, SiblingSet)>),
     /// Return the local sets of these keys (to verify a handoff).
     Fetch(Vec<String>),
+    /// Tombstone purge: every replica of these keys was seen holding
+    /// exactly the given tombstone-only set; where the local set is still
+    /// that set, replace it by its grave (the siblings go, the context
+    /// stays). Answered once durable.
+    Purge(Vec<(String, SiblingSet)>),
     /// One Chord RPC: ring maintenance or a step of a lookup.
     Chord(ChordRequest<String>),
     /// A client request that reached a node outside the key's preference
@@ -232,6 +237,7 @@ impl PeerRequest {
                 | PeerRequest::Hint { .. }
                 | PeerRequest::Handoff(_)
                 | PeerRequest::Fetch(_)
+                | PeerRequest::Purge(_)
                 | PeerRequest::Batch(_)
         )
     }

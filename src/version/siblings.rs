@@ -77,6 +77,24 @@ impl SiblingSet {
         self.siblings.is_empty() && self.context.is_empty()
     }
 
+    /// The set without its siblings: the grave a purged delete leaves. Its
+    /// context still covers every dot the set had seen, so a merge of any
+    /// older copy (a late hint, a replica restored from a backup) drops
+    /// what that copy holds instead of bringing it back.
+    pub fn grave(&self) -> SiblingSet {
+        SiblingSet {
+            context: self.context.clone(),
+            siblings: Vec::new(),
+            requests: self.requests.clone(),
+        }
+    }
+
+    /// Whether the set holds tombstones and nothing else: a delete that a
+    /// purge may turn into a grave.
+    pub fn is_tombstoned(&self) -> bool {
+        !self.siblings.is_empty() && self.is_deleted()
+    }
+
     /// True when no sibling holds a value: the key is absent or deleted.
     pub fn is_deleted(&self) -> bool {
         self.siblings

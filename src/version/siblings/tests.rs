@@ -173,6 +173,22 @@ fn history() -> impl Strategy<Value = Vec<Op>> {
 }
 
 proptest! {
+    /// A purged delete's grave absorbs every copy that fed it: no replica's
+    /// older state, merged in late, brings a value back.
+    #[test]
+    fn a_grave_absorbs_every_older_copy(ops in history()) {
+        let model = Model::run(&ops);
+        let all = model.read_all();
+        if all.is_tombstoned() {
+            let grave = all.grave();
+            prop_assert!(grave.is_deleted() && grave.siblings().is_empty() && !grave.is_empty());
+            for replica in model.replicas.iter().chain([&all]) {
+                prop_assert_eq!(merged(&grave, replica), grave.clone());
+                prop_assert_eq!(merged(replica, &grave), grave.clone());
+            }
+        }
+    }
+
     #[test]
     fn merge_is_commutative_associative_idempotent(ops in history(), pick in any::<[usize; 3]>()) {
         let model = Model::run(&ops);
