@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus::client::{Client, key_path};
+use chorus::config::AntiEntropyMode;
 use common::cluster::TestCluster;
 use http::{Method, StatusCode};
 
@@ -40,7 +41,17 @@ fn siblings(set: &serde_json::Value) -> &Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delete_is_purged_only_once_every_replica_has_it_and_never_comes_back() {
+    purge_after_a_replica_missed_the_deletes(AntiEntropyMode::State).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purge_works_alike_with_operation_transfer() {
+    purge_after_a_replica_missed_the_deletes(AntiEntropyMode::Operation).await;
+}
+
+async fn purge_after_a_replica_missed_the_deletes(mode: AntiEntropyMode) {
     let mut cluster = TestCluster::start_with(3, 0, 3, |c| {
+        c.antientropy.mode = mode;
         c.antientropy.interval_ms = 100;
         c.antientropy.purge_interval_ms = 200;
         c.limits.max_hints = 0;
