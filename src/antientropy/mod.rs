@@ -66,4 +66,36 @@ mod service;
 pub mod trees;
 
 pub use exchange::Outcome;
+
+use std::collections::BTreeMap;
+
+use crate::ring::{Position, Range};
+
+/// Per-range state that follows the ring: re-keys `slots` (by first
+/// position) to `ranges`. A range kept with the same positions keeps its
+/// state, with its new replica list; a new range gets `fresh(range)`.
+fn follow_ranges<T>(
+    slots: &mut BTreeMap<Position, T>,
+    ranges: impl IntoIterator<Item = Range>,
+    range_of: impl Fn(&mut T) -> &mut Range,
+    fresh: impl Fn(Range) -> T,
+) {
+    let mut old = std::mem::take(slots);
+    for range in ranges {
+        let start = *range.positions.start();
+        let slot = match old.remove(&start) {
+            Some(mut kept) => {
+                let same = range_of(&mut kept).positions == range.positions;
+                if same {
+                    *range_of(&mut kept) = range;
+                    kept
+                } else {
+                    fresh(range)
+                }
+            }
+            None => fresh(range),
+        };
+        slots.insert(start, slot);
+    }
+}
 pub use service::{AntiEntropy, MAX_LEAF_ENTRIES, Stats};

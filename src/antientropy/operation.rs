@@ -61,27 +61,17 @@ impl OpLogs {
     /// fellow replica a state exchange.
     pub fn set_ranges(&self, ranges: &[Range]) {
         let mut slots = self.slots.lock();
-        let mut old = std::mem::take(&mut *slots);
-        for range in ranges {
-            let start = *range.positions.start();
-            let slot = match old.remove(&start) {
-                Some(mut kept) if kept.range.positions == range.positions => {
-                    kept.range = range.clone();
-                    kept
-                }
-                _ => Slot {
-                    range: range.clone(),
-                    log: RangeLog::default(),
-                    owed: range
-                        .replicas
-                        .iter()
-                        .filter(|r| **r != self.me)
-                        .cloned()
-                        .collect(),
-                },
-            };
-            slots.insert(start, slot);
-        }
+        let fresh = |range: Range| Slot {
+            owed: range
+                .replicas
+                .iter()
+                .filter(|r| **r != self.me)
+                .cloned()
+                .collect(),
+            range,
+            log: RangeLog::default(),
+        };
+        super::follow_ranges(&mut slots, ranges.iter().cloned(), |s| &mut s.range, fresh);
         self.record(&slots);
     }
 

@@ -63,18 +63,7 @@ impl Trees {
     /// Returns how many trees must be built.
     pub fn set_ranges(&self, ranges: Vec<Range>) -> usize {
         let mut slots = self.slots.lock();
-        let mut old = std::mem::take(&mut *slots);
-        for range in ranges {
-            let start = *range.positions.start();
-            let slot = match old.remove(&start) {
-                Some(mut kept) if kept.range.positions == range.positions => {
-                    kept.range = range;
-                    kept
-                }
-                _ => Slot::new(range),
-            };
-            slots.insert(start, slot);
-        }
+        super::follow_ranges(&mut slots, ranges, |s| &mut s.range, Slot::new);
         slots.values().filter(|s| !s.complete()).count()
     }
 
