@@ -48,6 +48,8 @@ pub struct Outcome {
     pub received: u64,
     /// Operation mode: range exchanges that fell back to state transfer.
     pub fallbacks: u64,
+    /// Operation mode: ops received and applied (changing data or not).
+    pub ops_applied: u64,
     pub error: Option<Error>,
 }
 
@@ -81,6 +83,7 @@ pub async fn round(ae: &AntiEntropy) -> Outcome {
         },
         peer,
         unbuilt: false,
+        taken: 0,
     };
     if shared.is_empty() {
         return Outcome {
@@ -116,6 +119,8 @@ struct Round<'a> {
     outcome: Outcome,
     /// Some shared range had no complete tree on one side.
     unbuilt: bool,
+    /// Keys and ops this round took of its `max_keys_per_round`.
+    taken: u64,
 }
 
 impl Round<'_> {
@@ -144,6 +149,7 @@ impl Round<'_> {
             }
             let keys = self.differing_keys(&range, &their_root).await?;
             self.outcome.differing += keys.len() as u64;
+            self.taken += keys.len() as u64;
             for chunk in keys.chunks(KEYS_PER_REPAIR) {
                 if self.spent() {
                     break;
@@ -174,7 +180,7 @@ impl Round<'_> {
             // A log that owes the peer a state exchange asks for no ops,
             // only the peer's vector, to adopt after the exchange.
             let owed = logs.owes(&range, &self.peer);
-            let left = self.ae.config.max_keys_per_round - self.outcome.differing as usize;
+            let left = self.ae.config.max_keys_per_round - self.taken as usize;
             let max = if owed {
                 0
             } else {
@@ -192,7 +198,7 @@ impl Round<'_> {
             if ops.len() > max {
                 return Err(self.unexpected("at most the ops asked"));
             }
-            self.outcome.differing += ops.len() as u64;
+            self.taken += ops.len() as u64;
             let mut fallback = if owed {
                 Some("restart")
             } else if gap {
@@ -222,20 +228,31 @@ impl Round<'_> {
     }
 
     /// Applies delivered ops to this node's store, through the replica
-    /// (which checks each set first).
+    /// (which checks each set first). Only ops that change the local set
+    /// are written, and only they count as differing and repaired: an op
+    /// that direct replication or a state exchange already brought is
+    /// merely acknowledged.
     async fn apply(&mut self, ops: &[Op]) -> Result<()> {
-        for chunk in ops.chunks(1024) {
-            let entries = chunk
-                .iter()
-                .map(|op| (op.key.clone(), op.set.clone()))
-                .collect();
+        let mut changing = Vec::new();
+        for op in ops {
+            let current = self.ae.store.get(&op.key)?;
+            let mut merged = current.clone().unwrap_or_default();
+            merged.merge(&op.set);
+            if current.unwrap_or_default() != merged {
+                changing.push((op.key.clone(), op.set.clone()));
+            }
+        }
+        metrics::counter!(m::ANTIENTROPY_OPS_APPLIED_TOTAL).increment(ops.len() as u64);
+        self.outcome.ops_applied += ops.len() as u64;
+        self.outcome.differing += changing.len() as u64;
+        self.outcome.repaired += changing.len() as u64;
+        for chunk in changing.chunks(1024) {
+            let entries = chunk.to_vec();
             self.ae
                 .replica
                 .handle(PeerRequest::Handoff(entries))
                 .await?;
-            self.outcome.repaired += chunk.len() as u64;
         }
-        metrics::counter!(m::ANTIENTROPY_OPS_APPLIED_TOTAL).increment(ops.len() as u64);
         Ok(())
     }
 
@@ -254,7 +271,7 @@ impl Round<'_> {
     /// Whether the round used up its key or byte budget.
     fn spent(&self) -> bool {
         let config = &self.ae.config;
-        self.outcome.differing >= config.max_keys_per_round as u64
+        self.taken >= config.max_keys_per_round as u64
             || self.outcome.sent + self.outcome.received >= config.max_bytes_per_round
     }
 
@@ -284,7 +301,7 @@ impl Round<'_> {
                 return Ok(Vec::new());
             }
         }
-        let budget = self.ae.config.max_keys_per_round - self.outcome.differing as usize;
+        let budget = (self.ae.config.max_keys_per_round as u64).saturating_sub(self.taken) as usize;
         let mut keys = Vec::new();
         let mut rest: Vec<u32> = descent.leaves().iter().map(|&l| l as u32).collect();
         while !rest.is_empty() && keys.len() < budget && !self.spent() {

@@ -54,6 +54,8 @@ pub struct Stats {
     pub rounds: u64,
     pub in_sync: u64,
     pub differing: u64,
+    /// Keys (state) or ops (operation) that changed this node's data or a
+    /// peer's.
     pub repaired: u64,
     /// The number of the last round that found keys differing (0: none).
     pub last_differing_round: u64,
@@ -61,6 +63,8 @@ pub struct Stats {
     pub fallbacks: u64,
     /// Deletes this node purged as their primary.
     pub purged: u64,
+    /// Operation mode: ops received and applied.
+    pub ops_applied: u64,
 }
 
 impl AntiEntropy {
@@ -309,6 +313,7 @@ impl AntiEntropy {
             stats.differing += outcome.differing;
             stats.repaired += outcome.repaired;
             stats.fallbacks += outcome.fallbacks;
+            stats.ops_applied += outcome.ops_applied;
             if outcome.differing > 0 {
                 stats.last_differing_round = stats.rounds;
             }
