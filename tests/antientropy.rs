@@ -7,10 +7,11 @@
 //! back with nothing of it. Once every replica of every range reports the
 //! same Merkle root and two rounds of every node change nothing:
 //! - the returning node's last round that found differing keys (or ops
-//!   that changed its data) is at most its round ceil(M / max_keys_per_round)
-//!   + 1, where M is the number of keys it replicates (every one of which
-//!   it lacks), plus, in operation mode, those of them that were deleted or
-//!   overwritten (their second write may come as an op of its own);
+//!   that changed its data) is at most its round
+//!   ceil(M / max_keys_per_round) plus one, where M is the number of keys
+//!   it replicates (every one of which it lacks), plus, in operation mode,
+//!   those of them that were deleted or overwritten (their second write
+//!   may come as an op of its own);
 //! - every replica of every key answers `/admin/replica` with the same body;
 //! - the next rounds of every node find nothing: the repair counters stay
 //!   where they are;
