@@ -2,10 +2,15 @@
 //!
 //! Names carry the `chorus_` prefix and their base unit; labels are low
 //! cardinality (an operation, a status code, never a key). Latencies are
-//! histograms with fixed buckets so they aggregate across nodes.
+//! histograms with fixed buckets so they aggregate across nodes. [`ALL`]
+//! lists every name with its type and help: the exporter describes them
+//! from it, and the dashboards' test checks every expression against it.
+//! The process collector (`metrics-process`) adds the standard `process_*`
+//! series ([`PROCESS`]): CPU, memory, open file descriptors, threads.
 
 use std::sync::OnceLock;
 
+use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests served, by `op` (get, put, delete, health, metrics, peer, admin,
@@ -36,7 +41,7 @@ pub const HANDOFF_KEYS_TOTAL: &str = "chorus_handoff_keys_total";
 pub const SIBLING_WARNINGS_TOTAL: &str = "chorus_sibling_warnings_total";
 /// Hinted handoff, by `event`: queued (a fallback took a write for an
 /// unreachable replica), delivered (handed to the owner and dropped),
-/// refused (the fallback's hint limit was reached).
+/// dropped (refused: the fallback's hint limit was reached).
 pub const HINTS_TOTAL: &str = "chorus_hints_total";
 /// Replicas brought up to date by read repair.
 pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
@@ -73,6 +78,265 @@ pub const TOMBSTONES_PURGED_TOTAL: &str = "chorus_tombstones_purged_total";
 /// Merkle trees (one per replicated range) built from the store.
 pub const ANTIENTROPY_TREE_BUILDS_TOTAL: &str = "chorus_antientropy_tree_builds_total";
 
+/// Latency of the coordinator's part of a client request (quorum reached
+/// or failed), by `op` (read, write).
+pub const COORDINATOR_DURATION_SECONDS: &str = "chorus_coordinator_duration_seconds";
+/// Latency of a replica's handling of one peer request, by `op` (read,
+/// coordinate, merge, hint, handoff, fetch, purge, batch).
+pub const REPLICA_DURATION_SECONDS: &str = "chorus_replica_duration_seconds";
+/// Client requests that failed for want of a quorum (503), by `op` (read,
+/// write) and `reason` (quorum_not_met, session_not_satisfied).
+pub const QUORUM_FAILURES_TOTAL: &str = "chorus_quorum_failures_total";
+/// Hints this node holds for unreachable owners (approximate).
+pub const HINTS_PENDING: &str = "chorus_hints_pending";
+/// Members by `liveness` as this node's failure detector sees them (up,
+/// down, unknown), this node included.
+pub const MEMBERS_LIVENESS: &str = "chorus_members_liveness";
+/// Ring positions (tokens) this node owns.
+pub const RING_TOKENS: &str = "chorus_ring_tokens";
+/// Changes of the members document this node applied (joins, leaves,
+/// removals, address changes).
+pub const RING_CHANGES_TOTAL: &str = "chorus_ring_changes_total";
+/// Ranges the current handoff sweep still has to hand off.
+pub const HANDOFF_RANGES_PENDING: &str = "chorus_handoff_ranges_pending";
+
+/// What kind of series a metric is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric: its name, kind, unit and help text.
+#[derive(Clone, Copy, Debug)]
+pub struct Def {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+}
+
+/// Every metric chorus defines.
+pub const ALL: &[Def] = &[
+    Def {
+        name: REQUESTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Client requests served, by operation, status code and quorum.",
+    },
+    Def {
+        name: REQUEST_DURATION_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Latency of client requests, by operation.",
+    },
+    Def {
+        name: COORDINATOR_DURATION_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Latency of the coordinator's part of a client request, by operation.",
+    },
+    Def {
+        name: REPLICA_DURATION_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Latency of a replica's handling of one peer request, by operation.",
+    },
+    Def {
+        name: QUORUM_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Client requests that failed for want of a quorum, by operation and reason.",
+    },
+    Def {
+        name: READ_SIBLINGS,
+        kind: Kind::Histogram,
+        unit: None,
+        help: "Siblings returned per read.",
+    },
+    Def {
+        name: STORE_KEYS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Keys in the local store (approximate).",
+    },
+    Def {
+        name: STORE_DISK_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Bytes the local store occupies on disk.",
+    },
+    Def {
+        name: BUILD_INFO,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Always 1, labelled with the chorus version.",
+    },
+    Def {
+        name: LOOKUP_HOPS,
+        kind: Kind::Histogram,
+        unit: None,
+        help: "Nodes asked to reach a replica for a forwarded request, the forward included.",
+    },
+    Def {
+        name: FORWARDS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Client requests forwarded to a replica, by result.",
+    },
+    Def {
+        name: RING_MEMBERS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Members of the ring, by status.",
+    },
+    Def {
+        name: MEMBERS_LIVENESS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Members by liveness as this node's failure detector sees them.",
+    },
+    Def {
+        name: RING_OWNERSHIP,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Share of the ring this node holds as primary owner.",
+    },
+    Def {
+        name: RING_TOKENS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Ring positions (tokens) this node owns.",
+    },
+    Def {
+        name: RING_CHANGES_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Changes of the members document this node applied.",
+    },
+    Def {
+        name: HANDOFF_KEYS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Keys moved by ownership handoff, by kind.",
+    },
+    Def {
+        name: HANDOFF_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Handoff sweeps that could not finish and will be retried.",
+    },
+    Def {
+        name: HANDOFF_RANGES_PENDING,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Ranges the current handoff sweep still has to hand off.",
+    },
+    Def {
+        name: HINTS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Hinted handoff events: queued, delivered, dropped.",
+    },
+    Def {
+        name: HINTS_PENDING,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Hints this node holds for unreachable owners.",
+    },
+    Def {
+        name: READ_REPAIRS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Replicas brought up to date by read repair.",
+    },
+    Def {
+        name: SIBLING_WARNINGS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Client writes that left a key with more siblings than limits.warn_siblings.",
+    },
+    Def {
+        name: ANTIENTROPY_ROUNDS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Anti-entropy rounds, by mode and result (in_sync, repaired, unbuilt, failed, idle).",
+    },
+    Def {
+        name: ANTIENTROPY_DIFFERING_KEYS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Keys (or ops) found to differ between this node and a peer, by mode.",
+    },
+    Def {
+        name: ANTIENTROPY_KEYS_REPAIRED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Keys (or ops) an anti-entropy exchange applied, by mode.",
+    },
+    Def {
+        name: ANTIENTROPY_BYTES_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Bytes),
+        help: "Bytes of anti-entropy messages, by mode and direction.",
+    },
+    Def {
+        name: ANTIENTROPY_OPS_APPLIED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Operation mode: ops applied from peers' logs.",
+    },
+    Def {
+        name: ANTIENTROPY_OPS_BUFFERED,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Operation mode: ops waiting for their causal dependencies.",
+    },
+    Def {
+        name: ANTIENTROPY_LOG_OPS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Operation mode: ops held in this node's logs.",
+    },
+    Def {
+        name: ANTIENTROPY_OPS_TRUNCATED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Operation mode: ops dropped from the logs, by reason (stable, overflow).",
+    },
+    Def {
+        name: ANTIENTROPY_FALLBACKS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Operation mode: range exchanges that fell back to state transfer, by reason.",
+    },
+    Def {
+        name: ANTIENTROPY_TREE_BUILDS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Merkle trees built from the store (start, ring change, on demand).",
+    },
+    Def {
+        name: TOMBSTONES_PURGED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Deletes purged on every replica once causally stable.",
+    },
+];
+
+/// The series the process collector exports.
+pub const PROCESS: &[&str] = &[
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+];
+
 /// Seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -81,7 +345,17 @@ const LATENCY_BUCKETS: &[f64] = &[
 const SIBLING_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0];
 const HOP_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0];
 
+/// The buckets of a histogram.
+fn buckets(def: &Def) -> &'static [f64] {
+    match def.name {
+        READ_SIBLINGS => SIBLING_BUCKETS,
+        LOOKUP_HOPS => HOP_BUCKETS,
+        _ => LATENCY_BUCKETS,
+    }
+}
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS_COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
 ///
@@ -90,15 +364,13 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(REQUEST_DURATION_SECONDS.into()),
-                    LATENCY_BUCKETS,
-                )
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(READ_SIBLINGS.into()), SIBLING_BUCKETS))
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(LOOKUP_HOPS.into()), HOP_BUCKETS))
-                .map(|b| b.build_recorder());
-            let recorder = recorder.unwrap_or_else(|e| {
+            let mut builder = Ok(PrometheusBuilder::new());
+            for def in ALL.iter().filter(|d| d.kind == Kind::Histogram) {
+                builder = builder.and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(def.name.into()), buckets(def))
+                });
+            }
+            let recorder = builder.map(|b| b.build_recorder()).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "metric buckets rejected; latencies export as summaries");
                 PrometheusBuilder::new().build_recorder()
             });
@@ -107,107 +379,59 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
             describe();
+            PROCESS_COLLECTOR
+                .get_or_init(metrics_process::Collector::default)
+                .describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
 }
 
+/// Samples the process collector (CPU, memory, file descriptors): once
+/// per scrape.
+pub fn collect_process() {
+    if let Some(collector) = PROCESS_COLLECTOR.get() {
+        collector.collect();
+    }
+}
+
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        REQUESTS_TOTAL,
-        "Client requests served, by operation and status code."
-    );
-    describe_histogram!(
-        REQUEST_DURATION_SECONDS,
-        Unit::Seconds,
-        "Latency of client requests, by operation."
-    );
-    describe_histogram!(READ_SIBLINGS, "Siblings returned per read.");
-    describe_gauge!(STORE_KEYS, "Keys in the local store (approximate).");
-    describe_gauge!(
-        STORE_DISK_BYTES,
-        Unit::Bytes,
-        "Bytes the local store occupies on disk."
-    );
-    describe_gauge!(BUILD_INFO, "Always 1, labelled with the chorus version.");
-    describe_histogram!(
-        LOOKUP_HOPS,
-        "Nodes asked to reach a replica for a forwarded request, the forward included."
-    );
-    describe_counter!(
-        FORWARDS_TOTAL,
-        "Client requests forwarded to a replica, by result."
-    );
-    describe_gauge!(RING_MEMBERS, "Members of the ring, by status.");
-    describe_gauge!(
-        RING_OWNERSHIP,
-        "Share of the ring this node holds as primary owner."
-    );
-    describe_counter!(
-        HANDOFF_KEYS_TOTAL,
-        "Keys moved by ownership handoff, by kind."
-    );
-    describe_counter!(
-        HINTS_TOTAL,
-        "Hinted handoff events: queued, delivered, refused."
-    );
-    describe_counter!(
-        READ_REPAIRS_TOTAL,
-        "Replicas brought up to date by read repair."
-    );
-    describe_counter!(
-        SIBLING_WARNINGS_TOTAL,
-        "Client writes that left a key with more siblings than limits.warn_siblings."
-    );
-    describe_counter!(
-        HANDOFF_FAILURES_TOTAL,
-        "Handoff sweeps that could not finish and will be retried."
-    );
-    describe_counter!(
-        ANTIENTROPY_ROUNDS_TOTAL,
-        "Anti-entropy rounds, by mode and result (in_sync, repaired, unbuilt, failed, idle)."
-    );
-    describe_counter!(
-        ANTIENTROPY_DIFFERING_KEYS_TOTAL,
-        "Keys found to differ between this node and a peer, by mode."
-    );
-    describe_counter!(
-        ANTIENTROPY_KEYS_REPAIRED_TOTAL,
-        "Keys whose sibling set an anti-entropy exchange changed, by mode."
-    );
-    describe_counter!(
-        ANTIENTROPY_BYTES_TOTAL,
-        Unit::Bytes,
-        "Bytes of anti-entropy messages, by mode and direction."
-    );
-    describe_counter!(
-        ANTIENTROPY_OPS_APPLIED_TOTAL,
-        "Operation mode: ops applied from peers' logs."
-    );
-    describe_gauge!(
-        ANTIENTROPY_OPS_BUFFERED,
-        "Operation mode: ops waiting for their causal dependencies."
-    );
-    describe_gauge!(
-        ANTIENTROPY_LOG_OPS,
-        "Operation mode: ops held in this node's logs."
-    );
-    describe_counter!(
-        ANTIENTROPY_OPS_TRUNCATED_TOTAL,
-        "Operation mode: ops dropped from the logs, by reason (stable, overflow)."
-    );
-    describe_counter!(
-        ANTIENTROPY_FALLBACKS_TOTAL,
-        "Operation mode: range exchanges that fell back to state transfer, by reason."
-    );
-    describe_counter!(
-        TOMBSTONES_PURGED_TOTAL,
-        "Deletes purged on every replica once causally stable."
-    );
-    describe_counter!(
-        ANTIENTROPY_TREE_BUILDS_TOTAL,
-        "Merkle trees built from the store (start, ring change, on demand)."
-    );
+    for def in ALL {
+        let help = def.help;
+        match (def.kind, def.unit) {
+            (Kind::Counter, Some(unit)) => metrics::describe_counter!(def.name, unit, help),
+            (Kind::Counter, None) => metrics::describe_counter!(def.name, help),
+            (Kind::Gauge, Some(unit)) => metrics::describe_gauge!(def.name, unit, help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(def.name, help),
+            (Kind::Histogram, Some(unit)) => metrics::describe_histogram!(def.name, unit, help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(def.name, help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_prefixed_and_carry_their_unit() {
+        let mut names: Vec<&str> = ALL.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a metric is defined twice");
+        for def in ALL {
+            assert!(def.name.starts_with("chorus_"), "{}", def.name);
+            if def.kind == Kind::Counter {
+                assert!(def.name.ends_with("_total"), "{}", def.name);
+            }
+            if def.unit == Some(Unit::Seconds) {
+                assert!(def.name.ends_with("_seconds"), "{}", def.name);
+            }
+            if def.unit == Some(Unit::Bytes) {
+                assert!(def.name.contains("_bytes"), "{}", def.name);
+            }
+        }
+    }
 }

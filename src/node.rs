@@ -23,7 +23,6 @@ use crate::coordinator::Coordinator;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::membership::{Cluster, handoff};
-use crate::metrics as m;
 use crate::peer::{
     Addresses, HttpTransport, MAX_MESSAGE_BYTES, PeerRequest, PeerResponse, Transport,
     tcp_connector,
@@ -195,10 +194,8 @@ impl Node {
             dir.map(|d| d.join("handoff.json")),
         )));
         tasks.push(tokio::spawn(Arc::clone(&antientropy).run()));
-        let c = Arc::clone(&cluster);
         tasks.push(every(Duration::from_secs(5), move || {
             metrics.run_upkeep();
-            record_ring(&c.members(), &c);
             std::future::ready(())
         }));
         tracing::info!(node = id, %addr, "serving");
@@ -320,16 +317,4 @@ where
             work().await;
         }
     })
-}
-
-fn record_ring(members: &Members, cluster: &Cluster) {
-    for (status, label) in [
-        (Status::Active, "active"),
-        (Status::Leaving, "leaving"),
-        (Status::Removed, "removed"),
-    ] {
-        let count = members.iter().filter(|m| m.status == status).count();
-        metrics::gauge!(m::RING_MEMBERS, "status" => label).set(count as f64);
-    }
-    metrics::gauge!(m::RING_OWNERSHIP).set(cluster.ring().ownership(cluster.me()));
 }

@@ -88,10 +88,19 @@ impl Replica {
     }
 
     pub async fn handle(&self, request: PeerRequest) -> Result<PeerResponse> {
-        match request {
+        let (op, started) = (request.kind(), std::time::Instant::now());
+        let result = match request {
             PeerRequest::Batch(requests) => self.handle_batch(requests).await,
             request => self.handle_one(request).await,
-        }
+        };
+        metrics::histogram!(crate::metrics::REPLICA_DURATION_SECONDS, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Hints held for unreachable owners (approximate).
+    pub fn hints_pending(&self) -> usize {
+        self.hints.load(Ordering::Relaxed)
     }
 
     /// Runs a batch's requests concurrently, so that its writes share one
@@ -156,7 +165,7 @@ impl Replica {
             PeerRequest::Hint { owner, key, set } => {
                 let held = self.hints.load(Ordering::Relaxed);
                 if held >= self.max_hints {
-                    metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "refused")
+                    metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "dropped")
                         .increment(1);
                     tracing::warn!(
                         held,

@@ -562,6 +562,14 @@ async fn health_and_metrics() {
         "chorus_read_siblings_bucket",
         "chorus_store_keys",
         r#"chorus_build_info{version=""#,
+        r#"chorus_coordinator_duration_seconds_bucket{op="write",le="0.001"}"#,
+        r#"chorus_coordinator_duration_seconds_bucket{op="read",le="0.001"}"#,
+        r#"chorus_members_liveness{liveness="up"} 1"#,
+        "chorus_ring_tokens 16",
+        "chorus_hints_pending 0",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
     }

@@ -43,8 +43,10 @@ use crate::config::Limits;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::membership::Cluster;
+use crate::membership::Liveness;
 use crate::metrics as m;
 use crate::replica::Replica;
+use crate::ring::Status;
 use crate::store::Store;
 
 /// Everything a request handler needs; shared by all connections.
@@ -93,6 +95,40 @@ impl Api {
         response
     }
 
+    /// Samples what gauges show, once per scrape: the store, hints, the
+    /// ring as this node sees it, and the process.
+    fn record_gauges(&self) {
+        let stats = self.store.stats();
+        metrics::gauge!(m::STORE_KEYS).set(stats.keys as f64);
+        metrics::gauge!(m::STORE_DISK_BYTES).set(stats.disk_bytes as f64);
+        metrics::gauge!(m::HINTS_PENDING).set(self.replica.hints_pending() as f64);
+        let members = self.cluster.members();
+        for (status, label) in [
+            (Status::Active, "active"),
+            (Status::Leaving, "leaving"),
+            (Status::Removed, "removed"),
+        ] {
+            let count = members.iter().filter(|m| m.status == status).count();
+            metrics::gauge!(m::RING_MEMBERS, "status" => label).set(count as f64);
+        }
+        let mut liveness = [0u32; 3];
+        for member in members.iter().filter(|m| m.status != Status::Removed) {
+            liveness[match self.cluster.liveness(&member.id) {
+                Liveness::Up => 0,
+                Liveness::Down => 1,
+                Liveness::Unknown => 2,
+            }] += 1;
+        }
+        for (count, label) in liveness.iter().zip(["up", "down", "unknown"]) {
+            metrics::gauge!(m::MEMBERS_LIVENESS, "liveness" => label).set(f64::from(*count));
+        }
+        let ring = self.cluster.ring();
+        metrics::gauge!(m::RING_OWNERSHIP).set(ring.ownership(&self.node));
+        let tokens = members.get(&self.node).map_or(0, |m| m.tokens.len());
+        metrics::gauge!(m::RING_TOKENS).set(tokens as f64);
+        crate::metrics::collect_process();
+    }
+
     async fn route(&self, path: &str, req: Request<Incoming>) -> Result<Response<Body>> {
         if let Some(raw_key) = path.strip_prefix("/kv/") {
             return kv::handle(self, raw_key, req).await;
@@ -118,9 +154,7 @@ impl Api {
             }
             "/metrics" => {
                 only_get(req.method())?;
-                let stats = self.store.stats();
-                metrics::gauge!(m::STORE_KEYS).set(stats.keys as f64);
-                metrics::gauge!(m::STORE_DISK_BYTES).set(stats.disk_bytes as f64);
+                self.record_gauges();
                 let mut response = response::empty(StatusCode::OK);
                 *response.body_mut() = Body::new(Bytes::from(self.metrics.render()));
                 response.headers_mut().insert(

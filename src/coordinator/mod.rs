@@ -22,6 +22,7 @@
 //! (`read_repair.rs`).
 
 mod calls;
+mod observe;
 pub mod quorum;
 mod read_repair;
 
@@ -121,8 +122,8 @@ impl Coordinator {
             let dot = first.dot.clone();
             return Ok(Written { dot, set });
         }
-        self.coordinate_write(key, replicas, write, quorum, deadline)
-            .await
+        let written = self.coordinate_write(key, replicas, write, quorum, deadline);
+        observe::measured("write", written).await
     }
 
     /// The merged sibling set of `key` over `r` replicas (`pr` of them
@@ -153,8 +154,8 @@ impl Coordinator {
                 };
             }
         }
-        self.coordinate_read(key, replicas, quorum, deadline, session)
-            .await
+        let read = self.coordinate_read(key, replicas, quorum, deadline, session);
+        observe::measured("read", read).await
     }
 
     /// Sends `op` to a replica. `None` when no replica could be reached

@@ -107,15 +107,21 @@ pub async fn sweep(
 ) -> Result<Swept> {
     let mut swept = Swept::default();
     let mut first_error = None;
+    let mut pending = transfers.iter().filter(|t| !t.targets.is_empty()).count();
+    metrics::gauge!(m::HANDOFF_RANGES_PENDING).set(pending as f64);
     for t in transfers {
         if t.targets.is_empty() {
             continue;
         }
         // A transfer whose target is down is retried at the next sweep; the
         // others go on (a dead owner must not hold up everyone's handoff).
-        if let Err(e) = transfer(cluster, store, t, batch, &mut swept).await {
-            first_error.get_or_insert(e);
+        match transfer(cluster, store, t, batch, &mut swept).await {
+            Ok(()) => pending -= 1,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
+        metrics::gauge!(m::HANDOFF_RANGES_PENDING).set(pending as f64);
     }
     match first_error {
         Some(e) => Err(e),
@@ -238,14 +244,34 @@ pub async fn run(
         let target = cluster.members();
         let (old, new) = (done.ring(), target.ring());
         let transfers = plan(Some(&old), &new, cluster.me(), cluster.n());
+        let moving = done != target;
+        if moving {
+            tracing::info!(
+                node = %cluster.me(),
+                ranges = transfers.len(),
+                "handoff started: the ring changed"
+            );
+        }
         let outcome = sweep(&cluster, &store, &transfers, batch).await;
         if let Ok(swept) = &outcome {
             replica.handed_off(swept.released);
         }
         match outcome {
             Ok(swept) => {
-                if swept.pushed > 0 || swept.released > 0 {
-                    tracing::info!(pushed = swept.pushed, released = swept.released, "handoff");
+                if moving {
+                    tracing::info!(
+                        node = %cluster.me(),
+                        pushed = swept.pushed,
+                        released = swept.released,
+                        "handoff finished"
+                    );
+                } else if swept.pushed > 0 || swept.released > 0 {
+                    tracing::info!(
+                        node = %cluster.me(),
+                        pushed = swept.pushed,
+                        released = swept.released,
+                        "handed off strays and hints"
+                    );
                 }
                 metrics::counter!(m::HANDOFF_KEYS_TOTAL, "kind" => "pushed")
                     .increment(swept.pushed);

@@ -80,6 +80,8 @@ pub struct Cluster {
     persist: Option<PathBuf>,
     /// Bumped on every change of the members document.
     changes: watch::Sender<u64>,
+    /// The members document as last logged, to log what each change changed.
+    logged: Mutex<Members>,
 }
 
 struct State {
@@ -133,6 +135,7 @@ impl Cluster {
             successors: config.ring.successors,
             fingers_per_tick: config.ring.fingers_per_tick,
         };
+        let logged = Mutex::new(members.clone());
         let cluster = Cluster {
             me: me.to_string(),
             n: config.cluster.n,
@@ -159,6 +162,7 @@ impl Cluster {
             transport,
             persist,
             changes: watch::channel(0).0,
+            logged,
         };
         cluster.refresh();
         Arc::new(cluster)
@@ -453,8 +457,33 @@ impl Cluster {
     fn changed(&self) -> Result<()> {
         self.refresh();
         self.save()?;
+        self.log_changes();
+        metrics::counter!(crate::metrics::RING_CHANGES_TOTAL).increment(1);
         self.changes.send_modify(|v| *v += 1);
         Ok(())
+    }
+
+    /// Logs one line per member whose entry changed since the last call.
+    fn log_changes(&self) {
+        let now = self.members();
+        let mut logged = self.logged.lock();
+        for member in now.iter() {
+            let before = logged.get(&member.id);
+            if before == Some(member) {
+                continue;
+            }
+            tracing::info!(
+                node = %self.me,
+                member = %member.id,
+                status = ?member.status,
+                was = ?before.map(|b| b.status),
+                addr = %member.addr,
+                tokens = member.tokens.len(),
+                version = member.version,
+                "membership change"
+            );
+        }
+        *logged = now;
     }
 
     fn refresh(&self) {

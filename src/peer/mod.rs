@@ -242,6 +242,29 @@ impl PeerRequest {
         )
     }
 
+    /// A short name of the request's kind, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerRequest::Read { .. } => "read",
+            PeerRequest::Coordinate { .. } => "coordinate",
+            PeerRequest::Merge { .. } => "merge",
+            PeerRequest::Hint { .. } => "hint",
+            PeerRequest::Handoff(_) => "handoff",
+            PeerRequest::Fetch(_) => "fetch",
+            PeerRequest::Purge(_) => "purge",
+            PeerRequest::Chord(_) => "chord",
+            PeerRequest::Forward(_) => "forward",
+            PeerRequest::Join { .. } => "join",
+            PeerRequest::Gossip(_) => "gossip",
+            PeerRequest::Heartbeats(_) => "heartbeats",
+            PeerRequest::TreeRoots(_) => "tree_roots",
+            PeerRequest::TreeChildren { .. } => "tree_children",
+            PeerRequest::LeafEntries { .. } => "leaf_entries",
+            PeerRequest::OpsSince { .. } => "ops_since",
+            PeerRequest::Batch(_) => "batch",
+        }
+    }
+
     /// Whether the request compares Merkle trees (anti-entropy).
     pub fn is_for_antientropy(&self) -> bool {
         matches!(
