@@ -379,6 +379,19 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
             describe();
+            // Counters without labels start at zero, so that a rate over
+            // them is 0, not "no data", before the first event.
+            for name in [
+                READ_REPAIRS_TOTAL,
+                SIBLING_WARNINGS_TOTAL,
+                HANDOFF_FAILURES_TOTAL,
+                RING_CHANGES_TOTAL,
+                ANTIENTROPY_TREE_BUILDS_TOTAL,
+                ANTIENTROPY_OPS_APPLIED_TOTAL,
+                TOMBSTONES_PURGED_TOTAL,
+            ] {
+                metrics::counter!(name).increment(0);
+            }
             PROCESS_COLLECTOR
                 .get_or_init(metrics_process::Collector::default)
                 .describe();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod dashboards;
 pub mod processes;
 pub mod set_adds;
 
