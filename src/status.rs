@@ -10,14 +10,31 @@ use serde_json::Value;
 use chorus::client::{Client, Reply};
 use chorus::error::Error;
 
-/// Prints `GET /cluster` as a table.
+/// Prints `GET /cluster` as a table, with each member's own hints pending
+/// and anti-entropy lag (asked of the member itself; `-` where it does not
+/// answer).
 pub async fn show(url: &str) -> Result<ExitCode, Error> {
     let reply = Client::new(url)
         .request(Method::GET, "/cluster", &[], Bytes::new())
         .await?;
-    let Some(body) = ok_json(&reply) else {
+    let Some(mut body) = ok_json(&reply) else {
         return Ok(ExitCode::from(2));
     };
+    if let Some(members) = body["members"].as_array_mut() {
+        for member in members.iter_mut() {
+            let Some(addr) = member["addr"].as_str() else {
+                continue;
+            };
+            let own = Client::new(&format!("http://{addr}"));
+            let asked = own.request(Method::GET, "/cluster", &[], Bytes::new());
+            if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), asked).await
+                && let Ok(theirs) = serde_json::from_slice::<Value>(&reply.body)
+            {
+                member["hints_pending"] = theirs["hints_pending"].clone();
+                member["antientropy_lag"] = theirs["antientropy"]["lag"].clone();
+            }
+        }
+    }
     print!("{}", table(&body));
     Ok(ExitCode::SUCCESS)
 }
@@ -25,10 +42,12 @@ pub async fn show(url: &str) -> Result<ExitCode, Error> {
 /// The members and this node's routing state as text.
 pub fn table(body: &Value) -> String {
     let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let number = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
     let mut out = format!(
-        "ring as seen by {} (n = {})\n\n{:<10} {:<22} {:<6} {:>6} {:>6} {:>9} {:<8} {:<8}\n",
+        "ring as seen by {} (n = {}, anti-entropy {})\n\n{:<10} {:<22} {:<6} {:>6} {:>6} {:>9} {:<8} {:<8} {:>6} {:>7}\n",
         text(&body["node"]),
         body["n"],
+        text(&body["antientropy"]["mode"]),
         "NODE",
         "ADDRESS",
         "ZONE",
@@ -36,11 +55,13 @@ pub fn table(body: &Value) -> String {
         "TOKENS",
         "OWNS",
         "STATUS",
-        "LIVENESS"
+        "LIVENESS",
+        "HINTS",
+        "AE LAG"
     );
     for m in body["members"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "{:<10} {:<22} {:<6} {:>6} {:>6} {:>8.1}% {:<8} {:<8}\n",
+            "{:<10} {:<22} {:<6} {:>6} {:>6} {:>8.1}% {:<8} {:<8} {:>6} {:>7}\n",
             text(&m["id"]),
             text(&m["addr"]),
             text(&m["zone"]),
@@ -49,6 +70,8 @@ pub fn table(body: &Value) -> String {
             m["ownership"].as_f64().unwrap_or(0.0) * 100.0,
             text(&m["status"]),
             text(&m["liveness"]),
+            number(&m["hints_pending"]),
+            number(&m["antientropy_lag"]),
         ));
     }
     out.push_str(

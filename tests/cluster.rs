@@ -190,6 +190,11 @@ async fn cluster_route_and_admin_errors() {
     );
     let owned: f64 = members.iter().filter_map(|m| m["ownership"].as_f64()).sum();
     assert!((owned - 1.0).abs() < 1e-9, "ownership sums to {owned}");
+    // This node's own figures for operators: hints and anti-entropy lag.
+    assert_eq!(body["hints_pending"], 0);
+    assert_eq!(body["antientropy"]["mode"], "state");
+    assert!(body["antientropy"]["lag"].is_u64(), "{body}");
+    assert!(body["antientropy"]["rounds"].is_u64(), "{body}");
     assert_eq!(body["routing"].as_array().map(Vec::len), Some(16));
     assert_eq!(
         body["routing"][0]["successors"].as_array().map(Vec::len),

@@ -129,6 +129,23 @@ async fn a_killed_node_does_not_stop_lookups_for_keys_it_does_not_hold() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(status.contains("n5") && status.contains("NODE"), "{status}");
+    assert!(
+        status.contains("HINTS") && status.contains("AE LAG"),
+        "{status}"
+    );
+    // A live member answers with its own figures; the dead n5 shows `-`.
+    let row = |id: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .map(|l| l.split_whitespace().rev().take(2).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert!(
+        row("n1").iter().all(|v| v.parse::<u64>().is_ok()),
+        "{status}"
+    );
+    assert_eq!(row("n5"), ["-", "-"], "{status}");
     // The keys n5 held are handed to their new third replicas...
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -65,6 +65,8 @@ pub struct Stats {
     pub purged: u64,
     /// Operation mode: ops received and applied.
     pub ops_applied: u64,
+    /// Keys (or data-changing ops) the last round found differing.
+    pub last_round_differing: u64,
 }
 
 impl AntiEntropy {
@@ -211,6 +213,22 @@ impl AntiEntropy {
         self.oplogs.as_ref().is_some_and(|l| l.owes_any())
     }
 
+    /// How far this node's replicas are from agreeing, as it knows: in
+    /// state mode, the keys its last round found differing; in operation
+    /// mode, the ops its logs hold that some replica still lacks, plus
+    /// those buffered.
+    pub fn lag(&self) -> u64 {
+        match self.log_sizes() {
+            Some((held, buffered)) => (held + buffered) as u64,
+            None => self.stats().last_round_differing,
+        }
+    }
+
+    /// The configured mode, as its config name.
+    pub fn mode_name(&self) -> &'static str {
+        self.mode()
+    }
+
     pub fn stats(&self) -> Stats {
         *self.stats.lock()
     }
@@ -314,6 +332,7 @@ impl AntiEntropy {
             stats.repaired += outcome.repaired;
             stats.fallbacks += outcome.fallbacks;
             stats.ops_applied += outcome.ops_applied;
+            stats.last_round_differing = outcome.differing;
             if outcome.differing > 0 {
                 stats.last_differing_round = stats.rounds;
             }

@@ -84,9 +84,23 @@ pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
         LeaveState::Failed(e) => json!({ "state": "failed", "error": e }),
         LeaveState::Left => json!({ "state": "left" }),
     };
+    let stats = api.antientropy.stats();
+    let (log_ops, buffered) = api.antientropy.log_sizes().unwrap_or((0, 0));
     let body = json!({
         "node": api.cluster.me(),
         "n": api.cluster.n(),
+        "hints_pending": api.replica.hints_pending(),
+        "antientropy": {
+            "mode": api.antientropy.mode_name(),
+            "lag": api.antientropy.lag(),
+            "rounds": stats.rounds,
+            "in_sync_rounds": stats.in_sync,
+            "last_round_differing": stats.last_round_differing,
+            "keys_repaired": stats.repaired,
+            "log_ops": log_ops,
+            "ops_buffered": buffered,
+            "purged": stats.purged,
+        },
         "members": listed,
         "routing": routing,
         "leave": leave,
