@@ -219,6 +219,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(options) => {
+            let out = options.out.clone();
             let summary = bench::run(options).await?;
             let l = &summary.latency;
             eprintln!(
@@ -231,10 +232,19 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 l.p999_us,
                 summary.errors
             );
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            );
+            let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+            println!("{json}");
+            if let Some(out) = &out {
+                std::fs::write(out, format!("{json}\n"))?;
+                match bench::plot::write(&summary, out) {
+                    Ok(plots) => {
+                        for plot in plots {
+                            eprintln!("wrote {}", plot.display());
+                        }
+                    }
+                    Err(e) => eprintln!("plots not written: {e}"),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

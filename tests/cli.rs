@@ -239,6 +239,56 @@ async fn bench_reports_a_json_summary_for_chorus_and_the_null_server() {
     assert!(siblings <= 2, "bench writes piled up {siblings} siblings");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_writes_its_summary_and_plots_over_time_beside_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let json = dir.path().join("run.json");
+    let out = chorus(&[
+        "bench",
+        "--target",
+        "null",
+        "--op",
+        "put",
+        "--duration",
+        "3s",
+        "--concurrency",
+        "4",
+        "--keys",
+        "50",
+        "--out",
+        json.to_str().expect("path"),
+    ])
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON file")).expect("JSON");
+    let timeline = summary["timeline"].as_array().expect("timeline");
+    assert!(timeline.len() >= 2, "{summary}");
+    let per_second: u64 = timeline.iter().filter_map(|s| s["requests"].as_u64()).sum();
+    assert_eq!(
+        Some(per_second),
+        summary["requests"].as_u64(),
+        "every request in a second"
+    );
+    assert!(
+        timeline
+            .iter()
+            .all(|s| s["p99_us"].as_u64() >= s["p50_us"].as_u64())
+    );
+    for plot in ["run-throughput.png", "run-latency.png"] {
+        let bytes = std::fs::read(dir.path().join(plot)).expect(plot);
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{plot} is not a PNG"
+        );
+        assert!(
+            bytes.len() > 5_000,
+            "{plot} is nearly empty: {} bytes",
+            bytes.len()
+        );
+    }
+}
+
 /// Runs `chorus bench` briefly and checks its JSON summary.
 async fn run_bench(mut args: Vec<&str>) {
     args.extend([

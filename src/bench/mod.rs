@@ -13,6 +13,8 @@
 
 pub mod etcd;
 pub mod null;
+pub mod plot;
+pub mod timeline;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +72,11 @@ pub struct Options {
     /// Distinct keys, dealt out among the workers.
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
+    /// Also write the JSON summary to this file, with latency-over-time
+    /// and throughput-over-time plots beside it (`<stem>-latency.png`,
+    /// `<stem>-throughput.png`).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
     /// Draw a progress bar on stderr (when it is a terminal).
     #[arg(skip = true)]
     pub progress: bool,
@@ -113,6 +120,8 @@ pub struct Summary {
     pub errors: u64,
     pub throughput_per_sec: f64,
     pub latency: Latency,
+    /// Requests and latency in each second of the run.
+    pub timeline: Vec<timeline::Second>,
 }
 
 /// A JSON value of exactly `size` bytes (at least the 2 of `""`).
@@ -158,12 +167,17 @@ pub async fn run(options: Options) -> Result<Summary> {
     let progress = progress_bar(&options, Arc::clone(&done));
     let started = Instant::now();
     let deadline = started + options.duration;
+    let timeline = Arc::new(timeline::Timeline::new(started));
     let workers: Vec<_> = shares
         .into_iter()
         .map(|share| {
             let (client, value, done) = (client.clone(), value.clone(), Arc::clone(&done));
-            let op = options.op;
-            tokio::spawn(async move { share.run(client, op, value, deadline, done).await })
+            let (op, timeline) = (options.op, Arc::clone(&timeline));
+            tokio::spawn(async move {
+                share
+                    .run(client, op, value, deadline, done, &timeline)
+                    .await
+            })
         })
         .collect();
     let mut histogram = new_histogram()?;
@@ -199,6 +213,7 @@ pub async fn run(options: Options) -> Result<Summary> {
             p999_us: histogram.value_at_quantile(0.999),
             max_us: histogram.max(),
         },
+        timeline: timeline.summary(),
     })
 }
 
@@ -286,8 +301,10 @@ impl Share {
         value: Bytes,
         deadline: Instant,
         done: Arc<AtomicU64>,
+        timeline: &timeline::Timeline,
     ) -> Result<(Histogram<u64>, u64)> {
         let mut histogram = new_histogram()?;
+        let mut recorder = timeline.recorder()?;
         let mut errors = 0;
         let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
         while Instant::now() < deadline {
@@ -310,6 +327,7 @@ impl Share {
                     if r.status.is_success() || r.status == http::StatusCode::MULTIPLE_CHOICES =>
                 {
                     histogram.saturating_record(micros.max(1));
+                    recorder.record(started, micros);
                 }
                 _ => errors += 1,
             }
