@@ -123,7 +123,7 @@ impl Coordinator {
             return Ok(Written { dot, set });
         }
         let written = self.coordinate_write(key, replicas, write, quorum, deadline);
-        observe::measured("write", written).await
+        observe::measured(self.cluster.me(), "write", written).await
     }
 
     /// The merged sibling set of `key` over `r` replicas (`pr` of them
@@ -155,7 +155,7 @@ impl Coordinator {
             }
         }
         let read = self.coordinate_read(key, replicas, quorum, deadline, session);
-        observe::measured("read", read).await
+        observe::measured(self.cluster.me(), "read", read).await
     }
 
     /// Sends `op` to a replica. `None` when no replica could be reached

@@ -19,7 +19,11 @@ static FAILURES: Mutex<Option<(Instant, u64, String)>> = Mutex::new(None);
 
 /// Runs the coordinator's part of a request (`op`: read or write), timing
 /// it and counting a failure to reach its quorum.
-pub async fn measured<T>(op: &'static str, work: impl Future<Output = Result<T>>) -> Result<T> {
+pub async fn measured<T>(
+    node: &str,
+    op: &'static str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
     let started = Instant::now();
     let result = work.await;
     metrics::histogram!(m::COORDINATOR_DURATION_SECONDS, "op" => op)
@@ -33,13 +37,13 @@ pub async fn measured<T>(op: &'static str, work: impl Future<Output = Result<T>>
         if let Some(reason) = reason {
             metrics::counter!(m::QUORUM_FAILURES_TOTAL, "op" => op, "reason" => reason)
                 .increment(1);
-            summarise(op, e);
+            summarise(node, op, e);
         }
     }
     result
 }
 
-fn summarise(op: &str, e: &Error) {
+fn summarise(node: &str, op: &str, e: &Error) {
     let mut failures = FAILURES.lock();
     let now = Instant::now();
     let (since, count, latest) =
@@ -48,6 +52,7 @@ fn summarise(op: &str, e: &Error) {
     *latest = format!("{op}: {e}");
     if now.duration_since(*since) >= SUMMARY_EVERY {
         tracing::warn!(
+            node,
             failures = *count,
             over_secs = now.duration_since(*since).as_secs(),
             latest = %latest,
