@@ -4,28 +4,33 @@
 //!
 //! ```text
 //! main.rs        the `chorus` CLI: serve [--join], dev, put/get/delete,
-//!                status/leave/remove, bench, sim ring
+//!                status/leave/remove, bench, sim ring, sim antientropy
 //! node           builds one node from the config, runs its tasks, shuts down
 //! config         the cluster definition (TOML) and validate()
 //! error          the one error type: HTTP status, code, retryable or not
 //! api            the REST API on hyper: /kv/{key}, /cluster, /admin/*,
 //!                /health, /metrics, and /peer for other nodes
 //! coordinator    one client request: forward once, or fan out and count to W/R
-//! membership     the members document and its gossip, Chord over the
-//!                transport, replica lookup, handoff, graceful leave
+//! membership     the members document and its gossip, heartbeats and the
+//!                phi-accrual detector, Chord over the transport, replica
+//!                lookup, handoff, graceful leave
 //! peer           the node-to-node protocol enums, Transport, h2c, Tally
 //! replica        what a node does with a peer request: mint, merge, read
 //! store          Store trait; fjall (durable) and memory engines; group commit
 //! version        dots, version vectors, sibling sets (DVV), client contexts
 //! ring           positions, tokens, placement, members CRDT, Chord router
-//! antientropy    Merkle trees per ring range (pure) and the exchange that
-//!                repairs replicas in the background
-//! sim            the Chord routers of many nodes in one process
-//! metrics        every metric name, once
+//! antientropy    Merkle trees per ring range (pure), the causal op log
+//!                (pure), the exchanges that repair replicas in the
+//!                background, tombstone purge
+//! sim            the Chord routers of many nodes, and anti-entropy's
+//!                rounds and bytes, in one process
+//! check          checkers: a recorded history in, broken promises out
+//! metrics        every metric, once (name, kind, unit, help)
 //! client, bench  the HTTP client the CLI and tests use; the load generator
 //! ```
 //!
-//! The pure cores (`version`, `ring`) do no I/O; everything else wraps them.
+//! The pure cores (`version`, `ring`, `antientropy::merkle`,
+//! `antientropy::oplog`, `check`) do no I/O; everything else wraps them.
 //!
 //! # One PUT
 //!
@@ -58,6 +63,7 @@
 pub mod antientropy;
 pub mod api;
 pub mod bench;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod coordinator;

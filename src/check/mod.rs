@@ -1,0 +1,112 @@
+//! Checkers: each a function from a recorded history to the violations it
+//! finds, one small file per invariant (as openraft's turmoil invariants
+//! and Jepsen's checkers are). The deterministic simulation and the
+//! nemesis against real processes record what their clients did into a
+//! [`History`] and hand it to every checker; each checker has a test that
+//! plants a violation and shows it is reported, so none can pass silently.
+//!
+//! The history speaks of writes by id. Every write's value is unique to it
+//! (the recorder writes the id itself), so a value read back names the
+//! write that made it. A write also records `saw`: the writes whose values
+//! the read that gave the client its context returned. With DVV contexts,
+//! such a write supersedes exactly those: they may go, it must stay.
+//!
+//! - [`lost_writes`]: after the heal, every acknowledged write is present
+//!   or superseded by a present write (transitively); no value appears that
+//!   no client wrote.
+//! - [`convergence`]: every replica of every key holds the same set.
+//! - [`sessions`]: a client carrying its context never reads older than its
+//!   own last write or its last read.
+//! - [`siblings`]: writes that each carry the previous read's context never
+//!   leave siblings; concurrent writes are never collapsed.
+
+pub mod convergence;
+pub mod lost_writes;
+pub mod sessions;
+pub mod siblings;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub type WriteId = u64;
+
+/// One client operation, as it completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Write {
+        id: WriteId,
+        client: u32,
+        key: String,
+        /// The writes the client's context came from (empty: blind).
+        saw: Vec<WriteId>,
+        /// The store acknowledged it (a failed write may still be stored).
+        acked: bool,
+    },
+    Read {
+        client: u32,
+        key: String,
+        /// The values returned, one per sibling (deletes excluded).
+        values: Vec<String>,
+        /// The client presented its session context with the read.
+        session: bool,
+    },
+}
+
+/// What clients did, in completion order, and what every key held at the
+/// end (read after the faults stopped and anti-entropy ran).
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub ops: Vec<Op>,
+    pub finals: BTreeMap<String, Vec<String>>,
+}
+
+/// The value a write stores: its id, so that reads name writes.
+pub fn value_of(id: WriteId) -> String {
+    format!("w{id}")
+}
+
+/// The write a value read back names, if any.
+pub fn write_of(value: &str) -> Option<WriteId> {
+    value.strip_prefix('w')?.parse().ok()
+}
+
+/// One broken promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: &'static str,
+    pub key: String,
+    pub message: String,
+}
+
+impl History {
+    /// The writes of the history, by id: (key, saw, acked).
+    fn writes(&self) -> BTreeMap<WriteId, (&str, &[WriteId], bool)> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Write {
+                    id,
+                    key,
+                    saw,
+                    acked,
+                    ..
+                } => Some((*id, (key.as_str(), saw.as_slice(), *acked))),
+                Op::Read { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Every write `id` supersedes, directly or through others.
+    fn superseded_by(&self, id: WriteId) -> BTreeSet<WriteId> {
+        let writes = self.writes();
+        let mut out = BTreeSet::new();
+        let mut todo = vec![id];
+        while let Some(w) = todo.pop() {
+            for &s in writes.get(&w).map_or(&[][..], |(_, saw, _)| saw) {
+                if out.insert(s) {
+                    todo.push(s);
+                }
+            }
+        }
+        out
+    }
+}

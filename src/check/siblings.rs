@@ -1,0 +1,135 @@
+//! Siblings: no false ones, no collapsed ones.
+//!
+//! - On a key whose writes each saw every earlier write (every client wrote
+//!   with the context of the latest state), no read may return more than
+//!   one value: a sibling there is false.
+//! - Two acknowledged writes that are concurrent (neither supersedes the
+//!   other) and that no other write supersedes must both be in the key's
+//!   final read: concurrent writes are kept as siblings, never collapsed.
+
+use std::collections::BTreeMap;
+
+use super::{History, Op, Violation, WriteId, value_of};
+
+pub fn check(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut by_key: BTreeMap<&str, Vec<WriteId>> = BTreeMap::new();
+    for op in &history.ops {
+        if let Op::Write { id, key, .. } = op {
+            by_key.entry(key).or_default().push(*id);
+        }
+    }
+    for (key, ids) in &by_key {
+        let supersedes: BTreeMap<WriteId, _> =
+            ids.iter().map(|&w| (w, history.superseded_by(w))).collect();
+        // Each write saw all the writes before it: a chain.
+        let chain = ids.iter().enumerate().all(|(i, w)| {
+            ids[..i]
+                .iter()
+                .all(|earlier| supersedes[w].contains(earlier))
+        });
+        if chain {
+            for op in &history.ops {
+                if let Op::Read { key: k, values, .. } = op
+                    && k == key
+                    && values.len() > 1
+                {
+                    out.push(Violation {
+                        checker: "siblings",
+                        key: key.to_string(),
+                        message: format!(
+                            "a read returned {values:?} though every write carried the latest context"
+                        ),
+                    });
+                }
+            }
+        }
+        let writes = history.writes();
+        let maximal: Vec<WriteId> = ids
+            .iter()
+            .copied()
+            .filter(|w| writes.get(w).is_some_and(|(_, _, acked)| *acked))
+            .filter(|w| !ids.iter().any(|o| supersedes[o].contains(w)))
+            .collect();
+        if maximal.len() > 1 {
+            let finals = history.finals.get(*key).cloned().unwrap_or_default();
+            for w in &maximal {
+                if !finals.contains(&value_of(*w)) {
+                    out.push(Violation {
+                        checker: "siblings",
+                        key: key.to_string(),
+                        message: format!(
+                            "w{w} is concurrent with {:?} but was collapsed away",
+                            maximal.iter().filter(|o| *o != w).collect::<Vec<_>>()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(id: u64, saw: &[u64]) -> Op {
+        Op::Write {
+            id,
+            client: 1,
+            key: "k".into(),
+            saw: saw.to_vec(),
+            acked: true,
+        }
+    }
+
+    fn read(values: &[&str]) -> Op {
+        Op::Read {
+            client: 1,
+            key: "k".into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+            session: false,
+        }
+    }
+
+    fn finals(values: &[&str]) -> BTreeMap<String, Vec<String>> {
+        [(
+            "k".to_string(),
+            values.iter().map(|v| v.to_string()).collect(),
+        )]
+        .into()
+    }
+
+    #[test]
+    fn a_chain_with_one_value_and_concurrent_writes_kept_pass() {
+        let chain = History {
+            ops: vec![write(1, &[]), read(&["w1"]), write(2, &[1]), read(&["w2"])],
+            finals: finals(&["w2"]),
+        };
+        assert_eq!(check(&chain), vec![]);
+        let concurrent = History {
+            ops: vec![write(1, &[]), write(2, &[]), read(&["w1", "w2"])],
+            finals: finals(&["w1", "w2"]),
+        };
+        assert_eq!(check(&concurrent), vec![]);
+    }
+
+    #[test]
+    fn a_planted_false_sibling_and_a_collapse_are_reported() {
+        let false_sibling = History {
+            ops: vec![write(1, &[]), write(2, &[1]), read(&["w1", "w2"])],
+            finals: finals(&["w2"]),
+        };
+        let found = check(&false_sibling);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("latest context"));
+        let collapsed = History {
+            ops: vec![write(1, &[]), write(2, &[])],
+            finals: finals(&["w2"]),
+        };
+        let found = check(&collapsed);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("w1 is concurrent"));
+    }
+}
