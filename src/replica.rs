@@ -260,7 +260,7 @@ impl Replica {
         {
             return Err(Error::Protocol("a request id over 128 bytes".into()));
         }
-        let now = now_ms();
+        let now = unix_ms();
         let expired_before = now.saturating_sub(self.idempotency_ttl_ms);
         let id = request_id.clone();
         let identity = Arc::clone(&self.identity);
@@ -349,7 +349,7 @@ impl Replica {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn now_ms() -> u64 {
+pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -10,11 +10,7 @@ use common::cluster::TestCluster;
 use http::{Method, StatusCode};
 
 async fn replica(client: &Client, key: &str) -> Reply {
-    let path = format!("/admin/replica/{}", &key_path(key)["/kv/".len()..]);
-    client
-        .request(Method::GET, &path, &[], Bytes::new())
-        .await
-        .expect("admin replica")
+    common::replica_view(client, key).await
 }
 
 fn node_header(reply: &Reply) -> &str {

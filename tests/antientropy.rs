@@ -28,8 +28,9 @@ use chorus::antientropy::Stats;
 use chorus::antientropy::merkle::LEAVES;
 use chorus::client::{Client, Reply, key_path};
 use chorus::config::{AntiEntropyMode, Config};
-use chorus::peer::{PeerRequest, PeerResponse, WireReply};
+use chorus::peer::{PeerRequest, PeerResponse};
 use common::cluster::TestCluster;
+use common::peer;
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
 
@@ -252,16 +253,9 @@ async fn drift_and_converge(nodes: usize, mode: AntiEntropyMode) {
     for_each(0..KEYS, move |i| {
         let (clients, replicas) = (Arc::clone(&c), Arc::clone(&r));
         async move {
-            let path = format!(
-                "/admin/replica/{}",
-                key_path(&key(i)).trim_start_matches("/kv/")
-            );
             let mut bodies = HashMap::new();
             for &node in replicas[i].iter() {
-                let reply = clients[node]
-                    .request(Method::GET, &path, &[], Bytes::new())
-                    .await
-                    .expect("replica view");
+                let reply = common::replica_view(&clients[node], &key(i)).await;
                 assert_eq!(reply.status, StatusCode::OK, "key {i} on n{}", node + 1);
                 bodies.insert(node, reply.body);
             }
@@ -333,17 +327,6 @@ async fn five_nodes_converge_by_operation_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_nodes_converge_after_a_replica_missed_everything() {
     drift_and_converge(5, AntiEntropyMode::State).await;
-}
-
-/// Sends one node-to-node request to `client`'s node.
-async fn peer(client: &Client, request: PeerRequest) -> WireReply {
-    let body = Bytes::from(request.encode().expect("encode"));
-    let reply = client
-        .request(Method::POST, "/peer", &[], body)
-        .await
-        .expect("peer");
-    assert_eq!(reply.status, StatusCode::OK);
-    postcard::from_bytes(&reply.body).expect("a wire reply")
 }
 
 #[tokio::test]
@@ -507,14 +490,10 @@ async fn writes_that_reached_one_replica_travel_as_ops_and_leave_the_logs() {
     // Every replica gets every write, through the ops.
     let deadline = Instant::now() + Duration::from_secs(120);
     for i in 0..WRITES {
-        let path = format!("/admin/replica/lonely-{i}");
         for node in 1..3 {
             loop {
-                let reply = cluster
-                    .client(node)
-                    .request(Method::GET, &path, &[], Bytes::new())
-                    .await
-                    .expect("replica view");
+                let reply =
+                    common::replica_view(&cluster.client(node), &format!("lonely-{i}")).await;
                 if reply.status == StatusCode::OK {
                     break;
                 }

@@ -125,15 +125,8 @@ async fn hints_for_a_node_held_down_go_to_fallbacks_and_return_when_it_does() {
     let n5 = cluster.client(4);
     let deadline = Instant::now() + Duration::from_secs(60);
     for key in &keys {
-        let path = format!(
-            "/admin/replica/{}",
-            chorus::client::key_path(key).trim_start_matches("/kv/")
-        );
         loop {
-            let reply = n5
-                .request(Method::GET, &path, &[], bytes::Bytes::new())
-                .await
-                .expect("replica view");
+            let reply = common::replica_view(&n5, key).await;
             if reply.status == http::StatusCode::OK {
                 break;
             }

@@ -160,11 +160,8 @@ async fn every_dashboard_and_alert_expression_runs_against_a_real_prometheus() {
     let placer = cluster.node(0).cluster().clone();
     let owner = placer.preference_list("lonely")[0].clone();
     let owner = owner.trim_start_matches('n').parse::<usize>().expect("id") - 1;
-    let body = Bytes::from(lonely.encode().expect("encode"));
-    clients[owner]
-        .request(Method::POST, "/peer", &[], body)
-        .await
-        .expect("lonely write");
+    let written = common::peer(&clients[owner], lonely).await;
+    assert!(written.is_ok(), "lonely write: {written:?}");
     let _ = clients[owner]
         .request(
             Method::GET,

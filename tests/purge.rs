@@ -20,14 +20,7 @@ fn key(i: usize) -> String {
 
 /// This node's own stored set of `key`, as JSON (`None`: nothing stored).
 async fn stored(client: &Client, key: &str) -> Option<serde_json::Value> {
-    let path = format!(
-        "/admin/replica/{}",
-        key_path(key).trim_start_matches("/kv/")
-    );
-    let reply = client
-        .request(Method::GET, &path, &[], Bytes::new())
-        .await
-        .expect("replica view");
+    let reply = common::replica_view(client, key).await;
     match reply.status {
         StatusCode::NOT_FOUND => None,
         StatusCode::OK => Some(reply.json().expect("json")),

@@ -194,19 +194,21 @@ impl OpLogs {
 
     /// Ops held and ops buffered, over every range.
     pub fn sizes(&self) -> (usize, usize) {
-        let slots = self.slots.lock();
-        slots.values().fold((0, 0), |(held, buffered), s| {
-            (held + s.log.len(), buffered + s.log.buffered())
-        })
+        sizes(&self.slots.lock())
     }
 
     fn record(&self, slots: &BTreeMap<Position, Slot>) {
-        let (held, buffered) = slots
-            .values()
-            .fold((0, 0), |(h, b), s| (h + s.log.len(), b + s.log.buffered()));
+        let (held, buffered) = sizes(slots);
         metrics::gauge!(m::ANTIENTROPY_LOG_OPS).set(held as f64);
         metrics::gauge!(m::ANTIENTROPY_OPS_BUFFERED).set(buffered as f64);
     }
+}
+
+/// Ops held and ops buffered over `slots`.
+fn sizes(slots: &BTreeMap<Position, Slot>) -> (usize, usize) {
+    slots.values().fold((0, 0), |(held, buffered), s| {
+        (held + s.log.len(), buffered + s.log.buffered())
+    })
 }
 
 impl WriteLog for OpLogs {

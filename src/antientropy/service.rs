@@ -27,13 +27,6 @@ const MAX_RANGES: usize = 1 << 16;
 /// Most ops one answer carries.
 pub const MAX_OPS_PER_ANSWER: usize = 4096;
 
-/// This process's origin generation: its start, in ms since the epoch.
-fn generation() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A node's anti-entropy service: a cheap handle, shared by the API (which
 /// answers peers with it) and the background task ([`AntiEntropy::run`]).
 pub struct AntiEntropy {
@@ -85,7 +78,8 @@ impl AntiEntropy {
         let oplogs = (config.mode == AntiEntropyMode::Operation).then(|| {
             let logs = Arc::new(OpLogs::new(
                 cluster.me(),
-                generation(),
+                // The origin's generation: this process's start.
+                crate::replica::unix_ms(),
                 config.max_log_ops,
                 config.max_buffered_ops,
             ));

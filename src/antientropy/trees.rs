@@ -92,7 +92,7 @@ impl Trees {
         let entries = store.scan(from..=*positions.end(), chunk.max(1))?;
         for (key, set) in &entries {
             let pos = crate::ring::position(key.as_bytes());
-            let hash = merkle::entry_hash(key.as_bytes(), &encode_set(set)?);
+            let hash = hash_of(key, set)?;
             slot.tree.toggle(merkle::leaf(&positions, pos), &hash);
         }
         slot.scanned = Some(match entries.last() {
@@ -189,7 +189,7 @@ impl Trees {
                 .scan(slice, usize::MAX)?
                 .into_iter()
                 .map(|(key, set)| {
-                    let hash = merkle::entry_hash(key.as_bytes(), &encode_set(&set)?);
+                    let hash = hash_of(&key, &set)?;
                     merkle::xor(&mut found, &hash);
                     Ok((key, hash))
                 })
@@ -222,6 +222,12 @@ impl Trees {
         let slot = slots.get(positions.start())?;
         (slot.range.positions == *positions && slot.complete()).then(|| f(&slot.tree))
     }
+}
+
+/// The entry hash of a stored set, as the observer computes it from the
+/// committed encoding (the encoding is deterministic).
+fn hash_of(key: &str, set: &crate::version::SiblingSet) -> Result<Hash> {
+    Ok(merkle::entry_hash(key.as_bytes(), &encode_set(set)?))
 }
 
 impl Observer for Trees {

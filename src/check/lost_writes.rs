@@ -5,9 +5,9 @@
 //! covered it is accounted for (a chain of overwrites ending in a present
 //! value). Every value there must be one some client wrote to that key.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{History, Violation, value_of, write_of};
+use super::{History, Violation, WriteId, write_of};
 
 pub fn check(history: &History) -> Vec<Violation> {
     let writes = history.writes();
@@ -24,21 +24,20 @@ pub fn check(history: &History) -> Vec<Violation> {
             }
         }
     }
-    for (&id, &(key, _, acked)) in &writes {
-        if !acked {
-            continue;
-        }
-        let present: BTreeSet<String> = history
-            .finals
-            .get(key)
-            .map(|v| v.iter().cloned().collect())
-            .unwrap_or_default();
-        let accounted = present.contains(&value_of(id))
-            || present
-                .iter()
-                .filter_map(|v| write_of(v))
-                .any(|w| history.superseded_by(w).contains(&id));
-        if !accounted {
+    // Per key, what the final read accounts for: the writes present and
+    // everything they supersede.
+    let mut accounted: BTreeMap<&str, BTreeSet<WriteId>> = BTreeMap::new();
+    for (key, values) in &history.finals {
+        let present = values.iter().filter_map(|v| write_of(v));
+        accounted.insert(
+            key,
+            present
+                .flat_map(|w| writes.superseded_by(w).into_iter().chain([w]))
+                .collect(),
+        );
+    }
+    for (&id, &(key, _, acked)) in writes.iter() {
+        if acked && !accounted.get(key).is_some_and(|a| a.contains(&id)) {
             out.push(Violation {
                 checker: "lost_writes",
                 key: key.to_string(),

@@ -77,10 +77,16 @@ pub struct Violation {
     pub message: String,
 }
 
+/// A history's writes by id, built once per check.
+pub(crate) struct Writes<'a> {
+    by_id: BTreeMap<WriteId, (&'a str, &'a [WriteId], bool)>,
+}
+
 impl History {
     /// The writes of the history, by id: (key, saw, acked).
-    fn writes(&self) -> BTreeMap<WriteId, (&str, &[WriteId], bool)> {
-        self.ops
+    pub(crate) fn writes(&self) -> Writes<'_> {
+        let by_id = self
+            .ops
             .iter()
             .filter_map(|op| match op {
                 Op::Write {
@@ -92,16 +98,26 @@ impl History {
                 } => Some((*id, (key.as_str(), saw.as_slice(), *acked))),
                 Op::Read { .. } => None,
             })
-            .collect()
+            .collect();
+        Writes { by_id }
+    }
+}
+
+impl<'a> Writes<'a> {
+    fn get(&self, id: &WriteId) -> Option<&(&'a str, &'a [WriteId], bool)> {
+        self.by_id.get(id)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&WriteId, &(&'a str, &'a [WriteId], bool))> {
+        self.by_id.iter()
     }
 
     /// Every write `id` supersedes, directly or through others.
     fn superseded_by(&self, id: WriteId) -> BTreeSet<WriteId> {
-        let writes = self.writes();
         let mut out = BTreeSet::new();
         let mut todo = vec![id];
         while let Some(w) = todo.pop() {
-            for &s in writes.get(&w).map_or(&[][..], |(_, saw, _)| saw) {
+            for &s in self.get(&w).map_or(&[][..], |(_, saw, _)| saw) {
                 if out.insert(s) {
                     todo.push(s);
                 }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{History, Op, Violation, WriteId, write_of};
 
 pub fn check(history: &History) -> Vec<Violation> {
+    let writes = history.writes();
     let mut must_see: BTreeMap<(u32, &str), BTreeSet<WriteId>> = BTreeMap::new();
     let mut out = Vec::new();
     for op in &history.ops {
@@ -37,7 +38,7 @@ pub fn check(history: &History) -> Vec<Violation> {
                 if *session {
                     let covered: BTreeSet<WriteId> = returned
                         .iter()
-                        .flat_map(|&w| history.superseded_by(w).into_iter().chain([w]))
+                        .flat_map(|&w| writes.superseded_by(w).into_iter().chain([w]))
                         .collect();
                     for missing in seen.iter().filter(|w| !covered.contains(w)) {
                         out.push(Violation {

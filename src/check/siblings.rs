@@ -13,6 +13,7 @@ use super::{History, Op, Violation, WriteId, value_of};
 
 pub fn check(history: &History) -> Vec<Violation> {
     let mut out = Vec::new();
+    let writes = history.writes();
     let mut by_key: BTreeMap<&str, Vec<WriteId>> = BTreeMap::new();
     for op in &history.ops {
         if let Op::Write { id, key, .. } = op {
@@ -21,7 +22,7 @@ pub fn check(history: &History) -> Vec<Violation> {
     }
     for (key, ids) in &by_key {
         let supersedes: BTreeMap<WriteId, _> =
-            ids.iter().map(|&w| (w, history.superseded_by(w))).collect();
+            ids.iter().map(|&w| (w, writes.superseded_by(w))).collect();
         // Each write saw all the writes before it: a chain.
         let chain = ids.iter().enumerate().all(|(i, w)| {
             ids[..i]
@@ -44,7 +45,6 @@ pub fn check(history: &History) -> Vec<Violation> {
                 }
             }
         }
-        let writes = history.writes();
         let maximal: Vec<WriteId> = ids
             .iter()
             .copied()

@@ -47,14 +47,6 @@ use liveness::{Beat, Heartbeats, Verdict};
 /// Most entries a heartbeat table from a peer may hold.
 const MAX_BEATS: usize = 1 << 16;
 
-/// This process's heartbeat generation: its start, in ms since the epoch,
-/// so a restarted node's beats outrank those of its previous life.
-fn generation() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Ranges the lookup cache holds before it starts over.
 const CACHE_RANGES: usize = 65_536;
 
@@ -151,7 +143,9 @@ impl Cluster {
             liveness: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(Heartbeats::new(
                 me,
-                generation(),
+                // The generation: this process's start, so a restarted
+                // node's beats outrank those of its previous life.
+                crate::replica::unix_ms(),
                 config.ring.gossip_ms,
                 config.ring.phi_threshold,
             )),

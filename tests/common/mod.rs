@@ -105,3 +105,26 @@ pub async fn read_context(client: &Client, key: &str) -> String {
         .expect("the read returned a context")
         .to_string()
 }
+
+/// `GET /admin/replica/{key}`: the node's own stored set of `key`.
+pub async fn replica_view(client: &Client, key: &str) -> chorus::client::Reply {
+    let path = format!(
+        "/admin/replica/{}",
+        chorus::client::key_path(key).trim_start_matches("/kv/")
+    );
+    client
+        .request(http::Method::GET, &path, &[], bytes::Bytes::new())
+        .await
+        .expect("replica view")
+}
+
+/// Sends one node-to-node request to `client`'s node and decodes the reply.
+pub async fn peer(client: &Client, request: chorus::peer::PeerRequest) -> chorus::peer::WireReply {
+    let body = bytes::Bytes::from(request.encode().expect("encode"));
+    let reply = client
+        .request(http::Method::POST, "/peer", &[], body)
+        .await
+        .expect("peer");
+    assert_eq!(reply.status, http::StatusCode::OK);
+    postcard::from_bytes(&reply.body).expect("a wire reply")
+}
