@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as Pool;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -50,8 +50,8 @@ impl Reply {
 }
 
 #[derive(Clone)]
-pub struct Client {
-    pool: Pool<HttpConnector, Full<Bytes>>,
+pub struct Client<C = HttpConnector> {
+    pool: Pool<C, Full<Bytes>>,
     base: String,
 }
 
@@ -61,6 +61,16 @@ impl Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Client::with_connector(base, connector)
+    }
+}
+
+impl<C> Client<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    /// A client that connects through `connector` (the simulation's).
+    pub fn with_connector(base: &str, connector: C) -> Client<C> {
         let pool = Pool::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
             .build(connector);

@@ -168,6 +168,14 @@ pub struct StorageConfig {
     pub cache_mb: u64,
 }
 
+impl StorageConfig {
+    /// Whether a replica acknowledges a write only after an fsync that
+    /// covers it: what `dw` counts.
+    pub fn fsyncs_each_write(&self) -> bool {
+        self.engine == Engine::Fjall && self.sync == SyncPolicy::Always
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
@@ -315,6 +323,12 @@ impl Config {
                     format!("is {q}; it must be between {min} and cluster.n ({})", c.n),
                 ));
             }
+        }
+        if c.dw > 0 && !self.storage.fsyncs_each_write() {
+            return Err(Error::config(
+                "cluster.dw",
+                "is above 0, but no replica fsyncs each write (storage.engine = \"memory\" or storage.sync = \"interval\"): set storage.sync = \"always\" or dw = 0",
+            ));
         }
         if c.timeout_ms == 0 || c.timeout_ms > 600_000 {
             return Err(Error::config(

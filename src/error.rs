@@ -44,6 +44,11 @@ pub enum Error {
     BodyRead(String),
     #[error("replica {node} is unavailable: {reason}")]
     Unavailable { node: String, reason: String },
+    /// The request reached `node` (or may have) and no answer came: it may
+    /// have been applied there. Unlike [`Error::Unavailable`], trying the
+    /// same write on another replica could apply it twice.
+    #[error("replica {node} did not answer a request it may have applied: {reason}")]
+    Indeterminate { node: String, reason: String },
     #[error(
         "{acked} of the {needed} replica answers needed arrived ({primary_acked} from primaries; failed: {}); a write may still have been stored on the replicas that answered",
         failed.iter().map(|(n, r)| format!("{n}: {r}")).collect::<Vec<_>>().join("; ")
@@ -96,9 +101,10 @@ impl Error {
             NoRoute(_) => StatusCode::NOT_FOUND,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BodyRead(_) => StatusCode::BAD_REQUEST,
-            Unavailable { .. } | QuorumNotMet { .. } | SessionNotSatisfied => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Unavailable { .. }
+            | Indeterminate { .. }
+            | QuorumNotMet { .. }
+            | SessionNotSatisfied => StatusCode::SERVICE_UNAVAILABLE,
             Remote { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -126,6 +132,7 @@ impl Error {
             BodyTimeout(_) => "body_timeout",
             BodyRead(_) => "body_unreadable",
             Unavailable { .. } => "unavailable",
+            Indeterminate { .. } => "indeterminate",
             QuorumNotMet { .. } => "quorum_not_met",
             SessionNotSatisfied => "session_not_satisfied",
             Remote { code, .. } => code,
@@ -145,6 +152,7 @@ impl Error {
             other => matches!(
                 other,
                 Error::Unavailable { .. }
+                    | Error::Indeterminate { .. }
                     | Error::QuorumNotMet { .. }
                     | Error::SessionNotSatisfied
                     | Error::BodyTimeout(_)
@@ -172,6 +180,7 @@ impl Error {
             "body_timeout",
             "body_unreadable",
             "unavailable",
+            "indeterminate",
             "quorum_not_met",
             "session_not_satisfied",
             "unknown_node",

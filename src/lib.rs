@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! main.rs        the `chorus` CLI: serve [--join], dev, put/get/delete,
-//!                status/leave/remove, bench, sim ring, sim antientropy
+//!                status/leave/remove, bench, sim ring, sim antientropy,
+//!                sim cluster
 //! node           builds one node from the config, runs its tasks, shuts down
+//! net            the network a node runs on: TCP, or the simulation's
 //! config         the cluster definition (TOML) and validate()
 //! error          the one error type: HTTP status, code, retryable or not
 //! api            the REST API on hyper: /kv/{key}, /cluster, /admin/*,
@@ -22,8 +24,9 @@
 //! antientropy    Merkle trees per ring range (pure), the causal op log
 //!                (pure), the exchanges that repair replicas in the
 //!                background, tombstone purge
-//! sim            the Chord routers of many nodes, and anti-entropy's
-//!                rounds and bytes, in one process
+//! sim            the Chord routers of many nodes, anti-entropy's rounds
+//!                and bytes, and whole clusters under a nemesis on turmoil's
+//!                network (deterministic by seed), in one process
 //! check          checkers: a recorded history in, broken promises out
 //! metrics        every metric, once (name, kind, unit, help)
 //! client, bench  the HTTP client the CLI and tests use; the load generator
@@ -70,6 +73,7 @@ pub mod coordinator;
 pub mod error;
 pub mod membership;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod peer;
 pub mod replica;

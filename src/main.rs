@@ -108,6 +108,26 @@ enum Sim {
     Ring(chorus::sim::ring::Options),
     /// Anti-entropy: rounds and bytes to converge replicas that drifted.
     Antientropy(chorus::sim::antientropy::Options),
+    /// Whole 5-node clusters under a nemesis, every run checked for lost
+    /// writes, convergence, sessions and siblings (deterministic by seed).
+    Cluster(SimCluster),
+}
+
+#[derive(clap::Args)]
+struct SimCluster {
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How many seeds, from --seed on.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Print every run's summary, not only the failing ones.
+    #[arg(long)]
+    verbose: bool,
+    /// Anti-entropy rounds after the heal before the check (the
+    /// convergence bound; default 40 in state mode, 100 in operation mode).
+    #[arg(long)]
+    settle_rounds: Option<u32>,
 }
 
 #[tokio::main]
@@ -136,7 +156,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let config = Config::load(&config)?;
             let start = Start {
                 join,
-                listener: None,
+                ..Start::default()
             };
             let node = Node::start_with(&config, &node, start).await?;
             // A long-running server must not die because its stdout closed.
@@ -217,6 +237,59 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 print!("{}", report.table());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim(Sim::Cluster(args)) => {
+            if args.seeds == 1 {
+                // One seed, in this process: deterministic (see sim::cluster).
+                let mut options = chorus::sim::cluster::Options::new(args.seed);
+                options.settle_rounds = args.settle_rounds;
+                let report = std::thread::spawn(move || chorus::sim::cluster::run(&options))
+                    .join()
+                    .map_err(|_| {
+                        chorus::error::Error::Protocol("the simulation panicked".into())
+                    })??;
+                print!("{}", report.summary());
+                return Ok(if report.violations.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
+            // A campaign: each seed in a process of its own, so that it runs
+            // exactly as its replay will.
+            let me = std::env::current_exe()?;
+            let mut failed = Vec::new();
+            for seed in args.seed..args.seed.saturating_add(args.seeds) {
+                let out = tokio::process::Command::new(&me)
+                    .args(["sim", "cluster", "--seed", &seed.to_string()])
+                    .args(
+                        args.settle_rounds
+                            .map(|r| ["--settle-rounds".to_string(), r.to_string()])
+                            .into_iter()
+                            .flatten(),
+                    )
+                    .output()
+                    .await?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                if !out.status.success() {
+                    failed.push(seed);
+                    print!("{text}{}", String::from_utf8_lossy(&out.stderr));
+                } else if args.verbose {
+                    print!("{text}");
+                }
+            }
+            println!(
+                "{} seeds from {}: {} broke a promise {:?}",
+                args.seeds,
+                args.seed,
+                failed.len(),
+                failed
+            );
+            Ok(if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Bench(options) => {
             let out = options.out.clone();

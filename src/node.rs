@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -23,9 +22,9 @@ use crate::coordinator::Coordinator;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::membership::{Cluster, handoff};
+use crate::net::{Listener, Network, Tcp};
 use crate::peer::{
     Addresses, HttpTransport, MAX_MESSAGE_BYTES, PeerRequest, PeerResponse, Transport,
-    tcp_connector,
 };
 use crate::replica::Replica;
 use crate::ring::{Members, Status};
@@ -33,13 +32,39 @@ use crate::store::{FjallStore, Identity, MemoryStore, Store};
 use crate::version::context::cluster_fingerprint;
 
 /// How a node starts, beyond its config.
-#[derive(Default)]
-pub struct Start {
+pub struct Start<N: Network = Tcp> {
     /// Join a running ring through the node at this `host:port`.
     pub join: Option<String>,
     /// Serve on this listener instead of binding `listen` (tests bind
     /// port 0 first to know every address before any node starts).
-    pub listener: Option<TcpListener>,
+    pub listener: Option<N::Listener>,
+    /// The network: TCP, or the simulation's.
+    pub network: N,
+    /// Run on this store and identity instead of the configured engine's
+    /// (the simulation keeps a crashed node's data across its restart).
+    pub storage: Option<Storage>,
+    /// Seeds the node's random choices (gossip and anti-entropy peers);
+    /// `None` seeds from the OS. The simulation replays from its seed.
+    pub seed: Option<u64>,
+}
+
+impl Default for Start<Tcp> {
+    fn default() -> Self {
+        Start {
+            join: None,
+            listener: None,
+            network: Tcp,
+            storage: None,
+            seed: None,
+        }
+    }
+}
+
+/// A store and the identity that mints dots into it.
+#[derive(Clone)]
+pub struct Storage {
+    pub store: Arc<dyn Store>,
+    pub identity: Arc<Identity>,
 }
 
 /// A running node. Dropping it without [`Node::shutdown`] aborts its tasks.
@@ -62,20 +87,30 @@ impl Node {
         Node::start_with(config, id, Start::default()).await
     }
 
-    pub async fn start_with(config: &Config, id: &str, start: Start) -> Result<Node> {
+    pub async fn start_with<N: Network>(
+        config: &Config,
+        id: &str,
+        start: Start<N>,
+    ) -> Result<Node> {
         config.validate()?;
         let me = config.node(id)?;
-        let (store, identity, dir): (Arc<dyn Store>, _, _) = match config.storage.engine {
-            Engine::Fjall => (
-                Arc::new(FjallStore::open(&me.data_dir, &config.storage)?),
-                Identity::load(&me.data_dir, id)?,
-                Some(me.data_dir.clone()),
-            ),
-            Engine::Memory => (Arc::new(MemoryStore::new()), Identity::ephemeral(id), None),
-        };
+        let (store, identity, dir): (Arc<dyn Store>, _, _) =
+            match (start.storage, config.storage.engine) {
+                (Some(Storage { store, identity }), _) => (store, identity, None),
+                (None, Engine::Fjall) => (
+                    Arc::new(FjallStore::open(&me.data_dir, &config.storage)?),
+                    Arc::new(Identity::load(&me.data_dir, id)?),
+                    Some(me.data_dir.clone()),
+                ),
+                (None, Engine::Memory) => (
+                    Arc::new(MemoryStore::new()),
+                    Arc::new(Identity::ephemeral(id)),
+                    None,
+                ),
+            };
         let listener = match start.listener {
             Some(listener) => listener,
-            None => TcpListener::bind(&me.listen).await.map_err(|e| {
+            None => start.network.bind(&me.listen).await.map_err(|e| {
                 Error::config(
                     format!("nodes.{id}.listen"),
                     format!("cannot bind {}: {e}", me.listen),
@@ -89,8 +124,7 @@ impl Node {
             me.listen.clone()
         };
 
-        let durable = config.storage.engine == Engine::Fjall
-            && config.storage.sync == crate::config::SyncPolicy::Always;
+        let durable = config.storage.fsyncs_each_write();
         let replica = Arc::new(Replica::new(
             Arc::clone(&store),
             identity,
@@ -101,7 +135,9 @@ impl Node {
         let max_peer_message = (config.limits.max_set_bytes * 2 + (1 << 20)).max(MAX_MESSAGE_BYTES);
         let peer_timeout = Duration::from_millis(config.ring.peer_timeout_ms);
         let transport: Arc<dyn Transport> = Arc::new(HttpTransport::new(
-            tcp_connector(peer_timeout),
+            start
+                .network
+                .connector(crate::peer::http::connect_timeout(peer_timeout)),
             id,
             Arc::clone(&replica),
             Arc::clone(&addresses),
@@ -132,6 +168,7 @@ impl Node {
             Arc::clone(&transport),
             addresses,
             members_file,
+            start.seed,
         );
         cluster.save()?;
         if cluster

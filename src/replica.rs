@@ -48,7 +48,7 @@ impl Replica {
     /// stored write is lost.
     pub fn new(
         store: Arc<dyn Store>,
-        identity: Identity,
+        identity: Arc<Identity>,
         limits: &Limits,
         durable: bool,
     ) -> Replica {
@@ -57,7 +57,7 @@ impl Replica {
             writes: std::sync::OnceLock::new(),
             closed: AtomicBool::new(false),
             durable,
-            identity: Arc::new(identity),
+            identity,
             warn_siblings: limits.warn_siblings,
             idempotency_ttl_ms: limits.idempotency_ttl_ms,
             hints: AtomicUsize::new(0),
@@ -348,6 +348,23 @@ impl Replica {
     }
 }
 
+/// A generation for a new life of this node (its heartbeats, its op log):
+/// the wall clock in ms, but always above any generation this process
+/// handed out before, so a node restarted within the same millisecond (the
+/// simulation restarts nodes in process) still outranks its previous life.
+pub fn generation() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = unix_ms();
+    let previous = LAST
+        .fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |last| Some(last.max(now.saturating_sub(1)) + 1),
+        )
+        .unwrap_or(0);
+    previous.max(now.saturating_sub(1)) + 1
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -388,7 +405,12 @@ mod tests {
 
     fn replica() -> Replica {
         let store = Arc::new(MemoryStore::new());
-        Replica::new(store, Identity::ephemeral("n1"), &Limits::default(), true)
+        Replica::new(
+            store,
+            Arc::new(Identity::ephemeral("n1")),
+            &Limits::default(),
+            true,
+        )
     }
 
     fn set_of(value: &str) -> SiblingSet {

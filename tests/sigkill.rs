@@ -7,34 +7,24 @@
 mod common;
 
 use bytes::Bytes;
-use chorus::client::{Client, key_path};
-use common::processes::{free_ports, serve, write_config};
+use chorus::client::key_path;
+use common::processes::{Processes, serve};
 use common::set_adds::{self, SetAdds};
 use http::Method;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_set_adds_survive_a_sigkill_at_r2_w2() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ports = free_ports(3);
-    let path = write_config(dir.path(), &ports);
-    let mut children = Vec::new();
-    for node in ["n1", "n2", "n3"] {
-        children.push(serve(&path, node).await);
-    }
-    let clients: Vec<Client> = ports
-        .iter()
-        .map(|p| Client::new(&format!("http://127.0.0.1:{p}")))
-        .collect();
-
+    let mut cluster = Processes::start(3).await;
+    let (path, clients) = (cluster.config.clone(), cluster.clients.clone());
     // Clients 0 and 1 go through n1, 2 and 3 through n2; n3 is killed while
     // it holds a replica of the set and coordinates nothing.
     let writers = (0..4).map(|c| clients[c / 2].clone()).collect();
     let adds = SetAdds::start(writers, "set", 250, "2", "2");
     adds.await_acked(200).await;
-    children[2].start_kill().expect("SIGKILL n3");
-    children[2].wait().await.expect("reap n3");
+    cluster.children[2].start_kill().expect("SIGKILL n3");
+    cluster.children[2].wait().await.expect("reap n3");
     adds.await_acked(500).await;
-    children[2] = serve(&path, "n3").await;
+    cluster.children[2] = serve(&path, "n3").await;
     let acked = adds.finish().await;
 
     // Every node, the restarted one included, answers a quorum read that
@@ -59,8 +49,5 @@ async fn concurrent_set_adds_survive_a_sigkill_at_r2_w2() {
             set_adds::assert_none_lost(&acked, &set_adds::union(&read), 500);
         }
     }
-    for child in &mut children {
-        child.start_kill().expect("kill");
-        let _ = child.wait().await;
-    }
+    cluster.kill_all().await;
 }

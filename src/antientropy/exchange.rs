@@ -64,7 +64,7 @@ pub async fn round(ae: &AntiEntropy) -> Outcome {
         .collect();
     peers.sort_unstable();
     peers.dedup();
-    let Some(peer) = peers.choose(&mut rand::rng()).map(|p| p.to_string()) else {
+    let Some(peer) = peers.choose(&mut *ae.cluster.rng()).map(|p| p.to_string()) else {
         return Outcome {
             result: "idle",
             ..Outcome::default()
@@ -142,7 +142,7 @@ impl Round<'_> {
         }
         // Random order, so that a round cut short by its bounds does not
         // always leave the same ranges for later.
-        differing.shuffle(&mut rand::rng());
+        differing.shuffle(&mut *self.ae.cluster.rng());
         for (range, their_root) in differing {
             if self.spent() {
                 break;

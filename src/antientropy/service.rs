@@ -79,7 +79,7 @@ impl AntiEntropy {
             let logs = Arc::new(OpLogs::new(
                 cluster.me(),
                 // The origin's generation: this process's start.
-                crate::replica::unix_ms(),
+                crate::replica::generation(),
                 config.max_log_ops,
                 config.max_buffered_ops,
             ));
@@ -301,14 +301,29 @@ impl AntiEntropy {
         metrics::counter!(m::ANTIENTROPY_TREE_BUILDS_TOTAL).increment(to_build as u64);
     }
 
-    /// Builds every incomplete tree from the store, off the async threads.
+    /// Builds every incomplete tree from the store, off the async threads
+    /// of a multi-threaded runtime. A single-threaded runtime (the
+    /// simulation's, whose time only its own steps advance) builds in place,
+    /// yielding between steps, so the build takes no wall-clock time that
+    /// the simulation cannot replay.
     async fn build(&self) {
         let (trees, store) = (Arc::clone(&self.trees), Arc::clone(&self.store));
-        let built = tokio::task::spawn_blocking(move || {
-            while trees.build_step(&*store, BUILD_CHUNK)? {}
-            Ok::<_, Error>(())
-        })
-        .await;
+        let flavor = tokio::runtime::Handle::current().runtime_flavor();
+        let built = if flavor == tokio::runtime::RuntimeFlavor::CurrentThread {
+            loop {
+                match trees.build_step(&*store, BUILD_CHUNK) {
+                    Ok(true) => tokio::task::yield_now().await,
+                    Ok(false) => break Ok(Ok(())),
+                    Err(e) => break Ok(Err(e)),
+                }
+            }
+        } else {
+            tokio::task::spawn_blocking(move || {
+                while trees.build_step(&*store, BUILD_CHUNK)? {}
+                Ok::<_, Error>(())
+            })
+            .await
+        };
         match built {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "building Merkle trees failed; retrying"),

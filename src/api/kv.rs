@@ -184,6 +184,15 @@ fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<Params> {
             quorum_name => quorum.set(quorum_name, &value, &api.quorum)?,
         }
     }
+    // Asked of a cluster that cannot give it, `dw` could only ever fail,
+    // after storing the write: refuse it before. (The config refuses a
+    // default `dw` above 0 for such a cluster.)
+    if quorum.dw > 0 && !api.replica.is_durable() {
+        return Err(Error::bad_parameter(
+            "dw",
+            "no replica of this cluster fsyncs each write (storage.engine = \"memory\" or storage.sync = \"interval\"), so none can acknowledge dw; send dw=0",
+        ));
+    }
     Ok(Params {
         returnbody,
         quorum,

@@ -27,10 +27,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use admin::LeaveState;
@@ -45,9 +44,25 @@ use crate::error::{Error, Result};
 use crate::membership::Cluster;
 use crate::membership::Liveness;
 use crate::metrics as m;
+use crate::net::Listener;
 use crate::replica::Replica;
 use crate::ring::Status;
 use crate::store::Store;
+
+/// Every route the node serves and its methods: docs/openapi.yaml lists
+/// exactly these (tests/openapi.rs compares them, and asks a live node
+/// that each is served and every other method is a 405).
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/kv/{key}", &["GET", "PUT", "DELETE"]),
+    ("/health", &["GET"]),
+    ("/metrics", &["GET"]),
+    ("/cluster", &["GET"]),
+    ("/admin/leave", &["POST"]),
+    ("/admin/remove/{node}", &["POST"]),
+    ("/admin/antientropy/rebuild", &["POST"]),
+    ("/admin/replica/{key}", &["GET"]),
+    (crate::peer::PEER_PATH, &["POST"]),
+];
 
 /// Everything a request handler needs; shared by all connections.
 pub struct Api {
@@ -238,8 +253,8 @@ fn operation(method: &Method, path: &str) -> &'static str {
 
 /// Accepts connections until `shutdown` turns true, then lets the open
 /// requests finish (for at most `drain`).
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Listener>(
+    mut listener: L,
     api: Arc<Api>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -255,7 +270,7 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     tracing::warn!(error = %e, "accept failed");
@@ -265,13 +280,12 @@ pub async fn serve(
             },
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
         };
-        let _ = stream.set_nodelay(true);
         let api = Arc::clone(&api);
         let service = service_fn(move |req| {
             let api = Arc::clone(&api);
             async move { Ok::<_, Infallible>(api.handle(req).await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = builder.serve_connection(stream, service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -22,6 +22,7 @@
 
 pub mod convergence;
 pub mod lost_writes;
+pub mod record;
 pub mod sessions;
 pub mod siblings;
 
@@ -53,7 +54,7 @@ pub enum Op {
 
 /// What clients did, in completion order, and what every key held at the
 /// end (read after the faults stopped and anti-entropy ran).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
     pub ops: Vec<Op>,
     pub finals: BTreeMap<String, Vec<String>>,

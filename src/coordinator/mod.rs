@@ -170,10 +170,19 @@ impl Coordinator {
         let (mut candidates, _) = self.cluster.find_replicas(position(key.as_bytes())).await;
         // Replicas the failure detector holds down are tried last.
         candidates.sort_by_key(|r| self.cluster.liveness(r) == Liveness::Down);
+        // A write that may have reached its target is not sent to another:
+        // both could mint a dot for it, and one write would become two
+        // siblings. A read can go anywhere.
+        let is_read = matches!(op, ClientOp::Read { .. });
         for to in candidates.into_iter().take(FORWARD_TRIES) {
             let call = self.transport.call(&to, PeerRequest::Forward(op.clone()));
             match tokio::time::timeout_at(deadline, call).await {
                 Ok(Err(Error::Unavailable { reason, .. })) => {
+                    tracing::debug!(node = %to, %reason, "forward failed; trying the next node");
+                    metrics::counter!(m::FORWARDS_TOTAL, "result" => "failed").increment(1);
+                    self.cluster.forward_failed(&to);
+                }
+                Ok(Err(Error::Indeterminate { reason, .. })) if is_read => {
                     tracing::debug!(node = %to, %reason, "forward failed; trying the next node");
                     metrics::counter!(m::FORWARDS_TOTAL, "result" => "failed").increment(1);
                     self.cluster.forward_failed(&to);
@@ -183,7 +192,7 @@ impl Coordinator {
                     return Some(result);
                 }
                 Err(_) => {
-                    return Some(Err(Error::Unavailable {
+                    return Some(Err(Error::Indeterminate {
                         node: to,
                         reason: "the forwarded request did not finish within timeout_ms".into(),
                     }));
@@ -227,13 +236,23 @@ impl Coordinator {
                 Ok(Ok((dot, set))) => minted = Some((dot, set)),
                 // The client's own mistake (too many siblings): no other replica would differ.
                 Ok(Err(e)) if !e.is_retryable() => return Err(e),
+                // It may hold the write: another replica must not mint it
+                // again (two dots, one write: a false sibling).
+                Ok(Err(e @ Error::Indeterminate { .. })) => {
+                    tally.fail(&to, e.to_string());
+                    tally.fail_outstanding("not asked: the minting replica may hold the write");
+                    break;
+                }
                 Ok(Err(e)) => {
                     tally.fail(&to, e.to_string());
                     unreached.push(to);
                 }
+                // The deadline passed: `to` may hold the write, and no
+                // other replica may mint it.
                 Err(_) => {
                     tally.fail(&to, "no answer within timeout_ms");
                     tally.fail_outstanding("not asked before timeout_ms");
+                    break;
                 }
             }
         }

@@ -27,10 +27,12 @@ pub mod leave;
 pub mod liveness;
 pub mod routing;
 
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use rand::seq::IndexedRandom;
@@ -66,8 +68,11 @@ pub struct Cluster {
     /// Signalled when a node the detector held down beats again.
     returned: tokio::sync::Notify,
     fanout: usize,
-    /// The detector's clock: ms since this process started.
+    /// The detector's clock: ms since this process started (tokio's clock,
+    /// which the simulation drives).
     started: Instant,
+    /// Every random choice: seeded by the simulation, else by the OS.
+    rng: Mutex<SmallRng>,
     transport: Arc<dyn Transport>,
     persist: Option<PathBuf>,
     /// Bumped on every change of the members document.
@@ -122,6 +127,7 @@ impl Cluster {
         transport: Arc<dyn Transport>,
         addresses: Addresses,
         persist: Option<PathBuf>,
+        seed: Option<u64>,
     ) -> Arc<Cluster> {
         let chord = ChordConfig {
             successors: config.ring.successors,
@@ -145,7 +151,7 @@ impl Cluster {
                 me,
                 // The generation: this process's start, so a restarted
                 // node's beats outrank those of its previous life.
-                crate::replica::unix_ms(),
+                crate::replica::generation(),
                 config.ring.gossip_ms,
                 config.ring.phi_threshold,
             )),
@@ -153,6 +159,10 @@ impl Cluster {
             returned: tokio::sync::Notify::new(),
             fanout: config.ring.gossip_fanout,
             started: Instant::now(),
+            rng: Mutex::new(seed.map_or_else(
+                || SmallRng::from_rng(&mut rand::rng()),
+                SmallRng::seed_from_u64,
+            )),
             transport,
             persist,
             changes: watch::channel(0).0,
@@ -306,6 +316,11 @@ impl Cluster {
         self.heartbeats.lock().phi(node, self.now_ms())
     }
 
+    /// The node's random choices (peers to gossip and exchange with).
+    pub fn rng(&self) -> parking_lot::MutexGuard<'_, SmallRng> {
+        self.rng.lock()
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -335,7 +350,7 @@ impl Cluster {
         };
         let peers: Vec<String> = self
             .peers()
-            .choose_multiple(&mut rand::rng(), self.fanout)
+            .choose_multiple(&mut *self.rng(), self.fanout)
             .cloned()
             .collect();
         let calls = peers.iter().map(|peer| {
@@ -386,7 +401,7 @@ impl Cluster {
     /// One round of gossip with a random other member.
     pub async fn gossip_once(&self) {
         let peers = self.peers();
-        let Some(peer) = peers.choose(&mut rand::rng()).cloned() else {
+        let Some(peer) = peers.choose(&mut *self.rng()).cloned() else {
             return;
         };
         self.gossip_with(&peer).await;

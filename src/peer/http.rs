@@ -61,6 +61,13 @@ pub fn tcp_connector(timeout: Duration) -> HttpConnector {
     connector
 }
 
+/// How long a connection may take to open within a call's `timeout`: half,
+/// so that a peer that cannot be reached fails as unavailable (the request
+/// surely not sent) before the call's deadline makes it indeterminate.
+pub fn connect_timeout(timeout: Duration) -> Duration {
+    timeout / 2
+}
+
 impl<C> HttpTransport<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
@@ -126,6 +133,11 @@ where
                 node: node.clone(),
                 reason,
             };
+            // Once the request may have left, a failure is indeterminate.
+            let indeterminate = |reason: String| Error::Indeterminate {
+                node: node.clone(),
+                reason,
+            };
             let body = encode(&request)?;
             let call = async {
                 let req = Request::builder()
@@ -134,21 +146,24 @@ where
                     .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE)
                     .body(Full::new(Bytes::from(body)))
                     .map_err(|e| unavailable(format!("bad address `{addr}`: {e}")))?;
-                let response = client
-                    .request(req)
-                    .await
-                    .map_err(|e| unavailable(format!("{e:?}")))?;
+                let response = client.request(req).await.map_err(|e| {
+                    if e.is_connect() {
+                        unavailable(format!("{e:?}"))
+                    } else {
+                        indeterminate(format!("{e:?}"))
+                    }
+                })?;
                 let bytes = Limited::new(response.into_body(), max)
                     .collect()
                     .await
-                    .map_err(|e| unavailable(format!("reading the reply: {e}")))?
+                    .map_err(|e| indeterminate(format!("reading the reply: {e}")))?
                     .to_bytes();
                 let reply: WireReply = decode(&bytes, "reply")?;
                 reply.map_err(|e| e.into_error(&node))
             };
             match tokio::time::timeout(timeout, call).await {
                 Ok(result) => result,
-                Err(_) => Err(unavailable(format!("no answer within {timeout:?}"))),
+                Err(_) => Err(indeterminate(format!("no answer within {timeout:?}"))),
             }
         })
     }

@@ -171,14 +171,19 @@ fn config(options: &Options) -> Config {
     config
 }
 
-fn start(config: &Config) -> Result<Vec<Member>> {
+fn start(config: &Config, seed: u64) -> Result<Vec<Member>> {
     let transport = Arc::new(Direct::default());
     let members = Cluster::load_members(config, None)?;
     let mut out = Vec::new();
-    for node in &config.nodes {
+    for (i, node) in config.nodes.iter().enumerate() {
         let store = Arc::new(MemoryStore::new());
         let identity = crate::store::Identity::ephemeral(&node.id);
-        let replica = Arc::new(Replica::new(store.clone(), identity, &config.limits, false));
+        let replica = Arc::new(Replica::new(
+            store.clone(),
+            Arc::new(identity),
+            &config.limits,
+            false,
+        ));
         let cluster = Cluster::new(
             &node.id,
             config,
@@ -186,6 +191,7 @@ fn start(config: &Config) -> Result<Vec<Member>> {
             transport.clone(),
             Addresses::default(),
             None,
+            Some(seed.wrapping_add(i as u64)),
         );
         let antientropy = AntiEntropy::new(
             cluster,
@@ -303,7 +309,7 @@ fn agree(config: &Config, members: &[Member]) -> Result<bool> {
 
 pub async fn run(options: &Options) -> Result<Report> {
     let config = config(options);
-    let members = start(&config)?;
+    let members = start(&config, options.seed)?;
     // Rounds on the empty cluster until no new log owes its fellows the
     // state exchange it starts with, so that what follows measures the ops.
     for _ in 0..100 {

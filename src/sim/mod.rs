@@ -5,8 +5,11 @@
 //! - [`ring`]: `chorus sim ring`, the Chord routing state of thousands of
 //!   nodes over a simulated network: hops, convergence, churn, load.
 //!
-//! The deterministic whole-cluster simulation (turmoil) joins it later.
+//! - [`cluster`]: `chorus sim cluster` and `tests/simulation.rs`, whole
+//!   clusters of real nodes on turmoil's simulated network under a
+//!   nemesis, checked by [`crate::check`].
 
 pub mod antientropy;
+pub mod cluster;
 pub mod network;
 pub mod ring;

@@ -85,8 +85,14 @@ impl Identity {
     /// An identity that lives only in memory (the in-memory engine): a new
     /// incarnation every time.
     pub fn ephemeral(node: &str) -> Identity {
+        Identity::in_memory(node, rand::random())
+    }
+
+    /// An identity in memory with a chosen incarnation (the simulation
+    /// derives it from its seed).
+    pub fn in_memory(node: &str, incarnation: u64) -> Identity {
         Identity {
-            actor: Actor::new(node, rand::random()),
+            actor: Actor::new(node, incarnation),
             counter: AtomicU64::new(0),
             lease: Mutex::new(u64::MAX),
             file: None,

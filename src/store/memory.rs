@@ -25,6 +25,16 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The same data, opened afresh: what a restarted process finds on its
+    /// disk (the simulation's crash without data loss). The observer stays
+    /// with the old store, as it would with the old process.
+    pub fn reopen(&self) -> Self {
+        MemoryStore {
+            data: RwLock::new(self.data.read().clone()),
+            observer: ObserverSlot::default(),
+        }
+    }
 }
 
 impl Store for MemoryStore {

@@ -79,6 +79,7 @@ impl TestCluster {
         let start = Start {
             join,
             listener: self.listeners[i].take(),
+            ..Start::default()
         };
         let node = Node::start_with(&self.config, &id, start)
             .await

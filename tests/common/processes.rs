@@ -60,6 +60,45 @@ pub async fn serve(config: &Path, node: &str) -> Child {
     child
 }
 
+/// A cluster of `count` real processes on loopback (`write_config`'s
+/// settings), each serving, with a client for each.
+pub struct Processes {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub children: Vec<Child>,
+    pub clients: Vec<chorus::client::Client>,
+}
+
+impl Processes {
+    pub async fn start(count: usize) -> Processes {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports(count);
+        let config = write_config(dir.path(), &ports);
+        let mut children = Vec::new();
+        for i in 1..=count {
+            children.push(serve(&config, &format!("n{i}")).await);
+        }
+        let clients = ports
+            .iter()
+            .map(|p| chorus::client::Client::new(&format!("http://127.0.0.1:{p}")))
+            .collect();
+        Processes {
+            dir,
+            config,
+            children,
+            clients,
+        }
+    }
+
+    /// SIGKILLs every process and reaps it.
+    pub async fn kill_all(&mut self) {
+        for child in &mut self.children {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+}
+
 /// Runs the `chorus` CLI; its success and stdout.
 pub async fn cli(args: &[&str]) -> (bool, String) {
     let out = Command::new(super::chorus_bin())

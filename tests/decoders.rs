@@ -1,0 +1,141 @@
+//! Everything that decodes bytes a client or a peer sent, fed arbitrary
+//! and damaged input: the context header, the node-to-node messages, the
+//! stored sibling sets (through the same postcard decoding), and the
+//! config file. Each must answer with an error, never panic, and never
+//! believe a length prefix it has no bytes for.
+
+use bytes::Bytes;
+use chorus::config::Config;
+use chorus::peer::{PeerRequest, PeerResponse};
+use chorus::version::{Actor, Content, Context, Dot, SiblingSet};
+use proptest::prelude::*;
+
+const FINGERPRINT: [u8; 4] = [1, 2, 3, 4];
+
+/// A sibling set built by real writes: `writes` of (actor, value, saw-all).
+fn set_of(writes: &[(u8, u16, bool)]) -> SiblingSet {
+    let mut set = SiblingSet::new();
+    let mut counters = [0u64; 4];
+    for &(actor, value, saw) in writes {
+        let a = usize::from(actor % 4);
+        counters[a] += 1;
+        let dot = Dot::new(Actor::new(format!("n{a}"), 7 + a as u64), counters[a]);
+        let ctx = if saw {
+            Context::read(set.context().clone())
+        } else {
+            Context::default()
+        };
+        set.write(&ctx, dot, Content::Value(Bytes::from(value.to_string())));
+    }
+    set
+}
+
+fn writes() -> impl Strategy<Value = Vec<(u8, u16, bool)>> {
+    prop::collection::vec((any::<u8>(), any::<u16>(), any::<bool>()), 0..12)
+}
+
+proptest! {
+    #[test]
+    fn any_context_header_decodes_or_is_refused(text in ".{0,300}") {
+        let _ = Context::decode(&text, FINGERPRINT);
+    }
+
+    #[test]
+    fn contexts_round_trip_and_damage_is_refused(w in writes(), cut in any::<prop::sample::Index>(), flip in any::<prop::sample::Index>()) {
+        let ctx = Context::read(set_of(&w).context().clone());
+        let text = ctx.encode(FINGERPRINT);
+        prop_assert_eq!(Context::decode(&text, FINGERPRINT).ok(), Some(ctx.clone()));
+        // Another cluster's context is refused.
+        prop_assert!(Context::decode(&text, [9, 9, 9, 9]).is_err());
+        // A strict prefix never decodes to the same context.
+        let short = &text[..cut.index(text.len().max(1))];
+        prop_assert_ne!(Context::decode(short, FINGERPRINT).ok(), Some(ctx.clone()));
+        // A changed character decodes to an error or to some context, never a panic.
+        let mut bytes = text.into_bytes();
+        let at = flip.index(bytes.len().max(1));
+        if let Some(b) = bytes.get_mut(at) {
+            *b = if *b == b'A' { b'B' } else { b'A' };
+        }
+        let _ = Context::decode(&String::from_utf8_lossy(&bytes), FINGERPRINT);
+    }
+
+    #[test]
+    fn any_bytes_decode_as_a_peer_message_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = PeerRequest::decode(&bytes);
+        let _ = PeerResponse::decode(&bytes);
+    }
+
+    #[test]
+    fn peer_messages_round_trip_and_every_truncation_is_an_error(w in writes(), keys in prop::collection::vec("[a-z]{0,12}", 0..6)) {
+        let set = set_of(&w);
+        let messages = vec![
+            PeerRequest::Merge { key: keys.first().cloned().unwrap_or_default(), set: set.clone() },
+            PeerRequest::Handoff(keys.iter().map(|k| (k.clone(), set.clone())).collect()),
+            PeerRequest::Fetch(keys.clone()),
+            PeerRequest::Purge(keys.iter().map(|k| (k.clone(), set.clone())).collect()),
+        ];
+        for message in messages {
+            let bytes = message.encode().expect("encode");
+            prop_assert_eq!(PeerRequest::decode(&bytes).expect("decode"), message.clone());
+            for cut in 0..bytes.len() {
+                prop_assert!(PeerRequest::decode(&bytes[..cut]).is_err(), "{} of {} bytes decoded", cut, bytes.len());
+            }
+        }
+        let response = PeerResponse::Value(Some(set));
+        let bytes = response.encode().expect("encode");
+        prop_assert_eq!(PeerResponse::decode(&bytes).expect("decode"), response);
+        for cut in 0..bytes.len() {
+            prop_assert!(PeerResponse::decode(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn any_config_text_parses_or_names_its_problem(text in "[a-z_\\[\\]=\" 0-9.\n]{0,400}") {
+        if let Err(e) = Config::parse(&text) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+    }
+}
+
+/// A length prefix claiming far more entries than there are bytes: an
+/// error at once, with no allocation of the claimed size.
+#[test]
+fn a_huge_length_prefix_is_refused_without_trusting_it() {
+    let fetch = PeerRequest::Fetch(vec!["a".into()])
+        .encode()
+        .expect("encode");
+    // The variant index, then the Vec's varint length: claim 2^62 keys.
+    let variant = fetch[0];
+    let mut hostile = vec![variant];
+    hostile.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f]);
+    hostile.extend(b"\x01a");
+    assert!(PeerRequest::decode(&hostile).is_err());
+    // The same for a key claiming to be 2^62 bytes long.
+    let mut hostile = vec![variant, 1];
+    hostile.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f]);
+    hostile.extend(b"abc");
+    assert!(PeerRequest::decode(&hostile).is_err());
+}
+
+/// Every config in `config/` and a broken copy of each: the first parse
+/// and validate, the second is refused with the key named.
+#[test]
+fn the_shipped_configs_parse_and_a_wrong_type_names_the_key() {
+    for entry in std::fs::read_dir("config").expect("config/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            let config = Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let broken = text.replacen("n = 3", "n = \"three\"", 1);
+            if broken != text {
+                let error = Config::parse(&broken)
+                    .expect_err("a string for n")
+                    .to_string();
+                assert!(error.contains('n'), "{error}");
+            }
+        }
+    }
+}
