@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod dashboards;
+pub mod netns;
 pub mod processes;
 pub mod set_adds;
 

@@ -48,7 +48,7 @@ use crate::config::{AntiEntropyMode, Config, Engine};
 use crate::error::{Error, Result};
 use crate::membership::Cluster;
 use crate::node::{Node, Start, Storage};
-use crate::ring::position;
+use crate::ring::{Ring, position};
 use crate::store::{Identity, MemoryStore, Store};
 
 /// The port every simulated node listens on (each has its own address).
@@ -173,10 +173,28 @@ struct Slot {
 
 /// What the final checker client found.
 #[derive(Default)]
-struct Final {
-    finals: BTreeMap<String, Vec<String>>,
-    replicas: BTreeMap<String, check::convergence::Held>,
-    errors: Vec<Violation>,
+pub struct Final {
+    pub finals: BTreeMap<String, Vec<String>>,
+    pub replicas: BTreeMap<String, check::convergence::Held>,
+    pub errors: Vec<Violation>,
+}
+
+impl Final {
+    /// Whether every replica of every key holds the same set.
+    pub fn converged(&self) -> bool {
+        check::convergence::check(&self.replicas).is_empty()
+    }
+}
+
+/// Every checker over a recorded history and the final state.
+pub fn verdicts(recorder: &Recorder, found: Final) -> (History, Vec<Violation>) {
+    let history = recorder.history(found.finals);
+    let mut violations = found.errors;
+    violations.extend(check::lost_writes::check(&history));
+    violations.extend(check::convergence::check(&found.replicas));
+    violations.extend(check::sessions::check(&history));
+    violations.extend(check::siblings::check(&history));
+    (history, violations)
 }
 
 pub fn run(options: &Options) -> Result<Report> {
@@ -251,10 +269,13 @@ pub fn run(options: &Options) -> Result<Report> {
 
     let recorder = Arc::new(Recorder::new());
     for c in 0..options.clients {
+        let clients: Vec<Client<SimConnector>> = urls
+            .iter()
+            .map(|url| Client::with_connector(url, SimConnector::new(CLIENT_TIMEOUT)))
+            .collect();
         let worker = Worker {
             id: c,
             seed: rng.random(),
-            nodes: urls.clone(),
             shared_keys: options.shared_keys,
             session: c % 2 == 0,
             single_acks_promise: !wipes,
@@ -263,7 +284,7 @@ pub fn run(options: &Options) -> Result<Report> {
         };
         sim.client(format!("client{c}"), async move {
             tokio::time::sleep(boot).await;
-            worker.run().await;
+            worker.run(clients).await;
             Ok(())
         });
     }
@@ -273,16 +294,21 @@ pub fn run(options: &Options) -> Result<Report> {
             .get()
             .cloned()
             .ok_or_else(|| Error::Protocol("no config".into()))?;
-        let keys: Vec<String> = (0..options.shared_keys)
-            .map(|k| format!("k{k}"))
-            .chain((0..options.clients).map(|c| format!("own-{c}")))
-            .collect();
+        let keys = workload::keys(options.shared_keys, options.clients);
         let rounds = options.settle_rounds.unwrap_or(settle_rounds(mode));
         let settle = Duration::from_millis(config.antientropy.interval_ms) * rounds;
         let (urls, done) = (urls.clone(), Rc::clone(&done));
         sim.client("checker", async move {
             tokio::time::sleep(until + CLIENT_TIMEOUT + settle).await;
-            let found = final_state(&config, &urls, &keys).await;
+            let clients: Vec<Client<SimConnector>> = urls
+                .iter()
+                .map(|url| Client::with_connector(url, SimConnector::new(CLIENT_TIMEOUT)))
+                .collect();
+            let ring = match Cluster::load_members(&config, None) {
+                Ok(members) => members.ring(),
+                Err(e) => return Err(e.to_string().into()),
+            };
+            let found = final_state(&config, &ring, &clients, &keys).await;
             *done.borrow_mut() = Some(found);
             Ok(())
         });
@@ -307,12 +333,7 @@ pub fn run(options: &Options) -> Result<Report> {
     }
 
     let found = done.borrow_mut().take().unwrap_or_default();
-    let history = recorder.history(found.finals.clone());
-    let mut violations = found.errors;
-    violations.extend(check::lost_writes::check(&history));
-    violations.extend(check::convergence::check(&found.replicas));
-    violations.extend(check::sessions::check(&history));
-    violations.extend(check::siblings::check(&history));
+    let (history, violations) = verdicts(&recorder, found);
     Ok(Report {
         seed: options.seed,
         mode,
@@ -398,20 +419,19 @@ fn sim_config(
     config
 }
 
-/// After the settle: every key read at r=all, and every replica's own set.
-async fn final_state(config: &Config, urls: &[String], keys: &[String]) -> Final {
+/// After the settle: every key read at r=all, and every replica's own set
+/// (`clients[i]` talks to `config.nodes[i]`).
+/// The replicas asked are each key's preference list on `ring`.
+pub async fn final_state<C>(
+    config: &Config,
+    ring: &Ring,
+    clients: &[Client<C>],
+    keys: &[String],
+) -> Final
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let mut out = Final::default();
-    let clients: Vec<Client<SimConnector>> = urls
-        .iter()
-        .map(|url| Client::with_connector(url, SimConnector::new(CLIENT_TIMEOUT)))
-        .collect();
-    let ring = match Cluster::load_members(config, None) {
-        Ok(members) => members.ring(),
-        Err(e) => {
-            out.errors.push(failed("", format!("no ring: {e}")));
-            return out;
-        }
-    };
     for (k, key) in keys.iter().enumerate() {
         let path = format!("{}?r=all", key_path(key));
         let mut values = None;

@@ -1,5 +1,6 @@
-//! The clients of the simulation: concurrent reads and writes at random
-//! quorums, each recorded into the history as it completes.
+//! The clients of the simulation (and of the nemesis against real
+//! processes): concurrent reads and writes at random quorums, each
+//! recorded into the history as it completes.
 //!
 //! Every client has a seeded generator of its own. Half the clients carry
 //! a session: every read presents the context of their last answer on the
@@ -18,11 +19,11 @@ use http::Method;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::net::SimConnector;
 use crate::api::CONTEXT_HEADER;
 use crate::check::record::{Recorder, read_values};
 use crate::check::{Op, WriteId, write_of};
 use crate::client::{Client, key_path};
+use hyper_util::client::legacy::connect::Connect;
 
 /// How long a client waits for any answer: past the cluster's own
 /// timeout, so that only a cut link leaves it without one.
@@ -30,12 +31,18 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 
 const QUORUMS: [&str; 3] = ["1", "quorum", "all"];
 
+/// Every key the workers of `clients` clients write.
+pub fn keys(shared_keys: usize, clients: u32) -> Vec<String> {
+    (0..shared_keys)
+        .map(|k| format!("k{k}"))
+        .chain((0..clients).map(|c| format!("own-{c}")))
+        .collect()
+}
+
 /// One client's part.
 pub struct Worker {
     pub id: u32,
     pub seed: u64,
-    /// `http://host:port` of every node.
-    pub nodes: Vec<String>,
     pub shared_keys: usize,
     pub session: bool,
     /// w=1 acknowledgements do not count as promises (a node that alone
@@ -59,13 +66,12 @@ struct Known {
 }
 
 impl Worker {
-    pub async fn run(self) {
+    /// Runs until `until` has passed, through `clients` (one per node).
+    pub async fn run<C>(self, clients: Vec<Client<C>>)
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
         let mut rng = SmallRng::seed_from_u64(self.seed);
-        let clients: Vec<Client<SimConnector>> = self
-            .nodes
-            .iter()
-            .map(|url| Client::with_connector(url, SimConnector::new(CLIENT_TIMEOUT)))
-            .collect();
         let own = format!("own-{}", self.id);
         let mut known: HashMap<String, Known> = HashMap::new();
         let started = tokio::time::Instant::now();
@@ -106,9 +112,9 @@ impl Worker {
         }
     }
 
-    async fn read(
+    async fn read<C: Connect + Clone + Send + Sync + 'static>(
         &self,
-        client: &Client<SimConnector>,
+        client: &Client<C>,
         key: &str,
         r: &str,
         state: &Known,
@@ -141,9 +147,9 @@ impl Worker {
         })
     }
 
-    async fn write(
+    async fn write<C: Connect + Clone + Send + Sync + 'static>(
         &self,
-        client: &Client<SimConnector>,
+        client: &Client<C>,
         key: &str,
         w: &str,
         blind: bool,
