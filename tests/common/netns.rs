@@ -9,9 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
 pub struct Hosts {
@@ -205,26 +203,9 @@ impl Hosts {
         if let Some(j) = join {
             args.extend(["--join".to_string(), self.addr(j)]);
         }
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(config.with_file_name(format!("{node}.log")))
-            .expect("log");
-        let mut child = tokio::process::Command::new(program)
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn chorus");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("chorus printed nothing within 30 s")
-            .expect("read stdout")
-            .expect("chorus exited before serving");
-        child
+        let mut command = tokio::process::Command::new(program);
+        command.args(&args);
+        super::processes::spawn_serving(command, config, &node).await
     }
 }
 

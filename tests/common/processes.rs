@@ -41,10 +41,23 @@ pub fn write_config(dir: &Path, ports: &[u16]) -> PathBuf {
 /// config) and returns once it printed that it serves. The child is killed
 /// when dropped.
 pub async fn serve(config: &Path, node: &str) -> Child {
-    let log = std::fs::File::create(config.with_file_name(format!("{node}.log"))).expect("log");
-    let mut child = Command::new(super::chorus_bin())
+    let mut command = Command::new(super::chorus_bin());
+    command
         .args(["serve", "--node", node, "--config"])
-        .arg(config)
+        .arg(config);
+    spawn_serving(command, config, node).await
+}
+
+/// Spawns `command` (a `chorus serve`, perhaps wrapped) with stderr
+/// appended to `{node}.log` beside the config, and waits for the line that
+/// says it serves.
+pub async fn spawn_serving(mut command: Command, config: &Path, node: &str) -> Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name(format!("{node}.log")))
+        .expect("log");
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)
