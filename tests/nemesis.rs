@@ -232,9 +232,9 @@ async fn scenario(kind: Kind, churn: bool, seed: u64) {
     };
     let running: Vec<usize> = (0..initial).collect();
     let mut log = Vec::new();
-    let started = tokio::time::Instant::now();
+    let faults_end = tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut step = 0;
-    while started.elapsed() < Duration::from_secs(secs) {
+    while tokio::time::Instant::now() < faults_end {
         log.push(cluster.strike(kind, &mut rng, &targets).await);
         tokio::time::sleep(Duration::from_millis(rng.random_range(800..2000))).await;
         cluster.heal(&running).await;
