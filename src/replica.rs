@@ -353,16 +353,17 @@ impl Replica {
 /// handed out before, so a node restarted within the same millisecond (the
 /// simulation restarts nodes in process) still outranks its previous life.
 pub fn generation() -> u64 {
-    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
     let now = unix_ms();
+    let next = |last: u64| last.max(now.saturating_sub(1)) + 1;
+    // The closure never refuses, so the update always succeeds.
     let previous = LAST
-        .fetch_update(
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-            |last| Some(last.max(now.saturating_sub(1)) + 1),
-        )
-        .unwrap_or(0);
-    previous.max(now.saturating_sub(1)) + 1
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(next(last))
+        })
+        .unwrap_or_else(|last| last);
+    next(previous)
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

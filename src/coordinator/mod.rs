@@ -177,13 +177,11 @@ impl Coordinator {
         for to in candidates.into_iter().take(FORWARD_TRIES) {
             let call = self.transport.call(&to, PeerRequest::Forward(op.clone()));
             match tokio::time::timeout_at(deadline, call).await {
-                Ok(Err(Error::Unavailable { reason, .. })) => {
-                    tracing::debug!(node = %to, %reason, "forward failed; trying the next node");
-                    metrics::counter!(m::FORWARDS_TOTAL, "result" => "failed").increment(1);
-                    self.cluster.forward_failed(&to);
-                }
-                Ok(Err(Error::Indeterminate { reason, .. })) if is_read => {
-                    tracing::debug!(node = %to, %reason, "forward failed; trying the next node");
+                Ok(Err(e))
+                    if matches!(e, Error::Unavailable { .. })
+                        || is_read && matches!(e, Error::Indeterminate { .. }) =>
+                {
+                    tracing::debug!(node = %to, error = %e, "forward failed; trying the next node");
                     metrics::counter!(m::FORWARDS_TOTAL, "result" => "failed").increment(1);
                     self.cluster.forward_failed(&to);
                 }

@@ -27,16 +27,16 @@ pub mod leave;
 pub mod liveness;
 pub mod routing;
 
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::{Error, Result};

@@ -165,6 +165,7 @@ fn op_key(op: &check::Op) -> &str {
 }
 
 /// A node's disk across its lives: the store and the identity minting into it.
+#[derive(Default)]
 struct Slot {
     disk: Option<(Arc<MemoryStore>, Arc<Identity>)>,
     lose_data: bool,
@@ -230,16 +231,7 @@ pub fn run(options: &Options) -> Result<Report> {
     // The config names each node's simulated address, known only once
     // every host is registered; hosts read it when they start.
     let config: Arc<OnceLock<Config>> = Arc::new(OnceLock::new());
-    let slots: Vec<Arc<Mutex<Slot>>> = names
-        .iter()
-        .map(|_| {
-            Arc::new(Mutex::new(Slot {
-                disk: None,
-                lose_data: false,
-                lives: 0,
-            }))
-        })
-        .collect();
+    let slots: Vec<Arc<Mutex<Slot>>> = names.iter().map(|_| Arc::default()).collect();
     for (i, name) in names.iter().enumerate() {
         let (config, slot, id) = (Arc::clone(&config), Arc::clone(&slots[i]), name.clone());
         let seed = options.seed;
