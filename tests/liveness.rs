@@ -50,8 +50,16 @@ async fn a_failure_and_a_return_are_known_cluster_wide() {
     for of in ["n1", "n2", "n3", "n4", "n5"] {
         await_seen(&cluster, &all, of, "up").await;
     }
-    // Up by the detector, not only by a call: n1 holds a phi for n5.
-    let (_, phi) = seen(&cluster.client(0), "n5").await;
+    // Up by the detector, not only by a call: n1 comes to hold a phi for
+    // n5 (a call can mark n5 up before its first heartbeat reaches n1).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let phi = loop {
+        let (_, phi) = seen(&cluster.client(0), "n5").await;
+        if phi.is_some() || Instant::now() > deadline {
+            break phi;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(phi.is_some_and(|p| p < 8.0), "phi of n5 at n1: {phi:?}");
 
     cluster.stop(4).await;

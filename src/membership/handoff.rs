@@ -222,6 +222,11 @@ async fn release(store: &Arc<dyn Store>, entries: Vec<(String, SiblingSet)>) -> 
     released
 }
 
+/// How often, and how soon, a sweep that failed after a node came back is
+/// tried again before waiting for the next interval.
+const RETRIES_AFTER_RETURN: u32 = 8;
+const RETRY_AFTER_RETURN: Duration = Duration::from_millis(250);
+
 /// Runs handoff for the life of the node: at once after every members
 /// change, and every `interval` for strays. `saved` keeps the placement
 /// last handed off under, so a restart in the middle of a handoff resumes
@@ -235,6 +240,7 @@ pub async fn run(
     saved: Option<PathBuf>,
 ) {
     let mut changes = cluster.subscribe();
+    let mut quick_retries = 0;
     let mut done: Members = saved
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())
@@ -256,6 +262,16 @@ pub async fn run(
         if let Ok(swept) = &outcome {
             replica.handed_off(swept.released);
         }
+        // A node that just came back may not take the first push (its
+        // listener is new, the pooled connection to its old life is dead):
+        // a failed sweep after a return is tried again soon, a few times.
+        let wait = if outcome.is_err() && quick_retries > 0 {
+            quick_retries -= 1;
+            RETRY_AFTER_RETURN
+        } else {
+            quick_retries = 0;
+            interval
+        };
         match outcome {
             Ok(swept) => {
                 if moving {
@@ -294,8 +310,8 @@ pub async fn run(
         tokio::select! {
             _ = changes.changed() => {}
             // A node came back: deliver its hints now, not at the next interval.
-            _ = cluster.returned() => {}
-            _ = tokio::time::sleep(interval) => {}
+            _ = cluster.returned() => quick_retries = RETRIES_AFTER_RETURN,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -389,6 +389,9 @@ impl Cluster {
                     tracing::info!(node = %peer, "is up again (heartbeats resumed)");
                     self.returned.notify_one();
                 }
+                // First heard of: this node may hold hints for it from
+                // writes others coordinated while it was down.
+                (Some(Verdict::Unknown), Verdict::Up) => self.returned.notify_one(),
                 (Some(Verdict::Up), Verdict::Down) => {
                     let phi = table.phi(&peer, now).unwrap_or_default();
                     tracing::warn!(node = %peer, phi, "is down (no heartbeat; phi over ring.phi_threshold)");
