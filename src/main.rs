@@ -294,21 +294,19 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Bench(options) => {
             let out = options.out.clone();
             let summary = bench::run(options).await?;
-            let l = &summary.latency;
-            eprintln!(
-                "{:?} {:?}: {:.0} req/s, p50 {} us, p99 {} us, p99.9 {} us, {} errors",
-                summary.target,
-                summary.op,
-                summary.throughput_per_sec,
-                l.p50_us,
-                l.p99_us,
-                l.p999_us,
-                summary.errors
-            );
+            if let Some(load) = &summary.load {
+                eprintln!(
+                    "loaded {} records in {:.1} s ({:.0}/s, {} errors)",
+                    load.records, load.seconds, load.records_per_sec, load.errors
+                );
+            }
+            eprint!("{}", bench::table(&summary));
             let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
             println!("{json}");
             if let Some(out) = &out {
-                std::fs::write(out, format!("{json}\n"))?;
+                std::fs::write(out, format!("{json}\n")).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("writing {}: {e}", out.display()))
+                })?;
                 match bench::plot::write(&summary, out) {
                     Ok(plots) => {
                         for plot in plots {

@@ -1,26 +1,14 @@
 //! The `chorus` command line: client verbs against a live node, `serve`
-//! refusing a bad config, `dev` starting and stopping, `bench` reporting.
+//! refusing a bad config, `dev` starting and stopping (`bench` has tests/bench.rs).
 
 mod common;
 
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::{TestNode, chorus_bin};
+use common::{TestNode, chorus, chorus_bin};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-async fn chorus(args: &[&str]) -> Output {
-    let run = Command::new(chorus_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("chorus did not finish within 120 s")
-        .expect("run chorus")
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -215,109 +203,6 @@ async fn dev_serves_and_stops_on_sigterm() {
         .expect("dev did not stop on SIGTERM")
         .expect("wait");
     assert!(status.success(), "dev exited with {status}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_reports_a_json_summary_for_chorus_and_the_null_server() {
-    let t = TestNode::start().await;
-    let url = t.node.url();
-    run_bench(vec!["bench", "--target", "null", "--op", "mixed"]).await;
-    run_bench(vec!["bench", "--url", &url, "--op", "get"]).await;
-    // The GET run read keys it loaded first.
-    let value = serde_json::json!("x".repeat(62));
-    assert_eq!(
-        t.client.get("bench-0").await.expect("get").json(),
-        Some(value)
-    );
-    run_bench(vec!["bench", "--url", &url, "--op", "put"]).await;
-    // Each worker chains its own contexts: the PUT run's many writes of a key
-    // leave one sibling beside the GET run's load, not one per write.
-    let after = t.client.get("bench-0").await.expect("get");
-    let siblings = after.json().expect("json")["siblings"]
-        .as_array()
-        .map_or(1, Vec::len);
-    assert!(siblings <= 2, "bench writes piled up {siblings} siblings");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_writes_its_summary_and_plots_over_time_beside_it() {
-    let dir = tempfile::tempdir().expect("dir");
-    let json = dir.path().join("run.json");
-    let out = chorus(&[
-        "bench",
-        "--target",
-        "null",
-        "--op",
-        "put",
-        "--duration",
-        "3s",
-        "--concurrency",
-        "4",
-        "--keys",
-        "50",
-        "--out",
-        json.to_str().expect("path"),
-    ])
-    .await;
-    assert!(out.status.success(), "{out:?}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("the JSON file")).expect("JSON");
-    let timeline = summary["timeline"].as_array().expect("timeline");
-    assert!(timeline.len() >= 2, "{summary}");
-    let per_second: u64 = timeline.iter().filter_map(|s| s["requests"].as_u64()).sum();
-    assert_eq!(
-        Some(per_second),
-        summary["requests"].as_u64(),
-        "every request in a second"
-    );
-    assert!(
-        timeline
-            .iter()
-            .all(|s| s["p99_us"].as_u64() >= s["p50_us"].as_u64())
-    );
-    for plot in ["run-throughput.png", "run-latency.png"] {
-        let bytes = std::fs::read(dir.path().join(plot)).expect(plot);
-        assert!(
-            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
-            "{plot} is not a PNG"
-        );
-        assert!(
-            bytes.len() > 5_000,
-            "{plot} is nearly empty: {} bytes",
-            bytes.len()
-        );
-    }
-}
-
-/// Runs `chorus bench` briefly and checks its JSON summary.
-async fn run_bench(mut args: Vec<&str>) {
-    args.extend([
-        "--duration",
-        "1s",
-        "--concurrency",
-        "4",
-        "--keys",
-        "50",
-        "--value-size",
-        "64",
-    ]);
-    let out = chorus(&args).await;
-    assert!(out.status.success(), "{args:?}: {out:?}");
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
-    assert!(summary["requests"].as_u64().unwrap_or(0) > 0, "{summary}");
-    assert_eq!(summary["errors"], 0, "{summary}");
-    for field in ["throughput_per_sec", "seconds"] {
-        assert!(
-            summary[field].as_f64().is_some(),
-            "{field} missing: {summary}"
-        );
-    }
-    for field in ["p50_us", "p99_us", "p999_us", "max_us"] {
-        assert!(
-            summary["latency"][field].as_u64().is_some(),
-            "{field} missing: {summary}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

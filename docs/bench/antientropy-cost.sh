@@ -41,32 +41,12 @@ TOML
   url[$mode]=$(awk '/serving on/ {print $NF}' "$work/$mode.out")
 done
 
-common=(--duration "$duration" --concurrency "$concurrency" --value-size 100 --keys 10000)
+common=(--duration "$duration" --concurrency "$concurrency" --value-size 100 --records 10000
+        --workload put,c --distribution uniform)
 for round in $(seq "$rounds"); do
-  for op in put get; do
-    for mode in state off; do
-      "$bin" bench --url "${url[$mode]}" --op "$op" "${common[@]}" 2>/dev/null > "$work/$mode-$op-$round.json"
-    done
+  for mode in state off; do
+    "$bin" bench --url "${url[$mode]}" --label "$mode" "${common[@]}" \
+      --out "$work/$mode-$round.json" > /dev/null 2>&1
   done
 done
-
-python3 - "$work" "$rounds" <<'PY'
-import json, statistics, sys
-work, rounds = sys.argv[1], int(sys.argv[2])
-load = lambda name: json.load(open(f"{work}/{name}.json"))
-print("| round | mode | op | req/s | p50 ms | p99 ms | errors |")
-print("|---|---|---|---|---|---|---|")
-ratios = {"put": [], "get": []}
-for r in range(1, rounds + 1):
-    for op in ["put", "get"]:
-        runs = {m: load(f"{m}-{op}-{r}") for m in ["state", "off"]}
-        for m, s in runs.items():
-            l = s["latency"]
-            print(f"| {r} | {m} | {op} | {s['throughput_per_sec']:.0f} | {l['p50_us']/1000:.2f} "
-                  f"| {l['p99_us']/1000:.2f} | {s['errors']} |")
-        ratios[op].append(runs["state"]["throughput_per_sec"] / runs["off"]["throughput_per_sec"])
-print()
-for op, rs in ratios.items():
-    print(f"{op.upper()} with trees / without: median {statistics.median(rs):.2f} "
-          f"(runs: {', '.join(f'{x:.2f}' for x in rs)})")
-PY
+RATIOS="state/off" python3 docs/bench/report.py "$work" "$rounds" state off

@@ -34,3 +34,9 @@ async fn post(client: &Client, path: &str, body: &serde_json::Value) -> Result<R
         .request(Method::POST, path, &headers, Bytes::from(body.to_string()))
         .await
 }
+
+/// Whether a range reply holds the key: etcd answers 200 either way and
+/// leaves `kvs` out when there is none.
+pub fn found(reply: &Reply) -> bool {
+    reply.body.windows(5).any(|w| w == b"\"kvs\"")
+}

@@ -1,22 +1,36 @@
-//! `chorus bench`: a closed-loop load generator with latency histograms.
+//! `chorus bench`: YCSB's core workloads against chorus and its peers,
+//! from one client, with latency histograms.
 //!
-//! `concurrency` workers each keep one request in flight over pooled
-//! keep-alive connections for `duration`. The `keys` are dealt out among
-//! the workers and each picks uniformly among its own; a worker writes with
-//! the context its previous write of that key returned, as a well-behaved
-//! client does, so the benchmark measures steady-state writes rather than a
-//! pile of siblings from blind concurrent writers. Latencies go into
-//! hdrhistograms (microseconds). GET and mixed runs load the keys first,
-//! unmeasured. Against `--target null` the same client
-//! drives the in-process [`null::NullServer`], the ceiling that chorus's
-//! figures are read against (as ratios from the same run).
+//! A run loads `records` records (unmeasured but timed), then runs each
+//! asked [`workload::Workload`] in turn for `duration`, with `concurrency`
+//! workers. Each operation's record comes from the workload's
+//! [`keys::Distribution`] (or `--distribution`).
+//!
+//! - **Closed loop** (the default): each worker keeps one operation in
+//!   flight, so throughput is what the target sustains at that concurrency.
+//! - **Open loop** (`--rate R`): operations are due at a fixed rate, `R`
+//!   per second over all workers, each worker on its own evenly spaced
+//!   schedule, and an operation's latency counts from when it was *due*,
+//!   not from when a busy worker got round to sending it. A stalled server
+//!   then shows as latency instead of hiding as fewer requests (coordinated
+//!   omission; the correction wrk2 makes).
+//!
+//! Latencies go into hdrhistograms (microseconds), per operation and over
+//! all, and into a per-second [`timeline::Timeline`] that [`plot`] draws.
+//! The targets ([`target::Target`]): chorus (one node, or round-robin over
+//! several), the in-process [`null::NullServer`] (the machine's HTTP
+//! ceiling, which chorus's figures are read against as ratios from the
+//! same run), etcd's JSON gateway, and Redis.
 
 pub mod etcd;
+pub mod keys;
 pub mod null;
 pub mod plot;
+pub mod target;
 pub mod timeline;
+pub mod workload;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,57 +38,60 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::client::{Client, Reply};
 use crate::error::{Error, Result};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Op {
-    Put,
-    Get,
-    /// Half reads, half writes.
-    Mixed,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// The chorus node at `--url`.
-    Chorus,
-    /// The in-process null server: the HTTP ceiling of this machine.
-    Null,
-    /// An etcd member at `--url`, through its v3 JSON gateway.
-    Etcd,
-}
+use keys::{Distribution, KeyChooser};
+pub use target::Target;
+use target::{Backend, Outcome, Session};
+use workload::{Operation, Workload};
 
 /// What to measure; also the flags of `chorus bench`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Options {
-    /// The chorus node (or etcd member) to load.
-    #[arg(long, default_value = crate::client::DEV_URL)]
-    pub url: String,
+    /// The chorus node, etcd member or Redis server to load; several
+    /// comma-separated chorus nodes are used round-robin, one per worker.
+    #[arg(long, default_value = crate::client::DEV_URL, value_delimiter = ',')]
+    pub url: Vec<String>,
     #[arg(long, value_enum, default_value_t = Target::Chorus)]
     pub target: Target,
-    #[arg(long, value_enum, default_value_t = Op::Put)]
-    pub op: Op,
-    /// How long to measure, for example 15s or 1m.
+    /// The workloads to run, in order, after one load (comma-separated).
+    #[arg(
+        long = "workload",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "a"
+    )]
+    pub workloads: Vec<Workload>,
+    /// The key distribution, for every workload (default: each workload's own).
+    #[arg(long, value_enum)]
+    pub distribution: Option<Distribution>,
+    /// Records loaded before the runs, and the key space they draw from.
+    #[arg(long, default_value_t = 10_000)]
+    pub records: u64,
+    /// Skip the load phase (the records are already there).
+    #[arg(long)]
+    pub no_load: bool,
+    /// How long to measure each workload, for example 15s or 1m.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Requests kept in flight, one per worker.
+    /// Workers, each with one operation in flight at a time.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Open loop: operations per second over all workers, due at fixed
+    /// intervals (0: closed loop, as fast as the target answers).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
-    /// Distinct keys, dealt out among the workers.
-    #[arg(long, default_value_t = 10_000)]
-    pub keys: u64,
-    /// Also write the JSON summary to this file, with latency-over-time
-    /// and throughput-over-time plots beside it (`<stem>-latency.png`,
-    /// `<stem>-throughput.png`).
+    /// The target's name in the printed table (default: the target kind).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Also write the JSON summary to this file, with throughput and
+    /// latency plots per workload beside it
+    /// (`<stem>-<workload>-throughput.png`, `<stem>-<workload>-latency.png`).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
     /// Draw a progress bar on stderr (when it is a terminal).
@@ -107,21 +124,65 @@ pub struct Latency {
     pub max_us: u64,
 }
 
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        Latency {
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+/// One kind of operation within a run.
+#[derive(Debug, Serialize)]
+pub struct OperationSummary {
+    pub count: u64,
+    pub latency: Latency,
+}
+
+/// The load phase.
+#[derive(Debug, Serialize)]
+pub struct Load {
+    pub records: u64,
+    pub seconds: f64,
+    pub records_per_sec: f64,
+    pub errors: u64,
+}
+
+/// One workload's run.
+#[derive(Debug, Serialize)]
+pub struct Run {
+    pub workload: Workload,
+    pub distribution: Distribution,
+    /// The open-loop rate asked for (0: closed loop).
+    pub rate_per_sec: u64,
+    pub seconds: f64,
+    /// Operations answered (errors not included).
+    pub requests: u64,
+    pub errors: u64,
+    /// Reads of records that were not there (workload D reading an insert
+    /// still in flight); answered, so counted in `requests`.
+    pub not_found: u64,
+    pub throughput_per_sec: f64,
+    /// Over every operation of the run.
+    pub latency: Latency,
+    pub operations: BTreeMap<&'static str, OperationSummary>,
+    /// Operations and latency in each second of the run.
+    pub timeline: Vec<timeline::Second>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub target: Target,
-    pub op: Op,
-    pub url: String,
+    pub label: String,
+    pub urls: Vec<String>,
     pub concurrency: usize,
     pub value_size: usize,
-    pub keys: u64,
-    pub seconds: f64,
-    pub requests: u64,
-    pub errors: u64,
-    pub throughput_per_sec: f64,
-    pub latency: Latency,
-    /// Requests and latency in each second of the run.
-    pub timeline: Vec<timeline::Second>,
+    pub records: u64,
+    pub load: Option<Load>,
+    pub runs: Vec<Run>,
 }
 
 /// A JSON value of exactly `size` bytes (at least the 2 of `""`).
@@ -134,218 +195,344 @@ pub async fn run(options: Options) -> Result<Summary> {
     // Kept alive until the run ends; dropping it stops the null server.
     let ceiling = match options.target {
         Target::Null => Some(null::NullServer::start(2)?),
-        Target::Chorus | Target::Etcd => None,
+        _ => None,
     };
-    let url = match &ceiling {
-        Some(server) => format!("http://{}", server.addr),
+    let urls = match &ceiling {
+        Some(server) => vec![format!("http://{}", server.addr)],
         None => options.url.clone(),
     };
-    let client = Client::new(&url);
-    let value = value_of_size(options.value_size);
+    let backend = Backend::new(options.target, &urls)?;
     let concurrency = options.concurrency.max(1);
-    let keys = options.keys.max(concurrency as u64);
-    let mut shares: Vec<Share> = (0..concurrency as u64)
-        .map(|w| Share::new(options.target, w, concurrency as u64, keys))
-        .collect();
-    if options.op != Op::Put {
-        let loaders: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                let (client, value) = (client.clone(), value.clone());
-                tokio::spawn(async move { share.preload(&client, &value).await })
-            })
-            .collect();
-        shares = Vec::with_capacity(concurrency);
-        for l in loaders {
-            shares.push(
-                l.await
-                    .map_err(|e| Error::Protocol(format!("a loader died: {e}")))??,
-            );
-        }
+    let mut sessions = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        sessions.push(backend.session(w).await?);
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let progress = progress_bar(&options, Arc::clone(&done));
+    let value = value_of_size(options.value_size);
+    let records = options.records.max(1);
+    let load = if options.no_load {
+        None
+    } else {
+        let (loaded, sessions_back) = load(sessions, records, &value).await?;
+        sessions = sessions_back;
+        Some(loaded)
+    };
+    // Inserts (workload D) add records past the loaded ones.
+    let count = Arc::new(AtomicU64::new(records));
+    let mut runs = Vec::new();
+    for &workload in &options.workloads {
+        let spec = Spec {
+            workload,
+            distribution: options.distribution.unwrap_or(workload.distribution()),
+            rate: options.rate,
+            concurrency,
+            duration: options.duration,
+            value: value.clone(),
+            records: Arc::clone(&count),
+        };
+        let (run, back) = run_workload(&options, spec, sessions).await?;
+        sessions = back;
+        runs.push(run);
+    }
+    Ok(Summary {
+        target: options.target,
+        label: options
+            .label
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", options.target).to_lowercase()),
+        urls,
+        concurrency,
+        value_size: options.value_size,
+        records,
+        load,
+        runs,
+    })
+}
+
+/// Writes every record once, the workers taking every `concurrency`-th.
+/// Each write first reads the record and carries its context, so loading
+/// a node that holds an earlier run's records adds no siblings.
+async fn load(sessions: Vec<Session>, records: u64, value: &Bytes) -> Result<(Load, Vec<Session>)> {
     let started = Instant::now();
-    let deadline = started + options.duration;
-    let timeline = Arc::new(timeline::Timeline::new(started));
-    let workers: Vec<_> = shares
+    let stride = sessions.len() as u64;
+    let loaders: Vec<_> = sessions
         .into_iter()
-        .map(|share| {
-            let (client, value, done) = (client.clone(), value.clone(), Arc::clone(&done));
-            let (op, timeline) = (options.op, Arc::clone(&timeline));
+        .enumerate()
+        .map(|(w, mut session)| {
+            let value = value.clone();
             tokio::spawn(async move {
-                share
-                    .run(client, op, value, deadline, done, &timeline)
-                    .await
+                let mut errors = 0;
+                for i in (w as u64..records).step_by(stride as usize) {
+                    if session.read_modify_write(i, &value).await == Outcome::Failed {
+                        errors += 1;
+                    }
+                }
+                (session, errors)
             })
         })
         .collect();
-    let mut histogram = new_histogram()?;
+    let mut back = Vec::new();
     let mut errors = 0;
+    for l in loaders {
+        let (session, e) = l
+            .await
+            .map_err(|e| Error::Protocol(format!("a loader died: {e}")))?;
+        back.push(session);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((
+        Load {
+            records,
+            seconds,
+            records_per_sec: records as f64 / seconds,
+            errors,
+        },
+        back,
+    ))
+}
+
+/// What one workload run needs, shared by its workers.
+#[derive(Clone)]
+struct Spec {
+    workload: Workload,
+    distribution: Distribution,
+    rate: u64,
+    concurrency: usize,
+    duration: Duration,
+    value: Bytes,
+    records: Arc<AtomicU64>,
+}
+
+impl Spec {
+    /// The gap between one worker's operations in an open-loop run.
+    fn interval(&self) -> Option<Duration> {
+        (self.rate > 0).then(|| Duration::from_secs_f64(self.concurrency as f64 / self.rate as f64))
+    }
+}
+
+/// One worker's histograms and counts.
+struct Tally {
+    all: Histogram<u64>,
+    by_op: BTreeMap<&'static str, Histogram<u64>>,
+    errors: u64,
+    not_found: u64,
+}
+
+impl Tally {
+    fn new() -> Result<Tally> {
+        let mut by_op = BTreeMap::new();
+        for op in Operation::ALL {
+            by_op.insert(op.name(), new_histogram()?);
+        }
+        Ok(Tally {
+            all: new_histogram()?,
+            by_op,
+            errors: 0,
+            not_found: 0,
+        })
+    }
+
+    fn add(&mut self, other: &Tally) -> Result<()> {
+        let merge = |a: &mut Histogram<u64>, b: &Histogram<u64>| {
+            a.add(b).map_err(|e| Error::Protocol(e.to_string()))
+        };
+        merge(&mut self.all, &other.all)?;
+        for (name, h) in &other.by_op {
+            if let Some(mine) = self.by_op.get_mut(name) {
+                merge(mine, h)?;
+            }
+        }
+        self.errors += other.errors;
+        self.not_found += other.not_found;
+        Ok(())
+    }
+}
+
+async fn run_workload(
+    options: &Options,
+    spec: Spec,
+    sessions: Vec<Session>,
+) -> Result<(Run, Vec<Session>)> {
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = progress_bar(options, spec.workload, Arc::clone(&done));
+    let started = Instant::now();
+    let timeline = Arc::new(timeline::Timeline::new(started));
+    let workers: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(w, session)| {
+            let (spec, done, timeline) = (spec.clone(), Arc::clone(&done), Arc::clone(&timeline));
+            tokio::spawn(async move { work(w, session, spec, started, done, &timeline).await })
+        })
+        .collect();
+    let mut total = Tally::new()?;
+    let mut back = Vec::new();
     for w in workers {
-        let (h, e) = w
+        let (session, tally) = w
             .await
             .map_err(|e| Error::Protocol(format!("a bench worker died: {e}")))??;
-        histogram
-            .add(&h)
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        errors += e;
+        total.add(&tally)?;
+        back.push(session);
     }
     let seconds = started.elapsed().as_secs_f64();
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let requests = histogram.len();
-    Ok(Summary {
-        target: options.target,
-        op: options.op,
-        url,
-        concurrency,
-        value_size: options.value_size,
-        keys,
+    let requests = total.all.len();
+    let operations = total
+        .by_op
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(name, h)| {
+            let summary = OperationSummary {
+                count: h.len(),
+                latency: Latency::of(h),
+            };
+            (*name, summary)
+        })
+        .collect();
+    let run = Run {
+        workload: spec.workload,
+        distribution: spec.distribution,
+        rate_per_sec: spec.rate,
         seconds,
         requests,
-        errors,
+        errors: total.errors,
+        not_found: total.not_found,
         throughput_per_sec: requests as f64 / seconds,
-        latency: Latency {
-            p50_us: histogram.value_at_quantile(0.5),
-            p99_us: histogram.value_at_quantile(0.99),
-            p999_us: histogram.value_at_quantile(0.999),
-            max_us: histogram.max(),
-        },
+        latency: Latency::of(&total.all),
+        operations,
         timeline: timeline.summary(),
-    })
+    };
+    Ok((run, back))
+}
+
+/// One worker's loop until the run's deadline.
+async fn work(
+    w: usize,
+    mut session: Session,
+    spec: Spec,
+    started: Instant,
+    done: Arc<AtomicU64>,
+    timeline: &timeline::Timeline,
+) -> Result<(Session, Tally)> {
+    let deadline = started + spec.duration;
+    let mut tally = Tally::new()?;
+    let mut recorder = timeline.recorder()?;
+    let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
+    let mut chooser = KeyChooser::new(spec.distribution);
+    let interval = spec.interval();
+    // Open loop: worker w's first operation is due w/concurrency of an
+    // interval in, so the arrivals over all workers are evenly spaced.
+    let mut due = interval.map(|gap| started + gap.mul_f64(w as f64 / spec.concurrency as f64));
+    loop {
+        let intended = match (&mut due, interval) {
+            (Some(at), Some(gap)) => {
+                let this = *at;
+                *at += gap;
+                this
+            }
+            _ => Instant::now(),
+        };
+        if intended >= deadline {
+            break;
+        }
+        // An operation a busy worker sends late is timed from when it was
+        // due (the server's slowness made it late); one an idle worker
+        // sends is timed from when it goes out, so the timer's own
+        // lateness (up to a millisecond in tokio) is not counted.
+        let intended = if intended > Instant::now() {
+            tokio::time::sleep_until(intended.into()).await;
+            Instant::now()
+        } else {
+            intended
+        };
+        let op = spec.workload.next(&mut rng);
+        let outcome = match op {
+            Operation::Insert => {
+                let i = spec.records.fetch_add(1, Ordering::Relaxed);
+                session.insert(i, &spec.value).await
+            }
+            _ => {
+                let i = chooser.choose(&mut rng, spec.records.load(Ordering::Relaxed));
+                match op {
+                    Operation::Read => session.read(i).await,
+                    Operation::Update => session.update(i, &spec.value).await,
+                    _ => session.read_modify_write(i, &spec.value).await,
+                }
+            }
+        };
+        let micros = (intended.elapsed().as_micros() as u64).max(1);
+        match outcome {
+            Outcome::Failed => tally.errors += 1,
+            answered => {
+                tally.not_found += u64::from(answered == Outcome::NotFound);
+                tally.all.saturating_record(micros);
+                if let Some(h) = tally.by_op.get_mut(op.name()) {
+                    h.saturating_record(micros);
+                }
+                recorder.record(intended, micros);
+            }
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    drop(recorder);
+    Ok((session, tally))
 }
 
 fn new_histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| Error::Protocol(e.to_string()))
 }
 
-fn key(i: u64) -> String {
-    format!("bench-{i}")
+/// The Markdown table of a summary: a header, then one line per run.
+pub fn table(summary: &Summary) -> String {
+    let mut out = String::from(
+        "| target | workload | keys | conns | rate/s | ops/s | p50 ms | p99 ms | p99.9 ms | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for run in &summary.runs {
+        out.push_str(&row(summary, run));
+        out.push('\n');
+    }
+    out
 }
 
-/// One worker's keys (every `stride`-th from `first`) and the context its
-/// last write of each returned.
-struct Share {
-    target: Target,
-    first: u64,
-    stride: u64,
-    count: u64,
-    contexts: HashMap<u64, String>,
+/// One run as one Markdown table line.
+pub fn row(summary: &Summary, run: &Run) -> String {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let rate = match run.rate_per_sec {
+        0 => "closed".to_string(),
+        r => r.to_string(),
+    };
+    format!(
+        "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+        summary.label,
+        run.workload.name(),
+        format!("{:?}", run.distribution).to_lowercase(),
+        summary.concurrency,
+        rate,
+        run.throughput_per_sec,
+        ms(run.latency.p50_us),
+        ms(run.latency.p99_us),
+        ms(run.latency.p999_us),
+        run.errors
+    )
 }
 
-impl Share {
-    fn new(target: Target, first: u64, stride: u64, keys: u64) -> Share {
-        let count = (keys - first).div_ceil(stride);
-        Share {
-            target,
-            first,
-            stride,
-            count,
-            contexts: HashMap::with_capacity(count as usize),
-        }
-    }
-
-    fn key_index(&self, nth: u64) -> u64 {
-        self.first + nth * self.stride
-    }
-
-    async fn write(&mut self, client: &Client, i: u64, value: &Bytes) -> Result<Reply> {
-        if self.target == Target::Etcd {
-            return etcd::put(client, &key(i), value).await;
-        }
-        let reply = client
-            .put(
-                &key(i),
-                value.clone(),
-                self.contexts.get(&i).map(String::as_str),
-            )
-            .await?;
-        if let Some(ctx) = reply.context() {
-            self.contexts.insert(i, ctx.to_string());
-        }
-        Ok(reply)
-    }
-
-    async fn read(&self, client: &Client, i: u64) -> Result<Reply> {
-        match self.target {
-            Target::Etcd => etcd::get(client, &key(i)).await,
-            Target::Chorus | Target::Null => client.get(&key(i)).await,
-        }
-    }
-
-    /// Writes each of the worker's keys once, with the context of a read
-    /// first, so a key left by an earlier run does not gain a sibling.
-    async fn preload(mut self, client: &Client, value: &Bytes) -> Result<Share> {
-        for nth in 0..self.count {
-            let i = self.key_index(nth);
-            if let Some(ctx) = self.read(client, i).await?.context() {
-                self.contexts.insert(i, ctx.to_string());
-            }
-            let reply = self.write(client, i, value).await?;
-            if !reply.status.is_success() {
-                return Err(Error::Protocol(format!(
-                    "preload PUT answered {}",
-                    reply.status
-                )));
-            }
-        }
-        Ok(self)
-    }
-
-    async fn run(
-        mut self,
-        client: Client,
-        op: Op,
-        value: Bytes,
-        deadline: Instant,
-        done: Arc<AtomicU64>,
-        timeline: &timeline::Timeline,
-    ) -> Result<(Histogram<u64>, u64)> {
-        let mut histogram = new_histogram()?;
-        let mut recorder = timeline.recorder()?;
-        let mut errors = 0;
-        let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
-        while Instant::now() < deadline {
-            let i = self.key_index(rng.random_range(0..self.count));
-            let write = match op {
-                Op::Put => true,
-                Op::Get => false,
-                Op::Mixed => rng.random_bool(0.5),
-            };
-            let started = Instant::now();
-            let reply = if write {
-                self.write(&client, i, &value).await
-            } else {
-                self.read(&client, i).await
-            };
-            let micros = started.elapsed().as_micros() as u64;
-            match reply {
-                // 300 is a successful read of siblings (another client's run).
-                Ok(r)
-                    if r.status.is_success() || r.status == http::StatusCode::MULTIPLE_CHOICES =>
-                {
-                    histogram.saturating_record(micros.max(1));
-                    recorder.record(started, micros);
-                }
-                _ => errors += 1,
-            }
-            done.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok((histogram, errors))
-    }
-}
-
-fn progress_bar(options: &Options, done: Arc<AtomicU64>) -> Option<ProgressBar> {
+fn progress_bar(
+    options: &Options,
+    workload: Workload,
+    done: Arc<AtomicU64>,
+) -> Option<ProgressBar> {
     if !options.progress {
         return None;
     }
     let seconds = options.duration.as_secs().max(1);
     let bar = ProgressBar::new(seconds);
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len}s {msg}") {
+    if let Ok(style) = ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len}s {msg}") {
         bar.set_style(style);
     }
+    bar.set_prefix(workload.name());
     let ticker = bar.clone();
     let started = Instant::now();
     tokio::spawn(async move {
@@ -355,7 +542,7 @@ fn progress_bar(options: &Options, done: Arc<AtomicU64>) -> Option<ProgressBar> 
             let elapsed = started.elapsed().as_secs_f64().max(0.001);
             ticker.set_position(elapsed as u64);
             let n = done.load(Ordering::Relaxed);
-            ticker.set_message(format!("{n} requests, {:.0}/s", n as f64 / elapsed));
+            ticker.set_message(format!("{n} operations, {:.0}/s", n as f64 / elapsed));
         }
     });
     Some(bar)

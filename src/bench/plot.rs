@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use super::Summary;
+use super::{Run, Summary};
 use crate::error::{Error, Result};
 
 const FONTS: &[&str] = &[
@@ -49,23 +49,39 @@ fn drawing(e: impl std::fmt::Display) -> Error {
     Error::Protocol(format!("drawing a plot: {e}"))
 }
 
-/// Writes `<stem>-throughput.png` and `<stem>-latency.png` beside `json`.
+/// Writes `<stem>-<workload>-throughput.png` and
+/// `<stem>-<workload>-latency.png` beside `json` for every run.
 pub fn write(summary: &Summary, json: &Path) -> Result<Vec<PathBuf>> {
     font()?;
+    let mut written = Vec::new();
+    for run in &summary.runs {
+        written.extend(write_run(summary, run, json)?);
+    }
+    Ok(written)
+}
+
+fn write_run(summary: &Summary, run: &Run, json: &Path) -> Result<Vec<PathBuf>> {
     let stem = json.with_extension("");
-    let name = |suffix: &str| PathBuf::from(format!("{}-{suffix}.png", stem.display()));
+    let workload = run.workload.name().to_lowercase();
+    let name = |suffix: &str| PathBuf::from(format!("{}-{workload}-{suffix}.png", stem.display()));
+    let open = match run.rate_per_sec {
+        0 => String::new(),
+        r => format!(", {r}/s due"),
+    };
     let title = format!(
-        "{:?} {:?}, {} connections",
-        summary.target, summary.op, summary.concurrency
-    )
-    .to_lowercase();
-    let seconds = summary.timeline.len().max(1) as u64;
+        "{} workload {} ({:?}), {} connections{open}",
+        summary.label,
+        run.workload.name(),
+        run.distribution,
+        summary.concurrency
+    );
+    let seconds = run.timeline.len().max(1) as u64;
 
     let throughput = name("throughput");
     {
         let root = BitMapBackend::new(&throughput, (900, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(drawing)?;
-        let max = summary
+        let max = run
             .timeline
             .iter()
             .map(|s| s.requests)
@@ -82,12 +98,12 @@ pub fn write(summary: &Summary, json: &Path) -> Result<Vec<PathBuf>> {
         chart
             .configure_mesh()
             .x_desc("second")
-            .y_desc("requests per second")
+            .y_desc("operations per second")
             .draw()
             .map_err(drawing)?;
         chart
             .draw_series(LineSeries::new(
-                summary.timeline.iter().map(|s| (s.second, s.requests)),
+                run.timeline.iter().map(|s| (s.second, s.requests)),
                 &BLUE,
             ))
             .map_err(drawing)?;
@@ -99,7 +115,7 @@ pub fn write(summary: &Summary, json: &Path) -> Result<Vec<PathBuf>> {
         let root = BitMapBackend::new(&latency, (900, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(drawing)?;
         let ms = |us: u64| us as f64 / 1000.0;
-        let max = summary
+        let max = run
             .timeline
             .iter()
             .map(|s| ms(s.p99_us))
@@ -127,7 +143,7 @@ pub fn write(summary: &Summary, json: &Path) -> Result<Vec<PathBuf>> {
         ] {
             chart
                 .draw_series(LineSeries::new(
-                    summary.timeline.iter().map(|s| (s.second, ms(pick(s)))),
+                    run.timeline.iter().map(|s| (s.second, ms(pick(s)))),
                     &color,
                 ))
                 .map_err(drawing)?

@@ -84,6 +84,19 @@ pub fn chorus_bin() -> &'static str {
     env!("CARGO_BIN_EXE_chorus")
 }
 
+/// Runs the `chorus` binary with `args` to its end (at most 120 s).
+pub async fn chorus(args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(chorus_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("chorus did not finish within 120 s")
+        .expect("run chorus")
+}
+
 /// The sum of every sample of a node's `/metrics` whose line starts with
 /// `series` (a metric name, with or without labels).
 pub async fn metric(client: &Client, series: &str) -> f64 {

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# chorus against its peers, the same YCSB workloads from the same client, in
+# one run on this machine.
+#
+# Installs Debian's etcd-server and redis-server when they are missing (as
+# root, with apt-get), builds the release binary, and starts on loopback,
+# with data in a temp dir:
+#   chorus3  three `chorus serve` processes, N = 3, R = W = 2, durable
+#            (sync = "always": every acknowledged write is fsynced)
+#   chorus1  one `chorus serve` process, N = 1, durable
+#   etcd     a three-member etcd cluster (Raft, fsynced log), through its
+#            JSON gateway
+#   redis    one Redis, in memory (no persistence): the single-node
+#            in-memory reference
+#   null     the in-process null server: the machine's HTTP ceiling
+# Each target is loaded with RECORDS records once, then runs the workloads
+# (closed loop, CONCURRENCY connections, DURATION each), ROUNDS times,
+# alternating targets so the machine's noise hits all alike. Then workload B
+# runs open-loop at half of each target's own measured B peak, for the p99
+# target. docs/bench/report.py prints the tables and median ratios and,
+# with WRITE_DOCS=1, writes them and the plots into docs/benchmarks.md.
+# Everything started is stopped by its PID on exit.
+#
+#   bash docs/bench/compare.sh [duration, default 10s] [concurrency, default 64]
+#   env: ROUNDS (3), RECORDS (100000), WORKLOADS (a,b,c,f,d,put), TARGETS
+#        ("null chorus3 etcd redis chorus1"), WRITE_DOCS (0)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+duration=${1:-10s}
+concurrency=${2:-64}
+rounds=${ROUNDS:-3}
+records=${RECORDS:-100000}
+workloads=${WORKLOADS:-a,b,c,f,d,put}
+read -r -a targets <<< "${TARGETS:-null chorus3 etcd redis chorus1}"
+base=${BASE_PORT:-7501}
+etcd_base=${ETCD_BASE_PORT:-23890}
+redis_port=${REDIS_PORT:-16399}
+
+missing=()
+command -v etcd > /dev/null || missing+=(etcd-server)
+command -v redis-server > /dev/null || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+fi
+cargo build --release --quiet
+bin=target/release/chorus
+work=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
+
+# chorus: a config of `count` nodes from port `first`, N = `n`.
+chorus_config() {
+  local file=$1 first=$2 count=$3 n=$4
+  printf '[cluster]\nname = "compare"\nn = %d\nr = %d\nw = %d\n\n[storage]\nsync = "always"\n' \
+    "$n" $((n / 2 + 1)) $((n / 2 + 1)) > "$file"
+  for i in $(seq "$count"); do
+    printf '\n[[nodes]]\nid = "n%d"\nlisten = "127.0.0.1:%d"\ndata_dir = "%s"\n' \
+      "$i" $((first + i - 1)) "$work/$(basename "$file" .toml)-n$i" >> "$file"
+  done
+}
+chorus_config "$work/three.toml" "$base" 3 3
+chorus_config "$work/one.toml" $((base + 10)) 1 1
+for i in 1 2 3; do
+  "$bin" serve --config "$work/three.toml" --node "n$i" > /dev/null 2> "$work/chorus3-n$i.log" &
+  pids+=($!)
+done
+"$bin" serve --config "$work/one.toml" --node n1 > /dev/null 2> "$work/chorus1.log" &
+pids+=($!)
+
+cluster=$(for i in 1 2 3; do printf 'e%d=http://127.0.0.1:%d,' "$i" $((etcd_base + 10 + i)); done)
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$work/etcd$i" --log-level error \
+    --listen-client-urls "http://127.0.0.1:$((etcd_base + i))" \
+    --advertise-client-urls "http://127.0.0.1:$((etcd_base + i))" \
+    --listen-peer-urls "http://127.0.0.1:$((etcd_base + 10 + i))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_base + 10 + i))" \
+    --initial-cluster "${cluster%,}" --initial-cluster-state new \
+    > "$work/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+  > "$work/redis.log" 2>&1 &
+pids+=($!)
+
+ready() { curl -sf "$1" > /dev/null 2>&1; }
+for _ in $(seq 150); do
+  ready "http://127.0.0.1:$base/health" && ready "http://127.0.0.1:$((base + 2))/health" \
+    && ready "http://127.0.0.1:$((base + 10))/health" \
+    && ready "http://127.0.0.1:$((etcd_base + 1))/health" && break
+  sleep 0.2
+done
+# The ring settles (every node knows every other) before the load.
+sleep 2
+
+args_for() {
+  case $1 in
+    null) echo "--target null" ;;
+    chorus3) echo "--url http://127.0.0.1:$base,http://127.0.0.1:$((base + 1)),http://127.0.0.1:$((base + 2))" ;;
+    chorus1) echo "--url http://127.0.0.1:$((base + 10))" ;;
+    etcd) echo "--target etcd --url http://127.0.0.1:$((etcd_base + 1)),http://127.0.0.1:$((etcd_base + 2)),http://127.0.0.1:$((etcd_base + 3))" ;;
+    redis) echo "--target redis --url redis://127.0.0.1:$redis_port" ;;
+  esac
+}
+common=(--duration "$duration" --concurrency "$concurrency" --value-size 100 --records "$records")
+for round in $(seq "$rounds"); do
+  for t in "${targets[@]}"; do
+    load=()
+    # Loaded once; the null server lives in each bench process, so always.
+    [ "$round" -gt 1 ] && [ "$t" != null ] && load=(--no-load)
+    # shellcheck disable=SC2046
+    "$bin" bench $(args_for "$t") --label "$t" --workload "$workloads" "${load[@]}" "${common[@]}" \
+      --out "$work/$t-$round.json" > /dev/null 2>> "$work/bench.log"
+    echo "round $round: $t done" >&2
+  done
+done
+# Workload B open-loop at half of each target's own closed-loop B peak.
+for t in "${targets[@]}"; do
+  peak=$(python3 -c "import json,sys; print(int(max(r['throughput_per_sec'] for i in range(1, $rounds + 1) for r in json.load(open(f'$work/$t-{i}.json'))['runs'] if r['workload'] == 'b')))")
+  load=(--no-load)
+  [ "$t" = null ] && load=()
+  # shellcheck disable=SC2046
+  "$bin" bench $(args_for "$t") --label "$t" --workload b --rate $((peak / 2)) "${load[@]}" "${common[@]}" \
+    --out "$work/$t-b50.json" > /dev/null 2>> "$work/bench.log"
+  echo "B at half of $peak/s: $t done" >&2
+done
+export COMPARE_COMMAND="ROUNDS=$rounds RECORDS=$records WRITE_DOCS=1 bash docs/bench/compare.sh $duration $concurrency"
+python3 docs/bench/report.py "$work" "$rounds" "${targets[@]}"
