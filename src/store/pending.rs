@@ -67,9 +67,15 @@ impl Pending {
     }
 
     /// The new set once it is durable.
+    ///
+    /// Waits on durability alone: the store sends the set before it says
+    /// the update is durable, so the set is there by then and the waiting
+    /// task is woken once per update, not twice. A failed update has no
+    /// durability to send; its own error comes from the set's step.
     pub async fn wait(self) -> Result<SiblingSet> {
-        let (set, durable) = self.applied().await?;
-        durable.wait().await?;
+        let durable = self.durable.wait().await;
+        let set = self.applied.wait().await?;
+        durable?;
         Ok(set)
     }
 }
