@@ -29,7 +29,8 @@
 //!                network (deterministic by seed), in one process
 //! check          checkers: a recorded history in, broken promises out
 //! metrics        every metric, once (name, kind, unit, help)
-//! client, bench  the HTTP client the CLI and tests use; the load generator
+//! client, bench  the HTTP client the CLI and tests use; the YCSB load
+//!                generator against chorus, the null server, etcd and Redis
 //! ```
 //!
 //! The pure cores (`version`, `ring`, `antientropy::merkle`,

@@ -23,7 +23,7 @@
 #
 #   bash docs/bench/compare.sh [duration, default 10s] [concurrency, default 64]
 #   env: ROUNDS (3), RECORDS (100000), WORKLOADS (a,b,c,f,d,put), TARGETS
-#        ("null chorus3 etcd redis chorus1"), WRITE_DOCS (0)
+#        ("null chorus3 etcd redis chorus1"), WRITE_DOCS (0), KEEP (a dir for the JSON and plots)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-10s}
@@ -47,7 +47,10 @@ cargo build --release --quiet
 bin=target/release/chorus
 work=$(mktemp -d)
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
+# KEEP=DIR keeps the summaries and plots there.
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null
+      [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$work"/*.json "$work"/*.png "$KEEP"/ 2>/dev/null
+      rm -rf "$work"' EXIT
 
 # chorus: a config of `count` nodes from port `first`, N = `n`.
 chorus_config() {

@@ -115,6 +115,7 @@ def main(work, rounds, targets):
 
 def write_docs(work, targets, text):
     plots = []
+    os.makedirs(PLOTS, exist_ok=True)
     for name in ["chorus3-1-a", "chorus3-b50-b", "etcd-1-a"]:
         for kind in ["throughput", "latency"]:
             src = os.path.join(work, f"{name}-{kind}.png")
