@@ -301,11 +301,7 @@ async fn bad_bench_input_is_a_clear_error() {
 
 /// `name` on PATH, or None with a loud note (a failure where CI requires it).
 fn peer_binary(name: &str, package: &str) -> Option<String> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
+    let found = common::on_path(name);
     if found.is_none() {
         assert!(
             std::env::var_os("CHORUS_REQUIRE_BENCH_PEERS").is_none(),

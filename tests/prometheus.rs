@@ -21,14 +21,6 @@ use common::dashboards::{alert_exprs, panels};
 use http::{Method, StatusCode};
 use tokio::process::Command;
 
-fn prometheus_binary() -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| PathBuf::from(dir).join("prometheus"))
-        .find(|p| p.is_file())
-}
-
 /// Runs one instant query; `Ok(series returned)` or the error Prometheus gave.
 async fn query(prometheus: &Client, expr: &str) -> Result<usize, String> {
     let expr = expr
@@ -64,7 +56,7 @@ async fn put(client: &Client, key: &str, query: &str, body: &str) -> StatusCode 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_dashboard_and_alert_expression_runs_against_a_real_prometheus() {
-    let Some(binary) = prometheus_binary() else {
+    let Some(binary) = common::on_path("prometheus") else {
         assert!(
             std::env::var_os("CHORUS_REQUIRE_PROMETHEUS").is_none(),
             "CHORUS_REQUIRE_PROMETHEUS is set but no prometheus binary is on PATH"

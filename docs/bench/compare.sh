@@ -44,6 +44,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
 fi
 cargo build --release --quiet
+. docs/bench/lib.sh
 bin=target/release/chorus
 work=$(mktemp -d)
 pids=()
@@ -52,18 +53,8 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null
       [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$work"/*.json "$work"/*.png "$KEEP"/ 2>/dev/null
       rm -rf "$work"' EXIT
 
-# chorus: a config of `count` nodes from port `first`, N = `n`.
-chorus_config() {
-  local file=$1 first=$2 count=$3 n=$4
-  printf '[cluster]\nname = "compare"\nn = %d\nr = %d\nw = %d\n\n[storage]\nsync = "always"\n' \
-    "$n" $((n / 2 + 1)) $((n / 2 + 1)) > "$file"
-  for i in $(seq "$count"); do
-    printf '\n[[nodes]]\nid = "n%d"\nlisten = "127.0.0.1:%d"\ndata_dir = "%s"\n' \
-      "$i" $((first + i - 1)) "$work/$(basename "$file" .toml)-n$i" >> "$file"
-  done
-}
-chorus_config "$work/three.toml" "$base" 3 3
-chorus_config "$work/one.toml" $((base + 10)) 1 1
+chorus_config "$work/three.toml" compare "$base" 3 3
+chorus_config "$work/one.toml" compare $((base + 10)) 1 1
 for i in 1 2 3; do
   "$bin" serve --config "$work/three.toml" --node "n$i" > /dev/null 2> "$work/chorus3-n$i.log" &
   pids+=($!)
@@ -86,13 +77,8 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
   > "$work/redis.log" 2>&1 &
 pids+=($!)
 
-ready() { curl -sf "$1" > /dev/null 2>&1; }
-for _ in $(seq 150); do
-  ready "http://127.0.0.1:$base/health" && ready "http://127.0.0.1:$((base + 2))/health" \
-    && ready "http://127.0.0.1:$((base + 10))/health" \
-    && ready "http://127.0.0.1:$((etcd_base + 1))/health" && break
-  sleep 0.2
-done
+wait_healthy "http://127.0.0.1:$base" "http://127.0.0.1:$((base + 1))" "http://127.0.0.1:$((base + 2))" \
+  "http://127.0.0.1:$((base + 10))" "http://127.0.0.1:$((etcd_base + 1))"
 # The ring settles (every node knows every other) before the load.
 sleep 2
 
@@ -117,15 +103,18 @@ for round in $(seq "$rounds"); do
     echo "round $round: $t done" >&2
   done
 done
-# Workload B open-loop at half of each target's own closed-loop B peak.
-for t in "${targets[@]}"; do
-  peak=$(python3 -c "import json,sys; print(int(max(r['throughput_per_sec'] for i in range(1, $rounds + 1) for r in json.load(open(f'$work/$t-{i}.json'))['runs'] if r['workload'] == 'b')))")
-  load=(--no-load)
-  [ "$t" = null ] && load=()
-  # shellcheck disable=SC2046
-  "$bin" bench $(args_for "$t") --label "$t" --workload b --rate $((peak / 2)) "${load[@]}" "${common[@]}" \
-    --out "$work/$t-b50.json" > /dev/null 2>> "$work/bench.log"
-  echo "B at half of $peak/s: $t done" >&2
-done
+# Workload B open-loop at half of each target's own closed-loop B peak
+# (when B is among the workloads).
+if [[ ",$workloads," == *,b,* ]]; then
+  for t in "${targets[@]}"; do
+    peak=$(python3 -c "import json,sys; print(int(max(r['throughput_per_sec'] for i in range(1, $rounds + 1) for r in json.load(open(f'$work/$t-{i}.json'))['runs'] if r['workload'] == 'b')))")
+    load=(--no-load)
+    [ "$t" = null ] && load=()
+    # shellcheck disable=SC2046
+    "$bin" bench $(args_for "$t") --label "$t" --workload b --rate $((peak / 2)) "${load[@]}" "${common[@]}" \
+      --out "$work/$t-b50.json" > /dev/null 2>> "$work/bench.log"
+    echo "B at half of $peak/s: $t done" >&2
+  done
+fi
 export COMPARE_COMMAND="ROUNDS=$rounds RECORDS=$records WRITE_DOCS=1 bash docs/bench/compare.sh $duration $concurrency"
 python3 docs/bench/report.py "$work" "$rounds" "${targets[@]}"

@@ -21,24 +21,15 @@ rate=${RATE:-5000}
 soak=${SOAK:-10m}
 port=${PORT:-7591}
 cargo build --release --quiet
+. docs/bench/lib.sh
 bin=target/release/chorus
 work=$(mktemp -d)
 node=
 trap '[ -n "$node" ] && kill "$node" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-cat > "$work/one.toml" <<TOML
-[cluster]
-name = "memory"
-n = 1
-r = 1
-w = 1
-[[nodes]]
-id = "n1"
-listen = "127.0.0.1:$port"
-data_dir = "$work/n1"
-TOML
+chorus_config "$work/one.toml" memory "$port" 1 1
 "$bin" serve --config "$work/one.toml" --node n1 > /dev/null 2> "$work/node.log" &
 node=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" > /dev/null 2>&1 && break; sleep 0.1; done
+wait_healthy "http://127.0.0.1:$port"
 rss() { awk '/^VmRSS/ {print $2 * 1024}' "/proc/$node/status"; }
 url="http://127.0.0.1:$port"
 
@@ -46,7 +37,7 @@ before=$(rss)
 "$bin" bench --url "$url" --workload c --records "$records" --duration 5s --concurrency 64 \
   --value-size 100 > "$work/load.json" 2> "$work/load.err"
 after=$(rss)
-disk=$(du -sb "$work/n1" | cut -f1)
+disk=$(du -sb "$work/one-n1" | cut -f1)
 
 # The soak: RSS every 10 s while the bench runs.
 ( while kill -0 "$node" 2>/dev/null; do echo "$(date +%s) $(rss)"; sleep 10; done ) > "$work/rss.txt" &

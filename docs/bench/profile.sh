@@ -26,24 +26,21 @@ command -v perf > /dev/null || {
 }
 command -v inferno-flamegraph > /dev/null || cargo install --quiet inferno
 cargo build --release --quiet
+. docs/bench/lib.sh
 bin=target/release/chorus
 work=$(mktemp -d)
 mkdir -p "$out"
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
 
-printf '[cluster]\nname = "profile"\nn = 3\nr = 2\nw = 2\n\n[storage]\nsync = "always"\n' > "$work/three.toml"
-for i in 1 2 3; do
-  printf '\n[[nodes]]\nid = "n%d"\nlisten = "127.0.0.1:%d"\ndata_dir = "%s/n%d"\n' \
-    "$i" $((base + i - 1)) "$work" "$i" >> "$work/three.toml"
-done
+chorus_config "$work/three.toml" profile "$base" 3 3
 for i in 1 2 3; do
   "$bin" serve --config "$work/three.toml" --node "n$i" > /dev/null 2> "$work/n$i.log" &
   pids+=($!)
 done
 node_pids=("${pids[@]}")
 url="http://127.0.0.1:$base"
-for _ in $(seq 100); do curl -sf "$url/health" > /dev/null 2>&1 && break; sleep 0.2; done
+wait_healthy "$url" "http://127.0.0.1:$((base + 1))" "http://127.0.0.1:$((base + 2))"
 sleep 2
 "$bin" bench --url "$url" --workload c --records "$records" --duration 1s > /dev/null 2>&1
 

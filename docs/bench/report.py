@@ -21,7 +21,7 @@ DOCS = os.path.join(os.path.dirname(__file__), "..", "benchmarks.md")
 PLOTS = os.path.join(os.path.dirname(__file__), "plots")
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
-# (name, numerator, denominator, workload, bound, "min" or "max")
+# (name, numerator target, denominator target, workload, lowest ratio met)
 TARGETS = [
     ("chorus3 A / etcd A (3 nodes each)", "chorus3", "etcd", "A", 8.0),
     ("chorus3 C / null C", "chorus3", "null", "C", 0.45),

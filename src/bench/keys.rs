@@ -34,6 +34,17 @@ pub enum Distribution {
     Latest,
 }
 
+impl Distribution {
+    /// The name on the command line and in the JSON summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Uniform => "uniform",
+            Distribution::Zipfian => "zipfian",
+            Distribution::Latest => "latest",
+        }
+    }
+}
+
 /// Draws record indexes in `0..records`.
 #[derive(Clone, Debug)]
 pub struct KeyChooser {

@@ -238,7 +238,7 @@ pub async fn run(options: Options) -> Result<Summary> {
         label: options
             .label
             .clone()
-            .unwrap_or_else(|| format!("{:?}", options.target).to_lowercase()),
+            .unwrap_or_else(|| options.target.name().to_string()),
         urls,
         concurrency,
         value_size: options.value_size,
@@ -421,18 +421,21 @@ async fn work(
     let mut recorder = timeline.recorder()?;
     let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
     let mut chooser = KeyChooser::new(spec.distribution);
-    let interval = spec.interval();
-    // Open loop: worker w's first operation is due w/concurrency of an
-    // interval in, so the arrivals over all workers are evenly spaced.
-    let mut due = interval.map(|gap| started + gap.mul_f64(w as f64 / spec.concurrency as f64));
+    // Open loop: when the next operation is due, and the gap to the one
+    // after. Worker w's first is due w/concurrency of a gap in, so the
+    // arrivals over all workers are evenly spaced.
+    let mut schedule = spec.interval().map(|gap| {
+        let first = started + gap.mul_f64(w as f64 / spec.concurrency as f64);
+        (first, gap)
+    });
     loop {
-        let intended = match (&mut due, interval) {
-            (Some(at), Some(gap)) => {
-                let this = *at;
-                *at += gap;
+        let intended = match &mut schedule {
+            Some((due, gap)) => {
+                let this = *due;
+                *due += *gap;
                 this
             }
-            _ => Instant::now(),
+            None => Instant::now(),
         };
         if intended >= deadline {
             break;
@@ -508,7 +511,7 @@ pub fn row(summary: &Summary, run: &Run) -> String {
         "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
         summary.label,
         run.workload.name(),
-        format!("{:?}", run.distribution).to_lowercase(),
+        run.distribution.name(),
         summary.concurrency,
         rate,
         run.throughput_per_sec,

@@ -42,6 +42,18 @@ pub enum Target {
     Redis,
 }
 
+impl Target {
+    /// The name on the command line and in the JSON summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Chorus => "chorus",
+            Target::Null => "null",
+            Target::Etcd => "etcd",
+            Target::Redis => "redis",
+        }
+    }
+}
+
 /// What one operation came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -84,36 +96,39 @@ impl Contexts {
     }
 }
 
+/// How the bench reaches the target.
+#[derive(Clone)]
+enum Reach {
+    /// chorus, null or etcd: one pooled client per URL.
+    Http(Vec<Client>),
+    Redis(redis::Client),
+}
+
 /// A run's view of its target, cloned into every worker.
 #[derive(Clone)]
 pub struct Backend {
     target: Target,
-    clients: Vec<Client>,
-    redis: Option<redis::Client>,
+    reach: Reach,
     contexts: Arc<Contexts>,
 }
 
 impl Backend {
     /// `urls` are the nodes (or the one etcd member or Redis server).
     pub fn new(target: Target, urls: &[String]) -> Result<Backend> {
-        let mut redis = None;
-        let mut clients = Vec::new();
-        if target == Target::Redis {
+        let reach = if target == Target::Redis {
             let url = urls.first().ok_or_else(|| bad_url("no Redis URL"))?;
             let info = url.as_str().into_connection_info().map_err(bad_url)?;
             // TCP_NODELAY, as on every other client socket of the bench.
             let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
-            redis = Some(redis::Client::open(info.set_tcp_settings(tcp)).map_err(bad_url)?);
+            Reach::Redis(redis::Client::open(info.set_tcp_settings(tcp)).map_err(bad_url)?)
+        } else if urls.is_empty() {
+            return Err(bad_url("no URL"));
         } else {
-            clients = urls.iter().map(|u| Client::new(u)).collect();
-            if clients.is_empty() {
-                return Err(bad_url("no URL"));
-            }
-        }
+            Reach::Http(urls.iter().map(|u| Client::new(u)).collect())
+        };
         Ok(Backend {
             target,
-            clients,
-            redis,
+            reach,
             contexts: Arc::new(Contexts::new()),
         })
     }
@@ -121,33 +136,39 @@ impl Backend {
     /// Worker `w`'s connection: the `w`-th node round-robin, or its own
     /// Redis connection (one per worker, as YCSB has one per thread).
     pub async fn session(&self, w: usize) -> Result<Session> {
-        let redis = match &self.redis {
-            Some(client) => {
+        let conn = match &self.reach {
+            Reach::Http(clients) => Conn::Http(Box::new(clients[w % clients.len()].clone())),
+            Reach::Redis(client) => {
                 let config = redis::AsyncConnectionConfig::new()
                     .set_response_timeout(Some(OPERATION_TIMEOUT))
                     .set_connection_timeout(Some(Duration::from_secs(5)));
-                Some(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await
-                        .map_err(|e| bad_url(format!("cannot reach Redis: {e}")))?,
-                )
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| bad_url(format!("cannot reach Redis: {e}")))?;
+                Conn::Redis(conn)
             }
-            None => None,
         };
         Ok(Session {
-            backend: self.clone(),
-            client: self.clients.get(w % self.clients.len().max(1)).cloned(),
-            redis,
+            target: self.target,
+            contexts: Arc::clone(&self.contexts),
+            conn,
         })
     }
 }
 
+/// One worker's connection.
+enum Conn {
+    /// Boxed: a pooled client is several times a Redis connection's size.
+    Http(Box<Client>),
+    Redis(redis::aio::MultiplexedConnection),
+}
+
 /// One worker's connection to the target.
 pub struct Session {
-    backend: Backend,
-    client: Option<Client>,
-    redis: Option<redis::aio::MultiplexedConnection>,
+    target: Target,
+    contexts: Arc<Contexts>,
+    conn: Conn,
 }
 
 impl Session {
@@ -157,7 +178,7 @@ impl Session {
 
     /// Overwrites record `i` (chorus: with the context last seen for it).
     pub async fn update(&mut self, i: u64, value: &Bytes) -> Outcome {
-        let context = self.backend.contexts.get(i);
+        let context = self.contexts.get(i);
         timed(self.write_once(i, value, context)).await
     }
 
@@ -172,7 +193,7 @@ impl Session {
             if self.read_once(i).await == Outcome::Failed {
                 return Outcome::Failed;
             }
-            let context = self.backend.contexts.get(i);
+            let context = self.contexts.get(i);
             self.write_once(i, value, context).await
         })
         .await
@@ -180,26 +201,26 @@ impl Session {
 
     async fn read_once(&mut self, i: u64) -> Outcome {
         let key = key(i);
-        if let Some(conn) = &mut self.redis {
-            let got: redis::RedisResult<Option<Vec<u8>>> =
-                redis::cmd("GET").arg(&key).query_async(conn).await;
-            return match got {
-                Ok(Some(_)) => Outcome::Done,
-                Ok(None) => Outcome::NotFound,
-                Err(_) => Outcome::Failed,
-            };
-        }
-        let Some(client) = &self.client else {
-            return Outcome::Failed;
+        let client = match &mut self.conn {
+            Conn::Redis(conn) => {
+                let got: redis::RedisResult<Option<Vec<u8>>> =
+                    redis::cmd("GET").arg(&key).query_async(conn).await;
+                return match got {
+                    Ok(Some(_)) => Outcome::Done,
+                    Ok(None) => Outcome::NotFound,
+                    Err(_) => Outcome::Failed,
+                };
+            }
+            Conn::Http(client) => client,
         };
-        let reply = match self.backend.target {
+        let reply = match self.target {
             Target::Etcd => etcd::get(client, &key).await,
             _ => client.get(&key).await,
         };
         match reply {
             Ok(r) if r.status.is_success() || r.status == StatusCode::MULTIPLE_CHOICES => {
-                self.backend.contexts.remember(i, &r);
-                match self.backend.target {
+                self.contexts.remember(i, &r);
+                match self.target {
                     // etcd answers 200 with no `kvs` for an absent key.
                     Target::Etcd if !etcd::found(&r) => Outcome::NotFound,
                     _ => Outcome::Done,
@@ -212,28 +233,28 @@ impl Session {
 
     async fn write_once(&mut self, i: u64, value: &Bytes, context: Option<String>) -> Outcome {
         let key = key(i);
-        if let Some(conn) = &mut self.redis {
-            let set: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(&key)
-                .arg(value.as_ref())
-                .query_async(conn)
-                .await;
-            return if set.is_ok() {
-                Outcome::Done
-            } else {
-                Outcome::Failed
-            };
-        }
-        let Some(client) = &self.client else {
-            return Outcome::Failed;
+        let client = match &mut self.conn {
+            Conn::Redis(conn) => {
+                let set: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value.as_ref())
+                    .query_async(conn)
+                    .await;
+                return if set.is_ok() {
+                    Outcome::Done
+                } else {
+                    Outcome::Failed
+                };
+            }
+            Conn::Http(client) => client,
         };
-        let reply = match self.backend.target {
+        let reply = match self.target {
             Target::Etcd => etcd::put(client, &key, value).await,
             _ => client.put(&key, value.clone(), context.as_deref()).await,
         };
         match reply {
             Ok(r) if r.status.is_success() => {
-                self.backend.contexts.remember(i, &r);
+                self.contexts.remember(i, &r);
                 Outcome::Done
             }
             _ => Outcome::Failed,

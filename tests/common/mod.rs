@@ -84,6 +84,14 @@ pub fn chorus_bin() -> &'static str {
     env!("CARGO_BIN_EXE_chorus")
 }
 
+/// The executable `name` on PATH, if there is one.
+pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Runs the `chorus` binary with `args` to its end (at most 120 s).
 pub async fn chorus(args: &[&str]) -> std::process::Output {
     let run = tokio::process::Command::new(chorus_bin())

@@ -1,0 +1,27 @@
+# Helpers the bench scripts source (not run on its own).
+
+# chorus_config FILE NAME FIRST_PORT COUNT N: a durable cluster config
+# (sync = "always") named NAME of COUNT nodes on loopback from FIRST_PORT,
+# N replicas and majority quorums, with each node's data beside FILE.
+chorus_config() {
+  local file=$1 name=$2 first=$3 count=$4 n=$5 i
+  printf '[cluster]\nname = "%s"\nn = %d\nr = %d\nw = %d\n\n[storage]\nsync = "always"\n' \
+    "$name" "$n" $((n / 2 + 1)) $((n / 2 + 1)) > "$file"
+  for i in $(seq "$count"); do
+    printf '\n[[nodes]]\nid = "n%d"\nlisten = "127.0.0.1:%d"\ndata_dir = "%s"\n' \
+      "$i" $((first + i - 1)) "${file%.toml}-n$i" >> "$file"
+  done
+}
+
+# wait_healthy URL...: until every URL's /health answers (at most 30 s).
+wait_healthy() {
+  local url
+  for _ in $(seq 150); do
+    for url in "$@"; do
+      curl -sf "$url/health" > /dev/null 2>&1 || continue 2
+    done
+    return 0
+  done
+  echo "not healthy after 30 s: $*" >&2
+  return 1
+}
