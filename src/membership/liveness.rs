@@ -37,6 +37,18 @@ pub struct Beat {
     pub heartbeat: u64,
 }
 
+/// What a [`Heartbeats::merge`] learned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Beats newer than what was known.
+    pub newer: usize,
+    /// Nodes heard for the first time or in a new generation (restarted).
+    /// Either may be owed hints from writes made while it was away, even
+    /// when this node never sampled it down: a restart shorter than the
+    /// detector's conviction time is seen only here.
+    pub new_lives: Vec<String>,
+}
+
 /// What this node believes of another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -146,26 +158,26 @@ impl Heartbeats {
 
     /// Keeps every beat newer than what was known (heard at `now`), and
     /// only for nodes `member` accepts (beats about strangers are dropped,
-    /// so a peer cannot grow the table without bound). Returns how many
-    /// were newer.
-    pub fn merge(&mut self, beats: &[Beat], now: u64, member: impl Fn(&str) -> bool) -> usize {
-        let mut newer = 0;
+    /// so a peer cannot grow the table without bound).
+    pub fn merge(&mut self, beats: &[Beat], now: u64, member: impl Fn(&str) -> bool) -> Merged {
+        let mut merged = Merged::default();
         for beat in beats {
             if beat.node == self.me || !member(&beat.node) {
                 continue;
             }
             let key = (beat.generation, beat.heartbeat);
-            match self.known.get_mut(&beat.node) {
-                Some(k) if (k.generation, k.heartbeat) >= key => {}
+            let new_life = match self.known.get_mut(&beat.node) {
+                Some(k) if (k.generation, k.heartbeat) >= key => continue,
                 Some(k) => {
-                    if k.generation != beat.generation {
+                    let restarted = k.generation != beat.generation;
+                    if restarted {
                         // A new process: its rhythm is learned afresh.
                         k.detector = Detector::new(now, self.period);
                     } else {
                         k.detector.heard(now);
                     }
                     (k.generation, k.heartbeat) = key;
-                    newer += 1;
+                    restarted
                 }
                 None => {
                     self.known.insert(
@@ -176,11 +188,15 @@ impl Heartbeats {
                             detector: Detector::new(now, self.period),
                         },
                     );
-                    newer += 1;
+                    true
                 }
+            };
+            merged.newer += 1;
+            if new_life {
+                merged.new_lives.push(beat.node.clone());
             }
         }
-        newer
+        merged
     }
 
     /// Forgets nodes that are no longer members.

@@ -212,8 +212,10 @@ impl Cluster {
         fallbacks
     }
 
-    /// Resolves when a node the failure detector held down beats again
-    /// (at once if one did since the last call): hints wait for this.
+    /// Resolves when a node the failure detector held down beats again, or
+    /// a node is heard in a new process (its first beat here, or a
+    /// restart, however brief); at once if either happened since the last
+    /// call. Hints wait for this.
     pub async fn returned(&self) {
         self.returned.notified().await;
     }
@@ -336,7 +338,13 @@ impl Cluster {
         let peers = self.peers();
         let now = self.now_ms();
         let mut table = self.heartbeats.lock();
-        table.merge(beats, now, |node| peers.iter().any(|p| p == node));
+        let merged = table.merge(beats, now, |node| peers.iter().any(|p| p == node));
+        for node in &merged.new_lives {
+            tracing::debug!(%node, "heard a new process (first beat or a restart)");
+        }
+        if !merged.new_lives.is_empty() {
+            self.returned.notify_one();
+        }
         Ok(table.beats())
     }
 
@@ -389,9 +397,6 @@ impl Cluster {
                     tracing::info!(node = %peer, "is up again (heartbeats resumed)");
                     self.returned.notify_one();
                 }
-                // First heard of: this node may hold hints for it from
-                // writes others coordinated while it was down.
-                (Some(Verdict::Unknown), Verdict::Up) => self.returned.notify_one(),
                 (Some(Verdict::Up), Verdict::Down) => {
                     let phi = table.phi(&peer, now).unwrap_or_default();
                     tracing::warn!(node = %peer, phi, "is down (no heartbeat; phi over ring.phi_threshold)");

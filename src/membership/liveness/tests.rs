@@ -78,8 +78,16 @@ fn silence_convicts_and_a_beat_acquits() {
             heartbeat: h,
         }]
     };
-    for h in 1..=20 {
-        table.merge(&beat(h), h * PERIOD, any_member);
+    // The first beat heard is a new life; the next ones are not.
+    let first = table.merge(&beat(1), PERIOD, any_member);
+    assert_eq!(first.new_lives, vec!["n2".to_string()]);
+    for h in 2..=20 {
+        assert!(
+            table
+                .merge(&beat(h), h * PERIOD, any_member)
+                .new_lives
+                .is_empty()
+        );
     }
     let last = 20 * PERIOD;
     assert_eq!(table.verdict("n2", last + 5 * PERIOD), Verdict::Up);
@@ -87,7 +95,10 @@ fn silence_convicts_and_a_beat_acquits() {
     assert_eq!(table.verdict("n2", last + 17 * PERIOD), Verdict::Up);
     assert_eq!(table.verdict("n2", last + 20 * PERIOD), Verdict::Down);
     // An old beat does not acquit; a new one does.
-    table.merge(&beat(3), last + 20 * PERIOD, any_member);
+    assert_eq!(
+        table.merge(&beat(3), last + 20 * PERIOD, any_member).newer,
+        0
+    );
     assert_eq!(table.verdict("n2", last + 20 * PERIOD), Verdict::Down);
     table.merge(&beat(21), last + 21 * PERIOD, any_member);
     assert_eq!(table.verdict("n2", last + 21 * PERIOD), Verdict::Up);
@@ -97,7 +108,9 @@ fn silence_convicts_and_a_beat_acquits() {
         generation: 6,
         heartbeat: 1,
     }];
-    assert_eq!(table.merge(&restarted, last + 22 * PERIOD, any_member), 1);
+    let merged = table.merge(&restarted, last + 22 * PERIOD, any_member);
+    assert_eq!(merged.newer, 1);
+    assert_eq!(merged.new_lives, vec!["n2".to_string()]);
     assert_eq!(table.heartbeat("n2"), Some((6, 1)));
     // Strangers are not kept.
     let stranger = vec![Beat {
@@ -105,7 +118,7 @@ fn silence_convicts_and_a_beat_acquits() {
         generation: 1,
         heartbeat: 1,
     }];
-    assert_eq!(table.merge(&stranger, 0, |n| n != "x"), 0);
+    assert_eq!(table.merge(&stranger, 0, |n| n != "x"), Merged::default());
     assert_eq!(table.verdict("x", 0), Verdict::Unknown);
 }
 
