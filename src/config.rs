@@ -98,6 +98,12 @@ pub struct ClusterConfig {
     /// Default bound on a whole client request, in ms (`?timeout_ms=`).
     #[serde(default = "defaults::timeout_ms")]
     pub timeout_ms: u64,
+    /// A read asks `r` replicas (this node first) and the others only when
+    /// one of them fails, a session context is not yet seen, or none has
+    /// answered for this many ms (Cassandra's speculative retry). 0 asks
+    /// all N at once, as Riak does.
+    #[serde(default = "defaults::speculative_read_ms")]
+    pub speculative_read_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -221,6 +227,9 @@ mod defaults {
     pub fn timeout_ms() -> u64 {
         5000
     }
+    pub fn speculative_read_ms() -> u64 {
+        10
+    }
 }
 
 impl Config {
@@ -263,6 +272,7 @@ impl Config {
                 pw: 0,
                 dw: 0,
                 timeout_ms: defaults::timeout_ms(),
+                speculative_read_ms: defaults::speculative_read_ms(),
             },
             limits: Limits::default(),
             storage: StorageConfig::default(),
@@ -334,6 +344,12 @@ impl Config {
             return Err(Error::config(
                 "cluster.timeout_ms",
                 "must be between 1 and 600000 ms",
+            ));
+        }
+        if c.speculative_read_ms > 600_000 {
+            return Err(Error::config(
+                "cluster.speculative_read_ms",
+                "must be at most 600000 ms (0 asks every replica at once)",
             ));
         }
         let l = &self.limits;

@@ -45,6 +45,11 @@ pub const SIBLING_WARNINGS_TOTAL: &str = "chorus_sibling_warnings_total";
 pub const HINTS_TOTAL: &str = "chorus_hints_total";
 /// Replicas brought up to date by read repair.
 pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
+/// Reads that asked the replicas beyond their first `r`, by `reason`:
+/// failure (one asked failed), slow (none answered within
+/// `cluster.speculative_read_ms`), session (the answers had not seen the
+/// client's context).
+pub const READS_WIDENED_TOTAL: &str = "chorus_reads_widened_total";
 /// Handoff sweeps that could not finish and will be retried.
 pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
 /// Anti-entropy rounds, by `mode` (state) and `result`: in_sync (the peer
@@ -250,6 +255,12 @@ pub const ALL: &[Def] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Replicas brought up to date by read repair.",
+    },
+    Def {
+        name: READS_WIDENED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Reads that asked the replicas beyond their first r, by reason.",
     },
     Def {
         name: SIBLING_WARNINGS_TOTAL,

@@ -189,7 +189,11 @@ impl Node {
         let (left_tx, left) = watch::channel(false);
         let api = Arc::new(Api {
             node: id.to_string(),
-            coordinator: Coordinator::new(Arc::clone(&cluster), Arc::clone(&replica)),
+            coordinator: Coordinator::new(
+                Arc::clone(&cluster),
+                Arc::clone(&replica),
+                Duration::from_millis(config.cluster.speculative_read_ms),
+            ),
             quorum: Quorum::defaults(&config.cluster),
             timeout_ms: config.cluster.timeout_ms,
             cluster: Arc::clone(&cluster),

@@ -11,23 +11,34 @@
 //! sibling set is then merged into the other replicas (`Merge`) in
 //! parallel, and the write is acknowledged once `w` replicas (the minting
 //! one included) hold it, `pw` of them primaries and `dw` of them durably.
-//! The remaining merges finish in the background. A read asks every
-//! replica (`Read`), merges the first `r` answers (`pr` from primaries) with
-//! the one sibling merge and returns; a read that carries the client's
-//! context waits until the merge has seen all of it (session guarantees). A [`Tally`] counts the answers; the
+//! The remaining merges finish in the background. A read asks `r`
+//! replicas (`Read`; this node first, then the others in random order so
+//! reads spread), merges their answers with the one sibling merge and
+//! returns. It asks the remaining replicas only when one of the first
+//! fails, when none has answered within `cluster.speculative_read_ms`
+//! (Cassandra's speculative retry), or when the answers have not seen the
+//! client's context (session guarantees: the read waits until the merge
+//! has seen all of it); `speculative_read_ms = 0` asks all N at once, as
+//! Riak does. Asking `r` instead of N saves (N - r) calls per read, the
+//! largest share of a read's cost. A [`Tally`] counts the answers; the
 //! whole request is bounded by the client's deadline (`timeout_ms`), and
 //! failing the quorum is a 503 that names the replicas that failed and why.
 //! The client's [`Quorum`] travels with a forwarded request. A read whose
 //! replies differ repairs the stale replicas in the background
-//! (`read_repair.rs`).
+//! (`read_repair.rs`); it repairs only the replicas it asked, and
+//! anti-entropy reaches the rest.
 
 mod calls;
 mod observe;
 pub mod quorum;
 mod read_repair;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use rand::seq::SliceRandom;
 use tokio::time::error::Elapsed;
 use tokio::time::{Instant, timeout_at};
 
@@ -46,6 +57,9 @@ pub struct Coordinator {
     transport: Arc<dyn Transport>,
     /// This node's replica, which mints without a round trip.
     replica: Arc<Replica>,
+    /// How long a read waits on the replicas it asked before asking the
+    /// others; zero asks every replica at once.
+    speculative_read: Duration,
 }
 
 /// What a client writes to a key.
@@ -69,12 +83,13 @@ pub struct Written {
 const FORWARD_TRIES: usize = 3;
 
 impl Coordinator {
-    pub fn new(cluster: Arc<Cluster>, replica: Arc<Replica>) -> Self {
+    pub fn new(cluster: Arc<Cluster>, replica: Arc<Replica>, speculative_read: Duration) -> Self {
         let transport = Arc::clone(cluster.transport());
         Coordinator {
             cluster,
             transport,
             replica,
+            speculative_read,
         }
     }
 
@@ -368,6 +383,17 @@ impl Coordinator {
         }))
     }
 
+    /// The order a read asks `replicas` in: this node first (no round
+    /// trip), then the others at random, so reads spread over the replicas,
+    /// those the failure detector holds down last. The node's own seeded
+    /// random source keeps a simulation replayable.
+    fn read_order(&self, mut replicas: Vec<String>) -> Vec<String> {
+        replicas.shuffle(&mut *self.cluster.rng());
+        let me = self.cluster.me();
+        replicas.sort_by_key(|r| (r != me, self.cluster.liveness(r) == Liveness::Down));
+        replicas
+    }
+
     async fn coordinate_read(
         &self,
         key: &str,
@@ -383,14 +409,18 @@ impl Coordinator {
         };
         let mut tally = Tally::new(need, replicas.iter().map(|r| (r.clone(), true)));
         let mut replies = Calls::new(Arc::clone(&self.transport));
-        for to in replicas {
-            let request = PeerRequest::Read {
-                key: key.to_string(),
-            };
-            replies.start(to, request);
+        let mut unasked = self.read_order(replicas);
+        let first = if self.speculative_read.is_zero() {
+            unasked.len()
+        } else {
+            need.acks.max(need.primaries).min(unasked.len())
+        };
+        let mut out = 0;
+        for to in unasked.drain(..first) {
+            replies.start(to, PeerRequest::Read { key: key.into() });
+            out += 1;
         }
-        // No more calls: the channel ends once every replica answered.
-        replies.seal();
+        let speculate_at = Instant::now() + self.speculative_read;
         let mut seen: Vec<read_repair::Reply> = Vec::new();
         let mut merged: Option<SiblingSet> = None;
         let satisfied = |merged: &Option<SiblingSet>| match (&session, merged) {
@@ -402,34 +432,85 @@ impl Coordinator {
             match tally.outcome() {
                 Outcome::Done if satisfied(&merged) => break,
                 Outcome::Failed => return Err(quorum_not_met(&tally)),
+                // Everyone asked answered and the session is not satisfied.
+                _ if out == 0 => ask_the_rest(key, &mut unasked, &mut replies, &mut out, "session"),
                 _ => {}
             }
-            match tokio::time::timeout_at(deadline, replies.recv()).await {
-                Ok(Some((to, Ok(PeerResponse::Value(set))))) => {
-                    tally.ack(&to, false);
-                    if let Some(set) = &set {
-                        match &mut merged {
-                            Some(m) => m.merge(set),
-                            None => merged = Some(set.clone()),
+            if out == 0 {
+                // Every replica answered; the quorum or the session is short.
+                return Err(read_failed(&tally));
+            }
+            let wake = if unasked.is_empty() {
+                deadline
+            } else {
+                speculate_at.min(deadline)
+            };
+            match tokio::time::timeout_at(wake, replies.recv()).await {
+                Ok(Some((to, reply))) => {
+                    out -= 1;
+                    match reply {
+                        Ok(PeerResponse::Value(set)) => {
+                            tally.ack(&to, false);
+                            if let Some(set) = &set {
+                                match &mut merged {
+                                    Some(m) => m.merge(set),
+                                    None => merged = Some(set.clone()),
+                                }
+                            }
+                            seen.push((to, set));
+                        }
+                        Ok(other) => {
+                            tally.fail(&to, format!("{other:?}"));
+                            ask_the_rest(key, &mut unasked, &mut replies, &mut out, "failure");
+                        }
+                        Err(e) => {
+                            tally.fail(&to, e.to_string());
+                            ask_the_rest(key, &mut unasked, &mut replies, &mut out, "failure");
                         }
                     }
-                    seen.push((to, set));
                 }
-                Ok(Some((to, Ok(other)))) => tally.fail(&to, format!("{other:?}")),
-                Ok(Some((to, Err(e)))) => tally.fail(&to, e.to_string()),
-                // Every replica answered, or the time is up.
+                Err(_) if Instant::now() < deadline => {
+                    ask_the_rest(key, &mut unasked, &mut replies, &mut out, "slow");
+                }
+                // The time is up (the channel itself never ends: more calls
+                // may be started until the read is decided).
                 Ok(None) | Err(_) => {
                     tally.fail_outstanding("no answer within timeout_ms");
-                    match tally.outcome() {
-                        Outcome::Done => return Err(Error::SessionNotSatisfied),
-                        _ => return Err(quorum_not_met(&tally)),
-                    }
+                    return Err(read_failed(&tally));
                 }
             }
         }
+        replies.seal();
         let transport = Arc::clone(&self.transport);
         read_repair::spawn(transport, key.to_string(), seen, replies, deadline);
         Ok(merged)
+    }
+}
+
+/// Sends the read to the replicas not yet asked, counting why.
+fn ask_the_rest(
+    key: &str,
+    unasked: &mut Vec<String>,
+    replies: &mut Calls,
+    out: &mut usize,
+    why: &'static str,
+) {
+    if unasked.is_empty() {
+        return;
+    }
+    metrics::counter!(m::READS_WIDENED_TOTAL, "reason" => why).increment(1);
+    for to in unasked.drain(..) {
+        replies.start(to, PeerRequest::Read { key: key.into() });
+        *out += 1;
+    }
+}
+
+/// A read that ran out of replicas or time: short of its quorum, or
+/// (quorum met) short of the session's context.
+fn read_failed(tally: &Tally) -> Error {
+    match tally.outcome() {
+        Outcome::Done => Error::SessionNotSatisfied,
+        _ => quorum_not_met(tally),
     }
 }
 

@@ -1,0 +1,261 @@
+//! The read fan-out against in-process replicas behind a scripted
+//! transport: which replicas a read asks, and when it asks the others.
+//! Time is tokio's paused clock, so "slow" is exact, not a race.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{Coordinator, Write};
+use crate::config::{Config, Engine};
+use crate::coordinator::quorum::Quorum;
+use crate::error::Error;
+use crate::membership::Cluster;
+use crate::peer::{Addresses, PeerRequest, Reply, Transport};
+use crate::replica::Replica;
+use crate::store::MemoryStore;
+use crate::version::{Content, Context, SiblingSet};
+
+/// How a scripted node answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    Now,
+    After(Duration),
+    Fail,
+}
+
+/// Delivers each call to the addressed replica as its script says, and
+/// counts the reads each node was asked.
+#[derive(Default)]
+struct Scripted {
+    replicas: OnceLock<HashMap<String, Arc<Replica>>>,
+    answers: Mutex<HashMap<String, Answer>>,
+    reads: Mutex<HashMap<String, usize>>,
+}
+
+impl Scripted {
+    fn set(&self, node: &str, answer: Answer) {
+        self.answers.lock().insert(node.to_string(), answer);
+    }
+
+    fn reads(&self, node: &str) -> usize {
+        self.reads.lock().get(node).copied().unwrap_or(0)
+    }
+
+    fn total_reads(&self) -> usize {
+        self.reads.lock().values().sum()
+    }
+}
+
+impl Transport for Scripted {
+    fn call(&self, to: &str, request: PeerRequest) -> Reply {
+        if matches!(request, PeerRequest::Read { .. }) {
+            *self.reads.lock().entry(to.to_string()).or_default() += 1;
+        }
+        let answer = self.answers.lock().get(to).copied().unwrap_or(Answer::Now);
+        let replica = self.replicas.get().and_then(|r| r.get(to)).cloned();
+        let to = to.to_string();
+        Box::pin(async move {
+            let unavailable = |reason: &str| Error::Unavailable {
+                node: to.clone(),
+                reason: reason.into(),
+            };
+            let replica = replica.ok_or_else(|| unavailable("not in the test"))?;
+            match answer {
+                Answer::Now => {}
+                Answer::After(delay) => tokio::time::sleep(delay).await,
+                Answer::Fail => return Err(unavailable("scripted to fail")),
+            }
+            replica.handle(request).await
+        })
+    }
+}
+
+struct Setup {
+    transport: Arc<Scripted>,
+    /// The coordinator on n1; every key's preference list is n1, n2, n3.
+    coordinator: Coordinator,
+    replicas: HashMap<String, Arc<Replica>>,
+}
+
+fn setup(speculative_read: Duration) -> Setup {
+    let mut config = Config::dev(3, 1, std::path::Path::new("unused"));
+    config.storage.engine = Engine::Memory;
+    let members = Cluster::load_members(&config, None).expect("members");
+    let transport = Arc::new(Scripted::default());
+    let mut replicas = HashMap::new();
+    for node in &config.nodes {
+        let identity = crate::store::Identity::ephemeral(&node.id);
+        let replica = Replica::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(identity),
+            &config.limits,
+            false,
+        );
+        replicas.insert(node.id.clone(), Arc::new(replica));
+    }
+    assert!(transport.replicas.set(replicas.clone()).is_ok());
+    let cluster = Cluster::new(
+        "n1",
+        &config,
+        members,
+        transport.clone(),
+        Addresses::default(),
+        None,
+        Some(7),
+    );
+    let coordinator = Coordinator::new(cluster, Arc::clone(&replicas["n1"]), speculative_read);
+    Setup {
+        transport,
+        coordinator,
+        replicas,
+    }
+}
+
+fn quorum(r: usize) -> Quorum {
+    Quorum {
+        n: 3,
+        r,
+        pr: 0,
+        w: 3,
+        pw: 0,
+        dw: 0,
+    }
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(5)
+}
+
+async fn put(setup: &Setup, key: &str, value: &'static [u8]) -> SiblingSet {
+    let write = Write {
+        context: Context::default(),
+        content: Content::Value(Bytes::from_static(value)),
+        request_id: None,
+    };
+    let written = setup
+        .coordinator
+        .write(key, write, quorum(2), deadline(), true)
+        .await
+        .expect("write");
+    written.set
+}
+
+async fn read(setup: &Setup, key: &str, r: usize, session: Option<Context>) -> SiblingSet {
+    setup
+        .coordinator
+        .read(key, quorum(r), deadline(), session, true)
+        .await
+        .expect("read")
+        .expect("the key is there")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_asks_r_replicas_itself_first_and_spreads_the_rest() {
+    let setup = setup(Duration::from_millis(10));
+    let written = put(&setup, "k", b"1").await;
+    for _ in 0..40 {
+        assert_eq!(read(&setup, "k", 2, None).await, written);
+    }
+    let t = &setup.transport;
+    assert_eq!(t.reads("n1"), 40, "the coordinator reads itself each time");
+    assert_eq!(
+        t.reads("n2") + t.reads("n3"),
+        40,
+        "one other replica per read"
+    );
+    // Chance 2^-39 that random order sends all 40 to one replica.
+    assert!(t.reads("n2") > 0 && t.reads("n3") > 0);
+
+    for _ in 0..10 {
+        read(&setup, "k", 1, None).await;
+    }
+    assert_eq!(t.total_reads(), 90, "r = 1 asks only this node");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_speculative_delay_asks_every_replica_at_once() {
+    let setup = setup(Duration::ZERO);
+    put(&setup, "k", b"1").await;
+    for _ in 0..10 {
+        read(&setup, "k", 1, None).await;
+    }
+    for node in ["n1", "n2", "n3"] {
+        assert_eq!(setup.transport.reads(node), 10, "{node}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_replica_widens_the_read_to_the_rest() {
+    let setup = setup(Duration::from_secs(60));
+    let written = put(&setup, "k", b"1").await;
+    setup.transport.set("n2", Answer::Fail);
+    let started = Instant::now();
+    for _ in 0..30 {
+        assert_eq!(read(&setup, "k", 2, None).await, written);
+    }
+    // No read waited for the 60 s speculative delay: a failure asks at once.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let t = &setup.transport;
+    assert_eq!(t.reads("n3"), 30, "n3 answered every read");
+    assert!(t.reads("n2") > 0, "random order asked n2 first sometimes");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_replica_is_overtaken_after_the_speculative_delay() {
+    let setup = setup(Duration::from_millis(10));
+    let written = put(&setup, "k", b"1").await;
+    setup
+        .transport
+        .set("n3", Answer::After(Duration::from_secs(3)));
+    for _ in 0..30 {
+        let started = Instant::now();
+        assert_eq!(read(&setup, "k", 2, None).await, written);
+        let took = started.elapsed();
+        // Either n2 was asked first (no wait), or n3 was and n2 was asked
+        // 10 ms later: never the 3 s n3 takes.
+        assert!(took <= Duration::from_millis(11), "a read took {took:?}");
+    }
+    let t = &setup.transport;
+    assert_eq!(t.reads("n2"), 30, "every read ended up asking n2");
+    assert!(t.reads("n3") > 0, "random order asked n3 first sometimes");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_the_first_answers_have_not_seen_asks_the_rest() {
+    let setup = setup(Duration::from_secs(60));
+    let started = Instant::now();
+    for i in 0..30 {
+        // A newer write that only n3 holds (the others missed it); one key
+        // each, as the read repairs the others.
+        let key = format!("k{i}");
+        put(&setup, &key, b"1").await;
+        let value = Content::Value(Bytes::from_static(b"2"));
+        let minted = setup.replicas["n3"].coordinate(key.clone(), Context::default(), value, None);
+        let (_, newer, durable) = minted.await.expect("n3 mints");
+        durable.wait().await.expect("stored");
+        let session = Context::read(newer.context().clone());
+        let seen = read(&setup, &key, 2, Some(session.clone())).await;
+        assert!(
+            session.is_seen_by(seen.context()),
+            "{key}: the read saw the session"
+        );
+    }
+    // No read waited for the 60 s speculative delay.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let t = &setup.transport;
+    assert_eq!(t.reads("n3"), 30, "n3 was asked every time");
+    assert!(t.reads("n2") > 0, "random order asked n2 first sometimes");
+}
