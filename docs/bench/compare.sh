@@ -8,6 +8,11 @@
 #   chorus3  three `chorus serve` processes, N = 3, R = W = 2, durable
 #            (sync = "always": every acknowledged write is fsynced)
 #   chorus1  one `chorus serve` process, N = 1, durable
+#   chorus3all  (only when named in TARGETS) chorus3 with
+#            speculative_read_ms = 0: every read asks all N replicas
+#   base3    (only when named in TARGETS) chorus3 run by the binary
+#            BASE_BIN, e.g. an earlier commit's build, for a before/after
+#            in one run (docs/benchmarks.md shows how to build one)
 #   etcd     a three-member etcd cluster (Raft, fsynced log), through its
 #            JSON gateway
 #   redis    one Redis, in memory (no persistence): the single-node
@@ -23,7 +28,9 @@
 #
 #   bash docs/bench/compare.sh [duration, default 10s] [concurrency, default 64]
 #   env: ROUNDS (3), RECORDS (100000), WORKLOADS (a,b,c,f,d,put), TARGETS
-#        ("null chorus3 etcd redis chorus1"), WRITE_DOCS (0), KEEP (a dir for the JSON and plots)
+#        ("null chorus3 etcd redis chorus1"), WRITE_DOCS (0), KEEP (a dir for
+#        the JSON and plots), RATIOS (more pairs for report.py, "a/b ..."),
+#        BASE_BIN (the binary of target base3)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-10s}
@@ -61,6 +68,23 @@ for i in 1 2 3; do
 done
 "$bin" serve --config "$work/one.toml" --node n1 > /dev/null 2> "$work/chorus1.log" &
 pids+=($!)
+# Optional three-node clusters, started only when named in TARGETS:
+# start_three NAME FIRST_PORT BINARY [CLUSTER_LINE].
+optional=()
+start_three() {
+  local name=$1 first=$2 binary=$3 line=${4:-} i
+  chorus_config "$work/$name.toml" "compare-$name" "$first" 3 3 "$line"
+  for i in 1 2 3; do
+    "$binary" serve --config "$work/$name.toml" --node "n$i" > /dev/null 2> "$work/$name-n$i.log" &
+    pids+=($!)
+    optional+=("http://127.0.0.1:$((first + i - 1))")
+  done
+}
+all=$((base + 20))
+base3=$((base + 30))
+named() { [[ " ${targets[*]} " == *" $1 "* ]]; }
+if named chorus3all; then start_three chorus3all "$all" "$bin" "speculative_read_ms = 0"; fi
+if named base3; then start_three base3 "$base3" "${BASE_BIN:?target base3 needs BASE_BIN}"; fi
 
 cluster=$(for i in 1 2 3; do printf 'e%d=http://127.0.0.1:%d,' "$i" $((etcd_base + 10 + i)); done)
 for i in 1 2 3; do
@@ -79,14 +103,18 @@ pids+=($!)
 
 wait_healthy "http://127.0.0.1:$base" "http://127.0.0.1:$((base + 1))" "http://127.0.0.1:$((base + 2))" \
   "http://127.0.0.1:$((base + 10))" "http://127.0.0.1:$((etcd_base + 1))"
+if [ ${#optional[@]} -gt 0 ]; then wait_healthy "${optional[@]}"; fi
 # The ring settles (every node knows every other) before the load.
 sleep 2
 
+three() { echo "--url http://127.0.0.1:$1,http://127.0.0.1:$(($1 + 1)),http://127.0.0.1:$(($1 + 2))"; }
 args_for() {
   case $1 in
     null) echo "--target null" ;;
     chorus3) echo "--url http://127.0.0.1:$base,http://127.0.0.1:$((base + 1)),http://127.0.0.1:$((base + 2))" ;;
     chorus1) echo "--url http://127.0.0.1:$((base + 10))" ;;
+    chorus3all) three "$all" ;;
+    base3) three "$base3" ;;
     etcd) echo "--target etcd --url http://127.0.0.1:$((etcd_base + 1)),http://127.0.0.1:$((etcd_base + 2)),http://127.0.0.1:$((etcd_base + 3))" ;;
     redis) echo "--target redis --url redis://127.0.0.1:$redis_port" ;;
   esac

@@ -1,12 +1,13 @@
 # Helpers the bench scripts source (not run on its own).
 
-# chorus_config FILE NAME FIRST_PORT COUNT N: a durable cluster config
-# (sync = "always") named NAME of COUNT nodes on loopback from FIRST_PORT,
-# N replicas and majority quorums, with each node's data beside FILE.
+# chorus_config FILE NAME FIRST_PORT COUNT N [LINE]: a durable cluster
+# config (sync = "always") named NAME of COUNT nodes on loopback from
+# FIRST_PORT, N replicas and majority quorums, with each node's data beside
+# FILE; LINE is one more [cluster] key (e.g. "speculative_read_ms = 0").
 chorus_config() {
-  local file=$1 name=$2 first=$3 count=$4 n=$5 i
-  printf '[cluster]\nname = "%s"\nn = %d\nr = %d\nw = %d\n\n[storage]\nsync = "always"\n' \
-    "$name" "$n" $((n / 2 + 1)) $((n / 2 + 1)) > "$file"
+  local file=$1 name=$2 first=$3 count=$4 n=$5 extra=${6:-} i
+  printf '[cluster]\nname = "%s"\nn = %d\nr = %d\nw = %d\n%s\n\n[storage]\nsync = "always"\n' \
+    "$name" "$n" $((n / 2 + 1)) $((n / 2 + 1)) "$extra" > "$file"
   for i in $(seq "$count"); do
     printf '\n[[nodes]]\nid = "n%d"\nlisten = "127.0.0.1:%d"\ndata_dir = "%s"\n' \
       "$i" $((first + i - 1)) "${file%.toml}-n$i" >> "$file"
