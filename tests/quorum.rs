@@ -186,9 +186,11 @@ async fn a_read_that_sees_a_stale_replica_repairs_it() {
     use chorus::version::{Actor, Content, Context, Dot};
     // Anti-entropy off: only the read may repair n3 (a gossip round in the
     // window between planting the newer write and checking n3 would both
-    // heal n3 early and leave the read nothing to repair).
+    // heal n3 early and leave the read nothing to repair). Reads ask all N
+    // at once: an r=2 read asks two replicas, and may not ask n3.
     let cluster = TestCluster::start_with(3, 0, 3, |c| {
         c.antientropy.mode = chorus::config::AntiEntropyMode::Off;
+        c.cluster.speculative_read_ms = 0;
     })
     .await;
     let n1 = cluster.client(0);
