@@ -18,6 +18,8 @@ pub(super) struct Calls {
     transport: Arc<dyn Transport>,
     tx: Option<mpsc::UnboundedSender<Answer>>,
     rx: mpsc::UnboundedReceiver<Answer>,
+    /// Calls started whose answer [`Calls::recv`] has not returned yet.
+    outstanding: usize,
 }
 
 impl Calls {
@@ -27,6 +29,7 @@ impl Calls {
             transport,
             tx: Some(tx),
             rx,
+            outstanding: 0,
         }
     }
 
@@ -41,6 +44,7 @@ impl Calls {
         let Some(tx) = self.tx.clone() else {
             return;
         };
+        self.outstanding += 1;
         tokio::spawn(async move {
             let _ = tx.send((to, reply.await));
         });
@@ -52,6 +56,15 @@ impl Calls {
     }
 
     pub(super) async fn recv(&mut self) -> Option<Answer> {
-        self.rx.recv().await
+        let answer = self.rx.recv().await;
+        if answer.is_some() {
+            self.outstanding -= 1;
+        }
+        answer
+    }
+
+    /// Calls started and not yet answered through [`Calls::recv`].
+    pub(super) fn outstanding(&self) -> usize {
+        self.outstanding
     }
 }

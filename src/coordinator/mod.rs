@@ -415,10 +415,8 @@ impl Coordinator {
         } else {
             need.acks.max(need.primaries).min(unasked.len())
         };
-        let mut out = 0;
         for to in unasked.drain(..first) {
             replies.start(to, PeerRequest::Read { key: key.into() });
-            out += 1;
         }
         let speculate_at = Instant::now() + self.speculative_read;
         let mut seen: Vec<read_repair::Reply> = Vec::new();
@@ -433,10 +431,12 @@ impl Coordinator {
                 Outcome::Done if satisfied(&merged) => break,
                 Outcome::Failed => return Err(quorum_not_met(&tally)),
                 // Everyone asked answered and the session is not satisfied.
-                _ if out == 0 => ask_the_rest(key, &mut unasked, &mut replies, &mut out, "session"),
+                _ if replies.outstanding() == 0 => {
+                    ask_the_rest(key, &mut unasked, &mut replies, "session")
+                }
                 _ => {}
             }
-            if out == 0 {
+            if replies.outstanding() == 0 {
                 // Every replica answered; the quorum or the session is short.
                 return Err(read_failed(&tally));
             }
@@ -446,31 +446,28 @@ impl Coordinator {
                 speculate_at.min(deadline)
             };
             match tokio::time::timeout_at(wake, replies.recv()).await {
-                Ok(Some((to, reply))) => {
-                    out -= 1;
-                    match reply {
-                        Ok(PeerResponse::Value(set)) => {
-                            tally.ack(&to, false);
-                            if let Some(set) = &set {
-                                match &mut merged {
-                                    Some(m) => m.merge(set),
-                                    None => merged = Some(set.clone()),
-                                }
+                Ok(Some((to, reply))) => match reply {
+                    Ok(PeerResponse::Value(set)) => {
+                        tally.ack(&to, false);
+                        if let Some(set) = &set {
+                            match &mut merged {
+                                Some(m) => m.merge(set),
+                                None => merged = Some(set.clone()),
                             }
-                            seen.push((to, set));
                         }
-                        Ok(other) => {
-                            tally.fail(&to, format!("{other:?}"));
-                            ask_the_rest(key, &mut unasked, &mut replies, &mut out, "failure");
-                        }
-                        Err(e) => {
-                            tally.fail(&to, e.to_string());
-                            ask_the_rest(key, &mut unasked, &mut replies, &mut out, "failure");
-                        }
+                        seen.push((to, set));
                     }
-                }
+                    Ok(other) => {
+                        tally.fail(&to, format!("{other:?}"));
+                        ask_the_rest(key, &mut unasked, &mut replies, "failure");
+                    }
+                    Err(e) => {
+                        tally.fail(&to, e.to_string());
+                        ask_the_rest(key, &mut unasked, &mut replies, "failure");
+                    }
+                },
                 Err(_) if Instant::now() < deadline => {
-                    ask_the_rest(key, &mut unasked, &mut replies, &mut out, "slow");
+                    ask_the_rest(key, &mut unasked, &mut replies, "slow");
                 }
                 // The time is up (the channel itself never ends: more calls
                 // may be started until the read is decided).
@@ -488,20 +485,13 @@ impl Coordinator {
 }
 
 /// Sends the read to the replicas not yet asked, counting why.
-fn ask_the_rest(
-    key: &str,
-    unasked: &mut Vec<String>,
-    replies: &mut Calls,
-    out: &mut usize,
-    why: &'static str,
-) {
+fn ask_the_rest(key: &str, unasked: &mut Vec<String>, replies: &mut Calls, why: &'static str) {
     if unasked.is_empty() {
         return;
     }
     metrics::counter!(m::READS_WIDENED_TOTAL, "reason" => why).increment(1);
     for to in unasked.drain(..) {
         replies.start(to, PeerRequest::Read { key: key.into() });
-        *out += 1;
     }
 }
 
