@@ -495,6 +495,36 @@ async fn an_oversize_body_is_refused_before_it_is_sent() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
 
+/// A peer frame is untrusted bytes too: one claiming 8 GiB is refused from
+/// its header, unread; a truncated one is a 400; the node serves on.
+#[tokio::test]
+async fn peer_frames_too_large_or_truncated_are_refused_and_the_node_serves_on() {
+    let t = TestNode::start().await;
+    let huge = b"POST /peer HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-chorus-peer\r\ncontent-length: 8589934592\r\n\r\n\x00\x01";
+    let answer = raw_exchange(t.node.addr, huge, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("value_too_large"), "{answer}");
+
+    let whole = chorus::peer::PeerRequest::Fetch(vec!["some-key".into(), "another".into()])
+        .encode()
+        .expect("encode");
+    let cut = &whole[..whole.len() - 3];
+    let mut truncated = format!(
+        "POST /peer HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        cut.len()
+    )
+    .into_bytes();
+    truncated.extend_from_slice(cut);
+    let answer = raw_exchange(t.node.addr, &truncated, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("body_unreadable"), "{answer}");
+
+    let put = t.client.put("after", "1", None).await.expect("put");
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let got = t.client.get("after").await.expect("get");
+    assert_eq!(got.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_body_that_never_finishes_times_out() {
     let t = TestNode::start_with(|c| c.limits.body_timeout_ms = 300).await;
