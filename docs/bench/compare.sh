@@ -13,6 +13,7 @@
 #   base3    (only when named in TARGETS) chorus3 run by the binary
 #            BASE_BIN, e.g. an earlier commit's build, for a before/after
 #            in one run (docs/benchmarks.md shows how to build one)
+#   base1    (only when named in TARGETS) chorus1 run by BASE_BIN
 #   etcd     a three-member etcd cluster (Raft, fsynced log), through its
 #            JSON gateway
 #   redis    one Redis, in memory (no persistence): the single-node
@@ -30,7 +31,7 @@
 #   env: ROUNDS (3), RECORDS (100000), WORKLOADS (a,b,c,f,d,put), TARGETS
 #        ("null chorus3 etcd redis chorus1"), WRITE_DOCS (0), KEEP (a dir for
 #        the JSON and plots), RATIOS (more pairs for report.py, "a/b ..."),
-#        BASE_BIN (the binary of target base3)
+#        BASE_BIN (the binary of targets base3 and base1)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-10s}
@@ -82,9 +83,16 @@ start_three() {
 }
 all=$((base + 20))
 base3=$((base + 30))
+base1=$((base + 40))
 named() { [[ " ${targets[*]} " == *" $1 "* ]]; }
 if named chorus3all; then start_three chorus3all "$all" "$bin" "speculative_read_ms = 0"; fi
 if named base3; then start_three base3 "$base3" "${BASE_BIN:?target base3 needs BASE_BIN}"; fi
+if named base1; then
+  chorus_config "$work/base1.toml" compare-base1 "$base1" 1 1
+  "${BASE_BIN:?target base1 needs BASE_BIN}" serve --config "$work/base1.toml" --node n1 > /dev/null 2> "$work/base1.log" &
+  pids+=($!)
+  optional+=("http://127.0.0.1:$base1")
+fi
 
 cluster=$(for i in 1 2 3; do printf 'e%d=http://127.0.0.1:%d,' "$i" $((etcd_base + 10 + i)); done)
 for i in 1 2 3; do
@@ -115,6 +123,7 @@ args_for() {
     chorus1) echo "--url http://127.0.0.1:$((base + 10))" ;;
     chorus3all) three "$all" ;;
     base3) three "$base3" ;;
+    base1) echo "--url http://127.0.0.1:$base1" ;;
     etcd) echo "--target etcd --url http://127.0.0.1:$((etcd_base + 1)),http://127.0.0.1:$((etcd_base + 2)),http://127.0.0.1:$((etcd_base + 3))" ;;
     redis) echo "--target redis --url redis://127.0.0.1:$redis_port" ;;
   esac
