@@ -209,6 +209,10 @@ pub struct NodeConfig {
     /// to a running ring sets `initial = false` and starts with `--join`.
     #[serde(default = "defaults::initial")]
     pub initial: bool,
+    /// Threads of the node's async runtime (`chorus serve`); absent: one
+    /// per core. Set it lower when several nodes share one machine's cores.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
 }
 
 mod defaults {
@@ -286,6 +290,7 @@ impl Config {
                     zone: None,
                     weight: 1,
                     initial: true,
+                    worker_threads: None,
                 })
                 .collect(),
         }
@@ -482,6 +487,12 @@ impl Config {
             if node.weight == 0 || node.weight > 100 {
                 return Err(Error::config(key("weight"), "must be between 1 and 100"));
             }
+            if node.worker_threads.is_some_and(|t| t == 0 || t > 1024) {
+                return Err(Error::config(
+                    key("worker_threads"),
+                    "must be between 1 and 1024 (leave it out for one per core)",
+                ));
+            }
             for (j, other) in self.nodes[..i].iter().enumerate() {
                 let clash = if other.id == node.id {
                     Some("id")
@@ -553,5 +564,16 @@ mod tests {
         assert!(unknown.contains("cluster2"), "{unknown}");
         let typo = error_key(&base.replace("max_key_bytes", "max_key_byte"));
         assert!(typo.contains("max_key_byte"), "{typo}");
+        let threads = |t: &str| {
+            base.replacen(
+                "weight = 1",
+                &format!("weight = 1\nworker_threads = {t}"),
+                1,
+            )
+        };
+        assert!(error_key(&threads("0")).starts_with("nodes[0].worker_threads"));
+        assert!(error_key(&threads("1025")).starts_with("nodes[0].worker_threads"));
+        let one = Config::parse(&threads("1")).expect("worker_threads = 1");
+        assert_eq!(one.nodes[0].worker_threads, Some(1));
     }
 }

@@ -59,7 +59,9 @@
 //! # One GET
 //!
 //! `GET /kv/greeting`: the coordinator forwards as above, or sends `Read` to
-//! every replica, merges the first R sibling sets with
+//! R replicas (itself first; the others when one fails, after
+//! `cluster.speculative_read_ms`, or when the answers have not seen the
+//! client's session context), merges the first R sibling sets with
 //! [`version::SiblingSet::merge`], and the API
 //! answers 200 with the value, 300 with every sibling, or 404, always with
 //! the merged context when the key has one.

@@ -130,8 +130,7 @@ struct SimCluster {
     settle_rounds: Option<u32>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -141,12 +140,35 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse().command).await {
+    let command = Cli::parse().command;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads(&command) {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("chorus: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("chorus: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The runtime threads `serve` asks for in its node's config; a config
+/// that does not load is reported by `run`, with the runtime's default.
+fn worker_threads(command: &Command) -> Option<usize> {
+    match command {
+        Command::Serve { config, node, .. } => {
+            Config::load(config).ok()?.node(node).ok()?.worker_threads
+        }
+        _ => None,
     }
 }
 

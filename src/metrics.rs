@@ -99,6 +99,8 @@ pub const HINTS_PENDING: &str = "chorus_hints_pending";
 pub const MEMBERS_LIVENESS: &str = "chorus_members_liveness";
 /// Ring positions (tokens) this node owns.
 pub const RING_TOKENS: &str = "chorus_ring_tokens";
+/// Worker threads of this node's async runtime (`[[nodes]] worker_threads`).
+pub const RUNTIME_WORKERS: &str = "chorus_runtime_workers";
 /// Changes of the members document this node applied (joins, leaves,
 /// removals, address changes).
 pub const RING_CHANGES_TOTAL: &str = "chorus_ring_changes_total";
@@ -213,6 +215,12 @@ pub const ALL: &[Def] = &[
         kind: Kind::Gauge,
         unit: None,
         help: "Ring positions (tokens) this node owns.",
+    },
+    Def {
+        name: RUNTIME_WORKERS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Worker threads of this node's async runtime.",
     },
     Def {
         name: RING_CHANGES_TOTAL,

@@ -6,7 +6,9 @@
 # root, with apt-get), builds the release binary, and starts on loopback,
 # with data in a temp dir:
 #   chorus3  three `chorus serve` processes, N = 3, R = W = 2, durable
-#            (sync = "always": every acknowledged write is fsynced)
+#            (sync = "always": every acknowledged write is fsynced), each
+#            with THREADS_PER_NODE runtime threads (three nodes share the
+#            machine's cores)
 #   chorus1  one `chorus serve` process, N = 1, durable
 #   chorus3all  (only when named in TARGETS) chorus3 with
 #            speculative_read_ms = 0: every read asks all N replicas
@@ -15,7 +17,7 @@
 #            in one run (docs/benchmarks.md shows how to build one)
 #   base1    (only when named in TARGETS) chorus1 run by BASE_BIN
 #   etcd     a three-member etcd cluster (Raft, fsynced log), through its
-#            JSON gateway
+#            JSON gateway, each member with GOMAXPROCS=THREADS_PER_NODE
 #   redis    one Redis, in memory (no persistence): the single-node
 #            in-memory reference
 #   null     the in-process null server: the machine's HTTP ceiling
@@ -31,7 +33,10 @@
 #   env: ROUNDS (3), RECORDS (100000), WORKLOADS (a,b,c,f,d,put), TARGETS
 #        ("null chorus3 etcd redis chorus1"), WRITE_DOCS (0), KEEP (a dir for
 #        the JSON and plots), RATIOS (more pairs for report.py, "a/b ..."),
-#        BASE_BIN (the binary of targets base3 and base1)
+#        BASE_BIN (the binary of targets base3 and base1), THREADS_PER_NODE
+#        (1: runtime threads of each three-node chorus and each etcd
+#        member; 0 leaves both at their default of one per core; a BASE_BIN
+#        older than `worker_threads` needs 0)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-10s}
@@ -43,6 +48,9 @@ read -r -a targets <<< "${TARGETS:-null chorus3 etcd redis chorus1}"
 base=${BASE_PORT:-7501}
 etcd_base=${ETCD_BASE_PORT:-23890}
 redis_port=${REDIS_PORT:-16399}
+threads=${THREADS_PER_NODE:-1}
+node_line=""
+[ "$threads" -gt 0 ] && node_line="worker_threads = $threads"
 
 missing=()
 command -v etcd > /dev/null || missing+=(etcd-server)
@@ -61,7 +69,7 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null
       [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$work"/*.json "$work"/*.png "$KEEP"/ 2>/dev/null
       rm -rf "$work"' EXIT
 
-chorus_config "$work/three.toml" compare "$base" 3 3
+chorus_config "$work/three.toml" compare "$base" 3 3 "" "$node_line"
 chorus_config "$work/one.toml" compare $((base + 10)) 1 1
 for i in 1 2 3; do
   "$bin" serve --config "$work/three.toml" --node "n$i" > /dev/null 2> "$work/chorus3-n$i.log" &
@@ -74,7 +82,7 @@ pids+=($!)
 optional=()
 start_three() {
   local name=$1 first=$2 binary=$3 line=${4:-} i
-  chorus_config "$work/$name.toml" "compare-$name" "$first" 3 3 "$line"
+  chorus_config "$work/$name.toml" "compare-$name" "$first" 3 3 "$line" "$node_line"
   for i in 1 2 3; do
     "$binary" serve --config "$work/$name.toml" --node "n$i" > /dev/null 2> "$work/$name-n$i.log" &
     pids+=($!)
@@ -95,8 +103,10 @@ if named base1; then
 fi
 
 cluster=$(for i in 1 2 3; do printf 'e%d=http://127.0.0.1:%d,' "$i" $((etcd_base + 10 + i)); done)
+etcd_env=()
+[ "$threads" -gt 0 ] && etcd_env=("GOMAXPROCS=$threads")
 for i in 1 2 3; do
-  etcd --name "e$i" --data-dir "$work/etcd$i" --log-level error \
+  env "${etcd_env[@]}" etcd --name "e$i" --data-dir "$work/etcd$i" --log-level error \
     --listen-client-urls "http://127.0.0.1:$((etcd_base + i))" \
     --advertise-client-urls "http://127.0.0.1:$((etcd_base + i))" \
     --listen-peer-urls "http://127.0.0.1:$((etcd_base + 10 + i))" \

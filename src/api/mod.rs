@@ -141,6 +141,8 @@ impl Api {
         metrics::gauge!(m::RING_OWNERSHIP).set(ring.ownership(&self.node));
         let tokens = members.get(&self.node).map_or(0, |m| m.tokens.len());
         metrics::gauge!(m::RING_TOKENS).set(tokens as f64);
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        metrics::gauge!(m::RUNTIME_WORKERS).set(workers as f64);
         crate::metrics::collect_process();
     }
 

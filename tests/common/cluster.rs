@@ -216,6 +216,7 @@ fn node_config(dir: &Path, i: usize, addr: &str, initial: bool) -> NodeConfig {
         zone: None,
         weight: 1,
         initial,
+        worker_threads: None,
     }
 }
 
