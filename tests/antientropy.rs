@@ -218,15 +218,22 @@ async fn drift_and_converge(nodes: usize, mode: AntiEntropyMode) {
     // Converged: every replica's tree of every range has the same root, and
     // two rounds of every node change nothing.
     let mut stats: Vec<Stats> = (0..nodes).map(|_| Stats::default()).collect();
+    // Bounded: a cluster that never settles fails here instead of hanging.
+    let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let before = stats.clone();
         stats = await_rounds(&cluster, &before, 2).await;
         let quiet = stats.iter().zip(&before).all(|(n, b)| {
             n.repaired == b.repaired && n.differing == b.differing && n.in_sync >= b.in_sync + 2
         });
-        if quiet && stats[down].rounds > 0 && trees_agree(&cluster, nodes).await {
+        let agree = trees_agree(&cluster, nodes).await;
+        if quiet && stats[down].rounds > 0 && agree {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "not converged after 240 s (quiet {quiet}, trees agree {agree}): {stats:?}"
+        );
     }
     // State moves a lacking key in one exchange; operation transfer may
     // also bring a deleted or overwritten key's two writes as two ops.
