@@ -53,7 +53,12 @@ impl Reply {
 pub struct Client<C = HttpConnector> {
     pool: Pool<C, Full<Bytes>>,
     base: String,
+    /// `Authorization` sent with every request, when the cluster has tokens.
+    authorization: Option<String>,
 }
+
+/// The environment variable the CLI reads a bearer token from.
+pub const TOKEN_ENV: &str = "CHORUS_TOKEN";
 
 impl Client {
     /// A client for the node at `base` (for example `http://127.0.0.1:7001`).
@@ -62,6 +67,12 @@ impl Client {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         Client::with_connector(base, connector)
+    }
+
+    /// A client for the command line: with the bearer token in
+    /// `CHORUS_TOKEN`, when it is set.
+    pub fn cli(base: &str) -> Client {
+        Client::new(base).with_token(std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()))
     }
 }
 
@@ -77,7 +88,14 @@ where
         Client {
             pool,
             base: base.trim_end_matches('/').to_string(),
+            authorization: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client<C> {
+        self.authorization = token.map(|t| format!("Bearer {t}"));
+        self
     }
 
     pub async fn request(
@@ -90,6 +108,9 @@ where
         let mut builder = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
+        if let Some(authorization) = &self.authorization {
+            builder = builder.header(http::header::AUTHORIZATION, authorization);
+        }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }

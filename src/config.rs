@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod antientropy;
+mod security;
 pub use antientropy::{AntiEntropyConfig, Mode as AntiEntropyMode};
+pub use security::{EXAMPLE_SECRET, OpenRoute, SecurityConfig, TlsConfig, TokenConfig};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +28,8 @@ pub struct Config {
     pub ring: RingConfig,
     #[serde(default)]
     pub antientropy: AntiEntropyConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
     pub nodes: Vec<NodeConfig>,
 }
 
@@ -127,6 +131,14 @@ pub struct Limits {
     pub header_timeout_ms: u64,
     /// A client must finish sending its request body within this time.
     pub body_timeout_ms: u64,
+    /// Most open connections, clients' and peers' together; beyond it a
+    /// connection gets one 503 `overloaded` with `Retry-After` and is closed.
+    pub max_connections: usize,
+    /// Most client requests served at once; beyond it a request is a 503
+    /// `overloaded` with `Retry-After`. Peer requests (replication,
+    /// repair, hints, handoff) are not counted: they are never refused for
+    /// load, only bounded by their own queues.
+    pub max_inflight: usize,
 }
 
 impl Default for Limits {
@@ -141,6 +153,8 @@ impl Default for Limits {
             max_hints: 100_000,
             header_timeout_ms: 5_000,
             body_timeout_ms: 10_000,
+            max_connections: 4096,
+            max_inflight: 1024,
         }
     }
 }
@@ -282,6 +296,17 @@ impl Config {
             storage: StorageConfig::default(),
             ring: RingConfig::default(),
             antientropy: AntiEntropyConfig::default(),
+            // A fresh secret per dev cluster: its peers authenticate as
+            // a real cluster's do.
+            security: SecurityConfig {
+                peer_secret: Some(
+                    rand::random::<[u8; 32]>()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                ),
+                ..SecurityConfig::default()
+            },
             nodes: (0..nodes)
                 .map(|i| NodeConfig {
                     id: format!("n{}", i + 1),
@@ -394,6 +419,14 @@ impl Config {
                 "must be between 1 and 604800000 ms (a week)",
             ));
         }
+        for (key, count) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_inflight", l.max_inflight),
+        ] {
+            if count == 0 || count > 1_000_000 {
+                return Err(Error::config(key, "must be between 1 and 1000000"));
+            }
+        }
         for (key, ms) in [
             ("limits.header_timeout_ms", l.header_timeout_ms),
             ("limits.body_timeout_ms", l.body_timeout_ms),
@@ -441,6 +474,7 @@ impl Config {
             }
         }
         self.antientropy.validate()?;
+        self.security.validate()?;
         if ring.gossip_fanout == 0 || ring.gossip_fanout > 16 {
             return Err(Error::config(
                 "ring.gossip_fanout",
@@ -536,6 +570,16 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(dirs(&config), dirs(&dev));
+        // The example's secret is the one a node beyond loopback refuses.
+        assert_eq!(config.security.peer_secret.as_deref(), Some(EXAMPLE_SECRET));
+        let beyond: SocketAddr = "10.0.0.1:7001".parse().expect("addr");
+        let secret = config.security.secret().expect("secret");
+        assert!(
+            config
+                .security
+                .check_exposure(beyond, secret.as_deref())
+                .is_err()
+        );
     }
 
     fn error_key(text: &str) -> String {

@@ -82,6 +82,18 @@ pub enum Error {
     Storage(String),
     #[error("config `{key}`: {message}")]
     Config { key: String, message: String },
+    #[error("{0}; send `Authorization: Bearer <token>` with a token from [security] tokens")]
+    Unauthenticated(&'static str),
+    #[error("token `{token}` lacks the `{needs}` scope this route needs")]
+    Forbidden { token: String, needs: &'static str },
+    #[error("peer request refused: {0}")]
+    PeerUnauthenticated(String),
+    #[error("this node is at its limit of {limit} {what} (limits.{key}); retry after a second")]
+    Overloaded {
+        what: &'static str,
+        key: &'static str,
+        limit: usize,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -111,6 +123,9 @@ impl Error {
             UnknownNode(_) => StatusCode::NOT_FOUND,
             Membership(_) => StatusCode::CONFLICT,
             Protocol(_) | Storage(_) | Config { .. } | Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Unauthenticated(_) | PeerUnauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Forbidden { .. } => StatusCode::FORBIDDEN,
+            Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -142,6 +157,10 @@ impl Error {
             Storage(_) => "storage_error",
             Config { .. } => "config_error",
             Io(_) => "io_error",
+            Unauthenticated(_) => "unauthenticated",
+            Forbidden { .. } => "forbidden",
+            PeerUnauthenticated(_) => "peer_unauthenticated",
+            Overloaded { .. } => "overloaded",
         }
     }
 
@@ -158,6 +177,7 @@ impl Error {
                     | Error::BodyTimeout(_)
                     | Error::Storage(_)
                     | Error::Io(_)
+                    | Error::Overloaded { .. }
             ),
         }
     }
@@ -189,6 +209,10 @@ impl Error {
             "storage_error",
             "config_error",
             "io_error",
+            "unauthenticated",
+            "forbidden",
+            "peer_unauthenticated",
+            "overloaded",
         ];
         CODES
             .iter()
@@ -251,6 +275,37 @@ mod tests {
                 true,
             ),
             (Error::Storage("disk".into()), 500, "storage_error", true),
+            (
+                Error::Unauthenticated("no token"),
+                401,
+                "unauthenticated",
+                false,
+            ),
+            (
+                Error::Forbidden {
+                    token: "app".into(),
+                    needs: "admin",
+                },
+                403,
+                "forbidden",
+                false,
+            ),
+            (
+                Error::PeerUnauthenticated("bad MAC".into()),
+                401,
+                "peer_unauthenticated",
+                false,
+            ),
+            (
+                Error::Overloaded {
+                    what: "requests in flight",
+                    key: "max_inflight",
+                    limit: 1,
+                },
+                503,
+                "overloaded",
+                true,
+            ),
         ];
         for (error, status, code, retryable) in cases {
             assert_eq!(error.status().as_u16(), status, "{error}");

@@ -81,6 +81,7 @@ pub mod node;
 pub mod peer;
 pub mod replica;
 pub mod ring;
+pub mod security;
 pub mod sim;
 pub mod store;
 pub mod version;

@@ -23,7 +23,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "chorus",
     version,
-    about = "A leaderless, Dynamo-style replicated key-value store"
+    about = "A leaderless, Dynamo-style replicated key-value store",
+    after_help = "The client verbs, status, leave, remove and bench send the bearer token in CHORUS_TOKEN, when it is set (see docs/security.md)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -228,14 +229,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             context,
             url,
         } => {
-            let reply = Client::new(&url)
+            let reply = Client::cli(&url)
                 .put(&key, json, context.as_deref())
                 .await?;
             Ok(print_reply(&reply))
         }
-        Command::Get { key, url } => Ok(print_reply(&Client::new(&url).get(&key).await?)),
+        Command::Get { key, url } => Ok(print_reply(&Client::cli(&url).get(&key).await?)),
         Command::Delete { key, context, url } => {
-            let reply = Client::new(&url).delete(&key, context.as_deref()).await?;
+            let reply = Client::cli(&url).delete(&key, context.as_deref()).await?;
             Ok(print_reply(&reply))
         }
         Command::Sim(Sim::Ring(options)) => {

@@ -50,6 +50,13 @@ pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
 /// `cluster.speculative_read_ms`), session (the answers had not seen the
 /// client's context).
 pub const READS_WIDENED_TOTAL: &str = "chorus_reads_widened_total";
+/// Peer requests refused before anything was applied, by `reason`:
+/// missing, malformed, bad_mac (a wrong secret or changed bytes), stale
+/// (timestamp outside `security.peer_clock_skew_ms`), replayed.
+pub const PEER_AUTH_REFUSED_TOTAL: &str = "chorus_peer_auth_refused_total";
+/// Client requests refused for their token, by `reason`: unauthenticated
+/// (401: none, or unknown), forbidden (403: a scope it lacks).
+pub const CLIENT_AUTH_REFUSED_TOTAL: &str = "chorus_client_auth_refused_total";
 /// Handoff sweeps that could not finish and will be retried.
 pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
 /// Anti-entropy rounds, by `mode` (state) and `result`: in_sync (the peer
@@ -269,6 +276,18 @@ pub const ALL: &[Def] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Reads that asked the replicas beyond their first r, by reason.",
+    },
+    Def {
+        name: PEER_AUTH_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Peer requests refused before anything was applied, by reason (missing, malformed, bad_mac, stale, replayed).",
+    },
+    Def {
+        name: CLIENT_AUTH_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Client requests refused for their token, by reason (unauthenticated, forbidden).",
     },
     Def {
         name: SIBLING_WARNINGS_TOTAL,

@@ -28,6 +28,8 @@ use crate::peer::{
 };
 use crate::replica::Replica;
 use crate::ring::{Members, Status};
+use crate::security::peer::{Signer, Verifier};
+use crate::security::tokens::Tokens;
 use crate::store::{FjallStore, Identity, MemoryStore, Store};
 use crate::version::context::cluster_fingerprint;
 
@@ -94,6 +96,15 @@ impl Node {
     ) -> Result<Node> {
         config.validate()?;
         let me = config.node(id)?;
+        let secret = config.security.secret()?;
+        let listen: SocketAddr = me
+            .listen
+            .parse()
+            .map_err(|e| Error::config(format!("nodes.{id}.listen"), format!("{e}")))?;
+        for warning in config.security.check_exposure(listen, secret.as_deref())? {
+            tracing::warn!(node = id, "{warning}");
+        }
+        let tokens = config.security.token_texts()?;
         let (store, identity, dir): (Arc<dyn Store>, _, _) =
             match (start.storage, config.storage.engine) {
                 (Some(Storage { store, identity }), _) => (store, identity, None),
@@ -143,6 +154,10 @@ impl Node {
             Arc::clone(&addresses),
             peer_timeout,
             max_peer_message,
+            secret
+                .as_deref()
+                .map(|s| Arc::new(Signer::new(s, id, crate::replica::generation()))),
+            false,
         ));
         let members_file = dir.as_ref().map(|d| d.join("members.json"));
         let saved = members_file.as_ref().is_some_and(|f| f.exists());
@@ -187,27 +202,34 @@ impl Node {
         );
         let metrics = crate::metrics::install();
         let (left_tx, left) = watch::channel(false);
-        let api = Arc::new(Api {
-            node: id.to_string(),
-            coordinator: Coordinator::new(
-                Arc::clone(&cluster),
-                Arc::clone(&replica),
-                Duration::from_millis(config.cluster.speculative_read_ms),
-            ),
-            quorum: Quorum::defaults(&config.cluster),
-            timeout_ms: config.cluster.timeout_ms,
-            cluster: Arc::clone(&cluster),
-            replica: Arc::clone(&replica),
-            antientropy: Arc::clone(&antientropy),
-            limits: config.limits.clone(),
-            fingerprint: cluster_fingerprint(&config.cluster.name),
-            metrics: metrics.clone(),
-            store: Arc::clone(&store),
-            max_peer_message,
-            handoff_batch: config.ring.handoff_batch,
-            leave: Arc::new(parking_lot::Mutex::new(LeaveState::Serving)),
-            left: left_tx,
-        });
+        let api =
+            Arc::new(Api {
+                node: id.to_string(),
+                coordinator: Coordinator::new(
+                    Arc::clone(&cluster),
+                    Arc::clone(&replica),
+                    Duration::from_millis(config.cluster.speculative_read_ms),
+                ),
+                quorum: Quorum::defaults(&config.cluster),
+                timeout_ms: config.cluster.timeout_ms,
+                cluster: Arc::clone(&cluster),
+                replica: Arc::clone(&replica),
+                antientropy: Arc::clone(&antientropy),
+                limits: config.limits.clone(),
+                fingerprint: cluster_fingerprint(&config.cluster.name),
+                metrics: metrics.clone(),
+                store: Arc::clone(&store),
+                max_peer_message,
+                handoff_batch: config.ring.handoff_batch,
+                leave: Arc::new(parking_lot::Mutex::new(LeaveState::Serving)),
+                left: left_tx,
+                peer_auth: Verifier::new(secret.as_deref(), config.security.peer_clock_skew_ms),
+                tokens: Tokens::new(tokens.iter().map(|(name, token, scopes)| {
+                    (name.as_str(), token.as_str(), scopes.as_slice())
+                })),
+                open_routes: config.security.open_routes.clone(),
+                inflight: tokio::sync::Semaphore::new(config.limits.max_inflight),
+            });
         let (shutdown, stopped) = watch::channel(false);
         let server = tokio::spawn(api::serve(listener, api, stopped, Duration::from_secs(10)));
 

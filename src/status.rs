@@ -14,7 +14,7 @@ use chorus::error::Error;
 /// and anti-entropy lag (asked of the member itself; `-` where it does not
 /// answer).
 pub async fn show(url: &str) -> Result<ExitCode, Error> {
-    let reply = Client::new(url)
+    let reply = Client::cli(url)
         .request(Method::GET, "/cluster", &[], Bytes::new())
         .await?;
     let Some(mut body) = ok_json(&reply) else {
@@ -25,7 +25,7 @@ pub async fn show(url: &str) -> Result<ExitCode, Error> {
             let Some(addr) = member["addr"].as_str() else {
                 continue;
             };
-            let own = Client::new(&format!("http://{addr}"));
+            let own = Client::cli(&format!("http://{addr}"));
             let asked = own.request(Method::GET, "/cluster", &[], Bytes::new());
             if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), asked).await
                 && let Ok(theirs) = serde_json::from_slice::<Value>(&reply.body)
@@ -112,7 +112,7 @@ pub fn table(body: &Value) -> String {
 
 /// Asks the node to leave and follows it until it is gone.
 pub async fn leave(url: &str) -> Result<ExitCode, Error> {
-    let client = Client::new(url);
+    let client = Client::cli(url);
     let reply = client
         .request(Method::POST, "/admin/leave", &[], Bytes::new())
         .await?;
@@ -153,7 +153,7 @@ pub async fn leave(url: &str) -> Result<ExitCode, Error> {
 /// Takes a dead node out of the ring.
 pub async fn remove(url: &str, node: &str) -> Result<ExitCode, Error> {
     let path = format!("/admin/remove/{node}");
-    let reply = Client::new(url)
+    let reply = Client::cli(url)
         .request(Method::POST, &path, &[], Bytes::new())
         .await?;
     match ok_json(&reply) {

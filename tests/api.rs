@@ -509,8 +509,11 @@ async fn peer_frames_too_large_or_truncated_are_refused_and_the_node_serves_on()
         .encode()
         .expect("encode");
     let cut = &whole[..whole.len() - 3];
+    // Signed, so the truncation is what is refused, not the sender.
     let mut truncated = format!(
-        "POST /peer HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        "POST /peer HTTP/1.1\r\nhost: x\r\n{}: {}\r\ncontent-length: {}\r\n\r\n",
+        chorus::security::peer_auth::AUTH_HEADER,
+        common::test_signer().sign(cut),
         cut.len()
     )
     .into_bytes();

@@ -247,22 +247,13 @@ async fn sim_ring_prints_one_json_object_and_meets_its_targets() {
 async fn serve_runs_as_many_runtime_threads_as_its_node_asks() {
     for threads in [1usize, 3] {
         let dir = tempfile::tempdir().expect("dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let path = dir.path().join("node.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[cluster]\nname = \"threads\"\nn = 1\nr = 1\nw = 1\n\n[storage]\nengine = \"memory\"\n\n\
-                 [[nodes]]\nid = \"n1\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nworker_threads = {threads}\n",
-                dir.path().join("n1").display()
-            ),
-        )
-        .expect("config");
+        let (path, url) = common::processes::one_node_config(
+            dir.path(),
+            "",
+            &format!("worker_threads = {threads}"),
+        );
         let mut child = common::processes::serve(&path, "n1").await;
-        let client = chorus::client::Client::new(&format!("http://127.0.0.1:{port}"));
+        let client = chorus::client::Client::new(&url);
         let workers = common::metric(&client, "chorus_runtime_workers").await;
         let _ = child.start_kill();
         let _ = child.wait().await;

@@ -235,13 +235,22 @@ async fn cluster_route_and_admin_errors() {
         assert_eq!(reply.status, status, "{path}");
         assert_eq!(common::error_code(&reply), code, "{path}");
     }
-    // Garbage on the peer route is a JSON 400, not a crash.
+    // Garbage on the peer route is a JSON 401 without the cluster's MAC,
+    // and a JSON 400 with it: never a crash.
+    let garbage: &[u8] = &[0xff, 0xfe, 0x00];
+    let reply = client
+        .request(Method::POST, "/peer", &[], Bytes::from_static(garbage))
+        .await
+        .expect("peer");
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(common::error_code(&reply), "peer_unauthenticated");
+    let auth = common::test_signer().sign(garbage);
     let reply = client
         .request(
             Method::POST,
             "/peer",
-            &[],
-            Bytes::from_static(&[0xff, 0xfe, 0x00]),
+            &[(chorus::security::peer_auth::AUTH_HEADER, auth.as_str())],
+            Bytes::from_static(garbage),
         )
         .await
         .expect("peer");

@@ -84,6 +84,14 @@ pub struct Api {
     pub leave: Arc<parking_lot::Mutex<LeaveState>>,
     /// Turns true when this node has left the ring and should stop.
     pub left: watch::Sender<bool>,
+    /// Checks every `POST /peer` before its body is decoded.
+    pub peer_auth: crate::security::peer::Verifier,
+    /// Client bearer tokens (none: the API is open) and the routes that
+    /// need none.
+    pub tokens: crate::security::tokens::Tokens,
+    pub open_routes: Vec<crate::config::OpenRoute>,
+    /// Client requests being served (`limits.max_inflight` permits).
+    pub inflight: tokio::sync::Semaphore,
 }
 
 impl Api {
@@ -93,14 +101,31 @@ impl Api {
         let path = req.uri().path().to_string();
         let op = operation(req.method(), &path);
         let quorum = quorum_label(op, req.uri().query());
-        let response = match self.route(&path, req).await {
-            Ok(response) => response,
-            Err(e) => {
-                if e.status().is_server_error() {
-                    tracing::warn!(error = %e, %path, "request failed");
+        // Peer requests are never refused for load: replication, repair,
+        // hints and handoff are bounded by their own queues.
+        let permit = if path == crate::peer::PEER_PATH {
+            Ok(None)
+        } else {
+            self.inflight
+                .try_acquire()
+                .map(Some)
+                .map_err(|_| Error::Overloaded {
+                    what: "client requests in flight",
+                    key: "max_inflight",
+                    limit: self.limits.max_inflight,
+                })
+        };
+        let response = match permit {
+            Ok(_permit) => match self.route(&path, req).await {
+                Ok(response) => response,
+                Err(e) => {
+                    if e.status().is_server_error() {
+                        tracing::warn!(error = %e, %path, "request failed");
+                    }
+                    response::error(&e)
                 }
-                response::error(&e)
-            }
+            },
+            Err(e) => response::error(&e),
         };
         let status = status_label(response.status());
         metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "status" => status, "quorum" => quorum)
@@ -146,7 +171,49 @@ impl Api {
         crate::metrics::collect_process();
     }
 
+    /// Lets the request through when no tokens are configured, when the
+    /// route is open, or when its bearer token has the route's scope.
+    fn authorize(&self, path: &str, req: &Request<Incoming>) -> Result<()> {
+        use crate::security::tokens::{Denied, Scope};
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        let open = |route| self.open_routes.contains(&route);
+        let needs = match path {
+            crate::peer::PEER_PATH => return Ok(()),
+            "/health" if open(crate::config::OpenRoute::Health) => return Ok(()),
+            "/metrics" if open(crate::config::OpenRoute::Metrics) => return Ok(()),
+            "/health" | "/metrics" => Scope::Monitor,
+            "/cluster" => Scope::Admin,
+            p if p.starts_with("/admin/") => Scope::Admin,
+            p if p.starts_with("/kv/") && req.method() != Method::GET => Scope::Write,
+            _ => Scope::Read,
+        };
+        let header = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes);
+        let refused = |reason: &'static str| {
+            metrics::counter!(m::CLIENT_AUTH_REFUSED_TOTAL, "reason" => reason).increment(1);
+        };
+        match self.tokens.authorize(header, needs) {
+            Ok(_) => Ok(()),
+            Err(Denied::Unauthenticated(why)) => {
+                refused("unauthenticated");
+                Err(Error::Unauthenticated(why))
+            }
+            Err(Denied::Forbidden { token, needs }) => {
+                refused("forbidden");
+                Err(Error::Forbidden {
+                    token,
+                    needs: needs.name(),
+                })
+            }
+        }
+    }
+
     async fn route(&self, path: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+        self.authorize(path, &req)?;
         if let Some(raw_key) = path.strip_prefix("/kv/") {
             return kv::handle(self, raw_key, req).await;
         }
@@ -208,6 +275,8 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
         404 => "404",
         405 => "405",
         408 => "408",
+        401 => "401",
+        403 => "403",
         409 => "409",
         413 => "413",
         415 => "415",
@@ -255,6 +324,12 @@ fn operation(method: &Method, path: &str) -> &'static str {
 
 /// Accepts connections until `shutdown` turns true, then lets the open
 /// requests finish (for at most `drain`).
+///
+/// At most `limits.max_connections` connections are served; one beyond
+/// gets a 503 `overloaded` with `Retry-After` and is closed. A connection
+/// that has not begun a request within `limits.header_timeout_ms` is
+/// closed (hyper's header timeout covers a request begun and not
+/// finished), so idle and slow connections cannot pile up.
 pub async fn serve<L: Listener>(
     mut listener: L,
     api: Arc<Api>,
@@ -269,6 +344,8 @@ pub async fn serve<L: Listener>(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(api.limits.max_connections));
+    let header_timeout = Duration::from_millis(api.limits.header_timeout_ms);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -282,15 +359,48 @@ pub async fn serve<L: Listener>(
             },
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
         };
-        let api = Arc::clone(&api);
+        let permit = Arc::clone(&connections).try_acquire_owned().ok();
+        let over = permit.is_none().then(|| Error::Overloaded {
+            what: "open connections",
+            key: "max_connections",
+            limit: api.limits.max_connections,
+        });
+        let begun = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (api, seen) = (Arc::clone(&api), Arc::clone(&begun));
         let service = service_fn(move |req| {
             let api = Arc::clone(&api);
-            async move { Ok::<_, Infallible>(api.handle(req).await) }
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            let refusal = over.as_ref().map(|e| {
+                let mut response = response::error(e);
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                response
+            });
+            async move {
+                Ok::<_, Infallible>(match refusal {
+                    Some(refusal) => refusal,
+                    None => api.handle(req).await,
+                })
+            }
         });
         let connection = builder.serve_connection(stream, service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = tokio::time::sleep(header_timeout) => {
+                    if !begun.load(std::sync::atomic::Ordering::Relaxed) {
+                        tracing::debug!("no request began within the header timeout; closing");
+                        return;
+                    }
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
         });

@@ -4,6 +4,11 @@
 //! the answer a postcard [`WireReply`], always with status 200 once the
 //! request decoded (errors travel inside, with their own status and code).
 //! A body that does not decode is a 400 JSON error like any other.
+//!
+//! Before the body is decoded, its authentication is checked
+//! ([`crate::security::peer`]): a request without a valid MAC under the
+//! cluster secret, with a stale timestamp or a nonce seen before is a 401
+//! `peer_unauthenticated`, and nothing of it is applied.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -29,7 +34,15 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
             allowed: "POST",
         });
     }
+    let auth = req
+        .headers()
+        .get(crate::security::peer_auth::AUTH_HEADER)
+        .map(|v| v.as_bytes().to_vec());
     let body = read_body(req, api.max_peer_message, api.limits.body_timeout_ms).await?;
+    // Nothing of the body is believed, not even decoded, before this.
+    api.peer_auth
+        .verify(auth.as_deref(), &body)
+        .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
     let request = PeerRequest::decode(&body).map_err(|e| Error::BodyRead(e.to_string()))?;
     let reply: WireReply = dispatch(api, request)
         .await

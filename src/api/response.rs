@@ -47,10 +47,24 @@ pub fn error(e: &Error) -> Response<Body> {
             .collect();
     }
     let mut response = json(e.status(), Bytes::from(body.to_string()));
-    if let Error::MethodNotAllowed { allowed, .. } = e {
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(allowed));
+    match e {
+        Error::MethodNotAllowed { allowed, .. } => {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allowed));
+        }
+        Error::Overloaded { .. } => {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        Error::Unauthenticated(_) => {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"chorus\""),
+            );
+        }
+        _ => {}
     }
     response
 }

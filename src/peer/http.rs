@@ -6,7 +6,9 @@
 //! [`WireReply`]. Calls share one multiplexed HTTP/2 connection per peer
 //! (hyper-util's pool), every socket has TCP_NODELAY, and every call has a
 //! deadline, after which the peer counts as unavailable for that call.
-//! Requests to this node's own replica skip the network.
+//! Requests to this node's own replica skip the network. With a cluster
+//! secret every request carries its MAC (`security::peer_auth`); a peer's
+//! 401 means it applied nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ use super::batch::{self, Lane};
 use super::{PeerRequest, Reply, Transport, WireReply, decode, encode};
 use crate::error::Error;
 use crate::replica::Replica;
+use crate::security::peer::Signer;
+use crate::security::peer_auth::AUTH_HEADER;
 
 /// The route every node serves the peer protocol on.
 pub const PEER_PATH: &str = "/peer";
@@ -45,12 +49,16 @@ pub struct HttpTransport<C = HttpConnector> {
     lanes: Mutex<HashMap<String, (String, Lane)>>,
 }
 
-/// What one HTTP call needs: the pooled client, the deadline, the reply limit.
+/// What one HTTP call needs: the pooled client, the deadline, the reply
+/// limit, what signs the request (none when the node has no secret), and
+/// the scheme (`https` when the node speaks TLS).
 #[derive(Clone)]
 struct Sender<C> {
     client: Client<C, Full<Bytes>>,
     timeout: Duration,
     max_message: usize,
+    signer: Option<Arc<Signer>>,
+    scheme: &'static str,
 }
 
 /// A TCP connector for peers: TCP_NODELAY, connecting within `timeout`.
@@ -74,6 +82,7 @@ where
 {
     /// A transport over `connector`: [`tcp_connector`], or a simulated
     /// network.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         connector: C,
         me: &str,
@@ -81,6 +90,8 @@ where
         addresses: Addresses,
         timeout: Duration,
         max_message: usize,
+        signer: Option<Arc<Signer>>,
+        tls: bool,
     ) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
@@ -98,6 +109,8 @@ where
                 client,
                 timeout,
                 max_message,
+                signer,
+                scheme: if tls { "https" } else { "http" },
             },
             lanes: Mutex::new(HashMap::new()),
         }
@@ -127,7 +140,8 @@ where
 {
     fn send(&self, node: String, addr: String, request: PeerRequest) -> Reply {
         let client = self.client.clone();
-        let (timeout, max) = (self.timeout, self.max_message);
+        let (timeout, max, scheme) = (self.timeout, self.max_message, self.scheme);
+        let signer = self.signer.clone();
         Box::pin(async move {
             let unavailable = |reason: String| Error::Unavailable {
                 node: node.clone(),
@@ -140,10 +154,14 @@ where
             };
             let body = encode(&request)?;
             let call = async {
-                let req = Request::builder()
+                let mut req = Request::builder()
                     .method(Method::POST)
-                    .uri(format!("http://{addr}{PEER_PATH}"))
-                    .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE)
+                    .uri(format!("{scheme}://{addr}{PEER_PATH}"))
+                    .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE);
+                if let Some(signer) = &signer {
+                    req = req.header(AUTH_HEADER, signer.sign(&body));
+                }
+                let req = req
                     .body(Full::new(Bytes::from(body)))
                     .map_err(|e| unavailable(format!("bad address `{addr}`: {e}")))?;
                 let response = client.request(req).await.map_err(|e| {
@@ -153,11 +171,20 @@ where
                         indeterminate(format!("{e:?}"))
                     }
                 })?;
+                // Refused before anything was applied: say so, and never
+                // read the refusal as an answer.
+                let refused = response.status() == http::StatusCode::UNAUTHORIZED;
                 let bytes = Limited::new(response.into_body(), max)
                     .collect()
                     .await
                     .map_err(|e| indeterminate(format!("reading the reply: {e}")))?
                     .to_bytes();
+                if refused {
+                    return Err(unavailable(format!(
+                        "it refused this node's authentication ({}); is security.peer_secret the same on both?",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                    )));
+                }
                 let reply: WireReply = decode(&bytes, "reply")?;
                 reply.map_err(|e| e.into_error(&node))
             };

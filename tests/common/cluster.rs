@@ -25,6 +25,7 @@ pub struct TestCluster {
 
 /// Fast maintenance, so that tests do not wait on the defaults.
 pub fn quick(config: &mut Config) {
+    config.security.peer_secret = Some(super::TEST_SECRET.into());
     config.ring.stabilize_ms = 200;
     config.ring.gossip_ms = 200;
     config.ring.handoff_interval_ms = 300;

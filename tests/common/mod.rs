@@ -18,11 +18,29 @@ use chorus::node::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The peer secret of every in-process test node, so a test can speak the
+/// peer protocol to one ([`peer`]).
+pub const TEST_SECRET: &str = "in-process-test-secret-0123456789abcdef";
+
 /// A one-node config on an ephemeral loopback port with data under `dir`.
 pub fn config(dir: &Path) -> Config {
     let mut config = Config::dev(1, 0, dir);
     config.nodes[0].listen = "127.0.0.1:0".into();
+    config.security.peer_secret = Some(TEST_SECRET.into());
     config
+}
+
+/// Signs peer requests as node `test-peer` with [`TEST_SECRET`]; one
+/// signer for the whole test process, so no two requests share a nonce.
+pub fn test_signer() -> &'static chorus::security::peer::Signer {
+    static SIGNER: std::sync::OnceLock<chorus::security::peer::Signer> = std::sync::OnceLock::new();
+    SIGNER.get_or_init(|| {
+        chorus::security::peer::Signer::new(
+            TEST_SECRET.as_bytes(),
+            "test-peer",
+            chorus::replica::generation(),
+        )
+    })
 }
 
 pub struct TestNode {
@@ -140,11 +158,18 @@ pub async fn replica_view(client: &Client, key: &str) -> chorus::client::Reply {
         .expect("replica view")
 }
 
-/// Sends one node-to-node request to `client`'s node and decodes the reply.
+/// Sends one node-to-node request, signed with [`TEST_SECRET`], to
+/// `client`'s node and decodes the reply.
 pub async fn peer(client: &Client, request: chorus::peer::PeerRequest) -> chorus::peer::WireReply {
-    let body = bytes::Bytes::from(request.encode().expect("encode"));
+    let body = request.encode().expect("encode");
+    let auth = test_signer().sign(&body);
     let reply = client
-        .request(http::Method::POST, "/peer", &[], body)
+        .request(
+            http::Method::POST,
+            "/peer",
+            &[(chorus::security::peer_auth::AUTH_HEADER, auth.as_str())],
+            bytes::Bytes::from(body),
+        )
         .await
         .expect("peer");
     assert_eq!(reply.status, http::StatusCode::OK);

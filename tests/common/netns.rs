@@ -170,7 +170,8 @@ impl Hosts {
         let mut text = String::from(
             "[cluster]\nname = \"nemesis\"\nn = 3\nr = 2\nw = 2\ntimeout_ms = 2000\n\n\
              [ring]\nstabilize_ms = 200\ngossip_ms = 200\nhandoff_interval_ms = 300\npeer_timeout_ms = 500\n\n\
-             [antientropy]\ninterval_ms = 200\n",
+             [antientropy]\ninterval_ms = 200\n\n\
+             [security]\npeer_secret = \"nemesis-test-secret-0123456789abcdef\"\nallow_plaintext = true\n",
         );
         for i in 0..self.count {
             text.push_str(&format!(

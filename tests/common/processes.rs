@@ -19,11 +19,12 @@ pub fn free_ports(count: usize) -> Vec<u16> {
 }
 
 /// Writes a cluster config of one node per port (n1, n2, …) at N = 3,
-/// R = W = 2, with quick ring timers, and returns its path.
+/// R = W = 2, with quick ring timers and a peer secret, and returns its path.
 pub fn write_config(dir: &Path, ports: &[u16]) -> PathBuf {
     let mut text = String::from(
         "[cluster]\nname = \"processes\"\nn = 3\nr = 2\nw = 2\n\n\
-         [ring]\nstabilize_ms = 200\ngossip_ms = 200\nhandoff_interval_ms = 300\npeer_timeout_ms = 1000\n",
+         [ring]\nstabilize_ms = 200\ngossip_ms = 200\nhandoff_interval_ms = 300\npeer_timeout_ms = 1000\n\n\
+         [security]\npeer_secret = \"processes-test-secret-0123456789abcdef\"\n",
     );
     for (i, port) in ports.iter().enumerate() {
         text.push_str(&format!(
@@ -35,6 +36,24 @@ pub fn write_config(dir: &Path, ports: &[u16]) -> PathBuf {
     let path = dir.join("cluster.toml");
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// Writes a one-node (N = 1) in-memory config on a free loopback port, with
+/// `limits` as the `[limits]` section's keys and `node` as more keys of
+/// the `[[nodes]]` entry; returns its path and the node's URL.
+pub fn one_node_config(dir: &Path, limits: &str, node: &str) -> (PathBuf, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let path = dir.join("node.toml");
+    let text = format!(
+        "[cluster]\nname = \"one\"\nn = 1\nr = 1\nw = 1\n\n[limits]\n{limits}\n\n\
+         [storage]\nengine = \"memory\"\n\n[[nodes]]\nid = \"n1\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{node}\n",
+        dir.join("n1").display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    (path, format!("http://127.0.0.1:{port}"))
 }
 
 /// Starts `chorus serve` for `node` (stderr to `{node}.log` beside the

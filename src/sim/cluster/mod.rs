@@ -405,6 +405,10 @@ fn sim_config(
     config.antientropy.mode = mode;
     config.antientropy.interval_ms = 200;
     config.antientropy.purge_interval_ms = 1_000;
+    // Peers authenticate in the simulation as in a real cluster; its
+    // network is not loopback, and has no TLS.
+    config.security.peer_secret = Some("chorus-simulation-secret-of-32-bytes+".into());
+    config.security.allow_plaintext = true;
     for (node, name) in config.nodes.iter_mut().zip(names) {
         node.listen = format!("{}:{PORT}", sim.lookup(name.as_str()));
     }

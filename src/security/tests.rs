@@ -1,0 +1,209 @@
+use std::collections::HashSet;
+
+use proptest::prelude::*;
+
+use super::peer_auth::{Refusal, Replays, Secret, Stamp, WINDOW};
+use super::tokens::{Denied, Scope, Tokens};
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn stamp(node: &str, boot: u64, seq: u64, ts_ms: u64) -> Stamp {
+    Stamp {
+        node: node.into(),
+        boot,
+        seq,
+        ts_ms,
+    }
+}
+
+#[test]
+fn a_signed_request_checks_once_and_a_replay_is_refused() {
+    let secret = Secret::new(SECRET);
+    let s = stamp("n1", 7, 1, 1_000_000);
+    let header = secret.sign(&s, b"body");
+    assert_eq!(secret.check(&header, b"body"), Ok(s.clone()));
+    let mut replays = Replays::new(30_000);
+    assert_eq!(replays.admit(&s, 1_000_500), Ok(()));
+    assert_eq!(replays.admit(&s, 1_000_600), Err(Refusal::Replayed));
+}
+
+#[test]
+fn a_wrong_secret_a_changed_body_or_a_changed_field_is_a_bad_mac() {
+    let secret = Secret::new(SECRET);
+    let header = secret.sign(&stamp("n1", 7, 1, 5), b"body");
+    let other = Secret::new(b"another secret of thirty-two bytes!");
+    assert_eq!(other.check(&header, b"body"), Err(Refusal::BadMac));
+    assert_eq!(secret.check(&header, b"bodY"), Err(Refusal::BadMac));
+    for (from, to) in [
+        ("seq=1", "seq=2"),
+        ("boot=7", "boot=8"),
+        ("node=n1", "node=n2"),
+        ("ts=5", "ts=6"),
+    ] {
+        let forged = header.replace(from, to);
+        assert_eq!(
+            secret.check(&forged, b"body"),
+            Err(Refusal::BadMac),
+            "{forged}"
+        );
+    }
+}
+
+#[test]
+fn malformed_headers_are_refused_without_a_panic() {
+    let secret = Secret::new(SECRET);
+    for header in [
+        "",
+        "node=n1",
+        "node=n1 boot=x seq=1 ts=1 mac=00",
+        "node=n1 boot=1 seq=1 ts=1 mac=0",
+        "node=n1 boot=1 seq=1 ts=1 mac=zz",
+        "node=n1 boot=1 seq=0 ts=1 mac=00",
+        "node= boot=1 seq=1 ts=1 mac=00",
+        "boot=1 node=n1 seq=1 ts=1 mac=00",
+        &"x".repeat(10_000),
+    ] {
+        assert!(
+            matches!(secret.check(header, b""), Err(Refusal::Malformed(_))),
+            "{header:.40}"
+        );
+    }
+}
+
+#[test]
+fn timestamps_outside_the_skew_are_stale() {
+    let mut replays = Replays::new(30_000);
+    let now = 10_000_000;
+    assert!(matches!(
+        replays.admit(&stamp("n1", 1, 1, now - 30_001), now),
+        Err(Refusal::Stale { .. })
+    ));
+    assert!(matches!(
+        replays.admit(&stamp("n1", 1, 2, now + 30_001), now),
+        Err(Refusal::Stale { .. })
+    ));
+    assert_eq!(replays.admit(&stamp("n1", 1, 3, now + 30_000), now), Ok(()));
+}
+
+#[test]
+fn an_older_boot_is_a_replay_and_a_newer_one_starts_a_new_window() {
+    let mut replays = Replays::new(30_000);
+    assert_eq!(replays.admit(&stamp("n1", 100, 5, 0), 0), Ok(()));
+    assert_eq!(replays.admit(&stamp("n1", 200, 1, 0), 0), Ok(()));
+    // The restarted sender's old messages are no good any more.
+    assert_eq!(
+        replays.admit(&stamp("n1", 100, 6, 0), 0),
+        Err(Refusal::Replayed)
+    );
+    assert_eq!(
+        replays.admit(&stamp("n1", 200, 1, 0), 0),
+        Err(Refusal::Replayed)
+    );
+    // Another sender has its own window.
+    assert_eq!(replays.admit(&stamp("n2", 100, 1, 0), 0), Ok(()));
+}
+
+#[test]
+fn senders_are_bounded() {
+    let mut replays = Replays::new(30_000);
+    for i in 0..super::peer_auth::MAX_SENDERS + 50 {
+        assert_eq!(replays.admit(&stamp(&format!("n{i}"), 1, 1, 0), 0), Ok(()));
+    }
+    assert_eq!(replays.senders(), super::peer_auth::MAX_SENDERS);
+}
+
+proptest! {
+    /// The window against a model that remembers every nonce: each
+    /// (boot, seq) is accepted at most once; a newer boot resets; within a
+    /// boot, a seq is accepted iff unseen and within WINDOW of the highest.
+    #[test]
+    fn the_replay_window_accepts_each_nonce_at_most_once(
+        arrivals in prop::collection::vec((0u64..3, 1u64..3000), 1..600),
+    ) {
+        let mut replays = Replays::new(30_000);
+        let mut seen = HashSet::new();
+        let (mut boot, mut top) = (0u64, 0u64);
+        let mut first = true;
+        for (b, seq) in arrivals {
+            let got = replays.admit(&stamp("n1", b, seq, 0), 0).is_ok();
+            let expected = if first || b > boot {
+                true
+            } else if b < boot {
+                false
+            } else {
+                !seen.contains(&(b, seq)) && seq + WINDOW > top
+            };
+            prop_assert_eq!(got, expected, "boot {} seq {} (model boot {} top {})", b, seq, boot, top);
+            if got {
+                if first || b > boot {
+                    boot = b;
+                    top = 0;
+                    first = false;
+                }
+                top = top.max(seq);
+                seen.insert((b, seq));
+            }
+        }
+    }
+
+    /// Whatever a MAC-holding sender sends in order is accepted exactly once.
+    #[test]
+    fn in_order_and_shuffled_within_the_window_is_accepted_once(
+        count in 1u64..3000,
+        swaps in prop::collection::vec((any::<prop::sample::Index>(), 0usize..64), 0..15),
+    ) {
+        let mut order: Vec<u64> = (1..=count).collect();
+        for (at, by) in swaps {
+            let i = at.index(order.len());
+            let j = (i + by).min(order.len() - 1);
+            order.swap(i, j);
+        }
+        let mut replays = Replays::new(30_000);
+        for &seq in &order {
+            prop_assert_eq!(replays.admit(&stamp("n1", 1, seq, 0), 0), Ok(()), "seq {}", seq);
+        }
+        for &seq in order.iter().rev().take(5) {
+            prop_assert_eq!(replays.admit(&stamp("n1", 1, seq, 0), 0), Err(Refusal::Replayed));
+        }
+    }
+}
+
+#[test]
+fn tokens_authorize_by_scope() {
+    let tokens = Tokens::new([
+        (
+            "app",
+            "app-token-0123456789",
+            &[Scope::Read, Scope::Write][..],
+        ),
+        ("ops", "ops-token-0123456789", &[Scope::Admin][..]),
+    ]);
+    let bearer = |t: &str| format!("Bearer {t}").into_bytes();
+    assert_eq!(
+        tokens.authorize(Some(&bearer("app-token-0123456789")), Scope::Write),
+        Ok("app")
+    );
+    assert_eq!(
+        tokens.authorize(Some(&bearer("app-token-0123456789")), Scope::Admin),
+        Err(Denied::Forbidden {
+            token: "app".into(),
+            needs: Scope::Admin
+        })
+    );
+    assert!(matches!(
+        tokens.authorize(None, Scope::Read),
+        Err(Denied::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        tokens.authorize(Some(&bearer("app-token-012345678")), Scope::Read),
+        Err(Denied::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        tokens.authorize(Some(b"Basic app-token-0123456789"), Scope::Read),
+        Err(Denied::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        tokens.authorize(Some(&[0xff, 0xfe]), Scope::Read),
+        Err(Denied::Unauthenticated(_))
+    ));
+}

@@ -1,0 +1,520 @@
+//! Security against a live node over real HTTP on loopback: peer requests
+//! with a wrong, missing or replayed authentication are refused before
+//! anything is applied; client tokens guard every route by scope; and the
+//! connection, request and body limits hold under slow and oversize
+//! floods while a normal client keeps working.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus::api::ROUTES;
+use chorus::config::Config;
+use chorus::peer::PeerRequest;
+use chorus::security::peer::Signer;
+use chorus::security::peer_auth::AUTH_HEADER;
+use chorus::security::tokens::Scope;
+use chorus::version::{Actor, Content, Context, Dot, SiblingSet};
+use common::{TestNode, error_code, metric, raw_exchange_closed};
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A merge of `value` into `key`, as another node would send it.
+fn merge(key: &str, value: &str) -> Vec<u8> {
+    let mut set = SiblingSet::new();
+    let dot = Dot::new(Actor::new(String::from("intruder"), 1), 1);
+    set.write(
+        &Context::default(),
+        dot,
+        Content::Value(Bytes::from(value.to_string())),
+    );
+    PeerRequest::Merge {
+        key: key.into(),
+        set,
+    }
+    .encode()
+    .expect("encode")
+}
+
+async fn post_peer(t: &TestNode, auth: Option<&str>, body: Vec<u8>) -> chorus::client::Reply {
+    let headers: Vec<(&str, &str)> = auth.map(|a| (AUTH_HEADER, a)).into_iter().collect();
+    t.client
+        .request(Method::POST, "/peer", &headers, Bytes::from(body))
+        .await
+        .expect("peer request")
+}
+
+#[tokio::test]
+async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing() {
+    let t = TestNode::start().await;
+    let wrong = Signer::new(b"a-different-secret-of-at-least-32-bytes", "n9", 1);
+    let body = merge("guarded", "\"forged\"");
+
+    let missing = post_peer(&t, None, body.clone()).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&missing), "peer_unauthenticated");
+    let forged = post_peer(&t, Some(&wrong.sign(&body)), body.clone()).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        String::from_utf8_lossy(&forged.body).contains("MAC"),
+        "{:?}",
+        forged.body
+    );
+    // A right MAC over other bytes: the body was changed on the way.
+    let other = merge("guarded", "\"other\"");
+    let moved = post_peer(&t, Some(&common::test_signer().sign(&other)), body.clone()).await;
+    assert_eq!(moved.status, StatusCode::UNAUTHORIZED);
+
+    assert_eq!(
+        t.client.get("guarded").await.expect("get").status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        metric(
+            &t.client,
+            "chorus_peer_auth_refused_total{reason=\"missing\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &t.client,
+            "chorus_peer_auth_refused_total{reason=\"bad_mac\"}"
+        )
+        .await,
+        2.0
+    );
+
+    // The same request signed with the cluster's secret is applied: the
+    // refusals above were for the authentication alone.
+    let signed = post_peer(&t, Some(&common::test_signer().sign(&body)), body).await;
+    assert_eq!(signed.status, StatusCode::OK);
+    let read = t.client.get("guarded").await.expect("get");
+    assert_eq!(
+        (read.status, read.body.as_ref()),
+        (StatusCode::OK, b"\"forged\"".as_ref())
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_peer_request_is_refused() {
+    let t = TestNode::start().await;
+    let body = merge("replayed", "\"once\"");
+    let auth = common::test_signer().sign(&body);
+    assert_eq!(
+        post_peer(&t, Some(&auth), body.clone()).await.status,
+        StatusCode::OK
+    );
+    let again = post_peer(&t, Some(&auth), body).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        String::from_utf8_lossy(&again.body).contains("replay"),
+        "{:?}",
+        again.body
+    );
+    assert_eq!(
+        metric(
+            &t.client,
+            "chorus_peer_auth_refused_total{reason=\"replayed\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_node_beyond_loopback_refuses_to_start_without_a_real_secret_or_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = || {
+        let mut c = Config::dev(1, 0, dir.path());
+        // Not loopback: the check comes before the bind.
+        c.nodes[0].listen = "10.255.255.1:7001".into();
+        c
+    };
+    // (what the error must say, the secret; None: keep the dev secret).
+    let cases: [(&str, Option<Option<&str>>); 4] = [
+        ("no peer secret", Some(None)),
+        ("bytes; it needs at least 32", Some(Some("short"))),
+        ("the example's", Some(Some(chorus::config::EXAMPLE_SECRET))),
+        ("without TLS", None),
+    ];
+    for (expected, secret) in cases {
+        let mut config = base();
+        if let Some(secret) = secret {
+            config.security.peer_secret = secret.map(String::from);
+        }
+        let error = chorus::node::Node::start(&config, "n1")
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains(expected), "{expected}: {error}");
+    }
+    // On loopback the same configs start (with a warning).
+    let mut config = base();
+    config.nodes[0].listen = "127.0.0.1:0".into();
+    config.security.peer_secret = None;
+    let node = chorus::node::Node::start(&config, "n1")
+        .await
+        .expect("loopback starts");
+    node.shutdown().await;
+}
+
+const APP: &str = "app-token-0123456789abcdef";
+const OPS: &str = "ops-token-0123456789abcdef";
+const MON: &str = "monitor-token-0123456789ab";
+
+fn with_tokens(c: &mut Config) {
+    let token = |name: &str, text: &str, scopes: &[Scope]| chorus::config::TokenConfig {
+        name: name.into(),
+        token: Some(text.into()),
+        token_file: None,
+        scopes: scopes.to_vec(),
+    };
+    c.security.tokens = vec![
+        token("app", APP, &[Scope::Read, Scope::Write]),
+        token("ops", OPS, &[Scope::Admin]),
+        token("mon", MON, &[Scope::Monitor]),
+    ];
+}
+
+/// Every (method, path) the node serves, with sample path parameters.
+fn every_route() -> Vec<(Method, String)> {
+    ROUTES
+        .iter()
+        .flat_map(|(path, methods)| {
+            let path = path.replace("{key}", "k").replace("{node}", "n1");
+            methods.iter().map(move |m| {
+                (
+                    Method::from_bytes(m.as_bytes()).expect("method"),
+                    path.clone(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn with_tokens_every_route_needs_one_with_its_scope() {
+    let t = TestNode::start_with(|c| {
+        with_tokens(c);
+        c.security.open_routes = Vec::new();
+    })
+    .await;
+    let ask = |method: Method, path: String, token: Option<&'static str>| {
+        let client = t.client.clone();
+        async move {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let mut headers = vec![("content-type", "application/json")];
+            if let Some(auth) = &auth {
+                headers.push(("authorization", auth.as_str()));
+            }
+            client
+                .request(method, &path, &headers, Bytes::from_static(b"1"))
+                .await
+                .expect("request")
+        }
+    };
+    let mut checked = 0;
+    for (method, path) in every_route() {
+        if path == "/peer" || path == "/admin/leave" {
+            continue; // peers authenticate otherwise; leave would end the node
+        }
+        let none = ask(method.clone(), path.clone(), None).await;
+        assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert_eq!(error_code(&none), "unauthenticated", "{method} {path}");
+        assert!(
+            none.headers.contains_key("www-authenticate"),
+            "{method} {path}"
+        );
+        let unknown = ask(
+            method.clone(),
+            path.clone(),
+            Some("not-a-token-of-this-cluster"),
+        )
+        .await;
+        assert_eq!(unknown.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+
+        let needs = if path == "/health" || path == "/metrics" {
+            MON
+        } else if path == "/cluster" || path.starts_with("/admin/") {
+            OPS
+        } else {
+            APP
+        };
+        for other in [APP, OPS, MON].into_iter().filter(|t| *t != needs) {
+            let wrong = ask(method.clone(), path.clone(), Some(other)).await;
+            assert_eq!(
+                wrong.status,
+                StatusCode::FORBIDDEN,
+                "{method} {path} with {other}"
+            );
+            assert_eq!(error_code(&wrong), "forbidden");
+        }
+        let right = ask(method.clone(), path.clone(), Some(needs)).await;
+        assert!(
+            right.status != StatusCode::UNAUTHORIZED && right.status != StatusCode::FORBIDDEN,
+            "{method} {path}: {}",
+            right.status
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} routes checked");
+    // /admin/leave too: refused without a token (and so not started).
+    let leave = ask(Method::POST, "/admin/leave".into(), Some(APP)).await;
+    assert_eq!(leave.status, StatusCode::FORBIDDEN);
+    // The writes above were made: the key reads back (as siblings, since
+    // each PUT was blind).
+    let read = ask(Method::GET, "/kv/k".into(), Some(APP)).await;
+    assert_eq!(read.status, StatusCode::MULTIPLE_CHOICES);
+}
+
+#[tokio::test]
+async fn health_and_metrics_are_open_by_default_when_tokens_guard_the_rest() {
+    let t = TestNode::start_with(with_tokens).await;
+    for path in ["/health", "/metrics"] {
+        let reply = t
+            .client
+            .request(Method::GET, path, &[], Bytes::new())
+            .await
+            .expect("get");
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+    assert_eq!(
+        t.client.get("k").await.expect("get").status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        metric(
+            &t.client,
+            "chorus_client_auth_refused_total{reason=\"unauthenticated\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+/// Sends the head of a PUT whose body never comes: the request holds its
+/// place until the body timeout.
+async fn stalled_put(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"PUT /kv/stalled HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n")
+        .await
+        .expect("send");
+    stream
+}
+
+#[tokio::test]
+async fn requests_beyond_max_inflight_get_503_with_retry_after() {
+    let t = TestNode::start_with(|c| {
+        c.limits.max_inflight = 2;
+        c.limits.body_timeout_ms = 3_000;
+    })
+    .await;
+    let _held: Vec<TcpStream> =
+        futures_util::future::join_all((0..2).map(|_| stalled_put(t.node.addr))).await;
+    // The stalled requests reach the handler and take their permits.
+    let mut refused = None;
+    for _ in 0..100 {
+        let reply = t.client.get("k").await.expect("get");
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("a third request in flight was refused");
+    assert_eq!(error_code(&refused), "overloaded");
+    assert_eq!(
+        refused.headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(b"1".as_ref())
+    );
+    // Peer requests are never refused for load.
+    let body = merge("peer-under-load", "1");
+    let peer = post_peer(&t, Some(&common::test_signer().sign(&body)), body).await;
+    assert_eq!(peer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_get_503_and_are_closed() {
+    let t = TestNode::start_with(|c| c.limits.max_connections = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(t.node.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("send");
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let (answer, closed) = raw_exchange_closed(
+        t.node.addr,
+        b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("overloaded"), "{answer}");
+    assert!(closed, "the connection over the limit was left open");
+    drop(held);
+}
+
+/// Reads until the server closes the connection (or `wait` passes).
+async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(wait, read).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slow_connections_are_closed_while_a_normal_client_works() {
+    let t = TestNode::start_with(|c| c.limits.header_timeout_ms = 1_000).await;
+    let addr = t.node.addr;
+    // 900 send a request head a byte at a time, slower than the timeout
+    // allows; 100 send nothing at all.
+    let slow: Vec<_> = (0..1000)
+        .map(|i| {
+            tokio::spawn(async move {
+                // In waves of 100, so the listen backlog (1,024) is never
+                // full: an overflowing backlog drops handshakes the client
+                // already thinks complete, which tests the kernel, not us.
+                tokio::time::sleep(Duration::from_millis(20 * (i / 100) as u64)).await;
+                let mut stream = TcpStream::connect(addr).await.expect("connect");
+                if i < 900 {
+                    for byte in b"GET /health HTTP/1.1\r\nhost: x\r\nx-slow: "
+                        .iter()
+                        .take(3)
+                    {
+                        if stream.write_all(&[*byte]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                }
+                // Given the header timeout and then some, the server has hung up.
+                closed_within(&mut stream, Duration::from_secs(10)).await
+            })
+        })
+        .collect();
+    // Meanwhile a normal client writes and reads.
+    for i in 0..20 {
+        let key = format!("normal-{i}");
+        let put = t.client.put(&key, "1", None).await.expect("put");
+        assert_eq!(put.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            t.client.get(&key).await.expect("get").status,
+            StatusCode::OK
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut open = 0;
+    for handle in slow {
+        if !handle.await.expect("slow client") {
+            open += 1;
+        }
+    }
+    assert_eq!(
+        open, 0,
+        "{open} of 1000 slow connections were still open after 10 s"
+    );
+}
+
+/// VmRSS of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_oversize_bodies_leaves_memory_bounded() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (config, url) =
+        common::processes::one_node_config(dir.path(), "max_value_bytes = 65536", "");
+    let mut child = common::processes::serve(&config, "n1").await;
+    let pid = child.id().expect("pid");
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().expect("addr");
+    let before = rss(pid);
+
+    // 400 clients each stream 4 MiB chunked (64 times the value limit):
+    // 1.6 GB offered in all.
+    let floods: Vec<_> = (0..400)
+        .map(|i| {
+            tokio::spawn(async move {
+                let Ok(mut stream) = TcpStream::connect(addr).await else {
+                    return;
+                };
+                let head = format!(
+                    "PUT /kv/flood-{i} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                );
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = [b' '; 65536];
+                for _ in 0..64 {
+                    let mut piece = format!("{:x}\r\n", chunk.len()).into_bytes();
+                    piece.extend_from_slice(&chunk);
+                    piece.extend_from_slice(b"\r\n");
+                    if stream.write_all(&piece).await.is_err() {
+                        return; // refused and closed: as it should be
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut peak = before;
+    let sampler = async {
+        loop {
+            peak = peak.max(rss(pid));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = futures_util::future::join_all(floods) => {}
+        _ = sampler => {}
+    }
+    peak = peak.max(rss(pid));
+    // The node still serves.
+    let client = chorus::client::Client::new(&url);
+    assert_eq!(
+        client
+            .put("after-flood", "1", None)
+            .await
+            .expect("put")
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    // At most max_value_bytes per request in flight, 400 of them, is 26 MB;
+    // buffering the offered bodies would be 1.6 GB.
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 200 * 1024 * 1024,
+        "RSS grew by {} MiB under the flood (from {} MiB)",
+        grown >> 20,
+        before >> 20
+    );
+}
