@@ -619,5 +619,12 @@ mod tests {
         assert!(error_key(&threads("1025")).starts_with("nodes[0].worker_threads"));
         let one = Config::parse(&threads("1")).expect("worker_threads = 1");
         assert_eq!(one.nodes[0].worker_threads, Some(1));
+        // TLS is not built: naming it is refused, never silently ignored.
+        let tls = format!("{base}\n[security.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"\n");
+        assert!(
+            error_key(&tls).starts_with("security.tls"),
+            "{}",
+            error_key(&tls)
+        );
     }
 }
