@@ -1,0 +1,73 @@
+use super::*;
+
+fn shipped() -> &'static str {
+    include_str!("../../config/cluster.toml")
+}
+
+#[test]
+fn the_shipped_config_is_valid_and_describes_the_dev_cluster() {
+    let config = Config::parse(shipped()).expect("config/cluster.toml must be valid");
+    let dev = Config::dev(3, 7001, Path::new("data"));
+    let listens = |c: &Config| c.nodes.iter().map(|n| n.listen.clone()).collect::<Vec<_>>();
+    assert_eq!(listens(&config), listens(&dev));
+    let dirs = |c: &Config| {
+        c.nodes
+            .iter()
+            .map(|n| n.data_dir.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(dirs(&config), dirs(&dev));
+    // The example's secret is the one a node beyond loopback refuses.
+    assert_eq!(config.security.peer_secret.as_deref(), Some(EXAMPLE_SECRET));
+    let beyond: SocketAddr = "10.0.0.1:7001".parse().expect("addr");
+    let secret = config.security.secret().expect("secret");
+    assert!(
+        config
+            .security
+            .check_exposure(beyond, secret.as_deref())
+            .is_err()
+    );
+}
+
+fn error_key(text: &str) -> String {
+    match Config::parse(text) {
+        Err(Error::Config { key, message }) => format!("{key}: {message}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_configs_name_the_key() {
+    let base = shipped();
+    assert!(error_key(&base.replace("n = 3", "n = 4")).starts_with("cluster.n"));
+    assert!(error_key(&base.replace("r = 2", "r = 0")).starts_with("cluster.r"));
+    assert!(error_key(&base.replace("127.0.0.1:7002", "localhost")).starts_with("nodes[1].listen"));
+    assert!(
+        error_key(&base.replace("\"data/n3\"", "\"data/n1\"")).starts_with("nodes[2].data_dir")
+    );
+    assert!(
+        error_key(&base.replace("sync = \"always\"", "sync = \"sometimes\"")).contains("sometimes")
+    );
+    let unknown = error_key(&format!("{base}\n[cluster2]\nx = 1\n"));
+    assert!(unknown.contains("cluster2"), "{unknown}");
+    let typo = error_key(&base.replace("max_key_bytes", "max_key_byte"));
+    assert!(typo.contains("max_key_byte"), "{typo}");
+    let threads = |t: &str| {
+        base.replacen(
+            "weight = 1",
+            &format!("weight = 1\nworker_threads = {t}"),
+            1,
+        )
+    };
+    assert!(error_key(&threads("0")).starts_with("nodes[0].worker_threads"));
+    assert!(error_key(&threads("1025")).starts_with("nodes[0].worker_threads"));
+    let one = Config::parse(&threads("1")).expect("worker_threads = 1");
+    assert_eq!(one.nodes[0].worker_threads, Some(1));
+    // TLS is not built: naming it is refused, never silently ignored.
+    let tls = format!("{base}\n[security.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"\n");
+    assert!(
+        error_key(&tls).starts_with("security.tls"),
+        "{}",
+        error_key(&tls)
+    );
+}
