@@ -168,14 +168,8 @@ async fn dev_serves_and_stops_on_sigterm() {
     );
 
     let client = chorus::client::Client::new(&url);
-    assert_eq!(
-        client
-            .put("hello", "\"dev\"", None)
-            .await
-            .expect("put")
-            .status,
-        204
-    );
+    let put = client.put("hello", "\"dev\"", None).await.expect("put");
+    assert_eq!(put.status, 204, "{:?}", put.body);
     assert!(dir.path().join("n1").exists(), "data is not under --data");
     // Three nodes, and any of them serves the key.
     let third = format!("http://127.0.0.1:{}", port + 2);
