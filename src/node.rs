@@ -105,6 +105,11 @@ impl Node {
             tracing::warn!(node = id, "{warning}");
         }
         let tokens = config.security.token_texts()?;
+        let tokens = Tokens::new(
+            tokens
+                .iter()
+                .map(|(name, token, scopes)| (name.as_str(), token.as_str(), scopes.as_slice())),
+        );
         let (store, identity, dir): (Arc<dyn Store>, _, _) =
             match (start.storage, config.storage.engine) {
                 (Some(Storage { store, identity }), _) => (store, identity, None),
@@ -157,7 +162,6 @@ impl Node {
             secret
                 .as_deref()
                 .map(|s| Arc::new(Signer::new(s, id, crate::replica::generation()))),
-            false,
         ));
         let members_file = dir.as_ref().map(|d| d.join("members.json"));
         let saved = members_file.as_ref().is_some_and(|f| f.exists());
@@ -202,34 +206,31 @@ impl Node {
         );
         let metrics = crate::metrics::install();
         let (left_tx, left) = watch::channel(false);
-        let api =
-            Arc::new(Api {
-                node: id.to_string(),
-                coordinator: Coordinator::new(
-                    Arc::clone(&cluster),
-                    Arc::clone(&replica),
-                    Duration::from_millis(config.cluster.speculative_read_ms),
-                ),
-                quorum: Quorum::defaults(&config.cluster),
-                timeout_ms: config.cluster.timeout_ms,
-                cluster: Arc::clone(&cluster),
-                replica: Arc::clone(&replica),
-                antientropy: Arc::clone(&antientropy),
-                limits: config.limits.clone(),
-                fingerprint: cluster_fingerprint(&config.cluster.name),
-                metrics: metrics.clone(),
-                store: Arc::clone(&store),
-                max_peer_message,
-                handoff_batch: config.ring.handoff_batch,
-                leave: Arc::new(parking_lot::Mutex::new(LeaveState::Serving)),
-                left: left_tx,
-                peer_auth: Verifier::new(secret.as_deref(), config.security.peer_clock_skew_ms),
-                tokens: Tokens::new(tokens.iter().map(|(name, token, scopes)| {
-                    (name.as_str(), token.as_str(), scopes.as_slice())
-                })),
-                open_routes: config.security.open_routes.clone(),
-                inflight: tokio::sync::Semaphore::new(config.limits.max_inflight),
-            });
+        let api = Arc::new(Api {
+            node: id.to_string(),
+            coordinator: Coordinator::new(
+                Arc::clone(&cluster),
+                Arc::clone(&replica),
+                Duration::from_millis(config.cluster.speculative_read_ms),
+            ),
+            quorum: Quorum::defaults(&config.cluster),
+            timeout_ms: config.cluster.timeout_ms,
+            cluster: Arc::clone(&cluster),
+            replica: Arc::clone(&replica),
+            antientropy: Arc::clone(&antientropy),
+            limits: config.limits.clone(),
+            fingerprint: cluster_fingerprint(&config.cluster.name),
+            metrics: metrics.clone(),
+            store: Arc::clone(&store),
+            max_peer_message,
+            handoff_batch: config.ring.handoff_batch,
+            leave: Arc::new(parking_lot::Mutex::new(LeaveState::Serving)),
+            left: left_tx,
+            peer_auth: Verifier::new(secret.as_deref(), config.security.peer_clock_skew_ms),
+            tokens,
+            open_routes: config.security.open_routes.clone(),
+            inflight: tokio::sync::Semaphore::new(config.limits.max_inflight),
+        });
         let (shutdown, stopped) = watch::channel(false);
         let server = tokio::spawn(api::serve(listener, api, stopped, Duration::from_secs(10)));
 

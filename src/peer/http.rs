@@ -50,15 +50,13 @@ pub struct HttpTransport<C = HttpConnector> {
 }
 
 /// What one HTTP call needs: the pooled client, the deadline, the reply
-/// limit, what signs the request (none when the node has no secret), and
-/// the scheme (`https` when the node speaks TLS).
+/// limit, and what signs the request (none when the node has no secret).
 #[derive(Clone)]
 struct Sender<C> {
     client: Client<C, Full<Bytes>>,
     timeout: Duration,
     max_message: usize,
     signer: Option<Arc<Signer>>,
-    scheme: &'static str,
 }
 
 /// A TCP connector for peers: TCP_NODELAY, connecting within `timeout`.
@@ -82,7 +80,6 @@ where
 {
     /// A transport over `connector`: [`tcp_connector`], or a simulated
     /// network.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         connector: C,
         me: &str,
@@ -91,7 +88,6 @@ where
         timeout: Duration,
         max_message: usize,
         signer: Option<Arc<Signer>>,
-        tls: bool,
     ) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
@@ -110,7 +106,6 @@ where
                 timeout,
                 max_message,
                 signer,
-                scheme: if tls { "https" } else { "http" },
             },
             lanes: Mutex::new(HashMap::new()),
         }
@@ -140,7 +135,7 @@ where
 {
     fn send(&self, node: String, addr: String, request: PeerRequest) -> Reply {
         let client = self.client.clone();
-        let (timeout, max, scheme) = (self.timeout, self.max_message, self.scheme);
+        let (timeout, max) = (self.timeout, self.max_message);
         let signer = self.signer.clone();
         Box::pin(async move {
             let unavailable = |reason: String| Error::Unavailable {
@@ -156,7 +151,7 @@ where
             let call = async {
                 let mut req = Request::builder()
                     .method(Method::POST)
-                    .uri(format!("{scheme}://{addr}{PEER_PATH}"))
+                    .uri(format!("http://{addr}{PEER_PATH}"))
                     .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE);
                 if let Some(signer) = &signer {
                     req = req.header(AUTH_HEADER, signer.sign(&body));

@@ -277,20 +277,24 @@ impl Replays {
             });
         }
         self.clock += 1;
-        if !self.senders.contains_key(&stamp.node) && self.senders.len() >= MAX_SENDERS {
-            let oldest = self
-                .senders
-                .iter()
-                .min_by_key(|(_, w)| w.heard)
-                .map(|(node, _)| node.clone());
-            if let Some(oldest) = oldest {
-                self.senders.remove(&oldest);
+        // The sender's id is copied only when it is new, not per request.
+        if !self.senders.contains_key(&stamp.node) {
+            if self.senders.len() >= MAX_SENDERS {
+                let oldest = self
+                    .senders
+                    .iter()
+                    .min_by_key(|(_, w)| w.heard)
+                    .map(|(node, _)| node.clone());
+                if let Some(oldest) = oldest {
+                    self.senders.remove(&oldest);
+                }
             }
+            self.senders
+                .insert(stamp.node.clone(), Window::new(stamp.boot));
         }
-        let window = self
-            .senders
-            .entry(stamp.node.clone())
-            .or_insert_with(|| Window::new(stamp.boot));
+        let Some(window) = self.senders.get_mut(&stamp.node) else {
+            return Err(Refusal::Replayed); // inserted just above
+        };
         if stamp.boot < window.boot {
             return Err(Refusal::Replayed);
         }
