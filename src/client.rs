@@ -1,6 +1,9 @@
 //! A small HTTP client for the chorus API: the CLI verbs, the benchmark and
-//! the tests use it. Pooled keep-alive connections with TCP_NODELAY.
+//! the tests use it. Pooled keep-alive connections with TCP_NODELAY, over
+//! TLS for `https://` URLs (trusting the CA it is given, else the
+//! platform's roots).
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +16,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::api::CONTEXT_HEADER;
 use crate::error::{Error, Result};
+use crate::security::tls;
 
 /// Where `chorus dev` serves its first node: the default of every client verb.
 pub const DEV_URL: &str = "http://127.0.0.1:7001";
@@ -49,8 +53,11 @@ impl Reply {
     }
 }
 
+/// The connector of [`Client::new`]: TCP, with TLS for `https://`.
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 #[derive(Clone)]
-pub struct Client<C = HttpConnector> {
+pub struct Client<C = Connector> {
     pool: Pool<C, Full<Bytes>>,
     base: String,
     /// `Authorization` sent with every request, when the cluster has tokens.
@@ -59,20 +66,45 @@ pub struct Client<C = HttpConnector> {
 
 /// The environment variable the CLI reads a bearer token from.
 pub const TOKEN_ENV: &str = "CHORUS_TOKEN";
+/// The environment variable naming the PEM file of the CA the CLI trusts
+/// for `https://` URLs (the cluster's `security.tls.ca`).
+pub const CA_ENV: &str = "CHORUS_CA";
 
 impl Client {
-    /// A client for the node at `base` (for example `http://127.0.0.1:7001`).
+    /// A client for the node at `base` (for example `http://127.0.0.1:7001`);
+    /// an `https://` base is verified against the platform's roots.
     pub fn new(base: &str) -> Client {
+        let roots = if base.starts_with("https://") {
+            tls::platform_roots()
+        } else {
+            rustls::RootCertStore::empty()
+        };
+        Client::trusting(base, roots)
+    }
+
+    /// A client that trusts only the CA certificates in the PEM file `ca`.
+    pub fn with_ca(base: &str, ca: &Path) -> Result<Client> {
+        Ok(Client::trusting(base, tls::roots(CA_ENV, ca)?))
+    }
+
+    fn trusting(base: &str, roots: rustls::RootCertStore) -> Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        Client::with_connector(base, connector)
+        // Only https:// URLs reach TLS: http:// ones stay plain.
+        connector.enforce_http(false);
+        let config = tls::client_config(roots);
+        Client::with_connector(base, tls::connector(connector, config, false))
     }
 
-    /// A client for the command line: with the bearer token in
-    /// `CHORUS_TOKEN`, when it is set.
-    pub fn cli(base: &str) -> Client {
-        Client::new(base).with_token(std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()))
+    /// A client for the command line: trusting the CA in `CHORUS_CA` when
+    /// it is set, with the bearer token in `CHORUS_TOKEN` when that is.
+    pub fn cli(base: &str) -> Result<Client> {
+        let client = match std::env::var_os(CA_ENV).filter(|v| !v.is_empty()) {
+            Some(ca) => Client::with_ca(base, Path::new(&ca))?,
+            None => Client::new(base),
+        };
+        Ok(client.with_token(std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())))
     }
 }
 
@@ -126,7 +158,7 @@ where
             .await
             .map_err(|e| Error::Unavailable {
                 node: self.base.clone(),
-                reason: e.to_string(),
+                reason: crate::error::chain(&e),
             })?;
         let (parts, body) = response.into_parts();
         let body = body

@@ -244,6 +244,23 @@ impl From<fjall::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and every source under it, joined by `: `: hyper's client
+/// errors say only "client error (Connect)" at the top, and the reason
+/// (refused, a certificate expired, an unknown issuer) is underneath.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

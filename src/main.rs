@@ -229,14 +229,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             context,
             url,
         } => {
-            let reply = Client::cli(&url)
+            let reply = Client::cli(&url)?
                 .put(&key, json, context.as_deref())
                 .await?;
             Ok(print_reply(&reply))
         }
-        Command::Get { key, url } => Ok(print_reply(&Client::cli(&url).get(&key).await?)),
+        Command::Get { key, url } => Ok(print_reply(&Client::cli(&url)?.get(&key).await?)),
         Command::Delete { key, context, url } => {
-            let reply = Client::cli(&url).delete(&key, context.as_deref()).await?;
+            let reply = Client::cli(&url)?.delete(&key, context.as_deref()).await?;
             Ok(print_reply(&reply))
         }
         Command::Sim(Sim::Ring(options)) => {

@@ -57,6 +57,10 @@ pub const PEER_AUTH_REFUSED_TOTAL: &str = "chorus_peer_auth_refused_total";
 /// Client requests refused for their token, by `reason`: unauthenticated
 /// (401: none, or unknown), forbidden (403: a scope it lacks).
 pub const CLIENT_AUTH_REFUSED_TOTAL: &str = "chorus_client_auth_refused_total";
+/// Connections closed before a request because their TLS handshake did
+/// not complete, by `reason`: failed (plain HTTP, a refused certificate,
+/// no shared protocol), timeout (not done within the header timeout).
+pub const TLS_HANDSHAKES_FAILED_TOTAL: &str = "chorus_tls_handshakes_failed_total";
 /// Handoff sweeps that could not finish and will be retried.
 pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
 /// Anti-entropy rounds, by `mode` (state) and `result`: in_sync (the peer
@@ -288,6 +292,12 @@ pub const ALL: &[Def] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Client requests refused for their token, by reason (unauthenticated, forbidden).",
+    },
+    Def {
+        name: TLS_HANDSHAKES_FAILED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Connections closed because their TLS handshake failed or timed out, by reason (failed, timeout).",
     },
     Def {
         name: SIBLING_WARNINGS_TOTAL,

@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::legacy::connect::{Connect, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 
 /// Hands out accepted connections, ready for hyper.
@@ -28,7 +28,18 @@ pub trait Listener: Send + 'static {
 /// A listener and a connector that reach each other.
 pub trait Network: Send + Sync + 'static {
     type Listener: Listener;
-    type Connector: Connect + Clone + Send + Sync + 'static;
+    /// A `tower` service from URI to connection, so TLS can wrap it
+    /// (`security::tls::connector`).
+    type Connector: tower_service::Service<
+            http::Uri,
+            Response: Connection + hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+            Future: Send + 'static,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        > + Connect
+        + Clone
+        + Send
+        + Sync
+        + 'static;
 
     /// Binds `addr` (`host:port`; port 0 picks a free one).
     fn bind(&self, addr: &str) -> impl Future<Output = io::Result<Self::Listener>> + Send;

@@ -29,6 +29,7 @@ use crate::peer::{
 use crate::replica::Replica;
 use crate::ring::{Members, Status};
 use crate::security::peer::{Signer, Verifier};
+use crate::security::tls::Tls;
 use crate::security::tokens::Tokens;
 use crate::store::{FjallStore, Identity, MemoryStore, Store};
 use crate::version::context::cluster_fingerprint;
@@ -73,6 +74,8 @@ pub struct Storage {
 pub struct Node {
     pub id: String,
     pub addr: SocketAddr,
+    /// `https` when the node has `[security.tls]`, else `http`.
+    scheme: &'static str,
     cluster: Arc<Cluster>,
     store: Arc<dyn Store>,
     antientropy: Arc<AntiEntropy>,
@@ -104,6 +107,8 @@ impl Node {
         for warning in config.security.check_exposure(listen, secret.as_deref())? {
             tracing::warn!(node = id, "{warning}");
         }
+        let tls = config.security.tls.as_ref().map(Tls::load).transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let tokens = config.security.token_texts()?;
         let tokens = Tokens::new(
             tokens
@@ -140,6 +145,13 @@ impl Node {
             me.listen.clone()
         };
 
+        if let Some(problem) = tls
+            .as_ref()
+            .and_then(|t| t.own_certificate_problem(host(&advertised)))
+        {
+            tracing::warn!(node = id, "{problem}");
+        }
+
         let durable = config.storage.fsyncs_each_write();
         let replica = Arc::new(Replica::new(
             Arc::clone(&store),
@@ -150,10 +162,19 @@ impl Node {
         let addresses = Addresses::default();
         let max_peer_message = (config.limits.max_set_bytes * 2 + (1 << 20)).max(MAX_MESSAGE_BYTES);
         let peer_timeout = Duration::from_millis(config.ring.peer_timeout_ms);
+        let peer_tls = match &tls {
+            Some(tls) => tls.client.clone(),
+            None => crate::security::tls::client_config(rustls::RootCertStore::empty()),
+        };
         let transport: Arc<dyn Transport> = Arc::new(HttpTransport::new(
-            start
-                .network
-                .connector(crate::peer::http::connect_timeout(peer_timeout)),
+            crate::security::tls::connector(
+                start
+                    .network
+                    .connector(crate::peer::http::connect_timeout(peer_timeout)),
+                peer_tls,
+                true,
+            ),
+            tls.is_some(),
             id,
             Arc::clone(&replica),
             Arc::clone(&addresses),
@@ -232,7 +253,13 @@ impl Node {
             inflight: tokio::sync::Semaphore::new(config.limits.max_inflight),
         });
         let (shutdown, stopped) = watch::channel(false);
-        let server = tokio::spawn(api::serve(listener, api, stopped, Duration::from_secs(10)));
+        let server = tokio::spawn(api::serve(
+            listener,
+            api,
+            tls.map(|t| t.acceptor),
+            stopped,
+            Duration::from_secs(10),
+        ));
 
         let ring = &config.ring;
         let mut tasks = Vec::new();
@@ -266,6 +293,7 @@ impl Node {
         Ok(Node {
             id: id.to_string(),
             addr,
+            scheme,
             cluster,
             store,
             antientropy,
@@ -292,7 +320,7 @@ impl Node {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Resolves once this node has left the ring gracefully (it should then stop).
@@ -368,6 +396,13 @@ async fn join(
 }
 
 /// Runs `work` every `period`, one run at a time, until aborted.
+/// The host of a `host:port` address, IPv6 brackets removed: the name a
+/// peer dialling it checks this node's certificate against.
+fn host(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 fn every<F, Fut>(period: Duration, mut work: F) -> JoinHandle<()>
 where
     F: FnMut() -> Fut + Send + 'static,

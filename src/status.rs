@@ -14,7 +14,7 @@ use chorus::error::Error;
 /// and anti-entropy lag (asked of the member itself; `-` where it does not
 /// answer).
 pub async fn show(url: &str) -> Result<ExitCode, Error> {
-    let reply = Client::cli(url)
+    let reply = Client::cli(url)?
         .request(Method::GET, "/cluster", &[], Bytes::new())
         .await?;
     let Some(mut body) = ok_json(&reply) else {
@@ -25,7 +25,11 @@ pub async fn show(url: &str) -> Result<ExitCode, Error> {
             let Some(addr) = member["addr"].as_str() else {
                 continue;
             };
-            let own = Client::cli(&format!("http://{addr}"));
+            // Each member over the scheme the operator used for the first.
+            let scheme = url.split_once("://").map_or("http", |(s, _)| s);
+            let Ok(own) = Client::cli(&format!("{scheme}://{addr}")) else {
+                continue;
+            };
             let asked = own.request(Method::GET, "/cluster", &[], Bytes::new());
             if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), asked).await
                 && let Ok(theirs) = serde_json::from_slice::<Value>(&reply.body)
@@ -112,7 +116,7 @@ pub fn table(body: &Value) -> String {
 
 /// Asks the node to leave and follows it until it is gone.
 pub async fn leave(url: &str) -> Result<ExitCode, Error> {
-    let client = Client::cli(url);
+    let client = Client::cli(url)?;
     let reply = client
         .request(Method::POST, "/admin/leave", &[], Bytes::new())
         .await?;
@@ -153,7 +157,7 @@ pub async fn leave(url: &str) -> Result<ExitCode, Error> {
 /// Takes a dead node out of the ring.
 pub async fn remove(url: &str, node: &str) -> Result<ExitCode, Error> {
     let path = format!("/admin/remove/{node}");
-    let reply = Client::cli(url)
+    let reply = Client::cli(url)?
         .request(Method::POST, &path, &[], Bytes::new())
         .await?;
     match ok_json(&reply) {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
@@ -323,16 +323,20 @@ fn operation(method: &Method, path: &str) -> &'static str {
 }
 
 /// Accepts connections until `shutdown` turns true, then lets the open
-/// requests finish (for at most `drain`).
+/// requests finish (for at most `drain`). With `tls`, every connection is
+/// a TLS one; a client that does not complete the handshake (plain HTTP,
+/// a certificate it refuses) is closed before any request is read.
 ///
 /// At most `limits.max_connections` connections are served; one beyond
 /// gets a 503 `overloaded` with `Retry-After` and is closed. A connection
-/// that has not begun a request within `limits.header_timeout_ms` is
-/// closed (hyper's header timeout covers a request begun and not
-/// finished), so idle and slow connections cannot pile up.
+/// that has not begun a request within `limits.header_timeout_ms` of being
+/// accepted, its TLS handshake included, is closed (hyper's header
+/// timeout covers a request begun and not finished), so idle and slow
+/// connections cannot pile up.
 pub async fn serve<L: Listener>(
     mut listener: L,
     api: Arc<Api>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -343,6 +347,7 @@ pub async fn serve<L: Listener>(
         .header_read_timeout(Duration::from_millis(api.limits.header_timeout_ms))
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(api.limits.max_connections));
     let header_timeout = Duration::from_millis(api.limits.header_timeout_ms);
@@ -359,6 +364,7 @@ pub async fn serve<L: Listener>(
             },
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
         };
+        let deadline = tokio::time::Instant::now() + header_timeout;
         let permit = Arc::clone(&connections).try_acquire_owned().ok();
         let over = permit.is_none().then(|| Error::Overloaded {
             what: "open connections",
@@ -385,14 +391,35 @@ pub async fn serve<L: Listener>(
                 })
             }
         });
-        let connection = builder.serve_connection(stream, service);
-        let connection = graceful.watch(connection.into_owned());
+        let (builder, watcher, tls) = (Arc::clone(&builder), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(TokioIo::new(stream));
+                    match tokio::time::timeout_at(deadline, handshake).await {
+                        Ok(Ok(tls)) => Box::new(TokioIo::new(tls)),
+                        Ok(Err(e)) => {
+                            metrics::counter!(m::TLS_HANDSHAKES_FAILED_TOTAL, "reason" => "failed")
+                                .increment(1);
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            metrics::counter!(m::TLS_HANDSHAKES_FAILED_TOTAL, "reason" => "timeout")
+                                .increment(1);
+                            tracing::debug!("no TLS handshake within the header timeout");
+                            return;
+                        }
+                    }
+                }
+            };
+            let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
-                () = tokio::time::sleep(header_timeout) => {
+                () = tokio::time::sleep_until(deadline) => {
                     if !begun.load(std::sync::atomic::Ordering::Relaxed) {
                         tracing::debug!("no request began within the header timeout; closing");
                         return;
@@ -413,3 +440,8 @@ pub async fn serve<L: Listener>(
         tracing::warn!("open connections did not finish within {drain:?}; closing them");
     }
 }
+
+/// A connection hyper can serve: a plain one or a TLS one, behind one type.
+trait Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static {}
+
+impl<T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static> Io for T {}

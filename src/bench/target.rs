@@ -124,7 +124,7 @@ impl Backend {
         } else if urls.is_empty() {
             return Err(bad_url("no URL"));
         } else {
-            Reach::Http(urls.iter().map(|u| Client::cli(u)).collect())
+            Reach::Http(urls.iter().map(|u| Client::cli(u)).collect::<Result<_>>()?)
         };
         Ok(Backend {
             target,

@@ -100,14 +100,6 @@ fn read_trimmed(key: &str, path: &Path) -> Result<String> {
 impl SecurityConfig {
     /// The shape of the section, without reading files.
     pub fn validate(&self) -> Result<()> {
-        if self.tls.is_some() {
-            // Refused rather than ignored: a node must never believe it
-            // speaks TLS while it serves plain HTTP.
-            return Err(Error::config(
-                "security.tls",
-                "TLS is not built yet; leave [security.tls] out, and set allow_plaintext = true on a private network you trust",
-            ));
-        }
         if self.peer_secret.is_some() && self.peer_secret_file.is_some() {
             return Err(Error::config(
                 "security.peer_secret_file",
@@ -213,7 +205,7 @@ impl SecurityConfig {
             return Err(Error::config(
                 "security.tls",
                 format!(
-                    "this node listens on {listen}, beyond loopback, without TLS; set allow_plaintext = true on a private network you trust (TLS is not built yet)"
+                    "this node listens on {listen}, beyond loopback, without TLS; set [security.tls] cert, key and ca, or allow_plaintext = true on a private network you trust"
                 ),
             ));
         }

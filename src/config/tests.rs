@@ -63,11 +63,33 @@ fn bad_configs_name_the_key() {
     assert!(error_key(&threads("1025")).starts_with("nodes[0].worker_threads"));
     let one = Config::parse(&threads("1")).expect("worker_threads = 1");
     assert_eq!(one.nodes[0].worker_threads, Some(1));
-    // TLS is not built: naming it is refused, never silently ignored.
+    // [security.tls] needs all three files (they are read at start).
     let tls = format!("{base}\n[security.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"\n");
-    assert!(
-        error_key(&tls).starts_with("security.tls"),
-        "{}",
-        error_key(&tls)
+    let parsed = Config::parse(&tls).expect("a full [security.tls]");
+    assert_eq!(
+        parsed.security.tls.map(|t| t.ca),
+        Some(std::path::PathBuf::from("a"))
     );
+    let no_ca = tls.replace("ca = \"a\"\n", "");
+    assert!(error_key(&no_ca).contains("ca"), "{}", error_key(&no_ca));
+}
+
+#[test]
+fn tls_is_what_lets_a_node_beyond_loopback_serve_without_allow_plaintext() {
+    let beyond: SocketAddr = "10.0.0.1:7001".parse().expect("addr");
+    let secret = [7u8; 32];
+    let mut security = SecurityConfig::default();
+    let error = security
+        .check_exposure(beyond, Some(&secret))
+        .expect_err("plain HTTP beyond loopback")
+        .to_string();
+    assert!(error.contains("security.tls"), "{error}");
+    security.tls = Some(TlsConfig {
+        cert: "node.crt".into(),
+        key: "node.key".into(),
+        ca: "ca.pem".into(),
+    });
+    assert!(security.check_exposure(beyond, Some(&secret)).is_ok());
+    // TLS does not stand in for the peer secret.
+    assert!(security.check_exposure(beyond, None).is_err());
 }

@@ -276,7 +276,13 @@ impl Coordinator {
             // A primary the failure detector holds down gets no call that
             // would only time out: its copy goes straight to a fallback.
             if self.cluster.liveness(&to) == Liveness::Down {
-                tally.fail(&to, "held down by the failure detector");
+                let reason = match self.cluster.last_failure(&to) {
+                    Some(e) => format!(
+                        "held down by the failure detector; this node's last call to it failed: {e}"
+                    ),
+                    None => "held down by the failure detector".to_string(),
+                };
+                tally.fail(&to, reason);
                 unreached.push(to);
                 continue;
             }

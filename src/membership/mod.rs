@@ -61,7 +61,9 @@ pub struct Cluster {
     addresses: Addresses,
     router: Mutex<Router<String>>,
     cache: Mutex<LookupCache<String>>,
-    liveness: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Per node: whether this node's own last call to it worked, and why
+    /// not when it failed.
+    liveness: Mutex<HashMap<String, Result<(), String>>>,
     heartbeats: Mutex<Heartbeats>,
     /// The detector's verdicts at the last gossip round, to see changes.
     verdicts: Mutex<HashMap<String, Verdict>>,
@@ -290,11 +292,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// Records that `node` answered (or not), for `/cluster`.
-    pub fn observe(&self, node: &str, up: bool) {
-        self.liveness
-            .lock()
-            .insert(node.to_string(), (up, Instant::now()));
+    /// Records whether `node` answered this node's call, and the error
+    /// when it did not (what a request it holds down is told).
+    pub fn observe<T>(&self, node: &str, reply: &Result<T>) {
+        let seen = reply.as_ref().map(|_| ()).map_err(Error::to_string);
+        self.liveness.lock().insert(node.to_string(), seen);
+    }
+
+    /// Why this node's last call to `node` failed, if it did.
+    pub fn last_failure(&self, node: &str) -> Option<String> {
+        self.liveness.lock().get(node)?.clone().err()
     }
 
     /// Whether `node` is up, as the failure detector judges its
@@ -307,8 +314,8 @@ impl Cluster {
             Verdict::Unknown => {}
         }
         match self.liveness.lock().get(node) {
-            Some((true, _)) => Liveness::Up,
-            Some((false, _)) => Liveness::Down,
+            Some(Ok(())) => Liveness::Up,
+            Some(Err(_)) => Liveness::Down,
             None => Liveness::Unknown,
         }
     }
@@ -447,7 +454,7 @@ impl Cluster {
             .transport
             .call(peer, PeerRequest::Gossip(self.members()))
             .await;
-        self.observe(peer, reply.is_ok());
+        self.observe(peer, &reply);
         match reply {
             Ok(PeerResponse::Members(theirs)) => {
                 if let Err(e) = self.apply(&theirs) {

@@ -169,7 +169,7 @@ impl Cluster {
             return Some(self.router.lock().answer(request));
         }
         let reply = self.transport.call(to, PeerRequest::Chord(request)).await;
-        self.observe(to, reply.is_ok());
+        self.observe(to, &reply);
         match reply {
             Ok(PeerResponse::Chord(reply)) => Some(reply),
             _ => None,

@@ -1,7 +1,8 @@
-//! The peer protocol over HTTP/2 cleartext (h2c), client side.
+//! The peer protocol over HTTP/2, client side: h2c, or h2 over TLS when
+//! the cluster has `[security.tls]`.
 //!
 //! Every node serves `POST /peer` on its one listen address (the server
-//! speaks HTTP/1.1 and h2c on the same port). A request body is a
+//! speaks HTTP/1.1 and HTTP/2 on the same port). A request body is a
 //! postcard-encoded [`PeerRequest`]; the response body a postcard
 //! [`WireReply`]. Calls share one multiplexed HTTP/2 connection per peer
 //! (hyper-util's pool), every socket has TCP_NODELAY, and every call has a
@@ -49,11 +50,13 @@ pub struct HttpTransport<C = HttpConnector> {
     lanes: Mutex<HashMap<String, (String, Lane)>>,
 }
 
-/// What one HTTP call needs: the pooled client, the deadline, the reply
-/// limit, and what signs the request (none when the node has no secret).
+/// What one HTTP call needs: the pooled client and the scheme it dials
+/// (`http` or `https`), the deadline, the reply limit, and what signs the
+/// request (none when the node has no secret).
 #[derive(Clone)]
 struct Sender<C> {
     client: Client<C, Full<Bytes>>,
+    scheme: &'static str,
     timeout: Duration,
     max_message: usize,
     signer: Option<Arc<Signer>>,
@@ -63,6 +66,8 @@ struct Sender<C> {
 pub fn tcp_connector(timeout: Duration) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    // https:// too: TLS wraps this connector (`security::tls::connector`).
+    connector.enforce_http(false);
     connector.set_connect_timeout(Some(timeout));
     connector
 }
@@ -78,10 +83,12 @@ impl<C> HttpTransport<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    /// A transport over `connector`: [`tcp_connector`], or a simulated
-    /// network.
+    /// A transport over `connector`: [`tcp_connector`] or a simulated
+    /// network, wrapped in TLS when `tls` (`security::tls::connector`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         connector: C,
+        tls: bool,
         me: &str,
         replica: Arc<Replica>,
         addresses: Addresses,
@@ -103,6 +110,7 @@ where
             addresses,
             sender: Sender {
                 client,
+                scheme: if tls { "https" } else { "http" },
                 timeout,
                 max_message,
                 signer,
@@ -136,7 +144,7 @@ where
     fn send(&self, node: String, addr: String, request: PeerRequest) -> Reply {
         let client = self.client.clone();
         let (timeout, max) = (self.timeout, self.max_message);
-        let signer = self.signer.clone();
+        let (signer, scheme) = (self.signer.clone(), self.scheme);
         Box::pin(async move {
             let unavailable = |reason: String| Error::Unavailable {
                 node: node.clone(),
@@ -151,7 +159,7 @@ where
             let call = async {
                 let mut req = Request::builder()
                     .method(Method::POST)
-                    .uri(format!("http://{addr}{PEER_PATH}"))
+                    .uri(format!("{scheme}://{addr}{PEER_PATH}"))
                     .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE);
                 if let Some(signer) = &signer {
                     req = req.header(AUTH_HEADER, signer.sign(&body));
@@ -160,10 +168,11 @@ where
                     .body(Full::new(Bytes::from(body)))
                     .map_err(|e| unavailable(format!("bad address `{addr}`: {e}")))?;
                 let response = client.request(req).await.map_err(|e| {
+                    // A refused TLS handshake is a connect error too.
                     if e.is_connect() {
-                        unavailable(format!("{e:?}"))
+                        unavailable(crate::error::chain(&e))
                     } else {
-                        indeterminate(format!("{e:?}"))
+                        indeterminate(crate::error::chain(&e))
                     }
                 })?;
                 // Refused before anything was applied: say so, and never

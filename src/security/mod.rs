@@ -8,12 +8,16 @@
 //!   certificate authority, rotates by editing one file, and authenticates
 //!   over the simulation's network as over TCP; TLS, when configured, adds
 //!   confidentiality on top.
+//! - [`tls`]: rustls for the listener and for the connections a node and
+//!   its clients open, when `[security.tls]` names the certificates.
 //! - [`tokens`]: client bearer tokens with scopes.
 //!
-//! Both cores are pure: they take the clock and the bytes from the caller.
+//! The HMAC and token cores are pure: they take the clock and the bytes
+//! from the caller.
 
 pub mod peer;
 pub mod peer_auth;
+pub mod tls;
 pub mod tokens;
 
 #[cfg(test)]

@@ -209,7 +209,7 @@ impl TestCluster {
     }
 }
 
-fn node_config(dir: &Path, i: usize, addr: &str, initial: bool) -> NodeConfig {
+pub fn node_config(dir: &Path, i: usize, addr: &str, initial: bool) -> NodeConfig {
     NodeConfig {
         id: format!("n{}", i + 1),
         listen: addr.to_string(),

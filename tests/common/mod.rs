@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod dashboards;
 pub mod netns;
+pub mod pki;
 pub mod processes;
 pub mod set_adds;
 
