@@ -32,7 +32,7 @@ use crate::security::peer::{Signer, Verifier};
 use crate::security::tls::Tls;
 use crate::security::tokens::Tokens;
 use crate::store::{FjallStore, Identity, MemoryStore, Store};
-use crate::version::context::cluster_fingerprint;
+use crate::version::context::Seal;
 
 /// How a node starts, beyond its config.
 pub struct Start<N: Network = Tcp> {
@@ -240,7 +240,7 @@ impl Node {
             replica: Arc::clone(&replica),
             antientropy: Arc::clone(&antientropy),
             limits: config.limits.clone(),
-            fingerprint: cluster_fingerprint(&config.cluster.name),
+            seal: Seal::new(&config.cluster.name, secret.as_deref()),
             metrics: metrics.clone(),
             store: Arc::clone(&store),
             max_peer_message,

@@ -253,7 +253,7 @@ async fn a_read_that_sees_a_stale_replica_repairs_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_carrying_its_context_reads_its_own_writes_at_r1_while_replicas_lag() {
-    use chorus::version::context::cluster_fingerprint;
+    use chorus::version::context::Seal;
     use chorus::version::{Actor, Content, Context, Dot};
     let cluster = TestCluster::start(3, 0, 3).await;
     let n1 = cluster.client(0);
@@ -284,8 +284,12 @@ async fn a_client_carrying_its_context_reads_its_own_writes_at_r1_while_replicas
         .wait()
         .await
         .expect("update");
-    let fingerprint = cluster_fingerprint(&cluster.config.cluster.name);
-    let token = read_ctx.after_write(dot).encode(fingerprint);
+    // Sealed as the cluster seals contexts (a test may; a client cannot).
+    let seal = Seal::new(
+        &cluster.config.cluster.name,
+        Some(common::TEST_SECRET.as_bytes()),
+    );
+    let token = read_ctx.after_write(dot).encode(&seal);
 
     // Through the lagging nodes, at r=1, with the context: the write is seen.
     for i in [1, 2, 1, 2] {
@@ -311,7 +315,7 @@ async fn a_client_carrying_its_context_reads_its_own_writes_at_r1_while_replicas
     // A context no replica has seen cannot be satisfied: 503, not a stale answer.
     let unseen = Context::read(newer.context().clone())
         .after_write(Dot::new(Actor::new("nobody", 1), 9))
-        .encode(fingerprint);
+        .encode(&seal);
     let path = format!("{}?r=1&timeout_ms=1000", chorus::client::key_path("mine"));
     let reply = n1
         .request(

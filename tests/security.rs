@@ -2,7 +2,8 @@
 //! with a wrong, missing or replayed authentication are refused before
 //! anything is applied; client tokens guard every route by scope; and the
 //! connection, request and body limits hold under slow and oversize
-//! floods while a normal client keeps working.
+//! floods while a normal client keeps working; a context the cluster did
+//! not seal is refused.
 
 mod common;
 
@@ -517,4 +518,46 @@ async fn a_flood_of_oversize_bodies_leaves_memory_bounded() {
         grown >> 20,
         before >> 20
     );
+}
+
+/// A context claiming writes of another node far ahead would make that
+/// node's later writes look already seen, and they would be dropped: the
+/// node refuses any context it did not seal, and writes nothing.
+#[tokio::test]
+async fn a_forged_or_changed_context_is_refused_and_nothing_is_written() {
+    use base64::Engine;
+    use chorus::version::context::Seal;
+    let node = TestNode::start().await;
+    let first = node.client.put("k", "\"v1\"", None).await.expect("put");
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    let genuine = first
+        .context()
+        .expect("a write returns its context")
+        .to_string();
+    let name = common::config(node.dir.path()).cluster.name;
+    let ahead = Context::default().after_write(Dot::new(Actor::new("n1-other", 1), 1_000_000));
+    let guessed = Seal::new(&name, Some(b"a guess at the secret, 32 bytes long"));
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut flipped = engine.decode(&genuine).expect("base64url");
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    for forged in [ahead.encode(&guessed), engine.encode(&flipped)] {
+        let reply = node
+            .client
+            .put("k", "\"v2\"", Some(&forged))
+            .await
+            .expect("put");
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error_code(&reply), "malformed_context");
+        assert!(String::from_utf8_lossy(&reply.body).contains("seal"));
+    }
+    let read = node.client.get("k").await.expect("get");
+    assert_eq!(&read.body[..], b"\"v1\"", "no forged write was applied");
+    // The genuine context still works.
+    let second = node
+        .client
+        .put("k", "\"v3\"", Some(&genuine))
+        .await
+        .expect("put");
+    assert_eq!(second.status, StatusCode::NO_CONTENT);
 }

@@ -87,7 +87,7 @@ async fn get(api: &Api, key: &str, p: &Params, session: Option<Context>) -> Resu
     response::set_context(
         &mut response,
         &Context::read(set.context().clone()),
-        api.fingerprint,
+        &api.seal,
     );
     set_quorum(&mut response, &p.quorum);
     Ok(response)
@@ -108,7 +108,7 @@ async fn put_or_delete(api: &Api, key: &str, write: Write, p: &Params) -> Result
             context.after_write(written.dot),
         )
     };
-    response::set_context(&mut response, &context, api.fingerprint);
+    response::set_context(&mut response, &context, &api.seal);
     set_quorum(&mut response, &p.quorum);
     Ok(response)
 }
@@ -250,7 +250,7 @@ fn context(api: &Api, headers: &HeaderMap) -> Result<Context> {
             if text.trim().is_empty() {
                 return Ok(Context::default());
             }
-            Ok(Context::decode(text, api.fingerprint)?)
+            Ok(Context::decode(text, &api.seal)?)
         }
     }
 }

@@ -75,7 +75,8 @@ pub struct Api {
     /// The cluster's default quorum and request timeout.
     pub quorum: crate::coordinator::quorum::Quorum,
     pub timeout_ms: u64,
-    pub fingerprint: [u8; 4],
+    /// Seals the contexts this node hands out and checks those it gets.
+    pub seal: crate::version::context::Seal,
     pub metrics: PrometheusHandle,
     pub store: Arc<dyn Store>,
     /// Largest peer message accepted.
@@ -400,16 +401,16 @@ pub async fn serve<L: Listener>(
                     let handshake = acceptor.accept(TokioIo::new(stream));
                     match tokio::time::timeout_at(deadline, handshake).await {
                         Ok(Ok(tls)) => Box::new(TokioIo::new(tls)),
-                        Ok(Err(e)) => {
-                            metrics::counter!(m::TLS_HANDSHAKES_FAILED_TOTAL, "reason" => "failed")
+                        failed => {
+                            let reason = match failed {
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    "failed"
+                                }
+                                _ => "timeout",
+                            };
+                            metrics::counter!(m::TLS_HANDSHAKES_FAILED_TOTAL, "reason" => reason)
                                 .increment(1);
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            metrics::counter!(m::TLS_HANDSHAKES_FAILED_TOTAL, "reason" => "timeout")
-                                .increment(1);
-                            tracing::debug!("no TLS handshake within the header timeout");
                             return;
                         }
                     }

@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use crate::error::Error;
+use crate::version::context::Seal;
 use crate::version::{Content, Context, SiblingSet};
 
 pub type Body = Full<Bytes>;
@@ -70,8 +71,8 @@ pub fn error(e: &Error) -> Response<Body> {
 }
 
 /// Sets `X-Chorus-Context` (base64url, always a valid header value).
-pub fn set_context(response: &mut Response<Body>, context: &Context, fingerprint: [u8; 4]) {
-    if let Ok(value) = HeaderValue::from_str(&context.encode(fingerprint)) {
+pub fn set_context(response: &mut Response<Body>, context: &Context, seal: &Seal) {
+    if let Ok(value) = HeaderValue::from_str(&context.encode(seal)) {
         response.headers_mut().insert(CONTEXT_HEADER, value);
     }
 }

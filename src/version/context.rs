@@ -8,9 +8,16 @@
 //! claiming `a:1..56`, writes the client never saw.
 //!
 //! On the wire it is base64url (no padding) of a one-byte format tag, a
-//! four-byte fingerprint of the cluster name and the postcard encoding of the
-//! version vector and the dots. The fingerprint makes a context from another cluster an
-//! error instead of a silent, meaningless comparison.
+//! four-byte fingerprint of the cluster name, the postcard encoding of the
+//! version vector and the dots, and a 16-byte seal. The fingerprint makes
+//! a context from another cluster an error instead of a silent,
+//! meaningless comparison. The seal is a keyed BLAKE3 MAC under a key
+//! derived from the cluster's peer secret ([`Seal`]), so a client can hand
+//! back only contexts the cluster issued: a forged one could claim dots of
+//! another node that do not exist yet, and every later write that node
+//! minted under them would look already seen and be dropped, acknowledged
+//! or not. A node without a secret (loopback only) seals under the cluster
+//! name alone, which catches corruption, not forgery.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,8 +26,11 @@ use serde::{Deserialize, Serialize};
 
 use super::actor::{Actor, Dot, VersionVector, covers};
 
-const FORMAT: u8 = 1;
+/// Format 2 is sealed; format 1 (unsealed) contexts are refused.
+const FORMAT: u8 = 2;
 const HEADER_LEN: usize = 5;
+/// Bytes of the seal: 128 bits.
+const TAG_LEN: usize = 16;
 /// Longest encoded context accepted: a few hundred actors, far above any
 /// real cluster, small enough that a hostile header cannot cost much.
 pub const MAX_ENCODED_LEN: usize = 16 * 1024;
@@ -40,6 +50,10 @@ pub enum ContextError {
     UnknownFormat,
     #[error("the context was issued by another cluster")]
     Foreign,
+    #[error(
+        "the context's seal does not match: it was changed, or issued under another peer secret; read the key again for a fresh one"
+    )]
+    Forged,
     #[error("the context is corrupt")]
     Corrupt,
 }
@@ -59,6 +73,50 @@ pub fn cluster_fingerprint(cluster: &str) -> [u8; 4] {
     let mut out = [0; 4];
     out.copy_from_slice(&hash.as_bytes()[..4]);
     out
+}
+
+/// What a node seals and checks contexts with: the cluster's fingerprint
+/// and a MAC key derived from the cluster name and peer secret, the same on
+/// every node, so any node accepts a context another issued.
+#[derive(Clone)]
+pub struct Seal {
+    fingerprint: [u8; 4],
+    key: [u8; 32],
+}
+
+impl Seal {
+    pub fn new(cluster: &str, secret: Option<&[u8]>) -> Seal {
+        let mut key = blake3::Hasher::new_derive_key("chorus client context seal v1");
+        key.update(&(cluster.len() as u64).to_le_bytes());
+        key.update(cluster.as_bytes());
+        key.update(secret.unwrap_or_default());
+        Seal {
+            fingerprint: cluster_fingerprint(cluster),
+            key: *key.finalize().as_bytes(),
+        }
+    }
+
+    /// The seal of the bytes before it.
+    pub(crate) fn tag(&self, sealed: &[u8]) -> [u8; TAG_LEN] {
+        let mut tag = [0; TAG_LEN];
+        tag.copy_from_slice(&blake3::keyed_hash(&self.key, sealed).as_bytes()[..TAG_LEN]);
+        tag
+    }
+
+    /// Whether `tag` seals `sealed`, in time independent of where they
+    /// differ.
+    fn check(&self, sealed: &[u8], tag: &[u8]) -> bool {
+        let ours = self.tag(sealed);
+        tag.len() == TAG_LEN && ours.iter().zip(tag).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seal")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Context {
@@ -107,16 +165,19 @@ impl Context {
             .fold(self.vv.get(actor), u64::max)
     }
 
-    pub fn encode(&self, fingerprint: [u8; 4]) -> String {
-        let mut raw = Vec::with_capacity(HEADER_LEN + 16 * (self.vv.dots.len() + self.dots.len()));
+    pub fn encode(&self, seal: &Seal) -> String {
+        let capacity = HEADER_LEN + TAG_LEN + 16 * (self.vv.dots.len() + self.dots.len());
+        let mut raw = Vec::with_capacity(capacity);
         raw.push(FORMAT);
-        raw.extend_from_slice(&fingerprint);
+        raw.extend_from_slice(&seal.fingerprint);
         // Serializing strings and integers into a Vec cannot fail.
-        let raw = postcard::to_extend(self, raw).unwrap_or_default();
+        let mut raw = postcard::to_extend(self, raw).unwrap_or_default();
+        let tag = seal.tag(&raw);
+        raw.extend_from_slice(&tag);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
-    pub fn decode(text: &str, fingerprint: [u8; 4]) -> Result<Context, ContextError> {
+    pub fn decode(text: &str, seal: &Seal) -> Result<Context, ContextError> {
         if text.len() > MAX_ENCODED_LEN {
             return Err(ContextError::TooLong);
         }
@@ -130,9 +191,19 @@ impl Context {
             return Err(ContextError::UnknownFormat);
         }
         let (theirs, body) = rest.split_at_checked(4).ok_or(ContextError::Corrupt)?;
-        if theirs != fingerprint {
+        if theirs != seal.fingerprint {
             return Err(ContextError::Foreign);
         }
+        let sealed_len = raw
+            .len()
+            .checked_sub(TAG_LEN)
+            .filter(|&n| n >= HEADER_LEN)
+            .ok_or(ContextError::Corrupt)?;
+        let (sealed, tag) = raw.split_at(sealed_len);
+        if !seal.check(sealed, tag) {
+            return Err(ContextError::Forged);
+        }
+        let body = &body[..body.len() - TAG_LEN];
         let (ctx, trailing): (Context, _) =
             postcard::take_from_bytes(body).map_err(|_| ContextError::Corrupt)?;
         let zero = ctx.vv.dots.values().any(|&c| c == 0) || ctx.dots.iter().any(|d| d.counter == 0);

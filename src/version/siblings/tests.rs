@@ -8,9 +8,12 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
+use crate::version::context::Seal;
 use crate::version::{Context, ContextError};
 
 const NODES: usize = 3;
+/// The peer secret contexts are sealed under in these tests.
+const SECRET: &[u8] = b"the cluster's secret, 32 bytes or more";
 
 #[derive(Clone, Debug)]
 enum Source {
@@ -323,14 +326,31 @@ proptest! {
         for d in model.written.iter().rev().take(3) {
             ctx = ctx.after_write(d.clone());
         }
-        let fp = [1, 2, 3, 4];
-        prop_assert_eq!(Context::decode(&ctx.encode(fp), fp), Ok(ctx.clone()));
-        prop_assert_eq!(Context::decode(&ctx.encode(fp), [4, 3, 2, 1]), Err(ContextError::Foreign));
+        let seal = Seal::new("c", Some(SECRET));
+        prop_assert_eq!(Context::decode(&ctx.encode(&seal), &seal), Ok(ctx.clone()));
+        let elsewhere = Seal::new("another cluster", Some(SECRET));
+        prop_assert_eq!(Context::decode(&ctx.encode(&seal), &elsewhere), Err(ContextError::Foreign));
+        let other_secret = Seal::new("c", Some(b"another secret, 32 bytes or more!"));
+        prop_assert_eq!(Context::decode(&ctx.encode(&seal), &other_secret), Err(ContextError::Forged));
+    }
+
+    /// A client cannot change one bit of a context and have it accepted:
+    /// a forged context could claim dots that do not exist yet.
+    #[test]
+    fn a_changed_context_is_refused(ops in history(), at in any::<usize>(), bit in 0u8..8) {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let seal = Seal::new("c", Some(SECRET));
+        let ctx = Context::read(Model::run(&ops).read_all().context().clone());
+        let mut raw = engine.decode(ctx.encode(&seal)).unwrap_or_default();
+        let at = at % raw.len();
+        raw[at] ^= 1 << bit;
+        prop_assert!(Context::decode(&engine.encode(&raw), &seal).is_err());
     }
 
     #[test]
     fn decoding_garbage_is_an_error_not_a_panic(text in ".{0,200}") {
-        let _ = Context::decode(&text, [0; 4]);
+        let _ = Context::decode(&text, &Seal::new("c", None));
     }
 
     #[test]
@@ -340,11 +360,12 @@ proptest! {
         use base64::Engine;
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let ctx = Context::read(Model::run(&ops).read_all().context().clone());
-        let mut raw = engine.decode(ctx.encode([9; 4])).unwrap_or_default();
+        let seal = Seal::new("c", None);
+        let mut raw = engine.decode(ctx.encode(&seal)).unwrap_or_default();
         let at = flip.0 % raw.len();
         raw[at] ^= flip.1;
         let cut = cut % (raw.len() + 1);
-        let result = Context::decode(&engine.encode(&raw[..cut]), [9; 4]);
+        let result = Context::decode(&engine.encode(&raw[..cut]), &seal);
         if cut < raw.len() && at < cut && flip.1 == 0 {
             prop_assert!(result.is_err(), "a truncated context decoded");
         }
@@ -355,25 +376,30 @@ proptest! {
 fn a_context_with_trailing_bytes_or_a_bad_header_is_corrupt() {
     use base64::Engine;
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let fp = [5; 4];
+    let seal = Seal::new("c", Some(SECRET));
     let mut vv = VersionVector::new();
     crdts::CmRDT::apply(&mut vv, Dot::new(actor(0), 3));
     let mut raw = engine
-        .decode(Context::read(vv).encode(fp))
+        .decode(Context::read(vv).encode(&seal))
         .expect("own encoding");
+    // A byte after the postcard body, sealed as if the cluster had issued it.
+    raw.truncate(raw.len() - 16);
     raw.push(0);
+    let tag = seal.tag(&raw);
+    raw.extend_from_slice(&tag);
     assert_eq!(
-        Context::decode(&engine.encode(&raw), fp),
+        Context::decode(&engine.encode(&raw), &seal),
         Err(ContextError::Corrupt)
     );
-    assert_eq!(Context::decode("", fp), Err(ContextError::UnknownFormat));
-    assert_eq!(Context::decode("!!!", fp), Err(ContextError::NotBase64));
+    assert_eq!(Context::decode("", &seal), Err(ContextError::UnknownFormat));
+    assert_eq!(Context::decode("!!!", &seal), Err(ContextError::NotBase64));
+    // Format 1, the unsealed contexts of earlier versions.
     assert_eq!(
-        Context::decode(&engine.encode([2, 5, 5, 5, 5]), fp),
+        Context::decode(&engine.encode([1, 5, 5, 5, 5]), &seal),
         Err(ContextError::UnknownFormat)
     );
     assert_eq!(
-        Context::decode(&"A".repeat(20_000), fp),
+        Context::decode(&"A".repeat(20_000), &seal),
         Err(ContextError::TooLong)
     );
 }
