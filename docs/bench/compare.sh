@@ -16,6 +16,12 @@
 #            BASE_BIN, e.g. an earlier commit's build, for a before/after
 #            in one run (docs/benchmarks.md shows how to build one)
 #   base1    (only when named in TARGETS) chorus1 run by BASE_BIN
+#   open3    (only when named in TARGETS) chorus3 without a peer secret:
+#            peer requests unsigned, for what authentication costs
+#   tls3     (only when named in TARGETS) chorus3 with [security.tls]
+#            (certificates made here with openssl): clients and peers
+#            over TLS, for what TLS costs
+# Every chorus cluster but open3 signs its peer requests (BENCH_SECRET).
 #   etcd     a three-member etcd cluster (Raft, fsynced log), through its
 #            JSON gateway, each member with GOMAXPROCS=THREADS_PER_NODE
 #   redis    one Redis, in memory (no persistence): the single-node
@@ -36,7 +42,8 @@
 #        BASE_BIN (the binary of targets base3 and base1), THREADS_PER_NODE
 #        (1: runtime threads of each three-node chorus and each etcd
 #        member; 0 leaves both at their default of one per core; a BASE_BIN
-#        older than `worker_threads` needs 0)
+#        older than `worker_threads` needs 0; one older than [security]
+#        needs BASE_SECURITY=-)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-10s}
@@ -78,25 +85,45 @@ done
 "$bin" serve --config "$work/one.toml" --node n1 > /dev/null 2> "$work/chorus1.log" &
 pids+=($!)
 # Optional three-node clusters, started only when named in TARGETS:
-# start_three NAME FIRST_PORT BINARY [CLUSTER_LINE].
+# start_three NAME FIRST_PORT BINARY [CLUSTER_LINE] [SECURITY] [SCHEME].
 optional=()
 start_three() {
-  local name=$1 first=$2 binary=$3 line=${4:-} i
-  chorus_config "$work/$name.toml" "compare-$name" "$first" 3 3 "$line" "$node_line"
+  local name=$1 first=$2 binary=$3 line=${4:-} security=${5:-} scheme=${6:-http} i
+  chorus_config "$work/$name.toml" "compare-$name" "$first" 3 3 "$line" "$node_line" "$security"
   for i in 1 2 3; do
     "$binary" serve --config "$work/$name.toml" --node "n$i" > /dev/null 2> "$work/$name-n$i.log" &
     pids+=($!)
-    optional+=("http://127.0.0.1:$((first + i - 1))")
+    optional+=("$scheme://127.0.0.1:$((first + i - 1))")
   done
+}
+# One CA and one certificate for 127.0.0.1, shared by the tls3 nodes.
+make_certificates() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench-ca -keyout "$work/ca.key" -out "$work/ca.pem" 2> /dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=node \
+    -keyout "$work/node.key" -out "$work/node.csr" 2> /dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' > "$work/san.ext"
+  openssl x509 -req -in "$work/node.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+    -CAcreateserial -days 2 -extfile "$work/san.ext" -out "$work/node.crt" 2> /dev/null
 }
 all=$((base + 20))
 base3=$((base + 30))
 base1=$((base + 40))
+open3=$((base + 50))
+tls3=$((base + 60))
 named() { [[ " ${targets[*]} " == *" $1 "* ]]; }
 if named chorus3all; then start_three chorus3all "$all" "$bin" "speculative_read_ms = 0"; fi
-if named base3; then start_three base3 "$base3" "${BASE_BIN:?target base3 needs BASE_BIN}"; fi
+if named base3; then
+  start_three base3 "$base3" "${BASE_BIN:?target base3 needs BASE_BIN}" "" "${BASE_SECURITY:-}"
+fi
+if named open3; then start_three open3 "$open3" "$bin" "" -; fi
+if named tls3; then
+  make_certificates
+  start_three tls3 "$tls3" "$bin" "" "$(printf 'peer_secret = "%s"\n[security.tls]\ncert = "%s"\nkey = "%s"\nca = "%s"' \
+    "$BENCH_SECRET" "$work/node.crt" "$work/node.key" "$work/ca.pem")" https
+fi
 if named base1; then
-  chorus_config "$work/base1.toml" compare-base1 "$base1" 1 1
+  chorus_config "$work/base1.toml" compare-base1 "$base1" 1 1 "" "" "${BASE_SECURITY:-}"
   "${BASE_BIN:?target base1 needs BASE_BIN}" serve --config "$work/base1.toml" --node n1 > /dev/null 2> "$work/base1.log" &
   pids+=($!)
   optional+=("http://127.0.0.1:$base1")
@@ -121,11 +148,16 @@ pids+=($!)
 
 wait_healthy "http://127.0.0.1:$base" "http://127.0.0.1:$((base + 1))" "http://127.0.0.1:$((base + 2))" \
   "http://127.0.0.1:$((base + 10))" "http://127.0.0.1:$((etcd_base + 1))"
-if [ ${#optional[@]} -gt 0 ]; then wait_healthy "${optional[@]}"; fi
+if [ ${#optional[@]} -gt 0 ]; then CHORUS_CA="$work/ca.pem" wait_healthy "${optional[@]}"; fi
 # The ring settles (every node knows every other) before the load.
 sleep 2
 
-three() { echo "--url http://127.0.0.1:$1,http://127.0.0.1:$(($1 + 1)),http://127.0.0.1:$(($1 + 2))"; }
+three() {
+  local s=${2:-http}
+  echo "--url $s://127.0.0.1:$1,$s://127.0.0.1:$(($1 + 1)),$s://127.0.0.1:$(($1 + 2))"
+}
+# The bench client trusts the tls3 CA (the CLI reads CHORUS_CA).
+env_for() { [ "$1" = tls3 ] && echo "CHORUS_CA=$work/ca.pem"; true; }
 args_for() {
   case $1 in
     null) echo "--target null" ;;
@@ -133,6 +165,8 @@ args_for() {
     chorus1) echo "--url http://127.0.0.1:$((base + 10))" ;;
     chorus3all) three "$all" ;;
     base3) three "$base3" ;;
+    open3) three "$open3" ;;
+    tls3) three "$tls3" https ;;
     base1) echo "--url http://127.0.0.1:$base1" ;;
     etcd) echo "--target etcd --url http://127.0.0.1:$((etcd_base + 1)),http://127.0.0.1:$((etcd_base + 2)),http://127.0.0.1:$((etcd_base + 3))" ;;
     redis) echo "--target redis --url redis://127.0.0.1:$redis_port" ;;
@@ -145,7 +179,7 @@ for round in $(seq "$rounds"); do
     # Loaded once; the null server lives in each bench process, so always.
     [ "$round" -gt 1 ] && [ "$t" != null ] && load=(--no-load)
     # shellcheck disable=SC2046
-    "$bin" bench $(args_for "$t") --label "$t" --workload "$workloads" "${load[@]}" "${common[@]}" \
+    env $(env_for "$t") "$bin" bench $(args_for "$t") --label "$t" --workload "$workloads" "${load[@]}" "${common[@]}" \
       --out "$work/$t-$round.json" > /dev/null 2>> "$work/bench.log"
     echo "round $round: $t done" >&2
   done
@@ -158,7 +192,7 @@ if [[ ",$workloads," == *,b,* ]]; then
     load=(--no-load)
     [ "$t" = null ] && load=()
     # shellcheck disable=SC2046
-    "$bin" bench $(args_for "$t") --label "$t" --workload b --rate $((peak / 2)) "${load[@]}" "${common[@]}" \
+    env $(env_for "$t") "$bin" bench $(args_for "$t") --label "$t" --workload b --rate $((peak / 2)) "${load[@]}" "${common[@]}" \
       --out "$work/$t-b50.json" > /dev/null 2>> "$work/bench.log"
     echo "B at half of $peak/s: $t done" >&2
   done

@@ -1,26 +1,36 @@
 # Helpers the bench scripts source (not run on its own).
 
-# chorus_config FILE NAME FIRST_PORT COUNT N [LINE] [NODE_LINE]: a durable
-# cluster config (sync = "always") named NAME of COUNT nodes on loopback
-# from FIRST_PORT, N replicas and majority quorums, with each node's data
-# beside FILE; LINE is one more [cluster] key (e.g. "speculative_read_ms =
-# 0"), NODE_LINE one more key of every [[nodes]] (e.g. "worker_threads = 1").
+# The peer secret of every benchmarked cluster: peers sign each request,
+# as a real cluster's do.
+BENCH_SECRET=${BENCH_SECRET:-$(head -c 32 /dev/urandom | base64)}
+
+# chorus_config FILE NAME FIRST_PORT COUNT N [LINE] [NODE_LINE] [SECURITY]:
+# a durable cluster config (sync = "always") named NAME of COUNT nodes on
+# loopback from FIRST_PORT, N replicas and majority quorums, with each
+# node's data beside FILE; LINE is one more [cluster] key (e.g.
+# "speculative_read_ms = 0"), NODE_LINE one more key of every [[nodes]]
+# (e.g. "worker_threads = 1"), SECURITY the body of [security] (default:
+# the peer secret BENCH_SECRET; "-" leaves the section out, for binaries
+# from before it existed or to measure unsigned peers).
 chorus_config() {
   local file=$1 name=$2 first=$3 count=$4 n=$5 extra=${6:-} node_extra=${7:-} i
+  local security=${8:-peer_secret = \"$BENCH_SECRET\"}
   printf '[cluster]\nname = "%s"\nn = %d\nr = %d\nw = %d\n%s\n\n[storage]\nsync = "always"\n' \
     "$name" "$n" $((n / 2 + 1)) $((n / 2 + 1)) "$extra" > "$file"
+  [ "$security" = - ] || printf '\n[security]\n%s\n' "$security" >> "$file"
   for i in $(seq "$count"); do
     printf '\n[[nodes]]\nid = "n%d"\nlisten = "127.0.0.1:%d"\ndata_dir = "%s"\n%s\n' \
       "$i" $((first + i - 1)) "${file%.toml}-n$i" "$node_extra" >> "$file"
   done
 }
 
-# wait_healthy URL...: until every URL's /health answers (at most 30 s).
+# wait_healthy URL...: until every URL's /health answers (at most 30 s);
+# https URLs are checked against the CA file in CHORUS_CA.
 wait_healthy() {
   local url
   for _ in $(seq 150); do
     for url in "$@"; do
-      curl -sf "$url/health" > /dev/null 2>&1 || continue 2
+      curl -sf ${CHORUS_CA:+--cacert "$CHORUS_CA"} "$url/health" > /dev/null 2>&1 || continue 2
     done
     return 0
   done
