@@ -174,7 +174,7 @@ impl Node {
                 peer_tls,
                 true,
             ),
-            tls.is_some(),
+            scheme,
             id,
             Arc::clone(&replica),
             Arc::clone(&addresses),

@@ -20,13 +20,13 @@ pub async fn show(url: &str) -> Result<ExitCode, Error> {
     let Some(mut body) = ok_json(&reply) else {
         return Ok(ExitCode::from(2));
     };
+    // Each member over the scheme the operator used for the first.
+    let scheme = url.split_once("://").map_or("http", |(s, _)| s);
     if let Some(members) = body["members"].as_array_mut() {
         for member in members.iter_mut() {
             let Some(addr) = member["addr"].as_str() else {
                 continue;
             };
-            // Each member over the scheme the operator used for the first.
-            let scheme = url.split_once("://").map_or("http", |(s, _)| s);
             let Ok(own) = Client::cli(&format!("{scheme}://{addr}")) else {
                 continue;
             };

@@ -84,11 +84,12 @@ where
     C: Connect + Clone + Send + Sync + 'static,
 {
     /// A transport over `connector`: [`tcp_connector`] or a simulated
-    /// network, wrapped in TLS when `tls` (`security::tls::connector`).
+    /// network, wrapped in TLS (`security::tls::connector`) when `scheme`
+    /// is `https`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         connector: C,
-        tls: bool,
+        scheme: &'static str,
         me: &str,
         replica: Arc<Replica>,
         addresses: Addresses,
@@ -110,7 +111,7 @@ where
             addresses,
             sender: Sender {
                 client,
-                scheme: if tls { "https" } else { "http" },
+                scheme,
                 timeout,
                 max_message,
                 signer,

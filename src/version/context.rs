@@ -106,8 +106,8 @@ impl Seal {
     /// Whether `tag` seals `sealed`, in time independent of where they
     /// differ.
     fn check(&self, sealed: &[u8], tag: &[u8]) -> bool {
-        let ours = self.tag(sealed);
-        tag.len() == TAG_LEN && ours.iter().zip(tag).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+        <&[u8; TAG_LEN]>::try_from(tag)
+            .is_ok_and(|tag| constant_time_eq::constant_time_eq_16(&self.tag(sealed), tag))
     }
 }
 
