@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use http::StatusCode;
@@ -199,6 +200,20 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let mut nodes = Vec::new();
             for n in &config.nodes {
                 nodes.push(Node::start(&config, &n.id).await?);
+            }
+            // A node that called another before it was listening holds it
+            // down until a later call gets through: wait (briefly) until
+            // none does, so the first write tried below is not refused.
+            let ids: Vec<String> = config.nodes.iter().map(|n| n.id.clone()).collect();
+            let settled = || {
+                nodes.iter().all(|n| {
+                    ids.iter()
+                        .all(|id| n.cluster().liveness(id) != chorus::membership::Liveness::Down)
+                })
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !settled() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             println!(
                 "chorus dev: {} node(s), data under {}",
