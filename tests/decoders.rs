@@ -40,26 +40,28 @@ fn writes() -> impl Strategy<Value = Vec<(u8, u16, bool)>> {
 proptest! {
     #[test]
     fn any_context_header_decodes_or_is_refused(text in ".{0,300}") {
-        let _ = Context::decode(&text, &seal());
+        let _ = Context::decode(&text, &seal(), "k");
     }
 
     #[test]
     fn contexts_round_trip_and_damage_is_refused(w in writes(), cut in any::<prop::sample::Index>(), flip in any::<prop::sample::Index>()) {
         let ctx = Context::read(set_of(&w).context().clone());
-        let text = ctx.encode(&seal());
-        prop_assert_eq!(Context::decode(&text, &seal()).ok(), Some(ctx.clone()));
+        let text = ctx.encode(&seal(), "k");
+        prop_assert_eq!(Context::decode(&text, &seal(), "k").ok(), Some(ctx.clone()));
         // Another cluster's context is refused.
-        prop_assert!(Context::decode(&text, &Seal::new("elsewhere", None)).is_err());
+        prop_assert!(Context::decode(&text, &Seal::new("elsewhere", None), "k").is_err());
+        // So is the context of another key.
+        prop_assert!(Context::decode(&text, &seal(), "other").is_err());
         // A strict prefix never decodes to the same context.
         let short = &text[..cut.index(text.len().max(1))];
-        prop_assert_ne!(Context::decode(short, &seal()).ok(), Some(ctx.clone()));
+        prop_assert_ne!(Context::decode(short, &seal(), "k").ok(), Some(ctx.clone()));
         // A changed character decodes to an error or to some context, never a panic.
         let mut bytes = text.into_bytes();
         let at = flip.index(bytes.len().max(1));
         if let Some(b) = bytes.get_mut(at) {
             *b = if *b == b'A' { b'B' } else { b'A' };
         }
-        let _ = Context::decode(&String::from_utf8_lossy(&bytes), &seal());
+        let _ = Context::decode(&String::from_utf8_lossy(&bytes), &seal(), "k");
     }
 
     #[test]

@@ -289,7 +289,7 @@ async fn a_client_carrying_its_context_reads_its_own_writes_at_r1_while_replicas
         &cluster.config.cluster.name,
         Some(common::TEST_SECRET.as_bytes()),
     );
-    let token = read_ctx.after_write(dot).encode(&seal);
+    let token = read_ctx.after_write(dot).encode(&seal, "mine");
 
     // Through the lagging nodes, at r=1, with the context: the write is seen.
     for i in [1, 2, 1, 2] {
@@ -315,7 +315,7 @@ async fn a_client_carrying_its_context_reads_its_own_writes_at_r1_while_replicas
     // A context no replica has seen cannot be satisfied: 503, not a stale answer.
     let unseen = Context::read(newer.context().clone())
         .after_write(Dot::new(Actor::new("nobody", 1), 9))
-        .encode(&seal);
+        .encode(&seal, "mine");
     let path = format!("{}?r=1&timeout_ms=1000", chorus::client::key_path("mine"));
     let reply = n1
         .request(

@@ -541,7 +541,7 @@ async fn a_forged_or_changed_context_is_refused_and_nothing_is_written() {
     let mut flipped = engine.decode(&genuine).expect("base64url");
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
-    for forged in [ahead.encode(&guessed), engine.encode(&flipped)] {
+    for forged in [ahead.encode(&guessed, "k"), engine.encode(&flipped)] {
         let reply = node
             .client
             .put("k", "\"v2\"", Some(&forged))
@@ -560,4 +560,128 @@ async fn a_forged_or_changed_context_is_refused_and_nothing_is_written() {
         .await
         .expect("put");
     assert_eq!(second.status, StatusCode::NO_CONTENT);
+}
+
+/// Hole 4 of issue 19: a context is bound to the key it came from. One
+/// node's counter is shared by all its keys, so the vector read from key
+/// `x` (n1 up to 4, say) claims dots of key `y` (n1:1 and n1:2) the client
+/// never saw there; applied to `y` it deleted both of `y`'s siblings.
+/// Now it is a 400 `context_key_mismatch` and `y` keeps both.
+#[tokio::test]
+async fn a_context_of_another_key_is_refused_and_deletes_nothing() {
+    let node = TestNode::start().await;
+    let c = &node.client;
+    for value in ["\"y1\"", "\"y2\""] {
+        let reply = c.put("y", value, None).await.expect("put y");
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    }
+    for value in ["\"x1\"", "\"x2\""] {
+        let reply = c.put("x", value, None).await.expect("put x");
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    }
+    let x = c.get("x").await.expect("get x");
+    let x_context = x.context().expect("x has a context").to_string();
+    for (method, body) in [(Method::PUT, "\"from x\""), (Method::DELETE, "")] {
+        let reply = c
+            .request(
+                method.clone(),
+                "/kv/y",
+                &[
+                    ("content-type", "application/json"),
+                    (chorus::api::CONTEXT_HEADER, x_context.as_str()),
+                ],
+                Bytes::from(body),
+            )
+            .await
+            .expect("write y");
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method}");
+        assert_eq!(error_code(&reply), "context_key_mismatch", "{method}");
+        assert!(
+            String::from_utf8_lossy(&reply.body).contains("another key"),
+            "the error says why: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    // A session read of y with x's context is refused the same way.
+    let read = c
+        .request(
+            Method::GET,
+            "/kv/y",
+            &[(chorus::api::CONTEXT_HEADER, x_context.as_str())],
+            Bytes::new(),
+        )
+        .await
+        .expect("get y");
+    assert_eq!(read.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&read), "context_key_mismatch");
+    let y = c.get("y").await.expect("get y");
+    assert_eq!(y.status, StatusCode::MULTIPLE_CHOICES, "both siblings stay");
+    let body = String::from_utf8_lossy(&y.body);
+    assert!(body.contains("y1") && body.contains("y2"), "{body}");
+    // x's context still works on x.
+    let reply = c.put("x", "\"x3\"", Some(&x_context)).await.expect("put x");
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(&c.get("x").await.expect("get x").body[..], b"\"x3\"");
+}
+
+/// Hole 5 of issue 19: `?returnbody=true` answers with the key's siblings,
+/// other writers' values among them, so it needs the `read` scope as well
+/// as `write`; a write-only token is refused before anything is written.
+#[tokio::test]
+async fn returnbody_needs_the_read_scope_too() {
+    const WRITER: &str = "writer-token-0123456789abc";
+    let t = TestNode::start_with(|c| {
+        with_tokens(c);
+        c.security.tokens.push(chorus::config::TokenConfig {
+            name: "writer".into(),
+            token: Some(WRITER.into()),
+            token_file: None,
+            scopes: vec![Scope::Write],
+        });
+    })
+    .await;
+    let put = |token: &'static str, query: &'static str, value: &'static str| {
+        let client = t.client.clone();
+        async move {
+            let auth = format!("Bearer {token}");
+            let headers = [
+                ("content-type", "application/json"),
+                ("authorization", auth.as_str()),
+            ];
+            client
+                .request(
+                    Method::PUT,
+                    &format!("/kv/shared{query}"),
+                    &headers,
+                    Bytes::from(value),
+                )
+                .await
+                .expect("put")
+        }
+    };
+    // Another application's value.
+    assert_eq!(
+        put(APP, "", "\"secret\"").await.status,
+        StatusCode::NO_CONTENT
+    );
+    for query in ["?returnbody=true", "?returnbody=", "?returnbody=yes"] {
+        let refused = put(WRITER, query, "\"mine\"").await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{query}");
+        assert_eq!(error_code(&refused), "forbidden");
+        let body = String::from_utf8_lossy(&refused.body);
+        assert!(body.contains("`read`"), "names the scope: {body}");
+        assert!(!body.contains("secret"), "{body}");
+    }
+    // Without returnbody, or with returnbody=false, writing is allowed.
+    assert_eq!(
+        put(WRITER, "", "\"mine\"").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let off = put(WRITER, "?returnbody=false", "\"mine2\"").await;
+    assert_eq!(off.status, StatusCode::NO_CONTENT);
+    // With both scopes the body comes back.
+    let both = put(APP, "?returnbody=true", "\"again\"").await;
+    // 300: the blind writes above left siblings beside it.
+    assert_eq!(both.status, StatusCode::MULTIPLE_CHOICES);
+    assert!(String::from_utf8_lossy(&both.body).contains("again"));
 }

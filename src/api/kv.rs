@@ -35,7 +35,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             let session = req
                 .headers()
                 .contains_key(CONTEXT_HEADER)
-                .then(|| context(api, req.headers()))
+                .then(|| context(api, req.headers(), &key))
                 .transpose()?;
             get(api, &key, &p, session).await
         }
@@ -43,7 +43,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             let known = ["returnbody", "w", "pw", "dw", "timeout_ms"];
             let p = params(api, query, &known)?;
             check_content_type(req.headers())?;
-            let context = context(api, req.headers())?;
+            let context = context(api, req.headers(), &key)?;
             let request_id = request_id(req.headers())?;
             let body =
                 read_body(req, api.limits.max_value_bytes, api.limits.body_timeout_ms).await?;
@@ -59,7 +59,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
         Method::DELETE => {
             let p = params(api, query, &["w", "pw", "dw", "timeout_ms"])?;
             let write = Write {
-                context: context(api, req.headers())?,
+                context: context(api, req.headers(), &key)?,
                 content: Content::Tombstone,
                 request_id: request_id(req.headers())?,
             };
@@ -88,6 +88,7 @@ async fn get(api: &Api, key: &str, p: &Params, session: Option<Context>) -> Resu
         &mut response,
         &Context::read(set.context().clone()),
         &api.seal,
+        key,
     );
     set_quorum(&mut response, &p.quorum);
     Ok(response)
@@ -108,7 +109,7 @@ async fn put_or_delete(api: &Api, key: &str, write: Write, p: &Params) -> Result
             context.after_write(written.dot),
         )
     };
-    response::set_context(&mut response, &context, &api.seal);
+    response::set_context(&mut response, &context, &api.seal, key);
     set_quorum(&mut response, &p.quorum);
     Ok(response)
 }
@@ -240,7 +241,9 @@ fn check_content_type(headers: &HeaderMap) -> Result<()> {
     }
 }
 
-fn context(api: &Api, headers: &HeaderMap) -> Result<Context> {
+/// The `X-Chorus-Context` of a request on `key`: none, or one this cluster
+/// sealed for that key.
+fn context(api: &Api, headers: &HeaderMap, key: &str) -> Result<Context> {
     match headers.get(CONTEXT_HEADER) {
         None => Ok(Context::default()),
         Some(value) => {
@@ -250,7 +253,7 @@ fn context(api: &Api, headers: &HeaderMap) -> Result<Context> {
             if text.trim().is_empty() {
                 return Ok(Context::default());
             }
-            Ok(Context::decode(text, &api.seal)?)
+            Ok(Context::decode(text, &api.seal, key)?)
         }
     }
 }

@@ -180,15 +180,23 @@ impl Api {
             return Ok(());
         }
         let open = |route| self.open_routes.contains(&route);
-        let needs = match path {
+        let needs: &[Scope] = match path {
             crate::peer::PEER_PATH => return Ok(()),
             "/health" if open(crate::config::OpenRoute::Health) => return Ok(()),
             "/metrics" if open(crate::config::OpenRoute::Metrics) => return Ok(()),
-            "/health" | "/metrics" => Scope::Monitor,
-            "/cluster" => Scope::Admin,
-            p if p.starts_with("/admin/") => Scope::Admin,
-            p if p.starts_with("/kv/") && req.method() != Method::GET => Scope::Write,
-            _ => Scope::Read,
+            "/health" | "/metrics" => &[Scope::Monitor],
+            "/cluster" => &[Scope::Admin],
+            p if p.starts_with("/admin/") => &[Scope::Admin],
+            // A write that answers with the key's siblings reads them:
+            // other writers' values, which `write` alone must not see.
+            p if p.starts_with("/kv/")
+                && req.method() != Method::GET
+                && asks_returnbody(req.uri().query()) =>
+            {
+                &[Scope::Write, Scope::Read]
+            }
+            p if p.starts_with("/kv/") && req.method() != Method::GET => &[Scope::Write],
+            _ => &[Scope::Read],
         };
         let header = req
             .headers()
@@ -252,6 +260,14 @@ impl Api {
             other => Err(Error::NoRoute(other.to_string())),
         }
     }
+}
+
+/// Whether a query asks for the body back: `returnbody` with any value but
+/// `false` (a value the route refuses is refused after authorization, so
+/// it is counted as asking here).
+fn asks_returnbody(query: Option<&str>) -> bool {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .any(|(name, value)| name == "returnbody" && value != "false")
 }
 
 fn only_get(method: &Method) -> Result<()> {

@@ -71,8 +71,8 @@ pub fn error(e: &Error) -> Response<Body> {
 }
 
 /// Sets `X-Chorus-Context` (base64url, always a valid header value).
-pub fn set_context(response: &mut Response<Body>, context: &Context, seal: &Seal) {
-    if let Ok(value) = HeaderValue::from_str(&context.encode(seal)) {
+pub fn set_context(response: &mut Response<Body>, context: &Context, seal: &Seal, key: &str) {
+    if let Ok(value) = HeaderValue::from_str(&context.encode(seal, key)) {
         response.headers_mut().insert(CONTEXT_HEADER, value);
     }
 }

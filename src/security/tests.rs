@@ -180,30 +180,30 @@ fn tokens_authorize_by_scope() {
     ]);
     let bearer = |t: &str| format!("Bearer {t}").into_bytes();
     assert_eq!(
-        tokens.authorize(Some(&bearer("app-token-0123456789")), Scope::Write),
+        tokens.authorize(Some(&bearer("app-token-0123456789")), &[Scope::Write]),
         Ok("app")
     );
     assert_eq!(
-        tokens.authorize(Some(&bearer("app-token-0123456789")), Scope::Admin),
+        tokens.authorize(Some(&bearer("app-token-0123456789")), &[Scope::Admin]),
         Err(Denied::Forbidden {
             token: "app".into(),
             needs: Scope::Admin
         })
     );
     assert!(matches!(
-        tokens.authorize(None, Scope::Read),
+        tokens.authorize(None, &[Scope::Read]),
         Err(Denied::Unauthenticated(_))
     ));
     assert!(matches!(
-        tokens.authorize(Some(&bearer("app-token-012345678")), Scope::Read),
+        tokens.authorize(Some(&bearer("app-token-012345678")), &[Scope::Read]),
         Err(Denied::Unauthenticated(_))
     ));
     assert!(matches!(
-        tokens.authorize(Some(b"Basic app-token-0123456789"), Scope::Read),
+        tokens.authorize(Some(b"Basic app-token-0123456789"), &[Scope::Read]),
         Err(Denied::Unauthenticated(_))
     ));
     assert!(matches!(
-        tokens.authorize(Some(&[0xff, 0xfe]), Scope::Read),
+        tokens.authorize(Some(&[0xff, 0xfe]), &[Scope::Read]),
         Err(Denied::Unauthenticated(_))
     ));
 }

@@ -80,8 +80,9 @@ impl Tokens {
     }
 
     /// Lets a request through when its `Authorization` header names a token
-    /// with scope `needs`; the token's name on success, for the logs.
-    pub fn authorize(&self, authorization: Option<&[u8]>, needs: Scope) -> Result<&str, Denied> {
+    /// with every scope in `needs`; the token's name on success, for the
+    /// logs. The first scope missing is the one a refusal names.
+    pub fn authorize(&self, authorization: Option<&[u8]>, needs: &[Scope]) -> Result<&str, Denied> {
         let header = authorization.ok_or(Denied::Unauthenticated("no Authorization header"))?;
         let token = std::str::from_utf8(header)
             .ok()
@@ -96,13 +97,12 @@ impl Tokens {
             .ok_or(Denied::Unauthenticated(
                 "the token is not one this cluster knows",
             ))?;
-        if scopes.contains(&needs) {
-            Ok(name)
-        } else {
-            Err(Denied::Forbidden {
+        match needs.iter().find(|scope| !scopes.contains(scope)) {
+            None => Ok(name),
+            Some(&missing) => Err(Denied::Forbidden {
                 token: name.clone(),
-                needs,
-            })
+                needs: missing,
+            }),
         }
     }
 }

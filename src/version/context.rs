@@ -8,16 +8,27 @@
 //! claiming `a:1..56`, writes the client never saw.
 //!
 //! On the wire it is base64url (no padding) of a one-byte format tag, a
-//! four-byte fingerprint of the cluster name, the postcard encoding of the
-//! version vector and the dots, and a 16-byte seal. The fingerprint makes
-//! a context from another cluster an error instead of a silent,
-//! meaningless comparison. The seal is a keyed BLAKE3 MAC under a key
-//! derived from the cluster's peer secret ([`Seal`]), so a client can hand
-//! back only contexts the cluster issued: a forged one could claim dots of
-//! another node that do not exist yet, and every later write that node
-//! minted under them would look already seen and be dropped, acknowledged
-//! or not. A node without a secret (loopback only) seals under the cluster
-//! name alone, which catches corruption, not forgery.
+//! four-byte fingerprint of the cluster name, a four-byte fingerprint of
+//! the key, the postcard encoding of the version vector and the dots, and
+//! a 16-byte seal. The cluster fingerprint makes a context from another
+//! cluster an error instead of a silent, meaningless comparison. The seal
+//! is a keyed BLAKE3 MAC under a key derived from the cluster's peer secret
+//! ([`Seal`]), over those bytes *and the whole key*, so a client can hand
+//! back only contexts the cluster issued, and only to the key it read:
+//!
+//! - a forged context could claim dots of another node that do not exist
+//!   yet, and every later write that node minted under them would look
+//!   already seen and be dropped, acknowledged or not;
+//! - a context of another key would cover siblings of this key that the
+//!   client never saw (a node's counter is shared by all its keys, so the
+//!   vector of key X says nothing of which dots of key Y were seen) and a
+//!   write with it would delete them.
+//!
+//! The key fingerprint only tells the two refusals apart
+//! ([`ContextError::KeyMismatch`] from [`ContextError::Forged`]); the seal
+//! is what decides. A node without a secret (loopback only) seals under
+//! the cluster name alone, which catches corruption and mistakes, not
+//! forgery.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -26,9 +37,11 @@ use serde::{Deserialize, Serialize};
 
 use super::actor::{Actor, Dot, VersionVector, covers};
 
-/// Format 2 is sealed; format 1 (unsealed) contexts are refused.
-const FORMAT: u8 = 2;
-const HEADER_LEN: usize = 5;
+/// Format 3 is sealed and bound to its key; formats 1 (unsealed) and 2
+/// (sealed, not bound to a key) are refused.
+const FORMAT: u8 = 3;
+/// Format byte, cluster fingerprint, key fingerprint.
+const HEADER_LEN: usize = 9;
 /// Bytes of the seal: 128 bits.
 const TAG_LEN: usize = 16;
 /// Longest encoded context accepted: a few hundred actors, far above any
@@ -54,6 +67,10 @@ pub enum ContextError {
         "the context's seal does not match: it was changed, or issued under another peer secret; read the key again for a fresh one"
     )]
     Forged,
+    #[error(
+        "the context was issued for another key; a context only ever applies to the key it was read from or written to"
+    )]
+    KeyMismatch,
     #[error("the context is corrupt")]
     Corrupt,
 }
@@ -86,6 +103,8 @@ pub struct Seal {
 
 impl Seal {
     pub fn new(cluster: &str, secret: Option<&[u8]>) -> Seal {
+        // Domain and key are unchanged from format 2: the key binding is in
+        // what is sealed, not in the MAC key.
         let mut key = blake3::Hasher::new_derive_key("chorus client context seal v1");
         key.update(&(cluster.len() as u64).to_le_bytes());
         key.update(cluster.as_bytes());
@@ -96,19 +115,35 @@ impl Seal {
         }
     }
 
-    /// The seal of the bytes before it.
-    pub(crate) fn tag(&self, sealed: &[u8]) -> [u8; TAG_LEN] {
+    /// The seal of the bytes before it, for the context of `key`.
+    pub(crate) fn tag(&self, sealed: &[u8], key: &str) -> [u8; TAG_LEN] {
+        let mut mac = blake3::Hasher::new_keyed(&self.key);
+        mac.update(sealed);
+        mac.update(&(key.len() as u64).to_le_bytes());
+        mac.update(key.as_bytes());
         let mut tag = [0; TAG_LEN];
-        tag.copy_from_slice(&blake3::keyed_hash(&self.key, sealed).as_bytes()[..TAG_LEN]);
+        tag.copy_from_slice(&mac.finalize().as_bytes()[..TAG_LEN]);
         tag
     }
 
-    /// Whether `tag` seals `sealed`, in time independent of where they
-    /// differ.
-    fn check(&self, sealed: &[u8], tag: &[u8]) -> bool {
+    /// Whether `tag` seals `sealed` for `key`, in time independent of
+    /// where they differ.
+    fn check(&self, sealed: &[u8], key: &str, tag: &[u8]) -> bool {
         <&[u8; TAG_LEN]>::try_from(tag)
-            .is_ok_and(|tag| constant_time_eq::constant_time_eq_16(&self.tag(sealed), tag))
+            .is_ok_and(|tag| constant_time_eq::constant_time_eq_16(&self.tag(sealed, key), tag))
     }
+}
+
+/// The key's fingerprint carried in its contexts: it tells which key a
+/// refused context was for and authenticates nothing. Unkeyed, so that a
+/// context sealed under another secret is still reported as forged, not
+/// as another key's.
+fn key_fingerprint(key: &str) -> [u8; 4] {
+    let mut hasher = blake3::Hasher::new_derive_key("chorus context key fingerprint v1");
+    hasher.update(key.as_bytes());
+    let mut out = [0; 4];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..4]);
+    out
 }
 
 impl std::fmt::Debug for Seal {
@@ -165,19 +200,23 @@ impl Context {
             .fold(self.vv.get(actor), u64::max)
     }
 
-    pub fn encode(&self, seal: &Seal) -> String {
+    /// The context as the client holds it: sealed, and good for `key` only.
+    pub fn encode(&self, seal: &Seal, key: &str) -> String {
         let capacity = HEADER_LEN + TAG_LEN + 16 * (self.vv.dots.len() + self.dots.len());
         let mut raw = Vec::with_capacity(capacity);
         raw.push(FORMAT);
         raw.extend_from_slice(&seal.fingerprint);
+        raw.extend_from_slice(&key_fingerprint(key));
         // Serializing strings and integers into a Vec cannot fail.
         let mut raw = postcard::to_extend(self, raw).unwrap_or_default();
-        let tag = seal.tag(&raw);
+        let tag = seal.tag(&raw, key);
         raw.extend_from_slice(&tag);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
-    pub fn decode(text: &str, seal: &Seal) -> Result<Context, ContextError> {
+    /// A context a client sent with a request on `key`: refused unless this
+    /// cluster sealed it for that key.
+    pub fn decode(text: &str, seal: &Seal, key: &str) -> Result<Context, ContextError> {
         if text.len() > MAX_ENCODED_LEN {
             return Err(ContextError::TooLong);
         }
@@ -190,18 +229,24 @@ impl Context {
         if format != FORMAT {
             return Err(ContextError::UnknownFormat);
         }
-        let (theirs, body) = rest.split_at_checked(4).ok_or(ContextError::Corrupt)?;
+        let (theirs, rest) = rest.split_at_checked(4).ok_or(ContextError::Corrupt)?;
         if theirs != seal.fingerprint {
             return Err(ContextError::Foreign);
         }
+        let (for_key, body) = rest.split_at_checked(4).ok_or(ContextError::Corrupt)?;
         let sealed_len = raw
             .len()
             .checked_sub(TAG_LEN)
             .filter(|&n| n >= HEADER_LEN)
             .ok_or(ContextError::Corrupt)?;
         let (sealed, tag) = raw.split_at(sealed_len);
-        if !seal.check(sealed, tag) {
-            return Err(ContextError::Forged);
+        if !seal.check(sealed, key, tag) {
+            // Sealed by this cluster for another key, or not by this cluster.
+            return Err(if for_key != key_fingerprint(key) {
+                ContextError::KeyMismatch
+            } else {
+                ContextError::Forged
+            });
         }
         let body = &body[..body.len() - TAG_LEN];
         let (ctx, trailing): (Context, _) =

@@ -327,11 +327,15 @@ proptest! {
             ctx = ctx.after_write(d.clone());
         }
         let seal = Seal::new("c", Some(SECRET));
-        prop_assert_eq!(Context::decode(&ctx.encode(&seal), &seal), Ok(ctx.clone()));
+        prop_assert_eq!(Context::decode(&ctx.encode(&seal, "k"), &seal, "k"), Ok(ctx.clone()));
         let elsewhere = Seal::new("another cluster", Some(SECRET));
-        prop_assert_eq!(Context::decode(&ctx.encode(&seal), &elsewhere), Err(ContextError::Foreign));
+        prop_assert_eq!(Context::decode(&ctx.encode(&seal, "k"), &elsewhere, "k"), Err(ContextError::Foreign));
         let other_secret = Seal::new("c", Some(b"another secret, 32 bytes or more!"));
-        prop_assert_eq!(Context::decode(&ctx.encode(&seal), &other_secret), Err(ContextError::Forged));
+        prop_assert_eq!(Context::decode(&ctx.encode(&seal, "k"), &other_secret, "k"), Err(ContextError::Forged));
+        // A context is good for its own key only: one node's counter is
+        // shared by all its keys, so key X's vector says nothing of key Y.
+        prop_assert_eq!(Context::decode(&ctx.encode(&seal, "k"), &seal, "k2"), Err(ContextError::KeyMismatch));
+        prop_assert_eq!(Context::decode(&ctx.encode(&seal, ""), &seal, "k"), Err(ContextError::KeyMismatch));
     }
 
     /// A client cannot change one bit of a context and have it accepted:
@@ -342,15 +346,15 @@ proptest! {
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let seal = Seal::new("c", Some(SECRET));
         let ctx = Context::read(Model::run(&ops).read_all().context().clone());
-        let mut raw = engine.decode(ctx.encode(&seal)).unwrap_or_default();
+        let mut raw = engine.decode(ctx.encode(&seal, "k")).unwrap_or_default();
         let at = at % raw.len();
         raw[at] ^= 1 << bit;
-        prop_assert!(Context::decode(&engine.encode(&raw), &seal).is_err());
+        prop_assert!(Context::decode(&engine.encode(&raw), &seal, "k").is_err());
     }
 
     #[test]
     fn decoding_garbage_is_an_error_not_a_panic(text in ".{0,200}") {
-        let _ = Context::decode(&text, &Seal::new("c", None));
+        let _ = Context::decode(&text, &Seal::new("c", None), "k");
     }
 
     #[test]
@@ -361,11 +365,11 @@ proptest! {
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let ctx = Context::read(Model::run(&ops).read_all().context().clone());
         let seal = Seal::new("c", None);
-        let mut raw = engine.decode(ctx.encode(&seal)).unwrap_or_default();
+        let mut raw = engine.decode(ctx.encode(&seal, "k")).unwrap_or_default();
         let at = flip.0 % raw.len();
         raw[at] ^= flip.1;
         let cut = cut % (raw.len() + 1);
-        let result = Context::decode(&engine.encode(&raw[..cut]), &seal);
+        let result = Context::decode(&engine.encode(&raw[..cut]), &seal, "k");
         if cut < raw.len() && at < cut && flip.1 == 0 {
             prop_assert!(result.is_err(), "a truncated context decoded");
         }
@@ -380,26 +384,35 @@ fn a_context_with_trailing_bytes_or_a_bad_header_is_corrupt() {
     let mut vv = VersionVector::new();
     crdts::CmRDT::apply(&mut vv, Dot::new(actor(0), 3));
     let mut raw = engine
-        .decode(Context::read(vv).encode(&seal))
+        .decode(Context::read(vv).encode(&seal, "k"))
         .expect("own encoding");
     // A byte after the postcard body, sealed as if the cluster had issued it.
     raw.truncate(raw.len() - 16);
     raw.push(0);
-    let tag = seal.tag(&raw);
+    let tag = seal.tag(&raw, "k");
     raw.extend_from_slice(&tag);
     assert_eq!(
-        Context::decode(&engine.encode(&raw), &seal),
+        Context::decode(&engine.encode(&raw), &seal, "k"),
         Err(ContextError::Corrupt)
     );
-    assert_eq!(Context::decode("", &seal), Err(ContextError::UnknownFormat));
-    assert_eq!(Context::decode("!!!", &seal), Err(ContextError::NotBase64));
-    // Format 1, the unsealed contexts of earlier versions.
     assert_eq!(
-        Context::decode(&engine.encode([1, 5, 5, 5, 5]), &seal),
+        Context::decode("", &seal, "k"),
         Err(ContextError::UnknownFormat)
     );
     assert_eq!(
-        Context::decode(&"A".repeat(20_000), &seal),
+        Context::decode("!!!", &seal, "k"),
+        Err(ContextError::NotBase64)
+    );
+    // Format 1 (unsealed) and format 2 (sealed, bound to no key), from
+    // earlier versions.
+    for format in [1, 2] {
+        assert_eq!(
+            Context::decode(&engine.encode([format, 5, 5, 5, 5]), &seal, "k"),
+            Err(ContextError::UnknownFormat)
+        );
+    }
+    assert_eq!(
+        Context::decode(&"A".repeat(20_000), &seal, "k"),
         Err(ContextError::TooLong)
     );
 }
