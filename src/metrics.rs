@@ -117,6 +117,12 @@ pub const RUNTIME_WORKERS: &str = "chorus_runtime_workers";
 pub const RING_CHANGES_TOTAL: &str = "chorus_ring_changes_total";
 /// Ranges the current handoff sweep still has to hand off.
 pub const HANDOFF_RANGES_PENDING: &str = "chorus_handoff_ranges_pending";
+/// Times a replica saw a dot of this node's own life above its counter
+/// and minted from above it (should stay 0: a restored process image).
+pub const DOT_COUNTER_RAISED_TOTAL: &str = "chorus_dot_counter_raised_total";
+/// Writes the local store failed to make durable, by `stage` (write,
+/// commit, fsync): the replica acknowledged none of them.
+pub const STORAGE_FAILURES_TOTAL: &str = "chorus_storage_failures_total";
 
 /// What kind of series a metric is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -370,6 +376,18 @@ pub const ALL: &[Def] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Deletes purged on every replica once causally stable.",
+    },
+    Def {
+        name: DOT_COUNTER_RAISED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "A dot of this node's own life arrived above its counter; the counter was raised (should stay 0).",
+    },
+    Def {
+        name: STORAGE_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Writes the local store failed to make durable, by stage (write, commit, fsync); none was acknowledged.",
     },
 ];
 

@@ -149,12 +149,15 @@ impl Replica {
             } => {
                 let (dot, set, durable) =
                     self.coordinate(key, context, content, request_id).await?;
-                durable.wait().await?;
-                Ok(PeerResponse::Coordinated {
-                    dot,
-                    set,
-                    durable: self.durable,
-                })
+                // Minted is minted: a failed commit or fsync is not an
+                // error here (the coordinator would have another replica
+                // mint the write again), only a copy this replica lacks.
+                let kept = durable
+                    .wait()
+                    .await
+                    .map(|()| self.durable)
+                    .map_err(|e| e.to_string());
+                Ok(PeerResponse::Coordinated { dot, set, kept })
             }
             PeerRequest::Merge { key, set } => {
                 self.merge(key, set)?.wait().await?;
@@ -270,11 +273,14 @@ impl Replica {
         let mint_and_write = move |current: Option<SiblingSet>| {
             let mut set = current.unwrap_or_default();
             set.expire_requests(expired_before);
-            if id.as_ref().is_some_and(|id| set.request(id).is_some()) {
+            if id
+                .as_ref()
+                .is_some_and(|id| set.request(id, expired_before).is_some())
+            {
                 // A retry of a write this replica already holds.
                 return Ok(set);
             }
-            let dot = identity.mint(set.min_counter(&context, identity.actor()))?;
+            let dot = identity.mint(set.min_counter(&context, identity.actor()));
             set.write(&context, dot.clone(), content);
             if let Some(id) = &id {
                 set.record_request(id, dot, now);
@@ -305,7 +311,10 @@ impl Replica {
         // minted counter is above everything the set had seen of this
         // actor, so it is now the set's entry for it.
         let me = self.identity.actor();
-        let dot = match request_id.as_deref().and_then(|id| set.request(id)) {
+        let dot = match request_id
+            .as_deref()
+            .and_then(|id| set.request(id, expired_before))
+        {
             Some(first) => first.dot.clone(),
             None => Dot::new(me.clone(), set.context().get(me)),
         };
@@ -322,9 +331,20 @@ impl Replica {
         }
     }
 
+    /// The actor this life of the node mints as.
+    pub fn actor(&self) -> &crate::version::Actor {
+        self.identity.actor()
+    }
+
     /// What this node itself stores for `key`.
     pub fn stored(&self, key: &str) -> Result<Option<SiblingSet>> {
         self.store.get(key)
+    }
+
+    /// Idempotency records older than this (ms since the Unix epoch) are
+    /// expired: a retry after it is a new write.
+    pub fn idempotency_cutoff(&self) -> u64 {
+        unix_ms().saturating_sub(self.idempotency_ttl_ms)
     }
 
     /// Whether this replica's acknowledgements mean durable (fsynced).
@@ -339,9 +359,18 @@ impl Replica {
                 "the sibling set sent for `{key}` breaks its invariants"
             )));
         }
+        let identity = Arc::clone(&self.identity);
+        let expired_before = self.idempotency_cutoff();
         let merge = move |current: Option<SiblingSet>| {
+            // A dot of this life above the counter: the node forgot what it
+            // minted; mint from above it from now on (Riak learned in 2017
+            // to check for amnesia on writes it does not coordinate too).
+            identity.witness(set.context());
             let mut local = current.unwrap_or_default();
             local.merge(&set);
+            // Records this replica expired stay expired, whoever still
+            // holds them: the TTL holds cluster-wide.
+            local.expire_requests(expired_before);
             Ok(local)
         };
         Ok(self.store.update(&key, Box::new(merge)))
@@ -447,6 +476,28 @@ mod tests {
         assert_eq!(replies[2], Ok(PeerResponse::Value(None)));
         let after = replica.handle(PeerRequest::Read { key: "a".into() }).await;
         assert_eq!(after.expect("read"), PeerResponse::Value(Some(set_of("1"))));
+    }
+
+    /// Issue 19, hole 6: a record another replica still holds does not
+    /// come back through a merge once it has expired; a fresh one does.
+    #[tokio::test]
+    async fn an_expired_idempotency_record_does_not_grow_back_through_a_merge() {
+        let replica = replica();
+        let mut set = set_of("1");
+        let dot = set.siblings()[0].dot.clone();
+        set.record_request("old", dot.clone(), 1);
+        set.record_request("new", dot, unix_ms());
+        let merge = PeerRequest::Merge {
+            key: "k".into(),
+            set,
+        };
+        replica.handle(merge).await.expect("merge");
+        let stored = replica.stored("k").expect("get").expect("stored");
+        assert!(
+            stored.request("old", 0).is_none(),
+            "the expired record came back"
+        );
+        assert!(stored.request("new", 0).is_some());
     }
 
     #[tokio::test]

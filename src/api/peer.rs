@@ -99,10 +99,12 @@ async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
                 .coordinator
                 .write(&key, write, quorum, deadline, true)
                 .await?;
+            // The forwarding node only relays the outcome: the quorum
+            // counted here, so `kept` says nothing about this node.
             Ok(PeerResponse::Coordinated {
                 dot: written.dot,
                 set: written.set,
-                durable: true,
+                kept: Ok(true),
             })
         }
         PeerRequest::Join {

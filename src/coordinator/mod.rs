@@ -32,6 +32,7 @@ mod calls;
 mod observe;
 pub mod quorum;
 mod read_repair;
+mod replicate;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +52,7 @@ use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
 use calls::Calls;
 use quorum::Quorum;
+use replicate::Replication;
 
 pub struct Coordinator {
     cluster: Arc<Cluster>,
@@ -76,6 +78,14 @@ pub struct Write {
 pub struct Written {
     pub dot: Dot,
     pub set: SiblingSet,
+}
+
+/// What a replica that minted a write answered: the dot, the set, and
+/// whether it keeps its own copy (`Err`: it could not, and says why).
+struct Minted {
+    dot: Dot,
+    set: SiblingSet,
+    kept: std::result::Result<(), String>,
 }
 
 /// Forwards a request at most this many times (to the owner, then the next
@@ -132,9 +142,12 @@ impl Coordinator {
             && let Ok(Some(set)) = self
                 .coordinate_read(key, replicas.clone(), overlapping, deadline, None)
                 .await
-            && let Some(first) = set.request(id)
+            && let Some(first) = set.request(id, self.replica.idempotency_cutoff())
         {
             let dot = first.dot.clone();
+            let set = self
+                .replicate_retry(key, replicas, set, quorum, deadline)
+                .await?;
             return Ok(Written { dot, set });
         }
         let written = self.coordinate_write(key, replicas, write, quorum, deadline);
@@ -223,12 +236,10 @@ impl Coordinator {
         quorum: Quorum,
         deadline: Instant,
     ) -> Result<Written> {
-        let need = Need {
-            acks: quorum.w,
-            primaries: quorum.pw,
-            durable: quorum.dw,
-        };
-        let mut tally = Tally::new(need, replicas.iter().map(|r| (r.clone(), true)));
+        let mut tally = Tally::new(
+            quorum.need_to_write(),
+            replicas.iter().map(|r| (r.clone(), true)),
+        );
         // This node mints when it is a replica; else the first that answers,
         // trying those the failure detector holds down last.
         replicas.sort_by_key(|r| self.cluster.liveness(r) == Liveness::Down);
@@ -238,7 +249,8 @@ impl Coordinator {
         }
         let mut calls = Calls::new(Arc::clone(&self.transport));
         let mut minted = None;
-        // Primaries that could not be reached: their copy goes to a fallback.
+        // Replicas that must not get the set as a merge: their copy goes to
+        // a fallback (they could not be reached, or could not keep it).
         let mut unreached: Vec<String> = Vec::new();
         while minted.is_none() && !replicas.is_empty() {
             let to = replicas.remove(0);
@@ -246,7 +258,17 @@ impl Coordinator {
                 .mint(&to, key, &write, deadline, &mut calls, &mut tally)
                 .await
             {
-                Ok(Ok((dot, set))) => minted = Some((dot, set)),
+                Ok(Ok(Minted { dot, set, kept })) => {
+                    if let Err(why) = kept {
+                        // It minted and handed the set on, but could not
+                        // keep its own copy (a failed commit or fsync): the
+                        // write exists, once, and goes on to the others; the
+                        // minter counts for nothing and gets a hint.
+                        tally.fail(&to, why);
+                        unreached.push(to);
+                    }
+                    minted = Some((dot, set));
+                }
                 // The client's own mistake (too many siblings): no other replica would differ.
                 Ok(Err(e)) if !e.is_retryable() => return Err(e),
                 // It may hold the write: another replica must not mint it
@@ -256,6 +278,8 @@ impl Coordinator {
                     tally.fail_outstanding("not asked: the minting replica may hold the write");
                     break;
                 }
+                // Refused before minting (unreachable, leaving, a write the
+                // store refused): nothing was minted, another replica may.
                 Ok(Err(e)) => {
                     tally.fail(&to, e.to_string());
                     unreached.push(to);
@@ -272,6 +296,30 @@ impl Coordinator {
         let Some((dot, set)) = minted else {
             return Err(quorum_not_met(&tally));
         };
+        let mut replication =
+            Replication::new(key, set.clone(), calls, self.cluster.fallbacks(key));
+        self.replicate(&mut replication, &mut tally, replicas, unreached, deadline)
+            .await;
+        replication.finish_in_background();
+        match tally.outcome() {
+            Outcome::Done => Ok(Written { dot, set }),
+            _ => Err(quorum_not_met(&tally)),
+        }
+    }
+
+    /// Sends the write's set to `replicas` (a merge each; a hint instead
+    /// for each of `unreached` and each replica the failure detector holds
+    /// down), counts the answers until the quorum is decided, and leaves
+    /// the rest to finish, and be hinted where they fail, in the
+    /// background.
+    async fn replicate(
+        &self,
+        replication: &mut Replication,
+        tally: &mut Tally,
+        replicas: Vec<String>,
+        mut unreached: Vec<String>,
+        deadline: Instant,
+    ) {
         for to in replicas {
             // A primary the failure detector holds down gets no call that
             // would only time out: its copy goes straight to a fallback.
@@ -286,53 +334,42 @@ impl Coordinator {
                 unreached.push(to);
                 continue;
             }
-            let request = PeerRequest::Merge {
-                key: key.to_string(),
-                set: set.clone(),
-            };
-            calls.start(to, request);
+            replication.send(to);
         }
         // Sloppy quorum: a primary that cannot be reached has its copy sent,
         // with a hint naming it, to the next node along the ring.
-        let mut fallbacks = self.cluster.fallbacks(key).into_iter();
-        let mut hinted_for: Vec<(String, String)> = Vec::new();
-        let mut hint = |owner: String,
-                        tally: &mut Tally,
-                        calls: &mut Calls,
-                        hinted_for: &mut Vec<(String, String)>| {
-            if let Some(fallback) = fallbacks.next() {
-                tally.add(&fallback, false);
-                hinted_for.push((fallback.clone(), owner.clone()));
-                let request = PeerRequest::Hint {
-                    owner,
-                    key: key.to_string(),
-                    set: set.clone(),
-                };
-                calls.start(fallback, request);
-            }
-        };
         for owner in unreached {
-            hint(owner, &mut tally, &mut calls, &mut hinted_for);
-        }
-        while tally.outcome() == Outcome::Pending {
-            match tokio::time::timeout_at(deadline, calls.recv()).await {
-                Ok(Some((to, Ok(PeerResponse::Merged { durable })))) => tally.ack(&to, durable),
-                Ok(Some((to, Ok(other)))) => tally.fail(&to, format!("{other:?}")),
-                Ok(Some((to, Err(e)))) => {
-                    // A failed primary, or a failed fallback: try the next fallback.
-                    let owner = hinted_for
-                        .iter()
-                        .find(|(fallback, _)| *fallback == to)
-                        .map_or_else(|| to.clone(), |(_, owner)| owner.clone());
-                    hint(owner, &mut tally, &mut calls, &mut hinted_for);
-                    tally.fail(&to, e.to_string());
-                }
-                Ok(None) => break,
-                Err(_) => tally.fail_outstanding("no answer within timeout_ms"),
+            if let Some(fallback) = replication.hint(owner) {
+                tally.add(&fallback, false);
             }
         }
+        replication.count(tally, deadline).await;
+    }
+
+    /// A retry of a write whose first attempt the replicas hold (`set`
+    /// records its request id): nothing is minted, but the set is merged
+    /// into every replica and counted to the quorum the retry asks for, so
+    /// the retry answers only once that quorum holds the write.
+    async fn replicate_retry(
+        &self,
+        key: &str,
+        replicas: Vec<String>,
+        set: SiblingSet,
+        quorum: Quorum,
+        deadline: Instant,
+    ) -> Result<SiblingSet> {
+        let mut tally = Tally::new(
+            quorum.need_to_write(),
+            replicas.iter().map(|r| (r.clone(), true)),
+        );
+        let calls = Calls::new(Arc::clone(&self.transport));
+        let mut replication =
+            Replication::new(key, set.clone(), calls, self.cluster.fallbacks(key));
+        self.replicate(&mut replication, &mut tally, replicas, Vec::new(), deadline)
+            .await;
+        replication.finish_in_background();
         match tally.outcome() {
-            Outcome::Done => Ok(Written { dot, set }),
+            Outcome::Done => Ok(set),
             _ => Err(quorum_not_met(&tally)),
         }
     }
@@ -350,7 +387,7 @@ impl Coordinator {
         deadline: Instant,
         calls: &mut Calls,
         tally: &mut Tally,
-    ) -> std::result::Result<Result<(Dot, SiblingSet)>, Elapsed> {
+    ) -> std::result::Result<Result<Minted>, Elapsed> {
         let (key, context, content, request_id) = (
             key.to_string(),
             write.context.clone(),
@@ -371,7 +408,11 @@ impl Coordinator {
                 })
             };
             calls.add(to.to_string(), Box::pin(own_ack));
-            return Ok(Ok((dot, set)));
+            return Ok(Ok(Minted {
+                dot,
+                set,
+                kept: Ok(()),
+            }));
         }
         let request = PeerRequest::Coordinate {
             key,
@@ -381,9 +422,9 @@ impl Coordinator {
         };
         let answer = timeout_at(deadline, self.transport.call(to, request)).await?;
         Ok(answer.and_then(|response| match response {
-            PeerResponse::Coordinated { dot, set, durable } => {
-                tally.ack(to, durable);
-                Ok((dot, set))
+            PeerResponse::Coordinated { dot, set, kept } => {
+                let kept = kept.map(|durable| tally.ack(to, durable));
+                Ok(Minted { dot, set, kept })
             }
             other => Err(unexpected(to, &other)),
         }))

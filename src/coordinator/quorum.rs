@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
+use crate::peer::Need;
 
 /// The consistency one request asks for, resolved to counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,16 @@ pub struct Quorum {
 }
 
 impl Quorum {
+    /// What a write must collect: `w` acknowledgements, `pw` of them from
+    /// primaries, `dw` of them durable.
+    pub fn need_to_write(&self) -> Need {
+        Need {
+            acks: self.w,
+            primaries: self.pw,
+            durable: self.dw,
+        }
+    }
+
     /// The cluster's defaults.
     pub fn defaults(c: &ClusterConfig) -> Quorum {
         Quorum {

@@ -156,12 +156,16 @@ pub enum ClientOp {
 pub enum PeerResponse {
     /// The local sibling set of the key read, if the replica has one.
     Value(Option<SiblingSet>),
-    /// A coordinated write is stored: the dot minted, the resulting set, and
-    /// whether it is durable (fsynced) on the replica.
+    /// A coordinated write was minted: the dot, the resulting set, and
+    /// whether the minting replica keeps it: `Ok(durable)` once it holds it
+    /// (fsynced, with `durable`), `Err(why)` when its own commit or fsync
+    /// failed. Either way the write exists, under this one dot: the
+    /// coordinator sends the set on and never has another replica mint it
+    /// again; a minter that could not keep it counts toward no quorum.
     Coordinated {
         dot: Dot,
         set: SiblingSet,
-        durable: bool,
+        kept: std::result::Result<bool, String>,
     },
     /// A merge (or a handoff batch) is stored, durably or not.
     Merged {
@@ -395,7 +399,7 @@ mod tests {
         let response = PeerResponse::Coordinated {
             dot,
             set,
-            durable: true,
+            kept: Ok(true),
         };
         assert_eq!(
             PeerResponse::decode(&response.encode().expect("encode")).expect("decode"),

@@ -1,12 +1,18 @@
 //! The in-memory engine: an ordered map behind one lock. For unit tests and
-//! the deterministic simulation, where speed at scale does not matter and a
-//! crash is a dropped value.
+//! the deterministic simulation, where speed at scale does not matter.
+//!
+//! Alone ([`MemoryStore::new`]) every write is durable the moment it is
+//! applied. On a simulated [`Disk`] ([`MemoryStore::on_disk`]) a write is
+//! applied at once and durable only once the disk's sync task has synced
+//! it, and the disk's faults fail writes and syncs: what the simulation's
+//! power losses, rollbacks and disk faults act on.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use parking_lot::RwLock;
 
+use super::disk::Disk;
 use super::{
     Change, Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, encode_set, observed,
     storage_key, user_key,
@@ -18,6 +24,8 @@ use crate::version::SiblingSet;
 #[derive(Default)]
 pub struct MemoryStore {
     data: RwLock<BTreeMap<Vec<u8>, SiblingSet>>,
+    /// The simulated disk under the store, if any.
+    disk: Option<std::sync::Arc<Disk>>,
     observer: ObserverSlot,
 }
 
@@ -26,12 +34,15 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// The same data, opened afresh: what a restarted process finds on its
-    /// disk (the simulation's crash without data loss). The observer stays
-    /// with the old store, as it would with the old process.
-    pub fn reopen(&self) -> Self {
+    /// A new life of a node on `disk`: the store holds what the disk holds
+    /// now, and a task of the current runtime syncs its writes (it ends
+    /// with the runtime, as the node's threads end with its process).
+    pub fn on_disk(disk: std::sync::Arc<Disk>) -> Self {
+        let (image, life) = disk.open();
+        tokio::spawn(std::sync::Arc::clone(&disk).sync_loop(life));
         MemoryStore {
-            data: RwLock::new(self.data.read().clone()),
+            data: RwLock::new(image),
+            disk: Some(disk),
             observer: ObserverSlot::default(),
         }
     }
@@ -43,11 +54,19 @@ impl Store for MemoryStore {
     }
 
     fn update(&self, key: &str, merge: Merge) -> Pending {
+        if let Some(disk) = &self.disk
+            && let Err(e) = disk.check_write()
+        {
+            metrics::counter!(crate::metrics::STORAGE_FAILURES_TOTAL, "stage" => "write")
+                .increment(1);
+            return Pending::ready(Err(e));
+        }
         let skey = storage_key(key);
         let mut merge = Some(merge);
         let mut result = Err(crate::error::Error::Storage(
             "the update did not run".into(),
         ));
+        let mut written = None;
         observed(&self.observer, || {
             // The write lock makes the read-merge-write atomic.
             let mut data = self.data.write();
@@ -64,13 +83,21 @@ impl Store for MemoryStore {
                 }
                 Err(_) => return Vec::new(),
             };
+            written = Some(new.cloned());
             vec![Change {
                 storage_key: skey.clone(),
                 old: old.and_then(|s| encode_set(&s).ok()),
                 new: new.and_then(|s| encode_set(s).ok()),
             }]
         });
-        Pending::ready(result)
+        match (&self.disk, written) {
+            (Some(disk), Some(new)) => {
+                let (durable, durable_rx) = tokio::sync::oneshot::channel();
+                disk.written(skey, new, durable);
+                Pending::applied_then(result, durable_rx)
+            }
+            _ => Pending::ready(result),
+        }
     }
 
     fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>> {

@@ -23,11 +23,13 @@
 //!   batch, while a syncer thread fsyncs what was written (group commit),
 //!   so the cost of an fsync is shared by every write that was concurrent
 //!   with it and computing never waits for the disk.
-//! - Dots are unique: [`Identity`] gives the node an actor whose incarnation
-//!   is chosen at random when the data directory is created, and a counter
-//!   whose high-water mark is fsynced before any dot above it is handed out.
+//! - Dots are unique: [`Identity`] gives every life of the node a new
+//!   actor (a random incarnation drawn at start) whose counter lives in
+//!   memory, so no state of the disk (a restored backup, a lost tail) can
+//!   make the node mint a dot it minted before.
 
 mod committer;
+pub mod disk;
 mod durable;
 mod identity;
 mod memory;

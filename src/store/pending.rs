@@ -48,6 +48,17 @@ impl Pending {
         }
     }
 
+    /// An update applied at once whose durability arrives on `durable`.
+    pub(crate) fn applied_then(
+        applied: Result<SiblingSet>,
+        durable: oneshot::Receiver<Result<()>>,
+    ) -> Pending {
+        Pending {
+            applied: Step::Ready(applied),
+            durable: Durable(Step::Waiting(durable)),
+        }
+    }
+
     /// An update whose new set arrives on `applied` and whose durability
     /// on `durable`.
     pub(crate) fn waiting(

@@ -22,7 +22,7 @@ fn blind(identity: &Arc<Identity>, content: Content) -> Merge {
     let identity = Arc::clone(identity);
     Box::new(move |current| {
         let mut set = current.unwrap_or_default();
-        let dot = identity.mint(set.min_counter(&Context::default(), identity.actor()))?;
+        let dot = identity.mint(set.min_counter(&Context::default(), identity.actor()));
         set.write(&Context::default(), dot, content);
         Ok(set)
     })
@@ -160,24 +160,109 @@ async fn scans_follow_ring_order_within_the_range() {
 }
 
 #[tokio::test]
-async fn fjall_keeps_data_identity_and_counter_across_restarts() {
+async fn fjall_keeps_data_across_restarts_and_every_life_is_a_new_actor() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = StorageConfig::default();
-    let (first_actor, last_dot, written) = {
+    let (first_actor, written) = {
         let store = FjallStore::open(dir.path(), &config).expect("open");
         let identity = Arc::new(Identity::load(dir.path(), "n1").expect("identity"));
         let set = blind_write(&store, &identity, "k", "1").await;
-        (identity.actor().clone(), set.siblings()[0].dot.clone(), set)
+        (identity.actor().clone(), set)
     };
     let store = FjallStore::open(dir.path(), &config).expect("reopen");
     assert_eq!(store.get("k").expect("get"), Some(written));
     let identity = Identity::load(dir.path(), "n1").expect("identity");
-    assert_eq!(identity.actor(), &first_actor);
-    let next = identity.mint(0).expect("mint");
-    assert!(
-        next.counter > last_dot.counter,
-        "counter went back after restart"
+    assert_eq!(identity.actor().node, first_actor.node);
+    assert_ne!(
+        identity.actor(),
+        &first_actor,
+        "a restart reused the actor of the previous life"
     );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("identity.json")).expect("read"))
+            .expect("json");
+    assert_eq!(record["incarnation"], identity.actor().incarnation);
+    assert_eq!(record["lives"][0], first_actor.incarnation);
+}
+
+/// Riak's kv679 by rollback: the data directory goes back to an older copy
+/// (a restored backup), identity file included. The node must never mint
+/// a dot it minted in a life the copy does not remember.
+#[tokio::test]
+async fn a_data_directory_restored_from_a_copy_never_mints_a_dot_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = tempfile::tempdir().expect("copy");
+    let config = StorageConfig::default();
+    let mut minted = std::collections::HashSet::new();
+    // Life 1 writes, then the directory is copied aside.
+    {
+        let store = FjallStore::open(dir.path(), &config).expect("open");
+        let identity = Arc::new(Identity::load(dir.path(), "n1").expect("identity"));
+        for i in 0..3 {
+            let set = blind_write(&store, &identity, "k", &i.to_string()).await;
+            minted.extend(set.siblings().iter().map(|s| s.dot.clone()));
+        }
+    }
+    copy_dir(dir.path(), copy.path());
+    // Life 2 writes more, then the copy is put back.
+    {
+        let store = FjallStore::open(dir.path(), &config).expect("open");
+        let identity = Arc::new(Identity::load(dir.path(), "n1").expect("identity"));
+        for i in 0..3 {
+            let set = blind_write(&store, &identity, "k", &format!("2{i}")).await;
+            minted.extend(set.siblings().iter().map(|s| s.dot.clone()));
+        }
+    }
+    std::fs::remove_dir_all(dir.path()).expect("wipe");
+    copy_dir(copy.path(), dir.path());
+    // Life 3 on the restored copy: every dot it mints is new.
+    let store = FjallStore::open(dir.path(), &config).expect("open");
+    let identity = Arc::new(Identity::load(dir.path(), "n1").expect("identity"));
+    let mut set = SiblingSet::new();
+    for i in 0..3 {
+        set = blind_write(&store, &identity, "k", &format!("3{i}")).await;
+    }
+    let third: Vec<_> = set
+        .siblings()
+        .iter()
+        .filter(|s| s.dot.actor == *identity.actor())
+        .collect();
+    assert_eq!(third.len(), 3);
+    for sibling in third {
+        assert!(
+            minted.insert(sibling.dot.clone()),
+            "{:?} was minted twice",
+            sibling.dot
+        );
+    }
+    assert_eq!(minted.len(), 9);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_dot_of_this_life_above_the_counter_raises_it() {
+    let identity = Identity::in_memory("n1", 7);
+    assert_eq!(identity.mint(0).counter, 1);
+    let mut vv = crate::version::VersionVector::new();
+    crdts::CmRDT::apply(
+        &mut vv,
+        crate::version::Dot::new(identity.actor().clone(), 40),
+    );
+    assert!(identity.witness(&vv), "a forgotten dot was not noticed");
+    assert_eq!(identity.mint(0).counter, 41);
+    assert!(!identity.witness(&vv), "an old dot is nothing new");
 }
 
 #[test]
@@ -194,6 +279,11 @@ fn a_new_data_directory_is_a_new_incarnation_and_a_dir_keeps_its_owner() {
         Identity::load(a.path(), "n2").is_err(),
         "n2 took over n1's data directory"
     );
+    // A record from before lives were recorded is read as one life.
+    let old = br#"{"node": "n1", "incarnation": 12345, "lease": 1048576}"#;
+    std::fs::write(a.path().join("identity.json"), old).expect("old record");
+    let next = Identity::load(a.path(), "n1").expect("identity");
+    assert_ne!(next.actor().incarnation, 12345);
     std::fs::write(a.path().join("identity.json"), b"{garbage").expect("corrupt");
     assert!(
         Identity::load(a.path(), "n1").is_err(),

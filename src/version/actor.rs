@@ -4,14 +4,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The identity that mints dots: a node id plus the incarnation of its data
-/// directory. A node whose disk was wiped comes back as a new actor, so it can
-/// never mint a dot that an old copy of its data already used.
+/// The identity that mints dots: a node id plus the incarnation of one
+/// life of the node. Every start is a new actor, so a node can never mint a
+/// dot that an earlier life used, whatever its disk holds.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Actor {
     /// The node id from the cluster config.
     pub node: String,
-    /// A random number chosen when the node's data directory was created.
+    /// A random number drawn when this life of the node started.
     pub incarnation: u64,
 }
 

@@ -33,8 +33,10 @@
 //!
 //! - Every sibling's dot is covered by the set's context.
 //! - No two siblings share a dot, and a dot names one value forever: actors
-//!   are a node id plus an incarnation that changes when the node's data
-//!   directory is new, and a node's counter never goes back (see `store`).
+//!   are a node id plus an incarnation drawn afresh at every start of the
+//!   node, and within a life the counter only goes up (see
+//!   `store::Identity`): whatever happens to a node's disk, it never mints
+//!   a dot it minted before (Riak's kv679).
 //! - Each actor mints a dot only on top of its own complete local copy of the
 //!   key, so a context entry `a: n` implies the holder saw (or saw past) every
 //!   dot of `a` up to `n` in that key. This is why a version vector, not a set

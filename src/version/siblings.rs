@@ -177,13 +177,15 @@ impl SiblingSet {
         self.merge_requests(&other.requests);
     }
 
-    /// The record of the write that carried request id `id`, if kept.
-    pub fn request(&self, id: &str) -> Option<&Request> {
+    /// The record of the write that carried request id `id`, if kept and
+    /// made at or after `not_before_ms` (an older record has expired, even
+    /// where no write has pruned it yet).
+    pub fn request(&self, id: &str, not_before_ms: u64) -> Option<&Request> {
         let at = self
             .requests
             .binary_search_by(|r| r.id.as_str().cmp(id))
             .ok()?;
-        Some(&self.requests[at])
+        Some(&self.requests[at]).filter(|r| r.at_ms >= not_before_ms)
     }
 
     /// Remembers that the write with request id `id` minted `dot`.
@@ -197,8 +199,10 @@ impl SiblingSet {
     }
 
     /// Forgets records older than `before_ms`, and the oldest past
-    /// `MAX_REQUESTS`. Only a replica coordinating a client write prunes
-    /// (the merge never does, so it keeps its laws).
+    /// `MAX_REQUESTS`. Every write to a replica's store prunes after it
+    /// applies (a client write, or a merge: otherwise a merge would bring
+    /// back from another replica a record this one had expired); the merge
+    /// itself never does, so it keeps its laws.
     pub fn expire_requests(&mut self, before_ms: u64) {
         self.requests.retain(|r| r.at_ms >= before_ms);
         if self.requests.len() > MAX_REQUESTS {

@@ -8,6 +8,7 @@ pub mod dashboards;
 pub mod netns;
 pub mod pki;
 pub mod processes;
+pub mod register;
 pub mod set_adds;
 
 use std::path::Path;

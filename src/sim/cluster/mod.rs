@@ -49,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::membership::Cluster;
 use crate::node::{Node, Start, Storage};
 use crate::ring::{Ring, position};
+use crate::store::disk::Disk;
 use crate::store::{Identity, MemoryStore, Store};
 
 /// The port every simulated node listens on (each has its own address).
@@ -164,10 +165,10 @@ fn op_key(op: &check::Op) -> &str {
     }
 }
 
-/// A node's disk across its lives: the store and the identity minting into it.
+/// A node's disk across its lives.
 #[derive(Default)]
 struct Slot {
-    disk: Option<(Arc<MemoryStore>, Arc<Identity>)>,
+    disk: Arc<Disk>,
     lose_data: bool,
     lives: u64,
 }
@@ -342,15 +343,13 @@ fn next_life(slot: &Mutex<Slot>, id: &str, seed: u64, index: usize) -> (Storage,
     let mut slot = slot.lock();
     slot.lives += 1;
     let life_seed = seed ^ ((index as u64) << 48) ^ slot.lives.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let (store, identity) = match slot.disk.take() {
-        Some((store, identity)) if !slot.lose_data => (Arc::new(store.reopen()), identity),
-        _ => (
-            Arc::new(MemoryStore::new()),
-            Arc::new(Identity::in_memory(id, life_seed)),
-        ),
-    };
+    if slot.lose_data {
+        slot.disk = Disk::new();
+    }
+    let store = Arc::new(MemoryStore::on_disk(Arc::clone(&slot.disk)));
+    // Every life is a new actor, as `Identity::load` makes it.
+    let identity = Arc::new(Identity::in_memory(id, life_seed));
     slot.lose_data = false;
-    slot.disk = Some((Arc::clone(&store), Arc::clone(&identity)));
     let storage = Storage {
         store: store as Arc<dyn Store>,
         identity,

@@ -452,11 +452,14 @@ fn request_records_merge_by_id_keeping_the_smaller_dot_and_expire_by_age() {
     assert_eq!(again, xy, "idempotent");
     // Two attempts raced under one id: every replica keeps the same one.
     assert_eq!(
-        xy.request("r1").map(|r| r.dot.clone()),
+        xy.request("r1", 0).map(|r| r.dot.clone()),
         Some(Dot::new(a, 9))
     );
-    assert!(xy.request("r3").is_some() && xy.is_well_formed());
+    assert!(xy.request("r3", 0).is_some() && xy.is_well_formed());
+    // A record older than the cut is expired before any prune.
+    assert!(xy.request("r2", 51).is_none());
+    assert!(xy.request("r2", 50).is_some());
     xy.expire_requests(150);
-    assert!(xy.request("r2").is_none(), "older than the cut");
-    assert!(xy.request("r3").is_some());
+    assert!(xy.request("r2", 0).is_none(), "older than the cut");
+    assert!(xy.request("r3", 0).is_some());
 }
