@@ -9,6 +9,9 @@
 //! node           builds one node from the config, runs its tasks, shuts down
 //! net            the network a node runs on: TCP, or the simulation's
 //! config         the cluster definition (TOML) and validate()
+//! clock          a node's wall clock (the system's, or the simulation's
+//!                with a skew): idempotency ages, signed timestamps,
+//!                the generations of a node's lives
 //! error          the one error type: HTTP status, code, retryable or not
 //! api            the REST API on hyper: /kv/{key}, /cluster, /admin/*,
 //!                /health, /metrics, and /peer for other nodes
@@ -71,6 +74,7 @@ pub mod api;
 pub mod bench;
 pub mod check;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod error;

@@ -130,6 +130,82 @@ struct SimCluster {
     /// convergence bound; default 40 in state mode, 100 in operation mode).
     #[arg(long)]
     settle_rounds: Option<u32>,
+    /// Print each run as one JSON object a line (seed, counts, faults by
+    /// class, what each checker examined, violations) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Seeds run at once in a campaign (each in a process of its own).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+}
+
+/// `chorus sim cluster`: one seed in this process (deterministic, see
+/// `sim::cluster`), or a campaign of seeds, each in a process of its own so
+/// that it runs exactly as its replay will. Fails if any run broke a
+/// promise or proved too little.
+async fn sim_cluster(args: SimCluster) -> chorus::error::Result<ExitCode> {
+    if args.seeds == 1 {
+        let mut options = chorus::sim::cluster::Options::new(args.seed);
+        options.settle_rounds = args.settle_rounds;
+        let report = std::thread::spawn(move || chorus::sim::cluster::run(&options))
+            .join()
+            .map_err(|_| chorus::error::Error::Protocol("the simulation panicked".into()))??;
+        if args.json {
+            println!("{}", report.json());
+        } else {
+            print!("{}", report.summary());
+        }
+        return Ok(if report.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let me = std::env::current_exe()?;
+    let seeds: Vec<u64> = (args.seed..args.seed.saturating_add(args.seeds)).collect();
+    let runs = futures_util::stream::iter(seeds.into_iter().map(|seed| {
+        let mut command = tokio::process::Command::new(&me);
+        command.args(["sim", "cluster", "--seed", &seed.to_string()]);
+        if let Some(rounds) = args.settle_rounds {
+            command.args(["--settle-rounds", &rounds.to_string()]);
+        }
+        if args.json {
+            command.arg("--json");
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            // A run's info lines are many and not read unless it fails.
+            command.env("RUST_LOG", "warn");
+        }
+        async move { (seed, command.output().await) }
+    }));
+    let mut runs = futures_util::StreamExt::buffer_unordered(runs, args.jobs.max(1));
+    let mut failed = Vec::new();
+    while let Some((seed, out)) = futures_util::StreamExt::next(&mut runs).await {
+        let out = out?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            failed.push(seed);
+            if !args.json {
+                eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        if args.json || args.verbose || !out.status.success() {
+            print!("{text}");
+        }
+    }
+    failed.sort_unstable();
+    eprintln!(
+        "{} seeds from {}: {} broke a promise or proved too little {:?}",
+        args.seeds,
+        args.seed,
+        failed.len(),
+        failed
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn main() -> ExitCode {
@@ -276,59 +352,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sim(Sim::Cluster(args)) => {
-            if args.seeds == 1 {
-                // One seed, in this process: deterministic (see sim::cluster).
-                let mut options = chorus::sim::cluster::Options::new(args.seed);
-                options.settle_rounds = args.settle_rounds;
-                let report = std::thread::spawn(move || chorus::sim::cluster::run(&options))
-                    .join()
-                    .map_err(|_| {
-                        chorus::error::Error::Protocol("the simulation panicked".into())
-                    })??;
-                print!("{}", report.summary());
-                return Ok(if report.violations.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
-            }
-            // A campaign: each seed in a process of its own, so that it runs
-            // exactly as its replay will.
-            let me = std::env::current_exe()?;
-            let mut failed = Vec::new();
-            for seed in args.seed..args.seed.saturating_add(args.seeds) {
-                let out = tokio::process::Command::new(&me)
-                    .args(["sim", "cluster", "--seed", &seed.to_string()])
-                    .args(
-                        args.settle_rounds
-                            .map(|r| ["--settle-rounds".to_string(), r.to_string()])
-                            .into_iter()
-                            .flatten(),
-                    )
-                    .output()
-                    .await?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                if !out.status.success() {
-                    failed.push(seed);
-                    print!("{text}{}", String::from_utf8_lossy(&out.stderr));
-                } else if args.verbose {
-                    print!("{text}");
-                }
-            }
-            println!(
-                "{} seeds from {}: {} broke a promise {:?}",
-                args.seeds,
-                args.seed,
-                failed.len(),
-                failed
-            );
-            Ok(if failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Sim(Sim::Cluster(args)) => sim_cluster(args).await,
         Command::Bench(options) => {
             let out = options.out.clone();
             let summary = bench::run(options).await?;

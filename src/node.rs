@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::antientropy::AntiEntropy;
 use crate::api::{self, Api, LeaveState};
+use crate::clock::Clock;
 use crate::config::{Config, Engine};
 use crate::coordinator::Coordinator;
 use crate::coordinator::quorum::Quorum;
@@ -49,6 +50,12 @@ pub struct Start<N: Network = Tcp> {
     /// Seeds the node's random choices (gossip and anti-entropy peers);
     /// `None` seeds from the OS. The simulation replays from its seed.
     pub seed: Option<u64>,
+    /// The node's wall clock; `None`: the system's.
+    pub clock: Option<Clock>,
+    /// The members document the node saved in an earlier life, where no
+    /// `data_dir/members.json` keeps it (the simulation keeps it per
+    /// machine).
+    pub members: Option<Members>,
 }
 
 impl Default for Start<Tcp> {
@@ -59,6 +66,8 @@ impl Default for Start<Tcp> {
             network: Tcp,
             storage: None,
             seed: None,
+            clock: None,
+            members: None,
         }
     }
 }
@@ -153,11 +162,13 @@ impl Node {
         }
 
         let durable = config.storage.fsyncs_each_write();
+        let clock = start.clock.unwrap_or_else(Clock::system);
         let replica = Arc::new(Replica::new(
             Arc::clone(&store),
             identity,
             &config.limits,
             durable,
+            clock.clone(),
         ));
         let addresses = Addresses::default();
         let max_peer_message = (config.limits.max_set_bytes * 2 + (1 << 20)).max(MAX_MESSAGE_BYTES);
@@ -182,16 +193,27 @@ impl Node {
             max_peer_message,
             secret
                 .as_deref()
-                .map(|s| Arc::new(Signer::new(s, id, crate::replica::generation()))),
+                .map(|s| Arc::new(Signer::new(s, id, clock.generation(), clock.clone()))),
         ));
         let members_file = dir.as_ref().map(|d| d.join("members.json"));
-        let saved = members_file.as_ref().is_some_and(|f| f.exists());
-        let members = match &start.join {
-            Some(seed) if !saved => {
+        let saved = match start.members {
+            Some(members) => Some(members),
+            None => match &members_file {
+                Some(file) if file.exists() => Some(Cluster::load_members(config, Some(file))?),
+                _ => None,
+            },
+        };
+        // With --join, a node joins unless it is a member by what it saved:
+        // a new node, or one that left or was removed and comes back under
+        // its id (its saved document says it is gone).
+        let gone = |m: &Members| m.get(id).is_none_or(|m| m.status == Status::Removed);
+        let members = match (&start.join, saved) {
+            (Some(seed), saved) if saved.as_ref().is_none_or(gone) => {
                 let zone = me.zone.clone();
                 join(&*transport, seed, id, &advertised, zone, me.weight).await?
             }
-            _ => Cluster::load_members(config, members_file.as_ref())?,
+            (_, Some(saved)) => saved,
+            (_, None) => Cluster::load_members(config, None)?,
         };
         if members.get(id).is_none() {
             return Err(Error::config(
@@ -209,6 +231,7 @@ impl Node {
             addresses,
             members_file,
             start.seed,
+            clock.clone(),
         );
         cluster.save()?;
         if cluster
@@ -247,7 +270,11 @@ impl Node {
             handoff_batch: config.ring.handoff_batch,
             leave: Arc::new(parking_lot::Mutex::new(LeaveState::Serving)),
             left: left_tx,
-            peer_auth: Verifier::new(secret.as_deref(), config.security.peer_clock_skew_ms),
+            peer_auth: Verifier::new(
+                secret.as_deref(),
+                config.security.peer_clock_skew_ms,
+                clock.clone(),
+            ),
             tokens,
             open_routes: config.security.open_routes.clone(),
             inflight: tokio::sync::Semaphore::new(config.limits.max_inflight),

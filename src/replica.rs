@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::clock::Clock;
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::peer::{PeerRequest, PeerResponse, WireError, batch};
@@ -40,6 +41,7 @@ pub struct Replica {
     /// handed off), and the most this node takes.
     hints: AtomicUsize,
     max_hints: usize,
+    clock: Clock,
 }
 
 impl Replica {
@@ -51,6 +53,7 @@ impl Replica {
         identity: Arc<Identity>,
         limits: &Limits,
         durable: bool,
+        clock: Clock,
     ) -> Replica {
         Replica {
             store,
@@ -64,6 +67,7 @@ impl Replica {
             max_hints: limits.max_hints,
             max_siblings: limits.max_siblings,
             max_set_bytes: limits.max_set_bytes,
+            clock,
         }
     }
 
@@ -263,7 +267,7 @@ impl Replica {
         {
             return Err(Error::Protocol("a request id over 128 bytes".into()));
         }
-        let now = unix_ms();
+        let now = self.clock.now_ms();
         let expired_before = now.saturating_sub(self.idempotency_ttl_ms);
         let id = request_id.clone();
         let identity = Arc::clone(&self.identity);
@@ -344,7 +348,7 @@ impl Replica {
     /// Idempotency records older than this (ms since the Unix epoch) are
     /// expired: a retry after it is a new write.
     pub fn idempotency_cutoff(&self) -> u64 {
-        unix_ms().saturating_sub(self.idempotency_ttl_ms)
+        self.clock.now_ms().saturating_sub(self.idempotency_ttl_ms)
     }
 
     /// Whether this replica's acknowledgements mean durable (fsynced).
@@ -375,31 +379,6 @@ impl Replica {
         };
         Ok(self.store.update(&key, Box::new(merge)))
     }
-}
-
-/// A generation for a new life of this node (its heartbeats, its op log):
-/// the wall clock in ms, but always above any generation this process
-/// handed out before, so a node restarted within the same millisecond (the
-/// simulation restarts nodes in process) still outranks its previous life.
-pub fn generation() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = unix_ms();
-    let next = |last: u64| last.max(now.saturating_sub(1)) + 1;
-    // The closure never refuses, so the update always succeeds.
-    let previous = LAST
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-            Some(next(last))
-        })
-        .unwrap_or_else(|last| last);
-    next(previous)
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A key with many siblings: clients are writing without contexts, or not
@@ -440,6 +419,7 @@ mod tests {
             Arc::new(Identity::ephemeral("n1")),
             &Limits::default(),
             true,
+            Clock::system(),
         )
     }
 
@@ -486,7 +466,7 @@ mod tests {
         let mut set = set_of("1");
         let dot = set.siblings()[0].dot.clone();
         set.record_request("old", dot.clone(), 1);
-        set.record_request("new", dot, unix_ms());
+        set.record_request("new", dot, crate::clock::system_ms());
         let merge = PeerRequest::Merge {
             key: "k".into(),
             set,

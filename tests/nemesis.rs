@@ -213,7 +213,7 @@ async fn scenario(kind: Kind, churn: bool, seed: u64) {
                 shared_keys: SHARED_KEYS,
                 session: c % 2 == 0,
                 // Kills keep the disk (fsync per write): every ack is a promise.
-                single_acks_promise: true,
+                single_acks_after: Duration::ZERO,
                 until: Duration::from_secs(secs + 2),
                 recorder: Arc::clone(&recorder),
             };
@@ -278,7 +278,17 @@ async fn scenario(kind: Kind, churn: bool, seed: u64) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let found = found.expect("a final state");
-    let (history, violations) = verdicts(&recorder, found);
+    let (history, verdicts) = verdicts(&recorder, found);
+    let violations: Vec<_> = verdicts.iter().flat_map(|v| &v.violations).collect();
+    let unexamined: Vec<_> = verdicts
+        .iter()
+        .filter(|v| v.examined == 0)
+        .map(|v| v.checker)
+        .collect();
+    assert!(
+        unexamined.is_empty(),
+        "{kind:?}: checkers that examined nothing: {unexamined:?}"
+    );
     let set = cluster.clients[0]
         .request(
             Method::GET,

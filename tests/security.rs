@@ -50,7 +50,12 @@ async fn post_peer(t: &TestNode, auth: Option<&str>, body: Vec<u8>) -> chorus::c
 #[tokio::test]
 async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing() {
     let t = TestNode::start().await;
-    let wrong = Signer::new(b"a-different-secret-of-at-least-32-bytes", "n9", 1);
+    let wrong = Signer::new(
+        b"a-different-secret-of-at-least-32-bytes",
+        "n9",
+        1,
+        chorus::clock::Clock::system(),
+    );
     let body = merge("guarded", "\"forged\"");
 
     let missing = post_peer(&t, None, body.clone()).await;

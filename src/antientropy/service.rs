@@ -79,7 +79,7 @@ impl AntiEntropy {
             let logs = Arc::new(OpLogs::new(
                 cluster.me(),
                 // The origin's generation: this process's start.
-                crate::replica::generation(),
+                cluster.clock().generation(),
                 config.max_log_ops,
                 config.max_buffered_ops,
             ));

@@ -1,32 +1,33 @@
 //! Convergence: once faults stop and anti-entropy has had its rounds, every
 //! replica of every key holds the identical sibling set (compared as the
 //! canonical bytes `GET /admin/replica` returns; `None`: holds nothing).
+//! Examined: the keys whose replicas were compared.
 
 use std::collections::BTreeMap;
 
-use super::Violation;
+use super::Verdict;
 
 /// Each replica's node id and what it holds of a key (`None`: nothing).
 pub type Held = Vec<(String, Option<Vec<u8>>)>;
 
 /// `replicas`: per key, what each of its replicas holds.
-pub fn check(replicas: &BTreeMap<String, Held>) -> Vec<Violation> {
-    let mut out = Vec::new();
+pub fn check(replicas: &BTreeMap<String, Held>) -> Verdict {
+    let mut verdict = Verdict::new("convergence");
     for (key, held) in replicas {
         let Some((first_node, first)) = held.first() else {
             continue;
         };
+        verdict.examined += usize::from(held.len() > 1);
         for (node, set) in &held[1..] {
             if set != first {
-                out.push(Violation {
-                    checker: "convergence",
-                    key: key.clone(),
-                    message: format!("{node} holds a different set than {first_node}"),
-                });
+                verdict.violation(
+                    key,
+                    format!("{node} holds a different set than {first_node}"),
+                );
             }
         }
     }
-    out
+    verdict
 }
 
 #[cfg(test)]
@@ -41,7 +42,7 @@ mod tests {
             "a".to_string(),
             vec![("n1".into(), set("x")), ("n2".into(), set("x"))],
         );
-        assert!(check(&replicas).is_empty());
+        assert!(check(&replicas).violations.is_empty());
         replicas.insert(
             "b".to_string(),
             vec![
@@ -50,7 +51,7 @@ mod tests {
                 ("n3".into(), set("y")),
             ],
         );
-        let found = check(&replicas);
+        let found = check(&replicas).violations;
         assert_eq!(found.len(), 2);
         assert!(found.iter().all(|v| v.key == "b"));
         assert!(found[0].message.starts_with("n2"));

@@ -3,29 +3,31 @@
 //! After the heal, each key's final read must account for every
 //! acknowledged write to it: its value is there, or a write whose context
 //! covered it is accounted for (a chain of overwrites ending in a present
-//! value). Every value there must be one some client wrote to that key.
+//! value, or in a delete). Every value there must be one some client wrote
+//! to that key. A delete, acknowledged or not, accounts for what it saw:
+//! it leaves nothing to read, and a delete that failed may still have been
+//! applied. Examined: the acknowledged writes of values.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{History, Violation, WriteId, write_of};
+use super::{History, Verdict, WriteId, write_of};
 
-pub fn check(history: &History) -> Vec<Violation> {
+pub fn check(history: &History) -> Verdict {
+    let mut verdict = Verdict::new("lost_writes");
     let writes = history.writes();
-    let mut out = Vec::new();
     for (key, values) in &history.finals {
         for value in values {
             let wrote = write_of(value).and_then(|id| writes.get(&id));
-            if wrote.is_none_or(|(k, _, _)| k != key) {
-                out.push(Violation {
-                    checker: "lost_writes",
-                    key: key.clone(),
-                    message: format!("`{value}` was read but no client wrote it to this key"),
-                });
+            if wrote.is_none_or(|w| w.key != key || w.delete) {
+                verdict.violation(
+                    key,
+                    format!("`{value}` was read but no client wrote it to this key"),
+                );
             }
         }
     }
-    // Per key, what the final read accounts for: the writes present and
-    // everything they supersede.
+    // Per key, what the final read accounts for: the writes present, the
+    // deletes, and everything they supersede.
     let mut accounted: BTreeMap<&str, BTreeSet<WriteId>> = BTreeMap::new();
     for (key, values) in &history.finals {
         let present = values.iter().filter_map(|v| write_of(v));
@@ -36,16 +38,22 @@ pub fn check(history: &History) -> Vec<Violation> {
                 .collect(),
         );
     }
-    for (&id, &(key, _, acked)) in writes.iter() {
-        if acked && !accounted.get(key).is_some_and(|a| a.contains(&id)) {
-            out.push(Violation {
-                checker: "lost_writes",
-                key: key.to_string(),
-                message: format!("acknowledged write w{id} is neither present nor superseded"),
-            });
+    for (&id, w) in writes.iter().filter(|(_, w)| w.delete) {
+        accounted
+            .entry(w.key)
+            .or_default()
+            .extend(writes.superseded_by(id).into_iter().chain([id]));
+    }
+    for (&id, w) in writes.iter().filter(|(_, w)| w.acked && !w.delete) {
+        verdict.examined += 1;
+        if !accounted.get(w.key).is_some_and(|a| a.contains(&id)) {
+            verdict.violation(
+                w.key,
+                format!("acknowledged write w{id} is neither present nor superseded"),
+            );
         }
     }
-    out
+    verdict
 }
 
 #[cfg(test)]
@@ -60,6 +68,18 @@ mod tests {
             key: key.into(),
             saw: saw.to_vec(),
             acked,
+            delete: false,
+        }
+    }
+
+    fn delete(id: u64, key: &str, saw: &[u64], acked: bool) -> Op {
+        Op::Write {
+            id,
+            client: 1,
+            key: key.into(),
+            saw: saw.to_vec(),
+            acked,
+            delete: true,
         }
     }
 
@@ -74,9 +94,10 @@ mod tests {
     }
 
     #[test]
-    fn an_overwritten_chain_or_a_kept_sibling_accounts_for_a_write() {
+    fn an_overwritten_chain_a_kept_sibling_or_a_delete_accounts_for_a_write() {
         // w1 <- w2 <- w3 overwrites; w4 concurrent with w3, kept as a sibling;
-        // w5 failed and is gone, which is allowed.
+        // w5 failed and is gone, which is allowed; w6 deleted by w7, even
+        // though that delete failed (it may have been applied).
         let h = history(
             vec![
                 write(1, "k", &[], true),
@@ -84,10 +105,14 @@ mod tests {
                 write(3, "k", &[2], true),
                 write(4, "k", &[2], true),
                 write(5, "k", &[], false),
+                write(6, "d", &[], true),
+                delete(7, "d", &[6], false),
             ],
-            &[("k", &["w3", "w4"])],
+            &[("k", &["w3", "w4"]), ("d", &[])],
         );
-        assert_eq!(check(&h), vec![]);
+        let verdict = check(&h);
+        assert_eq!(verdict.violations, vec![]);
+        assert_eq!(verdict.examined, 5);
     }
 
     #[test]
@@ -99,17 +124,22 @@ mod tests {
                 write(3, "k", &[1], true),
                 write(4, "k", &[1], true),
                 write(9, "other", &[], true),
+                delete(10, "k", &[], true),
             ],
-            &[("k", &["w3", "w7", "w9"]), ("other", &["w9"])],
+            &[("k", &["w3", "w7", "w9", "w10"]), ("other", &["w9"])],
         );
-        let found = check(&h);
+        let found = check(&h).violations;
         let messages: Vec<&str> = found.iter().map(|v| v.message.as_str()).collect();
-        assert_eq!(found.len(), 3, "{messages:?}");
+        assert_eq!(found.len(), 4, "{messages:?}");
         assert!(messages.iter().any(|m| m.contains("w4 is neither")));
         assert!(messages.iter().any(|m| m.contains("`w7`")));
         assert!(
             messages.iter().any(|m| m.contains("`w9`")),
             "a value written to another key"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("`w10`")),
+            "a delete has no value to read"
         );
     }
 }

@@ -9,18 +9,28 @@
 //! (the recorder writes the id itself), so a value read back names the
 //! write that made it. A write also records `saw`: the writes whose values
 //! the read that gave the client its context returned. With DVV contexts,
-//! such a write supersedes exactly those: they may go, it must stay.
+//! such a write supersedes exactly those: they may go, it must stay. A
+//! delete is a write without a value: it supersedes what it saw and leaves
+//! nothing to read.
 //!
 //! - [`lost_writes`]: after the heal, every acknowledged write is present
-//!   or superseded by a present write (transitively); no value appears that
-//!   no client wrote.
+//!   or superseded by a present write or a delete (transitively); no value
+//!   appears that no client wrote.
+//! - [`deletes`]: nothing an acknowledged delete or write superseded is
+//!   read after the heal: deleted values stay deleted, overwritten ones
+//!   stay overwritten.
 //! - [`convergence`]: every replica of every key holds the same set.
 //! - [`sessions`]: a client carrying its context never reads older than its
-//!   own last write or its last read.
+//!   own last write or its last read, nor a value its own write or delete
+//!   superseded.
 //! - [`siblings`]: writes that each carry the previous read's context never
 //!   leave siblings; concurrent writes are never collapsed.
+//!
+//! Every checker also says how much it examined ([`Verdict::examined`]):
+//! a run whose checkers examined nothing proved nothing, and fails.
 
 pub mod convergence;
+pub mod deletes;
 pub mod lost_writes;
 pub mod record;
 pub mod sessions;
@@ -41,6 +51,8 @@ pub enum Op {
         saw: Vec<WriteId>,
         /// The store acknowledged it (a failed write may still be stored).
         acked: bool,
+        /// A delete: it supersedes `saw` and leaves no value.
+        delete: bool,
     },
     Read {
         client: u32,
@@ -78,13 +90,48 @@ pub struct Violation {
     pub message: String,
 }
 
+/// What one checker found, and how much it examined to find it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub checker: &'static str,
+    /// Keys, writes or reads examined (each checker says which).
+    pub examined: usize,
+    pub violations: Vec<Violation>,
+}
+
+impl Verdict {
+    fn new(checker: &'static str) -> Verdict {
+        Verdict {
+            checker,
+            ..Verdict::default()
+        }
+    }
+
+    fn violation(&mut self, key: &str, message: String) {
+        self.violations.push(Violation {
+            checker: self.checker,
+            key: key.to_string(),
+            message,
+        });
+    }
+}
+
+/// What the checkers need of one write.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Write<'a> {
+    pub key: &'a str,
+    pub saw: &'a [WriteId],
+    pub acked: bool,
+    pub delete: bool,
+}
+
 /// A history's writes by id, built once per check.
 pub(crate) struct Writes<'a> {
-    by_id: BTreeMap<WriteId, (&'a str, &'a [WriteId], bool)>,
+    by_id: BTreeMap<WriteId, Write<'a>>,
 }
 
 impl History {
-    /// The writes of the history, by id: (key, saw, acked).
+    /// The writes of the history, by id.
     pub(crate) fn writes(&self) -> Writes<'_> {
         let by_id = self
             .ops
@@ -95,8 +142,17 @@ impl History {
                     key,
                     saw,
                     acked,
+                    delete,
                     ..
-                } => Some((*id, (key.as_str(), saw.as_slice(), *acked))),
+                } => Some((
+                    *id,
+                    Write {
+                        key: key.as_str(),
+                        saw: saw.as_slice(),
+                        acked: *acked,
+                        delete: *delete,
+                    },
+                )),
                 Op::Read { .. } => None,
             })
             .collect();
@@ -105,11 +161,11 @@ impl History {
 }
 
 impl<'a> Writes<'a> {
-    fn get(&self, id: &WriteId) -> Option<&(&'a str, &'a [WriteId], bool)> {
+    fn get(&self, id: &WriteId) -> Option<&Write<'a>> {
         self.by_id.get(id)
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&WriteId, &(&'a str, &'a [WriteId], bool))> {
+    fn iter(&self) -> impl Iterator<Item = (&WriteId, &Write<'a>)> {
         self.by_id.iter()
     }
 
@@ -118,7 +174,7 @@ impl<'a> Writes<'a> {
         let mut out = BTreeSet::new();
         let mut todo = vec![id];
         while let Some(w) = todo.pop() {
-            for &s in self.get(&w).map_or(&[][..], |(_, saw, _)| saw) {
+            for &s in self.get(&w).map_or(&[][..], |w| w.saw) {
                 if out.insert(s) {
                     todo.push(s);
                 }

@@ -10,6 +10,17 @@ use parking_lot::Mutex;
 
 use super::{History, Op, WriteId, value_of};
 
+/// How many operations of each kind a history holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Writes of values, and how many of them were acknowledged.
+    pub writes: usize,
+    pub acked: usize,
+    pub deletes: usize,
+    pub acked_deletes: usize,
+    pub reads: usize,
+}
+
 #[derive(Default)]
 pub struct Recorder {
     ops: Mutex<Vec<Op>>,
@@ -32,20 +43,28 @@ impl Recorder {
         self.ops.lock().push(op);
     }
 
-    /// Counts of (writes, acknowledged writes, reads) so far.
-    pub fn counts(&self) -> (usize, usize, usize) {
+    /// What the clients did so far.
+    pub fn counts(&self) -> Counts {
         let ops = self.ops.lock();
-        let (mut writes, mut acked, mut reads) = (0, 0, 0);
+        let mut counts = Counts::default();
         for op in ops.iter() {
             match op {
-                Op::Write { acked: a, .. } => {
-                    writes += 1;
-                    acked += usize::from(*a);
+                Op::Write {
+                    acked,
+                    delete: true,
+                    ..
+                } => {
+                    counts.deletes += 1;
+                    counts.acked_deletes += usize::from(*acked);
                 }
-                Op::Read { .. } => reads += 1,
+                Op::Write { acked, .. } => {
+                    counts.writes += 1;
+                    counts.acked += usize::from(*acked);
+                }
+                Op::Read { .. } => counts.reads += 1,
             }
         }
-        (writes, acked, reads)
+        counts
     }
 
     /// The history so far, with what every key held at the end.

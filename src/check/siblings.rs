@@ -6,13 +6,16 @@
 //! - Two acknowledged writes that are concurrent (neither supersedes the
 //!   other) and that no other write supersedes must both be in the key's
 //!   final read: concurrent writes are kept as siblings, never collapsed.
+//!   (A delete among them leaves nothing to read; the others must stay.)
+//!
+//! Examined: the keys written.
 
 use std::collections::BTreeMap;
 
-use super::{History, Op, Violation, WriteId, value_of};
+use super::{History, Op, Verdict, WriteId, value_of};
 
-pub fn check(history: &History) -> Vec<Violation> {
-    let mut out = Vec::new();
+pub fn check(history: &History) -> Verdict {
+    let mut verdict = Verdict::new("siblings");
     let writes = history.writes();
     let mut by_key: BTreeMap<&str, Vec<WriteId>> = BTreeMap::new();
     for op in &history.ops {
@@ -21,6 +24,7 @@ pub fn check(history: &History) -> Vec<Violation> {
         }
     }
     for (key, ids) in &by_key {
+        verdict.examined += 1;
         let supersedes: BTreeMap<WriteId, _> =
             ids.iter().map(|&w| (w, writes.superseded_by(w))).collect();
         // Each write saw all the writes before it: a chain.
@@ -35,39 +39,38 @@ pub fn check(history: &History) -> Vec<Violation> {
                     && k == key
                     && values.len() > 1
                 {
-                    out.push(Violation {
-                        checker: "siblings",
-                        key: key.to_string(),
-                        message: format!(
+                    verdict.violation(
+                        key,
+                        format!(
                             "a read returned {values:?} though every write carried the latest context"
                         ),
-                    });
+                    );
                 }
             }
         }
         let maximal: Vec<WriteId> = ids
             .iter()
             .copied()
-            .filter(|w| writes.get(w).is_some_and(|(_, _, acked)| *acked))
+            .filter(|w| writes.get(w).is_some_and(|w| w.acked))
             .filter(|w| !ids.iter().any(|o| supersedes[o].contains(w)))
             .collect();
         if maximal.len() > 1 {
             let finals = history.finals.get(*key).cloned().unwrap_or_default();
-            for w in &maximal {
+            let deleted = |w: &WriteId| writes.get(w).is_some_and(|w| w.delete);
+            for w in maximal.iter().filter(|w| !deleted(w)) {
                 if !finals.contains(&value_of(*w)) {
-                    out.push(Violation {
-                        checker: "siblings",
-                        key: key.to_string(),
-                        message: format!(
+                    verdict.violation(
+                        key,
+                        format!(
                             "w{w} is concurrent with {:?} but was collapsed away",
                             maximal.iter().filter(|o| *o != w).collect::<Vec<_>>()
                         ),
-                    });
+                    );
                 }
             }
         }
     }
-    out
+    verdict
 }
 
 #[cfg(test)]
@@ -81,6 +84,7 @@ mod tests {
             key: "k".into(),
             saw: saw.to_vec(),
             acked: true,
+            delete: false,
         }
     }
 
@@ -107,12 +111,13 @@ mod tests {
             ops: vec![write(1, &[]), read(&["w1"]), write(2, &[1]), read(&["w2"])],
             finals: finals(&["w2"]),
         };
-        assert_eq!(check(&chain), vec![]);
+        assert_eq!(check(&chain).violations, vec![]);
         let concurrent = History {
             ops: vec![write(1, &[]), write(2, &[]), read(&["w1", "w2"])],
             finals: finals(&["w1", "w2"]),
         };
-        assert_eq!(check(&concurrent), vec![]);
+        assert_eq!(check(&concurrent).violations, vec![]);
+        assert_eq!(check(&concurrent).examined, 1);
     }
 
     #[test]
@@ -121,14 +126,14 @@ mod tests {
             ops: vec![write(1, &[]), write(2, &[1]), read(&["w1", "w2"])],
             finals: finals(&["w2"]),
         };
-        let found = check(&false_sibling);
+        let found = check(&false_sibling).violations;
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].message.contains("latest context"));
         let collapsed = History {
             ops: vec![write(1, &[]), write(2, &[])],
             finals: finals(&["w2"]),
         };
-        let found = check(&collapsed);
+        let found = check(&collapsed).violations;
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].message.contains("w1 is concurrent"));
     }

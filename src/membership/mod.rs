@@ -38,6 +38,7 @@ use rand::seq::IndexedRandom;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::peer::{PeerRequest, PeerResponse, Transport, http::Addresses};
@@ -81,6 +82,8 @@ pub struct Cluster {
     changes: watch::Sender<u64>,
     /// The members document as last logged, to log what each change changed.
     logged: Mutex<Members>,
+    /// This node's wall clock.
+    clock: Clock,
 }
 
 struct State {
@@ -122,6 +125,9 @@ impl Cluster {
         ))
     }
 
+    /// `seed` seeds the random choices (the simulation's replay); `clock`
+    /// is this node's wall clock.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: &str,
         config: &Config,
@@ -130,6 +136,7 @@ impl Cluster {
         addresses: Addresses,
         persist: Option<PathBuf>,
         seed: Option<u64>,
+        clock: Clock,
     ) -> Arc<Cluster> {
         let chord = ChordConfig {
             successors: config.ring.successors,
@@ -153,7 +160,7 @@ impl Cluster {
                 me,
                 // The generation: this process's start, so a restarted
                 // node's beats outrank those of its previous life.
-                crate::replica::generation(),
+                clock.generation(),
                 config.ring.gossip_ms,
                 config.ring.phi_threshold,
             )),
@@ -169,6 +176,7 @@ impl Cluster {
             persist,
             changes: watch::channel(0).0,
             logged,
+            clock,
         };
         cluster.refresh();
         Arc::new(cluster)
@@ -176,6 +184,11 @@ impl Cluster {
 
     pub fn me(&self) -> &str {
         &self.me
+    }
+
+    /// This node's wall clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn n(&self) -> usize {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::peer_auth::{Refusal, Replays, Secret, Stamp};
+use crate::clock::Clock;
 use crate::metrics as m;
-use crate::replica::unix_ms;
 
 /// Stamps this node's peer requests: its id, its boot (the generation it
 /// started in), a sequence number per request, the wall clock.
@@ -19,15 +19,19 @@ pub struct Signer {
     node: String,
     boot: u64,
     seq: AtomicU64,
+    clock: Clock,
 }
 
 impl Signer {
-    pub fn new(secret: &[u8], node: &str, boot: u64) -> Signer {
+    /// Signs as `node`, in the life that started at generation `boot` of
+    /// `clock`.
+    pub fn new(secret: &[u8], node: &str, boot: u64, clock: Clock) -> Signer {
         Signer {
             secret: Secret::new(secret),
             node: node.to_string(),
             boot,
             seq: AtomicU64::new(0),
+            clock,
         }
     }
 
@@ -37,7 +41,7 @@ impl Signer {
             node: self.node.clone(),
             boot: self.boot,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            ts_ms: unix_ms(),
+            ts_ms: self.clock.now_ms(),
         };
         self.secret.sign(&stamp, body)
     }
@@ -50,6 +54,7 @@ pub struct Verifier {
     secret: Option<Secret>,
     replays: Mutex<Replays>,
     log: Mutex<LogLimit>,
+    clock: Clock,
 }
 
 #[derive(Debug)]
@@ -62,7 +67,7 @@ struct LogLimit {
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Verifier {
-    pub fn new(secret: Option<&[u8]>, skew_ms: u64) -> Verifier {
+    pub fn new(secret: Option<&[u8]>, skew_ms: u64, clock: Clock) -> Verifier {
         Verifier {
             secret: secret.map(Secret::new),
             replays: Mutex::new(Replays::new(skew_ms)),
@@ -70,6 +75,7 @@ impl Verifier {
                 last: None,
                 suppressed: 0,
             }),
+            clock,
         }
     }
 
@@ -84,7 +90,10 @@ impl Verifier {
             .ok_or(Refusal::Missing)
             .and_then(|h| std::str::from_utf8(h).map_err(|_| Refusal::Malformed("not UTF-8")))
             .and_then(|h| secret.check(h, body))
-            .and_then(|stamp| self.replays.lock().admit(&stamp, unix_ms()).map(|()| stamp));
+            .and_then(|stamp| {
+                let now = self.clock.now_ms();
+                self.replays.lock().admit(&stamp, now).map(|()| stamp)
+            });
         match checked {
             Ok(_) => Ok(()),
             Err(refusal) => {

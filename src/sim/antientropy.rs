@@ -183,6 +183,7 @@ fn start(config: &Config, seed: u64) -> Result<Vec<Member>> {
             Arc::new(identity),
             &config.limits,
             false,
+            crate::clock::Clock::system(),
         ));
         let cluster = Cluster::new(
             &node.id,
@@ -192,6 +193,7 @@ fn start(config: &Config, seed: u64) -> Result<Vec<Member>> {
             Addresses::default(),
             None,
             Some(seed.wrapping_add(i as u64)),
+            crate::clock::Clock::system(),
         );
         let antientropy = AntiEntropy::new(
             cluster,

@@ -97,7 +97,7 @@ impl Identity {
         let record = Record {
             node: node.to_string(),
             incarnation,
-            started_ms: crate::replica::unix_ms(),
+            started_ms: crate::clock::system_ms(),
             lives: std::mem::take(&mut lives),
         };
         super::write_json_synced(&file, &record)?;

@@ -40,7 +40,8 @@ pub fn test_signer() -> &'static chorus::security::peer::Signer {
         chorus::security::peer::Signer::new(
             TEST_SECRET.as_bytes(),
             "test-peer",
-            chorus::replica::generation(),
+            chorus::clock::Clock::system().generation(),
+            chorus::clock::Clock::system(),
         )
     })
 }

@@ -86,13 +86,14 @@ impl Register {
             key: key.to_string(),
             saw: known.map(|(_, saw)| saw).unwrap_or_default(),
             acked: (200..300).contains(&status),
+            delete: false,
         });
         Outcome { id, status }
     }
 
     /// Writes acknowledged so far.
     pub fn acked(&self) -> usize {
-        self.recorder.counts().1
+        self.recorder.counts().acked
     }
 
     /// Reads every key at r=3 through every client; every read must
@@ -129,8 +130,14 @@ impl Register {
     /// final values, and the number of acknowledged writes checked.
     pub fn check(&self, finals: BTreeMap<String, Vec<String>>) -> (Vec<Violation>, usize) {
         let history: History = self.recorder.history(finals);
-        let mut violations = chorus::check::lost_writes::check(&history);
-        violations.extend(chorus::check::siblings::check(&history));
-        (violations, self.acked())
+        let lost = chorus::check::lost_writes::check(&history);
+        let (gone, _) = chorus::check::deletes::check(&history);
+        let siblings = chorus::check::siblings::check(&history);
+        let checked = lost.examined;
+        let violations = [lost, gone, siblings]
+            .into_iter()
+            .flat_map(|v| v.violations)
+            .collect();
+        (violations, checked)
     }
 }

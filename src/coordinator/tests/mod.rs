@@ -119,6 +119,7 @@ fn setup_with(nodes: usize, speculative_read: Duration) -> Setup {
             Arc::new(identity),
             &config.limits,
             false,
+            crate::clock::Clock::system(),
         );
         replicas.insert(node.id.clone(), Arc::new(replica));
         disks.insert(node.id.clone(), disk);
@@ -132,6 +133,7 @@ fn setup_with(nodes: usize, speculative_read: Duration) -> Setup {
         Addresses::default(),
         None,
         Some(7),
+        crate::clock::Clock::system(),
     );
     let coordinator = Coordinator::new(
         Arc::clone(&cluster),

@@ -1,59 +1,69 @@
 //! The deterministic simulation of whole clusters: `chorus sim cluster`
 //! and `tests/simulation.rs`.
 //!
-//! Five real nodes (N=3), the same code `chorus serve` runs, live in one
-//! process on turmoil's simulated network, with the in-memory store and
-//! simulated time. Everything random comes from one seed: the network's
-//! latencies and losses (turmoil's generator), the nemesis's schedule, the
-//! clients' operations, each node's gossip and anti-entropy choices and
-//! the incarnation a wiped node comes back with. A run:
+//! Five real nodes (N=3) and a spare, the same code `chorus serve` runs,
+//! live in one process on turmoil's simulated network, each on an
+//! in-memory store over a simulated disk ([`crate::store::disk`]) and a
+//! clock of its own, in simulated time. Everything random comes from one
+//! seed: the network's latencies and losses (turmoil's generator), the
+//! nemesis's schedule, the clients' operations, each node's gossip and
+//! anti-entropy choices and the incarnation of each life of a node. A run:
 //!
 //! 1. boots the cluster (the first second);
-//! 2. runs the clients' workload while the [`nemesis`] injects faults
-//!    until `faults_for` has passed, then heals everything;
+//! 2. runs the clients' workload (writes, deletes and reads at random
+//!    quorums) while the [`nemesis`] injects faults of every class (network,
+//!    process, power, disk, clock, membership) until `faults_for` has
+//!    passed, then heals everything;
 //! 3. lets anti-entropy run `settle_rounds` rounds with no faults;
-//! 4. reads every key at r=all and asks every replica of every key for its
-//!    canonical set (`GET /admin/replica/{key}`), and hands the recorded
-//!    history to every checker in [`crate::check`].
+//! 4. reads every key at r=all and asks every replica of every key (on the
+//!    ring as it ended) for its canonical set (`GET /admin/replica/{key}`),
+//!    and hands the recorded history to every checker in [`crate::check`].
 //!
-//! A run that breaks a promise prints its seed; `chorus sim cluster --seed
-//! <seed>` replays it (see docs/testing.md). A run is deterministic in a
-//! fresh process: tokio numbers tasks with a process-wide counter, and the
-//! order in which a crashed host's tasks are dropped follows those
-//! numbers, so a campaign runs each seed in a process of its own.
+//! A run passes only if no checker found a violation *and* it did enough to
+//! mean something: at least [`MIN_ACKED`] acknowledged writes, and every
+//! checker examined something. A run that breaks a promise prints its seed;
+//! `chorus sim cluster --seed <seed>` replays it (see docs/testing.md). A
+//! run is deterministic in a fresh process: tokio numbers tasks with a
+//! process-wide counter, and the order in which a crashed host's tasks are
+//! dropped follows those numbers, so a campaign runs each seed in a
+//! process of its own.
 
+pub mod finals;
+pub mod host;
 pub mod nemesis;
 pub mod net;
+mod operator;
 pub mod workload;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Method;
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use self::nemesis::{Event, Fault};
-use self::net::{SimConnector, SimNet};
+pub use self::finals::{Final, final_state, verdicts};
+use self::host::{Membership, Slot};
+use self::nemesis::{DiskFault, Event, Fault};
+use self::net::SimConnector;
 use self::workload::{CLIENT_TIMEOUT, Worker};
-use crate::check::record::{Recorder, read_values};
-use crate::check::{self, History, Violation};
-use crate::client::{Client, key_path};
+use crate::check::record::{Counts, Recorder};
+use crate::check::{self, History, Verdict};
+use crate::client::Client;
 use crate::config::{AntiEntropyMode, Config, Engine};
 use crate::error::{Error, Result};
-use crate::membership::Cluster;
-use crate::node::{Node, Start, Storage};
-use crate::ring::{Ring, position};
-use crate::store::disk::Disk;
-use crate::store::{Identity, MemoryStore, Store};
+use crate::ring::Members;
+use crate::store::disk::{Disk, Faults};
 
 /// The port every simulated node listens on (each has its own address).
 const PORT: u16 = 7000;
+
+/// A run with fewer acknowledged writes than this proved too little.
+pub const MIN_ACKED: usize = 30;
 
 /// Anti-entropy rounds (of 200 ms) after the heal before the final check:
 /// the convergence bound the checker holds every run to. Operation
@@ -69,10 +79,17 @@ pub fn settle_rounds(mode: AntiEntropyMode) -> u32 {
 /// Simulated time per step: every host runs until idle, then time moves on.
 const TICK_MS: u64 = 5;
 
+/// The simulated wall clock starts here (2026-01-01), not at the real time,
+/// so a seed replays the same clock readings.
+const EPOCH_SECS: u64 = 1_767_225_600;
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub seed: u64,
+    /// Nodes in the ring at the start.
     pub nodes: usize,
+    /// Machines that start outside the ring (a nemesis may join them).
+    pub spares: usize,
     pub n: usize,
     pub clients: u32,
     pub shared_keys: usize,
@@ -90,8 +107,9 @@ impl Options {
         Options {
             seed,
             nodes: 5,
+            spares: 1,
             n: 3,
-            clients: 4,
+            clients: 6,
             shared_keys: 4,
             faults_for: Duration::from_secs(10),
             settle_rounds: None,
@@ -107,28 +125,65 @@ pub struct Report {
     pub mode: AntiEntropyMode,
     pub schedule: Vec<Event>,
     pub history: History,
-    pub violations: Vec<Violation>,
-    /// (writes, acknowledged writes, reads)
-    pub counts: (usize, usize, usize),
+    /// One per checker, `liveness` last.
+    pub verdicts: Vec<Verdict>,
+    pub counts: Counts,
 }
 
 impl Report {
+    /// Every violation any checker found.
+    pub fn violations(&self) -> impl Iterator<Item = &check::Violation> {
+        self.verdicts.iter().flat_map(|v| &v.violations)
+    }
+
+    /// Why the run proved too little to count, if it did: too few
+    /// acknowledged writes, or a checker that examined nothing.
+    pub fn shortfalls(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.counts.acked < MIN_ACKED {
+            out.push(format!(
+                "only {} acknowledged writes (at least {MIN_ACKED})",
+                self.counts.acked
+            ));
+        }
+        for verdict in &self.verdicts {
+            if verdict.examined == 0 {
+                out.push(format!("checker {} examined nothing", verdict.checker));
+            }
+        }
+        out
+    }
+
+    /// Whether the run kept every promise and examined enough to say so.
+    pub fn passed(&self) -> bool {
+        self.violations().next().is_none() && self.shortfalls().is_empty()
+    }
+
     /// The run in a few lines: the seed to replay, the faults, the verdict.
     pub fn summary(&self) -> String {
-        let (writes, acked, reads) = self.counts;
+        let c = self.counts;
+        let violations: Vec<_> = self.violations().collect();
         let mut out = format!(
-            "seed {} ({:?} anti-entropy): {writes} writes ({acked} promised), {reads} reads, {} faults, {} violations, history {}\n",
+            "seed {} ({:?} anti-entropy): {} writes ({} promised), {} deletes ({} promised), {} reads, {} faults, {} violations, history {}\n",
             self.seed,
             self.mode,
+            c.writes,
+            c.acked,
+            c.deletes,
+            c.acked_deletes,
+            c.reads,
             self.schedule.len(),
-            self.violations.len(),
+            violations.len(),
             self.digest()
         );
-        for v in &self.violations {
+        for short in self.shortfalls() {
+            out.push_str(&format!("  too little: {short}\n"));
+        }
+        for v in &violations {
             out.push_str(&format!("  {} on `{}`: {}\n", v.checker, v.key, v.message));
         }
         let keys: std::collections::BTreeSet<&str> =
-            self.violations.iter().map(|v| v.key.as_str()).collect();
+            violations.iter().map(|v| v.key.as_str()).collect();
         for key in keys {
             out.push_str(&format!(
                 "  `{key}` at the end: {:?}; its operations:\n",
@@ -138,7 +193,7 @@ impl Report {
                 out.push_str(&format!("    {op:?}\n"));
             }
         }
-        if !self.violations.is_empty() {
+        if !self.passed() {
             out.push_str("  faults:\n");
             for e in &self.schedule {
                 out.push_str(&format!("    {e}\n"));
@@ -151,10 +206,45 @@ impl Report {
         out
     }
 
+    /// The run as one JSON object (`chorus sim cluster --json`).
+    pub fn json(&self) -> serde_json::Value {
+        let c = self.counts;
+        let checked: BTreeMap<&str, usize> = self
+            .verdicts
+            .iter()
+            .map(|v| (v.checker, v.examined))
+            .collect();
+        let (_, deleted_examined) = check::deletes::check(&self.history);
+        let violations: Vec<serde_json::Value> = self
+            .violations()
+            .map(|v| serde_json::json!({"checker": v.checker, "key": v.key, "message": v.message}))
+            .collect();
+        serde_json::json!({
+            "seed": self.seed,
+            "mode": match self.mode {
+                AntiEntropyMode::Operation => "operation",
+                AntiEntropyMode::Off => "off",
+                _ => "state",
+            },
+            "writes": c.writes,
+            "acked": c.acked,
+            "deletes": c.deletes,
+            "acked_deletes": c.acked_deletes,
+            "deleted_values_checked": deleted_examined,
+            "reads": c.reads,
+            "faults": nemesis::counts(&self.schedule),
+            "checked": checked,
+            "violations": violations,
+            "too_little": self.shortfalls(),
+            "passed": self.passed(),
+            "history": self.digest(),
+        })
+    }
+
     /// A short digest of the whole history and every verdict: two runs of
     /// one seed print the same.
     pub fn digest(&self) -> String {
-        let text = format!("{:?}{:?}{:?}", self.schedule, self.history, self.violations);
+        let text = format!("{:?}{:?}{:?}", self.schedule, self.history, self.verdicts);
         blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
     }
 }
@@ -163,40 +253,6 @@ fn op_key(op: &check::Op) -> &str {
     match op {
         check::Op::Write { key, .. } | check::Op::Read { key, .. } => key,
     }
-}
-
-/// A node's disk across its lives.
-#[derive(Default)]
-struct Slot {
-    disk: Arc<Disk>,
-    lose_data: bool,
-    lives: u64,
-}
-
-/// What the final checker client found.
-#[derive(Default)]
-pub struct Final {
-    pub finals: BTreeMap<String, Vec<String>>,
-    pub replicas: BTreeMap<String, check::convergence::Held>,
-    pub errors: Vec<Violation>,
-}
-
-impl Final {
-    /// Whether every replica of every key holds the same set.
-    pub fn converged(&self) -> bool {
-        check::convergence::check(&self.replicas).is_empty()
-    }
-}
-
-/// Every checker over a recorded history and the final state.
-pub fn verdicts(recorder: &Recorder, found: Final) -> (History, Vec<Violation>) {
-    let history = recorder.history(found.finals);
-    let mut violations = found.errors;
-    violations.extend(check::lost_writes::check(&history));
-    violations.extend(check::convergence::check(&found.replicas));
-    violations.extend(check::sessions::check(&history));
-    violations.extend(check::siblings::check(&history));
-    (history, violations)
 }
 
 pub fn run(options: &Options) -> Result<Report> {
@@ -208,48 +264,49 @@ pub fn run(options: &Options) -> Result<Report> {
     });
     let boot = Duration::from_secs(1);
     let until = boot + options.faults_for;
-    let schedule = nemesis::schedule(&mut rng, options.nodes, boot, until);
-    let wipes = schedule.iter().any(|e| {
-        matches!(
-            e.fault,
-            Fault::Crash {
-                lose_data: true,
-                ..
-            }
-        )
-    });
+    let hosts = options.nodes + options.spares;
+    let schedule = nemesis::schedule(&mut rng, hosts, options.spares, boot, until);
+    // A write one node alone acknowledged is lost with that node's data:
+    // w=1 acknowledgements are promises only after the last such fault.
+    let single_acks_after = schedule
+        .iter()
+        .filter(|e| e.fault.loses_data())
+        .map(|e| e.at)
+        .max()
+        .unwrap_or_default();
 
     let mut sim = turmoil::Builder::new()
         .rng_seed(rng.random())
+        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .simulation_duration(until + Duration::from_secs(600))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(5))
         .repair_rate(0.2)
+        // A listen backlog as a Linux host's (somaxconn): a node that has
+        // bound its port but not begun to accept (it is joining) queues
+        // connections instead of taking the simulation down.
+        .tcp_capacity(4096)
         .tick_duration(Duration::from_millis(TICK_MS))
         .build();
 
-    let names: Vec<String> = (1..=options.nodes).map(|i| format!("n{i}")).collect();
+    let names: Vec<String> = (1..=hosts).map(|i| format!("n{i}")).collect();
     // The config names each node's simulated address, known only once
     // every host is registered; hosts read it when they start.
     let config: Arc<OnceLock<Config>> = Arc::new(OnceLock::new());
-    let slots: Vec<Arc<Mutex<Slot>>> = names.iter().map(|_| Arc::default()).collect();
+    let addrs: Arc<OnceLock<Vec<String>>> = Arc::new(OnceLock::new());
+    let slots: Vec<Arc<Mutex<Slot>>> = (0..hosts)
+        .map(|i| Arc::new(Mutex::new(Slot::new(i < options.nodes))))
+        .collect();
     for (i, name) in names.iter().enumerate() {
         let (config, slot, id) = (Arc::clone(&config), Arc::clone(&slots[i]), name.clone());
-        let seed = options.seed;
+        let (seed, addrs) = (options.seed, Arc::clone(&addrs));
         sim.host(name.as_str(), move || {
             let (config, slot, id) = (Arc::clone(&config), Arc::clone(&slot), id.clone());
+            let addrs = Arc::clone(&addrs);
             async move {
                 let config = config.get().ok_or("the config is not ready")?;
-                let (storage, life) = next_life(&slot, &id, seed, i);
-                let start = Start {
-                    join: None,
-                    listener: None,
-                    network: SimNet,
-                    storage: Some(storage),
-                    seed: Some(life),
-                };
-                let _node = Node::start_with(config, &id, start).await?;
-                std::future::pending::<()>().await;
+                let addrs = addrs.get().ok_or("the addresses are not ready")?;
+                host::run(config, &id, i, seed, &slot, addrs).await?;
                 Ok(())
             }
         });
@@ -259,48 +316,54 @@ pub fn run(options: &Options) -> Result<Report> {
         .map(|name| format!("http://{}:{PORT}", sim.lookup(name.as_str())))
         .collect();
     let _ = config.set(sim_config(options, mode, &names, &sim));
+    let _ = addrs.set(
+        names
+            .iter()
+            .map(|name| format!("{}:{PORT}", sim.lookup(name.as_str())))
+            .collect(),
+    );
+    let config = config
+        .get()
+        .cloned()
+        .ok_or_else(|| Error::Protocol("no config".into()))?;
+    let clients = |timeout| -> Vec<Client<SimConnector>> {
+        urls.iter()
+            .map(|url| Client::with_connector(url, SimConnector::new(timeout)))
+            .collect()
+    };
 
     let recorder = Arc::new(Recorder::new());
     for c in 0..options.clients {
-        let clients: Vec<Client<SimConnector>> = urls
-            .iter()
-            .map(|url| Client::with_connector(url, SimConnector::new(CLIENT_TIMEOUT)))
-            .collect();
         let worker = Worker {
             id: c,
             seed: rng.random(),
             shared_keys: options.shared_keys,
             session: c % 2 == 0,
-            single_acks_promise: !wipes,
+            single_acks_after,
             until,
             recorder: Arc::clone(&recorder),
         };
+        let clients = clients(CLIENT_TIMEOUT);
         sim.client(format!("client{c}"), async move {
             tokio::time::sleep(boot).await;
             worker.run(clients).await;
             Ok(())
         });
     }
+    sim.client(
+        "operator",
+        operator::run(schedule.clone(), clients(CLIENT_TIMEOUT), names.clone()),
+    );
     let done: Rc<RefCell<Option<Final>>> = Rc::new(RefCell::new(None));
     {
-        let config = config
-            .get()
-            .cloned()
-            .ok_or_else(|| Error::Protocol("no config".into()))?;
         let keys = workload::keys(options.shared_keys, options.clients);
         let rounds = options.settle_rounds.unwrap_or(settle_rounds(mode));
         let settle = Duration::from_millis(config.antientropy.interval_ms) * rounds;
-        let (urls, done) = (urls.clone(), Rc::clone(&done));
+        let (clients, done, slots) = (clients(CLIENT_TIMEOUT), Rc::clone(&done), slots.clone());
+        let config = config.clone();
         sim.client("checker", async move {
             tokio::time::sleep(until + CLIENT_TIMEOUT + settle).await;
-            let clients: Vec<Client<SimConnector>> = urls
-                .iter()
-                .map(|url| Client::with_connector(url, SimConnector::new(CLIENT_TIMEOUT)))
-                .collect();
-            let ring = match Cluster::load_members(&config, None) {
-                Ok(members) => members.ring(),
-                Err(e) => return Err(e.to_string().into()),
-            };
+            let ring = final_members(&slots).ring();
             let found = final_state(&config, &ring, &clients, &keys).await;
             *done.borrow_mut() = Some(found);
             Ok(())
@@ -326,35 +389,27 @@ pub fn run(options: &Options) -> Result<Report> {
     }
 
     let found = done.borrow_mut().take().unwrap_or_default();
-    let (history, violations) = verdicts(&recorder, found);
+    let (history, verdicts) = verdicts(&recorder, found);
     Ok(Report {
         seed: options.seed,
         mode,
         schedule,
         counts: recorder.counts(),
         history,
-        violations,
+        verdicts,
     })
 }
 
-/// The storage a node starts its next life with: its data as it was (a
-/// crash), or nothing and a new incarnation (a crash that lost the disk).
-fn next_life(slot: &Mutex<Slot>, id: &str, seed: u64, index: usize) -> (Storage, u64) {
-    let mut slot = slot.lock();
-    slot.lives += 1;
-    let life_seed = seed ^ ((index as u64) << 48) ^ slot.lives.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    if slot.lose_data {
-        slot.disk = Disk::new();
+/// The ring as the running nodes see it once they have gossiped: the
+/// merge of their members documents.
+fn final_members(slots: &[Arc<Mutex<Slot>>]) -> Members {
+    let mut members = Members::default();
+    for slot in slots {
+        if let Some(cluster) = &slot.lock().cluster {
+            members.merge(&cluster.members());
+        }
     }
-    let store = Arc::new(MemoryStore::on_disk(Arc::clone(&slot.disk)));
-    // Every life is a new actor, as `Identity::load` makes it.
-    let identity = Arc::new(Identity::in_memory(id, life_seed));
-    slot.lose_data = false;
-    let storage = Storage {
-        store: store as Arc<dyn Store>,
-        identity,
-    };
-    (storage, life_seed)
+    members
 }
 
 fn apply(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<Mutex<Slot>>], fault: &Fault) {
@@ -365,6 +420,11 @@ fn apply(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<Mutex<Slot>>
                 sim.partition(name(a), name(b));
             }
         }
+        Fault::CutOneWay(links) => {
+            for &(from, to) in links {
+                sim.partition_oneway(name(from), name(to));
+            }
+        }
         Fault::Heal => {
             for a in 0..names.len() {
                 for b in a + 1..names.len() {
@@ -372,16 +432,82 @@ fn apply(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<Mutex<Slot>>
                 }
             }
         }
-        Fault::Crash { node, lose_data } => {
-            slots[*node].lock().lose_data = *lose_data;
-            sim.crash(name(*node));
+        Fault::Crash { node, kind } => {
+            crash(sim, name(*node), &slots[*node]);
+            let mut slot = slots[*node].lock();
+            match kind {
+                nemesis::Crash::Process => {}
+                nemesis::Crash::PowerLoss => slot.disk.power_loss(),
+                nemesis::Crash::DiskLoss => {
+                    slot.disk = Disk::new();
+                    slot.saved_members = None;
+                }
+            }
         }
         Fault::Restart { node } => sim.bounce(name(*node)),
+        Fault::Backup { node } => {
+            let mut slot = slots[*node].lock();
+            let members = slot.cluster.as_ref().map(|c| c.members());
+            slot.backup = Some((slot.disk.snapshot(), members));
+        }
+        Fault::Rollback { node } => {
+            crash(sim, name(*node), &slots[*node]);
+            let mut slot = slots[*node].lock();
+            if let Some((image, members)) = slot.backup.clone() {
+                slot.disk.restore(image);
+                slot.saved_members = members;
+            }
+        }
+        Fault::Disk { node, fault } => {
+            let disk = Arc::clone(&slots[*node].lock().disk);
+            let mut faults = disk.faults();
+            match fault {
+                DiskFault::WriteErrors(errno) => faults.write_error = Some(errno),
+                DiskFault::FailSync => faults.failing_syncs = 1,
+                DiskFault::Slow(latency) => faults.sync_latency = *latency,
+                DiskFault::Heal => faults = Faults::default(),
+            }
+            disk.set_faults(faults);
+        }
+        Fault::ClockSkew { node, ms } => slots[*node].lock().skew.store(*ms, Ordering::Relaxed),
         Fault::Loss(rate) => sim.set_fail_rate(*rate),
         Fault::Latency(max) => sim.set_max_message_latency(*max),
         Fault::Hold(a, b) => sim.hold(name(*a), name(*b)),
         Fault::Release(a, b) => sim.release(name(*a), name(*b)),
+        Fault::Join { node, via } | Fault::Rejoin { node, via, .. } => {
+            let addr = format!("{}:{PORT}", sim.lookup(name(*via)));
+            {
+                let mut slot = slots[*node].lock();
+                slot.join_via = Some(addr);
+                if matches!(
+                    fault,
+                    Fault::Rejoin {
+                        keep_disk: false,
+                        ..
+                    }
+                ) {
+                    slot.disk = Disk::new();
+                    slot.saved_members = None;
+                }
+            }
+            sim.bounce(name(*node));
+        }
+        // The operator client asks the node (leave) or a member (remove).
+        Fault::Leave { .. } => {}
+        Fault::Remove { node, .. } => slots[*node].lock().membership = Membership::Out,
     }
+}
+
+/// Stops a node: what it knew of the ring is saved, as its
+/// `members.json` would be.
+fn crash(sim: &mut turmoil::Sim<'_>, name: &str, slot: &Mutex<Slot>) {
+    {
+        let mut slot = slot.lock();
+        if let Some(cluster) = slot.cluster.take() {
+            slot.saved_members = Some(cluster.members());
+        }
+    }
+    sim.crash(name);
 }
 
 fn sim_config(
@@ -390,7 +516,7 @@ fn sim_config(
     names: &[String],
     sim: &turmoil::Sim<'_>,
 ) -> Config {
-    let mut config = Config::dev(options.nodes, PORT, std::path::Path::new("/nonexistent"));
+    let mut config = Config::dev(names.len(), PORT, std::path::Path::new("/nonexistent"));
     config.cluster.name = "chorus-sim".into();
     config.cluster.n = options.n;
     config.cluster.r = options.n / 2 + 1;
@@ -408,72 +534,10 @@ fn sim_config(
     // network is not loopback, and has no TLS.
     config.security.peer_secret = Some("chorus-simulation-secret-of-32-bytes+".into());
     config.security.allow_plaintext = true;
-    for (node, name) in config.nodes.iter_mut().zip(names) {
+    for (i, (node, name)) in config.nodes.iter_mut().zip(names).enumerate() {
         node.listen = format!("{}:{PORT}", sim.lookup(name.as_str()));
+        // Spares join later, through a member.
+        node.initial = i < options.nodes;
     }
     config
-}
-
-/// After the settle: every key read at r=all, and every replica's own set
-/// (`clients[i]` talks to `config.nodes[i]`).
-/// The replicas asked are each key's preference list on `ring`.
-pub async fn final_state<C>(
-    config: &Config,
-    ring: &Ring,
-    clients: &[Client<C>],
-    keys: &[String],
-) -> Final
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-{
-    let mut out = Final::default();
-    for (k, key) in keys.iter().enumerate() {
-        let path = format!("{}?r=all", key_path(key));
-        let mut values = None;
-        for attempt in 0..5 {
-            let client = &clients[(k + attempt) % clients.len()];
-            let call = client.request(Method::GET, &path, &[], Bytes::new());
-            if let Ok(Ok(reply)) = tokio::time::timeout(CLIENT_TIMEOUT, call).await
-                && let Some(v) = read_values(reply.status.as_u16(), &reply.body)
-            {
-                values = Some(v);
-                break;
-            }
-        }
-        match values {
-            Some(v) => {
-                out.finals.insert(key.clone(), v);
-            }
-            None => out
-                .errors
-                .push(failed(key, "the final read at r=all failed 5 times".into())),
-        }
-        let mut held = Vec::new();
-        for replica in ring.preference_list(position(key.as_bytes()), config.cluster.n) {
-            let Some(i) = config.nodes.iter().position(|n| n.id == replica) else {
-                continue;
-            };
-            let path = format!("/admin/replica/{}", &key_path(key)["/kv/".len()..]);
-            let call = clients[i].request(Method::GET, &path, &[], Bytes::new());
-            match tokio::time::timeout(CLIENT_TIMEOUT, call).await {
-                Ok(Ok(reply)) if reply.status == 200 => {
-                    held.push((replica.to_string(), Some(reply.body.to_vec())))
-                }
-                Ok(Ok(reply)) if reply.status == 404 => held.push((replica.to_string(), None)),
-                _ => out
-                    .errors
-                    .push(failed(key, format!("{replica} did not show its replica"))),
-            }
-        }
-        out.replicas.insert(key.clone(), held);
-    }
-    out
-}
-
-fn failed(key: &str, message: String) -> Violation {
-    Violation {
-        checker: "liveness",
-        key: key.to_string(),
-        message,
-    }
 }

@@ -9,6 +9,9 @@
 //! last answer on the key (`saw`: the writes that answer covered) or
 //! blind. Shared keys see concurrent writers; each client also has a key
 //! of its own, written only after reading it, where no sibling may appear.
+//! Some writes after a read are deletes with the read's context, and the
+//! keys are written again afterwards: the deletes checker holds every run
+//! to "nothing deleted comes back".
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,9 +48,10 @@ pub struct Worker {
     pub seed: u64,
     pub shared_keys: usize,
     pub session: bool,
-    /// w=1 acknowledgements do not count as promises (a node that alone
-    /// acknowledged a write may lose its disk in this run).
-    pub single_acks_promise: bool,
+    /// w=1 acknowledgements count as promises only once this much time has
+    /// passed since the start (the last fault that loses a node's data: a
+    /// write one node alone acknowledged before it may be lost with it).
+    pub single_acks_after: Duration,
     pub until: Duration,
     pub recorder: Arc<Recorder>,
 }
@@ -75,11 +79,21 @@ impl Worker {
         let own = format!("own-{}", self.id);
         let mut known: HashMap<String, Known> = HashMap::new();
         let started = tokio::time::Instant::now();
+        // As a client's load balancer does, a node that did not answer is
+        // left alone for a second (a node that is down, or not a member).
+        let mut shunned = vec![started; clients.len()];
         while started.elapsed() < self.until {
             // Every turn takes simulated time, even one whose request fails
             // at once.
             tokio::time::sleep(Duration::from_millis(rng.random_range(5..50))).await;
-            let client = &clients[rng.random_range(0..clients.len())];
+            let now = tokio::time::Instant::now();
+            let answering: Vec<usize> = (0..clients.len()).filter(|&i| shunned[i] <= now).collect();
+            let at = match answering.len() {
+                0 => rng.random_range(0..clients.len()),
+                n => answering[rng.random_range(0..n)],
+            };
+            let client = &clients[at];
+            let mut shun = || shunned[at] = tokio::time::Instant::now() + Duration::from_secs(1);
             let (key, own_key) = if rng.random_bool(0.25) {
                 (own.clone(), true)
             } else {
@@ -92,7 +106,10 @@ impl Worker {
             let read_only = !own_key && rng.random_bool(0.45);
             if read_only || own_key || self.session {
                 let r = QUORUMS[rng.random_range(0..3)];
-                let read = self.read(client, &key, r, state).await;
+                let (read, answered) = self.read(client, &key, r, state).await;
+                if !answered {
+                    shun();
+                }
                 let failed = read.is_none();
                 if let Some(next) = read {
                     *state = next;
@@ -106,7 +123,14 @@ impl Worker {
             let blind = !own_key && !self.session && rng.random_bool(0.25);
             let w = QUORUMS[rng.random_range(0..3)];
             let state = known.entry(key.clone()).or_default();
-            if let Some(next) = self.write(client, &key, w, blind, state).await {
+            // A delete removes what the last read returned; the key is
+            // written again by later turns.
+            let delete = !blind && !state.saw.is_empty() && rng.random_bool(0.15);
+            let (next, answered) = self.write(client, &key, w, blind, delete, state).await;
+            if !answered {
+                shun();
+            }
+            if let Some(next) = next {
                 *state = next;
             }
         }
@@ -118,7 +142,7 @@ impl Worker {
         key: &str,
         r: &str,
         state: &Known,
-    ) -> Option<Known> {
+    ) -> (Option<Known>, bool) {
         let session = self.session && state.session.is_some();
         let headers: Vec<(&str, &str)> = match (&state.session, session) {
             (Some(c), true) => vec![(CONTEXT_HEADER, c.as_str())],
@@ -126,11 +150,12 @@ impl Worker {
         };
         let path = format!("{}?r={r}", key_path(key));
         let call = client.request(Method::GET, &path, &headers, Bytes::new());
-        let reply = tokio::time::timeout(CLIENT_TIMEOUT, call)
-            .await
-            .ok()?
-            .ok()?;
-        let values = read_values(reply.status.as_u16(), &reply.body)?;
+        let Ok(Ok(reply)) = tokio::time::timeout(CLIENT_TIMEOUT, call).await else {
+            return (None, false);
+        };
+        let Some(values) = read_values(reply.status.as_u16(), &reply.body) else {
+            return (None, true);
+        };
         let context = reply.context().map(str::to_string);
         self.recorder.record(Op::Read {
             client: self.id,
@@ -140,11 +165,12 @@ impl Worker {
         });
         // A session read's context covers the one it presented; a 404 of a
         // key never written has none, and the session keeps what it had.
-        Some(Known {
+        let known = Known {
             session: context.clone().or_else(|| state.session.clone()),
             read: context,
             saw: values.iter().filter_map(|v| write_of(v)).collect(),
-        })
+        };
+        (Some(known), true)
     }
 
     async fn write<C: Connect + Clone + Send + Sync + 'static>(
@@ -153,9 +179,15 @@ impl Worker {
         key: &str,
         w: &str,
         blind: bool,
+        delete: bool,
         state: &Known,
-    ) -> Option<Known> {
+    ) -> (Option<Known>, bool) {
         let (id, body) = self.recorder.next_write();
+        let (method, body) = if delete {
+            (Method::DELETE, String::new())
+        } else {
+            (Method::PUT, body)
+        };
         let mut headers = vec![("content-type", "application/json")];
         let saw = match (&state.read, blind) {
             (Some(c), false) => {
@@ -165,25 +197,30 @@ impl Worker {
             _ => Vec::new(),
         };
         let path = format!("{}?w={w}", key_path(key));
-        let call = client.request(Method::PUT, &path, &headers, Bytes::from(body));
+        let call = client.request(method, &path, &headers, Bytes::from(body));
         let reply = tokio::time::timeout(CLIENT_TIMEOUT, call)
             .await
             .ok()
             .and_then(Result::ok);
         let ok = reply.as_ref().is_some_and(|r| r.status.is_success());
 
-        let promised = ok && (w != "1" || self.single_acks_promise);
+        // Simulated time since the run began (outside a simulation, no
+        // fault loses data and every acknowledgement is a promise).
+        let now = turmoil::sim_elapsed().unwrap_or(Duration::MAX);
+        let promised = ok && (w != "1" || now >= self.single_acks_after);
         self.recorder.record(Op::Write {
             id,
             client: self.id,
             key: key.to_string(),
             saw,
             acked: promised,
+            delete,
         });
-        let reply = reply.filter(|_| ok)?;
-        Some(Known {
+        let answered = reply.is_some();
+        let known = reply.filter(|_| ok).map(|reply| Known {
             session: reply.context().map(str::to_string),
             ..state.clone()
-        })
+        });
+        (known, answered)
     }
 }

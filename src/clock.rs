@@ -1,0 +1,120 @@
+//! The wall clock as one node reads it.
+//!
+//! Nothing that decides which write survives reads a wall clock: that is
+//! what dots and version vectors are for, and a node whose clock is hours
+//! off loses no write because of it. chorus reads the clock only where a
+//! bound in time is the point:
+//!
+//! - the age of idempotency records (`limits.idempotency_ttl_ms`);
+//! - the timestamp a peer signs, checked against a skew window
+//!   (`security.peer_clock_skew_ms`);
+//! - the *generation* of a node's life: its heartbeats, its op-log origin
+//!   and its peer signatures carry it, and a later life must outrank an
+//!   earlier one.
+//!
+//! A [`Clock`] is a cheap handle on one node's clock: the system clock for
+//! a real node, or the simulation's time (turmoil's, the same for every
+//! host) plus a skew the nemesis sets per node, shared by the node's lives
+//! as a machine's clock is.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// One node's wall clock.
+#[derive(Clone, Debug)]
+pub struct Clock {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    simulated: bool,
+    /// Added to the source's reading, in ms.
+    skew_ms: Arc<AtomicI64>,
+    /// The last generation this clock handed out (simulated clocks; the
+    /// system clock shares one per process).
+    last_generation: AtomicU64,
+}
+
+/// The last generation the system clock handed out in this process.
+static LAST_SYSTEM_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+impl Clock {
+    /// The machine's clock.
+    pub fn system() -> Clock {
+        Clock::new(false, Arc::default())
+    }
+
+    /// The simulation's time plus `skew`, a cell the nemesis moves (and
+    /// keeps across the node's lives).
+    pub fn simulated(skew: Arc<AtomicI64>) -> Clock {
+        Clock::new(true, skew)
+    }
+
+    fn new(simulated: bool, skew_ms: Arc<AtomicI64>) -> Clock {
+        Clock {
+            inner: Arc::new(Inner {
+                simulated,
+                skew_ms,
+                last_generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch, as this node's clock says (0 if
+    /// it says before).
+    pub fn now_ms(&self) -> u64 {
+        let source = if self.inner.simulated {
+            turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64)
+        } else {
+            system_ms()
+        };
+        source.saturating_add_signed(self.inner.skew_ms.load(Ordering::Relaxed))
+    }
+
+    /// A generation for a new life of this node (its heartbeats, its op
+    /// log, its signatures): the clock in ms, but above any generation this
+    /// clock handed out before in this process, so two lives started within
+    /// one millisecond in one process (tests restart nodes in process)
+    /// still differ and the later outranks the earlier.
+    pub fn generation(&self) -> u64 {
+        let last = if self.inner.simulated {
+            &self.inner.last_generation
+        } else {
+            &LAST_SYSTEM_GENERATION
+        };
+        let now = self.now_ms();
+        let next = |last: u64| last.max(now.saturating_sub(1)) + 1;
+        // The closure never refuses, so the update always succeeds.
+        let previous = last
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(next(l)))
+            .unwrap_or_else(|l| l);
+        next(previous)
+    }
+}
+
+/// Milliseconds since the Unix epoch by the system clock (0 if before).
+pub fn system_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_rise_and_skew_moves_the_reading() {
+        let clock = Clock::system();
+        let a = clock.generation();
+        let b = clock.generation();
+        assert!(b > a, "{a} then {b}");
+        let skew = Arc::new(AtomicI64::new(0));
+        let skewed = Clock::new(false, Arc::clone(&skew));
+        let before = skewed.now_ms();
+        skew.store(-60_000, Ordering::Relaxed);
+        let after = skewed.now_ms();
+        assert!(after + 50_000 < before, "{before} then {after}");
+    }
+}

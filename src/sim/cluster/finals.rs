@@ -1,0 +1,116 @@
+//! The end of a run: the final state read through the nodes, and every
+//! checker's verdict over the recorded history.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::Method;
+
+use super::workload::CLIENT_TIMEOUT;
+use crate::check::record::{Recorder, read_values};
+use crate::check::{self, History, Verdict, Violation};
+use crate::client::{Client, key_path};
+use crate::config::Config;
+use crate::ring::{Ring, position};
+
+/// What the final checker client found.
+#[derive(Default)]
+pub struct Final {
+    pub finals: BTreeMap<String, Vec<String>>,
+    pub replicas: BTreeMap<String, check::convergence::Held>,
+    pub errors: Vec<Violation>,
+}
+
+impl Final {
+    /// Whether every replica of every key holds the same set.
+    pub fn converged(&self) -> bool {
+        check::convergence::check(&self.replicas)
+            .violations
+            .is_empty()
+    }
+}
+
+/// Every checker over a recorded history and the final state, and the
+/// history: one verdict per checker, then `liveness` for what the final
+/// state could not be read for.
+pub fn verdicts(recorder: &Recorder, found: Final) -> (History, Vec<Verdict>) {
+    let history = recorder.history(found.finals);
+    let (deletes, _) = check::deletes::check(&history);
+    let verdicts = vec![
+        check::lost_writes::check(&history),
+        deletes,
+        check::convergence::check(&found.replicas),
+        check::sessions::check(&history),
+        check::siblings::check(&history),
+        Verdict {
+            checker: "liveness",
+            examined: found.replicas.len(),
+            violations: found.errors,
+        },
+    ];
+    (history, verdicts)
+}
+
+/// After the settle: every key read at r=all, and every replica's own set
+/// (`clients[i]` talks to `config.nodes[i]`).
+/// The replicas asked are each key's preference list on `ring`.
+pub async fn final_state<C>(
+    config: &Config,
+    ring: &Ring,
+    clients: &[Client<C>],
+    keys: &[String],
+) -> Final
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let mut out = Final::default();
+    for (k, key) in keys.iter().enumerate() {
+        let path = format!("{}?r=all", key_path(key));
+        let mut values = None;
+        for attempt in 0..5 {
+            let client = &clients[(k + attempt) % clients.len()];
+            let call = client.request(Method::GET, &path, &[], Bytes::new());
+            if let Ok(Ok(reply)) = tokio::time::timeout(CLIENT_TIMEOUT, call).await
+                && let Some(v) = read_values(reply.status.as_u16(), &reply.body)
+            {
+                values = Some(v);
+                break;
+            }
+        }
+        match values {
+            Some(v) => {
+                out.finals.insert(key.clone(), v);
+            }
+            None => out
+                .errors
+                .push(failed(key, "the final read at r=all failed 5 times".into())),
+        }
+        let mut held = Vec::new();
+        for replica in ring.preference_list(position(key.as_bytes()), config.cluster.n) {
+            let Some(i) = config.nodes.iter().position(|n| n.id == replica) else {
+                continue;
+            };
+            let path = format!("/admin/replica/{}", &key_path(key)["/kv/".len()..]);
+            let call = clients[i].request(Method::GET, &path, &[], Bytes::new());
+            match tokio::time::timeout(CLIENT_TIMEOUT, call).await {
+                Ok(Ok(reply)) if reply.status == 200 => {
+                    held.push((replica.to_string(), Some(reply.body.to_vec())))
+                }
+                Ok(Ok(reply)) if reply.status == 404 => held.push((replica.to_string(), None)),
+                _ => out
+                    .errors
+                    .push(failed(key, format!("{replica} did not show its replica"))),
+            }
+        }
+        out.replicas.insert(key.clone(), held);
+    }
+    out
+}
+
+fn failed(key: &str, message: String) -> Violation {
+    Violation {
+        checker: "liveness",
+        key: key.to_string(),
+        message,
+    }
+}

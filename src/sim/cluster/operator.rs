@@ -1,0 +1,39 @@
+//! The operator: the membership changes of the schedule that go through
+//! the API, made at their time by a client of the simulation as a person
+//! at a terminal would (`chorus leave`, `chorus remove`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+
+use super::nemesis::{Event, Fault};
+use super::net::SimConnector;
+use crate::client::Client;
+
+/// How often a refused or lost request is tried again, a second apart.
+const TRIES: usize = 5;
+
+pub async fn run(
+    schedule: Vec<Event>,
+    clients: Vec<Client<SimConnector>>,
+    names: Vec<String>,
+) -> turmoil::Result {
+    let started = tokio::time::Instant::now();
+    for event in schedule {
+        let (to, path) = match event.fault {
+            Fault::Leave { node } => (node, "/admin/leave".to_string()),
+            Fault::Remove { node, via } => (via, format!("/admin/remove/{}", names[node])),
+            _ => continue,
+        };
+        tokio::time::sleep_until(started + event.at).await;
+        for _ in 0..TRIES {
+            let call = clients[to].request(Method::POST, &path, &[], Bytes::new());
+            match tokio::time::timeout(Duration::from_secs(2), call).await {
+                Ok(Ok(reply)) if reply.status.is_success() => break,
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    }
+    Ok(())
+}
