@@ -125,6 +125,11 @@ where
     }
 
     /// Sends `Authorization: Bearer <token>` with every request.
+    /// The URL the client sends to, such as `http://127.0.0.1:7001`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn with_token(mut self, token: Option<String>) -> Client<C> {
         self.authorization = token.map(|t| format!("Bearer {t}"));
         self

@@ -203,17 +203,33 @@ impl Node {
                 _ => None,
             },
         };
-        // With --join, a node joins unless it is a member by what it saved:
-        // a new node, or one that left or was removed and comes back under
-        // its id (its saved document says it is gone).
-        let gone = |m: &Members| m.get(id).is_none_or(|m| m.status == Status::Removed);
+        // With --join, a node always asks the seed to admit it: a new node,
+        // one that left or was removed and comes back under its id (even
+        // if what it saved before it died still says it is a member), and
+        // a member restarting (admitted unchanged). What it saved merges in
+        // (the newer entry wins). Only when the seed cannot answer or
+        // refuses does a node that saved a document start from it.
         let members = match (&start.join, saved) {
-            (Some(seed), saved) if saved.as_ref().is_none_or(gone) => {
+            (Some(seed), saved) => {
                 let zone = me.zone.clone();
-                join(&*transport, seed, id, &advertised, zone, me.weight).await?
+                match join(&*transport, seed, id, &advertised, zone, me.weight).await {
+                    Ok(mut members) => {
+                        if let Some(saved) = &saved {
+                            members.merge(saved);
+                        }
+                        members
+                    }
+                    Err(e) => match saved {
+                        Some(saved) => {
+                            tracing::warn!(node = id, error = %e, "could not join; starting from the saved members document");
+                            saved
+                        }
+                        None => return Err(e),
+                    },
+                }
             }
-            (_, Some(saved)) => saved,
-            (_, None) => Cluster::load_members(config, None)?,
+            (None, Some(saved)) => saved,
+            (None, None) => Cluster::load_members(config, None)?,
         };
         if members.get(id).is_none() {
             return Err(Error::config(

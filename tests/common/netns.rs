@@ -5,7 +5,9 @@
 //! named after this test process and removed on drop.
 //!
 //! Where namespaces cannot be made (no root, no `ip`), [`Hosts::create`]
-//! falls back to loopback, says so loudly, and cannot cut links.
+//! falls back to loopback, says so loudly, and cannot cut links; with
+//! `CHORUS_REQUIRE_NETNS=1` (CI sets it) it fails instead, so a run that
+//! could not cut a single link never passes for one that did.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -54,6 +56,10 @@ impl Hosts {
         };
         if let Err(e) = hosts.build() {
             hosts.teardown();
+            assert!(
+                std::env::var("CHORUS_REQUIRE_NETNS").as_deref() != Ok("1"),
+                "CHORUS_REQUIRE_NETNS=1 and network namespaces cannot be made: {e}"
+            );
             eprintln!(
                 "\n*** NOTE: network namespaces are unavailable ({e}).\n*** The nemesis runs on loopback: it kills and pauses processes but cannot cut links.\n"
             );

@@ -60,10 +60,16 @@ pub fn one_node_config(dir: &Path, limits: &str, node: &str) -> (PathBuf, String
 /// config) and returns once it printed that it serves. The child is killed
 /// when dropped.
 pub async fn serve(config: &Path, node: &str) -> Child {
+    serve_with(config, node, &[]).await
+}
+
+/// As [`serve`], with more arguments (`--join ADDR`).
+pub async fn serve_with(config: &Path, node: &str, args: &[&str]) -> Child {
     let mut command = Command::new(super::chorus_bin());
     command
         .args(["serve", "--node", node, "--config"])
-        .arg(config);
+        .arg(config)
+        .args(args);
     spawn_serving(command, config, node).await
 }
 

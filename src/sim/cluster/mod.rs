@@ -350,9 +350,27 @@ pub fn run(options: &Options) -> Result<Report> {
             Ok(())
         });
     }
+    let prober = Worker {
+        id: options.clients,
+        seed: rng.random(),
+        shared_keys: options.shared_keys,
+        session: false,
+        single_acks_after,
+        until,
+        recorder: Arc::clone(&recorder),
+    };
+    let probed: Vec<String> = (0..options.shared_keys.min(2))
+        .map(|k| format!("k{k}"))
+        .collect();
     sim.client(
         "operator",
-        operator::run(schedule.clone(), clients(CLIENT_TIMEOUT), names.clone()),
+        operator::run(
+            schedule.clone(),
+            clients(CLIENT_TIMEOUT),
+            names.clone(),
+            prober,
+            probed,
+        ),
     );
     let done: Rc<RefCell<Option<Final>>> = Rc::new(RefCell::new(None));
     {

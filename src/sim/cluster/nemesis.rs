@@ -8,8 +8,9 @@
 //! - **network**: a partition (one node alone, a minority against a
 //!   majority, or the ring-shaped one where every node sees a different
 //!   majority), a one-way partition (a node's messages to some peers are
-//!   lost while theirs still reach it), message loss of 0–5 %, latency of
-//!   1–200 ms, a hold of one link's messages and their release, a heal;
+//!   lost while theirs still reach it), bursts of 0.5–3 s of message loss
+//!   of 0–5 % or latency of 1–200 ms, a hold of one link's messages and its
+//!   release, a heal;
 //! - **process and power**: a crash that keeps the page cache (a killed
 //!   process), a power loss (every write not synced is gone), a lost disk
 //!   (the node comes back empty); each restarts 0.5–3 s later;
@@ -320,6 +321,10 @@ impl Draw<'_> {
         }
     }
 
+    fn burst_end(&mut self, at: Duration, until: Duration) -> Duration {
+        (at + Duration::from_millis(self.rng.random_range(500..3000))).min(until)
+    }
+
     fn restart_at(&mut self, at: Duration) -> Duration {
         at + Duration::from_millis(self.rng.random_range(500..3000))
     }
@@ -370,8 +375,17 @@ impl Draw<'_> {
                     ms: self.rng.random_range(-5000..=5000),
                 }
             }
-            12 => Fault::Loss(self.rng.random_range(0.0..0.05)),
-            13 => Fault::Latency(Duration::from_millis(self.rng.random_range(1..=200))),
+            // Loss and latency come in bursts of 0.5-3 s.
+            12 => {
+                let end = self.burst_end(at, until);
+                self.push(end, Fault::Loss(0.0));
+                Fault::Loss(self.rng.random_range(0.0..0.05))
+            }
+            13 => {
+                let end = self.burst_end(at, until);
+                self.push(end, Fault::Latency(Duration::from_millis(1)));
+                Fault::Latency(Duration::from_millis(self.rng.random_range(1..=200)))
+            }
             14 => {
                 let a = self.rng.random_range(0..nodes);
                 let b = (a + self.rng.random_range(1..nodes)) % nodes;

@@ -1,6 +1,8 @@
 //! The operator: the membership changes of the schedule that go through
 //! the API, made at their time by a client of the simulation as a person
-//! at a terminal would (`chorus leave`, `chorus remove`).
+//! at a terminal would (`chorus leave`, `chorus remove`); and a prober that
+//! writes blind through every node the moment it is back from a restart
+//! (see [`Worker::probe`]).
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use http::Method;
 
 use super::nemesis::{Event, Fault};
 use super::net::SimConnector;
+use super::workload::Worker;
 use crate::client::Client;
 
 /// How often a refused or lost request is tried again, a second apart.
@@ -18,12 +21,19 @@ pub async fn run(
     schedule: Vec<Event>,
     clients: Vec<Client<SimConnector>>,
     names: Vec<String>,
+    prober: Worker,
+    keys: Vec<String>,
 ) -> turmoil::Result {
     let started = tokio::time::Instant::now();
     for event in schedule {
         let (to, path) = match event.fault {
             Fault::Leave { node } => (node, "/admin/leave".to_string()),
             Fault::Remove { node, via } => (via, format!("/admin/remove/{}", names[node])),
+            Fault::Restart { node } if event.at <= prober.until => {
+                tokio::time::sleep_until(started + event.at).await;
+                prober.probe(&clients[node], &keys).await;
+                continue;
+            }
             _ => continue,
         };
         tokio::time::sleep_until(started + event.at).await;

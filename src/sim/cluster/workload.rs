@@ -34,6 +34,17 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 
 const QUORUMS: [&str; 3] = ["1", "quorum", "all"];
 
+/// A write's quorum: mostly `quorum`, as applications write, and `1` and
+/// `all` for the edges (a w=1 acknowledgement is no promise in a run that
+/// loses a node's data, until the last such fault).
+fn write_quorum(rng: &mut SmallRng) -> &'static str {
+    match rng.random_range(0..10) {
+        0..=1 => "1",
+        2..=7 => "quorum",
+        _ => "all",
+    }
+}
+
 /// Every key the workers of `clients` clients write.
 pub fn keys(shared_keys: usize, clients: u32) -> Vec<String> {
     (0..shared_keys)
@@ -121,7 +132,7 @@ impl Worker {
             // A blind write answers with a context of its own dot alone, which
             // would end a session's memory of what it read.
             let blind = !own_key && !self.session && rng.random_bool(0.25);
-            let w = QUORUMS[rng.random_range(0..3)];
+            let w = write_quorum(&mut rng);
             let state = known.entry(key.clone()).or_default();
             // A delete removes what the last read returned; the key is
             // written again by later turns.
@@ -132,6 +143,28 @@ impl Worker {
             }
             if let Some(next) = next {
                 *state = next;
+            }
+        }
+    }
+
+    /// Blind writes through one node the moment it answers again after a
+    /// restart, before anti-entropy or a read can repair it: the window in
+    /// which a node that forgot what it minted (a lost disk, a rollback)
+    /// would mint a dot again (Riak's kv679). One write to each of `keys`,
+    /// each tried until the node answers (at most a second).
+    pub async fn probe<C>(&self, client: &Client<C>, keys: &[String])
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
+        for key in keys {
+            for _ in 0..20 {
+                let (_, answered) = self
+                    .write(client, key, "quorum", true, false, &Known::default())
+                    .await;
+                if answered {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
