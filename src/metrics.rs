@@ -117,9 +117,10 @@ pub const RUNTIME_WORKERS: &str = "chorus_runtime_workers";
 pub const RING_CHANGES_TOTAL: &str = "chorus_ring_changes_total";
 /// Ranges the current handoff sweep still has to hand off.
 pub const HANDOFF_RANGES_PENDING: &str = "chorus_handoff_ranges_pending";
-/// Times a replica saw a dot of this node's own life above its counter
-/// and minted from above it (should stay 0: a restored process image).
-pub const DOT_COUNTER_RAISED_TOTAL: &str = "chorus_dot_counter_raised_total";
+/// Times this node retired its actor mid-life, by `reason` (released: it
+/// dropped a copy holding its own writes; amnesia: a merge brought one of
+/// its own writes its copy had lost; store: a write failed after minting).
+pub const ACTOR_RETIREMENTS_TOTAL: &str = "chorus_actor_retirements_total";
 /// Writes the local store failed to make durable, by `stage` (write,
 /// commit, fsync): the replica acknowledged none of them.
 pub const STORAGE_FAILURES_TOTAL: &str = "chorus_storage_failures_total";
@@ -378,10 +379,10 @@ pub const ALL: &[Def] = &[
         help: "Deletes purged on every replica once causally stable.",
     },
     Def {
-        name: DOT_COUNTER_RAISED_TOTAL,
+        name: ACTOR_RETIREMENTS_TOTAL,
         kind: Kind::Counter,
         unit: None,
-        help: "A dot of this node's own life arrived above its counter; the counter was raised (should stay 0).",
+        help: "Times this node retired its actor mid-life (later writes minted by a new incarnation), by reason.",
     },
     Def {
         name: STORAGE_FAILURES_TOTAL,

@@ -181,7 +181,7 @@ impl Replica {
                         "hint store full (limits.max_hints); refusing a hint"
                     );
                     return Err(Error::Unavailable {
-                        node: self.identity.actor().node.clone(),
+                        node: self.identity.actor().node,
                         reason: format!("holds {held} hints, the limit (limits.max_hints)"),
                     });
                 }
@@ -274,6 +274,9 @@ impl Replica {
         let (max_siblings, max_set_bytes) = (self.max_siblings, self.max_set_bytes);
         let warn_siblings = self.warn_siblings;
         let key_for_warning = key.clone();
+        // The dot minted, for the answer (a retry mints none).
+        let minted: Arc<parking_lot::Mutex<Option<Dot>>> = Arc::default();
+        let minted_here = Arc::clone(&minted);
         let mint_and_write = move |current: Option<SiblingSet>| {
             let mut set = current.unwrap_or_default();
             set.expire_requests(expired_before);
@@ -284,7 +287,8 @@ impl Replica {
                 // A retry of a write this replica already holds.
                 return Ok(set);
             }
-            let dot = identity.mint(set.min_counter(&context, identity.actor()));
+            let dot = identity.mint(|actor| set.min_counter(&context, actor));
+            *minted_here.lock() = Some(dot.clone());
             set.write(&context, dot.clone(), content);
             if let Some(id) = &id {
                 set.record_request(id, dot, now);
@@ -311,17 +315,14 @@ impl Replica {
             .update(&key, Box::new(mint_and_write))
             .applied()
             .await?;
-        // A retry answers with its first attempt's dot. Otherwise the
-        // minted counter is above everything the set had seen of this
-        // actor, so it is now the set's entry for it.
-        let me = self.identity.actor();
-        let dot = match request_id
+        // A retry answers with its first attempt's dot.
+        let first = request_id
             .as_deref()
             .and_then(|id| set.request(id, expired_before))
-        {
-            Some(first) => first.dot.clone(),
-            None => Dot::new(me.clone(), set.context().get(me)),
-        };
+            .map(|r| r.dot.clone());
+        let dot = first.or_else(|| minted.lock().take()).ok_or_else(|| {
+            Error::Storage("the store applied the write without minting it".into())
+        })?;
         if let Some(log) = self.writes.get() {
             log.local_write(&key, &set);
         }
@@ -330,14 +331,47 @@ impl Replica {
 
     fn closed_error(&self) -> Error {
         Error::Unavailable {
-            node: self.identity.actor().node.clone(),
+            node: self.identity.actor().node,
             reason: "this node has left the ring and takes no more writes".into(),
         }
     }
 
-    /// The actor this life of the node mints as.
-    pub fn actor(&self) -> &crate::version::Actor {
+    /// The actor this node mints as now.
+    pub fn actor(&self) -> crate::version::Actor {
         self.identity.actor()
+    }
+
+    /// Drops each key whose set is still the one handed off to its new
+    /// owners; returns how many. Dropping a copy that holds writes this
+    /// node's actor minted would leave it minting on top of a copy that
+    /// lacks them (a later write would claim, and delete, them): the actor
+    /// is retired first.
+    pub async fn release(&self, entries: Vec<(String, SiblingSet)>) -> u64 {
+        let me = self.identity.actor();
+        if let Some((key, _)) = entries.iter().find(|(_, set)| set.context().get(&me) > 0) {
+            let detail = format!(
+                "dropping `{}` (and maybe more) after handing it off",
+                key.chars().take(128).collect::<String>()
+            );
+            self.identity.retire("released", &detail);
+        }
+        let pending: Vec<_> = entries
+            .into_iter()
+            .map(|(key, sent)| {
+                let remove = move |current: Option<SiblingSet>| match current {
+                    Some(now) if now == sent => Ok(SiblingSet::default()),
+                    _ => Err(Error::Storage("changed since the handoff".into())),
+                };
+                self.store.update(&key, Box::new(remove))
+            })
+            .collect();
+        let mut released = 0;
+        for p in pending {
+            if p.wait().await.is_ok() {
+                released += 1;
+            }
+        }
+        released
     }
 
     /// What this node itself stores for `key`.
@@ -365,12 +399,14 @@ impl Replica {
         }
         let identity = Arc::clone(&self.identity);
         let expired_before = self.idempotency_cutoff();
+        let name = key.clone();
         let merge = move |current: Option<SiblingSet>| {
-            // A dot of this life above the counter: the node forgot what it
-            // minted; mint from above it from now on (Riak learned in 2017
-            // to check for amnesia on writes it does not coordinate too).
-            identity.witness(set.context());
             let mut local = current.unwrap_or_default();
+            // One of this actor's own writes that the local copy lacks: the
+            // node lost it, and must not mint on top of the gap (Riak
+            // learned in 2017 to check for amnesia on writes a replica does
+            // not coordinate too).
+            identity.check_amnesia(&name, local.context(), set.context());
             local.merge(&set);
             // Records this replica expired stay expired, whoever still
             // holds them: the TTL holds cluster-wide.
@@ -478,6 +514,36 @@ mod tests {
             "the expired record came back"
         );
         assert!(stored.request("new", 0).is_some());
+    }
+
+    /// A node hands a key off (the ring moved it away) and drops its copy;
+    /// the ring moves it back and the node coordinates a blind write before
+    /// the key's data returns. Minted by the same actor on top of the empty
+    /// copy, the new dot would claim the first write, which the other
+    /// replicas hold, and delete it there: the actor is retired on release.
+    #[tokio::test]
+    async fn a_write_after_dropping_a_handed_off_key_never_claims_the_dropped_writes() {
+        let replica = replica();
+        let value = |v: &str| Content::Value(Bytes::from(v.to_string()));
+        let (_, first, durable) = replica
+            .coordinate("k".into(), Context::default(), value("1"), None)
+            .await
+            .expect("first write");
+        durable.wait().await.expect("durable");
+        let elsewhere = first.clone();
+        assert_eq!(replica.release(vec![("k".into(), first)]).await, 1);
+        assert_eq!(replica.stored("k").expect("get"), None);
+        let (_, second, _) = replica
+            .coordinate("k".into(), Context::default(), value("2"), None)
+            .await
+            .expect("second write");
+        let mut merged = elsewhere;
+        merged.merge(&second);
+        assert_eq!(
+            merged.siblings().len(),
+            2,
+            "the second write deleted the first: {merged:?}"
+        );
     }
 
     #[tokio::test]

@@ -102,6 +102,7 @@ pub struct Swept {
 pub async fn sweep(
     cluster: &Cluster,
     store: &Arc<dyn Store>,
+    replica: &Replica,
     transfers: &[Transfer],
     batch: usize,
 ) -> Result<Swept> {
@@ -115,7 +116,7 @@ pub async fn sweep(
         }
         // A transfer whose target is down is retried at the next sweep; the
         // others go on (a dead owner must not hold up everyone's handoff).
-        match transfer(cluster, store, t, batch, &mut swept).await {
+        match transfer(cluster, store, replica, t, batch, &mut swept).await {
             Ok(()) => pending -= 1,
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -132,6 +133,7 @@ pub async fn sweep(
 async fn transfer(
     cluster: &Cluster,
     store: &Arc<dyn Store>,
+    replica: &Replica,
     t: &Transfer,
     batch: usize,
     swept: &mut Swept,
@@ -151,7 +153,7 @@ async fn transfer(
             for target in &t.targets {
                 verify(cluster, target, &entries).await?;
             }
-            swept.released += release(store, entries).await;
+            swept.released += replica.release(entries).await;
         }
         match last.checked_add(1) {
             Some(next) if next <= *t.range.end() => from = next,
@@ -201,27 +203,6 @@ async fn verify(cluster: &Cluster, target: &str, entries: &[(String, SiblingSet)
     Ok(())
 }
 
-/// Drops each key whose set is still the one handed off; returns how many.
-async fn release(store: &Arc<dyn Store>, entries: Vec<(String, SiblingSet)>) -> u64 {
-    let pending: Vec<_> = entries
-        .into_iter()
-        .map(|(key, sent)| {
-            let remove = move |current: Option<SiblingSet>| match current {
-                Some(now) if now == sent => Ok(SiblingSet::default()),
-                _ => Err(Error::Storage("changed since the handoff".into())),
-            };
-            store.update(&key, Box::new(remove))
-        })
-        .collect();
-    let mut released = 0;
-    for p in pending {
-        if p.wait().await.is_ok() {
-            released += 1;
-        }
-    }
-    released
-}
-
 /// How often, and how soon, a sweep that failed after a node came back is
 /// tried again before waiting for the next interval.
 const RETRIES_AFTER_RETURN: u32 = 8;
@@ -258,7 +239,7 @@ pub async fn run(
                 "handoff started: the ring changed"
             );
         }
-        let outcome = sweep(&cluster, &store, &transfers, batch).await;
+        let outcome = sweep(&cluster, &store, &replica, &transfers, batch).await;
         if let Ok(swept) = &outcome {
             replica.handed_off(swept.released);
         }

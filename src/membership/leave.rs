@@ -42,7 +42,7 @@ pub async fn leave(
     let hand_off_everything = async || -> Result<()> {
         loop {
             let transfers = plan(None, &cluster.ring(), &me, cluster.n());
-            let outcome = sweep(cluster, store, &transfers, batch).await;
+            let outcome = sweep(cluster, store, replica, &transfers, batch).await;
             match outcome {
                 Ok(_) if store.scan(0..=u64::MAX, 1)?.is_empty() => return Ok(()),
                 Ok(_) => {}

@@ -2,9 +2,13 @@
 //!
 //! Request tasks queue their read-merge-writes. The committer takes every
 //! update queued so far (up to [`MAX_BATCH`]), computes them in order (a
-//! later update of the same key sees the earlier one), hands each its new
-//! set at once, and writes them to the journal as one batch, handed to the
-//! OS (it survives a crash of the process from then on).
+//! later update of the same key sees the earlier one), writes them to the
+//! journal as one batch, handed to the OS (it survives a crash of the
+//! process from then on), and only then hands each update its new set. A
+//! set never leaves the node before the local store holds it: a minted
+//! write the coordinator sends on is always in the minter's own copy, and
+//! a batch whose commit fails is answered with the error, its sets sent
+//! nowhere.
 //!
 //! With `sync = "always"`, the syncer thread then fsyncs and only after
 //! that says the updates are durable. While it fsyncs, the committer goes
@@ -203,7 +207,9 @@ fn sync_loop(db: &Database, syncs: &Syncs) {
         }
         let synced = db.persist(PersistMode::SyncData);
         if let Err(e) = &synced {
-            tracing::error!(error = %e, "fsync failed");
+            metrics::counter!(crate::metrics::STORAGE_FAILURES_TOTAL, "stage" => "fsync")
+                .increment(durable.len() as u64);
+            tracing::error!(error = %e, "fsync failed; the store refuses writes until the node restarts");
         }
         for d in durable {
             let _ = d.send(
@@ -221,8 +227,9 @@ fn sync_loop(db: &Database, syncs: &Syncs) {
 
 type DurableSenders = Vec<oneshot::Sender<Result<()>>>;
 
-/// Applies one batch of updates, hands each its new set at once, and writes
-/// the batch to the journal (not fsynced), telling the store's observer.
+/// Applies one batch of updates, writes the batch to the journal (not
+/// fsynced), telling the store's observer, then hands each update its new
+/// set (or the commit's error).
 /// Returns the durability senders of the updates written, to answer once
 /// they are fsynced, or with the error that failed the batch.
 fn apply(
@@ -233,6 +240,7 @@ fn apply(
 ) -> std::result::Result<DurableSenders, (fjall::Error, DurableSenders)> {
     let mut batch = db.batch().durability(Some(PersistMode::Buffer));
     let mut durable = Vec::with_capacity(jobs.len());
+    let mut answers = Vec::with_capacity(jobs.len());
     let watched = observer.get().is_some();
     let mut changes = Vec::new();
     // A later update of a key in the same batch must see the earlier one:
@@ -283,11 +291,10 @@ fn apply(
             }
             Ok(next)
         });
-        // The requester may have gone away (client hung up); nothing to do.
         if result.is_ok() {
             durable.push(job.durable);
         }
-        let _ = job.applied.send(result);
+        answers.push((job.applied, result));
     }
     let mut batch = Some(batch);
     let mut committed = Ok(());
@@ -298,6 +305,18 @@ fn apply(
             Err(_) => Vec::new(),
         }
     });
+    // The requester may have gone away (client hung up); nothing to do.
+    for (applied, result) in answers {
+        let result = match &committed {
+            Ok(()) => result,
+            Err(e) => {
+                metrics::counter!(crate::metrics::STORAGE_FAILURES_TOTAL, "stage" => "commit")
+                    .increment(1);
+                Err(Error::Storage(format!("commit failed: {e}")))
+            }
+        };
+        let _ = applied.send(result);
+    }
     match committed {
         Ok(()) => Ok(durable),
         Err(e) => Err((e, durable)),

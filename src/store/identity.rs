@@ -21,10 +21,28 @@
 //!
 //! The price is one version-vector entry per life of a node that
 //! coordinated a write to a key (docs/consistency.md works out the sizes).
-//! Riak's per-key epochs (a new actor when the local copy of a key is
-//! missing, asking the replicas for the node's highest dot) exist because
-//! Riak's counters are per key and taken from the local copy; a node-wide
-//! counter that restarts with every life needs neither.
+//!
+//! # Why an actor is also retired within a life
+//!
+//! A set's version vector says "seen every dot of actor `a` up to `n`" with
+//! one number, though `a`'s counter is shared by all its keys: that holds
+//! because `a` mints on a key only on top of its own local copy of the key,
+//! which holds every dot `a` minted there (the store commits the minted set
+//! before it leaves the node). If the local copy ever lacks one of them, a
+//! new dot minted on top of it would claim, and so delete wherever it
+//! arrives, a write it never saw. So the node draws a new incarnation for
+//! every later mint ([`Identity::retire`]) whenever it could have lost one
+//! of its own dots without losing its life:
+//!
+//! - it drops a copy that holds dots of its actor (ownership handoff);
+//! - a merge brings a dot of its actor that its local copy of the key lacks
+//!   (amnesia: Riak's 2017 lesson, detected on writes it does not
+//!   coordinate too);
+//! - its store failed a write after minting.
+//!
+//! Riak's per-key epochs exist because Riak's counters are per key and
+//! taken from the local copy; a counter per life with these retirements
+//! needs no round trip to the replicas before minting.
 //!
 //! `<data_dir>/identity.json` keeps the node id the directory belongs to
 //! (a node refuses another node's directory) and its recent lives, for
@@ -33,12 +51,14 @@
 //! older chorus (`{"node", "incarnation", "lease"}`) is read the same way.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::version::{Actor, Dot, VersionVector};
+use crate::version::{Actor, Dot};
 
 const FILE: &str = "identity.json";
 /// Earlier lives kept in the record (it is for reading, not for safety).
@@ -56,8 +76,16 @@ struct Record {
 
 /// Mints this node's dots. One per node, shared by every key.
 pub struct Identity {
+    state: Mutex<Minter>,
+}
+
+/// The actor minting now and its counter.
+struct Minter {
     actor: Actor,
-    counter: AtomicU64,
+    counter: u64,
+    /// Draws the next incarnation when this one is retired (seeded, so the
+    /// simulation replays).
+    rng: SmallRng,
 }
 
 impl Identity {
@@ -93,7 +121,8 @@ impl Identity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let incarnation = fresh_incarnation(&lives);
+        let mut rng = SmallRng::from_rng(&mut rand::rng());
+        let incarnation = fresh_incarnation(&mut rng, &lives);
         let record = Record {
             node: node.to_string(),
             incarnation,
@@ -113,49 +142,76 @@ impl Identity {
     /// An identity that lives only in memory (the in-memory engine): a new
     /// incarnation every time.
     pub fn ephemeral(node: &str) -> Identity {
-        Identity::in_memory(node, fresh_incarnation(&[]))
+        let mut rng = SmallRng::from_rng(&mut rand::rng());
+        Identity::in_memory(node, fresh_incarnation(&mut rng, &[]))
     }
 
     /// An identity in memory with a chosen incarnation (the simulation
-    /// derives it from its seed).
+    /// derives it from its seed; later incarnations follow from it).
     pub fn in_memory(node: &str, incarnation: u64) -> Identity {
         Identity {
-            actor: Actor::new(node, incarnation),
-            counter: AtomicU64::new(0),
+            state: Mutex::new(Minter {
+                actor: Actor::new(node, incarnation),
+                counter: 0,
+                rng: SmallRng::seed_from_u64(incarnation),
+            }),
         }
     }
 
-    pub fn actor(&self) -> &Actor {
-        &self.actor
+    /// The actor minting now.
+    pub fn actor(&self) -> Actor {
+        self.state.lock().actor.clone()
     }
 
-    /// A dot never handed out before, with a counter of at least `floor`.
-    pub fn mint(&self, floor: u64) -> Dot {
-        let next = |c: u64| c.saturating_add(1).max(floor);
-        // The closure never refuses, so the update always succeeds.
-        let previous = self
-            .counter
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| Some(next(c)))
-            .unwrap_or_else(|c| c);
-        Dot::new(self.actor.clone(), next(previous))
+    /// A dot never handed out before, with a counter of at least
+    /// `floor(actor)` for the actor minting now.
+    pub fn mint(&self, floor: impl FnOnce(&Actor) -> u64) -> Dot {
+        let mut minter = self.state.lock();
+        let floor = floor(&minter.actor);
+        minter.counter = minter.counter.saturating_add(1).max(floor);
+        Dot::new(minter.actor.clone(), minter.counter)
     }
 
-    /// Raises the counter to what `vv` has seen of this actor. A set that
-    /// arrives holding a dot of this life above the counter means the node
-    /// forgot what it minted (no disk can do that to an in-memory counter;
-    /// a process image restored from a snapshot could): minting from above
-    /// it keeps every later dot new. Returns whether the counter moved.
-    pub fn witness(&self, vv: &VersionVector) -> bool {
-        let seen = vv.get(&self.actor);
-        let before = self.counter.fetch_max(seen, Ordering::SeqCst);
-        if seen > before {
-            metrics::counter!(crate::metrics::DOT_COUNTER_RAISED_TOTAL).increment(1);
-            tracing::error!(
-                actor = %self.actor,
-                counter = before,
-                seen,
-                "a replica holds a dot of this life that it never minted as far as it knows; minting from above it"
+    /// Retires the actor minting now: every later dot is minted by a new
+    /// incarnation, so no later write can claim a dot the old one minted
+    /// and this node may have lost. Logged and counted with `reason`.
+    pub fn retire(&self, reason: &'static str, detail: &str) {
+        let mut minter = self.state.lock();
+        let earlier = minter.actor.incarnation;
+        let incarnation = fresh_incarnation(&mut minter.rng, &[earlier]);
+        let next = Actor::new(minter.actor.node.clone(), incarnation);
+        let retired = std::mem::replace(&mut minter.actor, next);
+        minter.counter = 0;
+        drop(minter);
+        metrics::counter!(crate::metrics::ACTOR_RETIREMENTS_TOTAL, "reason" => reason).increment(1);
+        tracing::warn!(
+            %retired,
+            incarnation = format_args!("{incarnation:x}"),
+            reason,
+            detail,
+            "retired this node's actor; later writes are minted by a new incarnation"
+        );
+    }
+
+    /// Checks a set about to be merged into the local copy of a key (`local`
+    /// its version vector's entry for the actor minting now, `incoming` the
+    /// merged set's): a dot of the current actor that the local copy lacks
+    /// means the node lost one of its own writes to this key, and the actor
+    /// is retired before it mints on top of the gap. True if it was.
+    pub fn check_amnesia(
+        &self,
+        key: &str,
+        local: &crate::version::VersionVector,
+        incoming: &crate::version::VersionVector,
+    ) -> bool {
+        let actor = self.actor();
+        let (had, arrived) = (local.get(&actor), incoming.get(&actor));
+        if arrived > had {
+            let detail = format!(
+                "`{}` arrived holding {actor} up to {arrived}; the local copy only up to {had}",
+                key.chars().take(128).collect::<String>()
             );
+            self.retire("amnesia", &detail);
             true
         } else {
             false
@@ -166,9 +222,9 @@ impl Identity {
 /// A random incarnation that is none of `earlier` (only the 64-bit draw
 /// decides; the check makes the one-in-2^64 case impossible for the lives
 /// this directory remembers).
-fn fresh_incarnation(earlier: &[u64]) -> u64 {
+fn fresh_incarnation(rng: &mut SmallRng, earlier: &[u64]) -> u64 {
     loop {
-        let candidate: u64 = rand::random();
+        let candidate: u64 = rng.random();
         if candidate != 0 && !earlier.contains(&candidate) {
             return candidate;
         }

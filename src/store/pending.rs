@@ -1,5 +1,6 @@
 //! The result of an update, in two steps: the new sibling set as soon as it
-//! is computed, and the word that it is durable.
+//! is in the local store (committed, not yet fsynced), and the word that it
+//! is durable.
 //!
 //! Most callers only [`Pending::wait`] for both. A coordinator that mints a
 //! write takes the set at once ([`Pending::applied`]) to send it to the

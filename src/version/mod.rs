@@ -41,7 +41,13 @@
 //!   key, so a context entry `a: n` implies the holder saw (or saw past) every
 //!   dot of `a` up to `n` in that key. This is why a version vector, not a set
 //!   of dots, is enough as the causal context, even though one node's counter
-//!   is shared by all its keys and so leaves gaps in any one key.
+//!   is shared by all its keys and so leaves gaps in any one key. The store
+//!   keeps it so: a minted set leaves the node only once the local store
+//!   holds it, and a node that drops a copy holding its actor's dots (a
+//!   handoff), or sees one of them arrive that its copy lacks (amnesia),
+//!   retires the actor before it mints again (`store::Identity`). A copy
+//!   missing one of its own actor's dots would otherwise mint a dot whose
+//!   vector entry claims, and so deletes wherever it arrives, that write.
 //! - [`SiblingSet::merge`] is commutative, associative and idempotent. Read
 //!   repair, hinted handoff, anti-entropy and ownership handoff all use it and
 //!   nothing else, so replicas that have seen the same writes hold the same set.
