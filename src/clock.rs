@@ -16,6 +16,14 @@
 //! a real node, or the simulation's time (turmoil's, the same for every
 //! host) plus a skew the nemesis sets per node, shared by the node's lives
 //! as a machine's clock is.
+//!
+//! A generation must outrank every generation of the node's earlier lives
+//! even when the clock went back between them (a stepped clock, a machine
+//! booted with a bad time): peers keep the newest generation they heard
+//! from a node and take an older one for a replay of an old life, and
+//! would shut the node out until its clock caught up. So each life starts
+//! above a floor the node keeps on its disk ([`reserve_generations`]),
+//! whatever the clock says.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -72,17 +80,28 @@ impl Clock {
         source.saturating_add_signed(self.inner.skew_ms.load(Ordering::Relaxed))
     }
 
-    /// A generation for a new life of this node (its heartbeats, its op
-    /// log, its signatures): the clock in ms, but above any generation this
-    /// clock handed out before in this process, so two lives started within
-    /// one millisecond in one process (tests restart nodes in process)
-    /// still differ and the later outranks the earlier.
-    pub fn generation(&self) -> u64 {
-        let last = if self.inner.simulated {
+    /// Every later generation of this clock is above `floor` (the floor
+    /// this life reserved, [`reserve_generations`]).
+    pub fn raise_generation_floor(&self, floor: u64) {
+        self.last_generation().fetch_max(floor, Ordering::Relaxed);
+    }
+
+    fn last_generation(&self) -> &AtomicU64 {
+        if self.inner.simulated {
             &self.inner.last_generation
         } else {
             &LAST_SYSTEM_GENERATION
-        };
+        }
+    }
+
+    /// A generation for a new life of this node (its heartbeats, its op
+    /// log, its signatures): the clock in ms, but above the life's floor
+    /// and any generation this clock handed out before in this process, so
+    /// two lives started within one millisecond in one process (tests
+    /// restart nodes in process) still differ and the later outranks the
+    /// earlier.
+    pub fn generation(&self) -> u64 {
+        let last = self.last_generation();
         let now = self.now_ms();
         let next = |last: u64| last.max(now.saturating_sub(1)) + 1;
         // The closure never refuses, so the update always succeeds.
@@ -91,6 +110,17 @@ impl Clock {
             .unwrap_or_else(|l| l);
         next(previous)
     }
+}
+
+/// Generations one life may hand out above its floor.
+pub const GENERATIONS_PER_LIFE: u64 = 1_000_000;
+
+/// The floor of a new life's generations and the floor to keep on disk for
+/// the next life: the clock, or above the last life's reservation if the
+/// clock is behind it.
+pub fn reserve_generations(now_ms: u64, kept: u64) -> (u64, u64) {
+    let floor = now_ms.max(kept);
+    (floor, floor.saturating_add(GENERATIONS_PER_LIFE))
 }
 
 /// Milliseconds since the Unix epoch by the system clock (0 if before).
@@ -116,5 +146,17 @@ mod tests {
         skew.store(-60_000, Ordering::Relaxed);
         let after = skewed.now_ms();
         assert!(after + 50_000 < before, "{before} then {after}");
+    }
+
+    #[test]
+    fn a_life_outranks_the_last_even_when_the_clock_went_back() {
+        let (first, kept) = reserve_generations(10_000_000, 0);
+        assert_eq!(first, 10_000_000);
+        // The clock steps back an hour; the next life is still above.
+        let (second, _) = reserve_generations(10_000_000 - 3_600_000, kept);
+        assert!(second > first + GENERATIONS_PER_LIFE - 1, "{second}");
+        let clock = Clock::simulated(Arc::default());
+        clock.raise_generation_floor(second);
+        assert!(clock.generation() > second);
     }
 }

@@ -124,12 +124,13 @@ impl Node {
                 .iter()
                 .map(|(name, token, scopes)| (name.as_str(), token.as_str(), scopes.as_slice())),
         );
+        let clock = start.clock.unwrap_or_else(Clock::system);
         let (store, identity, dir): (Arc<dyn Store>, _, _) =
             match (start.storage, config.storage.engine) {
                 (Some(Storage { store, identity }), _) => (store, identity, None),
                 (None, Engine::Fjall) => (
                     Arc::new(FjallStore::open(&me.data_dir, &config.storage)?),
-                    Arc::new(Identity::load(&me.data_dir, id)?),
+                    Arc::new(Identity::load(&me.data_dir, id, clock.now_ms())?),
                     Some(me.data_dir.clone()),
                 ),
                 (None, Engine::Memory) => (
@@ -162,7 +163,9 @@ impl Node {
         }
 
         let durable = config.storage.fsyncs_each_write();
-        let clock = start.clock.unwrap_or_else(Clock::system);
+        // This life's generations outrank the last life's, whatever the
+        // clock says now.
+        clock.raise_generation_floor(identity.generation_floor());
         let replica = Arc::new(Replica::new(
             Arc::clone(&store),
             identity,

@@ -72,11 +72,16 @@ struct Record {
     started_ms: u64,
     #[serde(default)]
     lives: Vec<u64>,
+    /// The floor of the next life's generations (`clock::reserve_generations`).
+    #[serde(default)]
+    generation_floor: u64,
 }
 
 /// Mints this node's dots. One per node, shared by every key.
 pub struct Identity {
     state: Mutex<Minter>,
+    /// This life's generations are above this (0: no disk keeps one).
+    generation_floor: u64,
 }
 
 /// The actor minting now and its counter.
@@ -92,9 +97,10 @@ impl Identity {
     /// The identity of a new life of the node whose data directory is
     /// `dir`: a fresh incarnation, recorded in the directory (which must be
     /// this node's, or new).
-    pub fn load(dir: &Path, node: &str) -> Result<Identity> {
+    pub fn load(dir: &Path, node: &str, now_ms: u64) -> Result<Identity> {
         std::fs::create_dir_all(dir)?;
         let file = dir.join(FILE);
+        let mut kept_floor = 0;
         let mut lives = match std::fs::read(&file) {
             Ok(bytes) => {
                 let record: Record = serde_json::from_slice(&bytes).map_err(|e| {
@@ -113,6 +119,7 @@ impl Identity {
                         ),
                     ));
                 }
+                kept_floor = record.generation_floor;
                 let mut lives = record.lives;
                 lives.insert(0, record.incarnation);
                 lives.truncate(LIVES_KEPT);
@@ -123,11 +130,13 @@ impl Identity {
         };
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         let incarnation = fresh_incarnation(&mut rng, &lives);
+        let (generation_floor, next_floor) = crate::clock::reserve_generations(now_ms, kept_floor);
         let record = Record {
             node: node.to_string(),
             incarnation,
-            started_ms: crate::clock::system_ms(),
+            started_ms: now_ms,
             lives: std::mem::take(&mut lives),
+            generation_floor: next_floor,
         };
         super::write_json_synced(&file, &record)?;
         tracing::info!(
@@ -136,7 +145,10 @@ impl Identity {
             earlier_lives = record.lives.len(),
             "a new incarnation for this life"
         );
-        Ok(Identity::in_memory(node, incarnation))
+        Ok(Identity {
+            generation_floor,
+            ..Identity::in_memory(node, incarnation)
+        })
     }
 
     /// An identity that lives only in memory (the in-memory engine): a new
@@ -155,7 +167,22 @@ impl Identity {
                 counter: 0,
                 rng: SmallRng::seed_from_u64(incarnation),
             }),
+            generation_floor: 0,
         }
+    }
+
+    /// This life's generations must be above this: the floor the node
+    /// reserved on its disk, so a life outranks the last one even when the
+    /// clock went back (0 for a node without a disk).
+    pub fn generation_floor(&self) -> u64 {
+        self.generation_floor
+    }
+
+    /// The same identity with this life's generation floor (the
+    /// simulation keeps the floor on its simulated disk).
+    pub fn with_generation_floor(mut self, floor: u64) -> Identity {
+        self.generation_floor = floor;
+        self
     }
 
     /// The actor minting now.

@@ -165,13 +165,15 @@ async fn fjall_keeps_data_across_restarts_and_every_life_is_a_new_actor() {
     let config = StorageConfig::default();
     let (first_actor, written) = {
         let store = FjallStore::open(dir.path(), &config).expect("open");
-        let identity = Arc::new(Identity::load(dir.path(), "n1").expect("identity"));
+        let identity = Arc::new(
+            Identity::load(dir.path(), "n1", crate::clock::system_ms()).expect("identity"),
+        );
         let set = blind_write(&store, &identity, "k", "1").await;
         (identity.actor().clone(), set)
     };
     let store = FjallStore::open(dir.path(), &config).expect("reopen");
     assert_eq!(store.get("k").expect("get"), Some(written));
-    let identity = Identity::load(dir.path(), "n1").expect("identity");
+    let identity = Identity::load(dir.path(), "n1", crate::clock::system_ms()).expect("identity");
     assert_eq!(identity.actor().node, first_actor.node);
     assert_ne!(
         identity.actor(),
@@ -197,7 +199,9 @@ async fn a_data_directory_restored_from_a_copy_never_mints_a_dot_again() {
     // Life 1 writes, then the directory is copied aside.
     {
         let store = FjallStore::open(dir.path(), &config).expect("open");
-        let identity = Arc::new(Identity::load(dir.path(), "n1").expect("identity"));
+        let identity = Arc::new(
+            Identity::load(dir.path(), "n1", crate::clock::system_ms()).expect("identity"),
+        );
         for i in 0..3 {
             let set = blind_write(&store, &identity, "k", &i.to_string()).await;
             minted.extend(set.siblings().iter().map(|s| s.dot.clone()));
@@ -207,7 +211,9 @@ async fn a_data_directory_restored_from_a_copy_never_mints_a_dot_again() {
     // Life 2 writes more, then the copy is put back.
     {
         let store = FjallStore::open(dir.path(), &config).expect("open");
-        let identity = Arc::new(Identity::load(dir.path(), "n1").expect("identity"));
+        let identity = Arc::new(
+            Identity::load(dir.path(), "n1", crate::clock::system_ms()).expect("identity"),
+        );
         for i in 0..3 {
             let set = blind_write(&store, &identity, "k", &format!("2{i}")).await;
             minted.extend(set.siblings().iter().map(|s| s.dot.clone()));
@@ -217,7 +223,8 @@ async fn a_data_directory_restored_from_a_copy_never_mints_a_dot_again() {
     copy_dir(copy.path(), dir.path());
     // Life 3 on the restored copy: every dot it mints is new.
     let store = FjallStore::open(dir.path(), &config).expect("open");
-    let identity = Arc::new(Identity::load(dir.path(), "n1").expect("identity"));
+    let identity =
+        Arc::new(Identity::load(dir.path(), "n1", crate::clock::system_ms()).expect("identity"));
     let mut set = SiblingSet::new();
     for i in 0..3 {
         set = blind_write(&store, &identity, "k", &format!("3{i}")).await;
@@ -287,22 +294,22 @@ fn a_new_data_directory_is_a_new_incarnation_and_a_dir_keeps_its_owner() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let ia = Identity::load(a.path(), "n1").expect("identity");
-    let ib = Identity::load(b.path(), "n1").expect("identity");
+    let ia = Identity::load(a.path(), "n1", crate::clock::system_ms()).expect("identity");
+    let ib = Identity::load(b.path(), "n1", crate::clock::system_ms()).expect("identity");
     assert_eq!(ia.actor().node, ib.actor().node);
     assert_ne!(ia.actor(), ib.actor());
     assert!(
-        Identity::load(a.path(), "n2").is_err(),
+        Identity::load(a.path(), "n2", crate::clock::system_ms()).is_err(),
         "n2 took over n1's data directory"
     );
     // A record from before lives were recorded is read as one life.
     let old = br#"{"node": "n1", "incarnation": 12345, "lease": 1048576}"#;
     std::fs::write(a.path().join("identity.json"), old).expect("old record");
-    let next = Identity::load(a.path(), "n1").expect("identity");
+    let next = Identity::load(a.path(), "n1", crate::clock::system_ms()).expect("identity");
     assert_ne!(next.actor().incarnation, 12345);
     std::fs::write(a.path().join("identity.json"), b"{garbage").expect("corrupt");
     assert!(
-        Identity::load(a.path(), "n1").is_err(),
+        Identity::load(a.path(), "n1", crate::clock::system_ms()).is_err(),
         "a corrupt identity was accepted"
     );
 }
@@ -423,4 +430,21 @@ async fn the_observer_sees_each_change_with_its_old_and_new_encoding_in_order() 
         ];
         assert_eq!(seen, expected, "a failed update is no change");
     }
+}
+
+/// A life's generations outrank the last life's even when the clock went
+/// back between them: the floor is kept in identity.json.
+#[test]
+fn each_life_reserves_generations_above_the_last_whatever_the_clock() {
+    let dir = tempfile::tempdir().expect("dir");
+    let first = Identity::load(dir.path(), "n1", 50_000_000).expect("identity");
+    assert_eq!(first.generation_floor(), 50_000_000);
+    // The clock went back an hour.
+    let second = Identity::load(dir.path(), "n1", 50_000_000 - 3_600_000).expect("identity");
+    assert!(
+        second.generation_floor() >= first.generation_floor() + crate::clock::GENERATIONS_PER_LIFE,
+        "{} after {}",
+        second.generation_floor(),
+        first.generation_floor()
+    );
 }

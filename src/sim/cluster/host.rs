@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicI64;
 
 use parking_lot::Mutex;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, reserve_generations};
 use crate::config::Config;
 use crate::membership::Cluster;
 use crate::node::{Node, Start, Storage};
@@ -38,12 +38,14 @@ pub enum Membership {
 pub struct Slot {
     pub disk: Arc<Disk>,
     /// The copy of the disk a backup took, for a rollback, with the members
-    /// document saved beside it.
-    pub backup: Option<(Image, Option<Members>)>,
+    /// document and the generation floor saved beside it.
+    pub backup: Option<(Image, Option<Members>, u64)>,
     /// The members document as the node last saved it (its
     /// `members.json`, which survives a crash and goes back with a
     /// rollback).
     pub saved_members: Option<Members>,
+    /// The generation floor kept in `identity.json` for the next life.
+    pub generation_floor: u64,
     /// The machine's clock skew, in ms (the nemesis moves it).
     pub skew: Arc<AtomicI64>,
     pub membership: Membership,
@@ -63,6 +65,7 @@ impl Slot {
             disk: Disk::new(),
             backup: None,
             saved_members: None,
+            generation_floor: 0,
             skew: Arc::default(),
             membership: if member {
                 Membership::Member
@@ -119,19 +122,24 @@ pub async fn run(
             addrs[(at + tries) % addrs.len()].clone()
         });
         let start = {
-            let slot = slot.lock();
+            let mut slot = slot.lock();
             let store = Arc::new(MemoryStore::on_disk(Arc::clone(&slot.disk)));
+            let clock = Clock::simulated(Arc::clone(&slot.skew));
+            // What `Identity::load` does with identity.json: a new actor,
+            // and generations above the last life's.
+            let (floor, next) = reserve_generations(clock.now_ms(), slot.generation_floor);
+            slot.generation_floor = next;
+            let identity = Identity::in_memory(id, life_seed).with_generation_floor(floor);
             Start {
                 join: join.clone(),
                 listener: None,
                 network: SimNet,
                 storage: Some(Storage {
                     store: store as Arc<dyn Store>,
-                    // Every life is a new actor, as `Identity::load` makes it.
-                    identity: Arc::new(Identity::in_memory(id, life_seed)),
+                    identity: Arc::new(identity),
                 }),
                 seed: Some(life_seed),
-                clock: Some(Clock::simulated(Arc::clone(&slot.skew))),
+                clock: Some(clock),
                 members: slot.saved_members.clone(),
             }
         };

@@ -33,6 +33,8 @@ pub mod host;
 pub mod nemesis;
 pub mod net;
 mod operator;
+#[cfg(test)]
+mod tests;
 pub mod workload;
 
 use std::cell::RefCell;
@@ -100,6 +102,8 @@ pub struct Options {
     pub settle_rounds: Option<u32>,
     /// `None`: the seed picks state or operation transfer.
     pub mode: Option<AntiEntropyMode>,
+    /// A schedule of faults to run instead of the nemesis's (a scenario).
+    pub schedule: Option<Vec<Event>>,
 }
 
 impl Options {
@@ -114,6 +118,7 @@ impl Options {
             faults_for: Duration::from_secs(10),
             settle_rounds: None,
             mode: None,
+            schedule: None,
         }
     }
 }
@@ -265,7 +270,8 @@ pub fn run(options: &Options) -> Result<Report> {
     let boot = Duration::from_secs(1);
     let until = boot + options.faults_for;
     let hosts = options.nodes + options.spares;
-    let schedule = nemesis::schedule(&mut rng, hosts, options.spares, boot, until);
+    let drawn = nemesis::schedule(&mut rng, hosts, options.spares, boot, until);
+    let schedule = options.schedule.clone().unwrap_or(drawn);
     // A write one node alone acknowledged is lost with that node's data:
     // w=1 acknowledgements are promises only after the last such fault.
     let single_acks_after = schedule
@@ -459,6 +465,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<Mutex<Slot>>
                 nemesis::Crash::DiskLoss => {
                     slot.disk = Disk::new();
                     slot.saved_members = None;
+                    slot.generation_floor = 0;
                 }
             }
         }
@@ -466,14 +473,15 @@ fn apply(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<Mutex<Slot>>
         Fault::Backup { node } => {
             let mut slot = slots[*node].lock();
             let members = slot.cluster.as_ref().map(|c| c.members());
-            slot.backup = Some((slot.disk.snapshot(), members));
+            slot.backup = Some((slot.disk.snapshot(), members, slot.generation_floor));
         }
         Fault::Rollback { node } => {
             crash(sim, name(*node), &slots[*node]);
             let mut slot = slots[*node].lock();
-            if let Some((image, members)) = slot.backup.clone() {
+            if let Some((image, members, floor)) = slot.backup.clone() {
                 slot.disk.restore(image);
                 slot.saved_members = members;
+                slot.generation_floor = floor;
             }
         }
         Fault::Disk { node, fault } => {
@@ -506,6 +514,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<Mutex<Slot>>
                 ) {
                     slot.disk = Disk::new();
                     slot.saved_members = None;
+                    slot.generation_floor = 0;
                 }
             }
             sim.bounce(name(*node));
