@@ -59,9 +59,10 @@ pub struct Worker {
     pub seed: u64,
     pub shared_keys: usize,
     pub session: bool,
-    /// w=1 acknowledgements count as promises only once this much time has
-    /// passed since the start (the last fault that loses a node's data: a
-    /// write one node alone acknowledged before it may be lost with it).
+    /// w=1 acknowledgements count as promises only for writes sent after
+    /// this much time since the start (the last fault that loses a node's
+    /// data: a write one node alone acknowledged before it may be lost
+    /// with it).
     pub single_acks_after: Duration,
     pub until: Duration,
     pub recorder: Arc<Recorder>,
@@ -216,6 +217,12 @@ impl Worker {
         state: &Known,
     ) -> (Option<Known>, bool) {
         let (id, body) = self.recorder.next_write();
+        // When the write was sent, in simulated time since the run began: a
+        // write sent after the last fault that loses a node's data cannot
+        // be lost with it, even acknowledged by one node (its answer may
+        // arrive after the fault, the write itself cannot be applied
+        // before it). Outside a simulation no fault loses data.
+        let sent = turmoil::sim_elapsed().unwrap_or(Duration::MAX);
         let (method, body) = if delete {
             (Method::DELETE, String::new())
         } else {
@@ -237,10 +244,7 @@ impl Worker {
             .and_then(Result::ok);
         let ok = reply.as_ref().is_some_and(|r| r.status.is_success());
 
-        // Simulated time since the run began (outside a simulation, no
-        // fault loses data and every acknowledgement is a promise).
-        let now = turmoil::sim_elapsed().unwrap_or(Duration::MAX);
-        let promised = ok && (w != "1" || now >= self.single_acks_after);
+        let promised = ok && (w != "1" || sent >= self.single_acks_after);
         self.recorder.record(Op::Write {
             id,
             client: self.id,
