@@ -153,7 +153,7 @@ async fn sim_cluster(args: SimCluster) -> chorus::error::Result<ExitCode> {
         if args.json {
             println!("{}", report.json());
         } else {
-            print!("{}", report.summary());
+            print!("{}", report.summary_with(args.verbose));
         }
         return Ok(if report.passed() {
             ExitCode::SUCCESS

@@ -166,6 +166,11 @@ impl Report {
 
     /// The run in a few lines: the seed to replay, the faults, the verdict.
     pub fn summary(&self) -> String {
+        self.summary_with(false)
+    }
+
+    /// The summary, with the whole fault schedule when `verbose`.
+    pub fn summary_with(&self, verbose: bool) -> String {
         let c = self.counts;
         let violations: Vec<_> = self.violations().collect();
         let mut out = format!(
@@ -198,7 +203,7 @@ impl Report {
                 out.push_str(&format!("    {op:?}\n"));
             }
         }
-        if !self.passed() {
+        if !self.passed() || verbose {
             out.push_str("  faults:\n");
             for e in &self.schedule {
                 out.push_str(&format!("    {e}\n"));

@@ -5,12 +5,12 @@
 //! window, drawn from every class a network, a disk, a clock or an
 //! operator can produce:
 //!
-//! - **network**: a partition (one node alone, a minority against a
-//!   majority, or the ring-shaped one where every node sees a different
-//!   majority), a one-way partition (a node's messages to some peers are
-//!   lost while theirs still reach it), bursts of 0.5–3 s of message loss
-//!   of 0–5 % or latency of 1–200 ms, a hold of one link's messages and its
-//!   release, a heal;
+//! - **network**: a partition of 0.5–3 s (one node alone, a minority
+//!   against a majority, or the ring-shaped one where every node sees a
+//!   different majority), or a one-way partition (a node's messages to
+//!   some peers are lost while theirs still reach it); bursts of 0.5–3 s
+//!   of message loss of 0–5 % or latency of 1–200 ms; a hold of one link's
+//!   messages and its release; a heal;
 //! - **process and power**: a crash that keeps the page cache (a killed
 //!   process), a power loss (every write not synced is gone), a lost disk
 //!   (the node comes back empty); each restarts 0.5–3 s later;
@@ -333,10 +333,18 @@ impl Draw<'_> {
         let nodes = self.nodes();
         let up = self.up();
         Some(match self.rng.random_range(0..20) {
-            0 => Fault::Cut(alone(self.rng, nodes)),
-            1 => Fault::Cut(minority(self.rng, nodes)),
-            2 => Fault::Cut(ring(nodes)),
-            3 => Fault::CutOneWay(one_way(self.rng, nodes)),
+            // A partition lasts 0.5-3 s, then everything heals.
+            0..=3 => {
+                let end = self.burst_end(at, until);
+                self.held.clear();
+                self.push(end, Fault::Heal);
+                match self.rng.random_range(0..4) {
+                    0 => Fault::Cut(alone(self.rng, nodes)),
+                    1 => Fault::Cut(minority(self.rng, nodes)),
+                    2 => Fault::Cut(ring(nodes)),
+                    _ => Fault::CutOneWay(one_way(self.rng, nodes)),
+                }
+            }
             4..=6 if self.down() < 2 => {
                 let node = self.pick(&up)?;
                 let kind = match self.rng.random_range(0..10) {

@@ -91,8 +91,9 @@ impl Worker {
         let own = format!("own-{}", self.id);
         let mut known: HashMap<String, Known> = HashMap::new();
         let started = tokio::time::Instant::now();
-        // As a client's load balancer does, a node that did not answer is
-        // left alone for a second (a node that is down, or not a member).
+        // As a client's load balancer does, a node that did not answer, or
+        // answered 5xx, is left alone for a second (a node that is down, not
+        // a member, or cut off from its replicas).
         let mut shunned = vec![started; clients.len()];
         while started.elapsed() < self.until {
             // Every turn takes simulated time, even one whose request fails
@@ -188,7 +189,7 @@ impl Worker {
             return (None, false);
         };
         let Some(values) = read_values(reply.status.as_u16(), &reply.body) else {
-            return (None, true);
+            return (None, !reply.status.is_server_error());
         };
         let context = reply.context().map(str::to_string);
         self.recorder.record(Op::Read {
@@ -253,7 +254,7 @@ impl Worker {
             acked: promised,
             delete,
         });
-        let answered = reply.is_some();
+        let answered = reply.as_ref().is_some_and(|r| !r.status.is_server_error());
         let known = reply.filter(|_| ok).map(|reply| Known {
             session: reply.context().map(str::to_string),
             ..state.clone()
