@@ -18,6 +18,10 @@ use crate::api::CONTEXT_HEADER;
 use crate::error::{Error, Result};
 use crate::security::tls;
 
+/// How long an idle connection is kept for reuse: under the server's
+/// default `limits.header_timeout_ms`, so the client drops it first.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Where `chorus dev` serves its first node: the default of every client verb.
 pub const DEV_URL: &str = "http://127.0.0.1:7001";
 
@@ -114,8 +118,14 @@ where
 {
     /// A client that connects through `connector` (the simulation's).
     pub fn with_connector(base: &str, connector: C) -> Client<C> {
+        // A node closes a connection that sits idle longer than
+        // `limits.header_timeout_ms` (5 s by default); a request sent on it
+        // just then fails ("connection closed before message completed").
+        // Idle connections are dropped here first.
         let pool = Pool::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .build(connector);
         Client {
             pool,
@@ -124,12 +134,12 @@ where
         }
     }
 
-    /// Sends `Authorization: Bearer <token>` with every request.
     /// The URL the client sends to, such as `http://127.0.0.1:7001`.
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// Sends `Authorization: Bearer <token>` with every request.
     pub fn with_token(mut self, token: Option<String>) -> Client<C> {
         self.authorization = token.map(|t| format!("Bearer {t}"));
         self

@@ -77,10 +77,11 @@ pub async fn serve_with(config: &Path, node: &str, args: &[&str]) -> Child {
 /// appended to `{node}.log` beside the config, and waits for the line that
 /// says it serves.
 pub async fn spawn_serving(mut command: Command, config: &Path, node: &str) -> Child {
+    let log_path = config.with_file_name(format!("{node}.log"));
     let log = std::fs::File::options()
         .create(true)
         .append(true)
-        .open(config.with_file_name(format!("{node}.log")))
+        .open(&log_path)
         .expect("log");
     let mut child = command
         .stdout(Stdio::piped())
@@ -90,11 +91,17 @@ pub async fn spawn_serving(mut command: Command, config: &Path, node: &str) -> C
         .expect("spawn chorus");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("chorus printed nothing within 30 s")
-        .expect("read stdout")
-        .expect("chorus exited before serving");
+    let served = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    if !matches!(served, Ok(Ok(Some(_)))) {
+        // The node's own words are the only clue once the temp dir is gone.
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "{node} did not start serving ({served:?}); the end of its log:\n{}",
+            tail.join("\n")
+        );
+    }
     child
 }
 
