@@ -72,6 +72,15 @@ pub fn tcp_connector(timeout: Duration) -> HttpConnector {
     connector
 }
 
+/// How often a peer connection with requests in flight is pinged; one whose
+/// ping is not answered within the peer timeout is closed and the next call
+/// opens another. A connection can go silent without a reset (a peer host
+/// that vanished, a firewall or NAT that dropped its state, a lost segment
+/// on the simulated network); at 10 s every call to that peer failed for
+/// 10 s, and the simulation's clients got so little done in such runs that
+/// some proved too little.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long a connection may take to open within a call's `timeout`: half,
 /// so that a peer that cannot be reached fails as unavailable (the request
 /// surely not sent) before the call's deadline makes it indeterminate.
@@ -101,7 +110,7 @@ where
             .http2_only(true)
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .http2_keep_alive_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);

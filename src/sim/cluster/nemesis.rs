@@ -383,7 +383,10 @@ impl Draw<'_> {
                     ms: self.rng.random_range(-5000..=5000),
                 }
             }
-            // Loss and latency come in bursts of 0.5-3 s.
+            // Loss and latency come in bursts of 0.5-3 s. Loss is turmoil's:
+            // each step a link fails with this chance and mends with 0.2,
+            // and a TCP segment lost on it is never sent again, so the
+            // connection goes silent until a keep-alive ping ends it.
             12 => {
                 let end = self.burst_end(at, until);
                 self.push(end, Fault::Loss(0.0));
