@@ -119,7 +119,7 @@ pub const RING_CHANGES_TOTAL: &str = "chorus_ring_changes_total";
 pub const HANDOFF_RANGES_PENDING: &str = "chorus_handoff_ranges_pending";
 /// Times this node retired its actor mid-life, by `reason` (released: it
 /// dropped a copy holding its own writes; amnesia: a merge brought one of
-/// its own writes its copy had lost; store: a write failed after minting).
+/// its own writes its copy had lost).
 pub const ACTOR_RETIREMENTS_TOTAL: &str = "chorus_actor_retirements_total";
 /// Writes the local store failed to make durable, by `stage` (write,
 /// commit, fsync): the replica acknowledged none of them.

@@ -153,9 +153,11 @@ impl Replica {
             } => {
                 let (dot, set, durable) =
                     self.coordinate(key, context, content, request_id).await?;
-                // Minted is minted: a failed commit or fsync is not an
+                // Minted and committed is minted: a failed fsync is not an
                 // error here (the coordinator would have another replica
                 // mint the write again), only a copy this replica lacks.
+                // A failed commit returned an error above: the set was
+                // never handed out, so the write exists nowhere.
                 let kept = durable
                     .wait()
                     .await

@@ -261,7 +261,7 @@ impl Coordinator {
                 Ok(Ok(Minted { dot, set, kept })) => {
                     if let Err(why) = kept {
                         // It minted and handed the set on, but could not
-                        // keep its own copy (a failed commit or fsync): the
+                        // keep its own copy (a failed fsync): the
                         // write exists, once, and goes on to the others; the
                         // minter counts for nothing and gets a hint.
                         tally.fail(&to, why);

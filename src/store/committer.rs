@@ -328,7 +328,11 @@ fn sync_every(db: &Database, queue: &Queue, interval: Duration) {
         // `stop` unparks this thread, so shutdown does not wait an interval.
         std::thread::park_timeout(interval);
         if let Err(e) = db.persist(PersistMode::SyncData) {
-            tracing::error!(error = %e, "periodic fsync failed");
+            // Counted so that ChorusStorageFailing fires now, not at the
+            // next commit the poisoned store refuses.
+            metrics::counter!(crate::metrics::STORAGE_FAILURES_TOTAL, "stage" => "fsync")
+                .increment(1);
+            tracing::error!(error = %e, "periodic fsync failed; the store refuses writes until the node restarts");
         }
     }
 }

@@ -37,8 +37,7 @@
 //! - it drops a copy that holds dots of its actor (ownership handoff);
 //! - a merge brings a dot of its actor that its local copy of the key lacks
 //!   (amnesia: Riak's 2017 lesson, detected on writes it does not
-//!   coordinate too);
-//! - its store failed a write after minting.
+//!   coordinate too).
 //!
 //! Riak's per-key epochs exist because Riak's counters are per key and
 //! taken from the local copy; a counter per life with these retirements

@@ -66,7 +66,7 @@ impl Store for MemoryStore {
         let mut result = Err(crate::error::Error::Storage(
             "the update did not run".into(),
         ));
-        let mut written = None;
+        let mut durable_rx = None;
         observed(&self.observer, || {
             // The write lock makes the read-merge-write atomic.
             let mut data = self.data.write();
@@ -83,20 +83,22 @@ impl Store for MemoryStore {
                 }
                 Err(_) => return Vec::new(),
             };
-            written = Some(new.cloned());
+            // Handed to the disk under the data lock, so two updates of
+            // one key reach its page cache in the order they were applied.
+            if let Some(disk) = &self.disk {
+                let (durable, rx) = tokio::sync::oneshot::channel();
+                disk.written(skey.clone(), new.cloned(), durable);
+                durable_rx = Some(rx);
+            }
             vec![Change {
                 storage_key: skey.clone(),
                 old: old.and_then(|s| encode_set(&s).ok()),
                 new: new.and_then(|s| encode_set(s).ok()),
             }]
         });
-        match (&self.disk, written) {
-            (Some(disk), Some(new)) => {
-                let (durable, durable_rx) = tokio::sync::oneshot::channel();
-                disk.written(skey, new, durable);
-                Pending::applied_then(result, durable_rx)
-            }
-            _ => Pending::ready(result),
+        match durable_rx {
+            Some(durable_rx) => Pending::applied_then(result, durable_rx),
+            None => Pending::ready(result),
         }
     }
 

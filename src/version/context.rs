@@ -44,8 +44,10 @@ const FORMAT: u8 = 3;
 const HEADER_LEN: usize = 9;
 /// Bytes of the seal: 128 bits.
 const TAG_LEN: usize = 16;
-/// Longest encoded context accepted: a few hundred actors, far above any
-/// real cluster, small enough that a hostile header cannot cost much.
+/// Longest encoded context accepted: about 700 actors, small enough that a
+/// hostile header cannot cost much. Every life of a node is an actor, so a
+/// key written through many lives grows toward it (docs/consistency.md,
+/// "The price").
 pub const MAX_ENCODED_LEN: usize = 16 * 1024;
 /// Exact dots kept in a context. A client chaining more blind writes than
 /// this without a read forgets the oldest; at worst that leaves a sibling

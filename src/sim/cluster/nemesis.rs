@@ -180,9 +180,36 @@ impl fmt::Display for Event {
     }
 }
 
-/// How many faults of each class a schedule holds.
+/// Every class [`Fault::class`] names, in the order the JSON lists them.
+pub const CLASSES: [&str; 21] = [
+    "partition",
+    "one_way_partition",
+    "heal",
+    "message_loss",
+    "latency",
+    "hold",
+    "release",
+    "crash",
+    "power_loss",
+    "disk_loss",
+    "restart",
+    "backup",
+    "rollback",
+    "disk_fault",
+    "slow_disk",
+    "disk_heal",
+    "clock_skew",
+    "join",
+    "leave",
+    "remove",
+    "rejoin",
+];
+
+/// How many faults of each class a schedule holds, every class named (a
+/// class the run did not draw counts 0, so a campaign's totals can tell
+/// "never drawn" from "not reported").
 pub fn counts(events: &[Event]) -> BTreeMap<&'static str, usize> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<&'static str, usize> = CLASSES.iter().map(|c| (*c, 0)).collect();
     for e in events {
         *out.entry(e.fault.class()).or_default() += 1;
     }
@@ -638,6 +665,7 @@ mod tests {
                     lossy.insert(node);
                 }
                 assert!(down.len() <= 2, "seed {seed}: more than two nodes down");
+                assert!(CLASSES.contains(&e.fault.class()), "{:?}", e.fault);
                 *classes.entry(e.fault.class()).or_insert(0) += 1;
             }
             assert!(down.is_empty(), "seed {seed}: a node stays down: {down:?}");
@@ -647,25 +675,11 @@ mod tests {
                 Some(Fault::Latency(_))
             ));
         }
-        // Every class turns up across the seeds.
-        for class in [
-            "partition",
-            "one_way_partition",
-            "crash",
-            "power_loss",
-            "disk_loss",
-            "backup",
-            "rollback",
-            "disk_fault",
-            "slow_disk",
-            "clock_skew",
-            "join",
-            "leave",
-            "remove",
-            "rejoin",
-        ] {
+        // Every class turns up across the seeds, and counts names it.
+        for class in CLASSES {
             assert!(classes.contains_key(class), "no {class} in 300 seeds");
         }
+        assert_eq!(counts(&run(7)).len(), CLASSES.len());
     }
 
     #[test]

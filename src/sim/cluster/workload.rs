@@ -54,6 +54,7 @@ pub fn keys(shared_keys: usize, clients: u32) -> Vec<String> {
 }
 
 /// One client's part.
+#[derive(Clone)]
 pub struct Worker {
     pub id: u32,
     pub seed: u64,
@@ -153,7 +154,7 @@ impl Worker {
     /// restart, before anti-entropy or a read can repair it: the window in
     /// which a node that forgot what it minted (a lost disk, a rollback)
     /// would mint a dot again (Riak's kv679). One write to each of `keys`,
-    /// each tried until the node answers (at most a second).
+    /// each tried every 50 ms until the node answers, at most 20 times.
     pub async fn probe<C>(&self, client: &Client<C>, keys: &[String])
     where
         C: Connect + Clone + Send + Sync + 'static,
