@@ -158,11 +158,12 @@ pub enum PeerResponse {
     Value(Option<SiblingSet>),
     /// A coordinated write was minted: the dot, the resulting set, and
     /// whether the minting replica keeps it: `Ok(durable)` once it holds it
-    /// (fsynced, with `durable`), `Err(why)` when its own fsync failed
-    /// (a failed commit is an error: the set was never handed out, so the
-    /// write exists nowhere). Either way the write exists, under this one dot: the
-    /// coordinator sends the set on and never has another replica mint it
-    /// again; a minter that could not keep it counts toward no quorum.
+    /// (fsynced, with `durable`), `Err(why)` when its own fsync failed.
+    /// Either way the write exists, under this one dot: the coordinator
+    /// sends the set on and never has another replica mint it again; a
+    /// minter that could not keep it counts toward no quorum. (A failed
+    /// commit is an error instead: the set was never handed out, so the
+    /// write exists nowhere.)
     Coordinated {
         dot: Dot,
         set: SiblingSet,

@@ -160,8 +160,8 @@ impl Disk {
             let mut state = self.state.lock();
             if state.life != life {
                 // A dead life's task may take a wake-up meant for the
-                // live one's (a node whose start failed and was tried
-                // again opened the disk twice): pass it on.
+                // live life's task (a node whose start failed and was
+                // tried again opened the disk twice): pass it on.
                 drop(state);
                 self.wake.notify_one();
                 return;
