@@ -3,6 +3,11 @@
 //! `config/cluster.toml` is the commented example. Unknown keys are errors
 //! (serde names the key and its line); values that parse but make no sense
 //! are caught by [`Config::validate`], whose errors name the key and the fix.
+//!
+//! config sits at the bottom with `ring` and `error`: it imports no runtime
+//! module, and the constants a runtime module and a validation both need
+//! (the largest handoff batch, the shortest secret, the token scopes) live
+//! here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +19,13 @@ use crate::error::{Error, Result};
 mod antientropy;
 mod security;
 pub use antientropy::{AntiEntropyConfig, Mode as AntiEntropyMode};
-pub use security::{EXAMPLE_SECRET, OpenRoute, SecurityConfig, TlsConfig, TokenConfig};
+pub use security::{
+    EXAMPLE_SECRET, MIN_SECRET_BYTES, OpenRoute, Scope, SecurityConfig, TlsConfig, TokenConfig,
+};
+
+/// Most entries one handoff, repair or fetch message may carry: the bound
+/// a receiver holds a sender to, and so the largest `ring.handoff_batch`.
+pub const MAX_HANDOFF_BATCH: usize = 4096;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +60,7 @@ pub struct RingConfig {
     pub gossip_ms: u64,
     /// How often a node looks for data it holds but no longer owns.
     pub handoff_interval_ms: u64,
-    /// Keys per handoff batch.
+    /// Keys per handoff batch (at most [`MAX_HANDOFF_BATCH`]).
     pub handoff_batch: usize,
     /// Deadline of one node-to-node call.
     pub peer_timeout_ms: u64,
@@ -457,10 +468,10 @@ impl Config {
                 "must be between 1 and 64",
             ));
         }
-        if ring.handoff_batch == 0 || ring.handoff_batch > crate::replica::MAX_BATCH {
+        if ring.handoff_batch == 0 || ring.handoff_batch > MAX_HANDOFF_BATCH {
             return Err(Error::config(
                 "ring.handoff_batch",
-                format!("must be between 1 and {}", crate::replica::MAX_BATCH),
+                format!("must be between 1 and {MAX_HANDOFF_BATCH}"),
             ));
         }
         for (key, ms) in [

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::clock::Clock;
-use crate::config::Limits;
+use crate::config::{Limits, MAX_HANDOFF_BATCH};
 use crate::error::{Error, Result};
 use crate::peer::{PeerRequest, PeerResponse, WireError, batch};
 use crate::store::{Durable, Identity, Pending, Store};
@@ -430,13 +430,10 @@ fn warn_of_siblings(key: &str, count: usize) {
     );
 }
 
-/// Most entries a handoff batch or fetch may carry.
-pub const MAX_BATCH: usize = 4096;
-
 fn check_batch(len: usize) -> Result<()> {
-    if len > MAX_BATCH {
+    if len > MAX_HANDOFF_BATCH {
         return Err(Error::Protocol(format!(
-            "a batch of {len} keys; at most {MAX_BATCH}"
+            "a batch of {len} keys; at most {MAX_HANDOFF_BATCH}"
         )));
     }
     Ok(())

@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::security::peer_auth::MIN_SECRET_BYTES;
-use crate::security::tokens::Scope;
+
+/// The shortest peer secret a node accepts.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// The secret config/cluster.toml shows; never accepted off loopback.
 pub const EXAMPLE_SECRET: &str = "example-secret-change-me-for-any-real-cluster";
@@ -210,5 +211,26 @@ impl SecurityConfig {
             ));
         }
         Ok(Vec::new())
+    }
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+    Monitor,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+            Scope::Monitor => "monitor",
+        }
     }
 }

@@ -47,8 +47,7 @@ pub const DOMAIN: &[u8] = b"chorus peer request v1\n";
 pub const WINDOW: u64 = 1024;
 /// Senders a receiver keeps replay windows for.
 pub const MAX_SENDERS: usize = 4096;
-/// The shortest secret a node accepts.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub use crate::config::MIN_SECRET_BYTES;
 
 type HmacSha256 = Hmac<Sha256>;
 

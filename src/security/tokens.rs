@@ -20,29 +20,9 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// What a token may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    Read,
-    Write,
-    Admin,
-    Monitor,
-}
-
-impl Scope {
-    pub fn name(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Write => "write",
-            Scope::Admin => "admin",
-            Scope::Monitor => "monitor",
-        }
-    }
-}
+pub use crate::config::Scope;
 
 /// Why a request was not let through.
 #[derive(Clone, Debug, PartialEq, Eq)]
