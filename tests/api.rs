@@ -408,6 +408,54 @@ async fn client_errors_are_json_with_a_status_and_a_code() {
     );
 }
 
+/// JSON text is UTF-8 (RFC 8259 §8.1): bytes that are not, even inside a
+/// string the value's shape does not look into, make the body invalid JSON.
+#[tokio::test]
+async fn invalid_utf8_inside_json_strings_is_refused_and_never_stored() {
+    let t = TestNode::start().await;
+    let json_header = [("content-type", "application/json")];
+    let bodies: [&[u8]; 4] = [
+        b"\"\xff\xfe\"",
+        b"{\"a\": \"ok\", \"b\": \"\xc0\xaf\"}",
+        b"{\"\xed\xa0\x80\": 1}",
+        b"[\"trailing \xe2\x82\"]",
+    ];
+    for body in bodies {
+        let reply = t
+            .client
+            .request(
+                Method::PUT,
+                &key_path("utf8"),
+                &json_header,
+                Bytes::copy_from_slice(body),
+            )
+            .await
+            .expect("put");
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(error_code(&reply), "invalid_json", "{body:?}");
+    }
+    assert_eq!(
+        t.client.get("utf8").await.expect("get").status,
+        StatusCode::NOT_FOUND,
+        "nothing was stored"
+    );
+    // Well-formed UTF-8 of every length still goes in and comes back.
+    let good = "[\"a\", \"é\", \"€\", \"𝄞\"]";
+    let reply = t
+        .client
+        .request(
+            Method::PUT,
+            &key_path("utf8"),
+            &json_header,
+            Bytes::from(good),
+        )
+        .await
+        .expect("put");
+    assert!(reply.status.is_success(), "{:?}", reply.body);
+    let got = t.client.get("utf8").await.expect("get");
+    assert_eq!(got.body, Bytes::from(good));
+}
+
 #[tokio::test]
 async fn json_content_types_with_parameters_or_none_are_accepted() {
     let t = TestNode::start().await;

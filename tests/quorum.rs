@@ -156,6 +156,7 @@ async fn bad_quorum_parameters_are_400s_that_name_the_parameter() {
         ("dw=9", "dw"),
         ("timeout_ms=0", "timeout_ms"),
         ("timeout_ms=soon", "timeout_ms"),
+        ("timeout_ms=600001", "timeout_ms"),
         ("r=2", "r"),
     ] {
         let reply = put(&n1, "k", query).await;
@@ -174,6 +175,9 @@ async fn bad_quorum_parameters_are_400s_that_name_the_parameter() {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
     }
     // default means the config's value; a 404 carries the quorum too.
+    // The longest timeout docs/api.md allows is taken.
+    let reply = get(&n1, "absent", "timeout_ms=600000").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{:?}", reply.body);
     let reply = get(&n1, "absent", "r=default&timeout_ms=2000").await;
     assert_eq!(
         (reply.status, header(&reply)),

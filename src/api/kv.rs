@@ -47,8 +47,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             let request_id = request_id(req.headers())?;
             let body =
                 read_body(req, api.limits.max_value_bytes, api.limits.body_timeout_ms).await?;
-            serde_json::from_slice::<serde::de::IgnoredAny>(&body)
-                .map_err(|e| Error::InvalidJson(e.to_string()))?;
+            check_json(&body)?;
             let write = Write {
                 context,
                 content: Content::Value(body),
@@ -256,6 +255,22 @@ fn context(api: &Api, headers: &HeaderMap, key: &str) -> Result<Context> {
             Ok(Context::decode(text, &api.seal, key)?)
         }
     }
+}
+
+/// Checks that a value is one JSON text, without building it. The UTF-8
+/// check comes first and covers the whole body: serde_json's `IgnoredAny`
+/// skips over the bytes of a string without validating them, so `"\xff"`
+/// would otherwise be stored and handed to every reader.
+fn check_json(body: &[u8]) -> Result<()> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Error::InvalidJson(format!(
+            "the body is not UTF-8 (RFC 8259 §8.1): invalid byte at offset {}",
+            e.valid_up_to()
+        ))
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(drop)
+        .map_err(|e| Error::InvalidJson(e.to_string()))
 }
 
 /// Reads the body into an exact-size buffer, refusing it as soon as it

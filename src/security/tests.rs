@@ -198,6 +198,27 @@ fn tokens_authorize_by_scope() {
         tokens.authorize(Some(&bearer("app-token-012345678")), &[Scope::Read]),
         Err(Denied::Unauthenticated(_))
     ));
+    // The scheme in any case, and more than one space before the token.
+    for header in [
+        "bearer app-token-0123456789",
+        "BEARER app-token-0123456789",
+        "bEaReR   app-token-0123456789",
+    ] {
+        assert_eq!(
+            tokens.authorize(Some(header.as_bytes()), &[Scope::Read]),
+            Ok("app"),
+            "{header}"
+        );
+    }
+    for header in ["Bearer", "Bearer ", "Bearerapp-token-0123456789"] {
+        assert!(
+            matches!(
+                tokens.authorize(Some(header.as_bytes()), &[Scope::Read]),
+                Err(Denied::Unauthenticated(_))
+            ),
+            "{header}"
+        );
+    }
     assert!(matches!(
         tokens.authorize(Some(b"Basic app-token-0123456789"), &[Scope::Read]),
         Err(Denied::Unauthenticated(_))

@@ -64,10 +64,14 @@ impl Tokens {
     /// logs. The first scope missing is the one a refusal names.
     pub fn authorize(&self, authorization: Option<&[u8]>, needs: &[Scope]) -> Result<&str, Denied> {
         let header = authorization.ok_or(Denied::Unauthenticated("no Authorization header"))?;
+        // The scheme is case-insensitive (RFC 7235 §2.1) and one or more
+        // spaces part it from the token.
         let token = std::str::from_utf8(header)
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
             .ok_or(Denied::Unauthenticated(
                 "the Authorization header is not `Bearer <token>`",
             ))?;
