@@ -16,10 +16,13 @@
 //! api            the REST API on hyper: /kv/{key}, /cluster, /admin/*,
 //!                /health, /metrics, and /peer for other nodes
 //! coordinator    one client request: forward once, or fan out and count to W/R
+//!                (the quorum tally is its own pure type, `coordinator::tally`)
 //! membership     the members document and its gossip, heartbeats and the
 //!                phi-accrual detector, Chord over the transport, replica
 //!                lookup, handoff, graceful leave
-//! peer           the node-to-node protocol enums, Transport, h2c, Tally
+//! peer           the node-to-node protocol enums, Transport, h2c
+//! security       peer request MACs and replay windows, client bearer tokens,
+//!                TLS for clients and peers
 //! replica        what a node does with a peer request: mint, merge, read
 //! store          Store trait; fjall (durable) and memory engines; group commit
 //! version        dots, version vectors, sibling sets (DVV), client contexts

@@ -33,6 +33,7 @@ mod observe;
 pub mod quorum;
 mod read_repair;
 mod replicate;
+pub mod tally;
 #[cfg(test)]
 mod tests;
 
@@ -46,13 +47,14 @@ use tokio::time::{Instant, timeout_at};
 use crate::error::{Error, Result};
 use crate::membership::{Cluster, Liveness};
 use crate::metrics as m;
-use crate::peer::{ClientOp, Need, Outcome, PeerRequest, PeerResponse, Tally, Transport};
+use crate::peer::{ClientOp, PeerRequest, PeerResponse, Transport};
 use crate::replica::Replica;
 use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
 use calls::Calls;
 use quorum::Quorum;
 use replicate::Replication;
+use tally::{Need, Outcome, Tally};
 
 pub struct Coordinator {
     cluster: Arc<Cluster>,

@@ -10,13 +10,13 @@
 //! `r`/`w` of 0 and anything above N are refused, naming the parameter.
 //! Pure: the API parses, the coordinator counts with a [`Tally`].
 //!
-//! [`Tally`]: crate::peer::Tally
+//! [`Tally`]: super::tally::Tally
 
 use serde::{Deserialize, Serialize};
 
+use super::tally::Need;
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
-use crate::peer::Need;
 
 /// The consistency one request asks for, resolved to counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

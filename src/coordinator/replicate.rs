@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::calls::Calls;
-use crate::peer::{PeerRequest, PeerResponse, Tally};
+use super::tally::{Outcome, Tally};
+use crate::peer::{PeerRequest, PeerResponse};
 use crate::version::SiblingSet;
 
 /// How long the answers due after a decided write are waited for (each
@@ -79,7 +80,7 @@ impl Replication {
     /// Counts answers into `tally` until it is decided or `deadline`
     /// passes (then the calls still out fail in the tally).
     pub(super) async fn count(&mut self, tally: &mut Tally, deadline: Instant) {
-        while tally.outcome() == crate::peer::Outcome::Pending {
+        while tally.outcome() == Outcome::Pending {
             match tokio::time::timeout_at(deadline, self.calls.recv()).await {
                 Ok(Some((to, reply))) => self.answered(Some(tally), to, reply),
                 Ok(None) => break,

@@ -8,22 +8,19 @@
 //! cleartext (h2c) with pooled connections and a deadline per call; it is
 //! generic over its connector, so a simulated network (turmoil's
 //! `TcpStream` through hyper-util's `TokioIo`) can stand in for TCP.
-//! [`LocalTransport`] serves a node alone, in process. [`Tally`] counts
-//! the answers of a fan-out.
+//! Counting the answers of a fan-out is the coordinator's
+//! (`coordinator::tally`).
 
 pub mod batch;
 pub mod http;
-mod tally;
 
 pub use http::{
     Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, PEER_PATH, tcp_connector,
 };
-pub use tally::{Need, Outcome, Tally};
 
 use std::future::Future;
 use std::ops::RangeInclusive;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +30,6 @@ use crate::antientropy::trees::LeafList;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::membership::liveness::Beat;
-use crate::replica::Replica;
 use crate::ring::{ChordReply, ChordRequest, Members, Position};
 use crate::version::{Content, Context, Dot, SiblingSet};
 
@@ -335,37 +331,6 @@ pub trait Transport: Send + Sync + 'static {
                 reason: "this transport reaches members only".into(),
             })
         })
-    }
-}
-
-/// Delivers requests addressed to this node to its own replica, in process.
-pub struct LocalTransport {
-    node: String,
-    replica: Arc<Replica>,
-}
-
-impl LocalTransport {
-    pub fn new(node: impl Into<String>, replica: Arc<Replica>) -> Self {
-        LocalTransport {
-            node: node.into(),
-            replica,
-        }
-    }
-}
-
-impl Transport for LocalTransport {
-    fn call(&self, to: &str, request: PeerRequest) -> Reply {
-        if to != self.node {
-            let to = to.to_string();
-            return Box::pin(async move {
-                Err(Error::Unavailable {
-                    node: to,
-                    reason: "no transport to other nodes in this build".into(),
-                })
-            });
-        }
-        let replica = Arc::clone(&self.replica);
-        Box::pin(async move { replica.handle(request).await })
     }
 }
 
