@@ -22,7 +22,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::merkle::{Hash, differing_keys};
 use super::oplog::Op;
-use super::service::{AntiEntropy, MAX_OPS_PER_ANSWER};
+use super::parts::{MAX_OPS_PER_ANSWER, Parts};
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::peer::{PeerRequest, PeerResponse};
@@ -53,8 +53,10 @@ pub struct Outcome {
     pub error: Option<Error>,
 }
 
-/// Runs one round with a random peer; never fails, the outcome says how it went.
-pub async fn round(ae: &AntiEntropy) -> Outcome {
+/// Runs one round with a random peer; never fails, the outcome says how it
+/// went. `rounds` is how many this node has run before, which picks the
+/// state rounds of operation mode.
+pub async fn round(ae: &Parts, rounds: u64) -> Outcome {
     let me = ae.cluster.me();
     let ranges = ae.trees.ranges();
     let mut peers: Vec<&str> = ranges
@@ -93,7 +95,7 @@ pub async fn round(ae: &AntiEntropy) -> Outcome {
     }
     // In operation mode, every STATE_EVERY-th round compares trees anyway:
     // a safety net for anything the logs missed.
-    let ops = ae.oplogs.is_some() && ae.stats().rounds % STATE_EVERY != STATE_EVERY - 1;
+    let ops = ae.oplogs.is_some() && rounds % STATE_EVERY != STATE_EVERY - 1;
     let result = if ops {
         round.run_ops(shared).await
     } else {
@@ -114,7 +116,7 @@ pub async fn round(ae: &AntiEntropy) -> Outcome {
 }
 
 struct Round<'a> {
-    ae: &'a AntiEntropy,
+    ae: &'a Parts,
     peer: String,
     outcome: Outcome,
     /// Some shared range had no complete tree on one side.

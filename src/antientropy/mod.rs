@@ -45,6 +45,8 @@
 //!   node's logs, fed by the replica's coordinated writes;
 //! - [`purge`]: tombstone purge once every replica holds the same
 //!   tombstone-only set (causal stability), leaving a grave;
+//! - `parts`: the handles a round works with, which the service lends to
+//!   `exchange` and `purge` (so neither imports the service that runs it);
 //! - `service`: [`AntiEntropy`], the loop every `antientropy.interval_ms`
 //!   and the answers to peers' tree requests.
 //!
@@ -61,6 +63,7 @@ mod exchange;
 pub mod merkle;
 pub mod operation;
 pub mod oplog;
+mod parts;
 pub mod purge;
 mod service;
 pub mod trees;

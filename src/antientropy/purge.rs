@@ -28,7 +28,7 @@ use crate::peer::{PeerRequest, PeerResponse};
 use crate::ring::{Position, Range, position};
 use crate::version::SiblingSet;
 
-use super::service::AntiEntropy;
+use super::parts::Parts;
 
 /// Most entries one purge round scans.
 pub const SCAN: usize = 10_000;
@@ -36,7 +36,7 @@ pub const SCAN: usize = 10_000;
 pub const MAX_PURGE: usize = 1_000;
 
 /// One purge round from `cursor` (advanced); returns the deletes purged.
-pub(super) async fn round(ae: &AntiEntropy, cursor: &mut Position) -> Result<u64> {
+pub(super) async fn round(ae: &Parts, cursor: &mut Position) -> Result<u64> {
     let me = ae.cluster.me();
     let ranges: Vec<Range> = ae
         .cluster
@@ -77,11 +77,7 @@ pub(super) async fn round(ae: &AntiEntropy, cursor: &mut Position) -> Result<u64
 
 /// Purges those of `candidates` (this node's tombstone-only sets) that
 /// every other replica of `range` holds identically.
-async fn purge(
-    ae: &AntiEntropy,
-    range: &Range,
-    candidates: Vec<(String, SiblingSet)>,
-) -> Result<u64> {
+async fn purge(ae: &Parts, range: &Range, candidates: Vec<(String, SiblingSet)>) -> Result<u64> {
     let me = ae.cluster.me();
     let fellows: Vec<&String> = range.replicas.iter().filter(|r| *r != me).collect();
     let keys: Vec<String> = candidates.iter().map(|(k, _)| k.clone()).collect();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::exchange::{self, Outcome};
 use super::merkle::{DEPTH, FANOUT, LEAVES};
 use super::operation::OpLogs;
+use super::parts::{MAX_OPS_PER_ANSWER, Parts};
 use super::trees::Trees;
 use crate::config::{AntiEntropyConfig, AntiEntropyMode};
 use crate::error::{Error, Result};
@@ -24,19 +25,11 @@ const BUILD_CHUNK: usize = 256;
 pub const MAX_LEAF_ENTRIES: usize = 4096;
 /// Most ranges one roots request may name (and origins one vector).
 const MAX_RANGES: usize = 1 << 16;
-/// Most ops one answer carries.
-pub const MAX_OPS_PER_ANSWER: usize = 4096;
 
 /// A node's anti-entropy service: a cheap handle, shared by the API (which
 /// answers peers with it) and the background task ([`AntiEntropy::run`]).
 pub struct AntiEntropy {
-    pub(super) cluster: Arc<Cluster>,
-    pub(super) store: Arc<dyn Store>,
-    pub(super) replica: Arc<Replica>,
-    pub(super) trees: Arc<Trees>,
-    pub(super) config: AntiEntropyConfig,
-    /// The op logs, in operation mode.
-    pub(super) oplogs: Option<Arc<OpLogs>>,
+    parts: Parts,
     stats: parking_lot::Mutex<Stats>,
 }
 
@@ -87,18 +80,20 @@ impl AntiEntropy {
             logs
         });
         Arc::new(AntiEntropy {
-            cluster,
-            store,
-            replica,
-            trees,
-            config,
-            oplogs,
+            parts: Parts {
+                cluster,
+                store,
+                replica,
+                trees,
+                config,
+                oplogs,
+            },
             stats: parking_lot::Mutex::default(),
         })
     }
 
     pub(super) fn mode(&self) -> &'static str {
-        match self.config.mode {
+        match self.parts.config.mode {
             AntiEntropyMode::State => "state",
             AntiEntropyMode::Operation => "operation",
             AntiEntropyMode::Off => "off",
@@ -116,7 +111,7 @@ impl AntiEntropy {
                     )));
                 }
                 Ok(PeerResponse::Roots(
-                    ranges.iter().map(|r| self.trees.root(r)).collect(),
+                    ranges.iter().map(|r| self.parts.trees.root(r)).collect(),
                 ))
             }
             PeerRequest::TreeChildren {
@@ -136,7 +131,8 @@ impl AntiEntropy {
                         nodes.len()
                     )));
                 }
-                self.trees
+                self.parts
+                    .trees
                     .children(&range, level, &nodes)
                     .map(PeerResponse::Children)
                     .ok_or_else(|| self.no_tree(&range))
@@ -148,12 +144,15 @@ impl AntiEntropy {
                         leaves.len()
                     )));
                 }
-                if self.trees.root(&range).is_none() {
+                if self.parts.trees.root(&range).is_none() {
                     return Err(self.no_tree(&range));
                 }
-                let lists =
-                    self.trees
-                        .leaf_lists(&*self.store, &range, &leaves, MAX_LEAF_ENTRIES)?;
+                let lists = self.parts.trees.leaf_lists(
+                    &*self.parts.store,
+                    &range,
+                    &leaves,
+                    MAX_LEAF_ENTRIES,
+                )?;
                 Ok(PeerResponse::Leaves(lists))
             }
             PeerRequest::OpsSince {
@@ -168,7 +167,11 @@ impl AntiEntropy {
                         applied.len()
                     )));
                 }
-                let logs = self.oplogs.as_ref().ok_or_else(|| self.no_tree(&range))?;
+                let logs = self
+                    .parts
+                    .oplogs
+                    .as_ref()
+                    .ok_or_else(|| self.no_tree(&range))?;
                 let since = logs
                     .since(&range, &from, applied, max as usize)
                     .ok_or_else(|| self.no_tree(&range))?;
@@ -187,7 +190,7 @@ impl AntiEntropy {
 
     fn no_tree(&self, range: &RangeInclusive<Position>) -> Error {
         Error::Unavailable {
-            node: self.cluster.me().to_string(),
+            node: self.parts.cluster.me().to_string(),
             reason: format!(
                 "keeps no complete tree of {:016x}..={:016x}",
                 range.start(),
@@ -198,13 +201,13 @@ impl AntiEntropy {
 
     /// The op logs' sizes (ops held, ops buffered), in operation mode.
     pub fn log_sizes(&self) -> Option<(usize, usize)> {
-        self.oplogs.as_ref().map(|l| l.sizes())
+        self.parts.oplogs.as_ref().map(|l| l.sizes())
     }
 
     /// Operation mode: whether some range's log still owes a fellow replica
     /// the state exchange a new log starts with.
     pub fn owes_state(&self) -> bool {
-        self.oplogs.as_ref().is_some_and(|l| l.owes_any())
+        self.parts.oplogs.as_ref().is_some_and(|l| l.owes_any())
     }
 
     /// How far this node's replicas are from agreeing, as it knows: in
@@ -230,7 +233,7 @@ impl AntiEntropy {
     /// Drops every tree, to be built again from the store before the next
     /// round; returns how many (none when the mode is off).
     pub fn rebuild(&self) -> usize {
-        let trees = self.trees.rebuild();
+        let trees = self.parts.trees.rebuild();
         metrics::counter!(m::ANTIENTROPY_TREE_BUILDS_TOTAL).increment(trees as u64);
         trees
     }
@@ -239,12 +242,12 @@ impl AntiEntropy {
     /// with one peer every `interval_ms` (longer when `rate_bytes_per_sec`
     /// asks for it), until aborted.
     pub async fn run(self: Arc<Self>) {
-        if self.config.mode == AntiEntropyMode::Off {
+        if self.parts.config.mode == AntiEntropyMode::Off {
             return;
         }
-        let interval = Duration::from_millis(self.config.interval_ms);
-        let purge_every = Duration::from_millis(self.config.purge_interval_ms);
-        let mut changes = self.cluster.subscribe();
+        let interval = Duration::from_millis(self.parts.config.interval_ms);
+        let purge_every = Duration::from_millis(self.parts.config.purge_interval_ms);
+        let mut changes = self.parts.cluster.subscribe();
         self.refresh_ranges();
         let (mut purged_at, mut cursor) = (tokio::time::Instant::now(), 0);
         loop {
@@ -264,14 +267,14 @@ impl AntiEntropy {
     /// Builds what trees are incomplete, then runs and records one round.
     pub async fn step(&self) -> Outcome {
         self.build().await;
-        let outcome = exchange::round(self).await;
+        let outcome = exchange::round(&self.parts, self.stats().rounds).await;
         self.record(&outcome);
         outcome
     }
 
     /// One purge round (see [`super::purge`]), counted.
     pub async fn purge(&self, cursor: &mut Position) -> u64 {
-        match super::purge::round(self, cursor).await {
+        match super::purge::round(&self.parts, cursor).await {
             Ok(purged) => {
                 self.stats.lock().purged += purged;
                 metrics::counter!(m::TOMBSTONES_PURGED_TOTAL).increment(purged);
@@ -286,18 +289,19 @@ impl AntiEntropy {
 
     /// Sets the trees to the ranges this node now replicates.
     pub fn refresh_ranges(&self) {
-        let me = self.cluster.me();
+        let me = self.parts.cluster.me();
         let mine = self
+            .parts
             .cluster
             .ring()
-            .ranges(self.cluster.n())
+            .ranges(self.parts.cluster.n())
             .into_iter()
             .filter(|r| r.replicas.iter().any(|id| id == me))
             .collect::<Vec<_>>();
-        if let Some(logs) = &self.oplogs {
+        if let Some(logs) = &self.parts.oplogs {
             logs.set_ranges(&mine);
         }
-        let to_build = self.trees.set_ranges(mine);
+        let to_build = self.parts.trees.set_ranges(mine);
         metrics::counter!(m::ANTIENTROPY_TREE_BUILDS_TOTAL).increment(to_build as u64);
     }
 
@@ -307,7 +311,7 @@ impl AntiEntropy {
     /// yielding between steps, so the build takes no wall-clock time that
     /// the simulation cannot replay.
     async fn build(&self) {
-        let (trees, store) = (Arc::clone(&self.trees), Arc::clone(&self.store));
+        let (trees, store) = (Arc::clone(&self.parts.trees), Arc::clone(&self.parts.store));
         let flavor = tokio::runtime::Handle::current().runtime_flavor();
         let built = if flavor == tokio::runtime::RuntimeFlavor::CurrentThread {
             loop {
@@ -364,7 +368,7 @@ impl AntiEntropy {
 
     /// The pause the rate cap asks for after a round.
     fn pause_after(&self, outcome: &Outcome) -> Duration {
-        match self.config.rate_bytes_per_sec {
+        match self.parts.config.rate_bytes_per_sec {
             0 => Duration::ZERO,
             rate => Duration::from_secs_f64((outcome.sent + outcome.received) as f64 / rate as f64),
         }
