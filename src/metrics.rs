@@ -51,8 +51,9 @@ pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
 /// client's context).
 pub const READS_WIDENED_TOTAL: &str = "chorus_reads_widened_total";
 /// Peer requests refused before anything was applied, by `reason`:
-/// missing, malformed, bad_mac (a wrong secret or changed bytes), stale
-/// (timestamp outside `security.peer_clock_skew_ms`), replayed.
+/// missing, malformed, bad_mac (a wrong secret or changed bytes),
+/// misdirected (signed for another node), stale (timestamp outside
+/// `security.peer_clock_skew_ms`), replayed.
 pub const PEER_AUTH_REFUSED_TOTAL: &str = "chorus_peer_auth_refused_total";
 /// Client requests refused for their token, by `reason`: unauthenticated
 /// (401: none, or unknown), forbidden (403: a scope it lacks).
@@ -292,7 +293,7 @@ pub const ALL: &[Def] = &[
         name: PEER_AUTH_REFUSED_TOTAL,
         kind: Kind::Counter,
         unit: None,
-        help: "Peer requests refused before anything was applied, by reason (missing, malformed, bad_mac, stale, replayed).",
+        help: "Peer requests refused before anything was applied, by reason (missing, malformed, bad_mac, misdirected, stale, replayed).",
     },
     Def {
         name: CLIENT_AUTH_REFUSED_TOTAL,

@@ -290,6 +290,7 @@ impl Node {
             leave: Arc::new(parking_lot::Mutex::new(LeaveState::Serving)),
             left: left_tx,
             peer_auth: Verifier::new(
+                id,
                 secret.as_deref(),
                 config.security.peer_clock_skew_ms,
                 clock.clone(),

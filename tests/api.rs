@@ -413,7 +413,15 @@ async fn client_errors_are_json_with_a_status_and_a_code() {
 #[tokio::test]
 async fn invalid_utf8_inside_json_strings_is_refused_and_never_stored() {
     let t = TestNode::start().await;
-    let json_header = [("content-type", "application/json")];
+    let path = key_path("utf8");
+    let put = |body: &[u8]| {
+        t.client.request(
+            Method::PUT,
+            &path,
+            &[("content-type", "application/json")],
+            Bytes::copy_from_slice(body),
+        )
+    };
     let bodies: [&[u8]; 4] = [
         b"\"\xff\xfe\"",
         b"{\"a\": \"ok\", \"b\": \"\xc0\xaf\"}",
@@ -421,16 +429,7 @@ async fn invalid_utf8_inside_json_strings_is_refused_and_never_stored() {
         b"[\"trailing \xe2\x82\"]",
     ];
     for body in bodies {
-        let reply = t
-            .client
-            .request(
-                Method::PUT,
-                &key_path("utf8"),
-                &json_header,
-                Bytes::copy_from_slice(body),
-            )
-            .await
-            .expect("put");
+        let reply = put(body).await.expect("put");
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body:?}");
         assert_eq!(error_code(&reply), "invalid_json", "{body:?}");
     }
@@ -441,16 +440,7 @@ async fn invalid_utf8_inside_json_strings_is_refused_and_never_stored() {
     );
     // Well-formed UTF-8 of every length still goes in and comes back.
     let good = "[\"a\", \"é\", \"€\", \"𝄞\"]";
-    let reply = t
-        .client
-        .request(
-            Method::PUT,
-            &key_path("utf8"),
-            &json_header,
-            Bytes::from(good),
-        )
-        .await
-        .expect("put");
+    let reply = put(good.as_bytes()).await.expect("put");
     assert!(reply.status.is_success(), "{:?}", reply.body);
     let got = t.client.get("utf8").await.expect("get");
     assert_eq!(got.body, Bytes::from(good));
@@ -561,7 +551,7 @@ async fn peer_frames_too_large_or_truncated_are_refused_and_the_node_serves_on()
     let mut truncated = format!(
         "POST /peer HTTP/1.1\r\nhost: x\r\n{}: {}\r\ncontent-length: {}\r\n\r\n",
         chorus::security::peer_auth::AUTH_HEADER,
-        common::test_signer().sign(cut),
+        common::test_signer().sign("n1", cut),
         cut.len()
     )
     .into_bytes();

@@ -61,7 +61,7 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
     let missing = post_peer(&t, None, body.clone()).await;
     assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(&missing), "peer_unauthenticated");
-    let forged = post_peer(&t, Some(&wrong.sign(&body)), body.clone()).await;
+    let forged = post_peer(&t, Some(&wrong.sign("n1", &body)), body.clone()).await;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
     assert!(
         String::from_utf8_lossy(&forged.body).contains("MAC"),
@@ -70,7 +70,12 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
     );
     // A right MAC over other bytes: the body was changed on the way.
     let other = merge("guarded", "\"other\"");
-    let moved = post_peer(&t, Some(&common::test_signer().sign(&other)), body.clone()).await;
+    let moved = post_peer(
+        &t,
+        Some(&common::test_signer().sign("n1", &other)),
+        body.clone(),
+    )
+    .await;
     assert_eq!(moved.status, StatusCode::UNAUTHORIZED);
 
     assert_eq!(
@@ -96,7 +101,7 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
 
     // The same request signed with the cluster's secret is applied: the
     // refusals above were for the authentication alone.
-    let signed = post_peer(&t, Some(&common::test_signer().sign(&body)), body).await;
+    let signed = post_peer(&t, Some(&common::test_signer().sign("n1", &body)), body).await;
     assert_eq!(signed.status, StatusCode::OK);
     let read = t.client.get("guarded").await.expect("get");
     assert_eq!(
@@ -109,7 +114,7 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
 async fn a_replayed_peer_request_is_refused() {
     let t = TestNode::start().await;
     let body = merge("replayed", "\"once\"");
-    let auth = common::test_signer().sign(&body);
+    let auth = common::test_signer().sign("n1", &body);
     assert_eq!(
         post_peer(&t, Some(&auth), body.clone()).await.status,
         StatusCode::OK
@@ -128,6 +133,55 @@ async fn a_replayed_peer_request_is_refused() {
         )
         .await,
         1.0
+    );
+}
+
+/// A request captured on its way to n2 and replayed to n1 (whose replay
+/// window never saw it) is refused, and so is a merge signed for any
+/// receiver: only a join, sent to an address, may be.
+#[tokio::test]
+async fn a_peer_request_signed_for_another_node_is_refused_and_applies_nothing() {
+    let t = TestNode::start().await;
+    let body = merge("elsewhere", "\"captured\"");
+    let for_n2 = common::test_signer().sign("n2", &body);
+    let replayed = post_peer(&t, Some(&for_n2), body.clone()).await;
+    assert_eq!(replayed.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&replayed), "peer_unauthenticated");
+    assert!(
+        String::from_utf8_lossy(&replayed.body).contains("another node"),
+        "{:?}",
+        replayed.body
+    );
+    let for_any = common::test_signer().sign(chorus::security::peer_auth::ANY_RECEIVER, &body);
+    let anywhere = post_peer(&t, Some(&for_any), body.clone()).await;
+    assert_eq!(anywhere.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        String::from_utf8_lossy(&anywhere.body).contains("only a join"),
+        "{:?}",
+        anywhere.body
+    );
+    assert_eq!(
+        t.client.get("elsewhere").await.expect("get").status,
+        StatusCode::NOT_FOUND,
+        "nothing of either was applied"
+    );
+    assert!(
+        metric(
+            &t.client,
+            "chorus_peer_auth_refused_total{reason=\"misdirected\"}"
+        )
+        .await
+            >= 1.0
+    );
+    // Signed for n1, the same merge is applied.
+    let for_n1 = common::test_signer().sign("n1", &body);
+    assert_eq!(
+        post_peer(&t, Some(&for_n1), body).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        t.client.get("elsewhere").await.expect("get").status,
+        StatusCode::OK
     );
 }
 
@@ -341,7 +395,7 @@ async fn requests_beyond_max_inflight_get_503_with_retry_after() {
     );
     // Peer requests are never refused for load.
     let body = merge("peer-under-load", "1");
-    let peer = post_peer(&t, Some(&common::test_signer().sign(&body)), body).await;
+    let peer = post_peer(&t, Some(&common::test_signer().sign("n1", &body)), body).await;
     assert_eq!(peer.status, StatusCode::OK);
 }
 

@@ -7,8 +7,9 @@
 //!
 //! Before the body is decoded, its authentication is checked
 //! ([`crate::security::peer`]): a request without a valid MAC under the
-//! cluster secret, with a stale timestamp or a nonce seen before is a 401
-//! `peer_unauthenticated`, and nothing of it is applied.
+//! cluster secret, signed for another node, with a stale timestamp or a
+//! nonce seen before is a 401 `peer_unauthenticated`, and nothing of it is
+//! applied. A request signed for any receiver is applied only as a join.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -25,6 +26,7 @@ use crate::coordinator::Write;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::peer::{ClientOp, PEER_CONTENT_TYPE, PeerRequest, PeerResponse, WireError, WireReply};
+use crate::security::peer::Verified;
 use crate::version::MAX_REQUEST_ID;
 
 pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
@@ -40,10 +42,19 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
         .map(|v| v.as_bytes().to_vec());
     let body = read_body(req, api.max_peer_message, api.limits.body_timeout_ms).await?;
     // Nothing of the body is believed, not even decoded, before this.
-    api.peer_auth
+    let verified = api
+        .peer_auth
         .verify(auth.as_deref(), &body)
         .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
     let request = PeerRequest::decode(&body).map_err(|e| Error::BodyRead(e.to_string()))?;
+    if verified == Verified::ToAny && !matches!(request, PeerRequest::Join { .. }) {
+        // Only a join goes to an address; anything else signed for any
+        // receiver could be replayed to every node.
+        return Err(Error::PeerUnauthenticated(format!(
+            "a {} request signed for any receiver; only a join may be",
+            request.kind()
+        )));
+    }
     let reply: WireReply = dispatch(api, request)
         .await
         .map_err(|e| WireError::from_error(&e));

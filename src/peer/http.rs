@@ -28,7 +28,7 @@ use super::{PeerRequest, Reply, Transport, WireReply, decode, encode};
 use crate::error::Error;
 use crate::replica::Replica;
 use crate::security::peer::Signer;
-use crate::security::peer_auth::AUTH_HEADER;
+use crate::security::peer_auth::{ANY_RECEIVER, AUTH_HEADER};
 
 /// The route every node serves the peer protocol on.
 pub const PEER_PATH: &str = "/peer";
@@ -140,7 +140,7 @@ where
         }
         let (sender, to, at) = (self.sender.clone(), node.to_string(), addr.to_string());
         let send: batch::Send =
-            Arc::new(move |request| sender.send(to.clone(), at.clone(), request));
+            Arc::new(move |request| sender.send(to.clone(), at.clone(), false, request));
         let lane = Lane::start(node, send, self.sender.timeout);
         lanes.insert(node.to_string(), (addr.to_string(), lane.clone()));
         lane
@@ -151,7 +151,9 @@ impl<C> Sender<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    fn send(&self, node: String, addr: String, request: PeerRequest) -> Reply {
+    /// Sends `request` to `node` at `addr`, signed for `node`, or for any
+    /// receiver when `by_address` (the node is known only by its address).
+    fn send(&self, node: String, addr: String, by_address: bool, request: PeerRequest) -> Reply {
         let client = self.client.clone();
         let (timeout, max) = (self.timeout, self.max_message);
         let (signer, scheme) = (self.signer.clone(), self.scheme);
@@ -172,7 +174,8 @@ where
                     .uri(format!("{scheme}://{addr}{PEER_PATH}"))
                     .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE);
                 if let Some(signer) = &signer {
-                    req = req.header(AUTH_HEADER, signer.sign(&body));
+                    let to = if by_address { ANY_RECEIVER } else { &node };
+                    req = req.header(AUTH_HEADER, signer.sign(to, &body));
                 }
                 let req = req
                     .body(Full::new(Bytes::from(body)))
@@ -222,7 +225,7 @@ where
         let addr = self.addresses.read().get(to).cloned();
         match addr {
             Some(addr) if request.is_batchable() => self.lane(to, &addr).call(request),
-            Some(addr) => self.sender.send(to.to_string(), addr, request),
+            Some(addr) => self.sender.send(to.to_string(), addr, false, request),
             None => {
                 let node = to.to_string();
                 Box::pin(async move {
@@ -237,6 +240,6 @@ where
 
     fn call_addr(&self, addr: &str, request: PeerRequest) -> Reply {
         self.sender
-            .send(addr.to_string(), addr.to_string(), request)
+            .send(addr.to_string(), addr.to_string(), true, request)
     }
 }

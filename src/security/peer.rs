@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::peer_auth::{Refusal, Replays, Secret, Stamp};
+use super::peer_auth::{ANY_RECEIVER, Refusal, Replays, Secret, Stamp};
 use crate::clock::Clock;
 use crate::metrics as m;
 
@@ -35,10 +35,12 @@ impl Signer {
         }
     }
 
-    /// The header value for a request carrying `body`.
-    pub fn sign(&self, body: &[u8]) -> String {
+    /// The header value for a request to node `to` ([`ANY_RECEIVER`] for
+    /// a request sent to an address) carrying `body`.
+    pub fn sign(&self, to: &str, body: &[u8]) -> String {
         let stamp = Stamp {
             node: self.node.clone(),
+            to: to.to_string(),
             boot: self.boot,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             ts_ms: self.clock.now_ms(),
@@ -51,10 +53,23 @@ impl Signer {
 /// (a loopback dev node) it lets every request through.
 #[derive(Debug)]
 pub struct Verifier {
+    /// This node's id: the receiver a request must be signed for.
+    me: String,
     secret: Option<Secret>,
     replays: Mutex<Replays>,
     log: Mutex<LogLimit>,
     clock: Clock,
+}
+
+/// What [`Verifier::verify`] let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verified {
+    /// No secret is configured: nothing was checked.
+    Open,
+    /// Signed for this node.
+    ToMe,
+    /// Signed for any receiver: sent to an address, as a join is.
+    ToAny,
 }
 
 #[derive(Debug)]
@@ -67,8 +82,10 @@ struct LogLimit {
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Verifier {
-    pub fn new(secret: Option<&[u8]>, skew_ms: u64, clock: Clock) -> Verifier {
+    /// The verifier of node `me`.
+    pub fn new(me: &str, secret: Option<&[u8]>, skew_ms: u64, clock: Clock) -> Verifier {
         Verifier {
+            me: me.to_string(),
             secret: secret.map(Secret::new),
             replays: Mutex::new(Replays::new(skew_ms)),
             log: Mutex::new(LogLimit {
@@ -81,21 +98,28 @@ impl Verifier {
 
     /// Lets a request through, or refuses it: counted in
     /// `chorus_peer_auth_refused_total{reason}` and logged at most once
-    /// per 10 s.
-    pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<(), Refusal> {
+    /// per 10 s. What it lets through was signed for this node, or for
+    /// [`ANY_RECEIVER`] ([`Verified::ToAny`]: the caller accepts that
+    /// only for a join).
+    pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<Verified, Refusal> {
         let Some(secret) = &self.secret else {
-            return Ok(());
+            return Ok(Verified::Open);
         };
         let checked = header
             .ok_or(Refusal::Missing)
             .and_then(|h| std::str::from_utf8(h).map_err(|_| Refusal::Malformed("not UTF-8")))
             .and_then(|h| secret.check(h, body))
-            .and_then(|stamp| {
+            .and_then(|stamp| match stamp.to.as_str() {
+                to if to == self.me => Ok((stamp, Verified::ToMe)),
+                ANY_RECEIVER => Ok((stamp, Verified::ToAny)),
+                _ => Err(Refusal::Misdirected),
+            })
+            .and_then(|(stamp, verified)| {
                 let now = self.clock.now_ms();
-                self.replays.lock().admit(&stamp, now).map(|()| stamp)
+                self.replays.lock().admit(&stamp, now).map(|()| verified)
             });
         match checked {
-            Ok(_) => Ok(()),
+            Ok(verified) => Ok(verified),
             Err(refusal) => {
                 metrics::counter!(m::PEER_AUTH_REFUSED_TOTAL, "reason" => refusal.label())
                     .increment(1);

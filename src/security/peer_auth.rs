@@ -2,17 +2,25 @@
 //! over the request, keyed by the cluster's shared secret, with a
 //! timestamp and a nonce the receiver will accept only once.
 //!
-//! The signed text is [`DOMAIN`], then the sender's node id, its boot
-//! (the generation it started in: milliseconds since the epoch at start,
-//! larger after every restart), a sequence number counting up from 1
-//! within the boot, the sender's wall clock in milliseconds, and the
-//! request body. The header carries everything but the body and the
-//! secret, so a receiver recomputes the MAC and compares it in constant
-//! time.
+//! The signed text is [`DOMAIN`], then the sender's node id, the
+//! receiver's node id, the sender's boot (the generation it started in:
+//! milliseconds since the epoch at start, larger after every restart), a
+//! sequence number counting up from 1 within the boot, the sender's wall
+//! clock in milliseconds, and the request body. The header carries
+//! everything but the body and the secret, so a receiver recomputes the MAC
+//! and compares it in constant time.
+//!
+//! The receiver is in the MAC so that a request captured on its way to one
+//! node cannot be replayed to another, whose replay window never saw it. A
+//! request sent to an address rather than a member (a join, to the seed
+//! the operator named) is signed for [`ANY_RECEIVER`]; the receiver then
+//! accepts it only as a join, which admits the sender's own id and
+//! address wherever it lands.
 //!
 //! A receiver refuses, in this order and before it decodes the body:
 //! - a header that does not parse;
 //! - a MAC that does not match (wrong secret, or changed bytes);
+//! - a request signed for another node;
 //! - a timestamp further than the skew window from its own clock;
 //! - a nonce seen before: it keeps, per sender, the newest boot and a
 //!   sliding window of the last [`WINDOW`] sequence numbers (as IPsec does
@@ -42,7 +50,9 @@ use sha2::Sha256;
 /// The header a peer request's authentication travels in.
 pub const AUTH_HEADER: &str = "x-chorus-peer-auth";
 /// What the MAC covers first, so a MAC made for anything else never matches.
-pub const DOMAIN: &[u8] = b"chorus peer request v1\n";
+pub const DOMAIN: &[u8] = b"chorus peer request v2\n";
+/// The receiver of a request sent to an address, not to a member.
+pub const ANY_RECEIVER: &str = "*";
 /// Sequence numbers each sender may arrive out of order within.
 pub const WINDOW: u64 = 1024;
 /// Senders a receiver keeps replay windows for.
@@ -55,6 +65,8 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stamp {
     pub node: String,
+    /// The node the request is for, or [`ANY_RECEIVER`].
+    pub to: String,
     pub boot: u64,
     pub seq: u64,
     pub ts_ms: u64,
@@ -69,6 +81,8 @@ pub enum Refusal {
     Malformed(&'static str),
     /// The MAC does not match: a wrong secret or changed bytes.
     BadMac,
+    /// Signed for another node: a replay of what was sent there.
+    Misdirected,
     /// The timestamp is outside the skew window.
     Stale { skew_ms: u64 },
     /// The nonce was seen before, or belongs to an older boot.
@@ -81,6 +95,7 @@ impl Refusal {
             Refusal::Missing => "missing",
             Refusal::Malformed(_) => "malformed",
             Refusal::BadMac => "bad_mac",
+            Refusal::Misdirected => "misdirected",
             Refusal::Stale { .. } => "stale",
             Refusal::Replayed => "replayed",
         }
@@ -93,6 +108,10 @@ impl fmt::Display for Refusal {
             Refusal::Missing => write!(f, "no {AUTH_HEADER} header"),
             Refusal::Malformed(what) => write!(f, "the {AUTH_HEADER} header is malformed: {what}"),
             Refusal::BadMac => write!(f, "the MAC does not match (a different cluster secret?)"),
+            Refusal::Misdirected => write!(
+                f,
+                "the request was signed for another node (a replay of a request to it?)"
+            ),
             Refusal::Stale { skew_ms } => write!(
                 f,
                 "the timestamp is more than {skew_ms} ms from this node's clock (clocks apart?)"
@@ -121,8 +140,10 @@ impl Secret {
     fn mac(&self, stamp: &Stamp, body: &[u8]) -> HmacSha256 {
         let mut mac = self.0.clone();
         mac.update(DOMAIN);
-        mac.update(stamp.node.as_bytes());
-        mac.update(b"\n");
+        for name in [&stamp.node, &stamp.to] {
+            mac.update(name.as_bytes());
+            mac.update(b"\n");
+        }
         for n in [stamp.boot, stamp.seq, stamp.ts_ms] {
             mac.update(&n.to_be_bytes());
         }
@@ -134,8 +155,9 @@ impl Secret {
     pub fn sign(&self, stamp: &Stamp, body: &[u8]) -> String {
         let tag = self.mac(stamp, body).finalize().into_bytes();
         format!(
-            "node={} boot={} seq={} ts={} mac={}",
+            "node={} to={} boot={} seq={} ts={} mac={}",
             stamp.node,
+            stamp.to,
             stamp.boot,
             stamp.seq,
             stamp.ts_ms,
@@ -181,17 +203,19 @@ fn parse(header: &str) -> Result<(Stamp, Vec<u8>), Refusal> {
             .ok_or(Refusal::Malformed(name))
     };
     let node = next("node")?.to_string();
+    let to = next("to")?.to_string();
     let number = |text: &str, name| text.parse::<u64>().map_err(|_| Refusal::Malformed(name));
     let boot = number(next("boot")?, "boot")?;
     let seq = number(next("seq")?, "seq")?;
     let ts_ms = number(next("ts")?, "ts")?;
     let tag = unhex(next("mac")?).ok_or(Refusal::Malformed("mac"))?;
-    if node.is_empty() || seq == 0 {
-        return Err(Refusal::Malformed("node or seq"));
+    if node.is_empty() || to.is_empty() || seq == 0 {
+        return Err(Refusal::Malformed("node, to or seq"));
     }
     Ok((
         Stamp {
             node,
+            to,
             boot,
             seq,
             ts_ms,

@@ -10,6 +10,7 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 fn stamp(node: &str, boot: u64, seq: u64, ts_ms: u64) -> Stamp {
     Stamp {
         node: node.into(),
+        to: "n2".into(),
         boot,
         seq,
         ts_ms,
@@ -37,7 +38,9 @@ fn a_wrong_secret_a_changed_body_or_a_changed_field_is_a_bad_mac() {
     for (from, to) in [
         ("seq=1", "seq=2"),
         ("boot=7", "boot=8"),
-        ("node=n1", "node=n2"),
+        ("node=n1", "node=n3"),
+        ("to=n2", "to=n3"),
+        ("to=n2", "to=*"),
         ("ts=5", "ts=6"),
     ] {
         let forged = header.replace(from, to);
@@ -49,17 +52,52 @@ fn a_wrong_secret_a_changed_body_or_a_changed_field_is_a_bad_mac() {
     }
 }
 
+/// A request captured on its way to one node and replayed to another is
+/// refused there before its window is touched; one sent to an address
+/// passes for any receiver, and the route lets only a join through.
+#[test]
+fn a_verifier_lets_through_only_what_was_signed_for_its_node() {
+    use super::peer::{Signer, Verified, Verifier};
+    let clock = crate::clock::Clock::system();
+    let signer = Signer::new(SECRET, "n1", 1, clock.clone());
+    let n2 = Verifier::new("n2", Some(SECRET), 30_000, clock.clone());
+    let n3 = Verifier::new("n3", Some(SECRET), 30_000, clock.clone());
+    let to_n2 = signer.sign("n2", b"body");
+    assert_eq!(
+        n2.verify(Some(to_n2.as_bytes()), b"body"),
+        Ok(Verified::ToMe)
+    );
+    assert_eq!(
+        n3.verify(Some(to_n2.as_bytes()), b"body"),
+        Err(Refusal::Misdirected)
+    );
+    let to_any = signer.sign(super::peer_auth::ANY_RECEIVER, b"join");
+    assert_eq!(
+        n3.verify(Some(to_any.as_bytes()), b"join"),
+        Ok(Verified::ToAny)
+    );
+    // The replay windows hold for requests to any receiver too.
+    assert_eq!(
+        n3.verify(Some(to_any.as_bytes()), b"join"),
+        Err(Refusal::Replayed)
+    );
+    let open = Verifier::new("n2", None, 30_000, clock);
+    assert_eq!(open.verify(None, b"body"), Ok(Verified::Open));
+}
+
 #[test]
 fn malformed_headers_are_refused_without_a_panic() {
     let secret = Secret::new(SECRET);
     for header in [
         "",
         "node=n1",
-        "node=n1 boot=x seq=1 ts=1 mac=00",
-        "node=n1 boot=1 seq=1 ts=1 mac=0",
-        "node=n1 boot=1 seq=1 ts=1 mac=zz",
-        "node=n1 boot=1 seq=0 ts=1 mac=00",
-        "node= boot=1 seq=1 ts=1 mac=00",
+        "node=n1 to=n2 boot=x seq=1 ts=1 mac=00",
+        "node=n1 to=n2 boot=1 seq=1 ts=1 mac=0",
+        "node=n1 to=n2 boot=1 seq=1 ts=1 mac=zz",
+        "node=n1 to=n2 boot=1 seq=0 ts=1 mac=00",
+        "node= to=n2 boot=1 seq=1 ts=1 mac=00",
+        "node=n1 to= boot=1 seq=1 ts=1 mac=00",
+        "node=n1 boot=1 seq=1 ts=1 mac=00",
         "boot=1 node=n1 seq=1 ts=1 mac=00",
         &"x".repeat(10_000),
     ] {

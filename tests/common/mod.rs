@@ -161,11 +161,22 @@ pub async fn replica_view(client: &Client, key: &str) -> chorus::client::Reply {
         .expect("replica view")
 }
 
-/// Sends one node-to-node request, signed with [`TEST_SECRET`], to
-/// `client`'s node and decodes the reply.
+/// The id of `client`'s node.
+pub async fn node_id(client: &Client) -> String {
+    let reply = client
+        .request(http::Method::GET, "/cluster", &[], bytes::Bytes::new())
+        .await
+        .expect("GET /cluster");
+    let body = reply.json().expect("a JSON /cluster");
+    body["node"].as_str().expect("the node's id").to_string()
+}
+
+/// Sends one node-to-node request, signed with [`TEST_SECRET`] for
+/// `client`'s node (whose id `GET /cluster` tells), and decodes the reply.
 pub async fn peer(client: &Client, request: chorus::peer::PeerRequest) -> chorus::peer::WireReply {
     let body = request.encode().expect("encode");
-    let auth = test_signer().sign(&body);
+    let id = node_id(client).await;
+    let auth = test_signer().sign(&id, &body);
     let reply = client
         .request(
             http::Method::POST,
