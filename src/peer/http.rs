@@ -9,7 +9,8 @@
 //! deadline, after which the peer counts as unavailable for that call.
 //! Requests to this node's own replica skip the network. With a cluster
 //! secret every request carries its MAC (`security::peer_auth`); a peer's
-//! 401 means it applied nothing.
+//! 401 means it applied nothing, and any other status than 200 is a
+//! refusal the sender gets as that error ([`refused`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -190,17 +191,20 @@ where
                 })?;
                 // Refused before anything was applied: say so, and never
                 // read the refusal as an answer.
-                let refused = response.status() == http::StatusCode::UNAUTHORIZED;
+                let status = response.status();
                 let bytes = Limited::new(response.into_body(), max)
                     .collect()
                     .await
                     .map_err(|e| indeterminate(format!("reading the reply: {e}")))?
                     .to_bytes();
-                if refused {
+                if status == http::StatusCode::UNAUTHORIZED {
                     return Err(unavailable(format!(
                         "it refused this node's authentication ({}); is security.peer_secret the same on both?",
                         String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
                     )));
+                }
+                if status != http::StatusCode::OK {
+                    return Err(refused(&node, status, &bytes));
                 }
                 let reply: WireReply = decode(&bytes, "reply")?;
                 reply.map_err(|e| e.into_error(&node))
@@ -210,6 +214,32 @@ where
                 Err(_) => Err(indeterminate(format!("no answer within {timeout:?}"))),
             }
         })
+    }
+}
+
+/// A peer's answer other than 200 or 401: the API's JSON error for a
+/// request it refused before decoding it (a body over the peer message
+/// limit, one that does not decode, a wrong method). It says why, with the
+/// receiver's status and code; it is never decoded as a reply.
+pub(crate) fn refused(node: &str, status: http::StatusCode, body: &[u8]) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        error: String,
+        message: String,
+    }
+    let (code, message) = match serde_json::from_slice::<Refusal>(body) {
+        Ok(r) => (Error::known_code(&r.error), r.message),
+        Err(_) => (
+            "protocol_error",
+            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+        ),
+    };
+    Error::Remote {
+        node: node.to_string(),
+        status: status.as_u16(),
+        code,
+        message: format!("refused the request ({status}): {message}"),
+        retryable: matches!(status.as_u16(), 408 | 429 | 503),
     }
 }
 

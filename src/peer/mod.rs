@@ -339,6 +339,29 @@ mod tests {
     use super::*;
     use crate::version::{Actor, Context};
 
+    /// A receiver's JSON refusal (here a body over its peer message limit,
+    /// as `POST /peer` answers it) reaches the sender as that error, with
+    /// the receiver's status and code, instead of "bad reply" from decoding
+    /// JSON as postcard.
+    #[test]
+    fn a_refusal_says_why_with_the_receivers_status_and_code() {
+        let too_large = Error::ValueTooLarge { max: 64 << 20 };
+        let body =
+            serde_json::json!({ "error": too_large.code(), "message": too_large.to_string() });
+        let e = http::refused(
+            "n2",
+            ::http::StatusCode::PAYLOAD_TOO_LARGE,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(e.status(), ::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.code(), "value_too_large");
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("67108864"), "{e}");
+        let busy = http::refused("n2", ::http::StatusCode::SERVICE_UNAVAILABLE, b"<html>");
+        assert_eq!(busy.code(), "protocol_error");
+        assert!(busy.is_retryable(), "{busy}");
+    }
+
     #[test]
     fn messages_round_trip_and_garbage_is_an_error() {
         let mut set = SiblingSet::new();
