@@ -258,25 +258,19 @@ fn skip_item(text: &str) -> &str {
 
 /// The names that `crate::` paths start with, `use crate::{a, b::c}` too.
 fn crate_paths(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (at, _) in text.match_indices("crate::") {
-        if text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
-            continue; // a longer name that ends in `crate`
-        }
-        let rest = &text[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            out.extend(group_heads(group));
-        } else if let Some(name) = ident(rest) {
-            out.insert(name);
-        }
-    }
-    out
+    paths_after(text, "crate::")
 }
 
-/// The names after `prefix` (a grouped list counts each head).
+/// The names right after `prefix` where it begins a path (a grouped list
+/// counts each head): not inside a longer name (`mycrate::`) or a longer
+/// path (the `super::x` in `super::super::x`), and not when the path goes
+/// up further (`super::` then `super::`).
 fn paths_after(text: &str, prefix: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (at, _) in text.match_indices(prefix) {
+        if text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
         let rest = &text[at + prefix.len()..];
         if rest.starts_with("super::") {
             continue;
