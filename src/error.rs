@@ -88,6 +88,18 @@ pub enum Error {
     Forbidden { token: String, needs: &'static str },
     #[error("peer request refused: {0}")]
     PeerUnauthenticated(String),
+    #[error(
+        "this node has no peer service `{0}`; a node of a newer build? see docs/operations.md, Upgrading"
+    )]
+    UnknownService(String),
+    #[error(
+        "peer service `{service}` version {version} is not spoken here; this node speaks version {speaks}"
+    )]
+    UnsupportedVersion {
+        service: String,
+        version: u16,
+        speaks: u16,
+    },
     #[error("this node is at its limit of {limit} {what} (limits.{key}); retry after a second")]
     Overloaded {
         what: &'static str,
@@ -125,6 +137,7 @@ impl Error {
             Protocol(_) | Storage(_) | Config { .. } | Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Unauthenticated(_) | PeerUnauthenticated(_) => StatusCode::UNAUTHORIZED,
             Forbidden { .. } => StatusCode::FORBIDDEN,
+            UnknownService(_) | UnsupportedVersion { .. } => StatusCode::NOT_IMPLEMENTED,
             Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -161,6 +174,8 @@ impl Error {
             Unauthenticated(_) => "unauthenticated",
             Forbidden { .. } => "forbidden",
             PeerUnauthenticated(_) => "peer_unauthenticated",
+            UnknownService(_) => "unknown_service",
+            UnsupportedVersion { .. } => "unsupported_version",
             Overloaded { .. } => "overloaded",
         }
     }
@@ -214,6 +229,8 @@ impl Error {
             "unauthenticated",
             "forbidden",
             "peer_unauthenticated",
+            "unknown_service",
+            "unsupported_version",
             "overloaded",
         ];
         CODES

@@ -22,11 +22,10 @@ use crate::config::{Config, Engine};
 use crate::coordinator::Coordinator;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
+use crate::membership::rpc::Join;
 use crate::membership::{Cluster, handoff};
 use crate::net::{Listener, Network, Tcp};
-use crate::peer::{
-    Addresses, HttpTransport, MAX_MESSAGE_BYTES, PeerRequest, PeerResponse, Transport,
-};
+use crate::peer::{Addresses, HttpTransport, MAX_MESSAGE_BYTES, Services, Transport};
 use crate::replica::Replica;
 use crate::ring::{Members, Status};
 use crate::security::peer::{Signer, Verifier};
@@ -174,6 +173,7 @@ impl Node {
             clock.clone(),
         ));
         let addresses = Addresses::default();
+        let services = Services::new();
         let max_peer_message = (config.limits.max_set_bytes * 2 + (1 << 20)).max(MAX_MESSAGE_BYTES);
         let peer_timeout = Duration::from_millis(config.ring.peer_timeout_ms);
         let peer_tls = match &tls {
@@ -191,6 +191,7 @@ impl Node {
             scheme,
             id,
             Arc::clone(&replica),
+            Arc::downgrade(&services),
             Arc::clone(&addresses),
             peer_timeout,
             max_peer_message,
@@ -267,6 +268,8 @@ impl Node {
             Arc::clone(&replica),
             config.antientropy.clone(),
         );
+        cluster.serve(&services);
+        antientropy.serve(&services);
         let metrics = crate::metrics::install();
         let (left_tx, left) = watch::channel(false);
         let api = Arc::new(Api {
@@ -286,6 +289,7 @@ impl Node {
             metrics: metrics.clone(),
             store: Arc::clone(&store),
             max_peer_message,
+            services,
             handoff_batch: config.ring.handoff_batch,
             leave: Arc::new(parking_lot::Mutex::new(LeaveState::Serving)),
             left: left_tx,
@@ -411,22 +415,17 @@ async fn join(
 ) -> Result<Members> {
     let mut last = None;
     for _ in 0..20 {
-        let request = PeerRequest::Join {
+        let request = Join {
             id: id.to_string(),
             addr: addr.to_string(),
             zone: zone.clone(),
             weight,
         };
-        match transport.call_addr(seed, request).await {
-            Ok(PeerResponse::Members(members)) => {
+        match transport.rpc_addr(seed, request).await {
+            Ok(members) => {
                 members.check()?;
                 tracing::info!(node = id, %seed, "joined the ring");
                 return Ok(members);
-            }
-            Ok(other) => {
-                return Err(Error::Protocol(format!(
-                    "{seed} answered a join with {other:?}"
-                )));
             }
             Err(e) if e.is_retryable() => last = Some(e),
             Err(e) => return Err(e),

@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus::antientropy::Stats;
 use chorus::antientropy::merkle::LEAVES;
+use chorus::antientropy::rpc::{LeafEntries, TreeChildren, TreeRoots};
 use chorus::client::{Client, Reply, key_path};
 use chorus::config::{AntiEntropyMode, Config};
 use chorus::peer::{PeerRequest, PeerResponse};
 use common::cluster::TestCluster;
-use common::peer;
+use common::{peer, peer_rpc};
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
 
@@ -181,8 +182,8 @@ async fn trees_agree(cluster: &TestCluster, nodes: usize) -> bool {
     let mut roots: Vec<Vec<Option<[u8; 32]>>> = Vec::new();
     for node in 0..nodes {
         let asked = ranges.iter().map(|r| r.positions.clone()).collect();
-        match peer(&cluster.client(node), PeerRequest::TreeRoots(asked)).await {
-            Ok(PeerResponse::Roots(r)) => roots.push(r),
+        match peer_rpc(&cluster.client(node), TreeRoots(asked)).await {
+            Ok(r) => roots.push(r),
             _ => return false,
         }
     }
@@ -348,9 +349,9 @@ async fn tree_requests_from_peers_are_checked_and_bounded() {
     let whole = 0..=u64::MAX;
     let deadline = Instant::now() + Duration::from_secs(30);
     let root = loop {
-        let roots = peer(client, PeerRequest::TreeRoots(vec![whole.clone(), 5..=9])).await;
+        let roots = peer_rpc(client, TreeRoots(vec![whole.clone(), 5..=9])).await;
         match roots {
-            Ok(PeerResponse::Roots(r)) if r[0].is_some() => {
+            Ok(r) if r[0].is_some() => {
                 assert_eq!(r[1], None, "no tree of a range the node does not keep");
                 break r[0].expect("root");
             }
@@ -360,9 +361,9 @@ async fn tree_requests_from_peers_are_checked_and_bounded() {
     };
     assert_ne!(root, [0; 32]);
     // The root's children XOR to the root (digests are hash prefixes); the leaves hold every key once.
-    let Ok(PeerResponse::Children(children)) = peer(
+    let Ok(children) = peer_rpc(
         client,
-        PeerRequest::TreeChildren {
+        TreeChildren {
             range: whole.clone(),
             level: 0,
             nodes: vec![0],
@@ -375,9 +376,9 @@ async fn tree_requests_from_peers_are_checked_and_bounded() {
     let folded = children[0].iter().fold(0, |a, c| a ^ c);
     assert_eq!(folded, chorus::antientropy::merkle::digest(&root));
     let all: Vec<u32> = (0..LEAVES as u32).collect();
-    let Ok(PeerResponse::Leaves(lists)) = peer(
+    let Ok(lists) = peer_rpc(
         client,
-        PeerRequest::LeafEntries {
+        LeafEntries {
             range: whole.clone(),
             leaves: all,
         },
@@ -388,44 +389,41 @@ async fn tree_requests_from_peers_are_checked_and_bounded() {
     };
     assert_eq!(lists.iter().map(|(_, l)| l.len()).sum::<usize>(), 50);
 
-    let hostile = [
-        PeerRequest::TreeChildren {
-            range: whole.clone(),
-            level: 3,
-            nodes: vec![0],
-        },
-        PeerRequest::TreeChildren {
-            range: whole.clone(),
-            level: 1,
-            nodes: vec![0; 17],
-        },
-        PeerRequest::TreeChildren {
-            range: whole.clone(),
-            level: 2,
-            nodes: vec![256],
-        },
-        PeerRequest::LeafEntries {
-            range: whole.clone(),
-            leaves: vec![LEAVES as u32],
-        },
-        PeerRequest::LeafEntries {
-            range: whole.clone(),
-            leaves: vec![0; LEAVES + 1],
-        },
-        PeerRequest::TreeRoots(vec![0..=1; (1 << 16) + 1]),
-    ];
-    for request in hostile {
-        let what = format!("{request:?}").chars().take(60).collect::<String>();
-        let reply = peer(client, request).await;
+    let hostile_children = [(3, vec![0]), (1, vec![0; 17]), (2, vec![256])];
+    for (level, nodes) in hostile_children {
+        let what = format!("children at level {level} of {} nodes", nodes.len());
+        let range = whole.clone();
+        let reply = peer_rpc(
+            client,
+            TreeChildren {
+                range,
+                level,
+                nodes,
+            },
+        )
+        .await;
         assert!(
             matches!(&reply, Err(e) if e.code == "protocol_error"),
             "{what}: {reply:?}"
         );
     }
+    for leaves in [vec![LEAVES as u32], vec![0; LEAVES + 1]] {
+        let range = whole.clone();
+        let reply = peer_rpc(client, LeafEntries { range, leaves }).await;
+        assert!(
+            matches!(&reply, Err(e) if e.code == "protocol_error"),
+            "{reply:?}"
+        );
+    }
+    let reply = peer_rpc(client, TreeRoots(vec![0..=1; (1 << 16) + 1])).await;
+    assert!(
+        matches!(&reply, Err(e) if e.code == "protocol_error"),
+        "{reply:?}"
+    );
     // A range the node keeps no tree of is refused as unavailable.
-    let reply = peer(
+    let reply = peer_rpc(
         client,
-        PeerRequest::LeafEntries {
+        LeafEntries {
             range: 5..=9,
             leaves: vec![0],
         },
@@ -451,8 +449,8 @@ async fn tree_requests_from_peers_are_checked_and_bounded() {
     assert_eq!(reply.json().expect("json")["rebuilding"], 1);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match peer(client, PeerRequest::TreeRoots(vec![whole.clone()])).await {
-            Ok(PeerResponse::Roots(r)) if r[0].is_some() => {
+        match peer_rpc(client, TreeRoots(vec![whole.clone()])).await {
+            Ok(r) if r[0].is_some() => {
                 assert_eq!(r[0], Some(root), "the rebuilt tree differs");
                 break;
             }

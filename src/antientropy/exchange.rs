@@ -22,10 +22,11 @@ use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::merkle::{Hash, differing_keys};
 use super::oplog::Op;
-use super::parts::{MAX_OPS_PER_ANSWER, Parts};
+use super::parts::Parts;
+use super::rpc::{LeafEntries, MAX_OPS_PER_ANSWER, Ops, OpsSince, TreeChildren, TreeRoots};
 use crate::error::{Error, Result};
 use crate::metrics as m;
-use crate::peer::{PeerRequest, PeerResponse};
+use crate::peer::{PeerRequest, PeerResponse, Rpc};
 use crate::ring::Position;
 use crate::version::SiblingSet;
 
@@ -127,12 +128,9 @@ struct Round<'a> {
 
 impl Round<'_> {
     async fn run(&mut self, shared: Vec<RangeInclusive<Position>>) -> Result<()> {
-        let PeerResponse::Roots(roots) = self.call(PeerRequest::TreeRoots(shared.clone())).await?
-        else {
-            return Err(self.unexpected("roots"));
-        };
+        let roots = self.rpc(TreeRoots(shared.clone())).await?;
         if roots.len() != shared.len() {
-            return Err(self.unexpected("roots"));
+            return Err(self.malformed("one root per range asked"));
         }
         let mut differing: Vec<(RangeInclusive<Position>, Hash)> = Vec::new();
         for (range, theirs) in shared.into_iter().zip(roots) {
@@ -188,17 +186,15 @@ impl Round<'_> {
             } else {
                 left.min(MAX_OPS_PER_ANSWER)
             };
-            let request = PeerRequest::OpsSince {
+            let request = OpsSince {
                 range: range.clone(),
                 from: self.ae.cluster.me().to_string(),
                 applied: mine,
                 max: max as u32,
             };
-            let PeerResponse::Ops { ops, gap, applied } = self.call(request).await? else {
-                return Err(self.unexpected("ops"));
-            };
+            let Ops { ops, gap, applied } = self.rpc(request).await?;
             if ops.len() > max {
-                return Err(self.unexpected("at most the ops asked"));
+                return Err(self.malformed("at most the ops asked"));
             }
             self.taken += ops.len() as u64;
             let mut fallback = if owed {
@@ -260,12 +256,7 @@ impl Round<'_> {
 
     /// Whether this node's tree of `range` equals the peer's now.
     async fn in_sync(&mut self, range: &RangeInclusive<Position>) -> Result<bool> {
-        let PeerResponse::Roots(roots) = self
-            .call(PeerRequest::TreeRoots(vec![range.clone()]))
-            .await?
-        else {
-            return Err(self.unexpected("roots"));
-        };
+        let roots = self.rpc(TreeRoots(vec![range.clone()])).await?;
         let mine = self.ae.trees.root(range);
         Ok(mine.is_some() && roots.first().copied().flatten() == mine)
     }
@@ -290,14 +281,12 @@ impl Round<'_> {
             return Ok(Vec::new());
         };
         while let Some((level, nodes)) = descent.asking() {
-            let request = PeerRequest::TreeChildren {
+            let request = TreeChildren {
                 range: range.clone(),
                 level: level as u8,
                 nodes: nodes.iter().map(|&n| n as u32).collect(),
             };
-            let PeerResponse::Children(children) = self.call(request).await? else {
-                return Err(self.unexpected("tree children"));
-            };
+            let children = self.rpc(request).await?;
             if !trees.step(range, &mut descent, &children) {
                 // The ring changed under the round; a later one compares anew.
                 return Ok(Vec::new());
@@ -308,20 +297,18 @@ impl Round<'_> {
         let mut rest: Vec<u32> = descent.leaves().iter().map(|&l| l as u32).collect();
         while !rest.is_empty() && keys.len() < budget && !self.spent() {
             let asked: Vec<u32> = rest.iter().copied().take(LEAVES_PER_ASK).collect();
-            let request = PeerRequest::LeafEntries {
+            let request = LeafEntries {
                 range: range.clone(),
                 leaves: asked.clone(),
             };
-            let PeerResponse::Leaves(theirs) = self.call(request).await? else {
-                return Err(self.unexpected("leaf lists"));
-            };
+            let theirs = self.rpc(request).await?;
             // The answer covers a prefix of the leaves asked, in order.
             let answered = theirs.len();
             if answered == 0
                 || answered > asked.len()
                 || theirs.iter().zip(&asked).any(|((l, _), a)| l != a)
             {
-                return Err(self.unexpected("leaf lists"));
+                return Err(self.malformed("leaf lists of a prefix of the leaves asked"));
             }
             let store = &*self.ae.store;
             let mine = trees.leaf_lists(store, range, &asked[..answered], usize::MAX)?;
@@ -342,7 +329,7 @@ impl Round<'_> {
             return Err(self.unexpected("sets"));
         };
         if theirs.len() != keys.len() {
-            return Err(self.unexpected("sets"));
+            return Err(self.malformed("one set per key fetched"));
         }
         let (mut to_me, mut to_them) = (Vec::new(), Vec::new());
         let empty = SiblingSet::new();
@@ -378,6 +365,22 @@ impl Round<'_> {
     }
 
     /// Calls the peer, counting the bytes both ways.
+    /// Calls `R` on the peer, counting the bytes both ways.
+    async fn rpc<R: Rpc>(&mut self, request: R) -> Result<R::Reply> {
+        self.outcome.sent += encoded_len(&request);
+        let reply = self.ae.cluster.transport().rpc(&self.peer, request).await?;
+        self.outcome.received += encoded_len(&reply);
+        Ok(reply)
+    }
+
+    /// A reply of the right type whose contents do not fit the request.
+    fn malformed(&self, what: &str) -> Error {
+        Error::Protocol(format!(
+            "{} answered an anti-entropy request with a malformed reply: expected {what}",
+            self.peer
+        ))
+    }
+
     async fn call(&mut self, request: PeerRequest) -> Result<PeerResponse> {
         self.outcome.sent += encoded_len(&request);
         let response = self

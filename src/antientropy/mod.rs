@@ -65,6 +65,7 @@ pub mod operation;
 pub mod oplog;
 mod parts;
 pub mod purge;
+pub mod rpc;
 mod service;
 pub mod trees;
 
@@ -101,4 +102,5 @@ fn follow_ranges<T>(
         slots.insert(start, slot);
     }
 }
-pub use service::{AntiEntropy, MAX_LEAF_ENTRIES, Stats};
+pub use rpc::MAX_LEAF_ENTRIES;
+pub use service::{AntiEntropy, Stats};

@@ -15,9 +15,6 @@ use crate::membership::Cluster;
 use crate::replica::Replica;
 use crate::store::Store;
 
-/// Most ops one answer to `OpsSince` carries.
-pub const MAX_OPS_PER_ANSWER: usize = 4096;
-
 pub struct Parts {
     pub cluster: Arc<Cluster>,
     pub store: Arc<dyn Store>,

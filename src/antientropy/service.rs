@@ -1,30 +1,24 @@
 //! One node's anti-entropy: its trees, its answers to peers, its rounds.
 
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::exchange::{self, Outcome};
-use super::merkle::{DEPTH, FANOUT, LEAVES};
 use super::operation::OpLogs;
-use super::parts::{MAX_OPS_PER_ANSWER, Parts};
+use super::parts::Parts;
+use super::rpc;
 use super::trees::Trees;
 use crate::config::{AntiEntropyConfig, AntiEntropyMode};
 use crate::error::{Error, Result};
 use crate::membership::Cluster;
 use crate::metrics as m;
-use crate::peer::{PeerRequest, PeerResponse};
+use crate::peer::{Rpc, Services};
 use crate::replica::Replica;
 use crate::ring::Position;
 use crate::store::Store;
 
 /// Keys a tree build scans per step: the observer waits at most that long.
 const BUILD_CHUNK: usize = 256;
-/// Most `(key, hash)` entries one leaf answer holds (it always holds at
-/// least one whole leaf).
-pub const MAX_LEAF_ENTRIES: usize = 4096;
-/// Most ranges one roots request may name (and origins one vector).
-const MAX_RANGES: usize = 1 << 16;
 
 /// A node's anti-entropy service: a cheap handle, shared by the API (which
 /// answers peers with it) and the background task ([`AntiEntropy::run`]).
@@ -100,103 +94,18 @@ impl AntiEntropy {
         }
     }
 
-    /// Answers a peer's tree request.
-    pub fn answer(&self, request: PeerRequest) -> Result<PeerResponse> {
-        match request {
-            PeerRequest::TreeRoots(ranges) => {
-                if ranges.len() > MAX_RANGES {
-                    return Err(Error::Protocol(format!(
-                        "roots of {} ranges asked; at most {MAX_RANGES}",
-                        ranges.len()
-                    )));
-                }
-                Ok(PeerResponse::Roots(
-                    ranges.iter().map(|r| self.parts.trees.root(r)).collect(),
-                ))
-            }
-            PeerRequest::TreeChildren {
-                range,
-                level,
-                nodes,
-            } => {
-                let level = usize::from(level);
-                let width = if level < DEPTH {
-                    FANOUT.pow(level as u32)
-                } else {
-                    0
-                };
-                if nodes.len() > width || nodes.iter().any(|&n| n as usize >= width) {
-                    return Err(Error::Protocol(format!(
-                        "tree children asked of {} nodes at level {level}: a level has {width}",
-                        nodes.len()
-                    )));
-                }
-                self.parts
-                    .trees
-                    .children(&range, level, &nodes)
-                    .map(PeerResponse::Children)
-                    .ok_or_else(|| self.no_tree(&range))
-            }
-            PeerRequest::LeafEntries { range, leaves } => {
-                if leaves.len() > LEAVES || leaves.iter().any(|&l| l as usize >= LEAVES) {
-                    return Err(Error::Protocol(format!(
-                        "{} leaves asked; a tree has {LEAVES}",
-                        leaves.len()
-                    )));
-                }
-                if self.parts.trees.root(&range).is_none() {
-                    return Err(self.no_tree(&range));
-                }
-                let lists = self.parts.trees.leaf_lists(
-                    &*self.parts.store,
-                    &range,
-                    &leaves,
-                    MAX_LEAF_ENTRIES,
-                )?;
-                Ok(PeerResponse::Leaves(lists))
-            }
-            PeerRequest::OpsSince {
-                range,
-                from,
-                applied,
-                max,
-            } => {
-                if applied.len() > MAX_RANGES || max as usize > MAX_OPS_PER_ANSWER {
-                    return Err(Error::Protocol(format!(
-                        "ops asked with a vector of {} origins, at most {max} of them; the limits are {MAX_RANGES} and {MAX_OPS_PER_ANSWER}",
-                        applied.len()
-                    )));
-                }
-                let logs = self
-                    .parts
-                    .oplogs
-                    .as_ref()
-                    .ok_or_else(|| self.no_tree(&range))?;
-                let since = logs
-                    .since(&range, &from, applied, max as usize)
-                    .ok_or_else(|| self.no_tree(&range))?;
-                Ok(PeerResponse::Ops {
-                    ops: since.ops,
-                    gap: since.gap,
-                    applied: since.applied,
-                })
-            }
-            other => Err(Error::Protocol(format!(
-                "not an anti-entropy request: {}",
-                format!("{other:?}").chars().take(40).collect::<String>()
-            ))),
-        }
+    /// Registers anti-entropy's handlers in `services`.
+    pub fn serve(self: &Arc<Self>, services: &Services) {
+        self.answer(services, rpc::roots);
+        self.answer(services, rpc::children);
+        self.answer(services, rpc::leaves);
+        self.answer(services, rpc::ops);
     }
 
-    fn no_tree(&self, range: &RangeInclusive<Position>) -> Error {
-        Error::Unavailable {
-            node: self.parts.cluster.me().to_string(),
-            reason: format!(
-                "keeps no complete tree of {:016x}..={:016x}",
-                range.start(),
-                range.end()
-            ),
-        }
+    /// Answers `R` from this node's parts.
+    fn answer<R: Rpc>(self: &Arc<Self>, services: &Services, f: fn(&Parts, R) -> Result<R::Reply>) {
+        let ae = Arc::clone(self);
+        services.register_now(move |request: R| f(&ae.parts, request));
     }
 
     /// The op logs' sizes (ops held, ops buffered), in operation mode.

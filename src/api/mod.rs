@@ -81,6 +81,8 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     /// Largest peer message accepted.
     pub max_peer_message: usize,
+    /// This node's handlers of peer requests, by service.
+    pub services: Arc<crate::peer::Services>,
     pub handoff_batch: usize,
     pub leave: Arc<parking_lot::Mutex<LeaveState>>,
     /// Turns true when this node has left the ring and should stop.

@@ -25,6 +25,7 @@ use super::response::{self, Body};
 use crate::coordinator::Write;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
+use crate::peer::rpc::{self, RPC_HEADER};
 use crate::peer::{ClientOp, PEER_CONTENT_TYPE, PeerRequest, PeerResponse, WireError, WireReply};
 use crate::security::peer::Verified;
 use crate::version::MAX_REQUEST_ID;
@@ -40,14 +41,27 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
         .headers()
         .get(crate::security::peer_auth::AUTH_HEADER)
         .map(|v| v.as_bytes().to_vec());
+    let rpc = req
+        .headers()
+        .get(RPC_HEADER)
+        .map(|v| rpc::parse_header(v.as_bytes()))
+        .transpose()?;
     let body = read_body(req, api.max_peer_message, api.limits.body_timeout_ms).await?;
     // Nothing of the body is believed, not even decoded, before this.
     let verified = api
         .peer_auth
         .verify(auth.as_deref(), &body)
         .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
+    if let Some((service, version)) = rpc {
+        let to_any = verified == Verified::ToAny;
+        let bytes = api
+            .services
+            .dispatch(&service, version, to_any, body)?
+            .await?;
+        return Ok(peer_reply(bytes));
+    }
     let request = PeerRequest::decode(&body).map_err(|e| Error::BodyRead(e.to_string()))?;
-    if verified == Verified::ToAny && !matches!(request, PeerRequest::Join { .. }) {
+    if verified == Verified::ToAny {
         // Only a join goes to an address; anything else signed for any
         // receiver could be replayed to every node.
         return Err(Error::PeerUnauthenticated(format!(
@@ -59,20 +73,23 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
         .await
         .map_err(|e| WireError::from_error(&e));
     let bytes = crate::peer::encode(&reply)?;
+    Ok(peer_reply(Bytes::from(bytes)))
+}
+
+/// A 200 carrying a reply's bytes.
+fn peer_reply(bytes: Bytes) -> Response<Body> {
     let mut response = response::empty(StatusCode::OK);
-    *response.body_mut() = Body::new(Bytes::from(bytes));
+    *response.body_mut() = Body::new(bytes);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(PEER_CONTENT_TYPE),
     );
-    Ok(response)
+    response
 }
 
 async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
     match request {
         r if r.is_for_replica() => api.replica.handle(r).await,
-        r if r.is_for_antientropy() => api.antientropy.answer(r),
-        PeerRequest::Chord(r) => Ok(PeerResponse::Chord(api.cluster.chord_answer(r))),
         PeerRequest::Forward(ClientOp::Read {
             key,
             quorum,
@@ -117,21 +134,6 @@ async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
                 set: written.set,
                 kept: Ok(true),
             })
-        }
-        PeerRequest::Join {
-            id,
-            addr,
-            zone,
-            weight,
-        } => {
-            let members = api.cluster.admit(&id, &addr, zone.as_deref(), weight)?;
-            tracing::info!(node = %id, %addr, "admitted to the ring");
-            Ok(PeerResponse::Members(members))
-        }
-        PeerRequest::Heartbeats(beats) => Ok(PeerResponse::Heartbeats(api.cluster.heard(&beats)?)),
-        PeerRequest::Gossip(members) => {
-            api.cluster.apply(&members)?;
-            Ok(PeerResponse::Members(api.cluster.members()))
         }
         other => Err(Error::Protocol(format!(
             "no handler for {}",

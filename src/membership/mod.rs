@@ -26,6 +26,7 @@ pub mod handoff;
 pub mod leave;
 pub mod liveness;
 pub mod routing;
+pub mod rpc;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,7 +42,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::peer::{PeerRequest, PeerResponse, Transport, http::Addresses};
+use crate::peer::{Transport, http::Addresses};
 use crate::ring::{
     ChordConfig, LookupCache, Member, Members, Position, Ring, Router, Status, Vnode, position,
 };
@@ -382,19 +383,16 @@ impl Cluster {
             .cloned()
             .collect();
         let calls = peers.iter().map(|peer| {
-            let call = self
-                .transport
-                .call(peer, PeerRequest::Heartbeats(beats.clone()));
+            let call = self.transport.rpc(peer, rpc::Beats(beats.clone()));
             async move { (peer, call.await) }
         });
         for (peer, reply) in futures_util::future::join_all(calls).await {
             match reply {
-                Ok(PeerResponse::Heartbeats(theirs)) => {
+                Ok(rpc::Beats(theirs)) => {
                     if let Err(e) = self.heard(&theirs) {
                         tracing::warn!(%peer, error = %e, "a heartbeat table was refused");
                     }
                 }
-                Ok(other) => tracing::warn!(%peer, ?other, "unexpected answer to heartbeats"),
                 Err(e) => tracing::debug!(%peer, error = %e, "heartbeat gossip failed"),
             }
         }
@@ -438,8 +436,7 @@ impl Cluster {
     /// Sends our document to every other member, in the background.
     pub fn push_to_all(&self) {
         for peer in self.peers() {
-            let request = PeerRequest::Gossip(self.members());
-            let call = self.transport.call(&peer, request);
+            let call = self.transport.rpc(&peer, rpc::Gossip(self.members()));
             tokio::spawn(async move {
                 let _ = call.await;
             });
@@ -452,10 +449,7 @@ impl Cluster {
         let calls: Vec<_> = self
             .peers()
             .into_iter()
-            .map(|peer| {
-                self.transport
-                    .call(&peer, PeerRequest::Gossip(self.members()))
-            })
+            .map(|peer| self.transport.rpc(&peer, rpc::Gossip(self.members())))
             .collect();
         for call in calls {
             let _ = call.await;
@@ -463,18 +457,14 @@ impl Cluster {
     }
 
     async fn gossip_with(&self, peer: &str) {
-        let reply = self
-            .transport
-            .call(peer, PeerRequest::Gossip(self.members()))
-            .await;
+        let reply = self.transport.rpc(peer, rpc::Gossip(self.members())).await;
         self.observe(peer, &reply);
         match reply {
-            Ok(PeerResponse::Members(theirs)) => {
+            Ok(theirs) => {
                 if let Err(e) = self.apply(&theirs) {
                     tracing::warn!(%peer, error = %e, "a gossiped members document was refused");
                 }
             }
-            Ok(other) => tracing::warn!(%peer, ?other, "unexpected answer to gossip"),
             Err(e) => tracing::debug!(%peer, error = %e, "gossip failed"),
         }
     }

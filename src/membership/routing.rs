@@ -10,7 +10,6 @@
 //! included.
 
 use crate::metrics as m;
-use crate::peer::{PeerRequest, PeerResponse};
 use crate::ring::{ChordReply, ChordRequest, Lookup, Position, Step, Task, Vnode};
 
 use super::Cluster;
@@ -168,11 +167,8 @@ impl Cluster {
         if to == self.me {
             return Some(self.router.lock().answer(request));
         }
-        let reply = self.transport.call(to, PeerRequest::Chord(request)).await;
+        let reply = self.transport.rpc(to, super::rpc::Chord(request)).await;
         self.observe(to, &reply);
-        match reply {
-            Ok(PeerResponse::Chord(reply)) => Some(reply),
-            _ => None,
-        }
+        reply.ok()
     }
 }

@@ -13,7 +13,7 @@
 //! refusal the sender gets as that error ([`refused`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +25,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::{Mutex, RwLock};
 
 use super::batch::{self, Lane};
-use super::{PeerRequest, Reply, Transport, WireReply, decode, encode};
+use super::rpc::RPC_HEADER;
+use super::{
+    Call, Dest, Frame, PeerRequest, Reply, Services, Transport, WireReply, decode, encode,
+};
 use crate::error::Error;
 use crate::replica::Replica;
 use crate::security::peer::Signer;
@@ -45,6 +48,10 @@ pub type Addresses = Arc<RwLock<HashMap<String, String>>>;
 pub struct HttpTransport<C = HttpConnector> {
     me: String,
     replica: Arc<Replica>,
+    /// This node's handlers: a call to itself goes straight to them. Weak:
+    /// the handlers hold what holds this transport, and the server holds
+    /// them (so they go when the node stops).
+    services: Weak<Services>,
     addresses: Addresses,
     sender: Sender<C>,
     /// Per peer: the address its lane sends to, and the lane.
@@ -102,6 +109,7 @@ where
         scheme: &'static str,
         me: &str,
         replica: Arc<Replica>,
+        services: Weak<Services>,
         addresses: Addresses,
         timeout: Duration,
         max_message: usize,
@@ -118,6 +126,7 @@ where
         HttpTransport {
             me: me.to_string(),
             replica,
+            services,
             addresses,
             sender: Sender {
                 client,
@@ -141,7 +150,7 @@ where
         }
         let (sender, to, at) = (self.sender.clone(), node.to_string(), addr.to_string());
         let send: batch::Send =
-            Arc::new(move |request| sender.send(to.clone(), at.clone(), false, request));
+            Arc::new(move |request| sender.send(to.clone(), at.clone(), request));
         let lane = Lane::start(node, send, self.sender.timeout);
         lanes.insert(node.to_string(), (addr.to_string(), lane.clone()));
         lane
@@ -152,9 +161,29 @@ impl<C> Sender<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    /// Sends `request` to `node` at `addr`, signed for `node`, or for any
-    /// receiver when `by_address` (the node is known only by its address).
-    fn send(&self, node: String, addr: String, by_address: bool, request: PeerRequest) -> Reply {
+    /// Sends `request` to `node` at `addr`, signed for `node`.
+    fn send(&self, node: String, addr: String, request: PeerRequest) -> Reply {
+        let body = encode(&request);
+        let sender = self.clone();
+        Box::pin(async move {
+            let bytes = sender.post(node.clone(), addr, false, None, body?).await?;
+            let reply: WireReply = decode(&bytes, "reply")?;
+            reply.map_err(|e| e.into_error(&node))
+        })
+    }
+
+    /// Posts `body` (a frame's, when `rpc` names its service) to `node` at
+    /// `addr`, signed for `node`, or for any receiver when `to_any` (the
+    /// node is known only by its address); answers with the reply's bytes.
+    fn post(
+        &self,
+        node: String,
+        addr: String,
+        to_any: bool,
+        rpc: Option<String>,
+        body: impl Into<Bytes>,
+    ) -> Call<Bytes> {
+        let body: Bytes = body.into();
         let client = self.client.clone();
         let (timeout, max) = (self.timeout, self.max_message);
         let (signer, scheme) = (self.signer.clone(), self.scheme);
@@ -168,18 +197,20 @@ where
                 node: node.clone(),
                 reason,
             };
-            let body = encode(&request)?;
             let call = async {
                 let mut req = Request::builder()
                     .method(Method::POST)
                     .uri(format!("{scheme}://{addr}{PEER_PATH}"))
                     .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE);
+                if let Some(rpc) = rpc {
+                    req = req.header(RPC_HEADER, rpc);
+                }
                 if let Some(signer) = &signer {
-                    let to = if by_address { ANY_RECEIVER } else { &node };
+                    let to = if to_any { ANY_RECEIVER } else { &node };
                     req = req.header(AUTH_HEADER, signer.sign(to, &body));
                 }
                 let req = req
-                    .body(Full::new(Bytes::from(body)))
+                    .body(Full::new(body))
                     .map_err(|e| unavailable(format!("bad address `{addr}`: {e}")))?;
                 let response = client.request(req).await.map_err(|e| {
                     // A refused TLS handshake is a connect error too.
@@ -206,8 +237,7 @@ where
                 if status != http::StatusCode::OK {
                     return Err(refused(&node, status, &bytes));
                 }
-                let reply: WireReply = decode(&bytes, "reply")?;
-                reply.map_err(|e| e.into_error(&node))
+                Ok(bytes)
             };
             match tokio::time::timeout(timeout, call).await {
                 Ok(result) => result,
@@ -255,7 +285,7 @@ where
         let addr = self.addresses.read().get(to).cloned();
         match addr {
             Some(addr) if request.is_batchable() => self.lane(to, &addr).call(request),
-            Some(addr) => self.sender.send(to.to_string(), addr, false, request),
+            Some(addr) => self.sender.send(to.to_string(), addr, request),
             None => {
                 let node = to.to_string();
                 Box::pin(async move {
@@ -268,8 +298,31 @@ where
         }
     }
 
-    fn call_addr(&self, addr: &str, request: PeerRequest) -> Reply {
-        self.sender
-            .send(addr.to_string(), addr.to_string(), true, request)
+    fn local(&self, to: &str) -> Option<Arc<Services>> {
+        (to == self.me).then(|| self.services.upgrade()).flatten()
+    }
+
+    fn send(&self, to: Dest<'_>, frame: Frame) -> Call<Bytes> {
+        let header = Some(frame.header());
+        match to {
+            Dest::Addr(addr) => {
+                self.sender
+                    .post(addr.to_string(), addr.to_string(), true, header, frame.body)
+            }
+            Dest::Node(node) => match self.addresses.read().get(node).cloned() {
+                Some(addr) => self
+                    .sender
+                    .post(node.to_string(), addr, false, header, frame.body),
+                None => {
+                    let node = node.to_string();
+                    Box::pin(async move {
+                        Err(Error::Unavailable {
+                            node,
+                            reason: "no address known for this node".into(),
+                        })
+                    })
+                }
+            },
+        }
     }
 }

@@ -1,36 +1,41 @@
-//! The node-to-node protocol: one request enum, one response enum.
+//! The node-to-node protocol: a transport, and the messages still shared.
 //!
-//! Every exchange between nodes is a [`PeerRequest`] answered by a
+//! Subsystems own their messages and call them typed ([`rpc`]: a request
+//! type names its reply type, so a wrong reply cannot happen): liveness,
+//! gossip, joins and Chord (`membership::rpc`), and the Merkle and
+//! operation exchanges (`antientropy::rpc`). A [`Transport`] moves their
+//! [`Frame`]s without looking inside, and a call to the node itself goes
+//! straight to its registered handler.
+//!
+//! The replica's reads and writes, hints, handoff and purges, and forwarded
+//! client requests still travel as one [`PeerRequest`] answered by a
 //! [`PeerResponse`] (or a [`WireError`]), encoded with postcard (never
-//! JSON). A [`Transport`] carries them; the coordinator uses it for every
-//! replica, itself included, so that replication only adds destinations,
-//! not code paths. [`HttpTransport`] carries them between nodes over HTTP/2
-//! cleartext (h2c) with pooled connections and a deadline per call; it is
-//! generic over its connector, so a simulated network (turmoil's
-//! `TcpStream` through hyper-util's `TokioIo`) can stand in for TCP.
-//! Counting the answers of a fan-out is the coordinator's
-//! (`coordinator::tally`).
+//! JSON); issue 20 moves them to services of their own, one per commit.
+//! [`HttpTransport`] carries both between nodes over HTTP/2 cleartext (h2c)
+//! with pooled connections and a deadline per call; it is generic over its
+//! connector, so a simulated network (turmoil's `TcpStream` through
+//! hyper-util's `TokioIo`) can stand in for TCP. Counting the answers of a
+//! fan-out is the coordinator's (`coordinator::tally`).
 
 pub mod batch;
 pub mod http;
+pub mod rpc;
 
 pub use http::{
     Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, PEER_PATH, tcp_connector,
 };
+pub use rpc::{Call, Frame, Rpc, Service, Services};
+
+use bytes::Bytes;
 
 use std::future::Future;
-use std::ops::RangeInclusive;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::antientropy::merkle::{Digest, Hash};
-use crate::antientropy::oplog::{Applied, Op};
-use crate::antientropy::trees::LeafList;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
-use crate::membership::liveness::Beat;
-use crate::ring::{ChordReply, ChordRequest, Members, Position};
 use crate::version::{Content, Context, Dot, SiblingSet};
 
 /// What one node asks of another.
@@ -70,54 +75,10 @@ pub enum PeerRequest {
     /// that set, replace it by its grave (the siblings go, the context
     /// stays). Answered once durable.
     Purge(Vec<(String, SiblingSet)>),
-    /// One Chord RPC: ring maintenance or a step of a lookup.
-    Chord(ChordRequest<String>),
     /// A client request that reached a node outside the key's preference
     /// list, forwarded once: the receiver coordinates it and never forwards
     /// it again.
     Forward(ClientOp),
-    /// A node asks to join the ring: the receiver admits it (choosing its
-    /// tokens) and answers with the members document.
-    Join {
-        id: String,
-        addr: String,
-        zone: Option<String>,
-        weight: u32,
-    },
-    /// Gossip: merge this members document and answer with the merged one.
-    Gossip(Members),
-    /// Liveness gossip: the sender's heartbeat table; the receiver keeps
-    /// the newer of each entry and answers with its own table
-    /// ([`PeerResponse::Heartbeats`]).
-    Heartbeats(Vec<Beat>),
-    /// Anti-entropy: the roots of the receiver's complete Merkle trees of
-    /// exactly these ranges, answered by [`PeerResponse::Roots`] (`None`
-    /// where it keeps no complete tree of the range: its ring differs, or
-    /// the tree is being built).
-    TreeRoots(Vec<RangeInclusive<Position>>),
-    /// Anti-entropy: the child digests of `nodes` at `level` of the tree of
-    /// `range`, one list per node (the descent into what differs).
-    TreeChildren {
-        range: RangeInclusive<Position>,
-        level: u8,
-        nodes: Vec<u32>,
-    },
-    /// Anti-entropy: the `(key, entry hash)` lists of these leaves of
-    /// `range`, read from the store; the answer may cover only a prefix of
-    /// the leaves (a bound on its size), the rest asked again.
-    LeafEntries {
-        range: RangeInclusive<Position>,
-        leaves: Vec<u32>,
-    },
-    /// Operation-transfer anti-entropy: `from` has applied `applied` of the
-    /// ops of `range`; answer with the ops it lacks, at most `max`
-    /// ([`PeerResponse::Ops`]).
-    OpsSince {
-        range: RangeInclusive<Position>,
-        from: String,
-        applied: Applied,
-        max: u32,
-    },
     /// Several batchable requests to the same replica (see `batch.rs`), at
     /// most [`batch::MAX_BATCH`], answered by [`PeerResponse::Batch`] with
     /// one reply each, in order.
@@ -166,31 +127,11 @@ pub enum PeerResponse {
         kept: std::result::Result<bool, String>,
     },
     /// A merge (or a handoff batch) is stored, durably or not.
-    Merged {
-        durable: bool,
-    },
+    Merged { durable: bool },
     /// The local sets of the keys fetched, in the order asked.
     Sets(Vec<Option<SiblingSet>>),
-    Chord(ChordReply<String>),
-    /// The members document after a join or gossip.
-    Members(Members),
     /// The replies to a [`PeerRequest::Batch`], in its order.
     Batch(Vec<WireReply>),
-    /// The receiver's heartbeat table.
-    Heartbeats(Vec<Beat>),
-    /// Tree roots, one per range asked.
-    Roots(Vec<Option<Hash>>),
-    /// Child digests (hash prefixes), one list per node asked.
-    Children(Vec<Vec<Digest>>),
-    /// Leaf lists, for a prefix of the leaves asked.
-    Leaves(Vec<LeafList>),
-    /// Ops the asker lacks, or `gap`: the log no longer holds them and the
-    /// range needs a state exchange; with the answerer's applied vector.
-    Ops {
-        ops: Vec<Op>,
-        gap: bool,
-        applied: Applied,
-    },
 }
 
 /// An error as it crosses the wire: the receiver rebuilds an
@@ -254,28 +195,9 @@ impl PeerRequest {
             PeerRequest::Handoff(_) => "handoff",
             PeerRequest::Fetch(_) => "fetch",
             PeerRequest::Purge(_) => "purge",
-            PeerRequest::Chord(_) => "chord",
             PeerRequest::Forward(_) => "forward",
-            PeerRequest::Join { .. } => "join",
-            PeerRequest::Gossip(_) => "gossip",
-            PeerRequest::Heartbeats(_) => "heartbeats",
-            PeerRequest::TreeRoots(_) => "tree_roots",
-            PeerRequest::TreeChildren { .. } => "tree_children",
-            PeerRequest::LeafEntries { .. } => "leaf_entries",
-            PeerRequest::OpsSince { .. } => "ops_since",
             PeerRequest::Batch(_) => "batch",
         }
-    }
-
-    /// Whether the request compares Merkle trees (anti-entropy).
-    pub fn is_for_antientropy(&self) -> bool {
-        matches!(
-            self,
-            PeerRequest::TreeRoots(_)
-                | PeerRequest::TreeChildren { .. }
-                | PeerRequest::LeafEntries { .. }
-                | PeerRequest::OpsSince { .. }
-        )
     }
 
     /// Whether the request may travel in a [`PeerRequest::Batch`]: the
@@ -316,21 +238,56 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -
 
 pub type Reply = Pin<Box<dyn Future<Output = Result<PeerResponse>> + Send>>;
 
-/// Carries requests to nodes by node id.
+/// Where a frame goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest<'a> {
+    /// A member, by node id.
+    Node(&'a str),
+    /// An address (a node that is joining knows only its seed's address);
+    /// signed for any receiver, so only a service that allows it
+    /// ([`Service::to_any`]) is applied.
+    Addr(&'a str),
+}
+
+impl Dest<'_> {
+    /// The node id or address, to name in errors.
+    pub fn name(&self) -> &str {
+        match self {
+            Dest::Node(name) | Dest::Addr(name) => name,
+        }
+    }
+}
+
+/// Carries requests to nodes.
 pub trait Transport: Send + Sync + 'static {
     fn call(&self, to: &str, request: PeerRequest) -> Reply;
 
-    /// Sends to an address rather than a member (a node that is joining
-    /// knows only its seed's address).
-    fn call_addr(&self, addr: &str, request: PeerRequest) -> Reply {
-        let addr = addr.to_string();
-        let _ = request;
-        Box::pin(async move {
-            Err(Error::Unavailable {
-                node: addr,
-                reason: "this transport reaches members only".into(),
-            })
-        })
+    /// This node's services, when `to` is this node: a call to itself
+    /// takes the typed handler and never the network.
+    fn local(&self, to: &str) -> Option<Arc<Services>>;
+
+    /// Sends a frame; answers with the reply's bytes, or why none came.
+    fn send(&self, to: Dest<'_>, frame: Frame) -> Call<Bytes>;
+}
+
+impl<'t> dyn Transport + 't {
+    /// Calls `R` on node `to`: the reply is an `R::Reply`, or an error.
+    pub fn rpc<R: Rpc>(&self, to: &str, request: R) -> Call<R::Reply> {
+        if let Some(handler) = self.local(to).and_then(|s| s.local::<R>()) {
+            return handler(request);
+        }
+        self.rpc_to(Dest::Node(to), request)
+    }
+
+    /// Calls `R` on whatever node answers at `addr` (a join).
+    pub fn rpc_addr<R: Rpc>(&self, addr: &str, request: R) -> Call<R::Reply> {
+        self.rpc_to(Dest::Addr(addr), request)
+    }
+
+    fn rpc_to<R: Rpc>(&self, to: Dest<'_>, request: R) -> Call<R::Reply> {
+        let node = to.name().to_string();
+        let sent = Frame::of(&request).map(|frame| self.send(to, frame));
+        Box::pin(async move { rpc::reply::<R>(&node, &sent?.await?) })
     }
 }
 

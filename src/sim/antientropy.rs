@@ -23,7 +23,7 @@ use crate::antientropy::AntiEntropy;
 use crate::config::{AntiEntropyMode, Config, Engine};
 use crate::error::{Error, Result};
 use crate::membership::Cluster;
-use crate::peer::{Addresses, PeerRequest, Reply, Transport};
+use crate::peer::{Addresses, Call, Dest, Frame, PeerRequest, Reply, Services, Transport};
 use crate::replica::Replica;
 use crate::store::{MemoryStore, Store, encode_set};
 use crate::version::{Content, Context};
@@ -127,7 +127,7 @@ struct Member {
 }
 
 /// A node's handlers of peer requests.
-type Handlers = (Arc<Replica>, Arc<AntiEntropy>);
+type Handlers = (Arc<Replica>, Arc<AntiEntropy>, Arc<Services>);
 
 /// Delivers a request straight to the addressed node's handlers.
 #[derive(Default)]
@@ -140,17 +140,34 @@ impl Transport for Direct {
         let target = self.members.get().and_then(|m| m.get(to)).cloned();
         let to = to.to_string();
         Box::pin(async move {
-            let Some((replica, antientropy)) = target else {
+            let Some((replica, _, _)) = target else {
                 return Err(Error::Unavailable {
                     node: to,
                     reason: "not in the simulation".into(),
                 });
             };
-            if request.is_for_antientropy() {
-                antientropy.answer(request)
-            } else {
-                replica.handle(request).await
-            }
+            replica.handle(request).await
+        })
+    }
+
+    fn local(&self, _: &str) -> Option<Arc<Services>> {
+        // Every call goes through the receiver's dispatch, as over HTTP.
+        None
+    }
+
+    fn send(&self, to: Dest<'_>, frame: Frame) -> Call<Bytes> {
+        let target = self.members.get().and_then(|m| m.get(to.name())).cloned();
+        let to = to.name().to_string();
+        Box::pin(async move {
+            let Some((_, _, services)) = target else {
+                return Err(Error::Unavailable {
+                    node: to,
+                    reason: "not in the simulation".into(),
+                });
+            };
+            services
+                .dispatch(frame.service, frame.version, false, frame.body)?
+                .await
         })
     }
 }
@@ -212,7 +229,12 @@ fn start(config: &Config, seed: u64) -> Result<Vec<Member>> {
         .nodes
         .iter()
         .zip(&out)
-        .map(|(n, m)| (n.id.clone(), (m.replica.clone(), m.antientropy.clone())))
+        .map(|(n, m)| {
+            let services = Services::new();
+            m.antientropy.serve(&services);
+            let handlers = (m.replica.clone(), m.antientropy.clone(), services);
+            (n.id.clone(), handlers)
+        })
         .collect();
     let _ = transport.members.set(handlers);
     Ok(out)

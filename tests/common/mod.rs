@@ -171,6 +171,33 @@ pub async fn node_id(client: &Client) -> String {
     body["node"].as_str().expect("the node's id").to_string()
 }
 
+/// Calls `R` on `client`'s node as a peer would, signed with
+/// [`TEST_SECRET`] for that node (whose id `GET /cluster` tells), and
+/// decodes the typed reply, or the error its handler sent back.
+pub async fn peer_rpc<R: chorus::peer::Rpc>(
+    client: &Client,
+    request: R,
+) -> Result<R::Reply, chorus::peer::WireError> {
+    let frame = chorus::peer::Frame::of(&request).expect("encode");
+    let id = node_id(client).await;
+    let auth = test_signer().sign(&id, &frame.body);
+    let rpc = frame.header();
+    let reply = client
+        .request(
+            http::Method::POST,
+            "/peer",
+            &[
+                (chorus::security::peer_auth::AUTH_HEADER, auth.as_str()),
+                (chorus::peer::rpc::RPC_HEADER, rpc.as_str()),
+            ],
+            frame.body,
+        )
+        .await
+        .expect("peer");
+    assert_eq!(reply.status, http::StatusCode::OK, "{:?}", reply.json());
+    postcard::from_bytes(&reply.body).expect("a typed reply")
+}
+
 /// Sends one node-to-node request, signed with [`TEST_SECRET`] for
 /// `client`'s node (whose id `GET /cluster` tells), and decodes the reply.
 pub async fn peer(client: &Client, request: chorus::peer::PeerRequest) -> chorus::peer::WireReply {

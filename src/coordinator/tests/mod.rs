@@ -20,7 +20,7 @@ use crate::config::{Config, Engine};
 use crate::coordinator::quorum::Quorum;
 use crate::error::Error;
 use crate::membership::Cluster;
-use crate::peer::{Addresses, PeerRequest, Reply, Transport};
+use crate::peer::{Addresses, Call, Dest, Frame, PeerRequest, Reply, Services, Transport};
 use crate::replica::Replica;
 use crate::store::MemoryStore;
 use crate::store::disk::Disk;
@@ -83,6 +83,20 @@ impl Transport for Scripted {
                 }
             }
             replica.handle(request).await
+        })
+    }
+
+    fn local(&self, _: &str) -> Option<Arc<Services>> {
+        None
+    }
+
+    fn send(&self, to: Dest<'_>, _: Frame) -> Call<Bytes> {
+        let node = to.name().to_string();
+        Box::pin(async move {
+            Err(Error::Unavailable {
+                node,
+                reason: "the scripted transport carries replica requests only".into(),
+            })
         })
     }
 }

@@ -1,0 +1,361 @@
+//! Typed calls between nodes: a request type names its reply type.
+//!
+//! Each subsystem defines its own messages, one struct per request, and
+//! ties each to its reply with [`Rpc`] (the idea of Garage's
+//! `trait Message { type Response }`, `src/net/message.rs` in
+//! deuxfleurs/garage). The transport beneath never looks inside: it moves
+//! a [`Frame`] (the service's name and version, and the postcard bytes of
+//! the request) to a node and the reply's bytes back. So a reply of the
+//! wrong type cannot happen: a call of `R` decodes an `R::Reply` or fails.
+//!
+//! A node registers one handler per service in its [`Services`] at start
+//! (the subsystem that owns the messages registers them, after it is
+//! built); `POST /peer` hands each incoming frame to
+//! [`Services::dispatch`], and a call to the node itself takes the typed
+//! handler directly, without encoding ([`Services::local`]).
+//!
+//! What can go wrong, and where it shows:
+//! - a service the receiver does not know, or a version it does not speak:
+//!   a refusal before anything is decoded ([`Error::UnknownService`],
+//!   [`Error::UnsupportedVersion`]), which the sender gets with its code;
+//! - a body that does not decode as the service's request: a 400, nothing
+//!   applied;
+//! - the handler's own error: inside the reply, with its status, code and
+//!   retryability ([`WireError`]), as every error crossing the wire.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{WireError, decode, encode};
+use crate::error::{Error, Result};
+
+/// The header of a `POST /peer` that carries a [`Frame`]: `name/version`.
+pub const RPC_HEADER: &str = "x-chorus-rpc";
+
+/// The longest service name; a longer header is refused unread.
+pub const MAX_SERVICE_NAME: usize = 64;
+
+/// A service: one request type and its handler on every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Unique in the cluster, `subsystem.message` (`membership.gossip`).
+    pub name: &'static str,
+    /// The version this build speaks. Any change to the request or reply
+    /// encoding is a new version: postcard does not describe itself, so an
+    /// older node cannot skip an added field.
+    pub version: u16,
+    /// Whether a request signed for any receiver (sent to an address, not
+    /// to a member) may be applied: only a join, which a node sends before
+    /// it knows the id of the node it asks.
+    pub to_any: bool,
+}
+
+impl Service {
+    /// A service that only members may call.
+    pub const fn new(name: &'static str, version: u16) -> Service {
+        Service {
+            name,
+            version,
+            to_any: false,
+        }
+    }
+
+    /// The same, also applied when signed for any receiver (a join).
+    pub const fn to_any(self) -> Service {
+        Service {
+            to_any: true,
+            ..self
+        }
+    }
+}
+
+/// A request that one node sends another, tied to its reply.
+pub trait Rpc: Serialize + DeserializeOwned + Send + 'static {
+    const SERVICE: Service;
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// What the transport moves: which service, at which version, and the
+/// request's bytes, never decoded on the way.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub service: &'static str,
+    pub version: u16,
+    pub body: Bytes,
+}
+
+impl Frame {
+    /// The frame of `request`, encoded once.
+    pub fn of<R: Rpc>(request: &R) -> Result<Frame> {
+        Ok(Frame {
+            service: R::SERVICE.name,
+            version: R::SERVICE.version,
+            body: Bytes::from(encode(request)?),
+        })
+    }
+
+    /// The value of the [`RPC_HEADER`].
+    pub fn header(&self) -> String {
+        format!("{}/{}", self.service, self.version)
+    }
+}
+
+/// Parses an [`RPC_HEADER`] a peer sent: `name/version`.
+pub fn parse_header(value: &[u8]) -> Result<(String, u16)> {
+    let bad = |why: &str| Error::BodyRead(format!("header {RPC_HEADER}: {why}"));
+    if value.len() > MAX_SERVICE_NAME + 6 {
+        return Err(bad("too long"));
+    }
+    let text = std::str::from_utf8(value).map_err(|_| bad("not UTF-8"))?;
+    let (name, version) = text
+        .split_once('/')
+        .ok_or_else(|| bad("not `service/version`"))?;
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_';
+    if name.is_empty() || name.len() > MAX_SERVICE_NAME || !name.chars().all(valid) {
+        return Err(bad("not a service name"));
+    }
+    let version = version.parse().map_err(|_| bad("not a version number"))?;
+    Ok((name.to_string(), version))
+}
+
+/// A future the caller may keep past the borrow that made it.
+pub type Call<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+/// A service's handler called in-process, with the typed request.
+pub type Local<R> = Arc<dyn Fn(R) -> Call<<R as Rpc>::Reply> + Send + Sync>;
+
+/// The same handler behind the wire: request bytes in, reply bytes out.
+type Remote = Arc<dyn Fn(Bytes) -> Call<Bytes> + Send + Sync>;
+
+struct Entry {
+    service: Service,
+    remote: Remote,
+    /// A [`Local`] of the service's request type.
+    local: Arc<dyn Any + Send + Sync>,
+}
+
+/// A node's handlers of incoming peer requests, by service name.
+#[derive(Default)]
+pub struct Services {
+    entries: RwLock<HashMap<&'static str, Entry>>,
+}
+
+impl Services {
+    pub fn new() -> Arc<Services> {
+        Arc::new(Services::default())
+    }
+
+    /// Installs the handler of `R`, replacing one installed before (a
+    /// subsystem rebuilt on the same node).
+    pub fn register<R, F, Fut>(&self, handler: F)
+    where
+        R: Rpc,
+        F: Fn(R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Reply>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let typed = Arc::clone(&handler);
+        let local: Local<R> = Arc::new(move |request| Box::pin(typed(request)));
+        let remote: Remote = Arc::new(move |bytes: Bytes| {
+            let request = decode::<R>(&bytes, R::SERVICE.name);
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                // A body that does not decode is the sender's fault,
+                // refused as such; nothing of it is applied.
+                let request = request.map_err(|e| Error::BodyRead(e.to_string()))?;
+                let reply: std::result::Result<R::Reply, WireError> = handler(request)
+                    .await
+                    .map_err(|e| WireError::from_error(&e));
+                Ok(Bytes::from(encode(&reply)?))
+            })
+        });
+        let entry = Entry {
+            service: R::SERVICE,
+            remote,
+            local: Arc::new(local),
+        };
+        self.entries.write().insert(R::SERVICE.name, entry);
+    }
+
+    /// Installs a handler of `R` that answers at once, without waiting.
+    pub fn register_now<R, F>(&self, handler: F)
+    where
+        R: Rpc,
+        F: Fn(R) -> Result<R::Reply> + Send + Sync + 'static,
+    {
+        self.register(move |request: R| std::future::ready(handler(request)));
+    }
+
+    /// The typed handler of `R`, for a call to this node itself.
+    pub fn local<R: Rpc>(&self) -> Option<Local<R>> {
+        let entries = self.entries.read();
+        let entry = entries.get(R::SERVICE.name)?;
+        if entry.service.version != R::SERVICE.version {
+            return None;
+        }
+        entry.local.downcast_ref::<Local<R>>().cloned()
+    }
+
+    /// The handling of one incoming frame: refused at once when this node
+    /// has no such service, does not speak its version, or must not apply
+    /// it from a request signed for any receiver (`to_any`).
+    pub fn dispatch(
+        &self,
+        service: &str,
+        version: u16,
+        to_any: bool,
+        body: Bytes,
+    ) -> Result<Call<Bytes>> {
+        let entries = self.entries.read();
+        let Some(entry) = entries.get(service) else {
+            return Err(Error::UnknownService(service.to_string()));
+        };
+        if entry.service.version != version {
+            return Err(Error::UnsupportedVersion {
+                service: service.to_string(),
+                version,
+                speaks: entry.service.version,
+            });
+        }
+        if to_any && !entry.service.to_any {
+            // Anything but a join signed for any receiver could be
+            // replayed to every node.
+            return Err(Error::PeerUnauthenticated(format!(
+                "a {service} request signed for any receiver; only a join may be"
+            )));
+        }
+        Ok((entry.remote)(body))
+    }
+
+    /// The names of the services registered, sorted (for logs and tests).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.entries.read().keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// Decodes a reply's bytes as `R`'s reply, or the error the peer's handler
+/// sent back.
+pub fn reply<R: Rpc>(node: &str, bytes: &[u8]) -> Result<R::Reply> {
+    let reply: std::result::Result<R::Reply, WireError> = decode(bytes, "reply")?;
+    reply.map_err(|e| e.into_error(node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Echo(String);
+
+    impl Rpc for Echo {
+        const SERVICE: Service = Service::new("test.echo", 2);
+        type Reply = Echo;
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Fail;
+
+    impl Rpc for Fail {
+        const SERVICE: Service = Service::new("test.fail", 1);
+        type Reply = ();
+    }
+
+    fn services() -> Arc<Services> {
+        let services = Services::new();
+        services.register(|Echo(s): Echo| async move { Ok(Echo(s.to_uppercase())) });
+        services.register_now(|_: Fail| Err(Error::TooManySiblings { count: 3, max: 2 }));
+        services
+    }
+
+    #[tokio::test]
+    async fn a_call_is_answered_by_its_handler_locally_and_through_bytes() {
+        let services = services();
+        let local = services.local::<Echo>().expect("registered");
+        assert_eq!(
+            local(Echo("hi".into())).await.expect("local"),
+            Echo("HI".into())
+        );
+        let frame = Frame::of(&Echo("hi".into())).expect("encode");
+        assert_eq!(frame.header(), "test.echo/2");
+        let bytes = services
+            .dispatch(frame.service, frame.version, false, frame.body)
+            .expect("dispatched")
+            .await
+            .expect("handled");
+        assert_eq!(
+            reply::<Echo>("n2", &bytes).expect("a reply"),
+            Echo("HI".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_handlers_error_crosses_with_its_status_and_code() {
+        let frame = Frame::of(&Fail).expect("encode");
+        let bytes = services()
+            .dispatch(frame.service, frame.version, false, frame.body)
+            .expect("dispatched")
+            .await
+            .expect("a reply carrying the error");
+        let e = reply::<Fail>("n2", &bytes).expect_err("the handler failed");
+        assert_eq!(e.code(), "too_many_siblings");
+        assert_eq!(e.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.to_string().contains("n2"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn unknown_services_versions_and_bodies_are_refused_unapplied() {
+        let services = services();
+        let e = services
+            .dispatch("test.nothing", 1, false, Bytes::new())
+            .err()
+            .expect("unknown");
+        assert_eq!(e.code(), "unknown_service");
+        let e = services
+            .dispatch("test.echo", 1, false, Bytes::new())
+            .err()
+            .expect("old version");
+        assert_eq!(e.code(), "unsupported_version");
+        assert!(e.to_string().contains("speaks version 2"), "{e}");
+        let e = services
+            .dispatch("test.echo", 2, true, Bytes::new())
+            .err()
+            .expect("signed for anyone");
+        assert_eq!(e.code(), "peer_unauthenticated");
+        let e = services
+            .dispatch("test.echo", 2, false, Bytes::from_static(&[0xff, 0xff]))
+            .expect("known")
+            .await
+            .expect_err("garbage");
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn the_header_is_parsed_strictly() {
+        assert_eq!(
+            parse_header(b"membership.gossip/1").expect("valid"),
+            ("membership.gossip".to_string(), 1)
+        );
+        for bad in [
+            &b"gossip"[..],
+            b"/1",
+            b"a b/1",
+            b"x/y",
+            b"x/70000",
+            b"\xff/1",
+            &[b'a'; 100],
+        ] {
+            assert!(parse_header(bad).is_err(), "{bad:?}");
+        }
+    }
+}
