@@ -150,6 +150,26 @@ pub struct Limits {
     /// repair, hints, handoff) are not counted: they are never refused for
     /// load, only bounded by their own queues.
     pub max_inflight: usize,
+    /// Most peer requests served at once; beyond it a peer request is a 503
+    /// `overloaded` (retryable: the sender tries again or counts the
+    /// replica as failed for that request).
+    pub max_peer_inflight: usize,
+    /// Most bytes of peer request bodies held at once, counted from the
+    /// signed length before any byte is read; a request waits up to
+    /// `body_timeout_ms` for room, then is a 503 `overloaded`. At least
+    /// the largest peer message ([`Limits::max_peer_message`]).
+    pub max_peer_inflight_bytes: u64,
+}
+
+/// The largest peer message when `max_set_bytes` does not call for more.
+pub const MIN_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+impl Limits {
+    /// The largest peer message a node sends or accepts: room for two full
+    /// sibling sets (a merge and its reply) and their envelope.
+    pub fn max_peer_message(&self) -> usize {
+        (self.max_set_bytes.saturating_mul(2).saturating_add(1 << 20)).max(MIN_PEER_MESSAGE_BYTES)
+    }
 }
 
 impl Default for Limits {
@@ -166,6 +186,8 @@ impl Default for Limits {
             body_timeout_ms: 10_000,
             max_connections: 4096,
             max_inflight: 1024,
+            max_peer_inflight: 1024,
+            max_peer_inflight_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -433,10 +455,21 @@ impl Config {
         for (key, count) in [
             ("limits.max_connections", l.max_connections),
             ("limits.max_inflight", l.max_inflight),
+            ("limits.max_peer_inflight", l.max_peer_inflight),
         ] {
             if count == 0 || count > 1_000_000 {
                 return Err(Error::config(key, "must be between 1 and 1000000"));
             }
+        }
+        let largest = l.max_peer_message() as u64;
+        if l.max_peer_inflight_bytes < largest || l.max_peer_inflight_bytes > 1 << 40 {
+            return Err(Error::config(
+                "limits.max_peer_inflight_bytes",
+                format!(
+                    "is {}; it must hold the largest peer message, {largest} bytes (twice limits.max_set_bytes and 1 MiB, at least 64 MiB), and be at most 1 TiB",
+                    l.max_peer_inflight_bytes
+                ),
+            ));
         }
         for (key, ms) in [
             ("limits.header_timeout_ms", l.header_timeout_ms),

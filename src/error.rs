@@ -89,6 +89,10 @@ pub enum Error {
     #[error("peer request refused: {0}")]
     PeerUnauthenticated(String),
     #[error(
+        "the peer message of {len} bytes is over this node's limit of {max} (twice limits.max_set_bytes and 1 MiB, at least 64 MiB)"
+    )]
+    PeerMessageTooLarge { len: u64, max: usize },
+    #[error(
         "this node has no peer service `{0}`; a node of a newer build? see docs/operations.md, Upgrading"
     )]
     UnknownService(String),
@@ -117,7 +121,9 @@ impl Error {
             InvalidJson(_) | BadKey(_) | BadParameter { .. } | MalformedContext(_) => {
                 StatusCode::BAD_REQUEST
             }
-            KeyTooLarge { .. } | ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            KeyTooLarge { .. } | ValueTooLarge { .. } | PeerMessageTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             // 503 as Riak does: the key cannot take more until a client resolves it.
             TooManySiblings { .. } | SiblingsTooLarge { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -174,6 +180,7 @@ impl Error {
             Unauthenticated(_) => "unauthenticated",
             Forbidden { .. } => "forbidden",
             PeerUnauthenticated(_) => "peer_unauthenticated",
+            PeerMessageTooLarge { .. } => "peer_message_too_large",
             UnknownService(_) => "unknown_service",
             UnsupportedVersion { .. } => "unsupported_version",
             Overloaded { .. } => "overloaded",
@@ -229,6 +236,7 @@ impl Error {
             "unauthenticated",
             "forbidden",
             "peer_unauthenticated",
+            "peer_message_too_large",
             "unknown_service",
             "unsupported_version",
             "overloaded",

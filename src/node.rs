@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::membership::rpc::Join;
 use crate::membership::{Cluster, handoff};
 use crate::net::{Listener, Network, Tcp};
-use crate::peer::{Addresses, HttpTransport, MAX_MESSAGE_BYTES, Services, Transport};
+use crate::peer::{Addresses, HttpTransport, Services, Transport};
 use crate::replica::Replica;
 use crate::ring::{Members, Status};
 use crate::security::peer::{Signer, Verifier};
@@ -174,7 +174,7 @@ impl Node {
         ));
         let addresses = Addresses::default();
         let services = Services::new();
-        let max_peer_message = (config.limits.max_set_bytes * 2 + (1 << 20)).max(MAX_MESSAGE_BYTES);
+        let max_peer_message = config.limits.max_peer_message();
         let peer_timeout = Duration::from_millis(config.ring.peer_timeout_ms);
         let peer_tls = match &tls {
             Some(tls) => tls.client.clone(),
@@ -302,6 +302,8 @@ impl Node {
             tokens,
             open_routes: config.security.open_routes.clone(),
             inflight: tokio::sync::Semaphore::new(config.limits.max_inflight),
+            peer_inflight: tokio::sync::Semaphore::new(config.limits.max_peer_inflight),
+            peer_bytes: tokio::sync::Semaphore::new(config.limits.max_peer_inflight_bytes as usize),
         });
         let (shutdown, stopped) = watch::channel(false);
         let server = tokio::spawn(api::serve(

@@ -244,7 +244,7 @@ async fn cluster_route_and_admin_errors() {
         .expect("peer");
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(common::error_code(&reply), "peer_unauthenticated");
-    let auth = common::test_signer().sign("n1", garbage);
+    let auth = common::test_signer().sign("n1", "-", garbage);
     let reply = client
         .request(
             Method::POST,

@@ -17,7 +17,7 @@ use chorus::security::peer::Signer;
 use chorus::security::peer_auth::AUTH_HEADER;
 use chorus::security::tokens::Scope;
 use chorus::version::{Actor, Content, Context, Dot, SiblingSet};
-use common::{TestNode, error_code, metric, raw_exchange_closed};
+use common::{TestNode, error_code, forged_auth, metric, peer_head, raw_exchange_closed};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -61,18 +61,19 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
     let missing = post_peer(&t, None, body.clone()).await;
     assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(&missing), "peer_unauthenticated");
-    let forged = post_peer(&t, Some(&wrong.sign("n1", &body)), body.clone()).await;
+    let forged = post_peer(&t, Some(&wrong.sign("n1", "-", &body)), body.clone()).await;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
     assert!(
         String::from_utf8_lossy(&forged.body).contains("MAC"),
         "{:?}",
         forged.body
     );
-    // A right MAC over other bytes: the body was changed on the way.
+    // A right MAC over other bytes: the body was changed on the way (its
+    // length too: refused before it is read).
     let other = merge("guarded", "\"other\"");
     let moved = post_peer(
         &t,
-        Some(&common::test_signer().sign("n1", &other)),
+        Some(&common::test_signer().sign("n1", "-", &other)),
         body.clone(),
     )
     .await;
@@ -90,18 +91,31 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
         .await,
         1.0
     );
-    assert_eq!(
-        metric(
-            &t.client,
-            "chorus_peer_auth_refused_total{reason=\"bad_mac\"}"
-        )
-        .await,
-        2.0
-    );
+    // The same length, other bytes: refused once read, unapplied.
+    let mut same_length = body.clone();
+    let last = same_length.len() - 2;
+    same_length[last] ^= 1;
+    let changed = post_peer(
+        &t,
+        Some(&common::test_signer().sign("n1", "-", &body)),
+        same_length,
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::UNAUTHORIZED);
+    // Metrics are the process's: other tests here forge MACs too, but only
+    // this one changes bodies.
+    let counted = |reason: &str| format!("chorus_peer_auth_refused_total{{reason=\"{reason}\"}}");
+    assert!(metric(&t.client, &counted("bad_mac")).await >= 1.0);
+    assert_eq!(metric(&t.client, &counted("bad_body")).await, 2.0);
 
     // The same request signed with the cluster's secret is applied: the
     // refusals above were for the authentication alone.
-    let signed = post_peer(&t, Some(&common::test_signer().sign("n1", &body)), body).await;
+    let signed = post_peer(
+        &t,
+        Some(&common::test_signer().sign("n1", "-", &body)),
+        body,
+    )
+    .await;
     assert_eq!(signed.status, StatusCode::OK);
     let read = t.client.get("guarded").await.expect("get");
     assert_eq!(
@@ -114,7 +128,7 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
 async fn a_replayed_peer_request_is_refused() {
     let t = TestNode::start().await;
     let body = merge("replayed", "\"once\"");
-    let auth = common::test_signer().sign("n1", &body);
+    let auth = common::test_signer().sign("n1", "-", &body);
     assert_eq!(
         post_peer(&t, Some(&auth), body.clone()).await.status,
         StatusCode::OK
@@ -143,7 +157,7 @@ async fn a_replayed_peer_request_is_refused() {
 async fn a_peer_request_signed_for_another_node_is_refused_and_applies_nothing() {
     let t = TestNode::start().await;
     let body = merge("elsewhere", "\"captured\"");
-    let for_n2 = common::test_signer().sign("n2", &body);
+    let for_n2 = common::test_signer().sign("n2", "-", &body);
     let replayed = post_peer(&t, Some(&for_n2), body.clone()).await;
     assert_eq!(replayed.status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(&replayed), "peer_unauthenticated");
@@ -152,7 +166,7 @@ async fn a_peer_request_signed_for_another_node_is_refused_and_applies_nothing()
         "{:?}",
         replayed.body
     );
-    let for_any = common::test_signer().sign(chorus::security::peer_auth::ANY_RECEIVER, &body);
+    let for_any = common::test_signer().sign(chorus::security::peer_auth::ANY_RECEIVER, "-", &body);
     let anywhere = post_peer(&t, Some(&for_any), body.clone()).await;
     assert_eq!(anywhere.status, StatusCode::UNAUTHORIZED);
     assert!(
@@ -174,7 +188,7 @@ async fn a_peer_request_signed_for_another_node_is_refused_and_applies_nothing()
             >= 1.0
     );
     // Signed for n1, the same merge is applied.
-    let for_n1 = common::test_signer().sign("n1", &body);
+    let for_n1 = common::test_signer().sign("n1", "-", &body);
     assert_eq!(
         post_peer(&t, Some(&for_n1), body).await.status,
         StatusCode::OK
@@ -395,7 +409,12 @@ async fn requests_beyond_max_inflight_get_503_with_retry_after() {
     );
     // Peer requests are never refused for load.
     let body = merge("peer-under-load", "1");
-    let peer = post_peer(&t, Some(&common::test_signer().sign("n1", &body)), body).await;
+    let peer = post_peer(
+        &t,
+        Some(&common::test_signer().sign("n1", "-", &body)),
+        body,
+    )
+    .await;
     assert_eq!(peer.status, StatusCode::OK);
 }
 
@@ -497,17 +516,6 @@ async fn a_thousand_slow_connections_are_closed_while_a_normal_client_works() {
     );
 }
 
-/// VmRSS of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_oversize_bodies_leaves_memory_bounded() {
     let dir = tempfile::tempdir().expect("dir");
@@ -516,7 +524,7 @@ async fn a_flood_of_oversize_bodies_leaves_memory_bounded() {
     let mut child = common::processes::serve(&config, "n1").await;
     let pid = child.id().expect("pid");
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().expect("addr");
-    let before = rss(pid);
+    let before = common::processes::rss(pid);
 
     // 400 clients each stream 4 MiB chunked (64 times the value limit):
     // 1.6 GB offered in all.
@@ -547,7 +555,7 @@ async fn a_flood_of_oversize_bodies_leaves_memory_bounded() {
     let mut peak = before;
     let sampler = async {
         loop {
-            peak = peak.max(rss(pid));
+            peak = peak.max(common::processes::rss(pid));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -555,7 +563,7 @@ async fn a_flood_of_oversize_bodies_leaves_memory_bounded() {
         _ = futures_util::future::join_all(floods) => {}
         _ = sampler => {}
     }
-    peak = peak.max(rss(pid));
+    peak = peak.max(common::processes::rss(pid));
     // The node still serves.
     let client = chorus::client::Client::new(&url);
     assert_eq!(
@@ -743,4 +751,81 @@ async fn returnbody_needs_the_read_scope_too() {
     // 300: the blind writes above left siblings beside it.
     assert_eq!(both.status, StatusCode::MULTIPLE_CHOICES);
     assert!(String::from_utf8_lossy(&both.body).contains("again"));
+}
+
+/// The credentials of a peer request are checked from its headers: a
+/// stranger claiming 60 MiB who sends 1 MiB and stalls is refused at once,
+/// not after the body timeout with its body read.
+#[tokio::test]
+async fn an_unauthenticated_peer_body_is_refused_before_it_is_read() {
+    let t = TestNode::start_with(|c| c.limits.body_timeout_ms = 20_000).await;
+    let len = 60 << 20;
+    let mut stream = TcpStream::connect(t.node.addr).await.expect("connect");
+    stream
+        .write_all(peer_head(&forged_auth(len), len).as_bytes())
+        .await
+        .expect("send the head");
+    // The server may answer and close while this is still being sent.
+    let _ = stream.write_all(&vec![0u8; 1 << 20]).await;
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut answer))
+        .await
+        .expect("an answer within a second, not after the body timeout")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("peer_unauthenticated"), "{answer}");
+    assert!(answer.contains("MAC"), "{answer}");
+}
+
+/// Peer requests have their own limit: beyond `max_peer_inflight` a peer
+/// request is a 503 `overloaded` naming the key, while clients are served.
+#[tokio::test]
+async fn peer_requests_beyond_max_peer_inflight_get_a_typed_overloaded() {
+    let t = TestNode::start_with(|c| {
+        c.limits.max_peer_inflight = 1;
+        c.limits.body_timeout_ms = 5_000;
+    })
+    .await;
+    // A signed request whose body stalls holds the one place.
+    let body = merge("held", "1");
+    let auth = common::test_signer().sign("n1", "-", &body);
+    let mut held = TcpStream::connect(t.node.addr).await.expect("connect");
+    held.write_all(peer_head(&auth, body.len() as u64).as_bytes())
+        .await
+        .expect("send");
+    held.write_all(&body[..body.len() / 2]).await.expect("send");
+    let mut refused = None;
+    for _ in 0..100 {
+        let body = merge("second", "1");
+        let auth = common::test_signer().sign("n1", "-", &body);
+        let reply = post_peer(&t, Some(&auth), body).await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("a second peer request in flight was refused");
+    assert_eq!(error_code(&refused), "overloaded");
+    assert!(
+        String::from_utf8_lossy(&refused.body).contains("limits.max_peer_inflight"),
+        "{:?}",
+        refused.body
+    );
+    // Clients are not held up by peers.
+    let put = t.client.put("client", "1", None).await.expect("put");
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    // The held request, once whole, is applied.
+    held.write_all(&body[body.len() / 2..]).await.expect("send");
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), held.read(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&answer[..read]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..read])
+    );
 }

@@ -95,6 +95,10 @@ pub struct Api {
     pub open_routes: Vec<crate::config::OpenRoute>,
     /// Client requests being served (`limits.max_inflight` permits).
     pub inflight: tokio::sync::Semaphore,
+    /// Peer requests being served (`limits.max_peer_inflight` permits).
+    pub peer_inflight: tokio::sync::Semaphore,
+    /// Bytes of peer request bodies held (`limits.max_peer_inflight_bytes`).
+    pub peer_bytes: tokio::sync::Semaphore,
 }
 
 impl Api {

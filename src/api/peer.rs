@@ -5,13 +5,18 @@
 //! request decoded (errors travel inside, with their own status and code).
 //! A body that does not decode is a 400 JSON error like any other.
 //!
-//! Before the body is decoded, its authentication is checked
-//! ([`crate::security::peer`]): a request without a valid MAC under the
-//! cluster secret, signed for another node, with a stale timestamp or a
-//! nonce seen before is a 401 `peer_unauthenticated`, and nothing of it is
-//! applied. A request signed for any receiver is applied only as a join.
+//! Before a byte of the body is read, its authentication is checked from
+//! the headers ([`crate::security::peer`]): a request without a valid MAC
+//! under the cluster secret, signed for another node or service, with a
+//! stale timestamp or a nonce seen before is a 401 `peer_unauthenticated`,
+//! and its body is never read. Then the request takes room among
+//! `limits.max_peer_inflight` requests and `limits.max_peer_inflight_bytes`
+//! bytes (its signed length), or is a 503 `overloaded`; the body read must
+//! have exactly the signed length and digest. A request signed for any
+//! receiver is applied only as a join.
 
 use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
@@ -28,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::peer::rpc::{self, RPC_HEADER};
 use crate::peer::{ClientOp, PEER_CONTENT_TYPE, PeerRequest, PeerResponse, WireError, WireReply};
 use crate::security::peer::Verified;
+use crate::security::peer_auth::AUTH_HEADER;
 use crate::version::MAX_REQUEST_ID;
 
 pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
@@ -37,21 +43,75 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
             allowed: "POST",
         });
     }
-    let auth = req
-        .headers()
-        .get(crate::security::peer_auth::AUTH_HEADER)
-        .map(|v| v.as_bytes().to_vec());
-    let rpc = req
-        .headers()
-        .get(RPC_HEADER)
-        .map(|v| rpc::parse_header(v.as_bytes()))
-        .transpose()?;
-    let body = read_body(req, api.max_peer_message, api.limits.body_timeout_ms).await?;
-    // Nothing of the body is believed, not even decoded, before this.
-    let verified = api
+    let headers = req.headers();
+    let auth = headers.get(AUTH_HEADER).map(|v| v.as_bytes());
+    let rpc_header = headers.get(RPC_HEADER).map(|v| v.as_bytes());
+    let rpc = rpc_header.map(rpc::parse_header).transpose()?;
+    // The credentials are checked from the headers alone, before a byte of
+    // the body is read: a stranger's body is never read.
+    let rpc_text = rpc_header.and_then(|v| std::str::from_utf8(v).ok());
+    let head = api
         .peer_auth
-        .verify(auth.as_deref(), &body)
+        .verify_head(auth, rpc_text)
         .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
+    let max = api.max_peer_message;
+    let declared = match headers.get(CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| Error::BodyRead("Content-Length is not a number".into()))?,
+        ),
+    };
+    if let Some(declared) = declared {
+        api.peer_auth
+            .verify_length(&head, declared)
+            .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
+    }
+    let len = head.signed_len().or(declared);
+    if let Some(len) = len
+        && len > max as u64
+    {
+        return Err(Error::PeerMessageTooLarge { len, max });
+    }
+    // Room for the request before its body is read: a count, and its
+    // bytes (the whole limit when the length is not known in advance).
+    let _request = api
+        .peer_inflight
+        .try_acquire()
+        .map_err(|_| Error::Overloaded {
+            what: "peer requests",
+            key: "max_peer_inflight",
+            limit: api.limits.max_peer_inflight,
+        })?;
+    let bytes = len.unwrap_or(max as u64).min(u64::from(u32::MAX)) as u32;
+    let wait = Duration::from_millis(api.limits.body_timeout_ms);
+    let _bytes = match tokio::time::timeout(wait, api.peer_bytes.acquire_many(bytes)).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(Error::Overloaded {
+                what: "bytes of peer requests",
+                key: "max_peer_inflight_bytes",
+                limit: api.limits.max_peer_inflight_bytes as usize,
+            });
+        }
+    };
+    let limit = len.map_or(max, |len| len as usize);
+    let body = read_body(req, limit, api.limits.body_timeout_ms)
+        .await
+        .map_err(|e| match e {
+            Error::ValueTooLarge { .. } => Error::PeerMessageTooLarge {
+                len: limit as u64 + 1,
+                max,
+            },
+            e => e,
+        })?;
+    // Nothing of the body is believed, not even decoded, before this.
+    api.peer_auth
+        .verify_body(&head, &body)
+        .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
+    let verified = head.verified;
     if let Some((service, version)) = rpc {
         let to_any = verified == Verified::ToAny;
         let bytes = api

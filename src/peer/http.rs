@@ -32,7 +32,7 @@ use super::{
 use crate::error::Error;
 use crate::replica::Replica;
 use crate::security::peer::Signer;
-use crate::security::peer_auth::{ANY_RECEIVER, AUTH_HEADER};
+use crate::security::peer_auth::{ANY_RECEIVER, AUTH_HEADER, NO_SERVICE};
 
 /// The route every node serves the peer protocol on.
 pub const PEER_PATH: &str = "/peer";
@@ -40,7 +40,7 @@ pub const PEER_PATH: &str = "/peer";
 pub const PEER_CONTENT_TYPE: &str = "application/x-chorus-peer";
 /// The largest peer message when the config does not say more: room for a
 /// full sibling set (limits.max_set_bytes) and its envelope.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = crate::config::MIN_PEER_MESSAGE_BYTES;
 
 /// Node id to `host:port`, kept current by the membership.
 pub type Addresses = Arc<RwLock<HashMap<String, String>>>;
@@ -202,12 +202,13 @@ where
                     .method(Method::POST)
                     .uri(format!("{scheme}://{addr}{PEER_PATH}"))
                     .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE);
-                if let Some(rpc) = rpc {
-                    req = req.header(RPC_HEADER, rpc);
-                }
                 if let Some(signer) = &signer {
                     let to = if to_any { ANY_RECEIVER } else { &node };
-                    req = req.header(AUTH_HEADER, signer.sign(to, &body));
+                    let service = rpc.as_deref().unwrap_or(NO_SERVICE);
+                    req = req.header(AUTH_HEADER, signer.sign(to, service, &body));
+                }
+                if let Some(rpc) = rpc {
+                    req = req.header(RPC_HEADER, rpc);
                 }
                 let req = req
                     .body(Full::new(body))

@@ -1,13 +1,15 @@
 //! Peer authentication at the edges: the signer a node's transport stamps
-//! its requests with, and the verifier `POST /peer` runs before it decodes
-//! a byte of the body. The pure rules are in [`super::peer_auth`].
+//! its requests with, and the verifier `POST /peer` runs on the headers
+//! before it reads a byte of the body ([`Verifier::verify_head`]), and on
+//! the body once read ([`Verifier::verify_body`]). The pure rules are in
+//! [`super::peer_auth`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::peer_auth::{ANY_RECEIVER, Refusal, Replays, Secret, Stamp};
+use super::peer_auth::{ANY_RECEIVER, NO_SERVICE, Refusal, Replays, Secret, Stamp};
 use crate::clock::Clock;
 use crate::metrics as m;
 
@@ -36,16 +38,21 @@ impl Signer {
     }
 
     /// The header value for a request to node `to` ([`ANY_RECEIVER`] for
-    /// a request sent to an address) carrying `body`.
-    pub fn sign(&self, to: &str, body: &[u8]) -> String {
+    /// a request sent to an address) for service `rpc` (`name/version`, or
+    /// [`NO_SERVICE`]) carrying `body`.
+    pub fn sign(&self, to: &str, rpc: &str, body: &[u8]) -> String {
+        let (len, digest) = Stamp::body(body);
         let stamp = Stamp {
             node: self.node.clone(),
             to: to.to_string(),
+            rpc: rpc.to_string(),
             boot: self.boot,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             ts_ms: self.clock.now_ms(),
+            len,
+            digest,
         };
-        self.secret.sign(&stamp, body)
+        self.secret.sign(&stamp)
     }
 }
 
@@ -61,7 +68,22 @@ pub struct Verifier {
     clock: Clock,
 }
 
-/// What [`Verifier::verify`] let through.
+/// What [`Verifier::verify_head`] let through, and the body it expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub verified: Verified,
+    /// The signed body's length and digest (none when nothing is checked).
+    signed: Option<(u64, [u8; 32])>,
+}
+
+impl Head {
+    /// The signed length of the body: exactly what may be read.
+    pub fn signed_len(&self) -> Option<u64> {
+        self.signed.map(|(len, _)| len)
+    }
+}
+
+/// What [`Verifier::verify_head`] let through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verified {
     /// No secret is configured: nothing was checked.
@@ -96,37 +118,70 @@ impl Verifier {
         }
     }
 
-    /// Lets a request through, or refuses it: counted in
-    /// `chorus_peer_auth_refused_total{reason}` and logged at most once
-    /// per 10 s. What it lets through was signed for this node, or for
-    /// [`ANY_RECEIVER`] ([`Verified::ToAny`]: the caller accepts that
-    /// only for a join).
-    pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<Verified, Refusal> {
+    /// Lets a request's headers through, or refuses them, before a byte
+    /// of its body is read: `header` is its [`AUTH_HEADER`](super::peer_auth::AUTH_HEADER),
+    /// `rpc` its service (`name/version`, or none for the shared enum).
+    /// A refusal is counted in `chorus_peer_auth_refused_total{reason}`
+    /// and logged at most once per 10 s. What it lets through was signed
+    /// for this node, or for [`ANY_RECEIVER`] ([`Verified::ToAny`]: only a
+    /// service that allows it applies that), and its nonce is spent.
+    pub fn verify_head(&self, header: Option<&[u8]>, rpc: Option<&str>) -> Result<Head, Refusal> {
         let Some(secret) = &self.secret else {
-            return Ok(Verified::Open);
+            return Ok(Head {
+                verified: Verified::Open,
+                signed: None,
+            });
         };
+        let rpc = rpc.unwrap_or(NO_SERVICE);
         let checked = header
             .ok_or(Refusal::Missing)
             .and_then(|h| std::str::from_utf8(h).map_err(|_| Refusal::Malformed("not UTF-8")))
-            .and_then(|h| secret.check(h, body))
+            .and_then(|h| secret.check(h))
             .and_then(|stamp| match stamp.to.as_str() {
                 to if to == self.me => Ok((stamp, Verified::ToMe)),
                 ANY_RECEIVER => Ok((stamp, Verified::ToAny)),
                 _ => Err(Refusal::Misdirected),
             })
             .and_then(|(stamp, verified)| {
+                if stamp.rpc != rpc {
+                    return Err(Refusal::Misrouted);
+                }
                 let now = self.clock.now_ms();
-                self.replays.lock().admit(&stamp, now).map(|()| verified)
+                self.replays.lock().admit(&stamp, now)?;
+                Ok(Head {
+                    verified,
+                    signed: Some((stamp.len, stamp.digest)),
+                })
             });
-        match checked {
-            Ok(verified) => Ok(verified),
-            Err(refusal) => {
-                metrics::counter!(m::PEER_AUTH_REFUSED_TOTAL, "reason" => refusal.label())
-                    .increment(1);
-                self.log(&refusal);
-                Err(refusal)
+        checked.inspect_err(|refusal| self.refused(refusal))
+    }
+
+    /// Checks a body's declared length (`Content-Length`) against the
+    /// length signed, before reading it.
+    pub fn verify_length(&self, head: &Head, declared: u64) -> Result<(), Refusal> {
+        match head.signed_len() {
+            Some(len) if len != declared => {
+                self.refused(&Refusal::BadBody);
+                Err(Refusal::BadBody)
             }
+            _ => Ok(()),
         }
+    }
+
+    /// Checks the body read against the length and digest signed.
+    pub fn verify_body(&self, head: &Head, body: &[u8]) -> Result<(), Refusal> {
+        match head.signed {
+            Some(signed) if Stamp::body(body) != signed => {
+                self.refused(&Refusal::BadBody);
+                Err(Refusal::BadBody)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn refused(&self, refusal: &Refusal) {
+        metrics::counter!(m::PEER_AUTH_REFUSED_TOTAL, "reason" => refusal.label()).increment(1);
+        self.log(refusal);
     }
 
     fn log(&self, refusal: &Refusal) {

@@ -1,26 +1,31 @@
 //! Peer authentication: every node-to-node request carries an HMAC-SHA256
-//! over the request, keyed by the cluster's shared secret, with a
-//! timestamp and a nonce the receiver will accept only once.
+//! over its stamp, keyed by the cluster's shared secret, with a timestamp
+//! and a nonce the receiver will accept only once.
 //!
 //! The signed text is [`DOMAIN`], then the sender's node id, the
-//! receiver's node id, the sender's boot (the generation it started in:
-//! milliseconds since the epoch at start, larger after every restart), a
-//! sequence number counting up from 1 within the boot, the sender's wall
-//! clock in milliseconds, and the request body. The header carries
-//! everything but the body and the secret, so a receiver recomputes the MAC
-//! and compares it in constant time.
+//! receiver's node id, the service and version the request is for (the
+//! `x-chorus-rpc` header, or `-` for the shared enum), the sender's boot
+//! (the generation it started in: milliseconds since the epoch at start,
+//! larger after every restart), a sequence number counting up from 1
+//! within the boot, the sender's wall clock in milliseconds, and the body's
+//! length and BLAKE3 digest. The header carries all of it but the secret,
+//! so the receiver checks the MAC from the headers alone, before it reads a
+//! byte of the body: a stranger's body is never read, however large it
+//! claims to be. The body read then must have exactly the signed length
+//! and digest.
 //!
 //! The receiver is in the MAC so that a request captured on its way to one
-//! node cannot be replayed to another, whose replay window never saw it. A
-//! request sent to an address rather than a member (a join, to the seed
-//! the operator named) is signed for [`ANY_RECEIVER`]; the receiver then
-//! accepts it only as a join, which admits the sender's own id and
-//! address wherever it lands.
+//! node cannot be replayed to another, whose replay window never saw it;
+//! the service is in it so that a body cannot be replayed to another
+//! service. A request sent to an address rather than a member (a join, to
+//! the seed the operator named) is signed for [`ANY_RECEIVER`]; the
+//! receiver then accepts it only as a join, which admits the sender's own
+//! id and address wherever it lands.
 //!
-//! A receiver refuses, in this order and before it decodes the body:
+//! A receiver refuses, in this order and before it reads the body:
 //! - a header that does not parse;
-//! - a MAC that does not match (wrong secret, or changed bytes);
-//! - a request signed for another node;
+//! - a MAC that does not match (wrong secret, or changed fields);
+//! - a request signed for another node, or another service;
 //! - a timestamp further than the skew window from its own clock;
 //! - a nonce seen before: it keeps, per sender, the newest boot and a
 //!   sliding window of the last [`WINDOW`] sequence numbers (as IPsec does
@@ -50,9 +55,11 @@ use sha2::Sha256;
 /// The header a peer request's authentication travels in.
 pub const AUTH_HEADER: &str = "x-chorus-peer-auth";
 /// What the MAC covers first, so a MAC made for anything else never matches.
-pub const DOMAIN: &[u8] = b"chorus peer request v2\n";
+pub const DOMAIN: &[u8] = b"chorus peer request v3\n";
 /// The receiver of a request sent to an address, not to a member.
 pub const ANY_RECEIVER: &str = "*";
+/// The service of a request in the shared enum, which names none.
+pub const NO_SERVICE: &str = "-";
 /// Sequence numbers each sender may arrive out of order within.
 pub const WINDOW: u64 = 1024;
 /// Senders a receiver keeps replay windows for.
@@ -67,9 +74,21 @@ pub struct Stamp {
     pub node: String,
     /// The node the request is for, or [`ANY_RECEIVER`].
     pub to: String,
+    /// The service and version (`name/version`), or [`NO_SERVICE`].
+    pub rpc: String,
     pub boot: u64,
     pub seq: u64,
     pub ts_ms: u64,
+    /// The body's length and BLAKE3 digest.
+    pub len: u64,
+    pub digest: [u8; 32],
+}
+
+impl Stamp {
+    /// The length and digest of `body`, as a stamp records them.
+    pub fn body(body: &[u8]) -> (u64, [u8; 32]) {
+        (body.len() as u64, *blake3::hash(body).as_bytes())
+    }
 }
 
 /// Why a request was refused; `label()` is the metric's `reason`.
@@ -83,6 +102,10 @@ pub enum Refusal {
     BadMac,
     /// Signed for another node: a replay of what was sent there.
     Misdirected,
+    /// Signed for another service than the request names.
+    Misrouted,
+    /// The body is not the one signed: another length or digest.
+    BadBody,
     /// The timestamp is outside the skew window.
     Stale { skew_ms: u64 },
     /// The nonce was seen before, or belongs to an older boot.
@@ -96,6 +119,8 @@ impl Refusal {
             Refusal::Malformed(_) => "malformed",
             Refusal::BadMac => "bad_mac",
             Refusal::Misdirected => "misdirected",
+            Refusal::Misrouted => "misrouted",
+            Refusal::BadBody => "bad_body",
             Refusal::Stale { .. } => "stale",
             Refusal::Replayed => "replayed",
         }
@@ -111,6 +136,11 @@ impl fmt::Display for Refusal {
             Refusal::Misdirected => write!(
                 f,
                 "the request was signed for another node (a replay of a request to it?)"
+            ),
+            Refusal::Misrouted => write!(f, "the request was signed for another service"),
+            Refusal::BadBody => write!(
+                f,
+                "the body is not the one signed (another length or digest)"
             ),
             Refusal::Stale { skew_ms } => write!(
                 f,
@@ -137,39 +167,43 @@ impl Secret {
         Secret(HmacSha256::new_from_slice(bytes).expect("HMAC accepts any key length"))
     }
 
-    fn mac(&self, stamp: &Stamp, body: &[u8]) -> HmacSha256 {
+    fn mac(&self, stamp: &Stamp) -> HmacSha256 {
         let mut mac = self.0.clone();
         mac.update(DOMAIN);
-        for name in [&stamp.node, &stamp.to] {
+        for name in [&stamp.node, &stamp.to, &stamp.rpc] {
             mac.update(name.as_bytes());
             mac.update(b"\n");
         }
-        for n in [stamp.boot, stamp.seq, stamp.ts_ms] {
+        for n in [stamp.boot, stamp.seq, stamp.ts_ms, stamp.len] {
             mac.update(&n.to_be_bytes());
         }
-        mac.update(body);
+        mac.update(&stamp.digest);
         mac
     }
 
-    /// The header value for a request with this stamp and body.
-    pub fn sign(&self, stamp: &Stamp, body: &[u8]) -> String {
-        let tag = self.mac(stamp, body).finalize().into_bytes();
+    /// The header value for a request with this stamp.
+    pub fn sign(&self, stamp: &Stamp) -> String {
+        let tag = self.mac(stamp).finalize().into_bytes();
         format!(
-            "node={} to={} boot={} seq={} ts={} mac={}",
+            "node={} to={} rpc={} boot={} seq={} ts={} len={} digest={} mac={}",
             stamp.node,
             stamp.to,
+            stamp.rpc,
             stamp.boot,
             stamp.seq,
             stamp.ts_ms,
+            stamp.len,
+            hex(&stamp.digest),
             hex(&tag)
         )
     }
 
-    /// The stamp of a header whose MAC matches `body`; nothing else is
-    /// believed of a header before this says yes.
-    pub fn check(&self, header: &str, body: &[u8]) -> Result<Stamp, Refusal> {
+    /// The stamp of a header whose MAC matches; nothing else is believed
+    /// of a header before this says yes. The body is checked against the
+    /// stamp once read ([`Stamp::body`]).
+    pub fn check(&self, header: &str) -> Result<Stamp, Refusal> {
         let (stamp, tag) = parse(header)?;
-        self.mac(&stamp, body)
+        self.mac(&stamp)
             .verify_slice(&tag)
             .map_err(|_| Refusal::BadMac)?;
         Ok(stamp)
@@ -191,8 +225,8 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 fn parse(header: &str) -> Result<(Stamp, Vec<u8>), Refusal> {
-    if header.len() > 512 {
-        return Err(Refusal::Malformed("longer than 512 bytes"));
+    if header.len() > 768 {
+        return Err(Refusal::Malformed("longer than 768 bytes"));
     }
     let mut fields = header.split(' ');
     let mut next = |name: &'static str| {
@@ -204,21 +238,29 @@ fn parse(header: &str) -> Result<(Stamp, Vec<u8>), Refusal> {
     };
     let node = next("node")?.to_string();
     let to = next("to")?.to_string();
+    let rpc = next("rpc")?.to_string();
     let number = |text: &str, name| text.parse::<u64>().map_err(|_| Refusal::Malformed(name));
     let boot = number(next("boot")?, "boot")?;
     let seq = number(next("seq")?, "seq")?;
     let ts_ms = number(next("ts")?, "ts")?;
+    let len = number(next("len")?, "len")?;
+    let digest = unhex(next("digest")?)
+        .and_then(|d| <[u8; 32]>::try_from(d).ok())
+        .ok_or(Refusal::Malformed("digest"))?;
     let tag = unhex(next("mac")?).ok_or(Refusal::Malformed("mac"))?;
-    if node.is_empty() || to.is_empty() || seq == 0 {
-        return Err(Refusal::Malformed("node, to or seq"));
+    if node.is_empty() || to.is_empty() || rpc.is_empty() || seq == 0 {
+        return Err(Refusal::Malformed("node, to, rpc or seq"));
     }
     Ok((
         Stamp {
             node,
             to,
+            rpc,
             boot,
             seq,
             ts_ms,
+            len,
+            digest,
         },
         tag,
     ))

@@ -8,12 +8,16 @@ use super::tokens::{Denied, Scope, Tokens};
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 fn stamp(node: &str, boot: u64, seq: u64, ts_ms: u64) -> Stamp {
+    let (len, digest) = Stamp::body(b"body");
     Stamp {
         node: node.into(),
         to: "n2".into(),
+        rpc: "replica.merge/1".into(),
         boot,
         seq,
         ts_ms,
+        len,
+        digest,
     }
 }
 
@@ -21,88 +25,116 @@ fn stamp(node: &str, boot: u64, seq: u64, ts_ms: u64) -> Stamp {
 fn a_signed_request_checks_once_and_a_replay_is_refused() {
     let secret = Secret::new(SECRET);
     let s = stamp("n1", 7, 1, 1_000_000);
-    let header = secret.sign(&s, b"body");
-    assert_eq!(secret.check(&header, b"body"), Ok(s.clone()));
+    let header = secret.sign(&s);
+    assert_eq!(secret.check(&header), Ok(s.clone()));
     let mut replays = Replays::new(30_000);
     assert_eq!(replays.admit(&s, 1_000_500), Ok(()));
     assert_eq!(replays.admit(&s, 1_000_600), Err(Refusal::Replayed));
 }
 
 #[test]
-fn a_wrong_secret_a_changed_body_or_a_changed_field_is_a_bad_mac() {
+fn a_wrong_secret_or_a_changed_field_is_a_bad_mac() {
     let secret = Secret::new(SECRET);
-    let header = secret.sign(&stamp("n1", 7, 1, 5), b"body");
+    let header = secret.sign(&stamp("n1", 7, 1, 5));
     let other = Secret::new(b"another secret of thirty-two bytes!");
-    assert_eq!(other.check(&header, b"body"), Err(Refusal::BadMac));
-    assert_eq!(secret.check(&header, b"bodY"), Err(Refusal::BadMac));
+    assert_eq!(other.check(&header), Err(Refusal::BadMac));
+    let digest = header
+        .split(' ')
+        .find_map(|f| f.strip_prefix("digest="))
+        .expect("a digest");
+    let other_digest = format!("digest={}", "ab".repeat(32));
     for (from, to) in [
         ("seq=1", "seq=2"),
         ("boot=7", "boot=8"),
         ("node=n1", "node=n3"),
         ("to=n2", "to=n3"),
         ("to=n2", "to=*"),
+        ("rpc=replica.merge/1", "rpc=replica.hint/1"),
         ("ts=5", "ts=6"),
+        ("len=4", "len=5"),
+        (&format!("digest={digest}"), &other_digest),
     ] {
         let forged = header.replace(from, to);
-        assert_eq!(
-            secret.check(&forged, b"body"),
-            Err(Refusal::BadMac),
-            "{forged}"
-        );
+        assert_ne!(forged, header, "{from}");
+        assert_eq!(secret.check(&forged), Err(Refusal::BadMac), "{forged}");
     }
 }
 
-/// A request captured on its way to one node and replayed to another is
-/// refused there before its window is touched; one sent to an address
-/// passes for any receiver, and the route lets only a join through.
+/// A request captured on its way to one node and replayed to another, or
+/// to another service, is refused there before its window is touched and
+/// before its body is read; one sent to an address passes for any
+/// receiver, and the route lets only a join through. The body read must
+/// be the one signed.
 #[test]
-fn a_verifier_lets_through_only_what_was_signed_for_its_node() {
+fn a_verifier_lets_through_only_what_was_signed_for_its_node_and_service() {
     use super::peer::{Signer, Verified, Verifier};
     let clock = crate::clock::Clock::system();
     let signer = Signer::new(SECRET, "n1", 1, clock.clone());
     let n2 = Verifier::new("n2", Some(SECRET), 30_000, clock.clone());
     let n3 = Verifier::new("n3", Some(SECRET), 30_000, clock.clone());
-    let to_n2 = signer.sign("n2", b"body");
+    let merge = Some("replica.merge/1");
+    let to_n2 = signer.sign("n2", "replica.merge/1", b"body");
+    let head = n2
+        .verify_head(Some(to_n2.as_bytes()), merge)
+        .expect("signed for n2");
+    assert_eq!(head.verified, Verified::ToMe);
+    assert_eq!(head.signed_len(), Some(4));
+    assert_eq!(n2.verify_body(&head, b"body"), Ok(()));
+    assert_eq!(n2.verify_body(&head, b"bodY"), Err(Refusal::BadBody));
+    assert_eq!(n2.verify_body(&head, b"body!"), Err(Refusal::BadBody));
     assert_eq!(
-        n2.verify(Some(to_n2.as_bytes()), b"body"),
-        Ok(Verified::ToMe)
-    );
-    assert_eq!(
-        n3.verify(Some(to_n2.as_bytes()), b"body"),
+        n3.verify_head(Some(to_n2.as_bytes()), merge),
         Err(Refusal::Misdirected)
     );
-    let to_any = signer.sign(super::peer_auth::ANY_RECEIVER, b"join");
+    let again = signer.sign("n2", "replica.merge/1", b"body");
     assert_eq!(
-        n3.verify(Some(to_any.as_bytes()), b"join"),
-        Ok(Verified::ToAny)
+        n2.verify_head(Some(again.as_bytes()), Some("replica.hint/1")),
+        Err(Refusal::Misrouted)
     );
+    assert_eq!(
+        n2.verify_head(Some(again.as_bytes()), None),
+        Err(Refusal::Misrouted)
+    );
+    let join = Some("membership.join/1");
+    let to_any = signer.sign(super::peer_auth::ANY_RECEIVER, "membership.join/1", b"join");
+    let head = n3
+        .verify_head(Some(to_any.as_bytes()), join)
+        .expect("signed for anyone");
+    assert_eq!(head.verified, Verified::ToAny);
     // The replay windows hold for requests to any receiver too.
     assert_eq!(
-        n3.verify(Some(to_any.as_bytes()), b"join"),
+        n3.verify_head(Some(to_any.as_bytes()), join),
         Err(Refusal::Replayed)
     );
     let open = Verifier::new("n2", None, 30_000, clock);
-    assert_eq!(open.verify(None, b"body"), Ok(Verified::Open));
+    let head = open.verify_head(None, None).expect("open");
+    assert_eq!(head.verified, Verified::Open);
+    assert_eq!(head.signed_len(), None);
+    assert_eq!(open.verify_body(&head, b"anything"), Ok(()));
 }
 
 #[test]
 fn malformed_headers_are_refused_without_a_panic() {
     let secret = Secret::new(SECRET);
+    let d = "00".repeat(32);
     for header in [
-        "",
-        "node=n1",
-        "node=n1 to=n2 boot=x seq=1 ts=1 mac=00",
-        "node=n1 to=n2 boot=1 seq=1 ts=1 mac=0",
-        "node=n1 to=n2 boot=1 seq=1 ts=1 mac=zz",
-        "node=n1 to=n2 boot=1 seq=0 ts=1 mac=00",
-        "node= to=n2 boot=1 seq=1 ts=1 mac=00",
-        "node=n1 to= boot=1 seq=1 ts=1 mac=00",
-        "node=n1 boot=1 seq=1 ts=1 mac=00",
-        "boot=1 node=n1 seq=1 ts=1 mac=00",
-        &"x".repeat(10_000),
+        String::new(),
+        "node=n1".into(),
+        format!("node=n1 to=n2 rpc=- boot=x seq=1 ts=1 len=0 digest={d} mac=00"),
+        format!("node=n1 to=n2 rpc=- boot=1 seq=1 ts=1 len=0 digest={d} mac=0"),
+        format!("node=n1 to=n2 rpc=- boot=1 seq=1 ts=1 len=0 digest={d} mac=zz"),
+        format!("node=n1 to=n2 rpc=- boot=1 seq=0 ts=1 len=0 digest={d} mac=00"),
+        format!("node=n1 to=n2 rpc=- boot=1 seq=1 ts=1 len=-1 digest={d} mac=00"),
+        "node=n1 to=n2 rpc=- boot=1 seq=1 ts=1 len=0 digest=00 mac=00".into(),
+        format!("node= to=n2 rpc=- boot=1 seq=1 ts=1 len=0 digest={d} mac=00"),
+        format!("node=n1 to= rpc=- boot=1 seq=1 ts=1 len=0 digest={d} mac=00"),
+        format!("node=n1 to=n2 rpc= boot=1 seq=1 ts=1 len=0 digest={d} mac=00"),
+        format!("node=n1 to=n2 boot=1 seq=1 ts=1 len=0 digest={d} mac=00"),
+        format!("boot=1 node=n1 to=n2 rpc=- seq=1 ts=1 len=0 digest={d} mac=00"),
+        "x".repeat(10_000),
     ] {
         assert!(
-            matches!(secret.check(header, b""), Err(Refusal::Malformed(_))),
+            matches!(secret.check(&header), Err(Refusal::Malformed(_))),
             "{header:.40}"
         );
     }

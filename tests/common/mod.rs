@@ -180,7 +180,7 @@ pub async fn peer_rpc<R: chorus::peer::Rpc>(
 ) -> Result<R::Reply, chorus::peer::WireError> {
     let frame = chorus::peer::Frame::of(&request).expect("encode");
     let id = node_id(client).await;
-    let auth = test_signer().sign(&id, &frame.body);
+    let auth = test_signer().sign(&id, &frame.header(), &frame.body);
     let rpc = frame.header();
     let reply = client
         .request(
@@ -203,7 +203,7 @@ pub async fn peer_rpc<R: chorus::peer::Rpc>(
 pub async fn peer(client: &Client, request: chorus::peer::PeerRequest) -> chorus::peer::WireReply {
     let body = request.encode().expect("encode");
     let id = node_id(client).await;
-    let auth = test_signer().sign(&id, &body);
+    let auth = test_signer().sign(&id, "-", &body);
     let reply = client
         .request(
             http::Method::POST,
@@ -215,4 +215,29 @@ pub async fn peer(client: &Client, request: chorus::peer::PeerRequest) -> chorus
         .expect("peer");
     assert_eq!(reply.status, http::StatusCode::OK);
     postcard::from_bytes(&reply.body).expect("a wire reply")
+}
+
+/// The head of a `POST /peer` claiming `len` bytes of body, with `auth`.
+pub fn peer_head(auth: &str, len: u64) -> String {
+    format!(
+        "POST /peer HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-chorus-peer\r\n{}: {auth}\r\ncontent-length: {len}\r\n\r\n",
+        chorus::security::peer_auth::AUTH_HEADER
+    )
+}
+
+/// A forged authentication header: well formed, with a MAC under no
+/// secret the cluster has.
+pub fn forged_auth(len: u64) -> String {
+    let stamp = chorus::security::peer_auth::Stamp {
+        node: "intruder".into(),
+        to: "n1".into(),
+        rpc: "-".into(),
+        boot: 1,
+        seq: 1,
+        ts_ms: chorus::clock::Clock::system().now_ms(),
+        len,
+        digest: [7; 32],
+    };
+    chorus::security::peer_auth::Secret::new(b"not-the-cluster-secret-0123456789abcdef")
+        .sign(&stamp)
 }
