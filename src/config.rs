@@ -161,6 +161,9 @@ pub struct Limits {
     pub max_peer_inflight_bytes: u64,
 }
 
+/// The longest `timeout_ms` a request may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
 /// The largest peer message when `max_set_bytes` does not call for more.
 pub const MIN_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 

@@ -20,10 +20,12 @@
 //! membership     the members document and its gossip, heartbeats and the
 //!                phi-accrual detector, Chord over the transport, replica
 //!                lookup, handoff, graceful leave
-//! peer           the node-to-node protocol enums, Transport, h2c
+//! peer           the transport: typed calls (Rpc, Services), frames over
+//!                h2c, batching per peer; it knows no subsystem
 //! security       peer request MACs and replay windows, client bearer tokens,
 //!                TLS for clients and peers
-//! replica        what a node does with a peer request: mint, merge, read
+//! replica        what a node does with the reads and writes sent to its
+//!                store (its own peer messages): mint, merge, read
 //! store          Store trait; fjall (durable) and memory engines; group commit
 //! version        dots, version vectors, sibling sets (DVV), client contexts
 //! ring           positions, tokens, placement, members CRDT, Chord router
@@ -51,8 +53,8 @@
 //! preference list ([`ring::Ring::preference_list`]); if this node is not
 //! on it, it forwards the request once to a replica found through the ring
 //! (lookup cache, else a Chord lookup) and relays the answer. Otherwise it
-//! sends a `Coordinate` request through the [`peer::Transport`] to one
-//! replica, itself when it can. That [`replica::Replica`] does an
+//! sends a `Coordinate` request ([`replica::rpc`], a typed call through the
+//! [`peer::Transport`]) to one replica, itself when it can. That [`replica::Replica`] does an
 //! atomic read-merge-write in the [`store`]: it mints a dot above anything
 //! the key or the context has seen of this node, applies the write to the
 //! [`version::SiblingSet`] (dropping the siblings the context covers), and

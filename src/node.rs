@@ -190,7 +190,6 @@ impl Node {
             ),
             scheme,
             id,
-            Arc::clone(&replica),
             Arc::downgrade(&services),
             Arc::clone(&addresses),
             peer_timeout,
@@ -268,17 +267,20 @@ impl Node {
             Arc::clone(&replica),
             config.antientropy.clone(),
         );
+        let coordinator = Arc::new(Coordinator::new(
+            Arc::clone(&cluster),
+            Arc::clone(&replica),
+            Duration::from_millis(config.cluster.speculative_read_ms),
+        ));
+        replica.serve(&services);
+        coordinator.serve(&services);
         cluster.serve(&services);
         antientropy.serve(&services);
         let metrics = crate::metrics::install();
         let (left_tx, left) = watch::channel(false);
         let api = Arc::new(Api {
             node: id.to_string(),
-            coordinator: Coordinator::new(
-                Arc::clone(&cluster),
-                Arc::clone(&replica),
-                Duration::from_millis(config.cluster.speculative_read_ms),
-            ),
+            coordinator,
             quorum: Quorum::defaults(&config.cluster),
             timeout_ms: config.cluster.timeout_ms,
             cluster: Arc::clone(&cluster),

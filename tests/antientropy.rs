@@ -29,9 +29,8 @@ use chorus::antientropy::merkle::LEAVES;
 use chorus::antientropy::rpc::{LeafEntries, TreeChildren, TreeRoots};
 use chorus::client::{Client, Reply, key_path};
 use chorus::config::{AntiEntropyMode, Config};
-use chorus::peer::{PeerRequest, PeerResponse};
 use common::cluster::TestCluster;
-use common::{peer, peer_rpc};
+use common::peer_rpc;
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
 
@@ -480,15 +479,15 @@ async fn writes_that_reached_one_replica_travel_as_ops_and_leave_the_logs() {
     let n1 = cluster.client(0);
     const WRITES: usize = 300;
     for i in 0..WRITES {
-        let request = PeerRequest::Coordinate {
+        let request = chorus::replica::rpc::Coordinate {
             key: format!("lonely-{i}"),
             context: Default::default(),
             content: chorus::version::Content::Value(Bytes::from(format!("{i}"))),
             request_id: None,
         };
-        let reply = peer(&n1, request).await;
+        let reply = peer_rpc(&n1, request).await;
         assert!(
-            matches!(reply, Ok(PeerResponse::Coordinated { .. })),
+            matches!(reply, Ok(chorus::replica::rpc::Coordinated { .. })),
             "{reply:?}"
         );
     }

@@ -540,7 +540,7 @@ async fn an_oversize_body_is_refused_before_it_is_sent() {
 #[tokio::test]
 async fn peer_frames_too_large_or_truncated_are_refused_and_the_node_serves_on() {
     let t = TestNode::start().await;
-    let huge = b"POST /peer HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-chorus-peer\r\ncontent-length: 8589934592\r\n\r\n\x00\x01";
+    let huge = b"POST /peer HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-chorus-peer\r\nx-chorus-rpc: replica.fetch/1\r\ncontent-length: 8589934592\r\n\r\n\x00\x01";
     let answer = raw_exchange(t.node.addr, huge, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.contains("peer_unauthenticated"), "{answer}");
@@ -548,7 +548,7 @@ async fn peer_frames_too_large_or_truncated_are_refused_and_the_node_serves_on()
     let stamp = chorus::security::peer_auth::Stamp {
         node: "test-big".into(),
         to: "n1".into(),
-        rpc: "-".into(),
+        rpc: "replica.fetch/1".into(),
         boot: 1,
         seq: 1,
         ts_ms: chorus::clock::Clock::system().now_ms(),
@@ -558,7 +558,7 @@ async fn peer_frames_too_large_or_truncated_are_refused_and_the_node_serves_on()
     let auth =
         chorus::security::peer_auth::Secret::new(common::TEST_SECRET.as_bytes()).sign(&stamp);
     let huge = format!(
-        "POST /peer HTTP/1.1\r\nhost: x\r\n{}: {auth}\r\ncontent-length: 8589934592\r\n\r\n\x00\x01",
+        "POST /peer HTTP/1.1\r\nhost: x\r\n{}: {auth}\r\nx-chorus-rpc: replica.fetch/1\r\ncontent-length: 8589934592\r\n\r\n\x00\x01",
         chorus::security::peer_auth::AUTH_HEADER,
     );
     let answer = raw_exchange(t.node.addr, huge.as_bytes(), Duration::from_secs(5)).await;
@@ -566,15 +566,14 @@ async fn peer_frames_too_large_or_truncated_are_refused_and_the_node_serves_on()
     assert!(answer.contains("peer_message_too_large"), "{answer}");
     assert!(answer.contains("limits.max_set_bytes"), "{answer}");
 
-    let whole = chorus::peer::PeerRequest::Fetch(vec!["some-key".into(), "another".into()])
-        .encode()
-        .expect("encode");
+    let fetch = chorus::replica::rpc::Fetch(vec!["some-key".into(), "another".into()]);
+    let whole = chorus::peer::Frame::of(&fetch).expect("encode").body;
     let cut = &whole[..whole.len() - 3];
     // Signed, so the truncation is what is refused, not the sender.
     let mut truncated = format!(
-        "POST /peer HTTP/1.1\r\nhost: x\r\n{}: {}\r\ncontent-length: {}\r\n\r\n",
+        "POST /peer HTTP/1.1\r\nhost: x\r\n{}: {}\r\nx-chorus-rpc: replica.fetch/1\r\ncontent-length: {}\r\n\r\n",
         chorus::security::peer_auth::AUTH_HEADER,
-        common::test_signer().sign("n1", "-", cut),
+        common::test_signer().sign("n1", "replica.fetch/1", cut),
         cut.len()
     )
     .into_bytes();

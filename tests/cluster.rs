@@ -238,18 +238,22 @@ async fn cluster_route_and_admin_errors() {
     // Garbage on the peer route is a JSON 401 without the cluster's MAC,
     // and a JSON 400 with it: never a crash.
     let garbage: &[u8] = &[0xff, 0xfe, 0x00];
+    let rpc = (chorus::peer::rpc::RPC_HEADER, common::MERGE);
     let reply = client
-        .request(Method::POST, "/peer", &[], Bytes::from_static(garbage))
+        .request(Method::POST, "/peer", &[rpc], Bytes::from_static(garbage))
         .await
         .expect("peer");
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(common::error_code(&reply), "peer_unauthenticated");
-    let auth = common::test_signer().sign("n1", "-", garbage);
+    let auth = common::test_signer().sign("n1", common::MERGE, garbage);
     let reply = client
         .request(
             Method::POST,
             "/peer",
-            &[(chorus::security::peer_auth::AUTH_HEADER, auth.as_str())],
+            &[
+                (chorus::security::peer_auth::AUTH_HEADER, auth.as_str()),
+                rpc,
+            ],
             Bytes::from_static(garbage),
         )
         .await

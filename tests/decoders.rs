@@ -6,7 +6,9 @@
 
 use bytes::Bytes;
 use chorus::config::Config;
-use chorus::peer::{PeerRequest, PeerResponse};
+use chorus::peer::batch::Batch;
+use chorus::peer::rpc::reply;
+use chorus::replica::rpc::{Fetch, Handoff, Merge, Purge, Read};
 use chorus::version::context::Seal;
 use chorus::version::{Actor, Content, Context, Dot, SiblingSet};
 use proptest::prelude::*;
@@ -66,31 +68,28 @@ proptest! {
 
     #[test]
     fn any_bytes_decode_as_a_peer_message_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = PeerRequest::decode(&bytes);
-        let _ = PeerResponse::decode(&bytes);
+        let _ = postcard::from_bytes::<Merge>(&bytes);
+        let _ = postcard::from_bytes::<Handoff>(&bytes);
+        let _ = postcard::from_bytes::<Batch>(&bytes);
+        let _ = reply::<Read>("n2", &bytes);
+        let _ = reply::<Batch>("n2", &bytes);
     }
 
     #[test]
     fn peer_messages_round_trip_and_every_truncation_is_an_error(w in writes(), keys in prop::collection::vec("[a-z]{0,12}", 0..6)) {
         let set = set_of(&w);
-        let messages = vec![
-            PeerRequest::Merge { key: keys.first().cloned().unwrap_or_default(), set: set.clone() },
-            PeerRequest::Handoff(keys.iter().map(|k| (k.clone(), set.clone())).collect()),
-            PeerRequest::Fetch(keys.clone()),
-            PeerRequest::Purge(keys.iter().map(|k| (k.clone(), set.clone())).collect()),
-        ];
-        for message in messages {
-            let bytes = message.encode().expect("encode");
-            prop_assert_eq!(PeerRequest::decode(&bytes).expect("decode"), message.clone());
-            for cut in 0..bytes.len() {
-                prop_assert!(PeerRequest::decode(&bytes[..cut]).is_err(), "{} of {} bytes decoded", cut, bytes.len());
-            }
-        }
-        let response = PeerResponse::Value(Some(set));
-        let bytes = response.encode().expect("encode");
-        prop_assert_eq!(PeerResponse::decode(&bytes).expect("decode"), response);
+        let entries: Vec<(String, SiblingSet)> = keys.iter().map(|k| (k.clone(), set.clone())).collect();
+        let merge = Merge { key: keys.first().cloned().unwrap_or_default(), set: set.clone() };
+        round_trip(&merge)?;
+        round_trip(&Handoff(entries.clone()))?;
+        round_trip(&Fetch(keys.clone()))?;
+        round_trip(&Purge(entries))?;
+        // A reply, as the sender decodes it.
+        let answer: Result<Option<SiblingSet>, chorus::peer::WireError> = Ok(Some(set.clone()));
+        let bytes = postcard::to_allocvec(&answer).expect("encode");
+        prop_assert_eq!(reply::<Read>("n2", &bytes).expect("decode"), Some(set));
         for cut in 0..bytes.len() {
-            prop_assert!(PeerResponse::decode(&bytes[..cut]).is_err());
+            prop_assert!(reply::<Read>("n2", &bytes[..cut]).is_err());
         }
     }
 
@@ -102,24 +101,39 @@ proptest! {
     }
 }
 
+/// A message, encoded, decodes to itself, and every truncation of it is an
+/// error.
+fn round_trip<T>(message: &T) -> Result<(), TestCaseError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let bytes = postcard::to_allocvec(message).expect("encode");
+    prop_assert_eq!(&postcard::from_bytes::<T>(&bytes).expect("decode"), message);
+    for cut in 0..bytes.len() {
+        prop_assert!(
+            postcard::from_bytes::<T>(&bytes[..cut]).is_err(),
+            "{} of {} bytes decoded",
+            cut,
+            bytes.len()
+        );
+    }
+    Ok(())
+}
+
 /// A length prefix claiming far more entries than there are bytes: an
 /// error at once, with no allocation of the claimed size.
 #[test]
 fn a_huge_length_prefix_is_refused_without_trusting_it() {
-    let fetch = PeerRequest::Fetch(vec!["a".into()])
-        .encode()
-        .expect("encode");
-    // The variant index, then the Vec's varint length: claim 2^62 keys.
-    let variant = fetch[0];
-    let mut hostile = vec![variant];
-    hostile.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f]);
+    // The Vec's varint length: claim 2^62 keys.
+    let mut hostile = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
     hostile.extend(b"\x01a");
-    assert!(PeerRequest::decode(&hostile).is_err());
+    assert!(postcard::from_bytes::<Fetch>(&hostile).is_err());
+    assert!(postcard::from_bytes::<Batch>(&hostile).is_err());
     // The same for a key claiming to be 2^62 bytes long.
-    let mut hostile = vec![variant, 1];
+    let mut hostile = vec![1];
     hostile.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f]);
     hostile.extend(b"abc");
-    assert!(PeerRequest::decode(&hostile).is_err());
+    assert!(postcard::from_bytes::<Fetch>(&hostile).is_err());
 }
 
 /// Every config in `config/` and a broken copy of each: the first parse

@@ -218,11 +218,11 @@ async fn a_replica_that_lost_a_key_and_got_a_stale_copy_mints_nothing_twice() {
         .get("stale-copy")
         .expect("get")
         .expect("stale");
-    let request = chorus::peer::PeerRequest::Merge {
+    let request = chorus::replica::rpc::Merge {
         key: k.to_string(),
         set: stale,
     };
-    common::peer(&a, request)
+    common::peer_rpc(&a, request)
         .await
         .expect("merge the stale copy");
     for i in 0..3 {

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus::client::{Client, key_path};
 use chorus::config::AntiEntropyMode;
-use chorus::peer::PeerRequest;
 use common::cluster::TestCluster;
 use common::dashboards::{alert_exprs, panels};
 use http::{Method, StatusCode};
@@ -143,7 +142,7 @@ async fn every_dashboard_and_alert_expression_runs_against_a_real_prometheus() {
         );
     }
     let _ = clients[2].get("crowded").await.expect("get crowded");
-    let lonely = PeerRequest::Coordinate {
+    let lonely = chorus::replica::rpc::Coordinate {
         key: "lonely".into(),
         context: Default::default(),
         content: chorus::version::Content::Value(Bytes::from_static(b"3")),
@@ -152,7 +151,7 @@ async fn every_dashboard_and_alert_expression_runs_against_a_real_prometheus() {
     let placer = cluster.node(0).cluster().clone();
     let owner = placer.preference_list("lonely")[0].clone();
     let owner = owner.trim_start_matches('n').parse::<usize>().expect("id") - 1;
-    let written = common::peer(&clients[owner], lonely).await;
+    let written = common::peer_rpc(&clients[owner], lonely).await;
     assert!(written.is_ok(), "lonely write: {written:?}");
     let _ = clients[owner]
         .request(

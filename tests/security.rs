@@ -12,12 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus::api::ROUTES;
 use chorus::config::Config;
-use chorus::peer::PeerRequest;
 use chorus::security::peer::Signer;
 use chorus::security::peer_auth::AUTH_HEADER;
 use chorus::security::tokens::Scope;
 use chorus::version::{Actor, Content, Context, Dot, SiblingSet};
-use common::{TestNode, error_code, forged_auth, metric, peer_head, raw_exchange_closed};
+use common::{MERGE, TestNode, error_code, forged_auth, metric, peer_head, raw_exchange_closed};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -31,16 +30,19 @@ fn merge(key: &str, value: &str) -> Vec<u8> {
         dot,
         Content::Value(Bytes::from(value.to_string())),
     );
-    PeerRequest::Merge {
+    let merge = chorus::replica::rpc::Merge {
         key: key.into(),
         set,
-    }
-    .encode()
-    .expect("encode")
+    };
+    chorus::peer::Frame::of(&merge)
+        .expect("encode")
+        .body
+        .to_vec()
 }
 
 async fn post_peer(t: &TestNode, auth: Option<&str>, body: Vec<u8>) -> chorus::client::Reply {
-    let headers: Vec<(&str, &str)> = auth.map(|a| (AUTH_HEADER, a)).into_iter().collect();
+    let mut headers: Vec<(&str, &str)> = auth.map(|a| (AUTH_HEADER, a)).into_iter().collect();
+    headers.push((chorus::peer::rpc::RPC_HEADER, MERGE));
     t.client
         .request(Method::POST, "/peer", &headers, Bytes::from(body))
         .await
@@ -61,7 +63,7 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
     let missing = post_peer(&t, None, body.clone()).await;
     assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(&missing), "peer_unauthenticated");
-    let forged = post_peer(&t, Some(&wrong.sign("n1", "-", &body)), body.clone()).await;
+    let forged = post_peer(&t, Some(&wrong.sign("n1", MERGE, &body)), body.clone()).await;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
     assert!(
         String::from_utf8_lossy(&forged.body).contains("MAC"),
@@ -73,7 +75,7 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
     let other = merge("guarded", "\"other\"");
     let moved = post_peer(
         &t,
-        Some(&common::test_signer().sign("n1", "-", &other)),
+        Some(&common::test_signer().sign("n1", MERGE, &other)),
         body.clone(),
     )
     .await;
@@ -97,7 +99,7 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
     same_length[last] ^= 1;
     let changed = post_peer(
         &t,
-        Some(&common::test_signer().sign("n1", "-", &body)),
+        Some(&common::test_signer().sign("n1", MERGE, &body)),
         same_length,
     )
     .await;
@@ -112,7 +114,7 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
     // refusals above were for the authentication alone.
     let signed = post_peer(
         &t,
-        Some(&common::test_signer().sign("n1", "-", &body)),
+        Some(&common::test_signer().sign("n1", MERGE, &body)),
         body,
     )
     .await;
@@ -128,7 +130,7 @@ async fn peer_requests_without_the_cluster_secret_are_refused_and_apply_nothing(
 async fn a_replayed_peer_request_is_refused() {
     let t = TestNode::start().await;
     let body = merge("replayed", "\"once\"");
-    let auth = common::test_signer().sign("n1", "-", &body);
+    let auth = common::test_signer().sign("n1", MERGE, &body);
     assert_eq!(
         post_peer(&t, Some(&auth), body.clone()).await.status,
         StatusCode::OK
@@ -157,7 +159,7 @@ async fn a_replayed_peer_request_is_refused() {
 async fn a_peer_request_signed_for_another_node_is_refused_and_applies_nothing() {
     let t = TestNode::start().await;
     let body = merge("elsewhere", "\"captured\"");
-    let for_n2 = common::test_signer().sign("n2", "-", &body);
+    let for_n2 = common::test_signer().sign("n2", MERGE, &body);
     let replayed = post_peer(&t, Some(&for_n2), body.clone()).await;
     assert_eq!(replayed.status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(&replayed), "peer_unauthenticated");
@@ -166,7 +168,8 @@ async fn a_peer_request_signed_for_another_node_is_refused_and_applies_nothing()
         "{:?}",
         replayed.body
     );
-    let for_any = common::test_signer().sign(chorus::security::peer_auth::ANY_RECEIVER, "-", &body);
+    let for_any =
+        common::test_signer().sign(chorus::security::peer_auth::ANY_RECEIVER, MERGE, &body);
     let anywhere = post_peer(&t, Some(&for_any), body.clone()).await;
     assert_eq!(anywhere.status, StatusCode::UNAUTHORIZED);
     assert!(
@@ -188,7 +191,7 @@ async fn a_peer_request_signed_for_another_node_is_refused_and_applies_nothing()
             >= 1.0
     );
     // Signed for n1, the same merge is applied.
-    let for_n1 = common::test_signer().sign("n1", "-", &body);
+    let for_n1 = common::test_signer().sign("n1", MERGE, &body);
     assert_eq!(
         post_peer(&t, Some(&for_n1), body).await.status,
         StatusCode::OK
@@ -411,7 +414,7 @@ async fn requests_beyond_max_inflight_get_503_with_retry_after() {
     let body = merge("peer-under-load", "1");
     let peer = post_peer(
         &t,
-        Some(&common::test_signer().sign("n1", "-", &body)),
+        Some(&common::test_signer().sign("n1", MERGE, &body)),
         body,
     )
     .await;
@@ -789,7 +792,7 @@ async fn peer_requests_beyond_max_peer_inflight_get_a_typed_overloaded() {
     .await;
     // A signed request whose body stalls holds the one place.
     let body = merge("held", "1");
-    let auth = common::test_signer().sign("n1", "-", &body);
+    let auth = common::test_signer().sign("n1", MERGE, &body);
     let mut held = TcpStream::connect(t.node.addr).await.expect("connect");
     held.write_all(peer_head(&auth, body.len() as u64).as_bytes())
         .await
@@ -798,7 +801,7 @@ async fn peer_requests_beyond_max_peer_inflight_get_a_typed_overloaded() {
     let mut refused = None;
     for _ in 0..100 {
         let body = merge("second", "1");
-        let auth = common::test_signer().sign("n1", "-", &body);
+        let auth = common::test_signer().sign("n1", MERGE, &body);
         let reply = post_peer(&t, Some(&auth), body).await;
         if reply.status == StatusCode::SERVICE_UNAVAILABLE {
             refused = Some(reply);

@@ -26,7 +26,8 @@ use super::parts::Parts;
 use super::rpc::{LeafEntries, MAX_OPS_PER_ANSWER, Ops, OpsSince, TreeChildren, TreeRoots};
 use crate::error::{Error, Result};
 use crate::metrics as m;
-use crate::peer::{PeerRequest, PeerResponse, Rpc};
+use crate::peer::Rpc;
+use crate::replica::rpc::{Fetch, Handoff};
 use crate::ring::Position;
 use crate::version::SiblingSet;
 
@@ -246,10 +247,7 @@ impl Round<'_> {
         self.outcome.repaired += changing.len() as u64;
         for chunk in changing.chunks(1024) {
             let entries = chunk.to_vec();
-            self.ae
-                .replica
-                .handle(PeerRequest::Handoff(entries))
-                .await?;
+            self.ae.replica.handoff(entries).await?;
         }
         Ok(())
     }
@@ -325,9 +323,7 @@ impl Round<'_> {
     /// Fetches the peer's sets of `keys`, merges each with this node's, and
     /// stores the merge on each side it changes.
     async fn repair(&mut self, keys: &[String]) -> Result<()> {
-        let PeerResponse::Sets(theirs) = self.call(PeerRequest::Fetch(keys.to_vec())).await? else {
-            return Err(self.unexpected("sets"));
-        };
+        let theirs = self.rpc(Fetch(keys.to_vec())).await?;
         if theirs.len() != keys.len() {
             return Err(self.malformed("one set per key fetched"));
         }
@@ -353,18 +349,14 @@ impl Round<'_> {
         }
         if !to_me.is_empty() {
             // The replica checks the peer's sets before merging them.
-            self.ae.replica.handle(PeerRequest::Handoff(to_me)).await?;
+            self.ae.replica.handoff(to_me).await?;
         }
         if !to_them.is_empty() {
-            let PeerResponse::Merged { .. } = self.call(PeerRequest::Handoff(to_them)).await?
-            else {
-                return Err(self.unexpected("a merge"));
-            };
+            self.rpc(Handoff(to_them)).await?;
         }
         Ok(())
     }
 
-    /// Calls the peer, counting the bytes both ways.
     /// Calls `R` on the peer, counting the bytes both ways.
     async fn rpc<R: Rpc>(&mut self, request: R) -> Result<R::Reply> {
         self.outcome.sent += encoded_len(&request);
@@ -377,25 +369,6 @@ impl Round<'_> {
     fn malformed(&self, what: &str) -> Error {
         Error::Protocol(format!(
             "{} answered an anti-entropy request with a malformed reply: expected {what}",
-            self.peer
-        ))
-    }
-
-    async fn call(&mut self, request: PeerRequest) -> Result<PeerResponse> {
-        self.outcome.sent += encoded_len(&request);
-        let response = self
-            .ae
-            .cluster
-            .transport()
-            .call(&self.peer, request)
-            .await?;
-        self.outcome.received += encoded_len(&response);
-        Ok(response)
-    }
-
-    fn unexpected(&self, what: &str) -> Error {
-        Error::Protocol(format!(
-            "{} answered an anti-entropy request for {what} with something else",
             self.peer
         ))
     }

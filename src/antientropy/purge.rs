@@ -24,7 +24,7 @@
 //! the last round stopped) and purges at most [`MAX_PURGE`] deletes.
 
 use crate::error::{Error, Result};
-use crate::peer::{PeerRequest, PeerResponse};
+use crate::replica::rpc::{Fetch, Purge};
 use crate::ring::{Position, Range, position};
 use crate::version::SiblingSet;
 
@@ -83,16 +83,11 @@ async fn purge(ae: &Parts, range: &Range, candidates: Vec<(String, SiblingSet)>)
     let keys: Vec<String> = candidates.iter().map(|(k, _)| k.clone()).collect();
     let mut stable = vec![true; keys.len()];
     for fellow in &fellows {
-        let reply = ae
+        let sets = ae
             .cluster
             .transport()
-            .call(fellow, PeerRequest::Fetch(keys.clone()))
+            .rpc(fellow, Fetch(keys.clone()))
             .await?;
-        let PeerResponse::Sets(sets) = reply else {
-            return Err(Error::Protocol(format!(
-                "{fellow} answered a fetch with something else"
-            )));
-        };
         if sets.len() != keys.len() {
             return Err(Error::Protocol(format!(
                 "{fellow} answered a fetch of {} keys with {} sets",
@@ -114,17 +109,11 @@ async fn purge(ae: &Parts, range: &Range, candidates: Vec<(String, SiblingSet)>)
     }
     let count = entries.len() as u64;
     for fellow in &fellows {
-        let reply = ae
-            .cluster
+        ae.cluster
             .transport()
-            .call(fellow, PeerRequest::Purge(entries.clone()))
+            .rpc(fellow, Purge(entries.clone()))
             .await?;
-        if !matches!(reply, PeerResponse::Merged { .. }) {
-            return Err(Error::Protocol(format!(
-                "{fellow} answered a purge with something else"
-            )));
-        }
     }
-    ae.replica.handle(PeerRequest::Purge(entries)).await?;
+    ae.replica.purge(entries).await?;
     Ok(count)
 }

@@ -23,8 +23,7 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub const ALLOWED: &str = "GET, PUT, DELETE";
 
-/// The longest `timeout_ms` a request may ask for.
-pub const MAX_TIMEOUT_MS: u64 = 600_000;
+pub use crate::config::MAX_TIMEOUT_MS;
 
 pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let key = decode_key(raw_key, api.limits.max_key_bytes)?;

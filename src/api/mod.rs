@@ -67,7 +67,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
 /// Everything a request handler needs; shared by all connections.
 pub struct Api {
     pub node: String,
-    pub coordinator: Coordinator,
+    pub coordinator: Arc<Coordinator>,
     pub cluster: Arc<Cluster>,
     pub replica: Arc<Replica>,
     pub antientropy: Arc<AntiEntropy>,

@@ -1,9 +1,11 @@
 //! `POST /peer`: the node-to-node protocol's server side.
 //!
-//! The body is a postcard [`PeerRequest`] of at most the peer message limit;
-//! the answer a postcard [`WireReply`], always with status 200 once the
-//! request decoded (errors travel inside, with their own status and code).
-//! A body that does not decode is a 400 JSON error like any other.
+//! A request names its service and version in `x-chorus-rpc`; its body is
+//! the postcard request, of at most the peer message limit. The answer is
+//! the postcard reply, always with status 200 once the request decoded (a
+//! handler's error travels inside, with its own status and code). A body
+//! that does not decode, a service or version this node does not speak, or
+//! a request refused for load is a JSON error like any other.
 //!
 //! Before a byte of the body is read, its authentication is checked from
 //! the headers ([`crate::security::peer`]): a request without a valid MAC
@@ -22,19 +24,14 @@ use hyper::body::Incoming;
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::Api;
-use super::kv::{MAX_TIMEOUT_MS, read_body};
+use super::kv::read_body;
 use super::response::{self, Body};
-use crate::coordinator::Write;
-use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
+use crate::peer::PEER_CONTENT_TYPE;
 use crate::peer::rpc::{self, RPC_HEADER};
-use crate::peer::{ClientOp, PEER_CONTENT_TYPE, PeerRequest, PeerResponse, WireError, WireReply};
 use crate::security::peer::Verified;
 use crate::security::peer_auth::AUTH_HEADER;
-use crate::version::MAX_REQUEST_ID;
 
 pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
     if req.method() != Method::POST {
@@ -45,14 +42,17 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     }
     let headers = req.headers();
     let auth = headers.get(AUTH_HEADER).map(|v| v.as_bytes());
-    let rpc_header = headers.get(RPC_HEADER).map(|v| v.as_bytes());
-    let rpc = rpc_header.map(rpc::parse_header).transpose()?;
+    let Some(rpc_header) = headers.get(RPC_HEADER) else {
+        return Err(Error::BodyRead(format!(
+            "no {RPC_HEADER} header: a peer request names its service (a node of an older build?)"
+        )));
+    };
+    let (service, version) = rpc::parse_header(rpc_header.as_bytes())?;
     // The credentials are checked from the headers alone, before a byte of
     // the body is read: a stranger's body is never read.
-    let rpc_text = rpc_header.and_then(|v| std::str::from_utf8(v).ok());
     let head = api
         .peer_auth
-        .verify_head(auth, rpc_text)
+        .verify_head(auth, &format!("{service}/{version}"))
         .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
     let max = api.max_peer_message;
     let declared = match headers.get(CONTENT_LENGTH) {
@@ -111,29 +111,9 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     api.peer_auth
         .verify_body(&head, &body)
         .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
-    let verified = head.verified;
-    if let Some((service, version)) = rpc {
-        let to_any = verified == Verified::ToAny;
-        let bytes = api
-            .services
-            .dispatch(&service, version, to_any, body)?
-            .await?;
-        return Ok(peer_reply(bytes));
-    }
-    let request = PeerRequest::decode(&body).map_err(|e| Error::BodyRead(e.to_string()))?;
-    if verified == Verified::ToAny {
-        // Only a join goes to an address; anything else signed for any
-        // receiver could be replayed to every node.
-        return Err(Error::PeerUnauthenticated(format!(
-            "a {} request signed for any receiver; only a join may be",
-            request.kind()
-        )));
-    }
-    let reply: WireReply = dispatch(api, request)
-        .await
-        .map_err(|e| WireError::from_error(&e));
-    let bytes = crate::peer::encode(&reply)?;
-    Ok(peer_reply(Bytes::from(bytes)))
+    let to_any = head.verified == Verified::ToAny;
+    let bytes = crate::peer::dispatch(&api.services, &service, version, to_any, body)?.await?;
+    Ok(peer_reply(bytes))
 }
 
 /// A 200 carrying a reply's bytes.
@@ -145,70 +125,4 @@ fn peer_reply(bytes: Bytes) -> Response<Body> {
         header::HeaderValue::from_static(PEER_CONTENT_TYPE),
     );
     response
-}
-
-async fn dispatch(api: &Api, request: PeerRequest) -> Result<PeerResponse> {
-    match request {
-        r if r.is_for_replica() => api.replica.handle(r).await,
-        PeerRequest::Forward(ClientOp::Read {
-            key,
-            quorum,
-            timeout_ms,
-            session,
-        }) => {
-            let deadline = forwarded_deadline(api, &quorum, timeout_ms)?;
-            let set = api
-                .coordinator
-                .read(&key, quorum, deadline, session, true)
-                .await?;
-            Ok(PeerResponse::Value(set))
-        }
-        PeerRequest::Forward(ClientOp::Write {
-            key,
-            context,
-            content,
-            quorum,
-            timeout_ms,
-            request_id,
-        }) => {
-            let deadline = forwarded_deadline(api, &quorum, timeout_ms)?;
-            if request_id
-                .as_ref()
-                .is_some_and(|id| id.len() > MAX_REQUEST_ID)
-            {
-                return Err(Error::Protocol("a request id over 128 bytes".into()));
-            }
-            let write = Write {
-                context,
-                content,
-                request_id,
-            };
-            let written = api
-                .coordinator
-                .write(&key, write, quorum, deadline, true)
-                .await?;
-            // The forwarding node only relays the outcome: the quorum
-            // counted here, so `kept` says nothing about this node.
-            Ok(PeerResponse::Coordinated {
-                dot: written.dot,
-                set: written.set,
-                kept: Ok(true),
-            })
-        }
-        other => Err(Error::Protocol(format!(
-            "no handler for {}",
-            format!("{other:?}").chars().take(40).collect::<String>()
-        ))),
-    }
-}
-
-/// The deadline of a forwarded request, after checking what the peer sent.
-fn forwarded_deadline(api: &Api, quorum: &Quorum, timeout_ms: u64) -> Result<Instant> {
-    quorum.check(api.cluster.n())?;
-    if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
-        return Err(Error::Protocol(format!(
-            "a forwarded timeout of {timeout_ms} ms"
-        )));
-    }
-    Ok(Instant::now() + Duration::from_millis(timeout_ms))
 }

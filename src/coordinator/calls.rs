@@ -10,20 +10,23 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::error::Result;
-use crate::peer::{PeerRequest, PeerResponse, Reply, Transport};
+use crate::peer::{Call, Rpc, Transport};
 
-pub(super) type Answer = (String, Result<PeerResponse>);
+/// Who answered, and what: a reply of type `T`, or why none came.
+pub(super) type Answer<T> = (String, Result<T>);
 
-pub(super) struct Calls {
+/// Calls whose replies are all of type `T` (the reads of a read, the
+/// merges and hints of a write).
+pub(super) struct Calls<T> {
     transport: Arc<dyn Transport>,
-    tx: Option<mpsc::UnboundedSender<Answer>>,
-    rx: mpsc::UnboundedReceiver<Answer>,
+    tx: Option<mpsc::UnboundedSender<Answer<T>>>,
+    rx: mpsc::UnboundedReceiver<Answer<T>>,
     /// Calls started whose answer [`Calls::recv`] has not returned yet.
     outstanding: usize,
 }
 
-impl Calls {
-    pub(super) fn new(transport: Arc<dyn Transport>) -> Calls {
+impl<T: Send + 'static> Calls<T> {
+    pub(super) fn new(transport: Arc<dyn Transport>) -> Calls<T> {
         let (tx, rx) = mpsc::unbounded_channel();
         Calls {
             transport,
@@ -34,13 +37,13 @@ impl Calls {
     }
 
     /// Sends `request` to `to` in the background.
-    pub(super) fn start(&mut self, to: String, request: PeerRequest) {
-        let reply = self.transport.call(&to, request);
+    pub(super) fn start<R: Rpc<Reply = T>>(&mut self, to: String, request: R) {
+        let reply = self.transport.rpc(&to, request);
         self.add(to, reply);
     }
 
     /// Waits for `reply`, the answer of `to`, in the background.
-    pub(super) fn add(&mut self, to: String, reply: Reply) {
+    pub(super) fn add(&mut self, to: String, reply: Call<T>) {
         let Some(tx) = self.tx.clone() else {
             return;
         };
@@ -55,7 +58,7 @@ impl Calls {
         self.tx = None;
     }
 
-    pub(super) async fn recv(&mut self) -> Option<Answer> {
+    pub(super) async fn recv(&mut self) -> Option<Answer<T>> {
         let answer = self.rx.recv().await;
         if answer.is_some() {
             self.outstanding -= 1;

@@ -33,6 +33,7 @@ mod observe;
 pub mod quorum;
 mod read_repair;
 mod replicate;
+pub mod rpc;
 pub mod tally;
 #[cfg(test)]
 mod tests;
@@ -47,8 +48,9 @@ use tokio::time::{Instant, timeout_at};
 use crate::error::{Error, Result};
 use crate::membership::{Cluster, Liveness};
 use crate::metrics as m;
-use crate::peer::{ClientOp, PeerRequest, PeerResponse, Transport};
+use crate::peer::{Rpc, Transport};
 use crate::replica::Replica;
+use crate::replica::rpc::{Coordinate, Coordinated, Merged, Read};
 use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
 use calls::Calls;
@@ -77,6 +79,7 @@ pub struct Write {
 }
 
 /// A write that its write quorum acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Written {
     pub dot: Dot,
     pub set: SiblingSet,
@@ -117,7 +120,7 @@ impl Coordinator {
     ) -> Result<Written> {
         let replicas = self.cluster.preference_list(key);
         if !forwarded && !replicas.iter().any(|r| r == self.cluster.me()) {
-            let op = ClientOp::Write {
+            let op = rpc::ForwardWrite {
                 key: key.to_string(),
                 context: write.context.clone(),
                 content: write.content.clone(),
@@ -125,11 +128,8 @@ impl Coordinator {
                 timeout_ms: remaining_ms(deadline),
                 request_id: write.request_id.clone(),
             };
-            if let Some(result) = self.forward(key, op, deadline).await {
-                return match result? {
-                    PeerResponse::Coordinated { dot, set, .. } => Ok(Written { dot, set }),
-                    other => Err(unexpected("the forward target", &other)),
-                };
+            if let Some(result) = self.forward(key, op, false, deadline).await {
+                return result;
             }
         }
         // A retry of a write the replicas already hold returns its first
@@ -171,17 +171,14 @@ impl Coordinator {
     ) -> Result<Option<SiblingSet>> {
         let replicas = self.cluster.preference_list(key);
         if !forwarded && !replicas.iter().any(|r| r == self.cluster.me()) {
-            let op = ClientOp::Read {
+            let op = rpc::ForwardRead {
                 key: key.to_string(),
                 quorum,
                 timeout_ms: remaining_ms(deadline),
                 session: session.clone(),
             };
-            if let Some(result) = self.forward(key, op, deadline).await {
-                return match result? {
-                    PeerResponse::Value(set) => Ok(set),
-                    other => Err(unexpected("the forward target", &other)),
-                };
+            if let Some(result) = self.forward(key, op, true, deadline).await {
+                return result;
             }
         }
         let read = self.coordinate_read(key, replicas, quorum, deadline, session);
@@ -191,21 +188,21 @@ impl Coordinator {
     /// Sends `op` to a replica. `None` when no replica could be reached
     /// (the caller then coordinates); an error a replica returned is the
     /// request's answer.
-    async fn forward(
+    async fn forward<R: Rpc + Clone>(
         &self,
         key: &str,
-        op: ClientOp,
+        op: R,
+        is_read: bool,
         deadline: Instant,
-    ) -> Option<Result<PeerResponse>> {
+    ) -> Option<Result<R::Reply>> {
         let (mut candidates, _) = self.cluster.find_replicas(position(key.as_bytes())).await;
         // Replicas the failure detector holds down are tried last.
         candidates.sort_by_key(|r| self.cluster.liveness(r) == Liveness::Down);
         // A write that may have reached its target is not sent to another:
         // both could mint a dot for it, and one write would become two
         // siblings. A read can go anywhere.
-        let is_read = matches!(op, ClientOp::Read { .. });
         for to in candidates.into_iter().take(FORWARD_TRIES) {
-            let call = self.transport.call(&to, PeerRequest::Forward(op.clone()));
+            let call = self.transport.rpc(&to, op.clone());
             match tokio::time::timeout_at(deadline, call).await {
                 Ok(Err(e))
                     if matches!(e, Error::Unavailable { .. })
@@ -387,7 +384,7 @@ impl Coordinator {
         key: &str,
         write: &Write,
         deadline: Instant,
-        calls: &mut Calls,
+        calls: &mut Calls<Merged>,
         tally: &mut Tally,
     ) -> std::result::Result<Result<Minted>, Elapsed> {
         let (key, context, content, request_id) = (
@@ -405,7 +402,7 @@ impl Coordinator {
             let durable_ack = self.replica.is_durable();
             let own_ack = async move {
                 durable.wait().await?;
-                Ok(PeerResponse::Merged {
+                Ok(Merged {
                     durable: durable_ack,
                 })
             };
@@ -416,19 +413,16 @@ impl Coordinator {
                 kept: Ok(()),
             }));
         }
-        let request = PeerRequest::Coordinate {
+        let request = Coordinate {
             key,
             context,
             content,
             request_id,
         };
-        let answer = timeout_at(deadline, self.transport.call(to, request)).await?;
-        Ok(answer.and_then(|response| match response {
-            PeerResponse::Coordinated { dot, set, kept } => {
-                let kept = kept.map(|durable| tally.ack(to, durable));
-                Ok(Minted { dot, set, kept })
-            }
-            other => Err(unexpected(to, &other)),
+        let answer = timeout_at(deadline, self.transport.rpc(to, request)).await?;
+        Ok(answer.map(|Coordinated { dot, set, kept }| {
+            let kept = kept.map(|durable| tally.ack(to, durable));
+            Minted { dot, set, kept }
         }))
     }
 
@@ -465,7 +459,7 @@ impl Coordinator {
             need.acks.max(need.primaries).min(unasked.len())
         };
         for to in unasked.drain(..first) {
-            replies.start(to, PeerRequest::Read { key: key.into() });
+            replies.start(to, Read { key: key.into() });
         }
         let speculate_at = Instant::now() + self.speculative_read;
         let mut seen: Vec<read_repair::Reply> = Vec::new();
@@ -496,7 +490,7 @@ impl Coordinator {
             };
             match tokio::time::timeout_at(wake, replies.recv()).await {
                 Ok(Some((to, reply))) => match reply {
-                    Ok(PeerResponse::Value(set)) => {
+                    Ok(set) => {
                         tally.ack(&to, false);
                         if let Some(set) = &set {
                             match &mut merged {
@@ -505,10 +499,6 @@ impl Coordinator {
                             }
                         }
                         seen.push((to, set));
-                    }
-                    Ok(other) => {
-                        tally.fail(&to, format!("{other:?}"));
-                        ask_the_rest(key, &mut unasked, &mut replies, "failure");
                     }
                     Err(e) => {
                         tally.fail(&to, e.to_string());
@@ -534,13 +524,18 @@ impl Coordinator {
 }
 
 /// Sends the read to the replicas not yet asked, counting why.
-fn ask_the_rest(key: &str, unasked: &mut Vec<String>, replies: &mut Calls, why: &'static str) {
+fn ask_the_rest(
+    key: &str,
+    unasked: &mut Vec<String>,
+    replies: &mut Calls<Option<SiblingSet>>,
+    why: &'static str,
+) {
     if unasked.is_empty() {
         return;
     }
     metrics::counter!(m::READS_WIDENED_TOTAL, "reason" => why).increment(1);
     for to in unasked.drain(..) {
-        replies.start(to, PeerRequest::Read { key: key.into() });
+        replies.start(to, Read { key: key.into() });
     }
 }
 
@@ -567,10 +562,4 @@ fn quorum_not_met(tally: &Tally) -> Error {
         primary_acked: tally.primary_acked(),
         failed: tally.failures().to_vec(),
     }
-}
-
-fn unexpected(node: &str, response: &PeerResponse) -> Error {
-    Error::Protocol(format!(
-        "node {node} answered with an unexpected {response:?}"
-    ))
 }

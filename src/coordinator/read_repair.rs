@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::calls::Calls;
 use crate::metrics as m;
-use crate::peer::{PeerRequest, PeerResponse, Transport};
+use crate::peer::Transport;
+use crate::replica::rpc::{Merge, Read};
 use crate::version::SiblingSet;
 
 /// What one replica answered to a read.
@@ -25,12 +26,12 @@ pub(super) fn spawn(
     transport: Arc<dyn Transport>,
     key: String,
     mut seen: Vec<Reply>,
-    mut rest: Calls,
+    mut rest: Calls<<Read as crate::peer::Rpc>::Reply>,
     deadline: Instant,
 ) {
     tokio::spawn(async move {
         while let Ok(Some((node, reply))) = tokio::time::timeout_at(deadline, rest.recv()).await {
-            if let Ok(PeerResponse::Value(set)) = reply {
+            if let Ok(set) = reply {
                 seen.push((node, set));
             }
         }
@@ -41,15 +42,13 @@ pub(super) fn spawn(
             if set.as_ref() == Some(&merged) {
                 continue;
             }
-            let request = PeerRequest::Merge {
+            let request = Merge {
                 key: key.clone(),
                 set: merged.clone(),
             };
-            match transport.call(&node, request).await {
-                Ok(PeerResponse::Merged { .. }) => {
-                    metrics::counter!(m::READ_REPAIRS_TOTAL).increment(1);
-                }
-                other => tracing::debug!(%node, ?other, "read repair failed"),
+            match transport.rpc(&node, request).await {
+                Ok(_) => metrics::counter!(m::READ_REPAIRS_TOTAL).increment(1),
+                Err(e) => tracing::debug!(%node, error = %e, "read repair failed"),
             }
         }
     });

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::calls::Calls;
 use super::tally::{Outcome, Tally};
-use crate::peer::{PeerRequest, PeerResponse};
+use crate::replica::rpc::{Hint, Merge, Merged};
 use crate::version::SiblingSet;
 
 /// How long the answers due after a decided write are waited for (each
@@ -26,7 +26,7 @@ const AFTER_DECISION: Duration = Duration::from_secs(60);
 pub(super) struct Replication {
     key: String,
     set: SiblingSet,
-    calls: Calls,
+    calls: Calls<Merged>,
     /// The nodes after the preference list, in ring order, not yet used.
     fallbacks: std::vec::IntoIter<String>,
     /// (fallback, owner): whom each hint stands in for.
@@ -34,7 +34,12 @@ pub(super) struct Replication {
 }
 
 impl Replication {
-    pub(super) fn new(key: &str, set: SiblingSet, calls: Calls, fallbacks: Vec<String>) -> Self {
+    pub(super) fn new(
+        key: &str,
+        set: SiblingSet,
+        calls: Calls<Merged>,
+        fallbacks: Vec<String>,
+    ) -> Self {
         Replication {
             key: key.to_string(),
             set,
@@ -46,7 +51,7 @@ impl Replication {
 
     /// Merges the set into replica `to`.
     pub(super) fn send(&mut self, to: String) {
-        let request = PeerRequest::Merge {
+        let request = Merge {
             key: self.key.clone(),
             set: self.set.clone(),
         };
@@ -59,7 +64,7 @@ impl Replication {
     pub(super) fn hint(&mut self, owner: String) -> Option<String> {
         let fallback = self.fallbacks.next()?;
         self.hinted_for.push((fallback.clone(), owner.clone()));
-        let request = PeerRequest::Hint {
+        let request = Hint {
             owner,
             key: self.key.clone(),
             set: self.set.clone(),
@@ -93,16 +98,15 @@ impl Replication {
         &mut self,
         tally: Option<&mut Tally>,
         to: String,
-        reply: crate::error::Result<PeerResponse>,
+        reply: crate::error::Result<Merged>,
     ) {
         let failure = match reply {
-            Ok(PeerResponse::Merged { durable }) => {
+            Ok(Merged { durable }) => {
                 if let Some(tally) = tally {
                     tally.ack(&to, durable);
                 }
                 return;
             }
-            Ok(other) => format!("{other:?}"),
             Err(e) => e.to_string(),
         };
         // A failed primary, or a failed fallback: the next fallback.

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::metrics as m;
-use crate::peer::{PeerRequest, PeerResponse};
 use crate::replica::Replica;
+use crate::replica::rpc::{Fetch, Handoff};
 use crate::ring::{Members, Position, Ring};
 use crate::store::{Store, write_json_synced};
 use crate::version::SiblingSet;
@@ -163,30 +163,21 @@ async fn transfer(
 }
 
 async fn push(cluster: &Cluster, target: &str, entries: &[(String, SiblingSet)]) -> Result<()> {
-    let request = PeerRequest::Handoff(entries.to_vec());
-    match cluster.transport().call(target, request).await? {
-        PeerResponse::Merged { .. } => Ok(()),
-        other => Err(Error::Protocol(format!(
-            "{target} answered a handoff with {other:?}"
-        ))),
-    }
+    let request = Handoff(entries.to_vec());
+    cluster.transport().rpc(target, request).await.map(drop)
 }
 
 /// Checks that `target` holds at least what was pushed to it.
 async fn verify(cluster: &Cluster, target: &str, entries: &[(String, SiblingSet)]) -> Result<()> {
     let keys = entries.iter().map(|(k, _)| k.clone()).collect();
-    let sets = match cluster
-        .transport()
-        .call(target, PeerRequest::Fetch(keys))
-        .await?
-    {
-        PeerResponse::Sets(sets) if sets.len() == entries.len() => sets,
-        other => {
-            return Err(Error::Protocol(format!(
-                "{target} answered a fetch with {other:?}"
-            )));
-        }
-    };
+    let sets = cluster.transport().rpc(target, Fetch(keys)).await?;
+    if sets.len() != entries.len() {
+        return Err(Error::Protocol(format!(
+            "{target} answered a fetch of {} keys with {} sets",
+            entries.len(),
+            sets.len()
+        )));
+    }
     for ((key, mine), theirs) in entries.iter().zip(sets) {
         let covered = theirs.is_some_and(|theirs| {
             let mut merged = theirs.clone();

@@ -1,42 +1,98 @@
-//! Coalescing replica requests per peer, as Cassandra coalesces its
-//! messages: under load, many writes and reads go to the same few peers at
-//! once, and each HTTP/2 request costs both ends far more CPU (stream state,
-//! HPACK, a task per stream, wake-ups) than the few hundred bytes it
-//! carries. A [`Lane`] per peer queues [`PeerRequest::is_batchable`]
-//! requests and sends whatever is queued as one [`PeerRequest::Batch`],
-//! with at most [`MAX_IN_FLIGHT`] batches on the wire per peer.
+//! Coalescing calls per peer, as Cassandra coalesces its messages: under
+//! load, many writes and reads go to the same few peers at once, and each
+//! HTTP/2 request costs both ends far more CPU (stream state, HPACK, a task
+//! per stream, wake-ups) than the few hundred bytes it carries. A [`Lane`]
+//! per peer queues the frames of batchable services
+//! ([`Service::batchable`](super::Service)) and sends whatever is queued
+//! as one [`Batch`], with at most [`MAX_IN_FLIGHT`] batches on the wire per
+//! peer.
 //!
-//! Nothing waits to fill a batch: a request that finds a free slot goes at
+//! Nothing waits to fill a batch: a frame that finds a free slot goes at
 //! once, alone, so an idle cluster sees no added latency. Only when every
-//! slot is busy do requests pile up, and the next free slot takes them all
-//! (up to [`MAX_BATCH`]). The receiver runs a batch's requests concurrently,
-//! so its merges share one group commit, and answers each in order.
+//! slot is busy do frames pile up, and the next free slot takes them, up to
+//! [`MAX_BATCH`] frames and the lane's byte budget (a frame larger than the
+//! budget goes alone). The receiver runs a batch's frames concurrently
+//! ([`dispatch`]), so its merges share one group commit, and answers each
+//! in order.
 //!
-//! Bounds: the queue per peer holds [`MAX_QUEUED`] requests, beyond which a
+//! Bounds: the queue per peer holds [`MAX_QUEUED`] frames, beyond which a
 //! call fails at once as unavailable (a dead peer cannot grow memory); a
-//! request whose caller gave up is dropped before it is sent.
+//! frame whose caller gave up is dropped before it is sent.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{PeerRequest, PeerResponse, Reply};
+use super::WireError;
+use super::rpc::{self, Call, Frame, Rpc, Service, Services};
 use crate::error::{Error, Result};
 
-/// The most requests in one batch. A receiver refuses larger batches.
+/// The most frames in one batch. A receiver refuses larger batches.
 pub const MAX_BATCH: usize = 128;
 /// Batches on the wire to one peer at a time.
 pub const MAX_IN_FLIGHT: usize = 4;
-/// Requests queued for one peer before calls fail as unavailable.
+/// Frames queued for one peer before calls fail as unavailable.
 pub const MAX_QUEUED: usize = 8192;
 
-type Queued = (PeerRequest, oneshot::Sender<Result<PeerResponse>>);
+/// A frame inside a batch, as it crosses the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Framed {
+    pub service: String,
+    pub version: u16,
+    pub body: Bytes,
+}
 
-/// Sends one request (single or batch) to the lane's peer.
-pub type Send = Arc<dyn Fn(PeerRequest) -> Reply + std::marker::Send + Sync>;
+/// Several frames of batchable services to one node, answered in order:
+/// each with its reply's bytes, or the error that refused it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Framed>);
 
-/// The queue of batchable requests to one peer.
+impl Rpc for Batch {
+    const SERVICE: Service = Service::new("peer.batch", 1);
+    type Reply = Vec<std::result::Result<Bytes, WireError>>;
+}
+
+/// Runs a batch that arrived: every frame through `services`, at once, so
+/// that their writes share one group commit; a frame refused (unknown, not
+/// batchable, undecodable) fails alone.
+pub fn dispatch(services: &Services, body: &[u8]) -> Result<Call<Bytes>> {
+    let Batch(frames) = super::decode(body, "batch").map_err(|e| Error::BodyRead(e.to_string()))?;
+    if frames.len() > MAX_BATCH {
+        return Err(Error::Protocol(format!(
+            "a batch of {} frames; at most {MAX_BATCH} are taken",
+            frames.len()
+        )));
+    }
+    let calls: Vec<Result<Call<Bytes>>> = frames
+        .into_iter()
+        .map(|f| services.dispatch_batched(&f.service, f.version, f.body))
+        .collect();
+    Ok(Box::pin(async move {
+        let replies = join_all(calls.into_iter().map(|call| async move {
+            match call {
+                Ok(call) => call.await,
+                Err(e) => Err(e),
+            }
+        }))
+        .await;
+        let reply: <Batch as Rpc>::Reply = replies
+            .into_iter()
+            .map(|r| r.map_err(|e| WireError::from_error(&e)))
+            .collect();
+        Ok(Bytes::from(super::encode(&Ok::<_, WireError>(reply))?))
+    }))
+}
+
+type Queued = (Frame, oneshot::Sender<Result<Bytes>>);
+
+/// Sends one frame (single or batch) to the lane's peer.
+pub type Send = Arc<dyn Fn(Frame) -> Call<Bytes> + std::marker::Send + Sync>;
+
+/// The queue of batchable calls to one peer.
 #[derive(Clone)]
 pub struct Lane {
     node: String,
@@ -45,12 +101,13 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// A lane to `node`, sending through `send`; a call that has no answer
-    /// within `timeout`, queueing included, fails as unavailable. Its task
-    /// ends when the last clone of the lane is dropped.
-    pub fn start(node: &str, send: Send, timeout: Duration) -> Lane {
+    /// A lane to `node`, sending through `send` batches of at most
+    /// `budget` bytes of frames; a call that has no answer within
+    /// `timeout`, queueing included, fails as unavailable. Its task ends
+    /// when the last clone of the lane is dropped.
+    pub fn start(node: &str, send: Send, timeout: Duration, budget: usize) -> Lane {
         let (queue, rx) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(run(node.to_string(), rx, send));
+        tokio::spawn(run(node.to_string(), rx, send, budget));
         Lane {
             node: node.to_string(),
             queue,
@@ -58,10 +115,10 @@ impl Lane {
         }
     }
 
-    /// Queues `request`; the reply comes when its batch is answered.
-    pub fn call(&self, request: PeerRequest) -> Reply {
+    /// Queues `frame`; the reply's bytes come when its batch is answered.
+    pub fn call(&self, frame: Frame) -> Call<Bytes> {
         let (tx, rx) = oneshot::channel();
-        let queued = self.queue.try_send((request, tx));
+        let queued = self.queue.try_send((frame, tx));
         let (node, timeout) = (self.node.clone(), self.timeout);
         Box::pin(async move {
             let unavailable = |reason: &str| Error::Unavailable {
@@ -80,17 +137,34 @@ impl Lane {
     }
 }
 
-async fn run(node: String, mut rx: mpsc::Receiver<Queued>, send: Send) {
+async fn run(node: String, mut rx: mpsc::Receiver<Queued>, send: Send, budget: usize) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A frame that did not fit the last batch starts the next.
+    let mut next: Option<Queued> = None;
+    loop {
+        let first = match next.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         // Waiting for a slot is what lets a batch gather.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
+        let mut bytes = first.0.body.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < budget {
             match rx.try_recv() {
-                Ok(queued) => batch.push(queued),
+                Ok(queued) if bytes + queued.0.body.len() > budget => {
+                    next = Some(queued);
+                    break;
+                }
+                Ok(queued) => {
+                    bytes += queued.0.body.len();
+                    batch.push(queued);
+                }
                 Err(_) => break,
             }
         }
@@ -106,15 +180,27 @@ async fn run(node: String, mut rx: mpsc::Receiver<Queued>, send: Send) {
 
 async fn deliver(node: &str, mut batch: Vec<Queued>, send: &Send) {
     if batch.len() <= 1 {
-        if let Some((request, tx)) = batch.pop() {
-            let _ = tx.send(send(request).await);
+        if let Some((frame, tx)) = batch.pop() {
+            let _ = tx.send(send(frame).await);
         }
         return;
     }
-    let (requests, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let count = requests.len();
-    match send(PeerRequest::Batch(requests)).await {
-        Ok(PeerResponse::Batch(replies)) if replies.len() == count => {
+    let (frames, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let count = frames.len();
+    let framed = frames
+        .into_iter()
+        .map(|f| Framed {
+            service: f.service.to_string(),
+            version: f.version,
+            body: f.body,
+        })
+        .collect();
+    let sent = match Frame::of(&Batch(framed)) {
+        Ok(frame) => send(frame).await,
+        Err(e) => Err(e),
+    };
+    match sent.and_then(|bytes| rpc::reply::<Batch>(node, &bytes)) {
+        Ok(replies) if replies.len() == count => {
             for (tx, reply) in waiters.into_iter().zip(replies) {
                 let _ = tx.send(reply.map_err(|e| e.into_error(node)));
             }
@@ -122,7 +208,10 @@ async fn deliver(node: &str, mut batch: Vec<Queued>, send: &Send) {
         other => {
             let reason = match other {
                 Err(e) => e.to_string(),
-                Ok(reply) => format!("a batch of {count} was answered with {reply:?}"),
+                Ok(replies) => format!(
+                    "a batch of {count} was answered with {} replies",
+                    replies.len()
+                ),
             };
             for tx in waiters {
                 let _ = tx.send(Err(Error::Unavailable {
@@ -143,49 +232,60 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::peer::WireError;
 
     /// What a fake peer saw: one entry per message, the keys it carried.
     type Log = Arc<Mutex<Vec<Vec<String>>>>;
 
-    fn key_of(request: &PeerRequest) -> String {
-        match request {
-            PeerRequest::Read { key } => key.clone(),
-            other => format!("{other:?}"),
+    fn refusal(key: &str) -> WireError {
+        WireError {
+            status: 503,
+            code: "unavailable".into(),
+            message: key.to_string(),
+            retryable: true,
         }
     }
 
-    /// Answers each request with an error carrying its own key, once `gate`
-    /// lets a message through; a batch gets one such reply per request.
+    /// Answers each frame with an error carrying its own key, once `gate`
+    /// lets a message through; a batch gets one such reply per frame.
     fn fake_peer(log: &Log, gate: &Arc<Semaphore>) -> Send {
         let (log, gate) = (Arc::clone(log), Arc::clone(gate));
-        Arc::new(move |request| {
+        Arc::new(move |frame: Frame| {
             let (log, gate) = (Arc::clone(&log), Arc::clone(&gate));
             Box::pin(async move {
-                let requests = match request {
-                    PeerRequest::Batch(requests) => requests,
-                    single => vec![single],
+                let keys: Vec<String> = if frame.service == Batch::SERVICE.name {
+                    let Batch(frames) = super::super::decode(&frame.body, "batch")?;
+                    frames
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(&f.body).into_owned())
+                        .collect()
+                } else {
+                    vec![String::from_utf8_lossy(&frame.body).into_owned()]
                 };
-                log.lock().push(requests.iter().map(key_of).collect());
+                log.lock().push(keys.clone());
                 gate.acquire().await.expect("gate").forget();
-                let reply = |r: &PeerRequest| {
-                    Err(WireError {
-                        status: 503,
-                        code: "unavailable".into(),
-                        message: key_of(r),
-                        retryable: true,
-                    })
-                };
-                match requests.as_slice() {
-                    [one] => Err(reply(one).unwrap_err().into_error("p")),
-                    many => Ok(PeerResponse::Batch(many.iter().map(reply).collect())),
+                match keys.as_slice() {
+                    [one] if frame.service != Batch::SERVICE.name => {
+                        Err(refusal(one).into_error("p"))
+                    }
+                    many => {
+                        let replies: <Batch as Rpc>::Reply =
+                            many.iter().map(|k| Err(refusal(k))).collect();
+                        Ok(Bytes::from(super::super::encode(&Ok::<_, WireError>(
+                            replies,
+                        ))?))
+                    }
                 }
             })
         })
     }
 
-    fn read(key: &str) -> PeerRequest {
-        PeerRequest::Read { key: key.into() }
+    fn read(key: &str) -> Frame {
+        Frame {
+            service: "test.read",
+            version: 1,
+            body: Bytes::from(key.to_string()),
+            batchable: true,
+        }
     }
 
     async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -199,7 +299,7 @@ mod tests {
     }
 
     /// Fills every slot with a request sent alone, one after the other.
-    async fn busy(lane: &Lane, log: &Log, prefix: &str) -> Vec<Reply> {
+    async fn busy(lane: &Lane, log: &Log, prefix: &str) -> Vec<Call<Bytes>> {
         let mut calls = Vec::new();
         for i in 0..MAX_IN_FLIGHT {
             calls.push(lane.call(read(&format!("{prefix}{i}"))));
@@ -211,7 +311,12 @@ mod tests {
     #[tokio::test]
     async fn requests_with_a_free_slot_go_alone_and_the_rest_go_together_each_with_its_reply() {
         let (log, gate): (Log, _) = (Log::default(), Arc::new(Semaphore::new(0)));
-        let lane = Lane::start("p", fake_peer(&log, &gate), Duration::from_secs(10));
+        let lane = Lane::start(
+            "p",
+            fake_peer(&log, &gate),
+            Duration::from_secs(10),
+            1 << 20,
+        );
         let first = busy(&lane, &log, "a").await;
         let queued: Vec<_> = (0..10).map(|i| lane.call(read(&format!("b{i}")))).collect();
         gate.add_permits(1000);
@@ -249,7 +354,7 @@ mod tests {
                 })
             })
         };
-        let lane = Lane::start("p", failing, Duration::from_secs(10));
+        let lane = Lane::start("p", failing, Duration::from_secs(10), 1 << 20);
         let busy = busy(&lane, &log, "busy").await;
         let kept: Vec<_> = (0..3).map(|i| lane.call(read(&format!("k{i}")))).collect();
         drop(lane.call(read("given-up")));
@@ -270,7 +375,12 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_and_a_silent_peer_fail_as_unavailable_without_waiting_forever() {
         let (log, gate): (Log, _) = (Log::default(), Arc::new(Semaphore::new(0)));
-        let lane = Lane::start("p", fake_peer(&log, &gate), Duration::from_millis(50));
+        let lane = Lane::start(
+            "p",
+            fake_peer(&log, &gate),
+            Duration::from_millis(50),
+            1 << 20,
+        );
         let calls: Vec<_> = (0..MAX_QUEUED + MAX_IN_FLIGHT + 2)
             .map(|i| lane.call(read(&format!("{i}"))))
             .collect();
@@ -289,5 +399,41 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A batch closes before its byte budget: the frames queued behind a
+    /// busy lane go in as many batches as the budget needs, and a frame
+    /// larger than the budget goes alone.
+    #[tokio::test]
+    async fn a_lane_splits_by_bytes_and_sends_an_oversize_frame_alone() {
+        let (log, gate): (Log, _) = (Log::default(), Arc::new(Semaphore::new(0)));
+        let lane = Lane::start("p", fake_peer(&log, &gate), Duration::from_secs(10), 1000);
+        let first = busy(&lane, &log, "a").await;
+        // Ten frames of 300 bytes, then one of 5000, then two small ones.
+        let key = |i: usize, len: usize| format!("{i:0>len$}");
+        let mut queued: Vec<_> = (0..10).map(|i| lane.call(read(&key(i, 300)))).collect();
+        queued.push(lane.call(read(&key(10, 5000))));
+        queued.extend((11..13).map(|i| lane.call(read(&key(i, 10)))));
+        gate.add_permits(1000);
+        for reply in first.into_iter().chain(queued) {
+            assert!(matches!(reply.await, Err(Error::Remote { .. })));
+        }
+        let log = log.lock();
+        let sizes: Vec<Vec<usize>> = log[MAX_IN_FLIGHT..]
+            .iter()
+            .map(|m| m.iter().map(String::len).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                vec![300; 3],
+                vec![300; 3],
+                vec![300; 3],
+                vec![300],
+                vec![5000],
+                vec![10, 10]
+            ],
+            "{log:?}"
+        );
     }
 }

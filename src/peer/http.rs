@@ -2,14 +2,15 @@
 //! the cluster has `[security.tls]`.
 //!
 //! Every node serves `POST /peer` on its one listen address (the server
-//! speaks HTTP/1.1 and HTTP/2 on the same port). A request body is a
-//! postcard-encoded [`PeerRequest`]; the response body a postcard
-//! [`WireReply`]. Calls share one multiplexed HTTP/2 connection per peer
+//! speaks HTTP/1.1 and HTTP/2 on the same port). A request carries one
+//! [`Frame`]: its service and version in the `x-chorus-rpc` header, its
+//! postcard bytes as the body; the response body is the reply's postcard
+//! bytes. Calls share one multiplexed HTTP/2 connection per peer
 //! (hyper-util's pool), every socket has TCP_NODELAY, and every call has a
 //! deadline, after which the peer counts as unavailable for that call.
-//! Requests to this node's own replica skip the network. With a cluster
-//! secret every request carries its MAC (`security::peer_auth`); a peer's
-//! 401 means it applied nothing, and any other status than 200 is a
+//! Calls to this node itself skip the network (`Transport::local`). With a
+//! cluster secret every request carries its MAC (`security::peer_auth`); a
+//! peer's 401 means it applied nothing, and any other status than 200 is a
 //! refusal the sender gets as that error ([`refused`]).
 
 use std::collections::HashMap;
@@ -26,13 +27,10 @@ use parking_lot::{Mutex, RwLock};
 
 use super::batch::{self, Lane};
 use super::rpc::RPC_HEADER;
-use super::{
-    Call, Dest, Frame, PeerRequest, Reply, Services, Transport, WireReply, decode, encode,
-};
+use super::{Call, Dest, Frame, Services, Transport};
 use crate::error::Error;
-use crate::replica::Replica;
 use crate::security::peer::Signer;
-use crate::security::peer_auth::{ANY_RECEIVER, AUTH_HEADER, NO_SERVICE};
+use crate::security::peer_auth::{ANY_RECEIVER, AUTH_HEADER};
 
 /// The route every node serves the peer protocol on.
 pub const PEER_PATH: &str = "/peer";
@@ -47,7 +45,6 @@ pub type Addresses = Arc<RwLock<HashMap<String, String>>>;
 
 pub struct HttpTransport<C = HttpConnector> {
     me: String,
-    replica: Arc<Replica>,
     /// This node's handlers: a call to itself goes straight to them. Weak:
     /// the handlers hold what holds this transport, and the server holds
     /// them (so they go when the node stops).
@@ -108,7 +105,6 @@ where
         connector: C,
         scheme: &'static str,
         me: &str,
-        replica: Arc<Replica>,
         services: Weak<Services>,
         addresses: Addresses,
         timeout: Duration,
@@ -125,7 +121,6 @@ where
             .build(connector);
         HttpTransport {
             me: me.to_string(),
-            replica,
             services,
             addresses,
             sender: Sender {
@@ -139,8 +134,9 @@ where
         }
     }
 
-    /// The lane of batched requests to `node` at `addr`, started on first
-    /// use and replaced when the node's address changes.
+    /// The lane of batched frames to `node` at `addr`, started on first
+    /// use and replaced when the node's address changes; a batch stays
+    /// within half the peer message limit.
     fn lane(&self, node: &str, addr: &str) -> Lane {
         let mut lanes = self.lanes.lock();
         if let Some((at, lane)) = lanes.get(node)
@@ -149,9 +145,12 @@ where
             return lane.clone();
         }
         let (sender, to, at) = (self.sender.clone(), node.to_string(), addr.to_string());
-        let send: batch::Send =
-            Arc::new(move |request| sender.send(to.clone(), at.clone(), request));
-        let lane = Lane::start(node, send, self.sender.timeout);
+        let send: batch::Send = Arc::new(move |frame: Frame| {
+            let header = frame.header();
+            sender.post(to.clone(), at.clone(), false, header, frame.body)
+        });
+        let budget = self.sender.max_message / 2;
+        let lane = Lane::start(node, send, self.sender.timeout, budget);
         lanes.insert(node.to_string(), (addr.to_string(), lane.clone()));
         lane
     }
@@ -161,18 +160,7 @@ impl<C> Sender<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    /// Sends `request` to `node` at `addr`, signed for `node`.
-    fn send(&self, node: String, addr: String, request: PeerRequest) -> Reply {
-        let body = encode(&request);
-        let sender = self.clone();
-        Box::pin(async move {
-            let bytes = sender.post(node.clone(), addr, false, None, body?).await?;
-            let reply: WireReply = decode(&bytes, "reply")?;
-            reply.map_err(|e| e.into_error(&node))
-        })
-    }
-
-    /// Posts `body` (a frame's, when `rpc` names its service) to `node` at
+    /// Posts a frame's `body` for service `rpc` (`name/version`) to `node` at
     /// `addr`, signed for `node`, or for any receiver when `to_any` (the
     /// node is known only by its address); answers with the reply's bytes.
     fn post(
@@ -180,10 +168,9 @@ where
         node: String,
         addr: String,
         to_any: bool,
-        rpc: Option<String>,
-        body: impl Into<Bytes>,
+        rpc: String,
+        body: Bytes,
     ) -> Call<Bytes> {
-        let body: Bytes = body.into();
         let client = self.client.clone();
         let (timeout, max) = (self.timeout, self.max_message);
         let (signer, scheme) = (self.signer.clone(), self.scheme);
@@ -204,12 +191,9 @@ where
                     .header(header::CONTENT_TYPE, PEER_CONTENT_TYPE);
                 if let Some(signer) = &signer {
                     let to = if to_any { ANY_RECEIVER } else { &node };
-                    let service = rpc.as_deref().unwrap_or(NO_SERVICE);
-                    req = req.header(AUTH_HEADER, signer.sign(to, service, &body));
+                    req = req.header(AUTH_HEADER, signer.sign(to, &rpc, &body));
                 }
-                if let Some(rpc) = rpc {
-                    req = req.header(RPC_HEADER, rpc);
-                }
+                req = req.header(RPC_HEADER, rpc);
                 let req = req
                     .body(Full::new(body))
                     .map_err(|e| unavailable(format!("bad address `{addr}`: {e}")))?;
@@ -278,39 +262,19 @@ impl<C> Transport for HttpTransport<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    fn call(&self, to: &str, request: PeerRequest) -> Reply {
-        if to == self.me && request.is_for_replica() {
-            let replica = Arc::clone(&self.replica);
-            return Box::pin(async move { replica.handle(request).await });
-        }
-        let addr = self.addresses.read().get(to).cloned();
-        match addr {
-            Some(addr) if request.is_batchable() => self.lane(to, &addr).call(request),
-            Some(addr) => self.sender.send(to.to_string(), addr, request),
-            None => {
-                let node = to.to_string();
-                Box::pin(async move {
-                    Err(Error::Unavailable {
-                        node,
-                        reason: "no address known for this node".into(),
-                    })
-                })
-            }
-        }
-    }
-
     fn local(&self, to: &str) -> Option<Arc<Services>> {
         (to == self.me).then(|| self.services.upgrade()).flatten()
     }
 
     fn send(&self, to: Dest<'_>, frame: Frame) -> Call<Bytes> {
-        let header = Some(frame.header());
+        let header = frame.header();
         match to {
             Dest::Addr(addr) => {
                 self.sender
                     .post(addr.to_string(), addr.to_string(), true, header, frame.body)
             }
             Dest::Node(node) => match self.addresses.read().get(node).cloned() {
+                Some(addr) if frame.batchable => self.lane(node, &addr).call(frame),
                 Some(addr) => self
                     .sender
                     .post(node.to_string(), addr, false, header, frame.body),

@@ -56,6 +56,10 @@ pub struct Service {
     /// to a member) may be applied: only a join, which a node sends before
     /// it knows the id of the node it asks.
     pub to_any: bool,
+    /// Whether calls may share one message with others to the same node
+    /// (`batch.rs`): the small, frequent replica requests of client reads
+    /// and writes.
+    pub batchable: bool,
 }
 
 impl Service {
@@ -65,6 +69,15 @@ impl Service {
             name,
             version,
             to_any: false,
+            batchable: false,
+        }
+    }
+
+    /// The same, and calls may travel in a batch.
+    pub const fn batchable(self) -> Service {
+        Service {
+            batchable: true,
+            ..self
         }
     }
 
@@ -90,6 +103,8 @@ pub struct Frame {
     pub service: &'static str,
     pub version: u16,
     pub body: Bytes,
+    /// The service's [`Service::batchable`].
+    pub batchable: bool,
 }
 
 impl Frame {
@@ -99,6 +114,7 @@ impl Frame {
             service: R::SERVICE.name,
             version: R::SERVICE.version,
             body: Bytes::from(encode(request)?),
+            batchable: R::SERVICE.batchable,
         })
     }
 
@@ -214,10 +230,37 @@ impl Services {
         to_any: bool,
         body: Bytes,
     ) -> Result<Call<Bytes>> {
+        self.lookup(service, version, to_any, false, body)
+    }
+
+    /// As [`Services::dispatch`], for a frame that came in a batch: only a
+    /// batchable service is taken.
+    pub fn dispatch_batched(
+        &self,
+        service: &str,
+        version: u16,
+        body: Bytes,
+    ) -> Result<Call<Bytes>> {
+        self.lookup(service, version, false, true, body)
+    }
+
+    fn lookup(
+        &self,
+        service: &str,
+        version: u16,
+        to_any: bool,
+        batched: bool,
+        body: Bytes,
+    ) -> Result<Call<Bytes>> {
         let entries = self.entries.read();
         let Some(entry) = entries.get(service) else {
             return Err(Error::UnknownService(service.to_string()));
         };
+        if batched && !entry.service.batchable {
+            return Err(Error::Protocol(format!(
+                "{service} may not travel in a batch"
+            )));
+        }
         if entry.service.version != version {
             return Err(Error::UnsupportedVersion {
                 service: service.to_string(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::peer_auth::{ANY_RECEIVER, NO_SERVICE, Refusal, Replays, Secret, Stamp};
+use super::peer_auth::{ANY_RECEIVER, Refusal, Replays, Secret, Stamp};
 use crate::clock::Clock;
 use crate::metrics as m;
 
@@ -38,8 +38,8 @@ impl Signer {
     }
 
     /// The header value for a request to node `to` ([`ANY_RECEIVER`] for
-    /// a request sent to an address) for service `rpc` (`name/version`, or
-    /// [`NO_SERVICE`]) carrying `body`.
+    /// a request sent to an address) for service `rpc` (`name/version`)
+    /// carrying `body`.
     pub fn sign(&self, to: &str, rpc: &str, body: &[u8]) -> String {
         let (len, digest) = Stamp::body(body);
         let stamp = Stamp {
@@ -120,19 +120,18 @@ impl Verifier {
 
     /// Lets a request's headers through, or refuses them, before a byte
     /// of its body is read: `header` is its [`AUTH_HEADER`](super::peer_auth::AUTH_HEADER),
-    /// `rpc` its service (`name/version`, or none for the shared enum).
+    /// `rpc` its service (`name/version`).
     /// A refusal is counted in `chorus_peer_auth_refused_total{reason}`
     /// and logged at most once per 10 s. What it lets through was signed
     /// for this node, or for [`ANY_RECEIVER`] ([`Verified::ToAny`]: only a
     /// service that allows it applies that), and its nonce is spent.
-    pub fn verify_head(&self, header: Option<&[u8]>, rpc: Option<&str>) -> Result<Head, Refusal> {
+    pub fn verify_head(&self, header: Option<&[u8]>, rpc: &str) -> Result<Head, Refusal> {
         let Some(secret) = &self.secret else {
             return Ok(Head {
                 verified: Verified::Open,
                 signed: None,
             });
         };
-        let rpc = rpc.unwrap_or(NO_SERVICE);
         let checked = header
             .ok_or(Refusal::Missing)
             .and_then(|h| std::str::from_utf8(h).map_err(|_| Refusal::Malformed("not UTF-8")))

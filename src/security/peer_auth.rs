@@ -4,7 +4,7 @@
 //!
 //! The signed text is [`DOMAIN`], then the sender's node id, the
 //! receiver's node id, the service and version the request is for (the
-//! `x-chorus-rpc` header, or `-` for the shared enum), the sender's boot
+//! `x-chorus-rpc` header), the sender's boot
 //! (the generation it started in: milliseconds since the epoch at start,
 //! larger after every restart), a sequence number counting up from 1
 //! within the boot, the sender's wall clock in milliseconds, and the body's
@@ -58,8 +58,6 @@ pub const AUTH_HEADER: &str = "x-chorus-peer-auth";
 pub const DOMAIN: &[u8] = b"chorus peer request v3\n";
 /// The receiver of a request sent to an address, not to a member.
 pub const ANY_RECEIVER: &str = "*";
-/// The service of a request in the shared enum, which names none.
-pub const NO_SERVICE: &str = "-";
 /// Sequence numbers each sender may arrive out of order within.
 pub const WINDOW: u64 = 1024;
 /// Senders a receiver keeps replay windows for.
@@ -74,7 +72,7 @@ pub struct Stamp {
     pub node: String,
     /// The node the request is for, or [`ANY_RECEIVER`].
     pub to: String,
-    /// The service and version (`name/version`), or [`NO_SERVICE`].
+    /// The service and version (`name/version`).
     pub rpc: String,
     pub boot: u64,
     pub seq: u64,

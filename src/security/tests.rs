@@ -72,7 +72,7 @@ fn a_verifier_lets_through_only_what_was_signed_for_its_node_and_service() {
     let signer = Signer::new(SECRET, "n1", 1, clock.clone());
     let n2 = Verifier::new("n2", Some(SECRET), 30_000, clock.clone());
     let n3 = Verifier::new("n3", Some(SECRET), 30_000, clock.clone());
-    let merge = Some("replica.merge/1");
+    let merge = "replica.merge/1";
     let to_n2 = signer.sign("n2", "replica.merge/1", b"body");
     let head = n2
         .verify_head(Some(to_n2.as_bytes()), merge)
@@ -88,14 +88,10 @@ fn a_verifier_lets_through_only_what_was_signed_for_its_node_and_service() {
     );
     let again = signer.sign("n2", "replica.merge/1", b"body");
     assert_eq!(
-        n2.verify_head(Some(again.as_bytes()), Some("replica.hint/1")),
+        n2.verify_head(Some(again.as_bytes()), "replica.hint/1"),
         Err(Refusal::Misrouted)
     );
-    assert_eq!(
-        n2.verify_head(Some(again.as_bytes()), None),
-        Err(Refusal::Misrouted)
-    );
-    let join = Some("membership.join/1");
+    let join = "membership.join/1";
     let to_any = signer.sign(super::peer_auth::ANY_RECEIVER, "membership.join/1", b"join");
     let head = n3
         .verify_head(Some(to_any.as_bytes()), join)
@@ -107,7 +103,7 @@ fn a_verifier_lets_through_only_what_was_signed_for_its_node_and_service() {
         Err(Refusal::Replayed)
     );
     let open = Verifier::new("n2", None, 30_000, clock);
-    let head = open.verify_head(None, None).expect("open");
+    let head = open.verify_head(None, "replica.merge/1").expect("open");
     assert_eq!(head.verified, Verified::Open);
     assert_eq!(head.signed_len(), None);
     assert_eq!(open.verify_body(&head, b"anything"), Ok(()));

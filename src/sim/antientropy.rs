@@ -23,7 +23,7 @@ use crate::antientropy::AntiEntropy;
 use crate::config::{AntiEntropyMode, Config, Engine};
 use crate::error::{Error, Result};
 use crate::membership::Cluster;
-use crate::peer::{Addresses, Call, Dest, Frame, PeerRequest, Reply, Services, Transport};
+use crate::peer::{Addresses, Call, Dest, Frame, Services, Transport};
 use crate::replica::Replica;
 use crate::store::{MemoryStore, Store, encode_set};
 use crate::version::{Content, Context};
@@ -127,7 +127,7 @@ struct Member {
 }
 
 /// A node's handlers of peer requests.
-type Handlers = (Arc<Replica>, Arc<AntiEntropy>, Arc<Services>);
+type Handlers = Arc<Services>;
 
 /// Delivers a request straight to the addressed node's handlers.
 #[derive(Default)]
@@ -136,20 +136,6 @@ struct Direct {
 }
 
 impl Transport for Direct {
-    fn call(&self, to: &str, request: PeerRequest) -> Reply {
-        let target = self.members.get().and_then(|m| m.get(to)).cloned();
-        let to = to.to_string();
-        Box::pin(async move {
-            let Some((replica, _, _)) = target else {
-                return Err(Error::Unavailable {
-                    node: to,
-                    reason: "not in the simulation".into(),
-                });
-            };
-            replica.handle(request).await
-        })
-    }
-
     fn local(&self, _: &str) -> Option<Arc<Services>> {
         // Every call goes through the receiver's dispatch, as over HTTP.
         None
@@ -159,15 +145,13 @@ impl Transport for Direct {
         let target = self.members.get().and_then(|m| m.get(to.name())).cloned();
         let to = to.name().to_string();
         Box::pin(async move {
-            let Some((_, _, services)) = target else {
+            let Some(services) = target else {
                 return Err(Error::Unavailable {
                     node: to,
                     reason: "not in the simulation".into(),
                 });
             };
-            services
-                .dispatch(frame.service, frame.version, false, frame.body)?
-                .await
+            crate::peer::dispatch(&services, frame.service, frame.version, false, frame.body)?.await
         })
     }
 }
@@ -231,9 +215,9 @@ fn start(config: &Config, seed: u64) -> Result<Vec<Member>> {
         .zip(&out)
         .map(|(n, m)| {
             let services = Services::new();
+            m.replica.serve(&services);
             m.antientropy.serve(&services);
-            let handlers = (m.replica.clone(), m.antientropy.clone(), services);
-            (n.id.clone(), handlers)
+            (n.id.clone(), services)
         })
         .collect();
     let _ = transport.members.set(handlers);
@@ -277,11 +261,8 @@ async fn load(options: &Options, config: &Config, members: &[Member]) -> Result<
             if r == coordinator || (skip && r == odd) {
                 continue;
             }
-            let merge = PeerRequest::Merge {
-                key: key.clone(),
-                set: set.clone(),
-            };
-            members[r].replica.handle(merge).await?;
+            let merge = vec![(key.clone(), set.clone())];
+            members[r].replica.handoff(merge).await?;
         }
         if drifts && !skip {
             let extra = Content::Value(Bytes::from_static(b"\"drift\""));

@@ -198,30 +198,16 @@ pub async fn peer_rpc<R: chorus::peer::Rpc>(
     postcard::from_bytes(&reply.body).expect("a typed reply")
 }
 
-/// Sends one node-to-node request, signed with [`TEST_SECRET`] for
-/// `client`'s node (whose id `GET /cluster` tells), and decodes the reply.
-pub async fn peer(client: &Client, request: chorus::peer::PeerRequest) -> chorus::peer::WireReply {
-    let body = request.encode().expect("encode");
-    let id = node_id(client).await;
-    let auth = test_signer().sign(&id, "-", &body);
-    let reply = client
-        .request(
-            http::Method::POST,
-            "/peer",
-            &[(chorus::security::peer_auth::AUTH_HEADER, auth.as_str())],
-            bytes::Bytes::from(body),
-        )
-        .await
-        .expect("peer");
-    assert_eq!(reply.status, http::StatusCode::OK);
-    postcard::from_bytes(&reply.body).expect("a wire reply")
-}
+/// The service of the peer requests tests send raw: a replica merge.
+pub const MERGE: &str = "replica.merge/1";
 
-/// The head of a `POST /peer` claiming `len` bytes of body, with `auth`.
+/// The head of a `POST /peer` of a [`MERGE`] claiming `len` bytes of
+/// body, with `auth`.
 pub fn peer_head(auth: &str, len: u64) -> String {
     format!(
-        "POST /peer HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-chorus-peer\r\n{}: {auth}\r\ncontent-length: {len}\r\n\r\n",
-        chorus::security::peer_auth::AUTH_HEADER
+        "POST /peer HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-chorus-peer\r\n{}: {auth}\r\n{}: {MERGE}\r\ncontent-length: {len}\r\n\r\n",
+        chorus::security::peer_auth::AUTH_HEADER,
+        chorus::peer::rpc::RPC_HEADER,
     )
 }
 
@@ -231,7 +217,7 @@ pub fn forged_auth(len: u64) -> String {
     let stamp = chorus::security::peer_auth::Stamp {
         node: "intruder".into(),
         to: "n1".into(),
-        rpc: "-".into(),
+        rpc: MERGE.into(),
         boot: 1,
         seq: 1,
         ts_ms: chorus::clock::Clock::system().now_ms(),

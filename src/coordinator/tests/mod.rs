@@ -20,7 +20,7 @@ use crate::config::{Config, Engine};
 use crate::coordinator::quorum::Quorum;
 use crate::error::Error;
 use crate::membership::Cluster;
-use crate::peer::{Addresses, Call, Dest, Frame, PeerRequest, Reply, Services, Transport};
+use crate::peer::{Addresses, Call, Dest, Frame, Rpc, Services, Transport};
 use crate::replica::Replica;
 use crate::store::MemoryStore;
 use crate::store::disk::Disk;
@@ -40,7 +40,8 @@ enum Answer {
 /// counts the reads each node was asked.
 #[derive(Default)]
 struct Scripted {
-    replicas: OnceLock<HashMap<String, Arc<Replica>>>,
+    /// Each node's handlers: its replica's.
+    replicas: OnceLock<HashMap<String, Arc<Services>>>,
     answers: Mutex<HashMap<String, Answer>>,
     reads: Mutex<HashMap<String, usize>>,
 }
@@ -60,19 +61,24 @@ impl Scripted {
 }
 
 impl Transport for Scripted {
-    fn call(&self, to: &str, request: PeerRequest) -> Reply {
-        if matches!(request, PeerRequest::Read { .. }) {
-            *self.reads.lock().entry(to.to_string()).or_default() += 1;
+    fn local(&self, _: &str) -> Option<Arc<Services>> {
+        // Every call, to n1 too, goes through the script.
+        None
+    }
+
+    fn send(&self, to: Dest<'_>, frame: Frame) -> Call<Bytes> {
+        let to = to.name().to_string();
+        if frame.service == crate::replica::rpc::Read::SERVICE.name {
+            *self.reads.lock().entry(to.clone()).or_default() += 1;
         }
-        let answer = self.answers.lock().get(to).copied().unwrap_or(Answer::Now);
-        let replica = self.replicas.get().and_then(|r| r.get(to)).cloned();
-        let to = to.to_string();
+        let answer = self.answers.lock().get(&to).copied().unwrap_or(Answer::Now);
+        let services = self.replicas.get().and_then(|r| r.get(&to)).cloned();
         Box::pin(async move {
             let unavailable = |reason: &str| Error::Unavailable {
                 node: to.clone(),
                 reason: reason.into(),
             };
-            let replica = replica.ok_or_else(|| unavailable("not in the test"))?;
+            let services = services.ok_or_else(|| unavailable("not in the test"))?;
             match answer {
                 Answer::Now => {}
                 Answer::After(delay) => tokio::time::sleep(delay).await,
@@ -82,21 +88,7 @@ impl Transport for Scripted {
                     return Err(unavailable("scripted to fail late"));
                 }
             }
-            replica.handle(request).await
-        })
-    }
-
-    fn local(&self, _: &str) -> Option<Arc<Services>> {
-        None
-    }
-
-    fn send(&self, to: Dest<'_>, _: Frame) -> Call<Bytes> {
-        let node = to.name().to_string();
-        Box::pin(async move {
-            Err(Error::Unavailable {
-                node,
-                reason: "the scripted transport carries replica requests only".into(),
-            })
+            crate::peer::dispatch(&services, frame.service, frame.version, false, frame.body)?.await
         })
     }
 }
@@ -138,7 +130,15 @@ fn setup_with(nodes: usize, speculative_read: Duration) -> Setup {
         replicas.insert(node.id.clone(), Arc::new(replica));
         disks.insert(node.id.clone(), disk);
     }
-    assert!(transport.replicas.set(replicas.clone()).is_ok());
+    let services = replicas
+        .iter()
+        .map(|(id, replica)| {
+            let services = Services::new();
+            replica.serve(&services);
+            (id.clone(), services)
+        })
+        .collect();
+    assert!(transport.replicas.set(services).is_ok());
     let cluster = Cluster::new(
         "n1",
         &config,

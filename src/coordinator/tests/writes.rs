@@ -89,8 +89,7 @@ async fn a_minter_that_could_not_keep_its_copy_counts_for_nothing() {
         .coordinator
         .write("k", value(b"1", None), write_quorum(3), deadline(), true)
         .await
-        .err()
-        .expect("w=3 cannot be met with n1's copy lost");
+        .expect_err("w=3 cannot be met with n1's copy lost");
     assert!(
         err.to_string().contains("n1: storage failed: fsync"),
         "{err}"
@@ -166,8 +165,7 @@ async fn an_idempotent_retry_is_counted_to_its_own_quorum() {
             true,
         )
         .await
-        .err()
-        .expect("w=3 with n3 down");
+        .expect_err("w=3 with n3 down");
     assert!(err.to_string().contains("of the 3"), "{err}");
 
     setup.transport.set("n3", Answer::Now);

@@ -1,22 +1,22 @@
-//! The replica: what a node does with a [`PeerRequest`] addressed to it.
+//! The replica: what a node does with the reads and writes addressed to
+//! its store ([`rpc`]: the messages and their answers).
 //!
 //! It owns the node's store and dot minter. Writes are answered only once
 //! durable, so an acknowledgement from a replica means the data survives a
 //! crash of that replica. [`Replica::coordinate`] is the one exception, for
 //! this node's own coordinator: it hands back the minted set before the
-//! fsync, with what says when the fsync is done. A [`PeerRequest::Batch`]
-//! runs its requests concurrently and answers each in order.
+//! fsync, with what says when the fsync is done.
+
+pub mod rpc;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::clock::Clock;
-use crate::config::{Limits, MAX_HANDOFF_BATCH};
+use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::peer::{PeerRequest, PeerResponse, WireError, batch};
 use crate::store::{Durable, Identity, Pending, Store};
 use crate::version::{Content, Context, Dot, MAX_REQUEST_ID, SiblingSet};
-use futures_util::future::join_all;
 
 /// Told of every write this replica coordinates (mints a dot for), with
 /// the set it left: operation-transfer anti-entropy logs them as ops.
@@ -91,161 +91,9 @@ impl Replica {
         self.closed.store(true, Ordering::SeqCst);
     }
 
-    pub async fn handle(&self, request: PeerRequest) -> Result<PeerResponse> {
-        let (op, started) = (request.kind(), std::time::Instant::now());
-        let result = match request {
-            PeerRequest::Batch(requests) => self.handle_batch(requests).await,
-            request => self.handle_one(request).await,
-        };
-        metrics::histogram!(crate::metrics::REPLICA_DURATION_SECONDS, "op" => op)
-            .record(started.elapsed().as_secs_f64());
-        result
-    }
-
     /// Hints held for unreachable owners (approximate).
     pub fn hints_pending(&self) -> usize {
         self.hints.load(Ordering::Relaxed)
-    }
-
-    /// Runs a batch's requests concurrently, so that its writes share one
-    /// group commit, and answers each in order.
-    async fn handle_batch(&self, requests: Vec<PeerRequest>) -> Result<PeerResponse> {
-        if requests.len() > batch::MAX_BATCH {
-            return Err(Error::Protocol(format!(
-                "a batch of {} requests; at most {} are taken",
-                requests.len(),
-                batch::MAX_BATCH
-            )));
-        }
-        if requests.iter().any(|r| !r.is_batchable()) {
-            return Err(Error::Protocol(
-                "a batch may hold only reads, merges and hints".into(),
-            ));
-        }
-        let replies = join_all(requests.into_iter().map(|r| self.handle_one(r))).await;
-        Ok(PeerResponse::Batch(
-            replies
-                .into_iter()
-                .map(|r| r.map_err(|e| WireError::from_error(&e)))
-                .collect(),
-        ))
-    }
-
-    async fn handle_one(&self, request: PeerRequest) -> Result<PeerResponse> {
-        // `coordinate` checks for itself: this node's coordinator calls it directly.
-        let writes = matches!(
-            request,
-            PeerRequest::Merge { .. }
-                | PeerRequest::Hint { .. }
-                | PeerRequest::Handoff(_)
-                | PeerRequest::Purge(_)
-        );
-        if writes && self.closed.load(Ordering::SeqCst) {
-            return Err(self.closed_error());
-        }
-        match request {
-            PeerRequest::Read { key } => Ok(PeerResponse::Value(self.store.get(&key)?)),
-            PeerRequest::Coordinate {
-                key,
-                context,
-                content,
-                request_id,
-            } => {
-                let (dot, set, durable) =
-                    self.coordinate(key, context, content, request_id).await?;
-                // Minted and committed is minted: a failed fsync is not an
-                // error here (the coordinator would have another replica
-                // mint the write again), only a copy this replica lacks.
-                // A failed commit returned an error above: the set was
-                // never handed out, so the write exists nowhere.
-                let kept = durable
-                    .wait()
-                    .await
-                    .map(|()| self.durable)
-                    .map_err(|e| e.to_string());
-                Ok(PeerResponse::Coordinated { dot, set, kept })
-            }
-            PeerRequest::Merge { key, set } => {
-                self.merge(key, set)?.wait().await?;
-                Ok(PeerResponse::Merged {
-                    durable: self.durable,
-                })
-            }
-            PeerRequest::Hint { owner, key, set } => {
-                let held = self.hints.load(Ordering::Relaxed);
-                if held >= self.max_hints {
-                    metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "dropped")
-                        .increment(1);
-                    tracing::warn!(
-                        held,
-                        max = self.max_hints,
-                        %owner,
-                        "hint store full (limits.max_hints); refusing a hint"
-                    );
-                    return Err(Error::Unavailable {
-                        node: self.identity.actor().node,
-                        reason: format!("holds {held} hints, the limit (limits.max_hints)"),
-                    });
-                }
-                self.merge(key, set)?.wait().await?;
-                self.hints.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "queued").increment(1);
-                Ok(PeerResponse::Merged {
-                    durable: self.durable,
-                })
-            }
-            PeerRequest::Handoff(entries) => {
-                check_batch(entries.len())?;
-                // Queue every merge before waiting, so they share fsyncs.
-                let pending = entries
-                    .into_iter()
-                    .map(|(key, set)| self.merge(key, set))
-                    .collect::<Result<Vec<_>>>()?;
-                for p in pending {
-                    p.wait().await?;
-                }
-                Ok(PeerResponse::Merged {
-                    durable: self.durable,
-                })
-            }
-            PeerRequest::Purge(entries) => {
-                check_batch(entries.len())?;
-                let pending: Vec<Pending> = entries
-                    .into_iter()
-                    .map(|(key, expected)| {
-                        self.store.update(
-                            &key,
-                            Box::new(move |current| {
-                                Ok(match current {
-                                    Some(set) if set == expected && set.is_tombstoned() => {
-                                        set.grave()
-                                    }
-                                    other => other.unwrap_or_default(),
-                                })
-                            }),
-                        )
-                    })
-                    .collect();
-                for p in pending {
-                    p.wait().await?;
-                }
-                Ok(PeerResponse::Merged {
-                    durable: self.durable,
-                })
-            }
-            PeerRequest::Fetch(keys) => {
-                check_batch(keys.len())?;
-                let sets = keys
-                    .iter()
-                    .map(|k| self.store.get(k))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(PeerResponse::Sets(sets))
-            }
-            other => Err(Error::Protocol(format!(
-                "not a replica request: {}",
-                format!("{other:?}").chars().take(40).collect::<String>()
-            ))),
-        }
     }
 
     /// Mints a dot for a client write and stores it: the dot, the new
@@ -430,15 +278,6 @@ fn warn_of_siblings(key: &str, count: usize) {
     );
 }
 
-fn check_batch(len: usize) -> Result<()> {
-    if len > MAX_HANDOFF_BATCH {
-        return Err(Error::Protocol(format!(
-            "a batch of {len} keys; at most {MAX_HANDOFF_BATCH}"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -466,31 +305,68 @@ mod tests {
         set
     }
 
+    /// A batch of the replica's frames is answered in order, one reply per
+    /// frame; a frame of a service that may not travel in a batch fails
+    /// alone, and nothing of a batch over the limit runs.
     #[tokio::test]
-    async fn a_batch_is_answered_in_order_one_reply_per_request() {
-        let replica = replica();
-        let batch = PeerRequest::Batch(vec![
-            PeerRequest::Merge {
-                key: "a".into(),
-                set: set_of("1"),
-            },
-            PeerRequest::Read { key: "a".into() },
-            PeerRequest::Read { key: "b".into() },
-        ]);
-        let PeerResponse::Batch(replies) = replica.handle(batch).await.expect("batch") else {
-            panic!("not a batch reply");
+    async fn a_batch_is_answered_in_order_one_reply_per_frame() {
+        use crate::peer::batch::{Batch, Framed, MAX_BATCH};
+        use crate::peer::rpc::reply;
+        use crate::peer::{Frame, Rpc, Services};
+        let replica = Arc::new(replica());
+        let services = Services::new();
+        replica.serve(&services);
+        let framed = |frame: Frame| Framed {
+            service: frame.service.to_string(),
+            version: frame.version,
+            body: frame.body,
         };
-        assert_eq!(replies.len(), 3);
-        assert!(matches!(
-            replies[0],
-            Ok(PeerResponse::Merged { durable: true })
-        ));
-        // Requests in one batch run concurrently: the read of `a` may or
-        // may not see the merge, but a read after the batch does.
-        assert!(matches!(replies[1], Ok(PeerResponse::Value(_))));
-        assert_eq!(replies[2], Ok(PeerResponse::Value(None)));
-        let after = replica.handle(PeerRequest::Read { key: "a".into() }).await;
-        assert_eq!(after.expect("read"), PeerResponse::Value(Some(set_of("1"))));
+        let merge = rpc::Merge {
+            key: "a".into(),
+            set: set_of("1"),
+        };
+        let read = |key: &str| rpc::Read { key: key.into() };
+        let frames = vec![
+            framed(Frame::of(&merge).expect("encode")),
+            framed(Frame::of(&read("a")).expect("encode")),
+            framed(Frame::of(&read("b")).expect("encode")),
+            framed(Frame::of(&rpc::Fetch(vec!["a".into()])).expect("encode")),
+        ];
+        let run = |frames: Vec<Framed>| {
+            let frame = Frame::of(&Batch(frames)).expect("encode");
+            crate::peer::dispatch(&services, Batch::SERVICE.name, 1, false, frame.body)
+        };
+        let bytes = run(frames).expect("a batch").await.expect("answered");
+        let replies = reply::<Batch>("n1", &bytes).expect("replies");
+        assert_eq!(replies.len(), 4);
+        let merged = reply::<rpc::Merge>("n1", replies[0].as_ref().expect("merged"));
+        assert_eq!(merged.expect("merged"), rpc::Merged { durable: true });
+        // Frames in one batch run concurrently: the read of `a` may or may
+        // not see the merge, but a read after the batch does.
+        let b = reply::<rpc::Read>("n1", replies[2].as_ref().expect("read b"));
+        assert_eq!(b.expect("read b"), None);
+        let refused = replies[3].as_ref().expect_err("fetch is not batchable");
+        assert!(refused.message.contains("batch"), "{refused:?}");
+        assert_eq!(replica.stored("a").expect("get"), Some(set_of("1")));
+
+        let too_many = vec![framed(Frame::of(&read("a")).expect("encode")); MAX_BATCH + 1];
+        let e = run(too_many).err().expect("refused whole");
+        assert!(e.to_string().contains("at most"), "{e}");
+        let merge_c = rpc::Merge {
+            key: "c".into(),
+            set: set_of("1"),
+        };
+        let mut too_many = vec![framed(Frame::of(&merge_c).expect("encode"))];
+        too_many.extend(vec![
+            framed(Frame::of(&read("a")).expect("encode"));
+            MAX_BATCH
+        ]);
+        assert!(run(too_many).is_err());
+        assert_eq!(
+            replica.stored("c").expect("get"),
+            None,
+            "a refused batch ran"
+        );
     }
 
     /// Issue 19, hole 6: a record another replica still holds does not
@@ -502,11 +378,10 @@ mod tests {
         let dot = set.siblings()[0].dot.clone();
         set.record_request("old", dot.clone(), 1);
         set.record_request("new", dot, crate::clock::system_ms());
-        let merge = PeerRequest::Merge {
-            key: "k".into(),
-            set,
-        };
-        replica.handle(merge).await.expect("merge");
+        replica
+            .handoff(vec![("k".into(), set)])
+            .await
+            .expect("merge");
         let stored = replica.stored("k").expect("get").expect("stored");
         assert!(
             stored.request("old", 0).is_none(),
@@ -543,32 +418,5 @@ mod tests {
             2,
             "the second write deleted the first: {merged:?}"
         );
-    }
-
-    #[tokio::test]
-    async fn a_batch_too_large_or_holding_other_requests_is_refused_whole() {
-        let replica = replica();
-        let reads = vec![PeerRequest::Read { key: "a".into() }; batch::MAX_BATCH + 1];
-        let err = replica.handle(PeerRequest::Batch(reads)).await.unwrap_err();
-        assert!(err.to_string().contains("at most"), "{err}");
-        for inner in [
-            PeerRequest::Fetch(vec!["a".into()]),
-            PeerRequest::Batch(vec![]),
-            PeerRequest::Coordinate {
-                key: "a".into(),
-                context: Context::default(),
-                content: Content::Tombstone,
-                request_id: None,
-            },
-        ] {
-            let batch = PeerRequest::Batch(vec![PeerRequest::Read { key: "a".into() }, inner]);
-            let err = replica.handle(batch).await.unwrap_err();
-            assert!(
-                err.to_string().contains("only reads, merges and hints"),
-                "{err}"
-            );
-        }
-        // Nothing of a refused batch ran.
-        assert_eq!(replica.store.get("a").expect("get"), None);
     }
 }

@@ -1,0 +1,294 @@
+//! The replica's peer messages, each tied to its reply, and the answers
+//! the replica gives them.
+//!
+//! | request | reply | what for |
+//! |---|---|---|
+//! | [`Read`] | `Option<SiblingSet>` | a replica's part of a read |
+//! | [`Coordinate`] | [`Coordinated`] | mint a client write's dot here |
+//! | [`Merge`] | [`Merged`] | replication, read repair |
+//! | [`Hint`] | [`Merged`] | sloppy quorum: keep a set for a primary |
+//! | [`Handoff`] | [`Merged`] | ownership handoff, anti-entropy repair |
+//! | [`Fetch`] | `Vec<Option<SiblingSet>>` | verify a handoff, repair |
+//! | [`Purge`] | [`Merged`] | tombstones every replica holds go |
+//!
+//! Writes are answered only once stored (durably, where the node fsyncs
+//! each write), so an acknowledgement means the data survives a crash of
+//! that replica. Reads, merges and hints are batchable: under load a lane
+//! coalesces them per peer (`peer::batch`), and their merges share one
+//! group commit.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::Replica;
+use crate::config::MAX_HANDOFF_BATCH;
+use crate::error::{Error, Result};
+use crate::peer::{Rpc, Service, Services};
+use crate::store::Pending;
+use crate::version::{Content, Context, Dot, SiblingSet};
+
+/// Return the local sibling set of `key`, if the replica has one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Read {
+    pub key: String,
+}
+
+impl Rpc for Read {
+    const SERVICE: Service = Service::new("replica.read", 1).batchable();
+    type Reply = Option<SiblingSet>;
+}
+
+/// Coordinate a client write: mint a dot from the receiver's counter, apply
+/// `content` with the client's `context` to the local copy, and answer with
+/// the resulting set once it is durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coordinate {
+    pub key: String,
+    pub context: Context,
+    pub content: Content,
+    /// The client's `Idempotency-Key`: if the set already records it, the
+    /// write is a retry and nothing new is minted.
+    pub request_id: Option<String>,
+}
+
+/// A coordinated write was minted: the dot, the resulting set, and whether
+/// the minting replica keeps it: `Ok(durable)` once it holds it (fsynced,
+/// with `durable`), `Err(why)` when its own fsync failed. Either way the
+/// write exists, under this one dot: the coordinator sends the set on and
+/// never has another replica mint it again; a minter that could not keep
+/// it counts toward no quorum. (A failed commit is an error instead: the
+/// set was never handed out, so the write exists nowhere.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coordinated {
+    pub dot: Dot,
+    pub set: SiblingSet,
+    pub kept: std::result::Result<bool, String>,
+}
+
+impl Rpc for Coordinate {
+    const SERVICE: Service = Service::new("replica.coordinate", 1);
+    type Reply = Coordinated;
+}
+
+/// Merge `set` into the local copy of `key` (replication, read repair) and
+/// answer once it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merge {
+    pub key: String,
+    pub set: SiblingSet,
+}
+
+/// A merge (or a batch of them) is stored, durably or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merged {
+    pub durable: bool,
+}
+
+impl Rpc for Merge {
+    const SERVICE: Service = Service::new("replica.merge", 1).batchable();
+    type Reply = Merged;
+}
+
+/// Sloppy quorum: `owner`, a primary replica of `key`, is unreachable; keep
+/// `set` for it (merged into the local store, where the handoff sweep finds
+/// it as data this node does not own and delivers it to the owners once
+/// they answer, verified, before dropping it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hint {
+    pub owner: String,
+    pub key: String,
+    pub set: SiblingSet,
+}
+
+impl Rpc for Hint {
+    const SERVICE: Service = Service::new("replica.hint", 1).batchable();
+    type Reply = Merged;
+}
+
+/// Ownership handoff (and anti-entropy repair): merge every entry, answer
+/// once all are stored. At most [`MAX_HANDOFF_BATCH`] entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff(pub Vec<(String, SiblingSet)>);
+
+impl Rpc for Handoff {
+    const SERVICE: Service = Service::new("replica.handoff", 1);
+    type Reply = Merged;
+}
+
+/// Return the local sets of these keys, in the order asked (to verify a
+/// handoff, or to repair). At most [`MAX_HANDOFF_BATCH`] keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetch(pub Vec<String>);
+
+impl Rpc for Fetch {
+    const SERVICE: Service = Service::new("replica.fetch", 1);
+    type Reply = Vec<Option<SiblingSet>>;
+}
+
+/// Tombstone purge: every replica of these keys was seen holding exactly
+/// the given tombstone-only set; where the local set is still that set,
+/// replace it by its grave (the siblings go, the context stays). Answered
+/// once stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge(pub Vec<(String, SiblingSet)>);
+
+impl Rpc for Purge {
+    const SERVICE: Service = Service::new("replica.purge", 1);
+    type Reply = Merged;
+}
+
+impl Replica {
+    /// Registers the replica's handlers in `services`.
+    pub fn serve(self: &Arc<Self>, services: &Services) {
+        self.answer(services, "read", |r, Read { key }| async move {
+            r.store.get(&key)
+        });
+        self.answer(services, "coordinate", |r, c: Coordinate| async move {
+            r.answer_coordinate(c).await
+        });
+        self.answer(services, "merge", |r, Merge { key, set }| async move {
+            r.check_open()?;
+            r.merge(key, set)?.wait().await?;
+            Ok(r.merged())
+        });
+        self.answer(services, "hint", |r, hint: Hint| async move {
+            r.answer_hint(hint).await
+        });
+        self.answer(services, "handoff", |r, Handoff(entries)| async move {
+            r.handoff(entries).await.map(|()| r.merged())
+        });
+        self.answer(services, "fetch", |r, Fetch(keys)| async move {
+            check_batch(keys.len())?;
+            keys.iter().map(|k| r.store.get(k)).collect()
+        });
+        self.answer(services, "purge", |r, Purge(entries)| async move {
+            r.purge(entries).await.map(|()| r.merged())
+        });
+    }
+
+    /// Registers `f` as the handler of `R`, timed as `op` in
+    /// `chorus_replica_duration_seconds`.
+    fn answer<R, F, Fut>(self: &Arc<Self>, services: &Services, op: &'static str, f: F)
+    where
+        R: Rpc,
+        F: Fn(Arc<Replica>, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Reply>> + Send + 'static,
+    {
+        let replica = Arc::clone(self);
+        services.register(move |request: R| {
+            let (started, answer) = (std::time::Instant::now(), f(Arc::clone(&replica), request));
+            async move {
+                let result = answer.await;
+                metrics::histogram!(crate::metrics::REPLICA_DURATION_SECONDS, "op" => op)
+                    .record(started.elapsed().as_secs_f64());
+                result
+            }
+        });
+    }
+
+    fn merged(&self) -> Merged {
+        Merged {
+            durable: self.durable,
+        }
+    }
+
+    /// Refuses a write once the node has left the ring.
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(self.closed_error());
+        }
+        Ok(())
+    }
+
+    async fn answer_coordinate(&self, c: Coordinate) -> Result<Coordinated> {
+        let (dot, set, durable) = self
+            .coordinate(c.key, c.context, c.content, c.request_id)
+            .await?;
+        // Minted and committed is minted: a failed fsync is not an error
+        // here (the coordinator would have another replica mint the write
+        // again), only a copy this replica lacks. A failed commit returned
+        // an error above: the set was never handed out, so the write
+        // exists nowhere.
+        let kept = durable
+            .wait()
+            .await
+            .map(|()| self.durable)
+            .map_err(|e| e.to_string());
+        Ok(Coordinated { dot, set, kept })
+    }
+
+    async fn answer_hint(&self, Hint { owner, key, set }: Hint) -> Result<Merged> {
+        self.check_open()?;
+        let held = self.hints.load(Ordering::Relaxed);
+        if held >= self.max_hints {
+            metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "dropped").increment(1);
+            tracing::warn!(
+                held,
+                max = self.max_hints,
+                %owner,
+                "hint store full (limits.max_hints); refusing a hint"
+            );
+            return Err(Error::Unavailable {
+                node: self.identity.actor().node,
+                reason: format!("holds {held} hints, the limit (limits.max_hints)"),
+            });
+        }
+        self.merge(key, set)?.wait().await?;
+        self.hints.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "queued").increment(1);
+        Ok(self.merged())
+    }
+
+    /// Merges every entry (a handoff, or an anti-entropy repair), queued
+    /// together so they share fsyncs; returns once all are stored.
+    pub async fn handoff(&self, entries: Vec<(String, SiblingSet)>) -> Result<()> {
+        self.check_open()?;
+        check_batch(entries.len())?;
+        let pending = entries
+            .into_iter()
+            .map(|(key, set)| self.merge(key, set))
+            .collect::<Result<Vec<_>>>()?;
+        for p in pending {
+            p.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces each key's set by its grave where it is still exactly the
+    /// tombstone-only set every replica was seen holding; returns once
+    /// stored.
+    pub async fn purge(&self, entries: Vec<(String, SiblingSet)>) -> Result<()> {
+        self.check_open()?;
+        check_batch(entries.len())?;
+        let pending: Vec<Pending> = entries
+            .into_iter()
+            .map(|(key, expected)| {
+                self.store.update(
+                    &key,
+                    Box::new(move |current| {
+                        Ok(match current {
+                            Some(set) if set == expected && set.is_tombstoned() => set.grave(),
+                            other => other.unwrap_or_default(),
+                        })
+                    }),
+                )
+            })
+            .collect();
+        for p in pending {
+            p.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+fn check_batch(len: usize) -> Result<()> {
+    if len > MAX_HANDOFF_BATCH {
+        return Err(Error::Protocol(format!(
+            "a batch of {len} keys; at most {MAX_HANDOFF_BATCH}"
+        )));
+    }
+    Ok(())
+}
