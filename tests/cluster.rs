@@ -304,3 +304,73 @@ async fn a_stopped_node_does_not_stop_lookups_for_keys_it_does_not_hold() {
         assert_eq!(reply.status, StatusCode::OK, "{key}");
     }
 }
+
+/// Handoff is bounded by bytes, not only by keys (issue 20): with 1 MiB
+/// values on a ring of one token a node, the leaving node's ranges hold
+/// about 150 MiB each, and a handoff batch of `ring.handoff_batch` (256)
+/// sets went over the 64 MiB peer message limit: the receiver refused it
+/// (413) again and again and the leave never finished. Split by a byte
+/// budget, the leave finishes and every key reads back at r=3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leave_of_200_one_mib_keys_finishes_and_every_key_reads_back() {
+    let mut cluster = TestCluster::start_with(4, 0, 3, |c| {
+        c.ring.tokens = 1;
+        c.ring.handoff_batch = 256;
+    })
+    .await;
+    const KEYS: usize = 200;
+    let value = Bytes::from(format!("\"{}\"", "x".repeat((1 << 20) - 2)));
+    let clients: Vec<_> = (0..4).map(|i| cluster.client(i)).collect();
+    let mut writes: Vec<_> = (0..KEYS)
+        .map(|i| {
+            let (client, value) = (&clients[i % 4], value.clone());
+            async move {
+                let path = format!("/kv/big-{i}?w=3&timeout_ms=60000");
+                let headers = [("content-type", "application/json")];
+                client.request(Method::PUT, &path, &headers, value).await
+            }
+        })
+        .collect();
+    let mut written = 0;
+    while !writes.is_empty() {
+        let rest = writes.split_off(writes.len().min(16));
+        for reply in futures_util::future::join_all(writes).await {
+            assert_eq!(reply.expect("put").status, StatusCode::NO_CONTENT);
+            written += 1;
+        }
+        writes = rest;
+    }
+    let held = cluster
+        .node(3)
+        .store()
+        .scan(0..=u64::MAX, usize::MAX)
+        .expect("scan")
+        .len();
+    assert!(held >= 100, "n4 holds only {held} of the {written} keys");
+
+    let reply = clients[3]
+        .request(Method::POST, "/admin/leave", &[], Bytes::new())
+        .await
+        .expect("leave");
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    tokio::time::timeout(Duration::from_secs(180), cluster.node(3).left())
+        .await
+        .expect("the leave of 1 MiB values did not finish within 180 s");
+    cluster.stop(3).await;
+    let mut read = 0;
+    for i in 0..KEYS {
+        let reply = clients[i % 3]
+            .request(
+                Method::GET,
+                &format!("/kv/big-{i}?r=3&timeout_ms=60000"),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .expect("get");
+        assert_eq!(reply.status, StatusCode::OK, "big-{i}");
+        assert_eq!(reply.body.len(), 1 << 20, "big-{i}");
+        read += 1;
+    }
+    assert_eq!(read, KEYS);
+}

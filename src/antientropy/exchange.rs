@@ -27,7 +27,7 @@ use super::rpc::{LeafEntries, MAX_OPS_PER_ANSWER, Ops, OpsSince, TreeChildren, T
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::peer::Rpc;
-use crate::replica::rpc::{Fetch, Handoff};
+use crate::replica::rpc::{Fetch, Handoff, by_bytes};
 use crate::ring::Position;
 use crate::version::SiblingSet;
 
@@ -323,9 +323,16 @@ impl Round<'_> {
     /// Fetches the peer's sets of `keys`, merges each with this node's, and
     /// stores the merge on each side it changes.
     async fn repair(&mut self, keys: &[String]) -> Result<()> {
-        let theirs = self.rpc(Fetch(keys.to_vec())).await?;
-        if theirs.len() != keys.len() {
-            return Err(self.malformed("one set per key fetched"));
+        // Each answer covers a prefix of the keys asked, within the peer's
+        // byte budget; the rest is asked again.
+        let mut theirs = Vec::with_capacity(keys.len());
+        while theirs.len() < keys.len() {
+            let rest = &keys[theirs.len()..];
+            let answered = self.rpc(Fetch(rest.to_vec())).await?;
+            if answered.is_empty() || answered.len() > rest.len() {
+                return Err(self.malformed("sets of a prefix of the keys fetched"));
+            }
+            theirs.extend(answered);
         }
         let (mut to_me, mut to_them) = (Vec::new(), Vec::new());
         let empty = SiblingSet::new();
@@ -347,12 +354,13 @@ impl Round<'_> {
                 to_them.push((key.clone(), merged));
             }
         }
-        if !to_me.is_empty() {
-            // The replica checks the peer's sets before merging them.
-            self.ae.replica.handoff(to_me).await?;
+        let budget = self.ae.replica.message_budget();
+        // The replica checks the peer's sets before merging them.
+        for run in by_bytes(to_me, budget) {
+            self.ae.replica.handoff(run).await?;
         }
-        if !to_them.is_empty() {
-            self.rpc(Handoff(to_them)).await?;
+        for run in by_bytes(to_them, budget) {
+            self.rpc(Handoff(run)).await?;
         }
         Ok(())
     }

@@ -24,7 +24,7 @@
 //! the last round stopped) and purges at most [`MAX_PURGE`] deletes.
 
 use crate::error::{Error, Result};
-use crate::replica::rpc::{Fetch, Purge};
+use crate::replica::rpc::{Purge, fetch};
 use crate::ring::{Position, Range, position};
 use crate::version::SiblingSet;
 
@@ -83,11 +83,7 @@ async fn purge(ae: &Parts, range: &Range, candidates: Vec<(String, SiblingSet)>)
     let keys: Vec<String> = candidates.iter().map(|(k, _)| k.clone()).collect();
     let mut stable = vec![true; keys.len()];
     for fellow in &fellows {
-        let sets = ae
-            .cluster
-            .transport()
-            .rpc(fellow, Fetch(keys.clone()))
-            .await?;
+        let sets = fetch(&**ae.cluster.transport(), fellow, keys.clone()).await?;
         if sets.len() != keys.len() {
             return Err(Error::Protocol(format!(
                 "{fellow} answered a fetch of {} keys with {} sets",

@@ -48,11 +48,13 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
         )));
     };
     let (service, version) = rpc::parse_header(rpc_header.as_bytes())?;
+    // Parsed, so ASCII.
+    let rpc_text = rpc_header.to_str().unwrap_or_default();
     // The credentials are checked from the headers alone, before a byte of
     // the body is read: a stranger's body is never read.
     let head = api
         .peer_auth
-        .verify_head(auth, &format!("{service}/{version}"))
+        .verify_head(auth, rpc_text)
         .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
     let max = api.max_peer_message;
     let declared = match headers.get(CONTENT_LENGTH) {
@@ -87,15 +89,18 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
         })?;
     let bytes = len.unwrap_or(max as u64).min(u64::from(u32::MAX)) as u32;
     let wait = Duration::from_millis(api.limits.body_timeout_ms);
-    let _bytes = match tokio::time::timeout(wait, api.peer_bytes.acquire_many(bytes)).await {
-        Ok(Ok(permit)) => permit,
-        _ => {
-            return Err(Error::Overloaded {
-                what: "bytes of peer requests",
-                key: "max_peer_inflight_bytes",
-                limit: api.limits.max_peer_inflight_bytes as usize,
-            });
-        }
+    let overloaded = || Error::Overloaded {
+        what: "bytes of peer requests",
+        key: "max_peer_inflight_bytes",
+        limit: api.limits.max_peer_inflight_bytes as usize,
+    };
+    // Room is there almost always: only then wait, with a timer.
+    let _bytes = match api.peer_bytes.try_acquire_many(bytes) {
+        Ok(permit) => permit,
+        Err(_) => match tokio::time::timeout(wait, api.peer_bytes.acquire_many(bytes)).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(overloaded()),
+        },
     };
     let limit = len.map_or(max, |len| len as usize);
     let body = read_body(req, limit, api.limits.body_timeout_ms)

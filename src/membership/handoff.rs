@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::replica::Replica;
-use crate::replica::rpc::{Fetch, Handoff};
+use crate::replica::rpc::{Handoff, fetch};
 use crate::ring::{Members, Position, Ring};
 use crate::store::{Store, write_json_synced};
 use crate::version::SiblingSet;
@@ -140,7 +140,10 @@ async fn transfer(
 ) -> Result<()> {
     let mut from = *t.range.start();
     loop {
-        let entries = store.scan(from..=*t.range.end(), batch)?;
+        // At most `batch` keys and the replica's message budget in bytes
+        // (at least one key: a set larger than that goes alone).
+        let budget = replica.message_budget();
+        let entries = store.scan_bytes(from..=*t.range.end(), batch, budget)?;
         let Some((last_key, _)) = entries.last() else {
             return Ok(());
         };
@@ -170,14 +173,7 @@ async fn push(cluster: &Cluster, target: &str, entries: &[(String, SiblingSet)])
 /// Checks that `target` holds at least what was pushed to it.
 async fn verify(cluster: &Cluster, target: &str, entries: &[(String, SiblingSet)]) -> Result<()> {
     let keys = entries.iter().map(|(k, _)| k.clone()).collect();
-    let sets = cluster.transport().rpc(target, Fetch(keys)).await?;
-    if sets.len() != entries.len() {
-        return Err(Error::Protocol(format!(
-            "{target} answered a fetch of {} keys with {} sets",
-            entries.len(),
-            sets.len()
-        )));
-    }
+    let sets = fetch(&**cluster.transport(), target, keys).await?;
     for ((key, mine), theirs) in entries.iter().zip(sets) {
         let covered = theirs.is_some_and(|theirs| {
             let mut merged = theirs.clone();

@@ -37,6 +37,16 @@ pub const MAX_BATCH: usize = 128;
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Frames queued for one peer before calls fail as unavailable.
 pub const MAX_QUEUED: usize = 8192;
+/// The slowest a peer may move bytes before a call to it counts as
+/// unanswered: a call's deadline is the peer timeout plus its bytes, and
+/// the bytes queued ahead of it, at this rate. A 1 MiB write behind 100
+/// others to the same peer then has 15 s more, not the 2 s of a small one.
+pub const MIN_BYTES_PER_SEC: u64 = 8 << 20;
+
+/// The time `bytes` take at [`MIN_BYTES_PER_SEC`].
+pub fn allowance(bytes: usize) -> Duration {
+    Duration::from_millis((bytes as u64).saturating_mul(1000) / MIN_BYTES_PER_SEC)
+}
 
 /// A frame inside a batch, as it crosses the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +99,24 @@ pub fn dispatch(services: &Services, body: &[u8]) -> Result<Call<Bytes>> {
 
 type Queued = (Frame, oneshot::Sender<Result<Bytes>>);
 
+/// Bytes of frames queued or in flight on a lane, released when answered.
+#[derive(Clone, Default)]
+struct Backlog(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Backlog {
+    /// Adds `bytes`; the backlog ahead of them, theirs included.
+    fn add(&self, bytes: usize) -> usize {
+        self.0
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
+            + bytes
+    }
+
+    fn remove(&self, bytes: usize) {
+        self.0
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Sends one frame (single or batch) to the lane's peer.
 pub type Send = Arc<dyn Fn(Frame) -> Call<Bytes> + std::marker::Send + Sync>;
 
@@ -98,13 +126,15 @@ pub struct Lane {
     node: String,
     queue: mpsc::Sender<Queued>,
     timeout: Duration,
+    backlog: Backlog,
 }
 
 impl Lane {
     /// A lane to `node`, sending through `send` batches of at most
     /// `budget` bytes of frames; a call that has no answer within
-    /// `timeout`, queueing included, fails as unavailable. Its task ends
-    /// when the last clone of the lane is dropped.
+    /// `timeout` and the [`allowance`] of its bytes and those queued ahead
+    /// of it fails as unavailable. Its task ends when the last clone of the
+    /// lane is dropped.
     pub fn start(node: &str, send: Send, timeout: Duration, budget: usize) -> Lane {
         let (queue, rx) = mpsc::channel(MAX_QUEUED);
         tokio::spawn(run(node.to_string(), rx, send, budget));
@@ -112,15 +142,22 @@ impl Lane {
             node: node.to_string(),
             queue,
             timeout,
+            backlog: Backlog::default(),
         }
     }
 
     /// Queues `frame`; the reply's bytes come when its batch is answered.
     pub fn call(&self, frame: Frame) -> Call<Bytes> {
         let (tx, rx) = oneshot::channel();
+        let bytes = frame.body.len();
+        let ahead = self.backlog.add(bytes);
         let queued = self.queue.try_send((frame, tx));
-        let (node, timeout) = (self.node.clone(), self.timeout);
+        // Released when the call ends, answered or dropped.
+        let done = Release(self.backlog.clone(), bytes);
+        let node = self.node.clone();
+        let timeout = self.timeout + allowance(ahead);
         Box::pin(async move {
+            let _done = done;
             let unavailable = |reason: &str| Error::Unavailable {
                 node: node.clone(),
                 reason: reason.into(),
@@ -134,6 +171,15 @@ impl Lane {
                 Err(_) => Err(unavailable(&format!("no answer within {timeout:?}"))),
             }
         })
+    }
+}
+
+/// Takes a call's bytes off its lane's backlog when the call ends.
+struct Release(Backlog, usize);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
     }
 }
 

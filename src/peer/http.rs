@@ -172,7 +172,11 @@ where
         body: Bytes,
     ) -> Call<Bytes> {
         let client = self.client.clone();
-        let (timeout, max) = (self.timeout, self.max_message);
+        // Large messages get time for their bytes.
+        let (timeout, max) = (
+            self.timeout + batch::allowance(body.len()),
+            self.max_message,
+        );
         let (signer, scheme) = (self.signer.clone(), self.scheme);
         Box::pin(async move {
             let unavailable = |reason: String| Error::Unavailable {

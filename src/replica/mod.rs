@@ -41,6 +41,9 @@ pub struct Replica {
     /// handed off), and the most this node takes.
     hints: AtomicUsize,
     max_hints: usize,
+    /// The most bytes of sets one peer message should carry: half the peer
+    /// message limit (one set larger than that still goes, alone).
+    budget: usize,
     clock: Clock,
 }
 
@@ -67,6 +70,7 @@ impl Replica {
             max_hints: limits.max_hints,
             max_siblings: limits.max_siblings,
             max_set_bytes: limits.max_set_bytes,
+            budget: limits.max_peer_message() / 2,
             clock,
         }
     }
@@ -233,6 +237,12 @@ impl Replica {
     /// expired: a retry after it is a new write.
     pub fn idempotency_cutoff(&self) -> u64 {
         self.clock.now_ms().saturating_sub(self.idempotency_ttl_ms)
+    }
+
+    /// The most bytes of sets one peer message should carry (handoff,
+    /// repair, fetch answers): half the peer message limit.
+    pub fn message_budget(&self) -> usize {
+        self.budget
     }
 
     /// Whether this replica's acknowledgements mean durable (fsynced).
@@ -418,5 +428,49 @@ mod tests {
             2,
             "the second write deleted the first: {merged:?}"
         );
+    }
+
+    /// A fetch answers as many sets as fit half the peer message limit
+    /// (at least one), so its reply never passes the limit the asker reads
+    /// replies with; `by_bytes` cuts a repair or handoff the same way.
+    #[tokio::test]
+    async fn a_fetch_answers_a_prefix_within_the_message_budget() {
+        use crate::peer::Services;
+        let replica = Arc::new(replica());
+        let budget = replica.message_budget();
+        assert_eq!(budget, Limits::default().max_peer_message() / 2);
+        let big = "x".repeat(1 << 20);
+        let keys: Vec<String> = (0..40).map(|i| format!("big-{i}")).collect();
+        let entries: Vec<(String, SiblingSet)> =
+            keys.iter().map(|k| (k.clone(), set_of(&big))).collect();
+        let runs = rpc::by_bytes(entries.clone(), budget);
+        assert!(runs.len() >= 2, "40 MiB in one run of {budget} bytes");
+        assert!(runs.iter().all(|r| !r.is_empty()));
+        let sizes: Vec<usize> = runs
+            .iter()
+            .map(|r| r.iter().map(|(_, s)| s.value_bytes()).sum())
+            .collect();
+        assert!(sizes.iter().all(|&b| b <= budget), "{sizes:?}");
+        assert_eq!(
+            runs.concat(),
+            entries,
+            "by_bytes kept every entry, in order"
+        );
+        let alone = rpc::by_bytes(entries[..2].to_vec(), 10);
+        assert_eq!(alone.len(), 2, "a set over the budget is a run of its own");
+        for run in runs {
+            replica.handoff(run).await.expect("stored");
+        }
+        let services = Services::new();
+        replica.serve(&services);
+        let fetch = services.local::<rpc::Fetch>().expect("served");
+        let answered = fetch(rpc::Fetch(keys.clone())).await.expect("fetched");
+        assert!(
+            !answered.is_empty() && answered.len() < keys.len(),
+            "{} of 40 sets of 1 MiB in one answer within {budget} bytes",
+            answered.len()
+        );
+        let bytes: usize = answered.iter().flatten().map(|s| s.value_bytes()).sum();
+        assert!(bytes <= budget, "{bytes} bytes answered");
     }
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::Replica;
 use crate::config::MAX_HANDOFF_BATCH;
 use crate::error::{Error, Result};
-use crate::peer::{Rpc, Service, Services};
+use crate::peer::{Rpc, Service, Services, Transport};
 use crate::store::Pending;
 use crate::version::{Content, Context, Dot, SiblingSet};
 
@@ -119,7 +119,10 @@ impl Rpc for Handoff {
 }
 
 /// Return the local sets of these keys, in the order asked (to verify a
-/// handoff, or to repair). At most [`MAX_HANDOFF_BATCH`] keys.
+/// handoff, or to repair). At most [`MAX_HANDOFF_BATCH`] keys. The answer
+/// covers a prefix of the keys, never empty, as many as fit the
+/// replica's message budget; the asker asks again for the rest
+/// ([`fetch`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fetch(pub Vec<String>);
 
@@ -162,7 +165,16 @@ impl Replica {
         });
         self.answer(services, "fetch", |r, Fetch(keys)| async move {
             check_batch(keys.len())?;
-            keys.iter().map(|k| r.store.get(k)).collect()
+            let (mut sets, mut bytes) = (Vec::new(), 0usize);
+            for key in &keys {
+                let set = r.store.get(key)?;
+                bytes = bytes.saturating_add(set.as_ref().map_or(0, |s| s.value_bytes()));
+                if bytes > r.budget && !sets.is_empty() {
+                    break;
+                }
+                sets.push(set);
+            }
+            Ok(sets)
         });
         self.answer(services, "purge", |r, Purge(entries)| async move {
             r.purge(entries).await.map(|()| r.merged())
@@ -282,6 +294,54 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// The sets `to` holds of `keys`, in order: asked for in as many messages
+/// as its byte budget takes ([`Fetch`] answers a prefix).
+pub async fn fetch(
+    transport: &dyn Transport,
+    to: &str,
+    keys: Vec<String>,
+) -> Result<Vec<Option<SiblingSet>>> {
+    let mut sets = Vec::with_capacity(keys.len());
+    let mut rest = keys.as_slice();
+    while !rest.is_empty() {
+        let answered = transport.rpc(to, Fetch(rest.to_vec())).await?;
+        if answered.is_empty() || answered.len() > rest.len() {
+            return Err(Error::Protocol(format!(
+                "{to} answered a fetch of {} keys with {} sets",
+                rest.len(),
+                answered.len()
+            )));
+        }
+        rest = &rest[answered.len()..];
+        sets.extend(answered);
+    }
+    Ok(sets)
+}
+
+/// `entries` in runs of at most `budget` bytes of values each, in order; a
+/// set larger than the budget is a run of its own.
+pub fn by_bytes(
+    entries: Vec<(String, SiblingSet)>,
+    budget: usize,
+) -> Vec<Vec<(String, SiblingSet)>> {
+    let mut runs: Vec<Vec<(String, SiblingSet)>> = Vec::new();
+    let mut bytes = 0usize;
+    for entry in entries {
+        let size = entry.1.value_bytes();
+        match runs.last_mut() {
+            Some(run) if bytes.saturating_add(size) <= budget => {
+                bytes += size;
+                run.push(entry);
+            }
+            _ => {
+                bytes = size;
+                runs.push(vec![entry]);
+            }
+        }
+    }
+    runs
 }
 
 fn check_batch(len: usize) -> Result<()> {

@@ -78,16 +78,25 @@ impl Store for FjallStore {
         Pending::waiting(applied_rx, durable_rx)
     }
 
-    fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>> {
+    fn scan_bytes(
+        &self,
+        range: RangeInclusive<Position>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
         let from = range.start().to_be_bytes();
         let to = range.end().to_be_bytes();
-        let mut out = Vec::new();
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
         for guard in self.kv.range(from.as_slice()..) {
             if out.len() >= limit {
                 break;
             }
             let (k, v) = guard.into_inner()?;
             if k.get(..8) > Some(&to[..]) {
+                break;
+            }
+            bytes = bytes.saturating_add(v.len());
+            if bytes > max_bytes && !out.is_empty() {
                 break;
             }
             out.push((user_key(&k)?, decode_set(&v)?));

@@ -102,14 +102,27 @@ impl Store for MemoryStore {
         }
     }
 
-    fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>> {
+    fn scan_bytes(
+        &self,
+        range: RangeInclusive<Position>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
         let from = range.start().to_be_bytes().to_vec();
         let data = self.data.read();
-        data.range(from..)
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        let within = data
+            .range(from..)
             .take_while(|(k, _)| k.get(..8) <= Some(&range.end().to_be_bytes()[..]))
-            .take(limit)
-            .map(|(k, v)| Ok((user_key(k)?, v.clone())))
-            .collect()
+            .take(limit);
+        for (k, v) in within {
+            bytes = bytes.saturating_add(v.value_bytes());
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push((user_key(k)?, v.clone()));
+        }
+        Ok(out)
     }
 
     fn stats(&self) -> StoreStats {

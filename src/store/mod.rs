@@ -91,7 +91,20 @@ pub trait Store: Send + Sync + 'static {
     fn update(&self, key: &str, merge: Merge) -> Pending;
 
     /// Up to `limit` keys whose ring positions fall in `range`, in ring order.
-    fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>>;
+    fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>> {
+        self.scan_bytes(range, limit, usize::MAX)
+    }
+
+    /// As [`Store::scan`], and stopping before the sets' bytes (as stored,
+    /// or their values' bytes where nothing is encoded) pass `max_bytes`;
+    /// always at least one key when the range holds any, so that a single
+    /// set larger than the budget still moves, alone.
+    fn scan_bytes(
+        &self,
+        range: RangeInclusive<Position>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>>;
 
     fn stats(&self) -> StoreStats;
 

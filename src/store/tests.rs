@@ -448,3 +448,38 @@ fn each_life_reserves_generations_above_the_last_whatever_the_clock() {
         first.generation_floor()
     );
 }
+
+/// A scan stops at its byte budget, before the key that would pass it, but
+/// always returns at least one key, so a set larger than the budget still
+/// moves (alone); both engines alike.
+#[tokio::test]
+async fn scan_stops_at_its_byte_budget_but_returns_at_least_one() {
+    for (store, _dir) in engines() {
+        let identity = identity();
+        let value = "v".repeat(1000);
+        for i in 0..20 {
+            blind_write(store.as_ref(), &identity, &format!("key-{i}"), &value).await;
+        }
+        let all = store.scan(0..=u64::MAX, usize::MAX).expect("scan");
+        assert_eq!(all.len(), 20);
+        let some = store
+            .scan_bytes(0..=u64::MAX, usize::MAX, 5_500)
+            .expect("scan");
+        assert!(
+            (4..=5).contains(&some.len()),
+            "{} sets of 1000 bytes within 5,500",
+            some.len()
+        );
+        assert_eq!(
+            some[..],
+            all[..some.len()],
+            "not the first keys in ring order"
+        );
+        let one = store
+            .scan_bytes(0..=u64::MAX, usize::MAX, 10)
+            .expect("scan");
+        assert_eq!(one.len(), 1, "a set over the budget goes alone");
+        let counted = store.scan_bytes(0..=u64::MAX, 3, usize::MAX).expect("scan");
+        assert_eq!(counted.len(), 3, "the count still bounds");
+    }
+}
