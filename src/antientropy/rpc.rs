@@ -71,7 +71,9 @@ impl Rpc for LeafEntries {
 }
 
 /// Operation transfer: `from` has applied `applied` of the ops of `range`;
-/// answer with the ops it lacks, at most `max`.
+/// answer with the ops it lacks, at most `max`, and at most the replica's
+/// message budget in bytes of sets (at least one op): a prefix in causal
+/// order, the rest asked for in a later round, as when `max` cuts it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpsSince {
     pub range: RangeInclusive<Position>,
@@ -167,10 +169,25 @@ pub(super) fn ops(parts: &Parts, request: OpsSince) -> Result<Ops> {
         .since(&range, &from, applied, max as usize)
         .ok_or_else(|| no_tree(parts, &range))?;
     Ok(Ops {
-        ops: since.ops,
+        ops: within(since.ops, parts.replica.message_budget()),
         gap: since.gap,
         applied: since.applied,
     })
+}
+
+/// The longest prefix of `ops` whose sets hold at most `budget` bytes of
+/// values, and at least the first op.
+fn within(mut ops: Vec<Op>, budget: usize) -> Vec<Op> {
+    let mut bytes = 0usize;
+    let keep = ops
+        .iter()
+        .position(|op| {
+            bytes = bytes.saturating_add(op.set.value_bytes());
+            bytes > budget
+        })
+        .map_or(ops.len(), |over| over.max(1));
+    ops.truncate(keep);
+    ops
 }
 
 fn no_tree(parts: &Parts, range: &RangeInclusive<Position>) -> Error {
@@ -181,5 +198,42 @@ fn no_tree(parts: &Parts, range: &RangeInclusive<Position>) -> Error {
             range.start(),
             range.end()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::version::{Actor, Content, Context, Dot, SiblingSet};
+
+    fn op(seq: u64, bytes: usize) -> Op {
+        let mut set = SiblingSet::new();
+        let dot = Dot::new(Actor::new("n1", 1), seq);
+        set.write(
+            &Context::default(),
+            dot,
+            Content::Value(Bytes::from(vec![b'1'; bytes])),
+        );
+        Op {
+            origin: Default::default(),
+            seq,
+            deps: Default::default(),
+            key: format!("k{seq}"),
+            set,
+        }
+    }
+
+    /// An answer of ops stops at the byte budget, in order, and always
+    /// carries the first op, however large.
+    #[test]
+    fn an_ops_answer_is_a_prefix_within_the_budget() {
+        let ops: Vec<Op> = (1..=10).map(|i| op(i, 100)).collect();
+        let seqs = |ops: &[Op]| ops.iter().map(|o| o.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&within(ops.clone(), 350)), [1, 2, 3]);
+        assert_eq!(seqs(&within(ops.clone(), 10_000)).len(), 10);
+        assert_eq!(seqs(&within(ops.clone(), 10)), [1]);
+        assert!(within(Vec::new(), 10).is_empty());
     }
 }

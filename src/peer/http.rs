@@ -134,6 +134,12 @@ where
         }
     }
 
+    /// How long a call of `frame` alone may take: the peer timeout, and
+    /// time for its bytes.
+    fn deadline(&self, frame: &Frame) -> Duration {
+        self.sender.timeout + batch::allowance(frame.body.len())
+    }
+
     /// The lane of batched frames to `node` at `addr`, started on first
     /// use and replaced when the node's address changes; a batch stays
     /// within half the peer message limit.
@@ -147,7 +153,8 @@ where
         let (sender, to, at) = (self.sender.clone(), node.to_string(), addr.to_string());
         let send: batch::Send = Arc::new(move |frame: Frame| {
             let header = frame.header();
-            sender.post(to.clone(), at.clone(), false, header, frame.body)
+            let patience = batch::patience(sender.timeout, frame.body.len());
+            sender.post(to.clone(), at.clone(), false, header, frame.body, patience)
         });
         let budget = self.sender.max_message / 2;
         let lane = Lane::start(node, send, self.sender.timeout, budget);
@@ -162,7 +169,8 @@ where
 {
     /// Posts a frame's `body` for service `rpc` (`name/version`) to `node` at
     /// `addr`, signed for `node`, or for any receiver when `to_any` (the
-    /// node is known only by its address); answers with the reply's bytes.
+    /// node is known only by its address); answers with the reply's bytes,
+    /// or fails once `timeout` passes.
     fn post(
         &self,
         node: String,
@@ -170,13 +178,10 @@ where
         to_any: bool,
         rpc: String,
         body: Bytes,
+        timeout: Duration,
     ) -> Call<Bytes> {
         let client = self.client.clone();
-        // Large messages get time for their bytes.
-        let (timeout, max) = (
-            self.timeout + batch::allowance(body.len()),
-            self.max_message,
-        );
+        let max = self.max_message;
         let (signer, scheme) = (self.signer.clone(), self.scheme);
         Box::pin(async move {
             let unavailable = |reason: String| Error::Unavailable {
@@ -271,17 +276,22 @@ where
     }
 
     fn send(&self, to: Dest<'_>, frame: Frame) -> Call<Bytes> {
-        let header = frame.header();
+        let (header, deadline) = (frame.header(), self.deadline(&frame));
         match to {
-            Dest::Addr(addr) => {
-                self.sender
-                    .post(addr.to_string(), addr.to_string(), true, header, frame.body)
-            }
+            Dest::Addr(addr) => self.sender.post(
+                addr.to_string(),
+                addr.to_string(),
+                true,
+                header,
+                frame.body,
+                deadline,
+            ),
             Dest::Node(node) => match self.addresses.read().get(node).cloned() {
                 Some(addr) if frame.batchable => self.lane(node, &addr).call(frame),
-                Some(addr) => self
-                    .sender
-                    .post(node.to_string(), addr, false, header, frame.body),
+                Some(addr) => {
+                    self.sender
+                        .post(node.to_string(), addr, false, header, frame.body, deadline)
+                }
                 None => {
                     let node = node.to_string();
                     Box::pin(async move {
