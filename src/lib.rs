@@ -13,6 +13,7 @@
 //!                with a skew): idempotency ages, signed timestamps,
 //!                the generations of a node's lives
 //! error          the one error type: HTTP status, code, retryable or not
+//! budget         a byte budget for filling a message (pure)
 //! api            the REST API on hyper: /kv/{key}, /cluster, /admin/*,
 //!                /health, /metrics, and /peer for other nodes
 //! coordinator    one client request: forward once, or fan out and count to W/R
@@ -77,6 +78,7 @@
 pub mod antientropy;
 pub mod api;
 pub mod bench;
+pub mod budget;
 pub mod check;
 pub mod client;
 pub mod clock;

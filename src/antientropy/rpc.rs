@@ -19,6 +19,7 @@ use super::merkle::{DEPTH, Digest, FANOUT, Hash, LEAVES};
 use super::oplog::{Applied, Op};
 use super::parts::Parts;
 use super::trees::LeafList;
+use crate::budget::Budget;
 use crate::error::{Error, Result};
 use crate::peer::{Rpc, Service};
 use crate::ring::Position;
@@ -178,14 +179,11 @@ pub(super) fn ops(parts: &Parts, request: OpsSince) -> Result<Ops> {
 /// The longest prefix of `ops` whose sets hold at most `budget` bytes of
 /// values, and at least the first op.
 fn within(mut ops: Vec<Op>, budget: usize) -> Vec<Op> {
-    let mut bytes = 0usize;
+    let mut budget = Budget::new(budget);
     let keep = ops
         .iter()
-        .position(|op| {
-            bytes = bytes.saturating_add(op.set.value_bytes());
-            bytes > budget
-        })
-        .map_or(ops.len(), |over| over.max(1));
+        .position(|op| !budget.admit(op.set.value_bytes()))
+        .unwrap_or(ops.len());
     ops.truncate(keep);
     ops
 }

@@ -52,10 +52,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     let rpc_text = rpc_header.to_str().unwrap_or_default();
     // The credentials are checked from the headers alone, before a byte of
     // the body is read: a stranger's body is never read.
-    let head = api
-        .peer_auth
-        .verify_head(auth, rpc_text)
-        .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
+    let head = api.peer_auth.verify_head(auth, rpc_text)?;
     let max = api.max_peer_message;
     let declared = match headers.get(CONTENT_LENGTH) {
         None => None,
@@ -67,9 +64,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
         ),
     };
     if let Some(declared) = declared {
-        api.peer_auth
-            .verify_length(&head, declared)
-            .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
+        api.peer_auth.verify_length(&head, declared)?;
     }
     let len = head.signed_len().or(declared);
     if let Some(len) = len
@@ -113,9 +108,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
             e => e,
         })?;
     // Nothing of the body is believed, not even decoded, before this.
-    api.peer_auth
-        .verify_body(&head, &body)
-        .map_err(|refusal| Error::PeerUnauthenticated(refusal.to_string()))?;
+    api.peer_auth.verify_body(&head, &body)?;
     let to_any = head.verified == Verified::ToAny;
     let bytes = crate::peer::dispatch(&api.services, &service, version, to_any, body)?.await?;
     Ok(peer_reply(bytes))

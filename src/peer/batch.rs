@@ -29,6 +29,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::WireError;
 use super::rpc::{self, Call, Frame, Rpc, Service, Services};
+use crate::budget::Budget;
 use crate::error::{Error, Result};
 
 /// The most frames in one batch. A receiver refuses larger batches.
@@ -218,18 +219,16 @@ async fn run(node: String, mut rx: mpsc::Receiver<Queued>, send: Send, budget: u
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let mut bytes = first.0.body.len();
+        let mut room = Budget::new(budget);
+        room.admit(first.0.body.len());
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < budget {
+        while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(queued) if bytes + queued.0.body.len() > budget => {
+                Ok(queued) if !room.admit(queued.0.body.len()) => {
                     next = Some(queued);
                     break;
                 }
-                Ok(queued) => {
-                    bytes += queued.0.body.len();
-                    batch.push(queued);
-                }
+                Ok(queued) => batch.push(queued),
                 Err(_) => break,
             }
         }

@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::Replica;
+use crate::budget::Budget;
 use crate::config::MAX_HANDOFF_BATCH;
 use crate::error::{Error, Result};
 use crate::peer::{Rpc, Service, Services, Transport};
@@ -165,11 +166,10 @@ impl Replica {
         });
         self.answer(services, "fetch", |r, Fetch(keys)| async move {
             check_batch(keys.len())?;
-            let (mut sets, mut bytes) = (Vec::new(), 0usize);
+            let (mut sets, mut budget) = (Vec::new(), Budget::new(r.budget));
             for key in &keys {
                 let set = r.store.get(key)?;
-                bytes = bytes.saturating_add(set.as_ref().map_or(0, |s| s.value_bytes()));
-                if bytes > r.budget && !sets.is_empty() {
+                if !budget.admit(set.as_ref().map_or(0, |s| s.value_bytes())) {
                     break;
                 }
                 sets.push(set);
@@ -327,16 +327,14 @@ pub fn by_bytes(
     budget: usize,
 ) -> Vec<Vec<(String, SiblingSet)>> {
     let mut runs: Vec<Vec<(String, SiblingSet)>> = Vec::new();
-    let mut bytes = 0usize;
+    let mut room = Budget::new(budget);
     for entry in entries {
         let size = entry.1.value_bytes();
         match runs.last_mut() {
-            Some(run) if bytes.saturating_add(size) <= budget => {
-                bytes += size;
-                run.push(entry);
-            }
+            Some(run) if room.admit(size) => run.push(entry),
             _ => {
-                bytes = size;
+                room = Budget::new(budget);
+                room.admit(size);
                 runs.push(vec![entry]);
             }
         }

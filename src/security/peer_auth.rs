@@ -149,6 +149,13 @@ impl fmt::Display for Refusal {
     }
 }
 
+impl From<Refusal> for crate::error::Error {
+    /// A refused peer request: a 401 that says why.
+    fn from(refusal: Refusal) -> Self {
+        crate::error::Error::PeerUnauthenticated(refusal.to_string())
+    }
+}
+
 /// The cluster's shared secret, keyed once.
 #[derive(Clone)]
 pub struct Secret(HmacSha256);

@@ -16,6 +16,7 @@ use super::{
     Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, decode_set, storage_key,
     user_key,
 };
+use crate::budget::Budget;
 use crate::config::StorageConfig;
 use crate::error::Result;
 use crate::ring::Position;
@@ -86,17 +87,13 @@ impl Store for FjallStore {
     ) -> Result<Vec<Entry>> {
         let from = range.start().to_be_bytes();
         let to = range.end().to_be_bytes();
-        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        let (mut out, mut budget) = (Vec::new(), Budget::new(max_bytes));
         for guard in self.kv.range(from.as_slice()..) {
             if out.len() >= limit {
                 break;
             }
             let (k, v) = guard.into_inner()?;
-            if k.get(..8) > Some(&to[..]) {
-                break;
-            }
-            bytes = bytes.saturating_add(v.len());
-            if bytes > max_bytes && !out.is_empty() {
+            if k.get(..8) > Some(&to[..]) || !budget.admit(v.len()) {
                 break;
             }
             out.push((user_key(&k)?, decode_set(&v)?));

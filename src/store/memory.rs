@@ -17,6 +17,7 @@ use super::{
     Change, Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, encode_set, observed,
     storage_key, user_key,
 };
+use crate::budget::Budget;
 use crate::error::Result;
 use crate::ring::Position;
 use crate::version::SiblingSet;
@@ -110,14 +111,13 @@ impl Store for MemoryStore {
     ) -> Result<Vec<Entry>> {
         let from = range.start().to_be_bytes().to_vec();
         let data = self.data.read();
-        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        let (mut out, mut budget) = (Vec::new(), Budget::new(max_bytes));
         let within = data
             .range(from..)
             .take_while(|(k, _)| k.get(..8) <= Some(&range.end().to_be_bytes()[..]))
             .take(limit);
         for (k, v) in within {
-            bytes = bytes.saturating_add(v.value_bytes());
-            if bytes > max_bytes && !out.is_empty() {
+            if !budget.admit(v.value_bytes()) {
                 break;
             }
             out.push((user_key(k)?, v.clone()));
