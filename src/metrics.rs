@@ -293,7 +293,7 @@ pub const ALL: &[Def] = &[
         name: PEER_AUTH_REFUSED_TOTAL,
         kind: Kind::Counter,
         unit: None,
-        help: "Peer requests refused before anything was applied, by reason (missing, malformed, bad_mac, misdirected, stale, replayed).",
+        help: "Peer requests refused before anything was applied, by reason (missing, malformed, bad_mac, bad_body, misdirected, misrouted, stale, before_start, replayed).",
     },
     Def {
         name: CLIENT_AUTH_REFUSED_TOTAL,

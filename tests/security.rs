@@ -152,6 +152,56 @@ async fn a_replayed_peer_request_is_refused() {
     );
 }
 
+/// The replay windows live in memory: a request captured before a node
+/// restarts, replayed to its next life (same id, same disk), is refused
+/// because it was signed before that life started, and nothing it carries
+/// is applied.
+#[tokio::test]
+async fn a_request_replayed_to_a_restarted_node_is_refused() {
+    let t = TestNode::start().await;
+    let body = merge("before-restart", "\"once\"");
+    let auth = common::test_signer().sign("n1", MERGE, &body);
+    assert_eq!(
+        post_peer(&t, Some(&auth), body.clone()).await.status,
+        StatusCode::OK
+    );
+    let TestNode { node, dir, .. } = t;
+    node.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut config = common::config(dir.path());
+    config.nodes[0].listen = "127.0.0.1:0".into();
+    let node = chorus::node::Node::start(&config, "n1")
+        .await
+        .expect("restarts");
+    let t = TestNode {
+        client: chorus::client::Client::new(&node.url()),
+        node,
+        dir,
+    };
+    let again = post_peer(&t, Some(&auth), body).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{:?}", again.body);
+    assert!(
+        String::from_utf8_lossy(&again.body).contains("before this node started"),
+        "{:?}",
+        again.body
+    );
+    assert_eq!(
+        metric(
+            &t.client,
+            "chorus_peer_auth_refused_total{reason=\"before_start\"}"
+        )
+        .await,
+        1.0
+    );
+    // A request signed now is accepted: the node is not refusing everyone.
+    let body = merge("after-restart", "\"fresh\"");
+    let auth = common::test_signer().sign("n1", MERGE, &body);
+    assert_eq!(
+        post_peer(&t, Some(&auth), body).await.status,
+        StatusCode::OK
+    );
+}
+
 /// A request captured on its way to n2 and replayed to n1 (whose replay
 /// window never saw it) is refused, and so is a merge signed for any
 /// receiver: only a join, sent to an address, may be.

@@ -104,12 +104,13 @@ struct LogLimit {
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Verifier {
-    /// The verifier of node `me`.
+    /// The verifier of node `me`, starting now: it refuses requests
+    /// signed before this instant, which its windows never saw.
     pub fn new(me: &str, secret: Option<&[u8]>, skew_ms: u64, clock: Clock) -> Verifier {
         Verifier {
             me: me.to_string(),
             secret: secret.map(Secret::new),
-            replays: Mutex::new(Replays::new(skew_ms)),
+            replays: Mutex::new(Replays::new(skew_ms, clock.now_ms())),
             log: Mutex::new(LogLimit {
                 last: None,
                 suppressed: 0,

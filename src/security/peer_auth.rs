@@ -27,6 +27,8 @@
 //! - a MAC that does not match (wrong secret, or changed fields);
 //! - a request signed for another node, or another service;
 //! - a timestamp further than the skew window from its own clock;
+//! - a timestamp from before the receiver started (this life's windows
+//!   never saw what was sent to its last life);
 //! - a nonce seen before: it keeps, per sender, the newest boot and a
 //!   sliding window of the last [`WINDOW`] sequence numbers (as IPsec does
 //!   against replays), so an HTTP/2 request overtaken by a later one is
@@ -37,12 +39,17 @@
 //! stranger cannot fill it; the state is one entry per sender, at most
 //! [`MAX_SENDERS`], the least recently heard evicted first.
 //!
-//! What it does not do: hide the bytes (TLS does that, `security.tls`),
-//! or survive the receiver's restart with its windows: a message captured
-//! within the skew window before a receiver restarts can be replayed to it
-//! once. The peer requests are merges of sibling sets, which are
-//! idempotent, or reads; a replayed forwarded client write is a retry of a
-//! write the client already made.
+//! The windows live in memory and die with the receiver; what guards a
+//! restarted receiver is its start: it refuses every stamp older than the
+//! instant it started, by its own clock. So a message captured before a
+//! receiver restarts is never accepted after, unless the sender's clock
+//! ran ahead of the receiver's by more than the time between the capture
+//! and the restart. The price is the converse: a sender whose clock lags
+//! the receiver's by L ms is refused (`stale`, and it retries) for the
+//! first L ms of the receiver's life. Clocks kept by NTP are milliseconds
+//! apart; the skew window bounds both.
+//!
+//! What it does not do: hide the bytes (TLS does that, `security.tls`).
 //!
 //! Pure: the caller passes the clock.
 
@@ -106,6 +113,8 @@ pub enum Refusal {
     BadBody,
     /// The timestamp is outside the skew window.
     Stale { skew_ms: u64 },
+    /// The timestamp is from before this node started.
+    BeforeStart,
     /// The nonce was seen before, or belongs to an older boot.
     Replayed,
 }
@@ -120,6 +129,7 @@ impl Refusal {
             Refusal::Misrouted => "misrouted",
             Refusal::BadBody => "bad_body",
             Refusal::Stale { .. } => "stale",
+            Refusal::BeforeStart => "before_start",
             Refusal::Replayed => "replayed",
         }
     }
@@ -143,6 +153,11 @@ impl fmt::Display for Refusal {
             Refusal::Stale { skew_ms } => write!(
                 f,
                 "the timestamp is more than {skew_ms} ms from this node's clock (clocks apart?)"
+            ),
+            Refusal::BeforeStart => write!(
+                f,
+                "the request was signed before this node started (a replay of a request \
+                 to its last life, or the sender's clock is behind)"
             ),
             Refusal::Replayed => write!(f, "this request was seen before (a replay)"),
         }
@@ -332,26 +347,34 @@ impl Window {
 #[derive(Debug)]
 pub struct Replays {
     skew_ms: u64,
+    /// When this receiver started, by its own clock.
+    started_ms: u64,
     senders: HashMap<String, Window>,
     clock: u64,
 }
 
 impl Replays {
-    pub fn new(skew_ms: u64) -> Replays {
+    /// A receiver that started at `started_ms` (its wall clock).
+    pub fn new(skew_ms: u64, started_ms: u64) -> Replays {
         Replays {
             skew_ms,
+            started_ms,
             senders: HashMap::new(),
             clock: 0,
         }
     }
 
     /// Accepts an authenticated stamp at `now_ms` (this node's wall clock)
-    /// once; refuses it when stale or seen before.
+    /// once; refuses it when stale, older than this receiver, or seen
+    /// before.
     pub fn admit(&mut self, stamp: &Stamp, now_ms: u64) -> Result<(), Refusal> {
         if stamp.ts_ms.abs_diff(now_ms) > self.skew_ms {
             return Err(Refusal::Stale {
                 skew_ms: self.skew_ms,
             });
+        }
+        if stamp.ts_ms < self.started_ms {
+            return Err(Refusal::BeforeStart);
         }
         self.clock += 1;
         // The sender's id is copied only when it is new, not per request.

@@ -27,7 +27,7 @@ fn a_signed_request_checks_once_and_a_replay_is_refused() {
     let s = stamp("n1", 7, 1, 1_000_000);
     let header = secret.sign(&s);
     assert_eq!(secret.check(&header), Ok(s.clone()));
-    let mut replays = Replays::new(30_000);
+    let mut replays = Replays::new(30_000, 0);
     assert_eq!(replays.admit(&s, 1_000_500), Ok(()));
     assert_eq!(replays.admit(&s, 1_000_600), Err(Refusal::Replayed));
 }
@@ -138,7 +138,7 @@ fn malformed_headers_are_refused_without_a_panic() {
 
 #[test]
 fn timestamps_outside_the_skew_are_stale() {
-    let mut replays = Replays::new(30_000);
+    let mut replays = Replays::new(30_000, 0);
     let now = 10_000_000;
     assert!(matches!(
         replays.admit(&stamp("n1", 1, 1, now - 30_001), now),
@@ -151,9 +151,26 @@ fn timestamps_outside_the_skew_are_stale() {
     assert_eq!(replays.admit(&stamp("n1", 1, 3, now + 30_000), now), Ok(()));
 }
 
+/// A receiver's windows die with it; what it refuses after a restart is
+/// everything signed before it started, even a nonce its new windows
+/// never saw, while a request signed after is accepted.
+#[test]
+fn a_stamp_from_before_the_receiver_started_is_refused() {
+    let started = 10_000_000;
+    let mut replays = Replays::new(30_000, started);
+    assert_eq!(
+        replays.admit(&stamp("n1", 1, 1, started - 1), started + 5),
+        Err(Refusal::BeforeStart)
+    );
+    assert_eq!(
+        replays.admit(&stamp("n1", 1, 2, started), started + 5),
+        Ok(())
+    );
+}
+
 #[test]
 fn an_older_boot_is_a_replay_and_a_newer_one_starts_a_new_window() {
-    let mut replays = Replays::new(30_000);
+    let mut replays = Replays::new(30_000, 0);
     assert_eq!(replays.admit(&stamp("n1", 100, 5, 0), 0), Ok(()));
     assert_eq!(replays.admit(&stamp("n1", 200, 1, 0), 0), Ok(()));
     // The restarted sender's old messages are no good any more.
@@ -171,7 +188,7 @@ fn an_older_boot_is_a_replay_and_a_newer_one_starts_a_new_window() {
 
 #[test]
 fn senders_are_bounded() {
-    let mut replays = Replays::new(30_000);
+    let mut replays = Replays::new(30_000, 0);
     for i in 0..super::peer_auth::MAX_SENDERS + 50 {
         assert_eq!(replays.admit(&stamp(&format!("n{i}"), 1, 1, 0), 0), Ok(()));
     }
@@ -186,7 +203,7 @@ proptest! {
     fn the_replay_window_accepts_each_nonce_at_most_once(
         arrivals in prop::collection::vec((0u64..3, 1u64..3000), 1..600),
     ) {
-        let mut replays = Replays::new(30_000);
+        let mut replays = Replays::new(30_000, 0);
         let mut seen = HashSet::new();
         let (mut boot, mut top) = (0u64, 0u64);
         let mut first = true;
@@ -224,7 +241,7 @@ proptest! {
             let j = (i + by).min(order.len() - 1);
             order.swap(i, j);
         }
-        let mut replays = Replays::new(30_000);
+        let mut replays = Replays::new(30_000, 0);
         for &seq in &order {
             prop_assert_eq!(replays.admit(&stamp("n1", 1, seq, 0), 0), Ok(()), "seq {}", seq);
         }
