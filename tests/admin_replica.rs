@@ -53,7 +53,7 @@ async fn replicas_with_the_same_data_answer_identically_and_a_lagging_one_differ
         "w=3",
     )
     .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:?}", reply.body);
     assert_eq!(
         write(&clients[1], "gone", "1", "w=3").await.status,
         StatusCode::NO_CONTENT

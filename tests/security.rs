@@ -30,7 +30,7 @@ fn merge(key: &str, value: &str) -> Vec<u8> {
         dot,
         Content::Value(Bytes::from(value.to_string())),
     );
-    let merge = chorus::replica::rpc::Merge {
+    let merge = chorus::replica::rpc::v1::Merge {
         key: key.into(),
         set,
     };
@@ -154,8 +154,8 @@ async fn a_replayed_peer_request_is_refused() {
 
 /// The replay windows live in memory: a request captured before a node
 /// restarts, replayed to its next life (same id, same disk), is refused
-/// because it was signed before that life started, and nothing it carries
-/// is applied.
+/// because it was signed before that life started (less the grace for
+/// requests in flight at the start), and nothing it carries is applied.
 #[tokio::test]
 async fn a_request_replayed_to_a_restarted_node_is_refused() {
     let t = TestNode::start().await;
@@ -167,7 +167,8 @@ async fn a_request_replayed_to_a_restarted_node_is_refused() {
     );
     let TestNode { node, dir, .. } = t;
     node.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let grace = chorus::security::peer::START_GRACE_MS;
+    tokio::time::sleep(Duration::from_millis(grace + 500)).await;
     let mut config = common::config(dir.path());
     config.nodes[0].listen = "127.0.0.1:0".into();
     let node = chorus::node::Node::start(&config, "n1")

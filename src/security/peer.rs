@@ -13,6 +13,14 @@ use super::peer_auth::{ANY_RECEIVER, Refusal, Replays, Secret, Stamp};
 use crate::clock::Clock;
 use crate::metrics as m;
 
+/// How long before a node's start a request may have been signed and still
+/// be taken: peers send to a node that is starting (its listener already
+/// queues connections, its peers' calls are in flight as it restarts), and
+/// those requests are legitimate. A request captured within this time
+/// before a restart can be replayed once to the next life; one captured
+/// earlier never can.
+pub const START_GRACE_MS: u64 = 5_000;
+
 /// Stamps this node's peer requests: its id, its boot (the generation it
 /// started in), a sequence number per request, the wall clock.
 #[derive(Debug)]
@@ -105,12 +113,14 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Verifier {
     /// The verifier of node `me`, starting now: it refuses requests
-    /// signed before this instant, which its windows never saw.
+    /// signed more than [`START_GRACE_MS`] before this instant, which its
+    /// windows never saw.
     pub fn new(me: &str, secret: Option<&[u8]>, skew_ms: u64, clock: Clock) -> Verifier {
+        let started = clock.now_ms().saturating_sub(START_GRACE_MS);
         Verifier {
             me: me.to_string(),
             secret: secret.map(Secret::new),
-            replays: Mutex::new(Replays::new(skew_ms, clock.now_ms())),
+            replays: Mutex::new(Replays::new(skew_ms, started)),
             log: Mutex::new(LogLimit {
                 last: None,
                 suppressed: 0,

@@ -41,13 +41,14 @@
 //!
 //! The windows live in memory and die with the receiver; what guards a
 //! restarted receiver is its start: it refuses every stamp older than the
-//! instant it started, by its own clock. So a message captured before a
-//! receiver restarts is never accepted after, unless the sender's clock
-//! ran ahead of the receiver's by more than the time between the capture
-//! and the restart. The price is the converse: a sender whose clock lags
-//! the receiver's by L ms is refused (`stale`, and it retries) for the
-//! first L ms of the receiver's life. Clocks kept by NTP are milliseconds
-//! apart; the skew window bounds both.
+//! instant it started, by its own clock, less a grace for the requests
+//! peers had in flight as it started (`security::peer::START_GRACE_MS`,
+//! 5 s). So a message captured more than the grace before a receiver
+//! restarts is never accepted after, unless the sender's clock ran ahead
+//! of the receiver's by more than that. The price is the converse: a
+//! sender whose clock lags the receiver's by L ms beyond the grace is
+//! refused (`before_start`; it retries) for the first L ms of the
+//! receiver's life. Clocks kept by NTP are milliseconds apart.
 //!
 //! What it does not do: hide the bytes (TLS does that, `security.tls`).
 //!
