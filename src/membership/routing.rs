@@ -10,9 +10,12 @@
 //! included.
 
 use crate::metrics as m;
-use crate::ring::{ChordReply, ChordRequest, Lookup, Position, Step, Task, Vnode};
+use crate::ring::{ChordReply, ChordRequest, Lookup, Position, Router, Step, Task, Vnode};
 
 use super::Cluster;
+
+/// How a lookup begins: [`Lookup::start`] or [`Lookup::start_rough`].
+type Begin = fn(&mut Router<String>, Position) -> (Lookup<String>, Step<String>);
 
 impl Cluster {
     /// One period of stabilize, check_predecessor and fix_fingers.
@@ -60,7 +63,7 @@ impl Cluster {
                     }
                 }
                 Task::FixFinger { vnode, index, id } => {
-                    if let Some((_, succs, _)) = self.lookup(id).await
+                    if let Some((_, succs, _)) = self.drive(Lookup::start_rough, id).await
                         && let Some(owner) = succs.into_iter().next()
                     {
                         self.router.lock().set_finger(vnode, index, owner);
@@ -78,7 +81,16 @@ impl Cluster {
     /// find_successor(`id`): the range start, the owner and its successors,
     /// and the remote nodes asked.
     pub async fn lookup(&self, id: Position) -> Option<(Position, Vec<Vnode<String>>, u32)> {
-        let (mut lookup, mut step) = Lookup::start(&mut self.router.lock(), id);
+        self.drive(Lookup::start, id).await
+    }
+
+    /// Carries a lookup begun by `start` to its end.
+    async fn drive(
+        &self,
+        start: Begin,
+        id: Position,
+    ) -> Option<(Position, Vec<Vnode<String>>, u32)> {
+        let (mut lookup, mut step) = start(&mut self.router.lock(), id);
         loop {
             match step {
                 Step::Done { start, succs } => return Some((start, succs, lookup.hops)),

@@ -319,6 +319,48 @@ impl<N: NodeRef> Router<N> {
         }
     }
 
+    /// Sets a vnode's predecessor from a join lookup that found the
+    /// vnode right before it ([`super::Lookup::predecessor`]).
+    pub fn set_predecessor(&mut self, vnode: Position, pred: Vnode<N>) {
+        if let Some(v) = self.vnode_mut(vnode)
+            && pred.pos != vnode
+        {
+            v.pred = Some(pred);
+            self.dirty = true;
+        }
+    }
+
+    /// Messages a node sends once its join lookups set its successors:
+    /// each vnode's first successor first hears of the nodes the lookup
+    /// found dead (`dead`: a successor whose predecessor is a crashed node
+    /// closer than the newcomer would refuse it), then the vnode notifies
+    /// it at once (Chord would wait for the next stabilize). So the
+    /// successor's predecessor names the new vnode, and a lookup that
+    /// checks with that successor ([`super::lookup`]) finds the newcomer
+    /// before any round has run.
+    pub fn arrival(&self, dead: &[N]) -> Vec<(N, ChordRequest<N>)> {
+        let mut out = Vec::new();
+        for v in &self.vnodes {
+            let Some(succ) = v.succs.first().filter(|s| s.node != self.me) else {
+                continue;
+            };
+            for node in dead {
+                let request = ChordRequest::Depart { node: node.clone() };
+                out.push((succ.node.clone(), request));
+            }
+            let candidate = Vnode {
+                pos: v.pos,
+                node: self.me.clone(),
+            };
+            let request = ChordRequest::Notify {
+                pos: succ.pos,
+                candidate,
+            };
+            out.push((succ.node.clone(), request));
+        }
+        out
+    }
+
     /// Messages a gracefully leaving node sends: every neighbour forgets it.
     pub fn departure(&self) -> Vec<(N, ChordRequest<N>)> {
         let mut to: Vec<N> = self

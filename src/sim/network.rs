@@ -39,6 +39,9 @@ pub struct Found {
     pub hops: u32,
 }
 
+/// Join lookups tried per vnode, each through another member.
+const JOIN_ATTEMPTS: usize = 3;
+
 impl Network {
     pub fn new(config: ChordConfig, seed: u64) -> Network {
         Network {
@@ -71,13 +74,42 @@ impl Network {
             Some(r) => r.positions().collect(),
             None => return,
         };
+        let mut dead = Vec::new();
         for pos in positions {
-            let (lookup, step) = Lookup::start_at(seed, pos);
-            if let Some((_, succs)) = self.drive(id, lookup, step)
+            // A lookup that fails (every candidate it met crashed) is
+            // tried again through another member: a vnode that never
+            // found its successor would stay a ring of its own.
+            let mut through = seed;
+            let mut found = None;
+            let mut lookup = None;
+            for _ in 0..JOIN_ATTEMPTS {
+                let (mut attempt, step) = Lookup::start_at(through, pos);
+                found = self.drive_counting(id, &mut attempt, step, &mut 0);
+                dead.extend_from_slice(attempt.avoided());
+                lookup = Some(attempt);
+                if found.is_some() {
+                    break;
+                }
+                let live = self.live();
+                through = live[self.rng.random_range(0..live.len())];
+            }
+            if let Some((_, succs)) = found
                 && let Some(r) = self.router(id)
             {
                 r.set_successors(pos, succs);
+                if let Some(pred) = lookup.as_ref().and_then(Lookup::predecessor) {
+                    r.set_predecessor(pos, pred.clone());
+                }
             }
+        }
+        dead.sort_unstable();
+        dead.dedup();
+        let notices = self
+            .router(id)
+            .map(|r| r.arrival(&dead))
+            .unwrap_or_default();
+        for (to, request) in notices {
+            self.call(to, request);
         }
     }
 
@@ -137,9 +169,9 @@ impl Network {
                 hops: 0,
             };
         };
-        let (lookup, step) = Lookup::start(router, id);
+        let (mut lookup, step) = Lookup::start(router, id);
         let mut hops = 0;
-        let found = self.drive_counting(from, lookup, step, &mut hops);
+        let found = self.drive_counting(from, &mut lookup, step, &mut hops);
         let owner = found.and_then(|(_, succs)| succs.into_iter().find(|v| self.is_live(v.node)));
         Found { owner, hops }
     }
@@ -249,7 +281,7 @@ impl Network {
                 let Some(router) = self.router(id) else {
                     return;
                 };
-                let (lookup, step) = Lookup::start(router, target);
+                let (lookup, step) = Lookup::start_rough(router, target);
                 if let Some((_, succs)) = self.drive(id, lookup, step)
                     && let Some(owner) = succs.into_iter().find(|v| self.is_live(v.node))
                     && let Some(r) = self.router(id)
@@ -263,18 +295,17 @@ impl Network {
     fn drive(
         &mut self,
         from: u32,
-        lookup: Lookup<u32>,
+        mut lookup: Lookup<u32>,
         step: Step<u32>,
     ) -> Option<(Position, Vec<Vnode<u32>>)> {
-        let mut hops = 0;
-        self.drive_counting(from, lookup, step, &mut hops)
+        self.drive_counting(from, &mut lookup, step, &mut 0)
     }
 
     /// Carries a lookup to its end; `hops` gets the remote nodes asked.
     fn drive_counting(
         &mut self,
         from: u32,
-        mut lookup: Lookup<u32>,
+        lookup: &mut Lookup<u32>,
         mut step: Step<u32>,
         hops: &mut u32,
     ) -> Option<(Position, Vec<Vnode<u32>>)> {
