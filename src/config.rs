@@ -119,6 +119,11 @@ pub struct ClusterConfig {
     /// all N at once, as Riak does.
     #[serde(default = "defaults::speculative_read_ms")]
     pub speculative_read_ms: u64,
+    /// The highest peer protocol this node speaks (`peer::versions`);
+    /// absent: its build's. Pinned to the older one during a rolling
+    /// upgrade, it keeps the way back to the older build open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u16>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -327,6 +332,7 @@ impl Config {
                 dw: 0,
                 timeout_ms: defaults::timeout_ms(),
                 speculative_read_ms: defaults::speculative_read_ms(),
+                protocol: None,
             },
             limits: Limits::default(),
             storage: StorageConfig::default(),

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::membership::rpc::Join;
 use crate::membership::{Cluster, handoff};
 use crate::net::{Listener, Network, Tcp};
-use crate::peer::{Addresses, HttpTransport, Services, Transport};
+use crate::peer::{Addresses, HttpTransport, Services, Transport, Versions, versions};
 use crate::replica::Replica;
 use crate::ring::{Members, Status};
 use crate::security::peer::{Signer, Verifier};
@@ -173,7 +173,10 @@ impl Node {
             clock.clone(),
         ));
         let addresses = Addresses::default();
-        let services = Services::new();
+        let versions = Arc::new(Versions::new(versions::configured(
+            config.cluster.protocol,
+        )?));
+        let services = Services::speaking(versions.mine());
         let max_peer_message = config.limits.max_peer_message();
         let peer_timeout = Duration::from_millis(config.ring.peer_timeout_ms);
         let peer_tls = match &tls {
@@ -197,6 +200,7 @@ impl Node {
             secret
                 .as_deref()
                 .map(|s| Arc::new(Signer::new(s, id, clock.generation(), clock.clone()))),
+            Arc::clone(&versions),
         ));
         let members_file = dir.as_ref().map(|d| d.join("members.json"));
         let saved = match start.members {
@@ -304,6 +308,7 @@ impl Node {
             tokens,
             open_routes: config.security.open_routes.clone(),
             inflight: tokio::sync::Semaphore::new(config.limits.max_inflight),
+            versions,
             peer_inflight: tokio::sync::Semaphore::new(config.limits.max_peer_inflight),
             peer_bytes: tokio::sync::Semaphore::new(config.limits.max_peer_inflight_bytes as usize),
         });

@@ -220,7 +220,7 @@ async fn a_replica_that_lost_a_key_and_got_a_stale_copy_mints_nothing_twice() {
         .expect("stale");
     let request = chorus::replica::rpc::Merge {
         key: k.to_string(),
-        set: stale,
+        set: chorus::replica::rpc::EncodedSet::encode(&stale).expect("encode"),
     };
     common::peer_rpc(&a, request)
         .await

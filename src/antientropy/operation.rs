@@ -16,9 +16,8 @@ use parking_lot::Mutex;
 
 use super::oplog::{Applied, Gap, Op, Origin, RangeLog};
 use crate::metrics as m;
-use crate::replica::WriteLog;
+use crate::replica::events::{Cause, Event, Subscriber};
 use crate::ring::{Position, Range};
-use crate::version::SiblingSet;
 
 /// The op logs of one node, by the first position of each range.
 pub struct OpLogs {
@@ -211,8 +210,13 @@ fn sizes(slots: &BTreeMap<Position, Slot>) -> (usize, usize) {
     })
 }
 
-impl WriteLog for OpLogs {
-    fn local_write(&self, key: &str, set: &SiblingSet) {
+/// Client writes this replica coordinated become ops of its log; every
+/// other change came from another node, whose own log has it.
+impl Subscriber for OpLogs {
+    fn changed(&self, &Event { key, set, cause }: &Event<'_>) {
+        if cause != Cause::Client {
+            return;
+        }
         let pos = crate::ring::position(key.as_bytes());
         let mut slots = self.slots.lock();
         let Some((_, slot)) = slots.range_mut(..=pos).next_back() else {

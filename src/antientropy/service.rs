@@ -70,7 +70,7 @@ impl AntiEntropy {
                 config.max_log_ops,
                 config.max_buffered_ops,
             ));
-            replica.log_writes_to(logs.clone());
+            replica.events().subscribe(logs.clone());
             logs
         });
         Arc::new(AntiEntropy {

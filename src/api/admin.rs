@@ -54,6 +54,12 @@ pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
                 "tokens": m.tokens.len(),
                 "status": m.status,
                 "version": m.version,
+                // The peer protocol it answered with last; this node's own.
+                "protocol": if m.id == api.node {
+                    Some(api.versions.mine())
+                } else {
+                    api.versions.of(&m.id)
+                },
                 "liveness": if m.status == Status::Removed { "gone" } else { liveness },
                 "ownership": ring.ownership(&m.id),
                 "phi": api.cluster.phi(&m.id).map(|phi| (phi * 100.0).round() / 100.0),

@@ -95,6 +95,8 @@ pub struct Api {
     pub open_routes: Vec<crate::config::OpenRoute>,
     /// Client requests being served (`limits.max_inflight` permits).
     pub inflight: tokio::sync::Semaphore,
+    /// The peer protocol this node speaks, and what its peers answered with.
+    pub versions: Arc<crate::peer::Versions>,
     /// Peer requests being served (`limits.max_peer_inflight` permits).
     pub peer_inflight: tokio::sync::Semaphore,
     /// Bytes of peer request bodies held (`limits.max_peer_inflight_bytes`).
@@ -134,6 +136,14 @@ impl Api {
             },
             Err(e) => response::error(&e),
         };
+        let mut response = response;
+        if path == crate::peer::PEER_PATH {
+            // Every peer answer, a refusal too, says what this node speaks.
+            response.headers_mut().insert(
+                crate::peer::versions::PROTOCOL_HEADER,
+                http::HeaderValue::from(self.services.protocol()),
+            );
+        }
         let status = status_label(response.status());
         metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "status" => status, "quorum" => quorum)
             .increment(1);

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::calls::Calls;
 use crate::metrics as m;
 use crate::peer::Transport;
-use crate::replica::rpc::{Merge, Read};
+use crate::replica::rpc::{EncodedSet, Merge, Read};
 use crate::version::SiblingSet;
 
 /// What one replica answered to a read.
@@ -38,13 +38,22 @@ pub(super) fn spawn(
         let Some(merged) = merge_all(&seen) else {
             return;
         };
+        let mut encoded = None;
         for (node, set) in seen {
             if set.as_ref() == Some(&merged) {
                 continue;
             }
+            // Encoded once, for every stale replica.
+            let set = match &encoded {
+                Some(set) => EncodedSet::clone(set),
+                None => match EncodedSet::encode(&merged) {
+                    Ok(set) => encoded.insert(set).clone(),
+                    Err(e) => return tracing::warn!(error = %e, "read repair failed"),
+                },
+            };
             let request = Merge {
                 key: key.clone(),
-                set: merged.clone(),
+                set,
             };
             match transport.rpc(&node, request).await {
                 Ok(_) => metrics::counter!(m::READ_REPAIRS_TOTAL).increment(1),

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::calls::Calls;
 use super::tally::{Outcome, Tally};
-use crate::replica::rpc::{Hint, Merge, Merged};
+use crate::replica::rpc::{EncodedSet, Hint, Merge, Merged};
 use crate::version::SiblingSet;
 
 /// How long the answers due after a decided write are waited for (each
@@ -26,6 +26,9 @@ const AFTER_DECISION: Duration = Duration::from_secs(60);
 pub(super) struct Replication {
     key: String,
     set: SiblingSet,
+    /// The set encoded once, for every replica it is merged into (on the
+    /// first: a write with no other replica encodes nothing).
+    encoded: Option<EncodedSet>,
     calls: Calls<Merged>,
     /// The nodes after the preference list, in ring order, not yet used.
     fallbacks: std::vec::IntoIter<String>,
@@ -42,6 +45,7 @@ impl Replication {
     ) -> Self {
         Replication {
             key: key.to_string(),
+            encoded: None,
             set,
             calls,
             fallbacks: fallbacks.into_iter(),
@@ -51,9 +55,16 @@ impl Replication {
 
     /// Merges the set into replica `to`.
     pub(super) fn send(&mut self, to: String) {
+        let set = match &self.encoded {
+            Some(set) => set.clone(),
+            None => match EncodedSet::encode(&self.set) {
+                Ok(set) => self.encoded.insert(set).clone(),
+                Err(e) => return self.calls.add(to, Box::pin(std::future::ready(Err(e)))),
+            },
+        };
         let request = Merge {
             key: self.key.clone(),
-            set: self.set.clone(),
+            set,
         };
         self.calls.start(to, request);
     }

@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::batch::{self, Lane};
 use super::rpc::RPC_HEADER;
+use super::versions::{self, PROTOCOL_HEADER, Versions};
 use super::{Call, Dest, Frame, Services, Transport};
 use crate::error::Error;
 use crate::security::peer::Signer;
@@ -56,8 +57,9 @@ pub struct HttpTransport<C = HttpConnector> {
 }
 
 /// What one HTTP call needs: the pooled client and the scheme it dials
-/// (`http` or `https`), the deadline, the reply limit, and what signs the
-/// request (none when the node has no secret).
+/// (`http` or `https`), the deadline, the reply limit, what signs the
+/// request (none when the node has no secret), and where the protocol
+/// each peer answers with is kept.
 #[derive(Clone)]
 struct Sender<C> {
     client: Client<C, Full<Bytes>>,
@@ -65,6 +67,7 @@ struct Sender<C> {
     timeout: Duration,
     max_message: usize,
     signer: Option<Arc<Signer>>,
+    versions: Arc<Versions>,
 }
 
 /// A TCP connector for peers: TCP_NODELAY, connecting within `timeout`.
@@ -110,6 +113,7 @@ where
         timeout: Duration,
         max_message: usize,
         signer: Option<Arc<Signer>>,
+        versions: Arc<Versions>,
     ) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
@@ -129,6 +133,7 @@ where
                 timeout,
                 max_message,
                 signer,
+                versions,
             },
             lanes: Mutex::new(HashMap::new()),
         }
@@ -183,6 +188,7 @@ where
         let client = self.client.clone();
         let max = self.max_message;
         let (signer, scheme) = (self.signer.clone(), self.scheme);
+        let versions = Arc::clone(&self.versions);
         Box::pin(async move {
             let unavailable = |reason: String| Error::Unavailable {
                 node: node.clone(),
@@ -214,6 +220,18 @@ where
                         indeterminate(crate::error::chain(&e))
                     }
                 })?;
+                // Every answer says what its node speaks; one sent to an
+                // address is from a node not yet known by id.
+                if !to_any
+                    && let Some(protocol) = versions::advertised(
+                        response
+                            .headers()
+                            .get(PROTOCOL_HEADER)
+                            .map(|v| v.as_bytes()),
+                    )
+                {
+                    versions.heard(&node, protocol);
+                }
                 // Refused before anything was applied: say so, and never
                 // read the refusal as an answer.
                 let status = response.status();
@@ -273,6 +291,10 @@ where
 {
     fn local(&self, to: &str) -> Option<Arc<Services>> {
         (to == self.me).then(|| self.services.upgrade()).flatten()
+    }
+
+    fn protocol_with(&self, to: &str) -> u16 {
+        self.sender.versions.with(to)
     }
 
     fn send(&self, to: Dest<'_>, frame: Frame) -> Call<Bytes> {

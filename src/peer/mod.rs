@@ -20,11 +20,13 @@
 pub mod batch;
 pub mod http;
 pub mod rpc;
+pub mod versions;
 
 pub use http::{
     Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, PEER_PATH, tcp_connector,
 };
 pub use rpc::{Call, Frame, Rpc, Service, Services};
+pub use versions::Versions;
 
 use std::sync::Arc;
 
@@ -100,6 +102,9 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Sends a frame; answers with the reply's bytes, or why none came.
     fn send(&self, to: Dest<'_>, frame: Frame) -> Call<Bytes>;
+
+    /// The protocol to talk to node `to` at ([`versions::Versions::with`]).
+    fn protocol_with(&self, to: &str) -> u16;
 }
 
 impl<'t> dyn Transport + 't {
@@ -118,7 +123,14 @@ impl<'t> dyn Transport + 't {
 
     fn rpc_to<R: Rpc>(&self, to: Dest<'_>, request: R) -> Call<R::Reply> {
         let node = to.name().to_string();
-        let sent = Frame::of(&request).map(|frame| self.send(to, frame));
+        // A node known only by its address has not been heard from.
+        let protocol = match to {
+            Dest::Node(node) => self.protocol_with(node),
+            Dest::Addr(_) => versions::OLDEST_PROTOCOL,
+        };
+        let sent = request
+            .frame_for(protocol)
+            .map(|frame| self.send(to, frame));
         Box::pin(async move { rpc::reply::<R>(&node, &sent?.await?) })
     }
 }

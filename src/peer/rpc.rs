@@ -60,6 +60,10 @@ pub struct Service {
     /// (`batch.rs`): the small, frequent replica requests of client reads
     /// and writes.
     pub batchable: bool,
+    /// The protocol that introduced this version ([`super::versions`]):
+    /// a node that speaks an older protocol refuses it, and nobody sends
+    /// it to such a node.
+    pub since: u16,
 }
 
 impl Service {
@@ -70,6 +74,15 @@ impl Service {
             version,
             to_any: false,
             batchable: false,
+            since: 1,
+        }
+    }
+
+    /// The same, introduced by protocol `protocol`.
+    pub const fn since(self, protocol: u16) -> Service {
+        Service {
+            since: protocol,
+            ..self
         }
     }
 
@@ -94,6 +107,15 @@ impl Service {
 pub trait Rpc: Serialize + DeserializeOwned + Send + 'static {
     const SERVICE: Service;
     type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The frame of this request for a peer that speaks `protocol`: its
+    /// own encoding, or, for a service whose version is newer than that,
+    /// the older version's (whose reply must decode as `Self::Reply`).
+    /// Overridden by the requests that changed ([`super::versions`]).
+    fn frame_for(&self, protocol: u16) -> Result<Frame> {
+        let _ = protocol;
+        Frame::of(self)
+    }
 }
 
 /// What the transport moves: which service, at which version, and the
@@ -158,19 +180,36 @@ struct Entry {
     local: Arc<dyn Any + Send + Sync>,
 }
 
-/// A node's handlers of incoming peer requests, by service name.
-#[derive(Default)]
+/// A node's handlers of incoming peer requests, by service name and
+/// version, and the protocol it speaks.
 pub struct Services {
-    entries: RwLock<HashMap<&'static str, Entry>>,
+    entries: RwLock<HashMap<(&'static str, u16), Entry>>,
+    protocol: u16,
 }
 
 impl Services {
+    /// The services of a node that speaks this build's protocol.
     pub fn new() -> Arc<Services> {
-        Arc::new(Services::default())
+        Services::speaking(super::versions::PROTOCOL)
     }
 
-    /// Installs the handler of `R`, replacing one installed before (a
-    /// subsystem rebuilt on the same node).
+    /// The services of a node that speaks up to `protocol`: it refuses
+    /// the versions of later protocols.
+    pub fn speaking(protocol: u16) -> Arc<Services> {
+        Arc::new(Services {
+            entries: RwLock::new(HashMap::new()),
+            protocol,
+        })
+    }
+
+    /// The protocol this node speaks.
+    pub fn protocol(&self) -> u16 {
+        self.protocol
+    }
+
+    /// Installs the handler of `R` (of its service at its version; the
+    /// older versions of a service have handlers of their own), replacing
+    /// one installed before (a subsystem rebuilt on the same node).
     pub fn register<R, F, Fut>(&self, handler: F)
     where
         R: Rpc,
@@ -198,7 +237,9 @@ impl Services {
             remote,
             local: Arc::new(local),
         };
-        self.entries.write().insert(R::SERVICE.name, entry);
+        self.entries
+            .write()
+            .insert((R::SERVICE.name, R::SERVICE.version), entry);
     }
 
     /// Installs a handler of `R` that answers at once, without waiting.
@@ -210,13 +251,11 @@ impl Services {
         self.register(move |request: R| std::future::ready(handler(request)));
     }
 
-    /// The typed handler of `R`, for a call to this node itself.
+    /// The typed handler of `R`, for a call to this node itself (no
+    /// encoding crosses, so any version registered is fine).
     pub fn local<R: Rpc>(&self) -> Option<Local<R>> {
         let entries = self.entries.read();
-        let entry = entries.get(R::SERVICE.name)?;
-        if entry.service.version != R::SERVICE.version {
-            return None;
-        }
+        let entry = entries.get(&(R::SERVICE.name, R::SERVICE.version))?;
         entry.local.downcast_ref::<Local<R>>().cloned()
     }
 
@@ -253,20 +292,28 @@ impl Services {
         body: Bytes,
     ) -> Result<Call<Bytes>> {
         let entries = self.entries.read();
-        let Some(entry) = entries.get(service) else {
-            return Err(Error::UnknownService(service.to_string()));
+        let spoken = |e: &&Entry| e.service.since <= self.protocol;
+        let Some(entry) = entries.get(&(service, version)).filter(spoken) else {
+            // The newest version of it this node speaks, if any.
+            let speaks = entries
+                .values()
+                .filter(spoken)
+                .filter(|e| e.service.name == service)
+                .map(|e| e.service.version)
+                .max();
+            return Err(match speaks {
+                Some(speaks) => Error::UnsupportedVersion {
+                    service: service.to_string(),
+                    version,
+                    speaks,
+                },
+                None => Error::UnknownService(service.to_string()),
+            });
         };
         if batched && !entry.service.batchable {
             return Err(Error::Protocol(format!(
                 "{service} may not travel in a batch"
             )));
-        }
-        if entry.service.version != version {
-            return Err(Error::UnsupportedVersion {
-                service: service.to_string(),
-                version,
-                speaks: entry.service.version,
-            });
         }
         if to_any && !entry.service.to_any {
             // Anything but a join signed for any receiver could be
@@ -278,9 +325,15 @@ impl Services {
         Ok((entry.remote)(body))
     }
 
-    /// The names of the services registered, sorted (for logs and tests).
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.entries.read().keys().copied().collect();
+    /// The services registered as `name/version`, sorted (for logs and
+    /// tests).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self
+            .entries
+            .read()
+            .keys()
+            .map(|(name, version)| format!("{name}/{version}"))
+            .collect();
         names.sort_unstable();
         names
     }
@@ -381,6 +434,66 @@ mod tests {
             .await
             .expect_err("garbage");
         assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+    }
+
+    /// A message that protocol 2 changed: `Shout` v2 and its v1 form.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Shout(String, u8);
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct ShoutV1(String);
+
+    impl Rpc for Shout {
+        const SERVICE: Service = Service::new("test.shout", 2).since(2);
+        type Reply = String;
+
+        fn frame_for(&self, protocol: u16) -> Result<Frame> {
+            if protocol >= 2 {
+                return Frame::of(self);
+            }
+            Frame::of(&ShoutV1(self.0.clone()))
+        }
+    }
+
+    impl Rpc for ShoutV1 {
+        const SERVICE: Service = Service::new("test.shout", 1);
+        type Reply = String;
+    }
+
+    fn shouting(protocol: u16) -> Arc<Services> {
+        let services = Services::speaking(protocol);
+        services.register_now(|Shout(s, n): Shout| Ok(s.to_uppercase().repeat(n.into())));
+        services.register_now(|ShoutV1(s): ShoutV1| Ok(s.to_uppercase()));
+        services
+    }
+
+    async fn call(services: &Services, frame: Frame) -> Result<String> {
+        let bytes = services
+            .dispatch(frame.service, frame.version, false, frame.body)?
+            .await?;
+        reply::<Shout>("n2", &bytes)
+    }
+
+    /// A node of protocol 2 answers both versions; a node of protocol 1
+    /// refuses the newer one with the version it speaks, and the older
+    /// form of the same request reaches it.
+    #[tokio::test]
+    async fn each_protocol_speaks_its_versions_and_a_request_steps_down() {
+        let request = Shout("hi".into(), 2);
+        let (new, old) = (shouting(2), shouting(1));
+        let v2 = request.frame_for(2).expect("encode");
+        assert_eq!(v2.header(), "test.shout/2");
+        assert_eq!(call(&new, v2.clone()).await.expect("v2"), "HIHI");
+        let e = call(&old, v2).await.expect_err("too new for it");
+        assert_eq!(e.code(), "unsupported_version");
+        assert!(e.to_string().contains("speaks version 1"), "{e}");
+        let v1 = request.frame_for(1).expect("encode");
+        assert_eq!(v1.header(), "test.shout/1");
+        assert_eq!(call(&old, v1.clone()).await.expect("v1"), "HI");
+        assert_eq!(call(&new, v1).await.expect("v1 still"), "HI");
+        // Local calls carry no encoding: any registered version is fine.
+        assert!(old.local::<Shout>().is_some());
+        assert_eq!(new.names(), ["test.shout/1", "test.shout/2"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! this node's own coordinator: it hands back the minted set before the
 //! fsync, with what says when the fsync is done.
 
+pub mod events;
 pub mod rpc;
 
 use std::sync::Arc;
@@ -18,16 +19,11 @@ use crate::error::{Error, Result};
 use crate::store::{Durable, Identity, Pending, Store};
 use crate::version::{Content, Context, Dot, MAX_REQUEST_ID, SiblingSet};
 
-/// Told of every write this replica coordinates (mints a dot for), with
-/// the set it left: operation-transfer anti-entropy logs them as ops.
-pub trait WriteLog: Send + Sync + 'static {
-    fn local_write(&self, key: &str, set: &SiblingSet);
-}
-
 pub struct Replica {
     store: Arc<dyn Store>,
-    /// Where coordinated writes are logged, once set.
-    writes: std::sync::OnceLock<Arc<dyn WriteLog>>,
+    /// Every change this replica commits, with its cause, for whoever
+    /// subscribes (the op log; later watchers and the change feed).
+    events: events::Events,
     /// Set by a node at the end of a graceful leave: it takes no more data.
     closed: AtomicBool,
     /// Whether a stored write is fsynced before it is acknowledged.
@@ -60,7 +56,7 @@ impl Replica {
     ) -> Replica {
         Replica {
             store,
-            writes: std::sync::OnceLock::new(),
+            events: events::Events::default(),
             closed: AtomicBool::new(false),
             durable,
             identity,
@@ -84,9 +80,17 @@ impl Replica {
             .increment(delivered as u64);
     }
 
-    /// Logs every later coordinated write to `log` (a second is ignored).
-    pub fn log_writes_to(&self, log: Arc<dyn WriteLog>) {
-        let _ = self.writes.set(log);
+    /// The channel of this replica's changes ([`events`]).
+    pub fn events(&self) -> &events::Events {
+        &self.events
+    }
+
+    /// Waits until `pending`, a change of `key`, is applied, tells the
+    /// subscribers, then waits until it is durable.
+    async fn publish(&self, key: &str, pending: Pending, cause: events::Cause) -> Result<()> {
+        let (set, durable) = pending.applied().await?;
+        self.events.publish(key, &set, cause);
+        durable.wait().await
     }
 
     /// Refuses every later write: a leaving node's last step before its
@@ -177,9 +181,7 @@ impl Replica {
         let dot = first.or_else(|| minted.lock().take()).ok_or_else(|| {
             Error::Storage("the store applied the write without minting it".into())
         })?;
-        if let Some(log) = self.writes.get() {
-            log.local_write(&key, &set);
-        }
+        self.events.publish(&key, &set, events::Cause::Client);
         Ok((dot, set, durable))
     }
 
@@ -333,7 +335,7 @@ mod tests {
         };
         let merge = rpc::Merge {
             key: "a".into(),
-            set: set_of("1"),
+            set: rpc::EncodedSet::encode(&set_of("1")).expect("encode"),
         };
         let read = |key: &str| rpc::Read { key: key.into() };
         let frames = vec![
@@ -362,7 +364,7 @@ mod tests {
         let too_many = vec![framed(Frame::of(&read("a")).expect("encode")); MAX_BATCH + 1];
         let e = run(too_many).err().expect("refused whole");
         assert!(e.to_string().contains("at most"), "{e}");
-        let merge_c = rpc::Merge {
+        let merge_c = rpc::v1::Merge {
             key: "c".into(),
             set: set_of("1"),
         };
@@ -433,6 +435,85 @@ mod tests {
     /// A fetch answers as many sets as fit half the peer message limit
     /// (at least one), so its reply never passes the limit the asker reads
     /// replies with; `by_bytes` cuts a repair or handoff the same way.
+    /// Every change the replica commits reaches every subscriber, in
+    /// order, with its cause and the set the key holds after it.
+    #[tokio::test]
+    async fn every_committed_change_is_published_with_its_cause() {
+        use crate::peer::Services;
+        use events::{Cause, Event, Subscriber};
+
+        #[derive(Default)]
+        struct Heard(parking_lot::Mutex<Vec<(String, Cause, SiblingSet)>>);
+        impl Subscriber for Heard {
+            fn changed(&self, e: &Event<'_>) {
+                self.0.lock().push((e.key.into(), e.cause, e.set.clone()));
+            }
+        }
+
+        let replica = Arc::new(replica());
+        let (first, second) = (Arc::new(Heard::default()), Arc::new(Heard::default()));
+        replica.events().subscribe(first.clone());
+        replica.events().subscribe(second.clone());
+        let services = Services::new();
+        replica.serve(&services);
+        let value = Content::Value(Bytes::from_static(b"1"));
+        let (_, _, durable) = replica
+            .coordinate("a".into(), Context::default(), value, None)
+            .await
+            .expect("coordinated");
+        durable.wait().await.expect("durable");
+        let merge = services.local::<rpc::Merge>().expect("served");
+        let encoded = rpc::EncodedSet::encode(&set_of("2")).expect("encode");
+        merge(rpc::Merge {
+            key: "b".into(),
+            set: encoded,
+        })
+        .await
+        .expect("merged");
+        let hint = services.local::<rpc::Hint>().expect("served");
+        hint(rpc::Hint {
+            owner: "n3".into(),
+            key: "c".into(),
+            set: set_of("3"),
+        })
+        .await
+        .expect("hinted");
+        replica
+            .handoff(vec![("d".into(), set_of("4"))])
+            .await
+            .expect("handed off");
+        replica
+            .purge(vec![("d".into(), set_of("4"))])
+            .await
+            .expect("purged");
+        let causes: Vec<(String, Cause)> = first
+            .0
+            .lock()
+            .iter()
+            .map(|(k, c, _)| (k.clone(), *c))
+            .collect();
+        let expected = [
+            ("a", Cause::Client),
+            ("b", Cause::Merge),
+            ("c", Cause::Hint),
+            ("d", Cause::Handoff),
+            ("d", Cause::Purge),
+        ];
+        assert_eq!(
+            causes,
+            expected.map(|(k, c)| (k.to_string(), c)).to_vec(),
+            "every change, in order"
+        );
+        for (key, _, set) in first.0.lock().iter() {
+            assert_eq!(
+                replica.stored(key).expect("get").unwrap_or_default(),
+                *set,
+                "{key}: the set published is the set stored"
+            );
+        }
+        assert_eq!(first.0.lock().len(), second.0.lock().len());
+    }
+
     #[tokio::test]
     async fn a_fetch_answers_a_prefix_within_the_message_budget() {
         use crate::peer::Services;

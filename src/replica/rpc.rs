@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | [`Read`] | `Option<SiblingSet>` | a replica's part of a read |
 //! | [`Coordinate`] | [`Coordinated`] | mint a client write's dot here |
-//! | [`Merge`] | [`Merged`] | replication, read repair |
+//! | [`Merge`] | [`Merged`] | replication, read repair (the set encoded once) |
+//! | [`v1::Merge`] | [`Merged`] | the same, from and to protocol 1 nodes |
 //! | [`Hint`] | [`Merged`] | sloppy quorum: keep a set for a primary |
 //! | [`Handoff`] | [`Merged`] | ownership handoff, anti-entropy repair |
 //! | [`Fetch`] | `Vec<Option<SiblingSet>>` | verify a handoff, repair |
@@ -21,13 +22,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Replica;
+use super::events::Cause;
 use crate::budget::Budget;
 use crate::config::MAX_HANDOFF_BATCH;
 use crate::error::{Error, Result};
-use crate::peer::{Rpc, Service, Services, Transport};
+use crate::peer::{Frame, Rpc, Service, Services, Transport};
 use crate::store::Pending;
 use crate::version::{Content, Context, Dot, SiblingSet};
 
@@ -75,11 +78,51 @@ impl Rpc for Coordinate {
 }
 
 /// Merge `set` into the local copy of `key` (replication, read repair) and
-/// answer once it is stored.
+/// answer once it is stored. The set travels as its bytes, encoded once
+/// for all the replicas a write goes to (protocol 2; [`v1::Merge`] before).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Merge {
     pub key: String,
-    pub set: SiblingSet,
+    pub set: EncodedSet,
+}
+
+/// A sibling set as postcard bytes: encoded once, shared by every message
+/// that carries it (a cheap clone), decoded by the receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedSet(Bytes);
+
+impl EncodedSet {
+    pub fn encode(set: &SiblingSet) -> Result<EncodedSet> {
+        postcard::to_allocvec(set)
+            .map(|bytes| EncodedSet(Bytes::from(bytes)))
+            .map_err(|e| Error::Protocol(format!("encoding a sibling set: {e}")))
+    }
+
+    /// The set, or a 400 when the bytes a peer sent are not one.
+    pub fn decode(&self) -> Result<SiblingSet> {
+        postcard::from_bytes(&self.0)
+            .map_err(|e| Error::BodyRead(format!("a merged sibling set does not decode: {e}")))
+    }
+}
+
+/// The messages of protocol 1 that protocol 2 changed: a node of the
+/// older protocol sends and understands only these, so a newer node still
+/// answers them and turns its own requests into them for such a peer
+/// ([`Rpc::frame_for`]).
+pub mod v1 {
+    use super::*;
+
+    /// [`super::Merge`] with the set inline.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Merge {
+        pub key: String,
+        pub set: SiblingSet,
+    }
+
+    impl Rpc for Merge {
+        const SERVICE: Service = Service::new("replica.merge", 1).batchable();
+        type Reply = Merged;
+    }
 }
 
 /// A merge (or a batch of them) is stored, durably or not.
@@ -89,8 +132,18 @@ pub struct Merged {
 }
 
 impl Rpc for Merge {
-    const SERVICE: Service = Service::new("replica.merge", 1).batchable();
+    const SERVICE: Service = Service::new("replica.merge", 2).batchable().since(2);
     type Reply = Merged;
+
+    fn frame_for(&self, protocol: u16) -> Result<Frame> {
+        if protocol >= Self::SERVICE.since {
+            return Frame::of(self);
+        }
+        Frame::of(&v1::Merge {
+            key: self.key.clone(),
+            set: self.set.decode()?,
+        })
+    }
 }
 
 /// Sloppy quorum: `owner`, a primary replica of `key`, is unreachable; keep
@@ -155,7 +208,14 @@ impl Replica {
         });
         self.answer(services, "merge", |r, Merge { key, set }| async move {
             r.check_open()?;
-            r.merge(key, set)?.wait().await?;
+            let pending = r.merge(key.clone(), set.decode()?)?;
+            r.publish(&key, pending, Cause::Merge).await?;
+            Ok(r.merged())
+        });
+        self.answer(services, "merge", |r, v1::Merge { key, set }| async move {
+            r.check_open()?;
+            let pending = r.merge(key.clone(), set)?;
+            r.publish(&key, pending, Cause::Merge).await?;
             Ok(r.merged())
         });
         self.answer(services, "hint", |r, hint: Hint| async move {
@@ -248,7 +308,8 @@ impl Replica {
                 reason: format!("holds {held} hints, the limit (limits.max_hints)"),
             });
         }
-        self.merge(key, set)?.wait().await?;
+        let pending = self.merge(key.clone(), set)?;
+        self.publish(&key, pending, Cause::Hint).await?;
         self.hints.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "queued").increment(1);
         Ok(self.merged())
@@ -261,10 +322,10 @@ impl Replica {
         check_batch(entries.len())?;
         let pending = entries
             .into_iter()
-            .map(|(key, set)| self.merge(key, set))
+            .map(|(key, set)| Ok((key.clone(), self.merge(key, set)?)))
             .collect::<Result<Vec<_>>>()?;
-        for p in pending {
-            p.wait().await?;
+        for (key, p) in pending {
+            self.publish(&key, p, Cause::Handoff).await?;
         }
         Ok(())
     }
@@ -275,10 +336,10 @@ impl Replica {
     pub async fn purge(&self, entries: Vec<(String, SiblingSet)>) -> Result<()> {
         self.check_open()?;
         check_batch(entries.len())?;
-        let pending: Vec<Pending> = entries
+        let pending: Vec<(String, Pending)> = entries
             .into_iter()
             .map(|(key, expected)| {
-                self.store.update(
+                let pending = self.store.update(
                     &key,
                     Box::new(move |current| {
                         Ok(match current {
@@ -286,11 +347,12 @@ impl Replica {
                             other => other.unwrap_or_default(),
                         })
                     }),
-                )
+                );
+                (key, pending)
             })
             .collect();
-        for p in pending {
-            p.wait().await?;
+        for (key, p) in pending {
+            self.publish(&key, p, Cause::Purge).await?;
         }
         Ok(())
     }

@@ -136,6 +136,10 @@ struct Direct {
 }
 
 impl Transport for Direct {
+    fn protocol_with(&self, _: &str) -> u16 {
+        crate::peer::versions::PROTOCOL
+    }
+
     fn local(&self, _: &str) -> Option<Arc<Services>> {
         // Every call goes through the receiver's dispatch, as over HTTP.
         None

@@ -16,11 +16,17 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// What one node's config differs in from the cluster's (its index, the
+/// config it starts with).
+pub type PerNode = Box<dyn Fn(usize, &mut Config) + Send + Sync>;
+
 pub struct TestCluster {
     pub config: Config,
     pub nodes: Vec<Option<Node>>,
     listeners: Vec<Option<TcpListener>>,
     pub dir: tempfile::TempDir,
+    /// Applied to a node's copy of the config at every start.
+    per_node: Option<PerNode>,
 }
 
 /// Fast maintenance, so that tests do not wait on the defaults.
@@ -46,6 +52,18 @@ impl TestCluster {
         n: usize,
         tweak: impl FnOnce(&mut Config),
     ) -> TestCluster {
+        TestCluster::start_each(initial, spare, n, tweak, None).await
+    }
+
+    /// As [`TestCluster::start_with`], and `per_node` applied to each
+    /// node's own config whenever it starts (a node of another protocol).
+    pub async fn start_each(
+        initial: usize,
+        spare: usize,
+        n: usize,
+        tweak: impl FnOnce(&mut Config),
+        per_node: Option<PerNode>,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = Vec::new();
         let mut nodes = Vec::new();
@@ -68,6 +86,7 @@ impl TestCluster {
             nodes: (0..initial + spare).map(|_| None).collect(),
             listeners,
             dir,
+            per_node,
         };
         for i in 0..initial {
             cluster.boot(i, None).await;
@@ -82,7 +101,11 @@ impl TestCluster {
             listener: self.listeners[i].take(),
             ..Start::default()
         };
-        let node = Node::start_with(&self.config, &id, start)
+        let mut config = self.config.clone();
+        if let Some(per_node) = &self.per_node {
+            per_node(i, &mut config);
+        }
+        let node = Node::start_with(&config, &id, start)
             .await
             .expect("node starts");
         self.nodes[i] = Some(node);

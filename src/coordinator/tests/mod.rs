@@ -61,6 +61,10 @@ impl Scripted {
 }
 
 impl Transport for Scripted {
+    fn protocol_with(&self, _: &str) -> u16 {
+        crate::peer::versions::PROTOCOL
+    }
+
     fn local(&self, _: &str) -> Option<Arc<Services>> {
         // Every call, to n1 too, goes through the script.
         None
