@@ -22,11 +22,13 @@
 //!                phi-accrual detector, Chord over the transport, replica
 //!                lookup, handoff, graceful leave
 //! peer           the transport: typed calls (Rpc, Services), frames over
-//!                h2c, batching per peer; it knows no subsystem
+//!                h2c, batching per peer, protocol versions per peer; it
+//!                knows no subsystem
 //! security       peer request MACs and replay windows, client bearer tokens,
 //!                TLS for clients and peers
 //! replica        what a node does with the reads and writes sent to its
-//!                store (its own peer messages): mint, merge, read
+//!                store (its own peer messages): mint, merge, read; it
+//!                publishes each change it commits, with its cause (events)
 //! store          Store trait; fjall (durable) and memory engines; group commit
 //! version        dots, version vectors, sibling sets (DVV), client contexts
 //! ring           positions, tokens, placement, members CRDT, Chord router
