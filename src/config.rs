@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod antientropy;
+mod limits;
 mod security;
 pub use antientropy::{AntiEntropyConfig, Mode as AntiEntropyMode};
+pub use limits::{Limits, MAX_TIMEOUT_MS, MIN_PEER_MESSAGE_BYTES};
 pub use security::{
     EXAMPLE_SECRET, MIN_SECRET_BYTES, OpenRoute, Scope, SecurityConfig, TlsConfig, TokenConfig,
 };
@@ -124,80 +126,6 @@ pub struct ClusterConfig {
     /// upgrade, it keeps the way back to the older build open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u16>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    pub max_key_bytes: usize,
-    pub max_value_bytes: usize,
-    /// A key holding more siblings than this is logged and counted.
-    pub warn_siblings: usize,
-    /// A client write that would leave more siblings than this is refused
-    /// (503); replication, repair and handoff are never refused.
-    pub max_siblings: usize,
-    /// A client write that would leave a key's siblings holding more value
-    /// bytes than this, all together, is refused (503).
-    pub max_set_bytes: usize,
-    /// Most hints (writes kept for an unreachable replica) a node holds.
-    pub max_hints: usize,
-    /// How long a write's `Idempotency-Key` is remembered with its key.
-    pub idempotency_ttl_ms: u64,
-    /// A client must finish sending its request headers within this time.
-    pub header_timeout_ms: u64,
-    /// A client must finish sending its request body within this time.
-    pub body_timeout_ms: u64,
-    /// Most open connections, clients' and peers' together; beyond it a
-    /// connection gets one 503 `overloaded` with `Retry-After` and is closed.
-    pub max_connections: usize,
-    /// Most client requests served at once; beyond it a request is a 503
-    /// `overloaded` with `Retry-After`. Peer requests (replication,
-    /// repair, hints, handoff) are not counted: they are never refused for
-    /// load, only bounded by their own queues.
-    pub max_inflight: usize,
-    /// Most peer requests served at once; beyond it a peer request is a 503
-    /// `overloaded` (retryable: the sender tries again or counts the
-    /// replica as failed for that request).
-    pub max_peer_inflight: usize,
-    /// Most bytes of peer request bodies held at once, counted from the
-    /// signed length before any byte is read; a request waits up to
-    /// `body_timeout_ms` for room, then is a 503 `overloaded`. At least
-    /// the largest peer message ([`Limits::max_peer_message`]).
-    pub max_peer_inflight_bytes: u64,
-}
-
-/// The longest `timeout_ms` a request may ask for.
-pub const MAX_TIMEOUT_MS: u64 = 600_000;
-
-/// The largest peer message when `max_set_bytes` does not call for more.
-pub const MIN_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-impl Limits {
-    /// The largest peer message a node sends or accepts: room for two full
-    /// sibling sets (a merge and its reply) and their envelope.
-    pub fn max_peer_message(&self) -> usize {
-        (self.max_set_bytes.saturating_mul(2).saturating_add(1 << 20)).max(MIN_PEER_MESSAGE_BYTES)
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_key_bytes: 1024,
-            max_value_bytes: 1024 * 1024,
-            warn_siblings: 25,
-            max_siblings: 100,
-            max_set_bytes: 16 * 1024 * 1024,
-            idempotency_ttl_ms: 600_000,
-            max_hints: 100_000,
-            header_timeout_ms: 5_000,
-            body_timeout_ms: 10_000,
-            max_connections: 4096,
-            max_inflight: 1024,
-            max_peer_inflight: 1024,
-            max_peer_inflight_bytes: 256 * 1024 * 1024,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
