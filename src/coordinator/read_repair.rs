@@ -44,12 +44,9 @@ pub(super) fn spawn(
                 continue;
             }
             // Encoded once, for every stale replica.
-            let set = match &encoded {
-                Some(set) => EncodedSet::clone(set),
-                None => match EncodedSet::encode(&merged) {
-                    Ok(set) => encoded.insert(set).clone(),
-                    Err(e) => return tracing::warn!(error = %e, "read repair failed"),
-                },
+            let set = match EncodedSet::once(&mut encoded, &merged) {
+                Ok(set) => set,
+                Err(e) => return tracing::warn!(error = %e, "read repair failed"),
             };
             let request = Merge {
                 key: key.clone(),

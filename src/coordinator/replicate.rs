@@ -55,12 +55,9 @@ impl Replication {
 
     /// Merges the set into replica `to`.
     pub(super) fn send(&mut self, to: String) {
-        let set = match &self.encoded {
-            Some(set) => set.clone(),
-            None => match EncodedSet::encode(&self.set) {
-                Ok(set) => self.encoded.insert(set).clone(),
-                Err(e) => return self.calls.add(to, Box::pin(std::future::ready(Err(e)))),
-            },
+        let set = match EncodedSet::once(&mut self.encoded, &self.set) {
+            Ok(set) => set,
+            Err(e) => return self.calls.add(to, Box::pin(std::future::ready(Err(e)))),
         };
         let request = Merge {
             key: self.key.clone(),

@@ -93,6 +93,18 @@ impl Replica {
         durable.wait().await
     }
 
+    /// Merges a set another node sent into `key`, tells the subscribers,
+    /// and returns once it is stored.
+    async fn merge_and_publish(
+        &self,
+        key: String,
+        set: SiblingSet,
+        cause: events::Cause,
+    ) -> Result<()> {
+        let pending = self.merge(key.clone(), set)?;
+        self.publish(&key, pending, cause).await
+    }
+
     /// Refuses every later write: a leaving node's last step before its
     /// final handoff, so that nothing lands after it.
     pub fn close_for_writes(&self) {
@@ -432,9 +444,6 @@ mod tests {
         );
     }
 
-    /// A fetch answers as many sets as fit half the peer message limit
-    /// (at least one), so its reply never passes the limit the asker reads
-    /// replies with; `by_bytes` cuts a repair or handoff the same way.
     /// Every change the replica commits reaches every subscriber, in
     /// order, with its cause and the set the key holds after it.
     #[tokio::test]
@@ -514,6 +523,9 @@ mod tests {
         assert_eq!(first.0.lock().len(), second.0.lock().len());
     }
 
+    /// A fetch answers as many sets as fit half the peer message limit
+    /// (at least one), so its reply never passes the limit the asker reads
+    /// replies with; `by_bytes` cuts a repair or handoff the same way.
     #[tokio::test]
     async fn a_fetch_answers_a_prefix_within_the_message_budget() {
         use crate::peer::Services;

@@ -92,10 +92,18 @@ pub struct Merge {
 pub struct EncodedSet(Bytes);
 
 impl EncodedSet {
+    /// The set's bytes, in the encoding the store keeps it in.
     pub fn encode(set: &SiblingSet) -> Result<EncodedSet> {
-        postcard::to_allocvec(set)
-            .map(|bytes| EncodedSet(Bytes::from(bytes)))
-            .map_err(|e| Error::Protocol(format!("encoding a sibling set: {e}")))
+        crate::store::encode_set(set).map(|bytes| EncodedSet(Bytes::from(bytes)))
+    }
+
+    /// `set` encoded once for however many messages carry it: the bytes
+    /// `slot` holds, or new ones kept there.
+    pub fn once(slot: &mut Option<EncodedSet>, set: &SiblingSet) -> Result<EncodedSet> {
+        if let Some(encoded) = slot {
+            return Ok(encoded.clone());
+        }
+        Ok(slot.insert(EncodedSet::encode(set)?).clone())
     }
 
     /// The set, or a 400 when the bytes a peer sent are not one.
@@ -208,14 +216,13 @@ impl Replica {
         });
         self.answer(services, "merge", |r, Merge { key, set }| async move {
             r.check_open()?;
-            let pending = r.merge(key.clone(), set.decode()?)?;
-            r.publish(&key, pending, Cause::Merge).await?;
+            r.merge_and_publish(key, set.decode()?, Cause::Merge)
+                .await?;
             Ok(r.merged())
         });
         self.answer(services, "merge", |r, v1::Merge { key, set }| async move {
             r.check_open()?;
-            let pending = r.merge(key.clone(), set)?;
-            r.publish(&key, pending, Cause::Merge).await?;
+            r.merge_and_publish(key, set, Cause::Merge).await?;
             Ok(r.merged())
         });
         self.answer(services, "hint", |r, hint: Hint| async move {
@@ -308,8 +315,7 @@ impl Replica {
                 reason: format!("holds {held} hints, the limit (limits.max_hints)"),
             });
         }
-        let pending = self.merge(key.clone(), set)?;
-        self.publish(&key, pending, Cause::Hint).await?;
+        self.merge_and_publish(key, set, Cause::Hint).await?;
         self.hints.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "queued").increment(1);
         Ok(self.merged())
