@@ -18,9 +18,10 @@
 //!                /health, /metrics, and /peer for other nodes
 //! coordinator    one client request: forward once, or fan out and count to W/R
 //!                (the quorum tally is its own pure type, `coordinator::tally`)
-//! membership     the members document and its gossip, heartbeats and the
-//!                phi-accrual detector, Chord over the transport, replica
-//!                lookup, handoff, graceful leave
+//! membership     three parts wired by `Cluster`: the members and their states
+//!                (`Roster`), liveness (`FailureDetector`: heartbeats, phi),
+//!                routing (`Routes`: preference lists, Chord, forwarding);
+//!                then handoff and graceful leave
 //! peer           the transport: typed calls (Rpc, Services), frames over
 //!                h2c, batching per peer, protocol versions per peer; it
 //!                knows no subsystem
@@ -52,8 +53,8 @@
 //! `PUT /kv/greeting` with a JSON body and maybe an `X-Chorus-Context`
 //! reaches [`api`], which checks the key, the parameters, the content type
 //! and the body (limits, timeout, valid JSON) and decodes the context. The
-//! [`coordinator::Coordinator`] asks [`membership::Cluster`] for the key's
-//! preference list ([`ring::Ring::preference_list`]); if this node is not
+//! [`coordinator::Coordinator`] asks the cluster's [`membership::Routes`] for
+//! the key's preference list ([`ring::Ring::preference_list`]); if this node is not
 //! on it, it forwards the request once to a replica found through the ring
 //! (lookup cache, else a Chord lookup) and relays the answer. Otherwise it
 //! sends a `Coordinate` request ([`replica::rpc`], a typed call through the

@@ -283,8 +283,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let ids: Vec<String> = config.nodes.iter().map(|n| n.id.clone()).collect();
             let settled = || {
                 nodes.iter().all(|n| {
-                    ids.iter()
-                        .all(|id| n.cluster().liveness(id) != chorus::membership::Liveness::Down)
+                    ids.iter().all(|id| {
+                        n.cluster().detector().liveness(id) != chorus::membership::Liveness::Down
+                    })
                 })
             };
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

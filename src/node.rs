@@ -23,7 +23,7 @@ use crate::coordinator::Coordinator;
 use crate::coordinator::quorum::Quorum;
 use crate::error::{Error, Result};
 use crate::membership::rpc::Join;
-use crate::membership::{Cluster, handoff};
+use crate::membership::{Cluster, Roster, handoff};
 use crate::net::{Listener, Network, Tcp};
 use crate::peer::{Addresses, HttpTransport, Services, Transport, Versions, versions};
 use crate::replica::Replica;
@@ -206,7 +206,7 @@ impl Node {
         let saved = match start.members {
             Some(members) => Some(members),
             None => match &members_file {
-                Some(file) if file.exists() => Some(Cluster::load_members(config, Some(file))?),
+                Some(file) if file.exists() => Some(Roster::load(config, Some(file))?),
                 _ => None,
             },
         };
@@ -236,7 +236,7 @@ impl Node {
                 }
             }
             (None, Some(saved)) => saved,
-            (None, None) => Cluster::load_members(config, None)?,
+            (None, None) => Roster::load(config, None)?,
         };
         if members.get(id).is_none() {
             return Err(Error::config(
@@ -256,8 +256,9 @@ impl Node {
             start.seed,
             clock.clone(),
         );
-        cluster.save()?;
+        cluster.roster().save()?;
         if cluster
+            .roster()
             .members()
             .get(id)
             .is_some_and(|m| m.status != Status::Removed)

@@ -176,7 +176,7 @@ async fn await_rounds(cluster: &TestCluster, since: &[Stats], rounds: u64) -> Ve
 /// Whether every replica of every range holds a complete tree with the same
 /// root as the others (asked over the peer protocol, as a peer would).
 async fn trees_agree(cluster: &TestCluster, nodes: usize) -> bool {
-    let ring = cluster.node(0).cluster().ring();
+    let ring = cluster.node(0).cluster().routes().ring();
     let ranges = ring.ranges(3);
     let mut roots: Vec<Vec<Option<[u8; 32]>>> = Vec::new();
     for node in 0..nodes {
@@ -204,7 +204,7 @@ async fn drift_and_converge(nodes: usize, mode: AntiEntropyMode) {
     let lagging = format!("n{}", down + 1);
     let replicas: Vec<Vec<usize>> = (0..KEYS)
         .map(|i| {
-            let list = cluster.node(0).cluster().preference_list(&key(i));
+            let list = cluster.node(0).cluster().routes().preference_list(&key(i));
             list.iter().map(|id| index_of(id)).collect()
         })
         .collect();

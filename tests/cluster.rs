@@ -38,14 +38,14 @@ async fn any_node_of_five_serves_any_key_forwarding_to_a_replica() {
     let n1 = cluster.node(0).cluster();
     let key = (0..)
         .map(|i| format!("elsewhere-{i}"))
-        .find(|k| !n1.preference_list(k).contains(&"n1".to_string()))
+        .find(|k| !n1.routes().preference_list(k).contains(&"n1".to_string()))
         .expect("a key n1 does not replicate");
     let pos = chorus::ring::position(key.as_bytes());
     let (first, hops) = n1.find_replicas(pos).await;
     assert!(hops >= 1, "{hops}");
     assert_eq!(
         first.first(),
-        n1.preference_list(&key).first(),
+        n1.routes().preference_list(&key).first(),
         "not the key's primary"
     );
     let (again, hops) = n1.find_replicas(pos).await;
@@ -162,7 +162,7 @@ async fn a_node_leaves_gracefully_under_write_load_and_loses_nothing() {
     expected.extend(write_keys(&writers, "after", 100).await);
 
     cluster.await_members_agree(SETTLE).await;
-    let members = cluster.node(0).cluster().members();
+    let members = cluster.node(0).cluster().roster().members();
     assert_eq!(
         members.get("n4").map(|m| m.status),
         Some(chorus::ring::Status::Removed)
@@ -271,10 +271,12 @@ async fn a_stopped_node_does_not_stop_lookups_for_keys_it_does_not_hold() {
     // n5 goes away without a word to anyone: no leave, no membership change.
     cluster.stop(4).await;
     let live: Vec<_> = (0..4).map(|i| cluster.client(i)).collect();
-    let (without, with): (Vec<_>, Vec<_>) = acked
-        .keys()
-        .cloned()
-        .partition(|k| !placer.preference_list(k).contains(&"n5".to_string()));
+    let (without, with): (Vec<_>, Vec<_>) = acked.keys().cloned().partition(|k| {
+        !placer
+            .routes()
+            .preference_list(k)
+            .contains(&"n5".to_string())
+    });
     assert!(without.len() > 20 && with.len() > 20);
     for (i, client) in live.iter().enumerate() {
         for key in &without {
@@ -286,7 +288,12 @@ async fn a_stopped_node_does_not_stop_lookups_for_keys_it_does_not_hold() {
     // Fresh writes of keys n5 does not hold succeed through every live node.
     let fresh: Vec<String> = (0..)
         .map(|i| format!("fresh-{i}"))
-        .filter(|k| !placer.preference_list(k).contains(&"n5".to_string()))
+        .filter(|k| {
+            !placer
+                .routes()
+                .preference_list(k)
+                .contains(&"n5".to_string())
+        })
         .take(40)
         .collect();
     for (i, key) in fresh.iter().enumerate() {

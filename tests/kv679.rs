@@ -60,9 +60,9 @@ async fn a_stale_tombstone_handed_off_after_a_purge_does_not_delete_a_new_write(
     let ring = cluster.node(0).cluster();
     let k = (0..)
         .map(|i| format!("doom-{i}"))
-        .find(|k| ring.preference_list(k).first().map(String::as_str) == Some("n1"))
+        .find(|k| ring.routes().preference_list(k).first().map(String::as_str) == Some("n1"))
         .expect("a key n1 leads");
-    let primaries = ring.preference_list(&k);
+    let primaries = ring.routes().preference_list(&k);
     let fallback = ring.fallbacks(&k)[0].clone();
     let (p3, f) = (index(&primaries[2]), index(&fallback));
     let n1 = cluster.client(0);

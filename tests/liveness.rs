@@ -91,7 +91,12 @@ async fn hints_for_a_node_held_down_go_to_fallbacks_and_return_when_it_does() {
     let placer = std::sync::Arc::clone(cluster.node(0).cluster());
     let keys: Vec<String> = (0..400)
         .map(|i| format!("hinted-{i}"))
-        .filter(|k| placer.preference_list(k).contains(&"n5".to_string()))
+        .filter(|k| {
+            placer
+                .routes()
+                .preference_list(k)
+                .contains(&"n5".to_string())
+        })
         .take(60)
         .collect();
     assert!(

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use chorus::check::record::Recorder;
 use chorus::client::{Client, key_path};
 use chorus::config::Config;
-use chorus::membership::Cluster;
+use chorus::membership::Roster;
 use chorus::sim::cluster::{final_state, verdicts, workload};
 use common::netns::{Hosts, signal};
 use common::set_adds::{self, SetAdds};
@@ -182,9 +182,7 @@ impl Cluster5 {
 async fn members_ring(config: &std::path::Path, dir: &std::path::Path) -> chorus::ring::Ring {
     let config = Config::load(config).expect("config");
     let saved = dir.join("n1").join("members.json");
-    Cluster::load_members(&config, Some(&saved))
-        .expect("members")
-        .ring()
+    Roster::load(&config, Some(&saved)).expect("members").ring()
 }
 
 /// Runs `kind` for the configured time; with `churn`, n5 starts outside the

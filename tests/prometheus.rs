@@ -149,7 +149,7 @@ async fn every_dashboard_and_alert_expression_runs_against_a_real_prometheus() {
         request_id: None,
     };
     let placer = cluster.node(0).cluster().clone();
-    let owner = placer.preference_list("lonely")[0].clone();
+    let owner = placer.routes().preference_list("lonely")[0].clone();
     let owner = owner.trim_start_matches('n').parse::<usize>().expect("id") - 1;
     let written = common::peer_rpc(&clients[owner], lonely).await;
     assert!(written.is_ok(), "lonely write: {written:?}");

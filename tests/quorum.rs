@@ -44,7 +44,7 @@ async fn with_one_of_three_replicas_down_quorums_succeed_or_fail_as_asked() {
     let key = (0..)
         .map(|i| format!("q{i}"))
         .find(|k| {
-            let list = placer.preference_list(k);
+            let list = placer.routes().preference_list(k);
             list.contains(&"n1".to_string()) && list.contains(&"n5".to_string())
         })
         .expect("a key on n1 and n5");
@@ -458,7 +458,7 @@ async fn a_hint_reaches_its_owner_when_it_returns_and_the_owner_serves_it() {
     let key = (0..)
         .map(|i| format!("h{i}"))
         .find(|k| {
-            let list = placer.preference_list(k);
+            let list = placer.routes().preference_list(k);
             list.contains(&"n1".to_string()) && list.contains(&"n5".to_string())
         })
         .expect("a key on n1 and n5");

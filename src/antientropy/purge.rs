@@ -40,6 +40,7 @@ pub(super) async fn round(ae: &Parts, cursor: &mut Position) -> Result<u64> {
     let me = ae.cluster.me();
     let ranges: Vec<Range> = ae
         .cluster
+        .routes()
         .ring()
         .ranges(ae.cluster.n())
         .into_iter()

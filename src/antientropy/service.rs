@@ -156,7 +156,7 @@ impl AntiEntropy {
         }
         let interval = Duration::from_millis(self.parts.config.interval_ms);
         let purge_every = Duration::from_millis(self.parts.config.purge_interval_ms);
-        let mut changes = self.parts.cluster.subscribe();
+        let mut changes = self.parts.cluster.roster().subscribe();
         self.refresh_ranges();
         let (mut purged_at, mut cursor) = (tokio::time::Instant::now(), 0);
         loop {
@@ -202,6 +202,7 @@ impl AntiEntropy {
         let mine = self
             .parts
             .cluster
+            .routes()
             .ring()
             .ranges(self.parts.cluster.n())
             .into_iter()

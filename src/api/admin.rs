@@ -36,12 +36,12 @@ pub enum LeaveState {
 
 pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
     only(method, Method::GET, "GET")?;
-    let members = api.cluster.members();
-    let ring = api.cluster.ring();
+    let members = api.cluster.roster().members();
+    let ring = api.cluster.routes().ring();
     let listed: Vec<Value> = members
         .iter()
         .map(|m| {
-            let liveness = match api.cluster.liveness(&m.id) {
+            let liveness = match api.cluster.detector().liveness(&m.id) {
                 Liveness::Up => "up",
                 Liveness::Down => "down",
                 Liveness::Unknown => "unknown",
@@ -62,7 +62,7 @@ pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
                 },
                 "liveness": if m.status == Status::Removed { "gone" } else { liveness },
                 "ownership": ring.ownership(&m.id),
-                "phi": api.cluster.phi(&m.id).map(|phi| (phi * 100.0).round() / 100.0),
+                "phi": api.cluster.detector().phi(&m.id).map(|phi| (phi * 100.0).round() / 100.0),
             })
         })
         .collect();
@@ -70,7 +70,8 @@ pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
         |v: &Vnode<String>| json!({ "position": format!("{:016x}", v.pos), "node": v.node });
     let routing: Vec<Value> = api
         .cluster
-        .routing_state()
+        .routes()
+        .vnodes()
         .into_iter()
         .map(|(pos, pred, succs, fingers)| {
             json!({

@@ -159,7 +159,7 @@ impl Api {
         metrics::gauge!(m::STORE_KEYS).set(stats.keys as f64);
         metrics::gauge!(m::STORE_DISK_BYTES).set(stats.disk_bytes as f64);
         metrics::gauge!(m::HINTS_PENDING).set(self.replica.hints_pending() as f64);
-        let members = self.cluster.members();
+        let members = self.cluster.roster().members();
         for (status, label) in [
             (Status::Active, "active"),
             (Status::Leaving, "leaving"),
@@ -170,7 +170,7 @@ impl Api {
         }
         let mut liveness = [0u32; 3];
         for member in members.iter().filter(|m| m.status != Status::Removed) {
-            liveness[match self.cluster.liveness(&member.id) {
+            liveness[match self.cluster.detector().liveness(&member.id) {
                 Liveness::Up => 0,
                 Liveness::Down => 1,
                 Liveness::Unknown => 2,
@@ -179,7 +179,7 @@ impl Api {
         for (count, label) in liveness.iter().zip(["up", "down", "unknown"]) {
             metrics::gauge!(m::MEMBERS_LIVENESS, "liveness" => label).set(f64::from(*count));
         }
-        let ring = self.cluster.ring();
+        let ring = self.cluster.routes().ring();
         metrics::gauge!(m::RING_OWNERSHIP).set(ring.ownership(&self.node));
         let tokens = members.get(&self.node).map_or(0, |m| m.tokens.len());
         metrics::gauge!(m::RING_TOKENS).set(tokens as f64);

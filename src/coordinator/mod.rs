@@ -118,7 +118,7 @@ impl Coordinator {
         deadline: Instant,
         forwarded: bool,
     ) -> Result<Written> {
-        let replicas = self.cluster.preference_list(key);
+        let replicas = self.cluster.routes().preference_list(key);
         if !forwarded && !replicas.iter().any(|r| r == self.cluster.me()) {
             let op = rpc::ForwardWrite {
                 key: key.to_string(),
@@ -169,7 +169,7 @@ impl Coordinator {
         session: Option<Context>,
         forwarded: bool,
     ) -> Result<Option<SiblingSet>> {
-        let replicas = self.cluster.preference_list(key);
+        let replicas = self.cluster.routes().preference_list(key);
         if !forwarded && !replicas.iter().any(|r| r == self.cluster.me()) {
             let op = rpc::ForwardRead {
                 key: key.to_string(),
@@ -197,7 +197,7 @@ impl Coordinator {
     ) -> Option<Result<R::Reply>> {
         let (mut candidates, _) = self.cluster.find_replicas(position(key.as_bytes())).await;
         // Replicas the failure detector holds down are tried last.
-        candidates.sort_by_key(|r| self.cluster.liveness(r) == Liveness::Down);
+        candidates.sort_by_key(|r| self.cluster.detector().liveness(r) == Liveness::Down);
         // A write that may have reached its target is not sent to another:
         // both could mint a dot for it, and one write would become two
         // siblings. A read can go anywhere.
@@ -210,7 +210,7 @@ impl Coordinator {
                 {
                     tracing::debug!(node = %to, error = %e, "forward failed; trying the next node");
                     metrics::counter!(m::FORWARDS_TOTAL, "result" => "failed").increment(1);
-                    self.cluster.forward_failed(&to);
+                    self.cluster.routes().forward_failed(&to);
                 }
                 Ok(result) => {
                     metrics::counter!(m::FORWARDS_TOTAL, "result" => "ok").increment(1);
@@ -241,7 +241,7 @@ impl Coordinator {
         );
         // This node mints when it is a replica; else the first that answers,
         // trying those the failure detector holds down last.
-        replicas.sort_by_key(|r| self.cluster.liveness(r) == Liveness::Down);
+        replicas.sort_by_key(|r| self.cluster.detector().liveness(r) == Liveness::Down);
         if let Some(at) = replicas.iter().position(|r| r == self.cluster.me()) {
             let me = replicas.remove(at);
             replicas.insert(0, me);
@@ -322,8 +322,8 @@ impl Coordinator {
         for to in replicas {
             // A primary the failure detector holds down gets no call that
             // would only time out: its copy goes straight to a fallback.
-            if self.cluster.liveness(&to) == Liveness::Down {
-                let reason = match self.cluster.last_failure(&to) {
+            if self.cluster.detector().liveness(&to) == Liveness::Down {
+                let reason = match self.cluster.detector().last_failure(&to) {
                     Some(e) => format!(
                         "held down by the failure detector; this node's last call to it failed: {e}"
                     ),
@@ -433,7 +433,12 @@ impl Coordinator {
     fn read_order(&self, mut replicas: Vec<String>) -> Vec<String> {
         replicas.shuffle(&mut *self.cluster.rng());
         let me = self.cluster.me();
-        replicas.sort_by_key(|r| (r != me, self.cluster.liveness(r) == Liveness::Down));
+        replicas.sort_by_key(|r| {
+            (
+                r != me,
+                self.cluster.detector().liveness(r) == Liveness::Down,
+            )
+        });
         replicas
     }
 

@@ -207,15 +207,15 @@ pub async fn run(
     batch: usize,
     saved: Option<PathBuf>,
 ) {
-    let mut changes = cluster.subscribe();
+    let mut changes = cluster.roster().subscribe();
     let mut quick_retries = 0;
     let mut done: Members = saved
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_else(|| cluster.members());
+        .unwrap_or_else(|| cluster.roster().members());
     loop {
-        let target = cluster.members();
+        let target = cluster.roster().members();
         let (old, new) = (done.ring(), target.ring());
         let transfers = plan(Some(&old), &new, cluster.me(), cluster.n());
         let moving = done != target;
@@ -278,7 +278,7 @@ pub async fn run(
         tokio::select! {
             _ = changes.changed() => {}
             // A node came back: deliver its hints now, not at the next interval.
-            _ = cluster.returned() => quick_retries = RETRIES_AFTER_RETURN,
+            _ = cluster.detector().returned() => quick_retries = RETRIES_AFTER_RETURN,
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -33,7 +33,9 @@ pub async fn leave(
 ) -> Result<()> {
     let started = Instant::now();
     let me = cluster.me().to_string();
-    if cluster.ring().owners().len() <= 1 && cluster.ring().owners().iter().any(|o| o.id == me) {
+    if cluster.routes().ring().owners().len() <= 1
+        && cluster.routes().ring().owners().iter().any(|o| o.id == me)
+    {
         return Err(Error::Membership(
             "this is the ring's only owner; there is nobody to hand its data to".into(),
         ));
@@ -41,7 +43,7 @@ pub async fn leave(
     cluster.set_status(&me, Status::Leaving)?;
     let hand_off_everything = async || -> Result<()> {
         loop {
-            let transfers = plan(None, &cluster.ring(), &me, cluster.n());
+            let transfers = plan(None, &cluster.routes().ring(), &me, cluster.n());
             let outcome = sweep(cluster, store, replica, &transfers, batch).await;
             match outcome {
                 Ok(_) if store.scan(0..=u64::MAX, 1)?.is_empty() => return Ok(()),

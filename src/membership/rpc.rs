@@ -67,7 +67,7 @@ impl Cluster {
         services.register_now(move |Beats(beats): Beats| cluster.heard(&beats).map(Beats));
         let cluster = Arc::clone(self);
         services.register_now(move |Gossip(members): Gossip| {
-            cluster.apply(&members).map(|_| cluster.members())
+            cluster.apply(&members).map(|_| cluster.roster().members())
         });
         let cluster = Arc::clone(self);
         services.register_now(move |join: Join| {
@@ -78,6 +78,6 @@ impl Cluster {
             admitted
         });
         let cluster = Arc::clone(self);
-        services.register_now(move |Chord(request): Chord| Ok(cluster.chord_answer(request)));
+        services.register_now(move |Chord(request): Chord| Ok(cluster.routes().answer(request)));
     }
 }

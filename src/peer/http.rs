@@ -11,7 +11,7 @@
 //! Calls to this node itself skip the network (`Transport::local`). With a
 //! cluster secret every request carries its MAC (`security::peer_auth`); a
 //! peer's 401 means it applied nothing, and any other status than 200 is a
-//! refusal the sender gets as that error ([`refused`]).
+//! refusal the sender gets as that error (`refused`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};

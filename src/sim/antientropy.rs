@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::antientropy::AntiEntropy;
 use crate::config::{AntiEntropyMode, Config, Engine};
 use crate::error::{Error, Result};
-use crate::membership::Cluster;
+use crate::membership::{Cluster, Roster};
 use crate::peer::{Addresses, Call, Dest, Frame, Services, Transport};
 use crate::replica::Replica;
 use crate::store::{MemoryStore, Store, encode_set};
@@ -178,7 +178,7 @@ fn config(options: &Options) -> Config {
 
 fn start(config: &Config, seed: u64) -> Result<Vec<Member>> {
     let transport = Arc::new(Direct::default());
-    let members = Cluster::load_members(config, None)?;
+    let members = Roster::load(config, None)?;
     let mut out = Vec::new();
     for (i, node) in config.nodes.iter().enumerate() {
         let store = Arc::new(MemoryStore::new());
@@ -231,7 +231,7 @@ fn start(config: &Config, seed: u64) -> Result<Vec<Member>> {
 /// Writes the keys, lets one replica of a share of them drift, and
 /// returns how many keys differ.
 async fn load(options: &Options, config: &Config, members: &[Member]) -> Result<usize> {
-    let ring = Cluster::load_members(config, None)?.ring();
+    let ring = Roster::load(config, None)?.ring();
     let index: HashMap<&str, usize> = config
         .nodes
         .iter()
@@ -292,7 +292,7 @@ fn value_of(i: usize, len: usize) -> Bytes {
 
 /// Whether every key is held alike by every replica that holds any.
 fn agree(config: &Config, members: &[Member]) -> Result<bool> {
-    let ring = Cluster::load_members(config, None)?.ring();
+    let ring = Roster::load(config, None)?.ring();
     let mut seen: HashMap<String, Vec<u8>> = HashMap::new();
     for (node, member) in config.nodes.iter().zip(members) {
         for (key, set) in member.store.scan(0..=u64::MAX, usize::MAX)? {

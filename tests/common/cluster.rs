@@ -154,7 +154,7 @@ impl TestCluster {
             let digests: Vec<_> = self
                 .running()
                 .iter()
-                .map(|&i| self.node(i).cluster().members().digest())
+                .map(|&i| self.node(i).cluster().roster().members().digest())
                 .collect();
             if digests.windows(2).all(|w| w[0] == w[1]) {
                 return;
@@ -175,7 +175,7 @@ impl TestCluster {
             .collect();
         let mut missing = Vec::new();
         for (key, value) in expected {
-            for id in placer.preference_list(key) {
+            for id in placer.routes().preference_list(key) {
                 let held = by_id
                     .get(&id)
                     .and_then(|n| n.store().get(key).ok().flatten());

@@ -19,7 +19,7 @@ use super::{Coordinator, Write};
 use crate::config::{Config, Engine};
 use crate::coordinator::quorum::Quorum;
 use crate::error::Error;
-use crate::membership::Cluster;
+use crate::membership::{Cluster, Roster};
 use crate::peer::{Addresses, Call, Dest, Frame, Rpc, Services, Transport};
 use crate::replica::Replica;
 use crate::store::MemoryStore;
@@ -117,7 +117,7 @@ fn setup(speculative_read: Duration) -> Setup {
 fn setup_with(nodes: usize, speculative_read: Duration) -> Setup {
     let mut config = Config::dev(nodes, 1, std::path::Path::new("unused"));
     config.storage.engine = Engine::Memory;
-    let members = Cluster::load_members(&config, None).expect("members");
+    let members = Roster::load(&config, None).expect("members");
     let transport = Arc::new(Scripted::default());
     let mut replicas = HashMap::new();
     let mut disks = HashMap::new();

@@ -42,6 +42,7 @@ async fn a_minter_whose_fsync_fails_is_not_replaced_by_a_second_minter() {
     // n1 (the coordinator) is asked first, then the others in preference order.
     let others: Vec<String> = setup
         .cluster
+        .routes()
         .preference_list("k")
         .into_iter()
         .filter(|n| n != "n1")
@@ -109,9 +110,17 @@ async fn a_replica_that_fails_after_the_quorum_is_hinted() {
     let setup = setup_with(4, Duration::from_millis(10));
     let key = (0..)
         .map(|i| format!("k{i}"))
-        .find(|k| setup.cluster.preference_list(k).first().map(String::as_str) == Some("n1"))
+        .find(|k| {
+            setup
+                .cluster
+                .routes()
+                .preference_list(k)
+                .first()
+                .map(String::as_str)
+                == Some("n1")
+        })
         .expect("a key n1 coordinates");
-    let primaries = setup.cluster.preference_list(&key);
+    let primaries = setup.cluster.routes().preference_list(&key);
     let late = primaries[2].clone();
     let fallback = setup.cluster.fallbacks(&key)[0].clone();
     setup

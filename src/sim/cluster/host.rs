@@ -172,7 +172,7 @@ pub async fn run(
     {
         let mut slot = slot.lock();
         slot.membership = Membership::Out;
-        slot.saved_members = Some(node.cluster().members());
+        slot.saved_members = Some(node.cluster().roster().members());
         slot.cluster = None;
     }
     node.shutdown().await;

@@ -435,7 +435,7 @@ fn final_members(slots: &[Arc<Mutex<Slot>>]) -> Members {
     let mut members = Members::default();
     for slot in slots {
         if let Some(cluster) = &slot.lock().cluster {
-            members.merge(&cluster.members());
+            members.merge(&cluster.roster().members());
         }
     }
     members
@@ -477,7 +477,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<Mutex<Slot>>
         Fault::Restart { node } => sim.bounce(name(*node)),
         Fault::Backup { node } => {
             let mut slot = slots[*node].lock();
-            let members = slot.cluster.as_ref().map(|c| c.members());
+            let members = slot.cluster.as_ref().map(|c| c.roster().members());
             slot.backup = Some((slot.disk.snapshot(), members, slot.generation_floor));
         }
         Fault::Rollback { node } => {
@@ -536,7 +536,7 @@ fn crash(sim: &mut turmoil::Sim<'_>, name: &str, slot: &Mutex<Slot>) {
     {
         let mut slot = slot.lock();
         if let Some(cluster) = slot.cluster.take() {
-            slot.saved_members = Some(cluster.members());
+            slot.saved_members = Some(cluster.roster().members());
         }
     }
     sim.crash(name);
