@@ -21,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::metrics as m;
 use crate::ring::{
     ChordConfig, ChordReply, ChordRequest, Lookup, LookupCache, Member, Members, Position, Ring,
-    Router, Step, Task, Vnode, position,
+    Router, Step, Task, Vnode, position, sorted_ring,
 };
 
 use super::Cluster;
@@ -109,7 +109,7 @@ impl Routes {
             .map(|m| m.tokens.clone())
             .unwrap_or_default();
         let mut router = Router::new(self.me.clone(), &mine, self.chord);
-        router.seed(&vnodes);
+        router.seed(&sorted_ring(vnodes));
         *self.router.lock() = router;
         self.cache.lock().clear();
     }

@@ -29,7 +29,7 @@ pub mod placement;
 pub mod ranges;
 pub mod tokens;
 
-pub use chord::{ChordConfig, ChordReply, ChordRequest, Router, Task, Vnode};
+pub use chord::{ChordConfig, ChordReply, ChordRequest, Router, Task, Vnode, sorted_ring};
 pub use lookup::{Lookup, LookupCache, Step};
 pub use members::{Member, Members, Status};
 pub use placement::{Owner, Ring};
