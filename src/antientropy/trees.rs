@@ -248,7 +248,7 @@ impl Observer for Trees {
                 continue;
             }
             let key = &change.storage_key[8..];
-            let hash = |bytes: &Vec<u8>| merkle::entry_hash(key, bytes);
+            let hash = |bytes: &bytes::Bytes| merkle::entry_hash(key, bytes);
             let leaf = merkle::leaf(&slot.range.positions, pos);
             slot.tree.update(
                 leaf,

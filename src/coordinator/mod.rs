@@ -50,7 +50,7 @@ use crate::membership::{Cluster, Liveness};
 use crate::metrics as m;
 use crate::peer::{Rpc, Transport};
 use crate::replica::Replica;
-use crate::replica::rpc::{Coordinate, Coordinated, Merged, Read};
+use crate::replica::rpc::{Coordinate, Coordinated, EncodedSet, Merged, Read};
 use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
 use calls::Calls;
@@ -90,6 +90,8 @@ pub struct Written {
 struct Minted {
     dot: Dot,
     set: SiblingSet,
+    /// The set's bytes as the minting store wrote them, when minted here.
+    encoded: Option<EncodedSet>,
     kept: std::result::Result<(), String>,
 }
 
@@ -257,7 +259,12 @@ impl Coordinator {
                 .mint(&to, key, &write, deadline, &mut calls, &mut tally)
                 .await
             {
-                Ok(Ok(Minted { dot, set, kept })) => {
+                Ok(Ok(Minted {
+                    dot,
+                    set,
+                    encoded,
+                    kept,
+                })) => {
                     if let Err(why) = kept {
                         // It minted and handed the set on, but could not
                         // keep its own copy (a failed fsync): the
@@ -266,7 +273,7 @@ impl Coordinator {
                         tally.fail(&to, why);
                         unreached.push(to);
                     }
-                    minted = Some((dot, set));
+                    minted = Some((dot, set, encoded));
                 }
                 // The client's own mistake (too many siblings): no other replica would differ.
                 Ok(Err(e)) if !e.is_retryable() => return Err(e),
@@ -292,11 +299,16 @@ impl Coordinator {
                 }
             }
         }
-        let Some((dot, set)) = minted else {
+        let Some((dot, set, encoded)) = minted else {
             return Err(quorum_not_met(&tally));
         };
-        let mut replication =
-            Replication::new(key, set.clone(), calls, self.cluster.fallbacks(key));
+        let mut replication = Replication::new(
+            key,
+            set.clone(),
+            encoded,
+            calls,
+            self.cluster.fallbacks(key),
+        );
         self.replicate(&mut replication, &mut tally, replicas, unreached, deadline)
             .await;
         replication.finish_in_background();
@@ -363,7 +375,7 @@ impl Coordinator {
         );
         let calls = Calls::new(Arc::clone(&self.transport));
         let mut replication =
-            Replication::new(key, set.clone(), calls, self.cluster.fallbacks(key));
+            Replication::new(key, set.clone(), None, calls, self.cluster.fallbacks(key));
         self.replicate(&mut replication, &mut tally, replicas, Vec::new(), deadline)
             .await;
         replication.finish_in_background();
@@ -395,7 +407,7 @@ impl Coordinator {
         );
         if to == self.cluster.me() {
             let minting = self.replica.coordinate(key, context, content, request_id);
-            let (dot, set, durable) = match timeout_at(deadline, minting).await? {
+            let (dot, set, encoded, durable) = match timeout_at(deadline, minting).await? {
                 Ok(minted) => minted,
                 Err(e) => return Ok(Err(e)),
             };
@@ -410,6 +422,7 @@ impl Coordinator {
             return Ok(Ok(Minted {
                 dot,
                 set,
+                encoded,
                 kept: Ok(()),
             }));
         }
@@ -422,7 +435,12 @@ impl Coordinator {
         let answer = timeout_at(deadline, self.transport.rpc(to, request)).await?;
         Ok(answer.map(|Coordinated { dot, set, kept }| {
             let kept = kept.map(|durable| tally.ack(to, durable));
-            Minted { dot, set, kept }
+            Minted {
+                dot,
+                set,
+                encoded: None,
+                kept,
+            }
         }))
     }
 

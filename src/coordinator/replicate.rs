@@ -37,15 +37,17 @@ pub(super) struct Replication {
 }
 
 impl Replication {
+    /// `encoded`: the set's bytes when the minting store handed them back.
     pub(super) fn new(
         key: &str,
         set: SiblingSet,
+        encoded: Option<EncodedSet>,
         calls: Calls<Merged>,
         fallbacks: Vec<String>,
     ) -> Self {
         Replication {
             key: key.to_string(),
-            encoded: None,
+            encoded,
             set,
             calls,
             fallbacks: fallbacks.into_iter(),

@@ -117,7 +117,8 @@ impl Replica {
     }
 
     /// Mints a dot for a client write and stores it: the dot, the new
-    /// sibling set as soon as it is computed, and what resolves once it is
+    /// sibling set as soon as it is computed (with its bytes as stored,
+    /// when the store hands them back), and what resolves once it is
     /// durable (the coordinator sends the set on meanwhile). A retry of a
     /// write this replica holds (same request id) answers with its first
     /// dot and stores nothing new.
@@ -127,7 +128,7 @@ impl Replica {
         context: Context,
         content: Content,
         request_id: Option<String>,
-    ) -> Result<(Dot, SiblingSet, Durable)> {
+    ) -> Result<(Dot, SiblingSet, Option<rpc::EncodedSet>, Durable)> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
         }
@@ -180,10 +181,10 @@ impl Replica {
             }
             Ok(set)
         };
-        let (set, durable) = self
+        let (set, bytes, durable) = self
             .store
             .update(&key, Box::new(mint_and_write))
-            .applied()
+            .applied_with_bytes()
             .await?;
         // A retry answers with its first attempt's dot.
         let first = request_id
@@ -194,7 +195,7 @@ impl Replica {
             Error::Storage("the store applied the write without minting it".into())
         })?;
         self.events.publish(&key, &set, events::Cause::Client);
-        Ok((dot, set, durable))
+        Ok((dot, set, bytes.map(rpc::EncodedSet::stored), durable))
     }
 
     fn closed_error(&self) -> Error {
@@ -423,7 +424,7 @@ mod tests {
     async fn a_write_after_dropping_a_handed_off_key_never_claims_the_dropped_writes() {
         let replica = replica();
         let value = |v: &str| Content::Value(Bytes::from(v.to_string()));
-        let (_, first, durable) = replica
+        let (_, first, _, durable) = replica
             .coordinate("k".into(), Context::default(), value("1"), None)
             .await
             .expect("first write");
@@ -431,7 +432,7 @@ mod tests {
         let elsewhere = first.clone();
         assert_eq!(replica.release(vec![("k".into(), first)]).await, 1);
         assert_eq!(replica.stored("k").expect("get"), None);
-        let (_, second, _) = replica
+        let (_, second, _, _) = replica
             .coordinate("k".into(), Context::default(), value("2"), None)
             .await
             .expect("second write");
@@ -466,7 +467,7 @@ mod tests {
         let services = Services::new();
         replica.serve(&services);
         let value = Content::Value(Bytes::from_static(b"1"));
-        let (_, _, durable) = replica
+        let (_, _, _, durable) = replica
             .coordinate("a".into(), Context::default(), value, None)
             .await
             .expect("coordinated");

@@ -97,6 +97,11 @@ impl EncodedSet {
         crate::store::encode_set(set).map(|bytes| EncodedSet(Bytes::from(bytes)))
     }
 
+    /// The bytes a store wrote for a set: already its encoding.
+    pub(crate) fn stored(bytes: Bytes) -> EncodedSet {
+        EncodedSet(bytes)
+    }
+
     /// `set` encoded once for however many messages carry it: the bytes
     /// `slot` holds, or new ones kept there.
     pub fn once(slot: &mut Option<EncodedSet>, set: &SiblingSet) -> Result<EncodedSet> {
@@ -283,7 +288,7 @@ impl Replica {
     }
 
     async fn answer_coordinate(&self, c: Coordinate) -> Result<Coordinated> {
-        let (dot, set, durable) = self
+        let (dot, set, _, durable) = self
             .coordinate(c.key, c.context, c.content, c.request_id)
             .await?;
         // Minted and committed is minted: a failed fsync is not an error

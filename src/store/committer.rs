@@ -27,10 +27,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
 use fjall::{Database, Keyspace, PersistMode};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
+use super::pending::Applied;
 use super::{Change, Merge, ObserverSlot, decode_set, encode_set, observed};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
@@ -43,7 +45,7 @@ pub(crate) struct Job {
     pub key: Vec<u8>,
     pub merge: Merge,
     /// The new set, sent as soon as it is computed.
-    pub applied: oneshot::Sender<Result<SiblingSet>>,
+    pub applied: oneshot::Sender<Result<Applied>>,
     /// Sent once the batch holding the update is committed.
     pub durable: oneshot::Sender<Result<()>>,
 }
@@ -252,13 +254,13 @@ fn apply(
         .filter(|job| !seen.insert(job.key.as_slice()))
         .map(|job| job.key.clone())
         .collect();
-    let mut latest: HashMap<Vec<u8>, Option<(SiblingSet, Vec<u8>)>> = HashMap::new();
+    let mut latest: HashMap<Vec<u8>, Option<(SiblingSet, Bytes)>> = HashMap::new();
     for job in jobs {
         let current = match latest.get(&job.key) {
             Some(found) => Ok(found.clone()),
             None => kv.get(&job.key).map_err(Error::from).and_then(|found| {
                 found
-                    .map(|bytes| Ok((decode_set(&bytes)?, bytes.to_vec())))
+                    .map(|bytes| Ok((decode_set(&bytes)?, Bytes::copy_from_slice(&bytes))))
                     .transpose()
             }),
         };
@@ -273,9 +275,14 @@ fn apply(
                         "the update panicked; nothing was written".into(),
                     ))
                 })?;
-            let encoded = (!next.is_empty()).then(|| encode_set(&next)).transpose()?;
+            // Encoded once: the bytes go to disk, to the observer (the
+            // Merkle trees hash them) and back to the caller (a coordinator
+            // sends them to the other replicas).
+            let encoded = (!next.is_empty())
+                .then(|| encode_set(&next).map(Bytes::from))
+                .transpose()?;
             match &encoded {
-                Some(encoded) => batch.insert(kv, job.key.as_slice(), encoded.as_slice()),
+                Some(encoded) => batch.insert(kv, job.key.as_slice(), encoded.as_ref()),
                 None => batch.remove(kv, job.key.as_slice()),
             }
             if repeated.contains(&job.key) {
@@ -286,10 +293,10 @@ fn apply(
                 changes.push(Change {
                     storage_key: job.key,
                     old: bytes,
-                    new: encoded,
+                    new: encoded.clone(),
                 });
             }
-            Ok(next)
+            Ok((next, encoded))
         });
         if result.is_ok() {
             durable.push(job.durable);

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
+use bytes::Bytes;
 use parking_lot::RwLock;
 
 use super::disk::Disk;
@@ -93,8 +94,8 @@ impl Store for MemoryStore {
             }
             vec![Change {
                 storage_key: skey.clone(),
-                old: old.and_then(|s| encode_set(&s).ok()),
-                new: new.and_then(|s| encode_set(s).ok()),
+                old: old.and_then(|s| encode_set(&s).ok()).map(Bytes::from),
+                new: new.and_then(|s| encode_set(s).ok()).map(Bytes::from),
             }]
         });
         match durable_rx {

@@ -37,6 +37,8 @@ mod pending;
 
 use std::ops::RangeInclusive;
 
+use bytes::Bytes;
+
 pub use durable::FjallStore;
 pub use identity::Identity;
 pub use memory::MemoryStore;
@@ -58,8 +60,8 @@ pub struct StoreStats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub storage_key: Vec<u8>,
-    pub old: Option<Vec<u8>>,
-    pub new: Option<Vec<u8>>,
+    pub old: Option<Bytes>,
+    pub new: Option<Bytes>,
 }
 
 /// Sees every change to a store, in the order they are made: anti-entropy

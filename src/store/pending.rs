@@ -8,6 +8,7 @@
 //! of the replicas overlap instead of following one another; it counts its
 //! own acknowledgement only once [`Durable::wait`] says so.
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -16,7 +17,7 @@ use crate::version::SiblingSet;
 /// Resolves to an update's new sibling set, then to its durability.
 #[must_use = "an update is not acknowledged until it is durable"]
 pub struct Pending {
-    applied: Step<SiblingSet>,
+    applied: Step<Applied>,
     durable: Durable,
 }
 
@@ -40,11 +41,15 @@ impl<T> Step<T> {
     }
 }
 
+/// An update's new set, and its bytes as the store wrote them when the
+/// store hands them back (the fjall store does; an empty set has none).
+pub(crate) type Applied = (SiblingSet, Option<Bytes>);
+
 impl Pending {
     /// An update that is already applied (and as durable as it will be).
     pub fn ready(result: Result<SiblingSet>) -> Pending {
         Pending {
-            applied: Step::Ready(result),
+            applied: Step::Ready(result.map(|set| (set, None))),
             durable: Durable(Step::Ready(Ok(()))),
         }
     }
@@ -55,7 +60,7 @@ impl Pending {
         durable: oneshot::Receiver<Result<()>>,
     ) -> Pending {
         Pending {
-            applied: Step::Ready(applied),
+            applied: Step::Ready(applied.map(|set| (set, None))),
             durable: Durable(Step::Waiting(durable)),
         }
     }
@@ -63,7 +68,7 @@ impl Pending {
     /// An update whose new set arrives on `applied` and whose durability
     /// on `durable`.
     pub(crate) fn waiting(
-        applied: oneshot::Receiver<Result<SiblingSet>>,
+        applied: oneshot::Receiver<Result<Applied>>,
         durable: oneshot::Receiver<Result<()>>,
     ) -> Pending {
         Pending {
@@ -75,7 +80,15 @@ impl Pending {
     /// The new set once computed (possibly before it is durable), and what
     /// resolves once it is. An update that failed fails here.
     pub async fn applied(self) -> Result<(SiblingSet, Durable)> {
-        Ok((self.applied.wait().await?, self.durable))
+        Ok((self.applied.wait().await?.0, self.durable))
+    }
+
+    /// [`Pending::applied`], with the bytes the store wrote when it hands
+    /// them back: a coordinator sends them to the other replicas instead
+    /// of encoding the set again.
+    pub async fn applied_with_bytes(self) -> Result<(SiblingSet, Option<Bytes>, Durable)> {
+        let (set, bytes) = self.applied.wait().await?;
+        Ok((set, bytes, self.durable))
     }
 
     /// The new set once it is durable.
@@ -86,7 +99,7 @@ impl Pending {
     /// durability to send; its own error comes from the set's step.
     pub async fn wait(self) -> Result<SiblingSet> {
         let durable = self.durable.wait().await;
-        let set = self.applied.wait().await?;
+        let (set, _) = self.applied.wait().await?;
         durable?;
         Ok(set)
     }

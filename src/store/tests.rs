@@ -377,6 +377,33 @@ async fn an_update_hands_back_its_set_then_says_when_durable() {
     }
 }
 
+/// The fjall store hands back the bytes it wrote, so a coordinator sends
+/// them to the other replicas without encoding the set again; they are
+/// exactly the set's encoding, and a removed key has none.
+#[tokio::test]
+async fn the_fjall_store_hands_back_the_bytes_it_wrote() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FjallStore::open(dir.path(), &StorageConfig::default()).expect("open");
+    let content = Content::Value(Bytes::from_static(b"\"once\""));
+    let (set, bytes, durable) = store
+        .update("k", blind(&identity(), content))
+        .applied_with_bytes()
+        .await
+        .expect("applied");
+    durable.wait().await.expect("durable");
+    let bytes = bytes.expect("the bytes written");
+    assert_eq!(bytes.as_ref(), encode_set(&set).expect("encode").as_slice());
+    assert_eq!(decode_set(&bytes).expect("decode"), set);
+    let remove: Merge = Box::new(|_| Ok(SiblingSet::default()));
+    let (removed, bytes, _) = store
+        .update("k", remove)
+        .applied_with_bytes()
+        .await
+        .expect("removed");
+    assert!(removed.is_empty());
+    assert_eq!(bytes, None);
+}
+
 /// Records every change it is told of.
 #[derive(Default)]
 struct Recorder(parking_lot::Mutex<Vec<Change>>);
@@ -409,7 +436,7 @@ async fn the_observer_sees_each_change_with_its_old_and_new_encoding_in_order() 
         let failed = store.update("k", Box::new(|_| Err(Error::Storage("no".into()))));
         assert!(failed.wait().await.is_err());
         let seen = recorder.0.lock().clone();
-        let encoded = |s: &SiblingSet| Some(encode_set(s).expect("encode"));
+        let encoded = |s: &SiblingSet| Some(bytes::Bytes::from(encode_set(s).expect("encode")));
         let skey = storage_key("k");
         let expected = vec![
             Change {
