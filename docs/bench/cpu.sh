@@ -10,8 +10,8 @@
 # served.
 #
 #   BASE_BIN=/tmp/base-target/release/chorus bash docs/bench/cpu.sh [duration 8s] [concurrency 64]
-#   (ROUNDS=3 RECORDS=100000 WORKLOADS=put,c; NEW_BIN=path measures that
-#   binary instead of building this tree)
+#   (ROUNDS=3 RECORDS=100000 WORKLOADS=put,c VALUE_SIZE=100; NEW_BIN=path
+#   measures that binary instead of building this tree)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-8s}
@@ -19,6 +19,7 @@ concurrency=${2:-64}
 rounds=${ROUNDS:-3}
 records=${RECORDS:-100000}
 workloads=${WORKLOADS:-put,c}
+value_size=${VALUE_SIZE:-100}
 base_bin=${BASE_BIN:?BASE_BIN names the earlier build}
 if [ -z "${NEW_BIN:-}" ]; then cargo build --release --quiet; fi
 . docs/bench/lib.sh
@@ -63,7 +64,7 @@ urls() {
 printf 'round\ttarget\tworkload\tops/s\tp99 ms\tserver CPU µs/request\n'
 for t in chorus3 base3; do
   "$bin" bench --url "$(urls $t)" --workload put --records "$records" --duration 1s \
-    --concurrency "$concurrency" --value-size 100 --out "$work/load-$t.json" > /dev/null 2>> "$work/bench.log"
+    --concurrency "$concurrency" --value-size "$value_size" --out "$work/load-$t.json" > /dev/null 2>> "$work/bench.log"
 done
 for round in $(seq "$rounds"); do
   for w in ${workloads//,/ }; do
@@ -71,7 +72,7 @@ for round in $(seq "$rounds"); do
       # shellcheck disable=SC2086
       before=$(cpu ${node_pids[$t]})
       "$bin" bench --url "$(urls $t)" --workload "$w" --no-load --records "$records" \
-        --duration "$duration" --concurrency "$concurrency" --value-size 100 \
+        --duration "$duration" --concurrency "$concurrency" --value-size "$value_size" \
         --out "$work/$t-$w-$round.json" > /dev/null 2>> "$work/bench.log"
       # shellcheck disable=SC2086
       after=$(cpu ${node_pids[$t]})
