@@ -91,7 +91,7 @@ impl Cluster {
         };
         let cluster = Cluster {
             me: me.to_string(),
-            routes: Routes::new(me, config.cluster.n, chord, &members),
+            routes: Routes::new(me, config.cluster.n, chord),
             roster: Roster::new(me, config.ring.tokens, members, persist),
             detector: FailureDetector::new(
                 me,
@@ -286,12 +286,12 @@ impl Cluster {
         self.roster.committed()
     }
 
-    /// Reseeds routing, the transport's addresses and the heartbeat table
-    /// from the members document as it is now.
+    /// Reseeds the transport's addresses, routing and the heartbeat table
+    /// from the members document as it is now. Addresses first: a node
+    /// that routing names must already be reachable.
     fn refresh(&self) {
         let _one_at_a_time = self.refreshing.lock();
         let members = self.roster.members();
-        self.routes.reseed(&members);
         {
             let mut addresses = self.addresses.write();
             addresses.clear();
@@ -299,6 +299,7 @@ impl Cluster {
                 addresses.insert(m.id.clone(), m.addr.clone());
             }
         }
+        self.routes.reseed(&members);
         self.detector.retain(&self.roster.peers());
     }
 }

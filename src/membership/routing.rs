@@ -51,17 +51,16 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn new(me: &str, n: usize, chord: ChordConfig, members: &Members) -> Routes {
-        let routes = Routes {
+    /// Routes that know no one yet: [`Cluster`] reseeds them at once.
+    pub(super) fn new(me: &str, n: usize, chord: ChordConfig) -> Routes {
+        Routes {
             me: me.to_string(),
             n,
             chord,
-            ring: RwLock::new(Arc::new(members.ring())),
+            ring: RwLock::new(Arc::new(Members::default().ring())),
             router: Mutex::new(Router::new(me.to_string(), &[], chord)),
             cache: Mutex::new(LookupCache::new(CACHE_RANGES)),
-        };
-        routes.reseed(members);
-        routes
+        }
     }
 
     /// Replicas per key.
@@ -90,8 +89,9 @@ impl Routes {
     }
 
     /// Recomputes placement from `members` and restarts the router from
-    /// the ring it describes.
-    pub fn reseed(&self, members: &Members) {
+    /// the ring it describes. Only [`Cluster`]'s refresh calls it, one
+    /// change at a time.
+    pub(super) fn reseed(&self, members: &Members) {
         *self.ring.write() = Arc::new(members.ring());
         let active: Vec<&Member> = members.active().collect();
         let vnodes: Vec<Vnode<String>> = active
