@@ -57,9 +57,13 @@ fn operations(run: &Value) -> Vec<String> {
 async fn every_workload_runs_against_a_node_with_its_own_mix_of_operations() {
     let t = TestNode::start().await;
     let url = t.node.url();
+    // The node runs in this test's process: its CPU is this process's.
+    let me = std::process::id().to_string();
     let summary = bench(&[
         "--url",
         &url,
+        "--server-pid",
+        &me,
         "--workload",
         "a,b,c,d,f,put",
         "--duration",
@@ -96,6 +100,12 @@ async fn every_workload_runs_against_a_node_with_its_own_mix_of_operations() {
         for field in ["p50_us", "p99_us", "p999_us", "max_us"] {
             assert!(run["latency"][field].as_u64().is_some(), "{run}");
         }
+        // The server's CPU over the run, per request: serving took some.
+        let cpu = &run["server_cpu"];
+        assert_eq!(cpu["pids"][0].as_u64(), Some(u64::from(std::process::id())));
+        let per_request = cpu["us_per_request"].as_f64().unwrap_or(0.0);
+        assert!(per_request > 0.0 && per_request.is_finite(), "{run}");
+        assert_eq!(cpu["us_per_request_each"][0].as_f64(), Some(per_request));
     }
     // The load wrote every record; D inserted past them. A hot key may
     // hold siblings (concurrent workers' updates, below): every one of them
@@ -271,6 +281,10 @@ async fn the_summary_and_plots_over_time_are_written_per_workload() {
         serde_json::from_slice(&std::fs::read(&json).expect("the JSON file")).expect("JSON");
     for workload in ["a", "put"] {
         let run = run_of(&summary, workload);
+        // The null server measures its own threads, not the client's.
+        let null_cpu = run["server_cpu"]["us_per_request"].as_f64().unwrap_or(0.0);
+        assert!(null_cpu > 0.0 && null_cpu.is_finite(), "{run}");
+        assert_eq!(run["server_cpu"]["pids"].as_array().map(Vec::len), Some(0));
         let timeline = run["timeline"].as_array().expect("timeline");
         assert!(timeline.len() >= 2, "{run}");
         let per_second: u64 = timeline.iter().filter_map(|s| s["requests"].as_u64()).sum();
@@ -302,6 +316,20 @@ async fn bad_bench_input_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot reach Redis"),
+        "{out:?}"
+    );
+    // A server PID that names no process: refused before any load.
+    let out = chorus(&[
+        "bench",
+        "--url",
+        "http://127.0.0.1:1",
+        "--server-pid",
+        "4294967295",
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--server-pid"),
         "{out:?}"
     );
     let out = chorus(&["bench", "--workload", "e"]).await;

@@ -29,9 +29,11 @@
 #   null     the in-process null server: the machine's HTTP ceiling
 # Each target is loaded with RECORDS records once, then runs the workloads
 # (closed loop, CONCURRENCY connections, DURATION each), ROUNDS times,
-# alternating targets so the machine's noise hits all alike. Then workload B
-# runs open-loop at half of each target's own measured B peak, for the p99
-# target. docs/bench/report.py prints the tables and median ratios and,
+# alternating targets so the machine's noise hits all alike. Then workloads
+# B, put and C (those asked) run open-loop at half of each target's own
+# measured peak, for the p99 targets. Every run also reports the server
+# CPU per request: `chorus bench --server-pid` with the target's processes
+# (the null server measures its own threads). docs/bench/report.py prints the tables and median ratios and,
 # with WRITE_DOCS=1, writes them and the plots into docs/benchmarks.md.
 # Everything started is stopped by its PID on exit.
 #
@@ -76,14 +78,18 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null
       [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$work"/*.json "$work"/*.png "$KEEP"/ 2>/dev/null
       rm -rf "$work"' EXIT
 
+# The server processes of each target, for `chorus bench --server-pid`.
+declare -A server_pids
 chorus_config "$work/three.toml" compare "$base" 3 3 "" "$node_line"
 chorus_config "$work/one.toml" compare $((base + 10)) 1 1
 for i in 1 2 3; do
   "$bin" serve --config "$work/three.toml" --node "n$i" > /dev/null 2> "$work/chorus3-n$i.log" &
   pids+=($!)
+  server_pids[chorus3]+="$! "
 done
 "$bin" serve --config "$work/one.toml" --node n1 > /dev/null 2> "$work/chorus1.log" &
 pids+=($!)
+server_pids[chorus1]=$!
 # Optional three-node clusters, started only when named in TARGETS:
 # start_three NAME FIRST_PORT BINARY [CLUSTER_LINE] [SECURITY] [SCHEME].
 optional=()
@@ -93,6 +99,7 @@ start_three() {
   for i in 1 2 3; do
     "$binary" serve --config "$work/$name.toml" --node "n$i" > /dev/null 2> "$work/$name-n$i.log" &
     pids+=($!)
+    server_pids[$name]+="$! "
     optional+=("$scheme://127.0.0.1:$((first + i - 1))")
   done
 }
@@ -126,6 +133,7 @@ if named base1; then
   chorus_config "$work/base1.toml" compare-base1 "$base1" 1 1 "" "" "${BASE_SECURITY:-}"
   "${BASE_BIN:?target base1 needs BASE_BIN}" serve --config "$work/base1.toml" --node n1 > /dev/null 2> "$work/base1.log" &
   pids+=($!)
+  server_pids[base1]=$!
   optional+=("http://127.0.0.1:$base1")
 fi
 
@@ -141,10 +149,12 @@ for i in 1 2 3; do
     --initial-cluster "${cluster%,}" --initial-cluster-state new \
     > "$work/etcd$i.log" 2>&1 &
   pids+=($!)
+  server_pids[etcd]+="$! "
 done
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
   > "$work/redis.log" 2>&1 &
 pids+=($!)
+server_pids[redis]=$!
 
 wait_healthy "http://127.0.0.1:$base" "http://127.0.0.1:$((base + 1))" "http://127.0.0.1:$((base + 2))" \
   "http://127.0.0.1:$((base + 10))" "http://127.0.0.1:$((etcd_base + 1))"
@@ -172,6 +182,13 @@ args_for() {
     redis) echo "--target redis --url redis://127.0.0.1:$redis_port" ;;
   esac
 }
+# `--server-pid` with the target's processes, comma separated (none for null).
+pid_args() {
+  local p=${server_pids[$1]:-}
+  p=$(echo $p | tr ' ' ',')
+  [ -n "$p" ] && echo "--server-pid $p"
+  true
+}
 common=(--duration "$duration" --concurrency "$concurrency" --value-size 100 --records "$records")
 for round in $(seq "$rounds"); do
   for t in "${targets[@]}"; do
@@ -179,23 +196,24 @@ for round in $(seq "$rounds"); do
     # Loaded once; the null server lives in each bench process, so always.
     [ "$round" -gt 1 ] && [ "$t" != null ] && load=(--no-load)
     # shellcheck disable=SC2046
-    env $(env_for "$t") "$bin" bench $(args_for "$t") --label "$t" --workload "$workloads" "${load[@]}" "${common[@]}" \
+    env $(env_for "$t") "$bin" bench $(args_for "$t") $(pid_args "$t") --label "$t" --workload "$workloads" "${load[@]}" "${common[@]}" \
       --out "$work/$t-$round.json" > /dev/null 2>> "$work/bench.log"
     echo "round $round: $t done" >&2
   done
 done
-# Workload B open-loop at half of each target's own closed-loop B peak
-# (when B is among the workloads).
-if [[ ",$workloads," == *,b,* ]]; then
+# Workloads B, put and C open-loop at half of each target's own closed-loop
+# peak of that workload (those among the workloads).
+for w in b put c; do
+  [[ ",$workloads," == *,$w,* ]] || continue
   for t in "${targets[@]}"; do
-    peak=$(python3 -c "import json,sys; print(int(max(r['throughput_per_sec'] for i in range(1, $rounds + 1) for r in json.load(open(f'$work/$t-{i}.json'))['runs'] if r['workload'] == 'b')))")
+    peak=$(python3 -c "import json,sys; print(int(max(r['throughput_per_sec'] for i in range(1, $rounds + 1) for r in json.load(open(f'$work/$t-{i}.json'))['runs'] if r['workload'] == '$w')))")
     load=(--no-load)
     [ "$t" = null ] && load=()
     # shellcheck disable=SC2046
-    env $(env_for "$t") "$bin" bench $(args_for "$t") --label "$t" --workload b --rate $((peak / 2)) "${load[@]}" "${common[@]}" \
-      --out "$work/$t-b50.json" > /dev/null 2>> "$work/bench.log"
-    echo "B at half of $peak/s: $t done" >&2
+    env $(env_for "$t") "$bin" bench $(args_for "$t") $(pid_args "$t") --label "$t" --workload "$w" --rate $((peak / 2)) "${load[@]}" "${common[@]}" \
+      --out "$work/$t-${w}50.json" > /dev/null 2>> "$work/bench.log"
+    echo "$w at half of $peak/s: $t done" >&2
   done
-fi
+done
 export COMPARE_COMMAND="ROUNDS=$rounds RECORDS=$records WRITE_DOCS=1 bash docs/bench/compare.sh $duration $concurrency"
 python3 docs/bench/report.py "$work" "$rounds" "${targets[@]}"

@@ -21,7 +21,12 @@
 //! several), the in-process [`null::NullServer`] (the machine's HTTP
 //! ceiling, which chorus's figures are read against as ratios from the
 //! same run), etcd's JSON gateway, and Redis.
+//!
+//! Beside throughput and latency, each run reports the servers' CPU time
+//! per request ([`cpu`]): of the processes named with `--server-pid`, or
+//! of the null server's own threads.
 
+pub mod cpu;
 pub mod etcd;
 pub mod keys;
 pub mod null;
@@ -86,6 +91,11 @@ pub struct Options {
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// Server processes whose CPU time (user + system, every thread) each
+    /// run reports per request: the PIDs of the nodes loaded, comma
+    /// separated. The null server measures its own threads.
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
     /// The target's name in the printed table (default: the target kind).
     #[arg(long)]
     pub label: Option<String>,
@@ -171,6 +181,9 @@ pub struct Run {
     pub operations: BTreeMap<&'static str, OperationSummary>,
     /// Operations and latency in each second of the run.
     pub timeline: Vec<timeline::Second>,
+    /// The servers' CPU over the run, when they were named
+    /// (`--server-pid`) or are the null server.
+    pub server_cpu: Option<cpu::ServerCpu>,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,6 +214,21 @@ pub async fn run(options: Options) -> Result<Summary> {
         Some(server) => vec![format!("http://{}", server.addr)],
         None => options.url.clone(),
     };
+    let servers = match (&ceiling, options.server_pids.is_empty()) {
+        (Some(_), true) => Some(cpu::Servers::Threads(cpu::NULL_THREADS)),
+        (Some(_), false) => {
+            return Err(Error::Config {
+                key: "--server-pid".into(),
+                message: "the null server runs in the bench and measures its own threads".into(),
+            });
+        }
+        (None, false) => Some(cpu::Servers::Processes(options.server_pids.clone())),
+        (None, true) => None,
+    };
+    // A PID that names no process is a clear error before any load.
+    if let Some(servers) = &servers {
+        servers.sample()?;
+    }
     let backend = Backend::new(options.target, &urls)?;
     let concurrency = options.concurrency.max(1);
     let mut sessions = Vec::with_capacity(concurrency);
@@ -229,7 +257,7 @@ pub async fn run(options: Options) -> Result<Summary> {
             value: value.clone(),
             records: Arc::clone(&count),
         };
-        let (run, back) = run_workload(&options, spec, sessions).await?;
+        let (run, back) = run_workload(&options, spec, sessions, servers.as_ref()).await?;
         sessions = back;
         runs.push(run);
     }
@@ -352,7 +380,9 @@ async fn run_workload(
     options: &Options,
     spec: Spec,
     sessions: Vec<Session>,
+    servers: Option<&cpu::Servers>,
 ) -> Result<(Run, Vec<Session>)> {
+    let cpu_before = servers.map(cpu::Servers::sample).transpose()?;
     let done = Arc::new(AtomicU64::new(0));
     let progress = progress_bar(options, spec.workload, Arc::clone(&done));
     let started = Instant::now();
@@ -375,10 +405,14 @@ async fn run_workload(
         back.push(session);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let requests = total.all.len();
+    let server_cpu = match (servers, cpu_before) {
+        (Some(servers), Some(before)) => Some(servers.over(&before, &servers.sample()?, requests)),
+        _ => None,
+    };
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let requests = total.all.len();
     let operations = total
         .by_op
         .iter()
@@ -403,6 +437,7 @@ async fn run_workload(
         latency: Latency::of(&total.all),
         operations,
         timeline: timeline.summary(),
+        server_cpu,
     };
     Ok((run, back))
 }
@@ -490,8 +525,8 @@ fn new_histogram() -> Result<Histogram<u64>> {
 /// The Markdown table of a summary: a header, then one line per run.
 pub fn table(summary: &Summary) -> String {
     let mut out = String::from(
-        "| target | workload | keys | conns | rate/s | ops/s | p50 ms | p99 ms | p99.9 ms | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| target | workload | keys | conns | rate/s | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/req |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in &summary.runs {
         out.push_str(&row(summary, run));
@@ -507,8 +542,12 @@ pub fn row(summary: &Summary, run: &Run) -> String {
         0 => "closed".to_string(),
         r => r.to_string(),
     };
+    let cpu = run
+        .server_cpu
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |c| format!("{:.1}", c.us_per_request));
     format!(
-        "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+        "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
         summary.label,
         run.workload.name(),
         run.distribution.name(),
@@ -518,7 +557,8 @@ pub fn row(summary: &Summary, run: &Run) -> String {
         ms(run.latency.p50_us),
         ms(run.latency.p99_us),
         ms(run.latency.p999_us),
-        run.errors
+        run.errors,
+        cpu
     )
 }
 

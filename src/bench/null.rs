@@ -37,7 +37,7 @@ impl NullServer {
     pub fn start(threads: usize) -> Result<NullServer> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
-            .thread_name("chorus-null")
+            .thread_name(super::cpu::NULL_THREADS)
             .enable_all()
             .build()?;
         // Bound here so the address is known at once; adopted by the runtime
@@ -46,13 +46,16 @@ impl NullServer {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                if let Ok(listener) = TcpListener::from_std(listener) {
-                    serve(listener, stopped).await;
-                }
-            })
-        });
+        // Named like the runtime's workers: the accept loop is server CPU.
+        let thread = std::thread::Builder::new()
+            .name(super::cpu::NULL_THREADS.into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    if let Ok(listener) = TcpListener::from_std(listener) {
+                        serve(listener, stopped).await;
+                    }
+                })
+            })?;
         Ok(NullServer {
             addr,
             stop: Some(stop),
