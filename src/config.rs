@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 mod antientropy;
 mod limits;
 mod security;
+mod threads;
 pub use antientropy::{AntiEntropyConfig, Mode as AntiEntropyMode};
 pub use limits::{Limits, MAX_TIMEOUT_MS, MIN_PEER_MESSAGE_BYTES};
 pub use security::{
@@ -193,7 +194,8 @@ pub struct NodeConfig {
     #[serde(default = "defaults::initial")]
     pub initial: bool,
     /// Threads of the node's async runtime (`chorus serve`); absent: one
-    /// per core. Set it lower when several nodes share one machine's cores.
+    /// per core for a node alone on its host, else its share of the cores
+    /// among the nodes this file puts on that host ([`Config::runtime_threads`]).
     #[serde(default)]
     pub worker_threads: Option<usize>,
 }

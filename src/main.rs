@@ -239,12 +239,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// The runtime threads `serve` asks for in its node's config; a config
-/// that does not load is reported by `run`, with the runtime's default.
+/// The runtime threads `serve` starts for its node
+/// ([`Config::runtime_threads`]: its `worker_threads`, else its share of
+/// the machine's cores among the nodes the file puts on its host); a
+/// config that does not load is reported by `run`, with the runtime's
+/// default.
 fn worker_threads(command: &Command) -> Option<usize> {
     match command {
         Command::Serve { config, node, .. } => {
-            Config::load(config).ok()?.node(node).ok()?.worker_threads
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            Config::load(config).ok()?.runtime_threads(node, cores)
         }
         _ => None,
     }

@@ -235,6 +235,23 @@ async fn sim_ring_prints_one_json_object_and_meets_its_targets() {
     assert!(stdout(&out).contains("lookup hops"), "{}", stdout(&out));
 }
 
+/// Left out, `worker_threads` is the node's share of the machine's cores
+/// among the nodes the cluster file puts on its host: three on loopback
+/// take a third each (at least one), so they do not oversubscribe it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_host_share_its_cores_by_default() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ports = common::processes::free_ports(3);
+    let path = common::processes::write_config(dir.path(), &ports);
+    let mut child = common::processes::serve(&path, "n1").await;
+    let client = chorus::client::Client::new(&format!("http://127.0.0.1:{}", ports[0]));
+    let workers = common::metric(&client, "chorus_runtime_workers").await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(workers, (cores / 3).max(1) as f64, "{cores} cores");
+}
+
 /// `[[nodes]] worker_threads` sizes `chorus serve`'s runtime, as the node
 /// reports it in `chorus_runtime_workers`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,10 @@
 # root, with apt-get), builds the release binary, and starts on loopback,
 # with data in a temp dir:
 #   chorus3  three `chorus serve` processes, N = 3, R = W = 2, durable
-#            (sync = "always": every acknowledged write is fsynced), each
-#            with THREADS_PER_NODE runtime threads (three nodes share the
-#            machine's cores)
+#            (sync = "always": every acknowledged write is fsynced), with
+#            the shipped default of runtime threads (three nodes on one
+#            host each take their share of its cores; CHORUS_THREADS sets
+#            `worker_threads` instead)
 #   chorus1  one `chorus serve` process, N = 1, durable
 #   chorus3all  (only when named in TARGETS) chorus3 with
 #            speculative_read_ms = 0: every read asks all N replicas
@@ -42,10 +43,13 @@
 #        ("null chorus3 etcd redis chorus1"), WRITE_DOCS (0), KEEP (a dir for
 #        the JSON and plots), RATIOS (more pairs for report.py, "a/b ..."),
 #        BASE_BIN (the binary of targets base3 and base1), THREADS_PER_NODE
-#        (1: runtime threads of each three-node chorus and each etcd
-#        member; 0 leaves both at their default of one per core; a BASE_BIN
-#        older than `worker_threads` needs 0; one older than [security]
-#        needs BASE_SECURITY=-)
+#        (1: GOMAXPROCS of each etcd member, so three share the cores as
+#        chorus's nodes do; 0 leaves Go's default of one per core),
+#        CHORUS_THREADS (unset: chorus's own default; N: `worker_threads =
+#        N` for every three-node chorus, e.g. for a BASE_BIN from before
+#        the default shared the cores; a BASE_BIN older than
+#        `worker_threads` needs it unset; one older than [security] needs
+#        BASE_SECURITY=-)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-10s}
@@ -59,7 +63,7 @@ etcd_base=${ETCD_BASE_PORT:-23890}
 redis_port=${REDIS_PORT:-16399}
 threads=${THREADS_PER_NODE:-1}
 node_line=""
-[ "$threads" -gt 0 ] && node_line="worker_threads = $threads"
+[ -n "${CHORUS_THREADS:-}" ] && node_line="worker_threads = $CHORUS_THREADS"
 
 missing=()
 command -v etcd > /dev/null || missing+=(etcd-server)
