@@ -6,8 +6,8 @@
 # `chorus bench` client, workload after workload, target after target,
 # round after round. A node's CPU is its process's user + system time
 # (/proc/PID/stat, background threads included), read before and after
-# each run; CPU per request is the three nodes' sum over the requests
-# served.
+# each run by `chorus bench --server-pid`; CPU per request is the three
+# nodes' sum over the requests served.
 #
 #   BASE_BIN=/tmp/base-target/release/chorus bash docs/bench/cpu.sh [duration 8s] [concurrency 64]
 #   (ROUNDS=3 RECORDS=100000 WORKLOADS=put,c VALUE_SIZE=100; NEW_BIN=path
@@ -46,16 +46,6 @@ wait_healthy http://127.0.0.1:7600 http://127.0.0.1:7601 http://127.0.0.1:7602 \
   http://127.0.0.1:7610 http://127.0.0.1:7611 http://127.0.0.1:7612
 sleep 2
 
-# The CPU seconds (user + system) of the processes given, summed.
-cpu() {
-  local hz pid total=0
-  hz=$(getconf CLK_TCK)
-  for pid in "$@"; do
-    # Fields 14 and 15 after the command name, which may hold spaces.
-    total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-  done
-  python3 -c "print($total / $hz)"
-}
 urls() {
   local p=${first_port[$1]}
   echo "http://127.0.0.1:$p,http://127.0.0.1:$((p + 1)),http://127.0.0.1:$((p + 2))"
@@ -70,19 +60,16 @@ for round in $(seq "$rounds"); do
   for w in ${workloads//,/ }; do
     for t in chorus3 base3; do
       # shellcheck disable=SC2086
-      before=$(cpu ${node_pids[$t]})
       "$bin" bench --url "$(urls $t)" --workload "$w" --no-load --records "$records" \
         --duration "$duration" --concurrency "$concurrency" --value-size "$value_size" \
+        --server-pid "$(echo ${node_pids[$t]} | tr ' ' ',')" \
         --out "$work/$t-$w-$round.json" > /dev/null 2>> "$work/bench.log"
-      # shellcheck disable=SC2086
-      after=$(cpu ${node_pids[$t]})
-      python3 - "$work/$t-$w-$round.json" "$before" "$after" "$round" "$t" "$w" <<'EOF'
+      python3 - "$work/$t-$w-$round.json" "$round" "$t" "$w" <<'EOF'
 import json, sys
-path, before, after, rnd, target, workload = sys.argv[1:]
+path, rnd, target, workload = sys.argv[1:]
 run = json.load(open(path))["runs"][0]
-cpu_us = (float(after) - float(before)) * 1e6 / max(run["requests"], 1)
 print(f"{rnd}\t{target}\t{workload}\t{run['throughput_per_sec']:,.0f}\t"
-      f"{run['latency']['p99_us'] / 1000:.2f}\t{cpu_us:.1f}")
+      f"{run['latency']['p99_us'] / 1000:.2f}\t{run['server_cpu']['us_per_request']:.1f}")
 EOF
     done
   done
