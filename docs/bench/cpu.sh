@@ -10,7 +10,8 @@
 # nodes' sum over the requests served.
 #
 #   BASE_BIN=/tmp/base-target/release/chorus bash docs/bench/cpu.sh [duration 8s] [concurrency 64]
-#   (ROUNDS=3 RECORDS=100000 WORKLOADS=put,c VALUE_SIZE=100; NEW_BIN=path
+#   (ROUNDS=3 RECORDS=100000 WORKLOADS=put,c VALUE_SIZE=100 RATE=0, where
+#   RATE > 0 runs open loop at that many operations a second; NEW_BIN=path
 #   measures that binary instead of building this tree)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,6 +21,7 @@ rounds=${ROUNDS:-3}
 records=${RECORDS:-100000}
 workloads=${WORKLOADS:-put,c}
 value_size=${VALUE_SIZE:-100}
+rate=${RATE:-0}
 base_bin=${BASE_BIN:?BASE_BIN names the earlier build}
 if [ -z "${NEW_BIN:-}" ]; then cargo build --release --quiet; fi
 . docs/bench/lib.sh
@@ -62,7 +64,7 @@ for round in $(seq "$rounds"); do
       # shellcheck disable=SC2086
       "$bin" bench --url "$(urls $t)" --workload "$w" --no-load --records "$records" \
         --duration "$duration" --concurrency "$concurrency" --value-size "$value_size" \
-        --server-pid "$(echo ${node_pids[$t]} | tr ' ' ',')" \
+        --server-pid "$(echo ${node_pids[$t]} | tr ' ' ',')" --rate "$rate" \
         --out "$work/$t-$w-$round.json" > /dev/null 2>> "$work/bench.log"
       python3 - "$work/$t-$w-$round.json" "$round" "$t" "$w" <<'EOF'
 import json, sys
