@@ -54,7 +54,12 @@ def ms(us):
 
 
 def cpu_cell(server):
-    return f"{server['us_per_request']:.1f}" if server else "-"
+    """The servers' CPU per request in all, then each process's when there are several."""
+    if not server:
+        return "-"
+    each = server.get("us_per_request_each", [])
+    parts = f" ({' + '.join(f'{x:.1f}' for x in each)})" if len(each) > 1 else ""
+    return f"{server['us_per_request']:.1f}{parts}"
 
 
 def runs_by_workload(summary):
