@@ -407,7 +407,12 @@ impl Coordinator {
         );
         if to == self.cluster.me() {
             let minting = self.replica.coordinate(key, context, content, request_id);
-            let (dot, set, encoded, durable) = match timeout_at(deadline, minting).await? {
+            let crate::replica::Minted {
+                dot,
+                set,
+                encoded,
+                durable,
+            } = match timeout_at(deadline, minting).await? {
                 Ok(minted) => minted,
                 Err(e) => return Ok(Err(e)),
             };

@@ -70,11 +70,6 @@ impl Roster {
         self.members.read().clone()
     }
 
-    /// Reads the document under its lock, without a copy.
-    pub fn with<T>(&self, f: impl FnOnce(&Members) -> T) -> T {
-        f(&self.members.read())
-    }
-
     /// Every member other than this node that is still in the ring.
     pub fn peers(&self) -> Vec<String> {
         self.members

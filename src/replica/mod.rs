@@ -128,7 +128,7 @@ impl Replica {
         context: Context,
         content: Content,
         request_id: Option<String>,
-    ) -> Result<(Dot, SiblingSet, Option<rpc::EncodedSet>, Durable)> {
+    ) -> Result<Minted> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
         }
@@ -195,7 +195,12 @@ impl Replica {
             Error::Storage("the store applied the write without minting it".into())
         })?;
         self.events.publish(&key, &set, events::Cause::Client);
-        Ok((dot, set, bytes.map(rpc::EncodedSet::stored), durable))
+        Ok(Minted {
+            dot,
+            set,
+            encoded: bytes.map(rpc::EncodedSet::stored),
+            durable,
+        })
     }
 
     fn closed_error(&self) -> Error {
@@ -290,6 +295,18 @@ impl Replica {
         };
         Ok(self.store.update(&key, Box::new(merge)))
     }
+}
+
+/// A client write minted and stored here ([`Replica::coordinate`]).
+pub struct Minted {
+    pub dot: Dot,
+    /// The key's new sibling set, as soon as it is computed.
+    pub set: SiblingSet,
+    /// The set's bytes as the store wrote them, when it hands them back:
+    /// the coordinator sends these instead of encoding the set again.
+    pub encoded: Option<rpc::EncodedSet>,
+    /// Resolves once the set is durable here.
+    pub durable: Durable,
 }
 
 /// A key with many siblings: clients are writing without contexts, or not
@@ -424,7 +441,11 @@ mod tests {
     async fn a_write_after_dropping_a_handed_off_key_never_claims_the_dropped_writes() {
         let replica = replica();
         let value = |v: &str| Content::Value(Bytes::from(v.to_string()));
-        let (_, first, _, durable) = replica
+        let Minted {
+            set: first,
+            durable,
+            ..
+        } = replica
             .coordinate("k".into(), Context::default(), value("1"), None)
             .await
             .expect("first write");
@@ -432,7 +453,7 @@ mod tests {
         let elsewhere = first.clone();
         assert_eq!(replica.release(vec![("k".into(), first)]).await, 1);
         assert_eq!(replica.stored("k").expect("get"), None);
-        let (_, second, _, _) = replica
+        let Minted { set: second, .. } = replica
             .coordinate("k".into(), Context::default(), value("2"), None)
             .await
             .expect("second write");
@@ -467,7 +488,7 @@ mod tests {
         let services = Services::new();
         replica.serve(&services);
         let value = Content::Value(Bytes::from_static(b"1"));
-        let (_, _, _, durable) = replica
+        let Minted { durable, .. } = replica
             .coordinate("a".into(), Context::default(), value, None)
             .await
             .expect("coordinated");

@@ -288,7 +288,9 @@ impl Replica {
     }
 
     async fn answer_coordinate(&self, c: Coordinate) -> Result<Coordinated> {
-        let (dot, set, _, durable) = self
+        let super::Minted {
+            dot, set, durable, ..
+        } = self
             .coordinate(c.key, c.context, c.content, c.request_id)
             .await?;
         // Minted and committed is minted: a failed fsync is not an error

@@ -256,7 +256,7 @@ async fn load(options: &Options, config: &Config, members: &[Member]) -> Result<
         } else {
             replicas[0]
         };
-        let (_, set, _, durable) = members[coordinator]
+        let crate::replica::Minted { set, durable, .. } = members[coordinator]
             .replica
             .coordinate(key.clone(), Context::default(), value, None)
             .await?;
@@ -274,7 +274,7 @@ async fn load(options: &Options, config: &Config, members: &[Member]) -> Result<
                 .replica
                 .coordinate(key.clone(), Context::default(), extra, None)
                 .await?
-                .3
+                .durable
                 .wait()
                 .await?;
         }

@@ -93,7 +93,11 @@ async fn a_session_the_first_answers_have_not_seen_asks_the_rest() {
         put(&setup, &key, b"1").await;
         let value = Content::Value(Bytes::from_static(b"2"));
         let minted = setup.replicas["n3"].coordinate(key.clone(), Context::default(), value, None);
-        let (_, newer, _, durable) = minted.await.expect("n3 mints");
+        let crate::replica::Minted {
+            set: newer,
+            durable,
+            ..
+        } = minted.await.expect("n3 mints");
         durable.wait().await.expect("stored");
         let session = Context::read(newer.context().clone());
         let seen = read(&setup, &key, 2, Some(session.clone())).await;
