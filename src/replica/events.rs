@@ -13,9 +13,12 @@
 //! observe the store itself, under the lock its writes take
 //! (`store::Observer`).
 //!
-//! A subscriber is called on the writer's path, synchronously, after the
-//! change is visible to reads and before it is durable: it must be quick
-//! (append to a bounded log, wake a waiter) and never block.
+//! A subscriber is called on the writer's path, synchronously, once the
+//! change is visible to reads: a client write this node coordinated before
+//! it is durable (the coordinator sends the set on meanwhile), every other
+//! change once the store has said whether it is durable (so its task is
+//! woken once, not twice). It must be quick (append to a bounded log, wake
+//! a waiter) and never block.
 
 use std::sync::Arc;
 

@@ -91,6 +91,15 @@ impl Pending {
         Ok((set, bytes, self.durable))
     }
 
+    /// The new set, and whether it became durable: both once the store
+    /// has said the second, so the waiting task is woken once per update,
+    /// not twice ([`Pending::wait`]). An update that failed fails here.
+    pub async fn settled(self) -> Result<(SiblingSet, Result<()>)> {
+        let durable = self.durable.wait().await;
+        let (set, _) = self.applied.wait().await?;
+        Ok((set, durable))
+    }
+
     /// The new set once it is durable.
     ///
     /// Waits on durability alone: the store sends the set before it says
@@ -98,8 +107,7 @@ impl Pending {
     /// task is woken once per update, not twice. A failed update has no
     /// durability to send; its own error comes from the set's step.
     pub async fn wait(self) -> Result<SiblingSet> {
-        let durable = self.durable.wait().await;
-        let (set, _) = self.applied.wait().await?;
+        let (set, durable) = self.settled().await?;
         durable?;
         Ok(set)
     }
@@ -108,5 +116,68 @@ impl Pending {
 impl Durable {
     pub async fn wait(self) -> Result<()> {
         self.0.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::*;
+
+    /// Counts the times a task would be woken.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn settling_wakes_the_waiting_task_once_per_update() {
+        let (applied_tx, applied) = oneshot::channel();
+        let (durable_tx, durable) = oneshot::channel();
+        let mut settled = Box::pin(Pending::waiting(applied, durable).settled());
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        assert!(settled.as_mut().poll(&mut cx).is_pending());
+        // The store sends the set first: nobody waits on it yet.
+        applied_tx
+            .send(Ok((SiblingSet::new(), None)))
+            .expect("the receiver is alive");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "woken by the set alone");
+        durable_tx.send(Ok(())).expect("the receiver is alive");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        match settled.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok((set, Ok(())))) => assert_eq!(set, SiblingSet::new()),
+            other => panic!("not settled: {:?}", other.map(|r| r.map(|(_, d)| d))),
+        }
+    }
+
+    #[test]
+    fn a_failed_fsync_still_hands_over_the_set_it_failed_to_make_durable() {
+        let (applied_tx, applied) = oneshot::channel();
+        let (durable_tx, durable) = oneshot::channel();
+        applied_tx
+            .send(Ok((SiblingSet::new(), None)))
+            .expect("the receiver is alive");
+        durable_tx
+            .send(Err(Error::Storage("fsync failed".into())))
+            .expect("the receiver is alive");
+        let settled =
+            futures_util::FutureExt::now_or_never(Pending::waiting(applied, durable).settled());
+        match settled {
+            Some(Ok((_, Err(Error::Storage(message))))) => assert_eq!(message, "fsync failed"),
+            other => panic!(
+                "expected the set and the fsync's error: {:?}",
+                other.is_some()
+            ),
+        }
     }
 }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Where a three-node cluster's CPU goes, thread by thread: starts a durable
+# cluster (config as compare.sh writes it, shipped defaults otherwise),
+# loads RECORDS records, runs one `chorus bench` workload, and prints the
+# run's throughput, p99 and server CPU per request, then each kind of
+# server thread's CPU time and context switches over the run (summed over
+# the three nodes; from /proc/PID/task/*/stat and status).
+#
+#   bash docs/bench/threads.sh [duration 15s] [concurrency 64]
+#   (BIN=target/release/chorus WORKLOAD=put RATE=4000 RECORDS=100000, where
+#   RATE > 0 runs open loop at that many operations a second and 0 closed
+#   loop; BIN is built from this tree when not given)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+duration=${1:-15s}
+concurrency=${2:-64}
+workload=${WORKLOAD:-put}
+rate=${RATE:-4000}
+records=${RECORDS:-100000}
+if [ -z "${BIN:-}" ]; then cargo build --release --quiet; fi
+bin=${BIN:-target/release/chorus}
+. docs/bench/lib.sh
+work=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
+chorus_config "$work/cluster.toml" threads 7700 3 3
+for i in 1 2 3; do
+  "$bin" serve --config "$work/cluster.toml" --node "n$i" > /dev/null 2> "$work/n$i.log" &
+  pids+=($!)
+done
+urls=http://127.0.0.1:7700,http://127.0.0.1:7701,http://127.0.0.1:7702
+wait_healthy ${urls//,/ }
+"$bin" bench --url "$urls" --workload put --records "$records" --duration 1s \
+  --concurrency "$concurrency" --out "$work/load.json" > /dev/null 2>> "$work/bench.log"
+sleep 2
+# One line per thread: process, thread name, CPU ticks, context switches.
+threads() {
+  local p t
+  for p in "${pids[@]}"; do
+    for t in /proc/"$p"/task/*; do
+      echo "$p/${t##*/} $(tr ' ' _ < "$t/comm") $(awk '{print $14 + $15}' "$t/stat") \
+        $(awk '/ctxt_switches/ {s += $2} END {print s}' "$t/status")"
+    done
+  done
+}
+threads > "$work/before"
+"$bin" bench --url "$urls" --workload "$workload" --no-load --records "$records" \
+  --duration "$duration" --concurrency "$concurrency" --rate "$rate" \
+  --server-pid "$(IFS=,; echo "${pids[*]}")" --out "$work/run.json" > /dev/null 2>> "$work/bench.log"
+threads > "$work/after"
+python3 - "$work/before" "$work/after" "$work/run.json" "$(getconf CLK_TCK)" <<'PY'
+import collections, json, sys
+before_file, after_file, run_file, hz = sys.argv[1:]
+def read(path):
+    return {t: (name, int(cpu), int(switches))
+            for t, name, cpu, switches in (line.split() for line in open(path))}
+before, after = read(before_file), read(after_file)
+run = json.load(open(run_file))["runs"][0]
+requests = max(run["requests"], 1)
+cpu, switches = collections.Counter(), collections.Counter()
+for t, (name, c, s) in after.items():
+    _, c0, s0 = before.get(t, (name, 0, 0))
+    cpu[name] += c - c0
+    switches[name] += s - s0
+print(f"{run['workload']}: {run['throughput_per_sec']:,.0f} ops/s, "
+      f"p99 {run['latency']['p99_us'] / 1000:.2f} ms, "
+      f"server CPU {run['server_cpu']['us_per_request']:.1f} µs/request\n")
+print("| threads | CPU µs/request | context switches/request |")
+print("|---|---|---|")
+for name, ticks in cpu.most_common():
+    if ticks or switches[name]:
+        print(f"| {name} | {ticks / int(hz) / requests * 1e6:.1f} | {switches[name] / requests:.2f} |")
+PY
