@@ -80,7 +80,11 @@ async fn get(api: &Api, key: &str, p: &Params, session: Option<Context>) -> Resu
         set_quorum(&mut response, &p.quorum);
         return Ok(response);
     };
-    metrics::histogram!(crate::metrics::READ_SIBLINGS).record(set.siblings().len() as f64);
+    static SIBLINGS: crate::metrics::Handles<(), metrics::Histogram> =
+        crate::metrics::Handles::new();
+    SIBLINGS
+        .get((), || metrics::histogram!(crate::metrics::READ_SIBLINGS))
+        .record(set.siblings().len() as f64);
     let mut response = response::siblings(&set);
     response::set_context(
         &mut response,

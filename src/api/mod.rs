@@ -144,10 +144,20 @@ impl Api {
                 http::HeaderValue::from(self.services.protocol()),
             );
         }
-        let status = status_label(response.status());
-        metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "status" => status, "quorum" => quorum)
+        static REQUESTS: m::Handles<(&str, u16, &str), metrics::Counter> = m::Handles::new();
+        static DURATIONS: m::Handles<&str, metrics::Histogram> = m::Handles::new();
+        let status = response.status();
+        REQUESTS
+            .get((op, status.as_u16(), quorum), || {
+                let status = status_label(status);
+                metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "status" => status, "quorum" => quorum)
+            })
             .increment(1);
-        metrics::histogram!(m::REQUEST_DURATION_SECONDS, "op" => op)
+        DURATIONS
+            .get(
+                op,
+                || metrics::histogram!(m::REQUEST_DURATION_SECONDS, "op" => op),
+            )
             .record(started.elapsed().as_secs_f64());
         response
     }

@@ -26,7 +26,12 @@ pub async fn measured<T>(
 ) -> Result<T> {
     let started = Instant::now();
     let result = work.await;
-    metrics::histogram!(m::COORDINATOR_DURATION_SECONDS, "op" => op)
+    static DURATIONS: m::Handles<&str, metrics::Histogram> = m::Handles::new();
+    DURATIONS
+        .get(
+            op,
+            || metrics::histogram!(m::COORDINATOR_DURATION_SECONDS, "op" => op),
+        )
         .record(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
         let reason = match e {

@@ -266,7 +266,12 @@ impl Replica {
             let (started, answer) = (std::time::Instant::now(), f(Arc::clone(&replica), request));
             async move {
                 let result = answer.await;
-                metrics::histogram!(crate::metrics::REPLICA_DURATION_SECONDS, "op" => op)
+                static DURATIONS: crate::metrics::Handles<&str, metrics::Histogram> =
+                    crate::metrics::Handles::new();
+                DURATIONS
+                    .get(op, || {
+                        metrics::histogram!(crate::metrics::REPLICA_DURATION_SECONDS, "op" => op)
+                    })
                     .record(started.elapsed().as_secs_f64());
                 result
             }
