@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Where a three-node cluster's CPU goes, thread by thread: starts a durable
-# cluster (config as compare.sh writes it, shipped defaults otherwise),
+# Where a cluster's CPU goes, thread by thread: starts a durable cluster of
+# NODES nodes on loopback (config as compare.sh writes it, N = NODES,
+# shipped defaults otherwise),
 # loads RECORDS records, runs one `chorus bench` workload, and prints the
 # run's throughput, p99 and server CPU per request, then each kind of
 # server thread's CPU time and context switches over the run (summed over
-# the three nodes; from /proc/PID/task/*/stat and status).
+# the nodes; from /proc/PID/task/*/stat and status).
 #
 #   bash docs/bench/threads.sh [duration 15s] [concurrency 64]
-#   (BIN=target/release/chorus WORKLOAD=put RATE=4000 RECORDS=100000, where
+#   (BIN=target/release/chorus NODES=3 WORKLOAD=put RATE=4000 RECORDS=100000, where
 #   RATE > 0 runs open loop at that many operations a second and 0 closed
 #   loop; BIN is built from this tree when not given)
 set -euo pipefail
@@ -17,19 +18,22 @@ concurrency=${2:-64}
 workload=${WORKLOAD:-put}
 rate=${RATE:-4000}
 records=${RECORDS:-100000}
+nodes=${NODES:-3}
 if [ -z "${BIN:-}" ]; then cargo build --release --quiet; fi
 bin=${BIN:-target/release/chorus}
 . docs/bench/lib.sh
 work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
-chorus_config "$work/cluster.toml" threads 7700 3 3
-for i in 1 2 3; do
+chorus_config "$work/cluster.toml" threads 7700 "$nodes" "$nodes"
+urls=()
+for i in $(seq "$nodes"); do
   "$bin" serve --config "$work/cluster.toml" --node "n$i" > /dev/null 2> "$work/n$i.log" &
   pids+=($!)
+  urls+=("http://127.0.0.1:$((7699 + i))")
 done
-urls=http://127.0.0.1:7700,http://127.0.0.1:7701,http://127.0.0.1:7702
-wait_healthy ${urls//,/ }
+wait_healthy "${urls[@]}"
+urls=$(IFS=,; echo "${urls[*]}")
 "$bin" bench --url "$urls" --workload put --records "$records" --duration 1s \
   --concurrency "$concurrency" --out "$work/load.json" > /dev/null 2>> "$work/bench.log"
 sleep 2
