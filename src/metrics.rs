@@ -425,6 +425,7 @@ fn buckets(def: &Def) -> &'static [f64] {
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS_COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Metric handles kept per label set, for the paths every request takes.
 ///
@@ -464,7 +465,6 @@ impl<K: Hash + Eq, H: Clone> Default for Handles<K, H> {
         Handles::new()
     }
 }
-static PROCESS_COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
 ///

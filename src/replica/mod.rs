@@ -85,8 +85,9 @@ impl Replica {
         &self.events
     }
 
-    /// Waits until `pending`, a change of `key`, is applied, tells the
-    /// subscribers, then waits until it is durable.
+    /// Waits until `pending`, a change of `key`, is applied and the store
+    /// has said whether it is durable, tells the subscribers, and answers
+    /// with its durability.
     async fn publish(&self, key: &str, pending: Pending, cause: events::Cause) -> Result<()> {
         // Nothing here needs the set before it is durable: waiting for both
         // at once wakes this task once per write instead of twice (a wake-up
