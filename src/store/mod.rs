@@ -16,7 +16,7 @@
 //! - [`Store::update`] is an atomic read-merge-write of one key: updates are
 //!   applied one at a time, in arrival order, so none is lost.
 //! - An update's [`Pending`] gives its new set once computed
-//!   ([`Pending::applied`]) and then says once it is durable: with
+//!   ([`Pending::applied_with_bytes`]) and then says once it is durable: with
 //!   `sync = "always"` after an fsync that covers it ([`Pending::wait`]
 //!   waits for both). The fjall engine computes updates on one committer
 //!   thread that takes every update queued so far and writes them as one

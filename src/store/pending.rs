@@ -3,7 +3,7 @@
 //! is durable.
 //!
 //! Most callers only [`Pending::wait`] for both. A coordinator that mints a
-//! write takes the set at once ([`Pending::applied`]) to send it to the
+//! write takes the set at once ([`Pending::applied_with_bytes`]) to send it to the
 //! other replicas while its own copy is still being fsynced, so the fsyncs
 //! of the replicas overlap instead of following one another; it counts its
 //! own acknowledgement only once [`Durable::wait`] says so.
@@ -77,15 +77,10 @@ impl Pending {
         }
     }
 
-    /// The new set once computed (possibly before it is durable), and what
-    /// resolves once it is. An update that failed fails here.
-    pub async fn applied(self) -> Result<(SiblingSet, Durable)> {
-        Ok((self.applied.wait().await?.0, self.durable))
-    }
-
-    /// [`Pending::applied`], with the bytes the store wrote when it hands
-    /// them back: a coordinator sends them to the other replicas instead
-    /// of encoding the set again.
+    /// The new set once computed (possibly before it is durable), the
+    /// bytes the store wrote when it hands them back (a coordinator sends
+    /// them to the other replicas instead of encoding the set again), and
+    /// what resolves once it is durable. An update that failed fails here.
     pub async fn applied_with_bytes(self) -> Result<(SiblingSet, Option<Bytes>, Durable)> {
         let (set, bytes) = self.applied.wait().await?;
         Ok((set, bytes, self.durable))

@@ -362,9 +362,9 @@ async fn an_update_hands_back_its_set_then_says_when_durable() {
     let fjall: Arc<dyn Store> = Arc::new(FjallStore::open(dir.path(), &config).expect("open"));
     for store in [fjall, Arc::new(MemoryStore::new()) as Arc<dyn Store>] {
         let content = Content::Value(Bytes::from_static(b"1"));
-        let (set, durable) = store
+        let (set, _, durable) = store
             .update("k", blind(&identity(), content))
-            .applied()
+            .applied_with_bytes()
             .await
             .expect("applied");
         assert_eq!(set.siblings().len(), 1);
@@ -372,7 +372,13 @@ async fn an_update_hands_back_its_set_then_says_when_durable() {
         assert_eq!(store.get("k").expect("get"), Some(set));
         // A refused update fails at the first step and writes nothing.
         let refused: Merge = Box::new(|_| Err(Error::Protocol("no".into())));
-        assert!(store.update("k2", refused).applied().await.is_err());
+        assert!(
+            store
+                .update("k2", refused)
+                .applied_with_bytes()
+                .await
+                .is_err()
+        );
         assert_eq!(store.get("k2").expect("get"), None);
     }
 }
