@@ -23,8 +23,8 @@
 //!                routing (`Routes`: preference lists, Chord, forwarding);
 //!                then handoff and graceful leave
 //! peer           the transport: typed calls (Rpc, Services), frames over
-//!                h2c, batching per peer, protocol versions per peer; it
-//!                knows no subsystem
+//!                h2c, one stream per peer for replica reads and writes,
+//!                protocol versions per peer; it knows no subsystem
 //! security       peer request MACs and replay windows, client bearer tokens,
 //!                TLS for clients and peers
 //! replica        what a node does with the reads and writes sent to its
@@ -64,7 +64,7 @@
 //! [`version::SiblingSet`] (dropping the siblings the context covers), and
 //! hands the new set back while group commit makes it durable. The
 //! coordinator sends that set to the other replicas at once (`Merge`, in
-//! parallel over h2c, coalesced per peer) and answers once W of them, its
+//! parallel on each peer's stream) and answers once W of them, its
 //! own copy included, hold it durably; the API answers 204 with the
 //! client's context plus the new dot.
 //!

@@ -64,6 +64,13 @@ pub const CLIENT_AUTH_REFUSED_TOTAL: &str = "chorus_client_auth_refused_total";
 /// not complete, by `reason`: failed (plain HTTP, a refused certificate,
 /// no shared protocol), timeout (not done within the header timeout).
 pub const TLS_HANDSHAKES_FAILED_TOTAL: &str = "chorus_tls_handshakes_failed_total";
+/// Peer streams ended (`peer::stream`), by `side` (opener, accepter) and
+/// `reason`: idle (no call for a while), closed (the other end closed it),
+/// stopped (this node stops), broken (a socket error or a silent peer),
+/// refused (a frame that did not decode or failed its MAC).
+pub const PEER_STREAMS_ENDED_TOTAL: &str = "chorus_peer_streams_ended_total";
+/// Peer streams opened, by `side` (opener, accepter).
+pub const PEER_STREAMS_OPENED_TOTAL: &str = "chorus_peer_streams_opened_total";
 /// Handoff sweeps that could not finish and will be retried.
 pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
 /// Anti-entropy rounds, by `mode` (state) and `result`: in_sync (the peer
@@ -308,6 +315,18 @@ pub const ALL: &[Def] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Connections closed because their TLS handshake failed or timed out, by reason (failed, timeout).",
+    },
+    Def {
+        name: PEER_STREAMS_OPENED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Peer streams opened, by side (opener, accepter).",
+    },
+    Def {
+        name: PEER_STREAMS_ENDED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Peer streams ended, by side (opener, accepter) and reason (idle, closed, stopped, broken, refused).",
     },
     Def {
         name: SIBLING_WARNINGS_TOTAL,

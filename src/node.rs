@@ -183,14 +183,14 @@ impl Node {
             Some(tls) => tls.client.clone(),
             None => crate::security::tls::client_config(rustls::RootCertStore::empty()),
         };
+        let connector = start
+            .network
+            .connector(crate::peer::connect_timeout(peer_timeout));
         let transport: Arc<dyn Transport> = Arc::new(HttpTransport::new(
-            crate::security::tls::connector(
-                start
-                    .network
-                    .connector(crate::peer::http::connect_timeout(peer_timeout)),
-                peer_tls,
-                true,
-            ),
+            crate::security::tls::connector(connector.clone(), peer_tls.clone(), true),
+            crate::peer::stream::dialer(crate::security::tls::connector(
+                connector, peer_tls, false,
+            )),
             scheme,
             id,
             Arc::downgrade(&services),
@@ -283,6 +283,7 @@ impl Node {
         antientropy.serve(&services);
         let metrics = crate::metrics::install();
         let (left_tx, left) = watch::channel(false);
+        let (shutdown, stopped) = watch::channel(false);
         let api = Arc::new(Api {
             node: id.to_string(),
             coordinator,
@@ -310,10 +311,14 @@ impl Node {
             open_routes: config.security.open_routes.clone(),
             inflight: tokio::sync::Semaphore::new(config.limits.max_inflight),
             versions,
-            peer_inflight: tokio::sync::Semaphore::new(config.limits.max_peer_inflight),
-            peer_bytes: tokio::sync::Semaphore::new(config.limits.max_peer_inflight_bytes as usize),
+            peer_inflight: Arc::new(tokio::sync::Semaphore::new(config.limits.max_peer_inflight)),
+            peer_bytes: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_peer_inflight_bytes as usize,
+            )),
+            peer_streams: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            peer_timeout,
+            stopped: stopped.clone(),
         });
-        let (shutdown, stopped) = watch::channel(false);
         let server = tokio::spawn(api::serve(
             listener,
             api,

@@ -290,10 +290,16 @@ async fn drift_and_converge(nodes: usize, mode: AntiEntropyMode) {
                 None => assert_eq!(
                     read.status,
                     StatusCode::NOT_FOUND,
-                    "deleted key {i} is back"
+                    "deleted key {i} is back: {}",
+                    String::from_utf8_lossy(&read.body)
                 ),
                 Some(v) => {
-                    assert_eq!(read.status, StatusCode::OK, "key {i}");
+                    assert_eq!(
+                        read.status,
+                        StatusCode::OK,
+                        "key {i}: {}",
+                        String::from_utf8_lossy(&read.body)
+                    );
                     assert_eq!(read.body, Bytes::from(v), "key {i}");
                 }
             }

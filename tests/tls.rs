@@ -151,6 +151,26 @@ async fn a_tls_cluster_serves_clients_and_replicates_over_tls() {
             i + 1
         );
     }
+    // Once n1 has heard that its peers speak streams, replica reads travel
+    // on a stream, opened over TLS (HTTP/1.1 upgraded) and keyed.
+    let transport = cluster.nodes[0].cluster().transport();
+    let n2 = cluster.nodes[1].cluster().me().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while transport.protocol_with(&n2) < chorus::peer::stream::STREAM_PROTOCOL {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n2's protocol unknown"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = chorus::replica::rpc::Read {
+        key: "over-tls".into(),
+    };
+    let held = transport
+        .rpc(&n2, read)
+        .await
+        .expect("a read on the stream");
+    assert!(held.is_some(), "n2's copy, read over its stream");
     // A client that does not trust the cluster CA refuses the node.
     let error = Client::new(&cluster.nodes[0].url())
         .get("over-tls")

@@ -190,6 +190,15 @@ async fn a_node_of_the_previous_protocol_keeps_reads_writes_repair_and_handoff_w
     )
     .await;
     assert_eq!(refused, 0.0, "the old node refused newer versions");
+    // The new nodes' reads and writes to each other travel on streams; the
+    // old node was never asked for one (it would have answered 501 above).
+    // In-process nodes share one metrics registry: this is all nodes' sum.
+    let accepted = common::metric(
+        &cluster.client(0),
+        "chorus_peer_streams_opened_total{side=\"accepter\"}",
+    )
+    .await;
+    assert!(accepted >= 1.0, "no stream was opened between new nodes");
     assert!(
         expected.len() >= 180 && checked >= 1_200,
         "checked too little: {} keys, {checked} reads",

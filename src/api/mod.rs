@@ -97,10 +97,19 @@ pub struct Api {
     pub inflight: tokio::sync::Semaphore,
     /// The peer protocol this node speaks, and what its peers answered with.
     pub versions: Arc<crate::peer::Versions>,
-    /// Peer requests being served (`limits.max_peer_inflight` permits).
-    pub peer_inflight: tokio::sync::Semaphore,
+    /// Peer requests being served (`limits.max_peer_inflight` permits),
+    /// on `POST /peer` and on peer streams.
+    pub peer_inflight: Arc<tokio::sync::Semaphore>,
     /// Bytes of peer request bodies held (`limits.max_peer_inflight_bytes`).
-    pub peer_bytes: tokio::sync::Semaphore,
+    pub peer_bytes: Arc<tokio::sync::Semaphore>,
+    /// Peer streams being served (`limits.max_connections` permits, held
+    /// for a stream's life): shutdown waits until all are back.
+    pub peer_streams: Arc<tokio::sync::Semaphore>,
+    /// How long a peer stream's replies may take to leave.
+    pub peer_timeout: Duration,
+    /// Turns true when the node stops (closed when it is dropped): its
+    /// peer streams, which outlive the HTTP server's connections, close.
+    pub stopped: watch::Receiver<bool>,
 }
 
 impl Api {
@@ -458,7 +467,11 @@ pub async fn serve<L: Listener>(
                     }
                 }
             };
-            let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
+            let connection = watcher.watch(
+                builder
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned(),
+            );
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -476,10 +489,16 @@ pub async fn serve<L: Listener>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Peer streams outlive the connections hyper handed over: they stop
+    // reading when `shutdown` turns, finish what they run, and give their
+    // permits back.
+    let streams = Arc::clone(&api.peer_streams);
+    let all = api.limits.max_connections.min(u32::MAX as usize) as u32;
+    let drained = async move {
+        graceful.shutdown().await;
+        let _ = streams.acquire_many(all).await;
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!("open connections did not finish within {drain:?}; closing them");
     }
 }

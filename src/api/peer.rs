@@ -22,7 +22,10 @@ use http::header::CONTENT_LENGTH;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
 
 use super::Api;
 use super::kv::read_body;
@@ -30,8 +33,9 @@ use super::response::{self, Body};
 use crate::error::{Error, Result};
 use crate::peer::PEER_CONTENT_TYPE;
 use crate::peer::rpc::{self, RPC_HEADER};
+use crate::peer::stream;
 use crate::security::peer::Verified;
-use crate::security::peer_auth::AUTH_HEADER;
+use crate::security::peer_auth::{AUTH_HEADER, hex};
 
 pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
     if req.method() != Method::POST {
@@ -39,6 +43,9 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
             method: req.method().to_string(),
             allowed: "POST",
         });
+    }
+    if req.headers().contains_key(header::UPGRADE) {
+        return accept_stream(api, req);
     }
     let headers = req.headers();
     let auth = headers.get(AUTH_HEADER).map(|v| v.as_bytes());
@@ -112,6 +119,98 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     let to_any = head.verified == Verified::ToAny;
     let bytes = crate::peer::dispatch(&api.services, &service, version, to_any, body)?.await?;
     Ok(peer_reply(bytes))
+}
+
+/// A `POST /peer` that asks to become a peer stream (`peer::stream`):
+/// checked as every peer request is, with an empty body, then answered
+/// `101 Switching Protocols`; the stream is served on its own task once
+/// hyper hands the connection over.
+fn accept_stream(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
+    let headers = req.headers();
+    let upgrade = headers.get(header::UPGRADE).map(|v| v.as_bytes());
+    if upgrade != Some(stream::UPGRADE.as_bytes()) {
+        return Err(Error::BodyRead(format!(
+            "a peer request may only upgrade to {}",
+            stream::UPGRADE
+        )));
+    }
+    if api.versions.mine() < stream::STREAM_PROTOCOL {
+        // Pinned to an older protocol (`cluster.protocol`): as a node of
+        // the older build would, it does not know the service.
+        return Err(Error::UnknownService(stream::SERVICE.to_string()));
+    }
+    let rpc_header = headers.get(RPC_HEADER).map(|v| v.as_bytes());
+    if rpc_header != Some(stream::SERVICE.as_bytes()) {
+        return Err(Error::BodyRead(format!(
+            "a stream's opening request names {RPC_HEADER}: {}",
+            stream::SERVICE
+        )));
+    }
+    let auth = headers.get(AUTH_HEADER).map(|v| v.as_bytes());
+    let head = api.peer_auth.verify_head(auth, stream::SERVICE)?;
+    if head.verified == Verified::ToAny {
+        return Err(Error::PeerUnauthenticated(
+            "a stream opened for any receiver; only a join may be".into(),
+        ));
+    }
+    let empty = |name: header::HeaderName| {
+        headers
+            .get(&name)
+            .is_none_or(|v| name == CONTENT_LENGTH && v.as_bytes() == b"0")
+    };
+    if head.signed_len().is_some_and(|len| len != 0)
+        || !empty(CONTENT_LENGTH)
+        || !empty(header::TRANSFER_ENCODING)
+    {
+        return Err(Error::BodyRead(
+            "a stream's opening request has an empty body".into(),
+        ));
+    }
+    // A stream holds its permit for its life: the streams a node serves are
+    // bounded like its connections, and its shutdown waits for them.
+    let permit = Arc::clone(&api.peer_streams)
+        .try_acquire_owned()
+        .map_err(|_| Error::Overloaded {
+            what: "peer streams",
+            key: "max_connections",
+            limit: api.limits.max_connections,
+        })?;
+    let keyed = api.peer_auth.stream_key(auth);
+    let receiver = stream::serve::Receiver {
+        services: Arc::clone(&api.services),
+        bytes: Arc::clone(&api.peer_bytes),
+        max_bytes: api.limits.max_peer_inflight_bytes,
+        max_message: api.max_peer_message,
+        timeout: api.peer_timeout,
+        stopped: api.stopped.clone(),
+    };
+    let upgrading = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let _permit = permit;
+        match upgrading.await {
+            Ok(upgraded) => {
+                let io: Box<dyn stream::Io> = Box::new(TokioIo::new(upgraded));
+                stream::serve::serve(io, keyed.map(|(_, key)| key), receiver).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "a peer stream's upgrade failed"),
+        }
+    });
+    let mut response = response::empty(StatusCode::SWITCHING_PROTOCOLS);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static(stream::UPGRADE),
+    );
+    if let Some((nonce, _)) = keyed
+        && let Ok(value) = header::HeaderValue::from_str(&hex(&nonce))
+    {
+        headers.insert(stream::NONCE_HEADER, value);
+    }
+    Ok(response)
 }
 
 /// A 200 carrying a reply's bytes.

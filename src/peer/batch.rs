@@ -1,4 +1,7 @@
-//! Coalescing calls per peer, as Cassandra coalesces its messages: under
+//! Coalescing calls per peer over HTTP/2, for a peer that does not speak
+//! streams (`super::stream`, protocol 3; the lane's queue and deadlines
+//! serve the streams too, `Lane::with`), as Cassandra coalesces its
+//! messages: under
 //! load, many writes and reads go to the same few peers at once, and each
 //! HTTP/2 request costs both ends far more CPU (stream state, HPACK, a task
 //! per stream, wake-ups) than the few hundred bytes it carries. A [`Lane`]
@@ -117,7 +120,8 @@ pub fn dispatch(services: &Services, body: &[u8]) -> Result<Call<Bytes>> {
     }))
 }
 
-type Queued = (Frame, oneshot::Sender<Result<Bytes>>);
+/// A call waiting on a lane: its frame, and where its answer goes.
+pub(crate) type Queued = (Frame, oneshot::Sender<Result<Bytes>>);
 
 /// Bytes of frames queued or in flight on a lane, released when answered.
 #[derive(Clone, Default)]
@@ -156,8 +160,22 @@ impl Lane {
     /// it) fails as unavailable. Its task ends when the last clone of the
     /// lane is dropped.
     pub fn start(node: &str, send: Send, timeout: Duration, budget: usize) -> Lane {
+        let to = node.to_string();
+        Lane::with(node, timeout, move |rx| run(to, rx, send, budget))
+    }
+
+    /// A lane to `node` whose calls `task` takes from its queue and
+    /// answers (a peer stream: `super::stream::link::run`).
+    pub(crate) fn with<F>(
+        node: &str,
+        timeout: Duration,
+        task: impl FnOnce(mpsc::Receiver<Queued>) -> F,
+    ) -> Lane
+    where
+        F: std::future::Future<Output = ()> + std::marker::Send + 'static,
+    {
         let (queue, rx) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(run(node.to_string(), rx, send, budget));
+        tokio::spawn(task(rx));
         Lane {
             node: node.to_string(),
             queue,

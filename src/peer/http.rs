@@ -12,6 +12,10 @@
 //! cluster secret every request carries its MAC (`security::peer_auth`); a
 //! peer's 401 means it applied nothing, and any other status than 200 is a
 //! refusal the sender gets as that error (`refused`).
+//!
+//! Frames of batchable services go to a peer that speaks streams on its
+//! [`super::stream`] (a lane whose task runs the stream), and to an older
+//! peer on its [`batch`] lane.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -27,14 +31,14 @@ use parking_lot::{Mutex, RwLock};
 
 use super::batch::{self, Lane};
 use super::rpc::RPC_HEADER;
+use super::stream::link::{self, Opener};
+use super::stream::{Dial, STREAM_PROTOCOL};
 use super::versions::{self, PROTOCOL_HEADER, Versions};
-use super::{Call, Dest, Frame, Services, Transport};
+use super::{Call, Dest, Frame, KEEP_ALIVE_INTERVAL, PEER_PATH, Services, Transport, refused};
 use crate::error::Error;
 use crate::security::peer::Signer;
 use crate::security::peer_auth::{ANY_RECEIVER, AUTH_HEADER};
 
-/// The route every node serves the peer protocol on.
-pub const PEER_PATH: &str = "/peer";
 /// The content type of peer messages.
 pub const PEER_CONTENT_TYPE: &str = "application/x-chorus-peer";
 /// The largest peer message when the config does not say more: room for a
@@ -54,6 +58,10 @@ pub struct HttpTransport<C = HttpConnector> {
     sender: Sender<C>,
     /// Per peer: the address its lane sends to, and the lane.
     lanes: Mutex<HashMap<String, (String, Lane)>>,
+    /// Per peer that speaks streams: the address its stream goes to, and
+    /// the lane whose task runs the stream.
+    links: Mutex<HashMap<String, (String, Lane)>>,
+    opener: Arc<Opener>,
 }
 
 /// What one HTTP call needs: the pooled client and the scheme it dials
@@ -80,32 +88,18 @@ pub fn tcp_connector(timeout: Duration) -> HttpConnector {
     connector
 }
 
-/// How often a peer connection with requests in flight is pinged; one whose
-/// ping is not answered within the peer timeout is closed and the next call
-/// opens another. A connection can go silent without a reset (a peer host
-/// that vanished, a firewall or NAT that dropped its state, a lost segment
-/// on the simulated network); at 10 s every call to that peer failed for
-/// 10 s, and the simulation's clients got so little done in such runs that
-/// some proved too little.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long a connection may take to open within a call's `timeout`: half,
-/// so that a peer that cannot be reached fails as unavailable (the request
-/// surely not sent) before the call's deadline makes it indeterminate.
-pub fn connect_timeout(timeout: Duration) -> Duration {
-    timeout / 2
-}
-
 impl<C> HttpTransport<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
     /// A transport over `connector`: [`tcp_connector`] or a simulated
     /// network, wrapped in TLS (`security::tls::connector`) when `scheme`
-    /// is `https`.
+    /// is `https`; `dial` opens the connections of peer streams (the same
+    /// network, with TLS offering HTTP/1.1: `stream::dialer`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         connector: C,
+        dial: Dial,
         scheme: &'static str,
         me: &str,
         services: Weak<Services>,
@@ -123,6 +117,14 @@ where
             .http2_keep_alive_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
+        let opener = Arc::new(Opener {
+            dial,
+            scheme,
+            signer: signer.clone(),
+            versions: Arc::clone(&versions),
+            timeout,
+            max_message,
+        });
         HttpTransport {
             me: me.to_string(),
             services,
@@ -136,7 +138,26 @@ where
                 versions,
             },
             lanes: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
+            opener,
         }
+    }
+
+    /// The lane whose task runs the stream to `node` at `addr`, started
+    /// on first use and replaced when the node's address changes.
+    fn link(&self, node: &str, addr: &str) -> Lane {
+        let mut links = self.links.lock();
+        if let Some((at, lane)) = links.get(node)
+            && at == addr
+        {
+            return lane.clone();
+        }
+        let (opener, to, at) = (Arc::clone(&self.opener), node.to_string(), addr.to_string());
+        let lane = Lane::with(node, self.sender.timeout, move |rx| {
+            link::run(opener, to, at, rx)
+        });
+        links.insert(node.to_string(), (addr.to_string(), lane.clone()));
+        lane
     }
 
     /// How long a call of `frame` alone may take: the peer timeout, and
@@ -259,32 +280,6 @@ where
     }
 }
 
-/// A peer's answer other than 200 or 401: the API's JSON error for a
-/// request it refused before decoding it (a body over the peer message
-/// limit, one that does not decode, a wrong method). It says why, with the
-/// receiver's status and code; it is never decoded as a reply.
-pub(crate) fn refused(node: &str, status: http::StatusCode, body: &[u8]) -> Error {
-    #[derive(serde::Deserialize)]
-    struct Refusal {
-        error: String,
-        message: String,
-    }
-    let (code, message) = match serde_json::from_slice::<Refusal>(body) {
-        Ok(r) => (Error::known_code(&r.error), r.message),
-        Err(_) => (
-            "protocol_error",
-            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-        ),
-    };
-    Error::Remote {
-        node: node.to_string(),
-        status: status.as_u16(),
-        code,
-        message: format!("refused the request ({status}): {message}"),
-        retryable: matches!(status.as_u16(), 408 | 429 | 503),
-    }
-}
-
 impl<C> Transport for HttpTransport<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
@@ -309,7 +304,13 @@ where
                 deadline,
             ),
             Dest::Node(node) => match self.addresses.read().get(node).cloned() {
-                Some(addr) if frame.batchable => self.lane(node, &addr).call(frame),
+                Some(addr) if frame.batchable => {
+                    if self.sender.versions.with(node) >= STREAM_PROTOCOL {
+                        self.link(node, &addr).call(frame)
+                    } else {
+                        self.lane(node, &addr).call(frame)
+                    }
+                }
                 Some(addr) => {
                     self.sender
                         .post(node.to_string(), addr, false, header, frame.body, deadline)

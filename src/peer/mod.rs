@@ -10,25 +10,27 @@
 //! version, postcard bytes) without looking inside; a call to the node
 //! itself goes straight to its registered handler, never encoded.
 //! [`HttpTransport`] carries frames between nodes over HTTP/2 cleartext
-//! (h2c, or h2 over TLS) with pooled connections, a deadline per call and
-//! the frames of batchable services coalesced per peer ([`batch`]); it is
-//! generic over its connector, so a simulated network (turmoil's
-//! `TcpStream` through hyper-util's `TokioIo`) can stand in for TCP.
+//! (h2c, or h2 over TLS) with pooled connections and a deadline per call;
+//! the frames of batchable services (replica reads, merges, hints) travel
+//! on one [`stream`] per peer, or, to a peer of a protocol before streams,
+//! coalesced per peer over HTTP/2 ([`batch`]). It is generic over its
+//! connector, so a simulated network (turmoil's `TcpStream` through
+//! hyper-util's `TokioIo`) can stand in for TCP.
 //! Counting the answers of a fan-out is the coordinator's
 //! (`coordinator::tally`).
 
 pub mod batch;
 pub mod http;
 pub mod rpc;
+pub mod stream;
 pub mod versions;
 
-pub use http::{
-    Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, PEER_PATH, tcp_connector,
-};
+pub use http::{Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, tcp_connector};
 pub use rpc::{Call, Frame, Rpc, Service, Services};
 pub use versions::Versions;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,51 @@ impl WireError {
             message: self.message,
             retryable: self.retryable,
         }
+    }
+}
+
+/// The route every node serves the peer protocol on.
+pub const PEER_PATH: &str = "/peer";
+
+/// How often a peer connection with requests in flight is pinged; one whose
+/// ping is not answered within the peer timeout is closed and the next call
+/// opens another. A connection can go silent without a reset (a peer host
+/// that vanished, a firewall or NAT that dropped its state, a lost segment
+/// on the simulated network); at 10 s every call to that peer failed for
+/// 10 s, and the simulation's clients got so little done in such runs that
+/// some proved too little.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a connection may take to open within a call's `timeout`: half,
+/// so that a peer that cannot be reached fails as unavailable (the request
+/// surely not sent) before the call's deadline makes it indeterminate.
+pub fn connect_timeout(timeout: Duration) -> Duration {
+    timeout / 2
+}
+
+/// A peer's answer other than 200 or 401: the API's JSON error for a
+/// request it refused before decoding it (a body over the peer message
+/// limit, one that does not decode, a wrong method). It says why, with the
+/// receiver's status and code; it is never decoded as a reply.
+pub(crate) fn refused(node: &str, status: ::http::StatusCode, body: &[u8]) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        error: String,
+        message: String,
+    }
+    let (code, message) = match serde_json::from_slice::<Refusal>(body) {
+        Ok(r) => (Error::known_code(&r.error), r.message),
+        Err(_) => (
+            "protocol_error",
+            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+        ),
+    };
+    Error::Remote {
+        node: node.to_string(),
+        status: status.as_u16(),
+        code,
+        message: format!("refused the request ({status}): {message}"),
+        retryable: matches!(status.as_u16(), 408 | 429 | 503),
     }
 }
 
@@ -178,7 +225,7 @@ mod tests {
         let too_large = Error::ValueTooLarge { max: 64 << 20 };
         let body =
             serde_json::json!({ "error": too_large.code(), "message": too_large.to_string() });
-        let e = http::refused(
+        let e = refused(
             "n2",
             ::http::StatusCode::PAYLOAD_TOO_LARGE,
             body.to_string().as_bytes(),
@@ -187,7 +234,7 @@ mod tests {
         assert_eq!(e.code(), "value_too_large");
         assert!(!e.is_retryable());
         assert!(e.to_string().contains("67108864"), "{e}");
-        let busy = http::refused("n2", ::http::StatusCode::SERVICE_UNAVAILABLE, b"<html>");
+        let busy = refused("n2", ::http::StatusCode::SERVICE_UNAVAILABLE, b"<html>");
         assert_eq!(busy.code(), "protocol_error");
         assert!(busy.is_retryable(), "{busy}");
     }

@@ -37,8 +37,9 @@ use std::collections::HashMap;
 use parking_lot::RwLock;
 
 /// The protocol this build speaks. 2: `replica.merge` carries the set as
-/// it is encoded once per write.
-pub const PROTOCOL: u16 = 2;
+/// it is encoded once per write. 3: the batchable calls travel on one
+/// stream per peer (`super::stream`).
+pub const PROTOCOL: u16 = 3;
 /// The oldest protocol this build still speaks.
 pub const OLDEST_PROTOCOL: u16 = 1;
 /// The header of every `POST /peer` answer: the receiver's protocol.

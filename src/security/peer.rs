@@ -62,6 +62,13 @@ impl Signer {
         };
         self.secret.sign(&stamp)
     }
+
+    /// The session key of the stream opened with the signed header
+    /// `header`, to which the receiver answered with `nonce`
+    /// ([`Secret::session_key`]).
+    pub fn session_key(&self, header: &str, nonce: &[u8]) -> [u8; 32] {
+        self.secret.session_key(header.as_bytes(), nonce)
+    }
 }
 
 /// Checks the peer requests a node receives; with no secret configured
@@ -74,6 +81,10 @@ pub struct Verifier {
     replays: Mutex<Replays>,
     log: Mutex<LogLimit>,
     clock: Clock,
+    /// This life's start (wall clock, ms) and the streams it accepted:
+    /// what makes each stream's nonce new.
+    boot: u64,
+    streams: AtomicU64,
 }
 
 /// What [`Verifier::verify_head`] let through, and the body it expects.
@@ -125,6 +136,8 @@ impl Verifier {
                 last: None,
                 suppressed: 0,
             }),
+            boot: clock.generation(),
+            streams: AtomicU64::new(0),
             clock,
         }
     }
@@ -164,6 +177,16 @@ impl Verifier {
                 })
             });
         checked.inspect_err(|refusal| self.refused(refusal))
+    }
+
+    /// A fresh nonce for a stream whose opening request's header
+    /// [`Verifier::verify_head`] let through, and the stream's session key;
+    /// none without a secret.
+    pub fn stream_key(&self, header: Option<&[u8]>) -> Option<([u8; 16], [u8; 32])> {
+        let secret = self.secret.as_ref()?;
+        let n = self.streams.fetch_add(1, Ordering::Relaxed);
+        let nonce = secret.stream_nonce(self.boot, n);
+        Some((nonce, secret.session_key(header?, &nonce)))
     }
 
     /// Checks a body's declared length (`Content-Length`) against the

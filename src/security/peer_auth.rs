@@ -231,8 +231,45 @@ impl Secret {
     }
 }
 
+/// What a stream's session key derives from first ([`Secret::session_key`]).
+pub const STREAM_DOMAIN: &[u8] = b"chorus peer stream v1\n";
+
+impl Secret {
+    /// The key of the stream opened by the request whose
+    /// [`AUTH_HEADER`] is `header`: secret to whoever lacks the cluster
+    /// secret, and never the same twice, since a receiver accepts each
+    /// signed header once (`peer::stream`).
+    ///
+    /// `nonce` is the receiver's, sent back in its `101`
+    /// ([`Secret::stream_nonce`]): so a stream's key is fresh even when its
+    /// opening was replayed to a receiver that restarted within the start
+    /// grace, and a stranger who answers the `101` in the receiver's place
+    /// cannot make the sender key frames the receiver will take later.
+    pub fn session_key(&self, header: &[u8], nonce: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(STREAM_DOMAIN);
+        mac.update(&(header.len() as u64).to_be_bytes());
+        mac.update(header);
+        mac.update(nonce);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The receiver's nonce for the `n`th stream it accepts in the life
+    /// that started at `boot`: never the same twice, and unpredictable to
+    /// whoever lacks the secret.
+    pub fn stream_nonce(&self, boot: u64, n: u64) -> [u8; 16] {
+        let mut mac = self.0.clone();
+        mac.update(b"chorus peer stream nonce v1\n");
+        mac.update(&boot.to_be_bytes());
+        mac.update(&n.to_be_bytes());
+        let mut nonce = [0; 16];
+        nonce.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+        nonce
+    }
+}
+
 /// Lower-case hex, into one allocation (this runs twice per peer request).
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -242,7 +279,7 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }

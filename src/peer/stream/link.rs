@@ -1,0 +1,631 @@
+//! The sending side of a stream: one per peer, opened on the first call and
+//! again after it broke or idled out.
+//!
+//! The lane's task ([`run`]) takes calls from the peer's queue, opens the
+//! stream, and writes every call queued since its last write as one write.
+//! A reader task hands each reply to its caller by call id. When the
+//! stream breaks, every call in flight on it fails as unavailable (the
+//! services on streams are idempotent merges, reads and hints, so the
+//! coordinator may hint or ask another replica), and the next call opens
+//! a new one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::codec::{self, ACCEPTER, Message, OPENER, Seal};
+use super::{
+    Dial, IDLE_CLOSE, Io, KEEP_ALIVE_INTERVAL, MAX_STREAM_CALLS, NONCE_HEADER, SERVICE, UPGRADE,
+};
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use crate::peer::batch::Queued;
+use crate::peer::rpc::RPC_HEADER;
+use crate::peer::versions::{self, PROTOCOL_HEADER, Versions};
+use crate::peer::{PEER_PATH, connect_timeout, refused};
+use crate::security::peer::Signer;
+use crate::security::peer_auth::{AUTH_HEADER, unhex};
+
+/// What opening a stream needs: how to dial, the scheme, what signs the
+/// opening request, where peers' protocols are kept, the peer timeout and
+/// the peer message limit.
+pub struct Opener {
+    pub dial: Dial,
+    pub scheme: &'static str,
+    pub signer: Option<Arc<Signer>>,
+    pub versions: Arc<Versions>,
+    pub timeout: Duration,
+    pub max_message: usize,
+}
+
+/// A refusal of the opening request is read up to this many bytes.
+const MAX_REFUSAL: usize = 64 << 10;
+
+impl Opener {
+    /// Opens a stream to `node` at `addr`: its connection and its session
+    /// key (none without a cluster secret).
+    async fn open(&self, node: &str, addr: &str) -> Result<(Box<dyn Io>, Option<[u8; 32]>)> {
+        let unavailable = |reason: String| Error::Unavailable {
+            node: node.to_string(),
+            reason: format!("opening a stream: {reason}"),
+        };
+        let uri: http::Uri = format!("{}://{addr}{PEER_PATH}", self.scheme)
+            .parse()
+            .map_err(|e| unavailable(format!("bad address `{addr}`: {e}")))?;
+        let dialled = tokio::time::timeout(connect_timeout(self.timeout), (self.dial)(uri))
+            .await
+            .map_err(|_| unavailable("no connection within the connect timeout".into()))?
+            .map_err(|e| unavailable(crate::error::chain(&*e)))?;
+        let opening = async {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(dialled)
+                .await
+                .map_err(|e| unavailable(crate::error::chain(&e)))?;
+            tokio::spawn(async move {
+                let _ = connection.with_upgrades().await;
+            });
+            let mut req = Request::builder()
+                .method(Method::POST)
+                .uri(PEER_PATH)
+                .header(header::HOST, addr)
+                .header(header::CONNECTION, "upgrade")
+                .header(header::UPGRADE, UPGRADE)
+                .header(header::CONTENT_LENGTH, 0)
+                .header(RPC_HEADER, SERVICE);
+            let mut auth = None;
+            if let Some(signer) = &self.signer {
+                let signed = signer.sign(node, SERVICE, b"");
+                req = req.header(AUTH_HEADER, &signed);
+                auth = Some((signer, signed));
+            }
+            let req = req
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| unavailable(e.to_string()))?;
+            let response = sender
+                .send_request(req)
+                .await
+                .map_err(|e| unavailable(crate::error::chain(&e)))?;
+            if let Some(protocol) = versions::advertised(
+                response
+                    .headers()
+                    .get(PROTOCOL_HEADER)
+                    .map(|v| v.as_bytes()),
+            ) {
+                self.versions.heard(node, protocol);
+            }
+            let status = response.status();
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                let nonce = response
+                    .headers()
+                    .get(NONCE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(unhex);
+                let key = match (auth, nonce) {
+                    (None, _) => None,
+                    (Some((signer, signed)), Some(nonce)) => {
+                        Some(signer.session_key(&signed, &nonce))
+                    }
+                    // It took the stream unsigned: it has no secret, and
+                    // would read the frames' MACs as their bytes.
+                    (Some(_), None) => {
+                        return Err(unavailable(
+                            "it accepted without a nonce: it has no security.peer_secret".into(),
+                        ));
+                    }
+                };
+                let upgraded = hyper::upgrade::on(response)
+                    .await
+                    .map_err(|e| unavailable(crate::error::chain(&e)))?;
+                return Ok((Box::new(TokioIo::new(upgraded)) as Box<dyn Io>, key));
+            }
+            let body = Limited::new(response.into_body(), MAX_REFUSAL)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Err(match refused(node, status, &body) {
+                Error::Remote { message, .. } => unavailable(message),
+                e => e,
+            })
+        };
+        tokio::time::timeout(self.timeout, opening)
+            .await
+            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
+    }
+}
+
+/// Calls sent and not yet answered, by call id, with the bytes each
+/// carries: the stream's window.
+#[derive(Default)]
+struct InFlight {
+    calls: BTreeMap<u64, (oneshot::Sender<Result<Bytes>>, usize)>,
+    bytes: usize,
+}
+
+impl InFlight {
+    /// Whether a call of `size` bytes fits the window the receiver keeps
+    /// ([`MAX_STREAM_CALLS`] calls, `max` bytes; one call always fits).
+    fn fits(&self, size: usize, max: usize) -> bool {
+        self.calls.is_empty() || (self.calls.len() < MAX_STREAM_CALLS && self.bytes + size <= max)
+    }
+
+    fn take(&mut self, id: u64) -> Option<oneshot::Sender<Result<Bytes>>> {
+        let (tx, size) = self.calls.remove(&id)?;
+        self.bytes -= size;
+        Some(tx)
+    }
+
+    /// Forgets the calls whose callers stopped waiting; whether any are
+    /// left.
+    fn prune(&mut self) -> bool {
+        let bytes = &mut self.bytes;
+        self.calls.retain(|_, (tx, size)| {
+            let keep = !tx.is_closed();
+            if !keep {
+                *bytes -= *size;
+            }
+            keep
+        });
+        !self.calls.is_empty()
+    }
+}
+
+type Pending = Arc<Mutex<InFlight>>;
+
+/// The task of the lane to `node` at `addr`: opens a stream when a call
+/// comes, and ends when the lane is dropped.
+pub async fn run(opener: Arc<Opener>, node: String, addr: String, mut rx: mpsc::Receiver<Queued>) {
+    let mut first = None;
+    loop {
+        let call = match first.take() {
+            Some(call) => call,
+            None => match rx.recv().await {
+                Some(call) => call,
+                None => return,
+            },
+        };
+        let (frame, tx) = call;
+        if tx.is_closed() {
+            continue;
+        }
+        match opener.open(&node, &addr).await {
+            Ok((io, key)) => {
+                metrics::counter!(m::PEER_STREAMS_OPENED_TOTAL, "side" => "opener").increment(1);
+                let ended = connected(&opener, &node, io, key, (frame, tx), &mut rx).await;
+                let label = match &ended {
+                    Ended::Dropped => "stopped",
+                    Ended::Idle => "idle",
+                    Ended::Broken(reason) => {
+                        tracing::debug!(%node, %reason, "peer stream broke");
+                        "broken"
+                    }
+                };
+                metrics::counter!(m::PEER_STREAMS_ENDED_TOTAL, "side" => "opener", "reason" => label)
+                    .increment(1);
+                if matches!(ended, Ended::Dropped) {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Everything queued meanwhile fails alike, at once; the
+                // next call dials again.
+                let reason = e.to_string();
+                let _ = tx.send(Err(e));
+                while let Ok((_, tx)) = rx.try_recv() {
+                    let _ = tx.send(Err(Error::Unavailable {
+                        node: node.clone(),
+                        reason: reason.clone(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+enum Ended {
+    /// The lane was dropped.
+    Dropped,
+    /// No call for [`IDLE_CLOSE`].
+    Idle,
+    Broken(String),
+}
+
+/// Bytes of calls written in one go, at most (more wait for the next write).
+const WRITE_BUDGET: usize = 1 << 20;
+
+async fn connected(
+    opener: &Opener,
+    node: &str,
+    io: Box<dyn Io>,
+    key: Option<[u8; 32]>,
+    first: Queued,
+    rx: &mut mpsc::Receiver<Queued>,
+) -> Ended {
+    let (rd, mut wr) = tokio::io::split(io);
+    let pending: Pending = Arc::default();
+    let freed = Arc::new(Notify::new());
+    let born = Instant::now();
+    let heard = Arc::new(AtomicU64::new(0));
+    let max = opener.max_message;
+    let mut reader = tokio::spawn(read_replies(
+        rd,
+        Seal::new(key, ACCEPTER),
+        max,
+        Replies {
+            pending: Arc::clone(&pending),
+            freed: Arc::clone(&freed),
+            heard: Arc::clone(&heard),
+            born,
+            node: node.to_string(),
+        },
+    ));
+    let mut seal = Seal::new(key, OPENER);
+    let mut out = BytesMut::new();
+    let mut batch = VecDeque::from([first]);
+    let mut next_id = 0u64;
+    let mut last_call = Instant::now();
+    // The lane was dropped (the node stops, or the peer moved): no more
+    // calls come, the ones sent are still answered.
+    let mut closing = false;
+    let mut ticker = tokio::time::interval(KEEP_ALIVE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ended = loop {
+        if !closing {
+            while batch.len() < MAX_STREAM_CALLS
+                && let Ok(call) = rx.try_recv()
+            {
+                batch.push_back(call);
+            }
+        }
+        {
+            let mut pending = pending.lock();
+            if pending.calls.is_empty() && !batch.is_empty() {
+                // Silence counts from now: a stream that was idle is not
+                // dead for it.
+                heard.store(born.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+            while out.len() < WRITE_BUDGET
+                && let Some((frame, tx)) = batch.pop_front()
+            {
+                let size = frame.body.len();
+                // Callers that stopped waiting need no answer.
+                if tx.is_closed() {
+                    continue;
+                }
+                if size > max {
+                    // The receiver would close the stream for it.
+                    let _ = tx.send(Err(Error::PeerMessageTooLarge {
+                        len: size as u64,
+                        max,
+                    }));
+                    continue;
+                }
+                if !pending.fits(size, max) {
+                    batch.push_front((frame, tx));
+                    break;
+                }
+                next_id += 1;
+                pending.calls.insert(next_id, (tx, size));
+                pending.bytes += size;
+                let call = Message::Call {
+                    id: next_id,
+                    service: frame.service.into(),
+                    version: frame.version,
+                    body: frame.body,
+                };
+                codec::encode(&call, &mut seal, &mut out);
+            }
+        }
+        if !out.is_empty() {
+            if let Err(reason) = super::write(&mut wr, &mut out, opener.timeout).await {
+                break Ended::Broken(reason);
+            }
+            last_call = Instant::now();
+        }
+        if closing && batch.is_empty() && pending.lock().calls.is_empty() {
+            break Ended::Dropped;
+        }
+        // Biased, in this order, so a seeded simulation replays exactly:
+        // the stream's end, then the once-a-second tick (which nothing may
+        // starve), then room in the window, then new calls.
+        tokio::select! {
+            biased;
+            read = &mut reader => {
+                break Ended::Broken(read.unwrap_or_else(|e| format!("the reader failed: {e}")));
+            },
+            _ = ticker.tick() => {
+                let waiting = pending.lock().prune();
+                // Since the peer last sent a byte, or since the calls in
+                // flight began, when it had nothing to say before them.
+                let silent = born.elapsed().saturating_sub(Duration::from_millis(heard.load(Ordering::Relaxed)));
+                if !waiting {
+                    if batch.is_empty() && last_call.elapsed() >= IDLE_CLOSE {
+                        break Ended::Idle;
+                    }
+                } else if silent >= KEEP_ALIVE_INTERVAL + opener.timeout {
+                    break Ended::Broken(format!("nothing came back within {silent:?}, not even a pong"));
+                } else if silent >= KEEP_ALIVE_INTERVAL {
+                    next_id += 1;
+                    codec::encode(&Message::Ping { id: next_id }, &mut seal, &mut out);
+                    if let Err(reason) = super::write(&mut wr, &mut out, opener.timeout).await {
+                        break Ended::Broken(reason);
+                    }
+                }
+            },
+            () = freed.notified(), if !batch.is_empty() || closing => {},
+            call = rx.recv(), if batch.is_empty() && !closing => match call {
+                Some(call) => batch.push_back(call),
+                None => closing = true,
+            },
+        }
+    };
+    reader.abort();
+    let reason = match &ended {
+        Ended::Broken(reason) => reason.clone(),
+        _ => "the stream closed".to_string(),
+    };
+    for (_, (tx, _)) in std::mem::take(&mut pending.lock().calls) {
+        let _ = tx.send(Err(Error::Unavailable {
+            node: node.to_string(),
+            reason: format!("the stream broke with the call in flight: {reason}"),
+        }));
+    }
+    for (_, tx) in batch {
+        let _ = tx.send(Err(Error::Unavailable {
+            node: node.to_string(),
+            reason: reason.clone(),
+        }));
+    }
+    ended
+}
+
+/// What the reader of a stream hands replies to.
+struct Replies {
+    pending: Pending,
+    /// Woken when a reply makes room in the window.
+    freed: Arc<Notify>,
+    /// When the peer last sent a byte (ms since `born`).
+    heard: Arc<AtomicU64>,
+    born: Instant,
+    node: String,
+}
+
+/// Hands every reply to its caller; ends with why the stream can no longer
+/// be read.
+async fn read_replies(
+    mut rd: tokio::io::ReadHalf<Box<dyn Io>>,
+    mut seal: Seal,
+    max: usize,
+    to: Replies,
+) -> String {
+    let mut buf = BytesMut::new();
+    loop {
+        loop {
+            match codec::decode(&mut buf, max, &mut seal) {
+                Ok(Some(Message::Reply { id, reply })) => {
+                    let tx = to.pending.lock().take(id);
+                    if let Some(tx) = tx {
+                        let _ = tx.send(reply.map_err(|e| e.into_error(&to.node)));
+                        to.freed.notify_one();
+                    }
+                }
+                Ok(Some(Message::Pong { .. })) => {}
+                Ok(Some(Message::Call { .. } | Message::Ping { .. })) => {
+                    return "the peer sent a call on a stream it accepted".into();
+                }
+                Ok(None) => break,
+                Err(e) => return e.to_string(),
+            }
+        }
+        super::reserve(&mut buf, max);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => return "closed by the peer".into(),
+            Ok(_) => to
+                .heard
+                .store(to.born.elapsed().as_millis() as u64, Ordering::Relaxed),
+            Err(e) => return format!("reading: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::Frame;
+
+    /// A peer on the other end of `io` that answers each call with its
+    /// own body after `delay(id)`, and each ping at once.
+    async fn fake_peer(io: tokio::io::DuplexStream, delay: fn(u64) -> Duration) {
+        let (mut rd, wr) = tokio::io::split(io);
+        let wr = Arc::new(tokio::sync::Mutex::new((wr, Seal::new(None, ACCEPTER))));
+        let (mut buf, mut seal) = (BytesMut::new(), Seal::new(None, OPENER));
+        loop {
+            while let Some(message) = codec::decode(&mut buf, 1 << 20, &mut seal).expect("a frame")
+            {
+                let (id, reply, wait) = match message {
+                    Message::Call { id, body, .. } => (
+                        id,
+                        Message::Reply {
+                            id,
+                            reply: Ok(body),
+                        },
+                        delay(id),
+                    ),
+                    Message::Ping { id } => (id, Message::Pong { id }, Duration::ZERO),
+                    other => panic!("the opener sent {other:?}"),
+                };
+                let wr = Arc::clone(&wr);
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let mut wr = wr.lock().await;
+                    let (wr, seal) = &mut *wr;
+                    let mut out = BytesMut::new();
+                    codec::encode(&reply, seal, &mut out);
+                    let _ = tokio::io::AsyncWriteExt::write_all(wr, &out).await;
+                    let _ = id;
+                });
+            }
+            if rd.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                return;
+            }
+        }
+    }
+
+    /// An opener that never dials: the tests hand `connected` its stream.
+    fn opener(timeout: Duration) -> Opener {
+        Opener {
+            dial: Arc::new(|_| Box::pin(async { Err("no dialling here".into()) })),
+            scheme: "http",
+            signer: None,
+            versions: Arc::new(Versions::new(versions::PROTOCOL)),
+            timeout,
+            max_message: 1 << 20,
+        }
+    }
+
+    fn call(body: &'static [u8]) -> (Queued, oneshot::Receiver<Result<Bytes>>) {
+        let (tx, rx) = oneshot::channel();
+        let frame = Frame {
+            service: "replica.read",
+            version: 1,
+            body: Bytes::from_static(body),
+            batchable: true,
+        };
+        ((frame, tx), rx)
+    }
+
+    /// A stream quiet for longer than its ping deadline, then a call whose
+    /// answer takes one and a half seconds (its pings are answered): the
+    /// call is answered. Silence used to count from the last byte read, so
+    /// the first tick after the quiet spell closed the stream and failed
+    /// the call.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_after_a_quiet_spell_does_not_break_the_stream() {
+        let timeout = Duration::from_millis(500);
+        let opener = opener(timeout);
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        tokio::spawn(fake_peer(theirs, |id| {
+            if id == 1 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(1500)
+            }
+        }));
+        let (queue, mut rx) = mpsc::channel(16);
+        let (first, first_reply) = call(b"first");
+        let link = tokio::spawn(async move {
+            let ended = connected(&opener, "n2", Box::new(ours), None, first, &mut rx).await;
+            matches!(ended, Ended::Dropped)
+        });
+        assert_eq!(first_reply.await.expect("answered").expect("ok"), "first");
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL * 5).await;
+        let (second, second_reply) = call(b"second");
+        queue.send(second).await.expect("queued");
+        let reply = second_reply.await.expect("answered");
+        assert_eq!(reply.expect("the slow answer"), "second");
+        drop(queue);
+        assert!(link.await.expect("link"), "the lane's drop ended it");
+    }
+
+    /// The sender keeps the window: however many calls are queued, the
+    /// receiver never has more than [`MAX_STREAM_CALLS`] unanswered, and
+    /// every call is answered in the end.
+    #[tokio::test(start_paused = true)]
+    async fn the_sender_never_has_more_calls_in_flight_than_the_window() {
+        let opener = opener(Duration::from_secs(2));
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        // A peer that answers in order, a batch at a time, once a
+        // millisecond passes, and records the most it held unanswered.
+        let most = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&most);
+        tokio::spawn(async move {
+            let (mut rd, mut wr) = tokio::io::split(theirs);
+            let (mut buf, mut seal_in, mut seal_out) = (
+                BytesMut::new(),
+                Seal::new(None, OPENER),
+                Seal::new(None, ACCEPTER),
+            );
+            let mut held = Vec::new();
+            loop {
+                while let Some(m) = codec::decode(&mut buf, 1 << 20, &mut seal_in).expect("frame") {
+                    if let Message::Call { id, body, .. } = m {
+                        held.push(Message::Reply {
+                            id,
+                            reply: Ok(body),
+                        });
+                    }
+                }
+                seen.fetch_max(held.len() as u64, Ordering::Relaxed);
+                let read = tokio::time::timeout(Duration::from_millis(1), rd.read_buf(&mut buf));
+                match read.await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(_)) => continue,
+                    Err(_) => {}
+                }
+                let mut out = BytesMut::new();
+                for reply in held.drain(..) {
+                    codec::encode(&reply, &mut seal_out, &mut out);
+                }
+                if tokio::io::AsyncWriteExt::write_all(&mut wr, &out)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let calls = MAX_STREAM_CALLS * 3;
+        let (queue, mut rx) = mpsc::channel(calls + 1);
+        let mut replies = Vec::new();
+        for _ in 0..calls {
+            let (queued, reply) = call(b"x");
+            queue.send(queued).await.expect("queued");
+            replies.push(reply);
+        }
+        let (first, first_reply) = call(b"x");
+        replies.push(first_reply);
+        tokio::spawn(async move {
+            connected(&opener, "n2", Box::new(ours), None, first, &mut rx).await;
+        });
+        for reply in replies {
+            assert_eq!(reply.await.expect("answered").expect("ok"), "x");
+        }
+        let most = most.load(Ordering::Relaxed) as usize;
+        assert!(
+            most <= MAX_STREAM_CALLS && most > MAX_STREAM_CALLS / 2,
+            "the peer held {most} calls at once"
+        );
+        drop(queue);
+    }
+
+    /// A peer that answers nothing, not even pings: the call fails once
+    /// the ping deadline passes, and the stream is closed.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_fails_the_calls_in_flight() {
+        let timeout = Duration::from_millis(500);
+        let opener = opener(timeout);
+        // Held open, never read.
+        let (ours, _theirs) = tokio::io::duplex(1 << 16);
+        let (_queue, mut rx) = mpsc::channel(16);
+        let (first, reply) = call(b"first");
+        let started = Instant::now();
+        let ended = connected(&opener, "n2", Box::new(ours), None, first, &mut rx).await;
+        assert!(matches!(ended, Ended::Broken(_)));
+        let e = reply.await.expect("answered").expect_err("no answer came");
+        assert_eq!(e.code(), "unavailable", "{e}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= KEEP_ALIVE_INTERVAL + timeout && waited <= 2 * KEEP_ALIVE_INTERVAL + timeout,
+            "closed after {waited:?}"
+        );
+    }
+}
