@@ -25,7 +25,7 @@ PARTS = [
     ("Merkle trees (blake3)", r"blake3|merkle"),
     ("versions and merge", r"chorus::version::(siblings|dot|clock)|crdts"),
     ("encoding (postcard, JSON, contexts, base64)", r"postcard|serde_json|base64|chorus::version::context|serde::"),
-    ("peer HTTP/2 (fan-out)", r"\bh2::|chorus::peer"),
+    ("peer transport: HTTP/2, streams (fan-out)", r"\bh2::|chorus::peer"),
     ("client HTTP/1 (parse, write)", r"hyper::proto::h1|httparse|hyper::"),
     ("routing and API layer", r"axum|matchit|chorus::api|tower"),
     ("coordinator and replica", r"chorus::coordinator|chorus::replica|chorus::store"),
