@@ -31,7 +31,8 @@ use parking_lot::{Mutex, RwLock};
 
 use super::batch::{self, Lane};
 use super::rpc::RPC_HEADER;
-use super::stream::link::{self, Opener};
+use super::stream::link;
+use super::stream::open::Opener;
 use super::stream::{Dial, STREAM_PROTOCOL};
 use super::versions::{self, PROTOCOL_HEADER, Versions};
 use super::{Call, Dest, Frame, KEEP_ALIVE_INTERVAL, PEER_PATH, Services, Transport, refused};

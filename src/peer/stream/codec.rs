@@ -308,7 +308,7 @@ mod tests {
             let (mut buf, mut read, mut got) = (BytesMut::new(), Seal::new(key, OPENER), vec![]);
             for chunk in out.chunks(cut) {
                 buf.extend_from_slice(chunk);
-                while let Some(m) = decode(&mut buf, 300, &mut read).unwrap() {
+                while let Some(m) = decode(&mut buf, 300, &mut read).expect("a frame") {
                     got.push(m);
                 }
             }
@@ -381,7 +381,7 @@ mod tests {
             reply: Ok(Bytes::from(vec![1; 1000])),
         };
         encode(&big, &mut Seal::new(Some([3; 32]), ACCEPTER), &mut ok);
-        let back = decode(&mut ok, 1000, &mut Seal::new(Some([3; 32]), ACCEPTER)).unwrap();
+        let back = decode(&mut ok, 1000, &mut Seal::new(Some([3; 32]), ACCEPTER)).expect("a frame");
         assert_eq!(back, Some(big));
     }
 }

@@ -51,6 +51,7 @@
 
 pub mod codec;
 pub mod link;
+pub mod open;
 pub mod serve;
 
 use std::sync::Arc;
