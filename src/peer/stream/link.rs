@@ -68,16 +68,7 @@ type Pending = Arc<Mutex<InFlight>>;
 /// The task of the lane to `node` at `addr`: opens a stream when a call
 /// comes, and ends when the lane is dropped.
 pub async fn run(opener: Arc<Opener>, node: String, addr: String, mut rx: mpsc::Receiver<Queued>) {
-    let mut first = None;
-    loop {
-        let call = match first.take() {
-            Some(call) => call,
-            None => match rx.recv().await {
-                Some(call) => call,
-                None => return,
-            },
-        };
-        let (frame, tx) = call;
+    while let Some((frame, tx)) = rx.recv().await {
         if tx.is_closed() {
             continue;
         }
