@@ -8,9 +8,11 @@
 # the nodes; from /proc/PID/task/*/stat and status).
 #
 #   bash docs/bench/threads.sh [duration 15s] [concurrency 64]
-#   (BIN=target/release/chorus NODES=3 WORKLOAD=put RATE=4000 RECORDS=100000, where
-#   RATE > 0 runs open loop at that many operations a second and 0 closed
-#   loop; BIN is built from this tree when not given)
+#   (BIN=target/release/chorus NODES=3 WORKLOAD=put RATE=4000 RECORDS=100000
+#   STORAGE=always, where RATE > 0 runs open loop at that many operations a
+#   second and 0 closed loop; BIN is built from this tree when not given;
+#   STORAGE=interval fsyncs every 100 ms instead of per write, and
+#   STORAGE=memory uses the in-memory engine: what the disk costs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-15s}
@@ -26,6 +28,12 @@ work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
 chorus_config "$work/cluster.toml" threads 7700 "$nodes" "$nodes"
+case ${STORAGE:-always} in
+  always) ;;
+  interval) sed -i 's/^sync = "always"/sync = "interval"/' "$work/cluster.toml" ;;
+  memory) sed -i 's/^sync = "always"/engine = "memory"/' "$work/cluster.toml" ;;
+  *) echo "STORAGE is always, interval or memory" >&2; exit 2 ;;
+esac
 urls=()
 for i in $(seq "$nodes"); do
   "$bin" serve --config "$work/cluster.toml" --node "n$i" > /dev/null 2> "$work/n$i.log" &
