@@ -37,8 +37,8 @@ pub struct Stats {
     /// Keys (state) or ops (operation) that changed this node's data or a
     /// peer's.
     pub repaired: u64,
-    /// The number of the last round that found keys differing (0: none).
-    pub last_differing_round: u64,
+    /// Rounds that found keys differing.
+    pub differing_rounds: u64,
     /// Operation mode: range exchanges that fell back to state transfer.
     pub fallbacks: u64,
     /// Deletes this node purged as their primary.
@@ -256,9 +256,7 @@ impl AntiEntropy {
             stats.fallbacks += outcome.fallbacks;
             stats.ops_applied += outcome.ops_applied;
             stats.last_round_differing = outcome.differing;
-            if outcome.differing > 0 {
-                stats.last_differing_round = stats.rounds;
-            }
+            stats.differing_rounds += u64::from(outcome.differing > 0);
         }
         let mode = self.mode();
         metrics::counter!(m::ANTIENTROPY_ROUNDS_TOTAL, "mode" => mode, "result" => outcome.result)
