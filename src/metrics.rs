@@ -71,6 +71,13 @@ pub const TLS_HANDSHAKES_FAILED_TOTAL: &str = "chorus_tls_handshakes_failed_tota
 pub const PEER_STREAMS_ENDED_TOTAL: &str = "chorus_peer_streams_ended_total";
 /// Peer streams opened, by `side` (opener, accepter).
 pub const PEER_STREAMS_OPENED_TOTAL: &str = "chorus_peer_streams_opened_total";
+/// Time one group-commit fsync of the journal took.
+pub const STORAGE_FSYNC_SECONDS: &str = "chorus_storage_fsync_seconds";
+/// How long the oldest write an fsync covers waited for that fsync to
+/// begin (written, queued behind the fsync before it).
+pub const STORAGE_FSYNC_WAIT_SECONDS: &str = "chorus_storage_fsync_wait_seconds";
+/// Writes one group-commit fsync made durable.
+pub const STORAGE_FSYNC_WRITES: &str = "chorus_storage_fsync_writes";
 /// Handoff sweeps that could not finish and will be retried.
 pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
 /// Anti-entropy rounds, by `mode` (state) and `result`: in_sync (the peer
@@ -317,6 +324,24 @@ pub const ALL: &[Def] = &[
         help: "Connections closed because their TLS handshake failed or timed out, by reason (failed, timeout).",
     },
     Def {
+        name: STORAGE_FSYNC_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Time one group-commit fsync of the journal took.",
+    },
+    Def {
+        name: STORAGE_FSYNC_WAIT_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "How long the oldest write an fsync covers waited for that fsync to begin.",
+    },
+    Def {
+        name: STORAGE_FSYNC_WRITES,
+        kind: Kind::Histogram,
+        unit: None,
+        help: "Writes one group-commit fsync made durable.",
+    },
+    Def {
         name: PEER_STREAMS_OPENED_TOTAL,
         kind: Kind::Counter,
         unit: None,
@@ -433,12 +458,14 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 const SIBLING_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0];
 const HOP_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0];
+const WRITES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
 /// The buckets of a histogram.
 fn buckets(def: &Def) -> &'static [f64] {
     match def.name {
         READ_SIBLINGS => SIBLING_BUCKETS,
         LOOKUP_HOPS => HOP_BUCKETS,
+        STORAGE_FSYNC_WRITES => WRITES_BUCKETS,
         _ => LATENCY_BUCKETS,
     }
 }

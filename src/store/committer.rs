@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjall::{Database, Keyspace, PersistMode};
@@ -58,7 +58,9 @@ struct Queue {
 
 /// Updates written to the journal and waiting for the next fsync.
 struct Syncs {
-    waiting: Mutex<Vec<oneshot::Sender<Result<()>>>>,
+    /// The updates written and not yet fsynced, and when the oldest of
+    /// them was handed over.
+    waiting: Mutex<(DurableSenders, Option<Instant>)>,
     ready: Condvar,
     /// The committer has stopped: nothing more will wait.
     done: AtomicBool,
@@ -86,7 +88,7 @@ impl Committer {
         let syncs = match policy {
             SyncPolicy::Always => {
                 let syncs = Arc::new(Syncs {
-                    waiting: Mutex::new(Vec::new()),
+                    waiting: Mutex::new((Vec::new(), None)),
                     ready: Condvar::new(),
                     done: AtomicBool::new(false),
                 });
@@ -147,7 +149,10 @@ impl Committer {
 
 impl Syncs {
     fn push(&self, durable: Vec<oneshot::Sender<Result<()>>>) {
-        self.waiting.lock().extend(durable);
+        let mut waiting = self.waiting.lock();
+        waiting.1.get_or_insert_with(Instant::now);
+        waiting.0.extend(durable);
+        drop(waiting);
         self.ready.notify_one();
     }
 }
@@ -196,9 +201,9 @@ fn commit_loop(
 /// The committer thread is joined before this one.
 fn sync_loop(db: &Database, syncs: &Syncs) {
     loop {
-        let durable = {
+        let (durable, since) = {
             let mut waiting = syncs.waiting.lock();
-            while waiting.is_empty() && !syncs.done.load(Ordering::SeqCst) {
+            while waiting.0.is_empty() && !syncs.done.load(Ordering::SeqCst) {
                 syncs.ready.wait(&mut waiting);
             }
             std::mem::take(&mut *waiting)
@@ -207,7 +212,17 @@ fn sync_loop(db: &Database, syncs: &Syncs) {
             // The committer stopped and everything it wrote is fsynced.
             break;
         }
+        // Per fsync, not per write: the waits behind it, its time, its
+        // batch (docs/benchmarks.md, the p99 below the peak).
+        let started = Instant::now();
+        if let Some(since) = since {
+            metrics::histogram!(crate::metrics::STORAGE_FSYNC_WAIT_SECONDS)
+                .record(started.duration_since(since).as_secs_f64());
+        }
         let synced = db.persist(PersistMode::SyncData);
+        metrics::histogram!(crate::metrics::STORAGE_FSYNC_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::STORAGE_FSYNC_WRITES).record(durable.len() as f64);
         if let Err(e) = &synced {
             metrics::counter!(crate::metrics::STORAGE_FAILURES_TOTAL, "stage" => "fsync")
                 .increment(durable.len() as u64);

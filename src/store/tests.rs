@@ -516,3 +516,47 @@ async fn scan_stops_at_its_byte_budget_but_returns_at_least_one() {
         assert_eq!(counted.len(), 3, "the count still bounds");
     }
 }
+
+/// Every group-commit fsync is counted with its time, its batch and the
+/// wait of the oldest write it covers (what the p99 below the peak is
+/// made of: docs/benchmarks.md).
+#[tokio::test]
+async fn each_fsync_is_measured_with_its_batch_and_its_wait() {
+    let exporter = crate::metrics::install();
+    let count = |name: &str| {
+        let text = exporter.render();
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}_count")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let sum = |name: &str| {
+        let text = exporter.render();
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}_sum")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    use crate::metrics::{STORAGE_FSYNC_SECONDS, STORAGE_FSYNC_WAIT_SECONDS, STORAGE_FSYNC_WRITES};
+    let before = (
+        count(STORAGE_FSYNC_SECONDS),
+        count(STORAGE_FSYNC_WAIT_SECONDS),
+        sum(STORAGE_FSYNC_WRITES),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FjallStore::open(dir.path(), &StorageConfig::default()).expect("open");
+    for i in 0..3 {
+        let content = Content::Value(Bytes::from_static(b"1"));
+        let (_, _, durable) = store
+            .update(&format!("k{i}"), blind(&identity(), content))
+            .applied_with_bytes()
+            .await
+            .expect("applied");
+        durable.wait().await.expect("durable");
+    }
+    // One fsync per write, each waited for; other tests of this process
+    // fsync too, so at least these.
+    assert!(count(STORAGE_FSYNC_SECONDS) >= before.0 + 3);
+    assert!(count(STORAGE_FSYNC_WAIT_SECONDS) >= before.1 + 3);
+    assert!(sum(STORAGE_FSYNC_WRITES) >= before.2 + 3.0);
+}
