@@ -523,20 +523,16 @@ async fn scan_stops_at_its_byte_budget_but_returns_at_least_one() {
 #[tokio::test]
 async fn each_fsync_is_measured_with_its_batch_and_its_wait() {
     let exporter = crate::metrics::install();
-    let count = |name: &str| {
+    // A histogram's `_count` or `_sum` sample.
+    let sample = |name: &str, part: &str| {
         let text = exporter.render();
         text.lines()
-            .find(|l| l.starts_with(&format!("{name}_count")))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let sum = |name: &str| {
-        let text = exporter.render();
-        text.lines()
-            .find(|l| l.starts_with(&format!("{name}_sum")))
+            .find(|l| l.starts_with(&format!("{name}_{part} ")))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    let count = |name: &str| sample(name, "count");
+    let sum = |name: &str| sample(name, "sum");
     use crate::metrics::{STORAGE_FSYNC_SECONDS, STORAGE_FSYNC_WAIT_SECONDS, STORAGE_FSYNC_WRITES};
     let before = (
         count(STORAGE_FSYNC_SECONDS),
@@ -556,7 +552,7 @@ async fn each_fsync_is_measured_with_its_batch_and_its_wait() {
     }
     // One fsync per write, each waited for; other tests of this process
     // fsync too, so at least these.
-    assert!(count(STORAGE_FSYNC_SECONDS) >= before.0 + 3);
-    assert!(count(STORAGE_FSYNC_WAIT_SECONDS) >= before.1 + 3);
+    assert!(count(STORAGE_FSYNC_SECONDS) >= before.0 + 3.0);
+    assert!(count(STORAGE_FSYNC_WAIT_SECONDS) >= before.1 + 3.0);
     assert!(sum(STORAGE_FSYNC_WRITES) >= before.2 + 3.0);
 }
