@@ -311,7 +311,7 @@ impl Node {
             open_routes: config.security.open_routes.clone(),
             inflight: tokio::sync::Semaphore::new(config.limits.max_inflight),
             versions,
-            peer_inflight: Arc::new(tokio::sync::Semaphore::new(config.limits.max_peer_inflight)),
+            peer_inflight: tokio::sync::Semaphore::new(config.limits.max_peer_inflight),
             peer_bytes: Arc::new(tokio::sync::Semaphore::new(
                 config.limits.max_peer_inflight_bytes as usize,
             )),

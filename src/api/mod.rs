@@ -97,9 +97,9 @@ pub struct Api {
     pub inflight: tokio::sync::Semaphore,
     /// The peer protocol this node speaks, and what its peers answered with.
     pub versions: Arc<crate::peer::Versions>,
-    /// Peer requests being served (`limits.max_peer_inflight` permits),
-    /// on `POST /peer` and on peer streams.
-    pub peer_inflight: Arc<tokio::sync::Semaphore>,
+    /// Peer requests being served on `POST /peer` (`limits.max_peer_inflight`
+    /// permits; a stream's calls are bounded by its window instead).
+    pub peer_inflight: tokio::sync::Semaphore,
     /// Bytes of peer request bodies held (`limits.max_peer_inflight_bytes`).
     pub peer_bytes: Arc<tokio::sync::Semaphore>,
     /// Peer streams being served (`limits.max_connections` permits, held
