@@ -22,7 +22,7 @@ const WRITES: usize = 60;
 /// Sixty writes at `w=all` through one node, one after the other, reach
 /// both its peers on one stream each. Over HTTP/2 each of the 120 merges
 /// would be a `POST /peer` of its own (one at a time, nothing to batch);
-/// on the streams only heartbeats and gossip still post.
+/// here every one comes on a stream, and only two streams are opened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_between_nodes_travel_on_one_stream_per_peer() {
     let cluster = TestCluster::start(3, 0, 3).await;
@@ -44,11 +44,11 @@ async fn writes_between_nodes_travel_on_one_stream_per_peer() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // In-process nodes share one metrics registry: these are all nodes'.
-    let posts = || metric(&n1, "chorus_requests_total{op=\"peer\"");
-    // Opened by nodes (the other tests of this file open theirs by hand).
+    // In-process nodes share one metrics registry: these are all nodes'
+    // (the other tests of this file send no merges, and open their
+    // streams by hand).
     let opened = || metric(&n1, "chorus_peer_streams_opened_total{side=\"opener\"}");
-    let (posts_before, opened_before) = (posts().await, opened().await);
+    let before = (merges(&n1).await, opened().await);
     for i in 0..WRITES {
         let path = format!("{}?w=all", chorus::client::key_path(&format!("k{i}")));
         let reply = n1
@@ -62,20 +62,64 @@ async fn writes_between_nodes_travel_on_one_stream_per_peer() {
             .expect("put");
         assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:?}", reply.json());
     }
-    let posted = posts().await - posts_before;
-    assert!(
-        posted < WRITES as f64,
-        "{posted} POST /peer for {WRITES} writes at w=all"
+    let after = merges(&n1).await;
+    let shown = || series(&n1, &["chorus_peer_calls_total", "chorus_peer_streams"]);
+    assert_eq!(
+        (
+            after.posted - before.0.posted,
+            after.batched - before.0.batched
+        ),
+        (0.0, 0.0),
+        "merges posted or batched over HTTP/2; {}",
+        shown().await
     );
-    let opened = opened().await - opened_before;
+    assert!(
+        after.streamed - before.0.streamed >= 2.0 * WRITES as f64,
+        "{} merges on streams for {WRITES} writes at w=all to two peers; {}",
+        after.streamed - before.0.streamed,
+        shown().await
+    );
+    let opened = opened().await - before.1;
     assert!(
         (2.0..=4.0).contains(&opened),
-        "{opened} streams opened for n1's two peers"
+        "{opened} streams opened for n1's two peers; {}",
+        shown().await
     );
     // Every write is on every replica.
     for i in 1..3 {
         let reply = cluster.client(i).get("k0").await.expect("get");
         assert_eq!(reply.status, StatusCode::OK);
+    }
+}
+
+/// The lines of `/metrics` that start with any of `prefixes`, for a
+/// failure to show what the nodes did.
+async fn series(client: &chorus::client::Client, prefixes: &[&str]) -> String {
+    let reply = client
+        .request(Method::GET, "/metrics", &[], Bytes::new())
+        .await
+        .expect("metrics");
+    String::from_utf8_lossy(&reply.body)
+        .lines()
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The merges all nodes took in, by how they came.
+struct Merges {
+    posted: f64,
+    batched: f64,
+    streamed: f64,
+}
+
+async fn merges(client: &chorus::client::Client) -> Merges {
+    let via =
+        |via: &str| format!("chorus_peer_calls_total{{service=\"replica.merge\",via=\"{via}\"}}");
+    Merges {
+        posted: metric(client, &via("post")).await,
+        batched: metric(client, &via("batch")).await,
+        streamed: metric(client, &via("stream")).await,
     }
 }
 

@@ -71,6 +71,9 @@ pub const TLS_HANDSHAKES_FAILED_TOTAL: &str = "chorus_tls_handshakes_failed_tota
 /// stopped (this node stops), broken (a socket error or a silent peer),
 /// refused (a frame that did not decode or failed its MAC).
 pub const PEER_STREAMS_ENDED_TOTAL: &str = "chorus_peer_streams_ended_total";
+/// Peer calls this node took in, by `service` and by how they came
+/// (`via`: post, batch, stream).
+pub const PEER_CALLS_TOTAL: &str = "chorus_peer_calls_total";
 /// Peer streams opened, by `side` (opener, accepter).
 pub const PEER_STREAMS_OPENED_TOTAL: &str = "chorus_peer_streams_opened_total";
 /// Time one group-commit fsync of the journal took.
@@ -342,6 +345,12 @@ pub const ALL: &[Def] = &[
         kind: Kind::Histogram,
         unit: None,
         help: "Writes one group-commit fsync made durable.",
+    },
+    Def {
+        name: PEER_CALLS_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Peer calls this node took in, by service and by how they came (post, batch, stream).",
     },
     Def {
         name: PEER_STREAMS_OPENED_TOTAL,

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::WireError;
-use super::rpc::{self, Call, Frame, Rpc, Service, Services};
+use super::rpc::{self, Call, Frame, Rpc, Service, Services, Via};
 use crate::budget::Budget;
 use crate::error::{Error, Result};
 
@@ -102,7 +102,7 @@ pub fn dispatch(services: &Services, body: &[u8]) -> Result<Call<Bytes>> {
     }
     let calls: Vec<Result<Call<Bytes>>> = frames
         .into_iter()
-        .map(|f| services.dispatch_batched(&f.service, f.version, f.body))
+        .map(|f| services.dispatch_batched(&f.service, f.version, Via::Batch, f.body))
         .collect();
     Ok(Box::pin(async move {
         let replies = join_all(calls.into_iter().map(|call| async move {

@@ -36,6 +36,7 @@ use serde::de::DeserializeOwned;
 
 use super::{WireError, decode, encode};
 use crate::error::{Error, Result};
+use crate::metrics as m;
 
 /// The header of a `POST /peer` that carries a [`Frame`]: `name/version`.
 pub const RPC_HEADER: &str = "x-chorus-rpc";
@@ -269,18 +270,19 @@ impl Services {
         to_any: bool,
         body: Bytes,
     ) -> Result<Call<Bytes>> {
-        self.lookup(service, version, to_any, false, body)
+        self.lookup(service, version, to_any, Via::Post, body)
     }
 
-    /// As [`Services::dispatch`], for a frame that came in a batch: only a
-    /// batchable service is taken.
+    /// As [`Services::dispatch`], for a frame that came with others (`via`
+    /// a batch or a stream): only a batchable service is taken.
     pub fn dispatch_batched(
         &self,
         service: &str,
         version: u16,
+        via: Via,
         body: Bytes,
     ) -> Result<Call<Bytes>> {
-        self.lookup(service, version, false, true, body)
+        self.lookup(service, version, false, via, body)
     }
 
     fn lookup(
@@ -288,7 +290,7 @@ impl Services {
         service: &str,
         version: u16,
         to_any: bool,
-        batched: bool,
+        via: Via,
         body: Bytes,
     ) -> Result<Call<Bytes>> {
         let entries = self.entries.read();
@@ -310,7 +312,7 @@ impl Services {
                 None => Error::UnknownService(service.to_string()),
             });
         };
-        if batched && !entry.service.batchable {
+        if via != Via::Post && !entry.service.batchable {
             return Err(Error::Protocol(format!(
                 "{service} may not travel in a batch"
             )));
@@ -322,6 +324,14 @@ impl Services {
                 "a {service} request signed for any receiver; only a join may be"
             )));
         }
+        static CALLS: m::Handles<(&str, Via), metrics::Counter> = m::Handles::new();
+        let name = entry.service.name;
+        CALLS
+            .get(
+                (name, via),
+                || metrics::counter!(m::PEER_CALLS_TOTAL, "service" => name, "via" => via.label()),
+            )
+            .increment(1);
         Ok((entry.remote)(body))
     }
 
@@ -336,6 +346,28 @@ impl Services {
             .collect();
         names.sort_unstable();
         names
+    }
+}
+
+/// How a call reached this node: the label `via` of
+/// `chorus_peer_calls_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// A `POST /peer` of its own.
+    Post,
+    /// In a `peer.batch` post (protocol 2, over HTTP/2).
+    Batch,
+    /// On a peer stream (`super::stream`).
+    Stream,
+}
+
+impl Via {
+    fn label(self) -> &'static str {
+        match self {
+            Via::Post => "post",
+            Via::Batch => "batch",
+            Via::Stream => "stream",
+        }
     }
 }
 

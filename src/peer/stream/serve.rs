@@ -28,7 +28,7 @@ use super::{Io, MAX_STREAM_CALLS, RECEIVER_IDLE};
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::peer::WireError;
-use crate::peer::rpc::Services;
+use crate::peer::rpc::{Services, Via};
 
 /// What a receiver's streams share: the node's handlers and its limits.
 #[derive(Clone)]
@@ -170,7 +170,9 @@ fn admit(
             key: "max_peer_inflight_bytes",
             limit: at.max_bytes as usize,
         })?;
-    let call = at.services.dispatch_batched(service, version, body)?;
+    let call = at
+        .services
+        .dispatch_batched(service, version, Via::Stream, body)?;
     Ok(async move {
         let reply = call.await;
         drop(permit);
