@@ -539,8 +539,17 @@ async fn writes_that_reached_one_replica_travel_as_ops_and_leave_the_logs() {
             stats.ops_applied - before.ops_applied
         );
         assert_eq!(
-            stats.fallbacks, before.fallbacks,
-            "no fallback to state was needed"
+            stats.fallbacks,
+            before.fallbacks,
+            "no fallback to state was needed; {}",
+            common::series(
+                &cluster.client(0),
+                &[
+                    "chorus_antientropy_fallbacks_total",
+                    "chorus_antientropy_ops_truncated_total"
+                ]
+            )
+            .await
         );
     }
     // Once every replica has every op, the ops leave every log.

@@ -12,7 +12,7 @@ use chorus::peer::stream::codec::{self, ACCEPTER, Message, OPENER, Seal};
 use chorus::peer::stream::{NONCE_HEADER, SERVICE, UPGRADE};
 use chorus::security::peer_auth::AUTH_HEADER;
 use common::cluster::TestCluster;
-use common::{TestNode, metric, node_id, test_signer};
+use common::{TestNode, metric, node_id, series, test_signer};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -90,20 +90,6 @@ async fn writes_between_nodes_travel_on_one_stream_per_peer() {
         let reply = cluster.client(i).get("k0").await.expect("get");
         assert_eq!(reply.status, StatusCode::OK);
     }
-}
-
-/// The lines of `/metrics` that start with any of `prefixes`, for a
-/// failure to show what the nodes did.
-async fn series(client: &chorus::client::Client, prefixes: &[&str]) -> String {
-    let reply = client
-        .request(Method::GET, "/metrics", &[], Bytes::new())
-        .await
-        .expect("metrics");
-    String::from_utf8_lossy(&reply.body)
-        .lines()
-        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The merges all nodes took in, by how they came.

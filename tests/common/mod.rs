@@ -129,15 +129,32 @@ pub async fn chorus(args: &[&str]) -> std::process::Output {
 /// The sum of every sample of a node's `/metrics` whose line starts with
 /// `series` (a metric name, with or without labels).
 pub async fn metric(client: &Client, series: &str) -> f64 {
-    let reply = client
-        .request(http::Method::GET, "/metrics", &[], bytes::Bytes::new())
+    metrics_text(client)
         .await
-        .expect("metrics");
-    String::from_utf8_lossy(&reply.body)
         .lines()
         .filter(|l| l.starts_with(series))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The node's `/metrics` page.
+async fn metrics_text(client: &Client) -> String {
+    let reply = client
+        .request(http::Method::GET, "/metrics", &[], bytes::Bytes::new())
+        .await
+        .expect("metrics");
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+/// The lines of `/metrics` that start with any of `prefixes`, for a
+/// failure to show what the nodes did.
+pub async fn series(client: &Client, prefixes: &[&str]) -> String {
+    metrics_text(client)
+        .await
+        .lines()
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The context a read of `key` returns; the key must exist.
