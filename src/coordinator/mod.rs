@@ -536,8 +536,8 @@ impl Coordinator {
                 Err(_) if Instant::now() < deadline => {
                     ask_the_rest(key, &mut unasked, &mut replies, "slow");
                 }
-                // The time is up (the channel itself never ends: more calls
-                // may be started until the read is decided).
+                // The time is up (`recv` itself never ends while unsealed:
+                // more calls may be started until the read is decided).
                 Ok(None) | Err(_) => {
                     tally.fail_outstanding("no answer within timeout_ms");
                     return Err(read_failed(&tally));

@@ -21,7 +21,9 @@ use crate::version::SiblingSet;
 /// What one replica answered to a read.
 pub(super) type Reply = (String, Option<SiblingSet>);
 
-/// Finishes the read in the background and repairs stale replicas.
+/// Finishes the read in the background and repairs stale replicas. A read
+/// whose replicas all answered alike (the common case) needs neither, and
+/// starts no task.
 pub(super) fn spawn(
     transport: Arc<dyn Transport>,
     key: String,
@@ -29,12 +31,18 @@ pub(super) fn spawn(
     mut rest: Calls<<Read as crate::peer::Rpc>::Reply>,
     deadline: Instant,
 ) {
+    if rest.outstanding() == 0 && !stale(&seen) {
+        return;
+    }
     tokio::spawn(async move {
         while let Ok(Some((node, reply))) = tokio::time::timeout_at(deadline, rest.recv()).await {
             if let Ok(set) = reply {
                 seen.push((node, set));
             }
         }
+        // Calls still out past the deadline go on in a task of their own
+        // (Calls' drop), not stalled behind the repairs.
+        drop(rest);
         let Some(merged) = merge_all(&seen) else {
             return;
         };
@@ -58,6 +66,12 @@ pub(super) fn spawn(
             }
         }
     });
+}
+
+/// Whether some replica's answer differs from another's: then the merge
+/// of all differs from at least one, which needs a repair.
+fn stale(seen: &[Reply]) -> bool {
+    seen.windows(2).any(|pair| pair[0].1 != pair[1].1)
 }
 
 /// The merge of every set seen; `None` when no replica had the key.
