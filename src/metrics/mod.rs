@@ -338,7 +338,7 @@ pub const ALL: &[Def] = &[
         name: STORAGE_FSYNC_WAIT_SECONDS,
         kind: Kind::Histogram,
         unit: Some(Unit::Seconds),
-        help: "How long the oldest write an fsync covers waited for that fsync to begin.",
+        help: "How long the oldest write an fsync covers waited, from being queued to the committer until that fsync began.",
     },
     Def {
         name: STORAGE_FSYNC_WRITES,

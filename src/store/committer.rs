@@ -1,4 +1,4 @@
-//! Group commit: one thread applies every queued update, another fsyncs.
+//! Group commit: one thread applies every queued update, then fsyncs.
 //!
 //! Request tasks queue their read-merge-writes. The committer takes every
 //! update queued so far (up to [`MAX_BATCH`]), computes them in order (a
@@ -10,13 +10,18 @@
 //! a batch whose commit fails is answered with the error, its sets sent
 //! nowhere.
 //!
-//! With `sync = "always"`, the syncer thread then fsyncs and only after
-//! that says the updates are durable. While it fsyncs, the committer goes
-//! on computing and writing the next batch, and the fsync after that covers
-//! all of it: under load one fsync serves many writes, and computing never
-//! waits for the disk; with one writer it costs one fsync per write, as it
-//! must. A set handed out before its fsync may be read or sent to other
-//! replicas; only its acknowledgement waits for the fsync.
+//! With `sync = "always"`, the committer then fsyncs the journal and only
+//! after that says the updates are durable. Updates queued meanwhile make
+//! the next batch: under load one fsync serves many writes; with one
+//! writer it costs one fsync per write, as it must. A set handed out
+//! before its fsync may be read or sent to other replicas (their fsyncs
+//! overlap this one); only its acknowledgement waits for the fsync.
+//!
+//! The fsync is the committer's own step, not another thread's: fjall
+//! holds its journal's lock through an fsync, so a batch could not be
+//! written while the previous one is fsynced anyway, and a second thread
+//! only added a hand-off and a convoy on that lock per batch (issue 21:
+//! docs/benchmarks.md, "One thread commits and fsyncs").
 //!
 //! With `sync = "interval"` an update is acknowledged once written, and a
 //! timer thread fsyncs every interval.
@@ -46,24 +51,17 @@ pub(crate) struct Job {
     pub merge: Merge,
     /// The new set, sent as soon as it is computed.
     pub applied: oneshot::Sender<Result<Applied>>,
-    /// Sent once the batch holding the update is committed.
+    /// Sent once the update is durable: with `sync = "always"` after the
+    /// fsync that covers it, else once its batch is written.
     pub durable: oneshot::Sender<Result<()>>,
+    /// When it was queued: what its fsync waited is counted from here.
+    pub queued: Instant,
 }
 
 struct Queue {
     jobs: Mutex<Vec<Job>>,
     ready: Condvar,
     stop: AtomicBool,
-}
-
-/// Updates written to the journal and waiting for the next fsync.
-struct Syncs {
-    /// The updates written and not yet fsynced, and when the oldest of
-    /// them was handed over.
-    waiting: Mutex<(DurableSenders, Option<Instant>)>,
-    ready: Condvar,
-    /// The committer has stopped: nothing more will wait.
-    done: AtomicBool,
 }
 
 pub(crate) struct Committer {
@@ -85,39 +83,22 @@ impl Committer {
             stop: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
-        let syncs = match policy {
-            SyncPolicy::Always => {
-                let syncs = Arc::new(Syncs {
-                    waiting: Mutex::new((Vec::new(), None)),
-                    ready: Condvar::new(),
-                    done: AtomicBool::new(false),
-                });
-                let (db, waiting) = (db.clone(), Arc::clone(&syncs));
-                threads.push(
-                    std::thread::Builder::new()
-                        .name("chorus-fsync".into())
-                        .spawn(move || sync_loop(&db, &waiting))?,
-                );
-                Some(syncs)
-            }
-            SyncPolicy::Interval => {
-                let (db, queue) = (db.clone(), Arc::clone(&queue));
-                threads.push(
-                    std::thread::Builder::new()
-                        .name("chorus-fsync".into())
-                        .spawn(move || sync_every(&db, &queue, interval))?,
-                );
-                None
-            }
-        };
+        if policy == SyncPolicy::Interval {
+            let (db, queue) = (db.clone(), Arc::clone(&queue));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("chorus-fsync".into())
+                    .spawn(move || sync_every(&db, &queue, interval))?,
+            );
+        }
         let worker = Arc::clone(&queue);
-        // The committer comes first: stopping joins it before the syncer,
-        // so its last batch is fsynced.
+        let always = policy == SyncPolicy::Always;
+        // The committer comes first: stopping joins it before the timer.
         threads.insert(
             0,
             std::thread::Builder::new()
                 .name("chorus-commit".into())
-                .spawn(move || commit_loop(&db, &kv, &worker, syncs.as_deref(), &observer))?,
+                .spawn(move || commit_loop(&db, &kv, &worker, always, &observer))?,
         );
         Ok(Committer {
             queue,
@@ -147,23 +128,7 @@ impl Committer {
     }
 }
 
-impl Syncs {
-    fn push(&self, durable: Vec<oneshot::Sender<Result<()>>>) {
-        let mut waiting = self.waiting.lock();
-        waiting.1.get_or_insert_with(Instant::now);
-        waiting.0.extend(durable);
-        drop(waiting);
-        self.ready.notify_one();
-    }
-}
-
-fn commit_loop(
-    db: &Database,
-    kv: &Keyspace,
-    queue: &Queue,
-    syncs: Option<&Syncs>,
-    observer: &ObserverSlot,
-) {
+fn commit_loop(db: &Database, kv: &Keyspace, queue: &Queue, always: bool, observer: &ObserverSlot) {
     loop {
         let jobs: Vec<Job> = {
             let mut pending = queue.jobs.lock();
@@ -176,69 +141,54 @@ fn commit_loop(
             let take = pending.len().min(MAX_BATCH);
             pending.drain(..take).collect()
         };
-        match (apply(db, kv, jobs, observer), syncs) {
-            (Ok(durable), Some(syncs)) => syncs.push(durable),
-            (Ok(durable), None) => durable.into_iter().for_each(|d| {
+        let oldest = jobs.iter().map(|job| job.queued).min();
+        match apply(db, kv, jobs, observer) {
+            Ok(durable) if always => sync(db, durable, oldest),
+            Ok(durable) => durable.into_iter().for_each(|d| {
                 let _ = d.send(Ok(()));
             }),
-            (Err((e, durable)), _) => durable.into_iter().for_each(|d| {
+            Err((e, durable)) => durable.into_iter().for_each(|d| {
                 let _ = d.send(Err(Error::Storage(format!("commit failed: {e}"))));
             }),
         }
     }
-    if let Some(syncs) = syncs {
-        // The syncer fsyncs what is left, then stops.
-        let _guard = syncs.waiting.lock();
-        syncs.done.store(true, Ordering::SeqCst);
-        syncs.ready.notify_one();
-    } else if let Err(e) = db.persist(PersistMode::SyncData) {
+    // Every batch of `always` is fsynced already; the timer's last
+    // interval may not be.
+    if !always && let Err(e) = db.persist(PersistMode::SyncData) {
         tracing::error!(error = %e, "final fsync at shutdown failed");
     }
 }
 
-/// Fsyncs whatever was written since the last fsync, then says so to every
-/// update it covers; until the committer has stopped and nothing waits.
-/// The committer thread is joined before this one.
-fn sync_loop(db: &Database, syncs: &Syncs) {
-    loop {
-        let (durable, since) = {
-            let mut waiting = syncs.waiting.lock();
-            while waiting.0.is_empty() && !syncs.done.load(Ordering::SeqCst) {
-                syncs.ready.wait(&mut waiting);
-            }
-            std::mem::take(&mut *waiting)
-        };
-        if durable.is_empty() {
-            // The committer stopped and everything it wrote is fsynced.
-            break;
-        }
-        // Per fsync, not per write: the waits behind it, its time, its
-        // batch (docs/benchmarks.md, the p99 below the peak).
-        let started = Instant::now();
-        if let Some(since) = since {
-            metrics::histogram!(crate::metrics::STORAGE_FSYNC_WAIT_SECONDS)
-                .record(started.duration_since(since).as_secs_f64());
-        }
-        let synced = db.persist(PersistMode::SyncData);
-        metrics::histogram!(crate::metrics::STORAGE_FSYNC_SECONDS)
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!(crate::metrics::STORAGE_FSYNC_WRITES).record(durable.len() as f64);
-        if let Err(e) = &synced {
-            metrics::counter!(crate::metrics::STORAGE_FAILURES_TOTAL, "stage" => "fsync")
-                .increment(durable.len() as u64);
-            tracing::error!(error = %e, "fsync failed; the store refuses writes until the node restarts");
-        }
-        for d in durable {
-            let _ = d.send(
-                synced
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| Error::Storage(format!("fsync failed: {e}"))),
-            );
-        }
+/// Fsyncs the journal, which holds every batch written so far, and says so
+/// to each update of the last one; `oldest` is when the first of them was
+/// queued.
+fn sync(db: &Database, durable: DurableSenders, oldest: Option<Instant>) {
+    if durable.is_empty() {
+        return;
     }
-    if let Err(e) = db.persist(PersistMode::SyncData) {
-        tracing::error!(error = %e, "final fsync at shutdown failed");
+    // Per fsync, not per write: the wait before it, its time, its batch
+    // (docs/benchmarks.md, the p99 below the peak).
+    let started = Instant::now();
+    if let Some(oldest) = oldest {
+        metrics::histogram!(crate::metrics::STORAGE_FSYNC_WAIT_SECONDS)
+            .record(started.duration_since(oldest).as_secs_f64());
+    }
+    let synced = db.persist(PersistMode::SyncData);
+    metrics::histogram!(crate::metrics::STORAGE_FSYNC_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::STORAGE_FSYNC_WRITES).record(durable.len() as f64);
+    if let Err(e) = &synced {
+        metrics::counter!(crate::metrics::STORAGE_FAILURES_TOTAL, "stage" => "fsync")
+            .increment(durable.len() as u64);
+        tracing::error!(error = %e, "fsync failed; the store refuses writes until the node restarts");
+    }
+    for d in durable {
+        let _ = d.send(
+            synced
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| Error::Storage(format!("fsync failed: {e}"))),
+        );
     }
 }
 

@@ -5,7 +5,7 @@
 //! the process keeps it) and reaches the *durable image* only when a sync
 //! covers it; a power loss keeps the durable image alone. One sync task
 //! per store makes the queued writes durable together (group commit, as
-//! the fjall engine's fsync thread does), after the disk's latency.
+//! the fjall engine's committer does), after the disk's latency.
 //!
 //! Faults, set by the nemesis while the node runs:
 //! - a write fails (`EIO`, or `ENOSPC` while the disk is full): the update

@@ -75,6 +75,7 @@ impl Store for FjallStore {
             merge,
             applied,
             durable,
+            queued: std::time::Instant::now(),
         });
         Pending::waiting(applied_rx, durable_rx)
     }

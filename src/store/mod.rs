@@ -19,10 +19,9 @@
 //!   ([`Pending::applied_with_bytes`]) and then says once it is durable: with
 //!   `sync = "always"` after an fsync that covers it ([`Pending::wait`]
 //!   waits for both). The fjall engine computes updates on one committer
-//!   thread that takes every update queued so far and writes them as one
-//!   batch, while a syncer thread fsyncs what was written (group commit),
-//!   so the cost of an fsync is shared by every write that was concurrent
-//!   with it and computing never waits for the disk.
+//!   thread that takes every update queued so far, writes them as one
+//!   batch and fsyncs it (group commit), so the cost of an fsync is shared
+//!   by every write that was concurrent with it.
 //! - Dots are unique: [`Identity`] gives every life of the node a new
 //!   actor (a random incarnation drawn at start) whose counter lives in
 //!   memory, so no state of the disk (a restored backup, a lost tail) can
