@@ -174,6 +174,55 @@ async fn several_urls_are_used_round_robin_one_per_worker() {
     assert_eq!(summary["urls"].as_array().map(Vec::len), Some(2));
 }
 
+/// A run on records an earlier process loaded first reads them to learn
+/// their contexts, so its writes replace values instead of adding
+/// siblings: before, each record's first write of every `--no-load` run
+/// was blind and left a sibling, and the records grew them run after run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_a_load_learns_the_contexts_and_adds_no_siblings() {
+    const RECORDS: u64 = 40;
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    let records = RECORDS.to_string();
+    let common = ["--url", &url, "--records", &records, "--duration", "1s"];
+    bench(&[&common[..], &["--workload", "c"]].concat()).await;
+    // Few writes, most of them to records written once in the run: each
+    // of those would keep a sibling if it were blind.
+    let summary = bench(
+        &[
+            &common[..],
+            &[
+                "--no-load",
+                "--workload",
+                "put",
+                "--rate",
+                "20",
+                "--concurrency",
+                "1",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(summary["learned"]["records"], RECORDS, "{summary}");
+    assert_eq!(summary["learned"]["errors"], 0, "{summary}");
+    let written = run_of(&summary, "put")["requests"].as_u64().unwrap_or(0);
+    assert!(written >= 10, "{written} writes: too few to mean anything");
+    let mut with_siblings = Vec::new();
+    for i in 0..RECORDS {
+        let reply = t.client.get(&format!("bench-{i}")).await.expect("get");
+        match reply.status.as_u16() {
+            200 => {}
+            300 => with_siblings.push(i),
+            other => panic!("bench-{i}: {other}"),
+        }
+    }
+    assert!(
+        with_siblings.is_empty(),
+        "records with siblings after {written} writes: {with_siblings:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_loop_sends_what_is_due_and_times_it_from_when_it_was_due() {
     // 200 operations a second for 2 s: 400 are due, however fast or slow
