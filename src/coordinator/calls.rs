@@ -33,7 +33,7 @@ pub(super) struct Calls<T: Send + 'static> {
 
 /// A call and the node it went to.
 struct Named<T> {
-    to: Option<String>,
+    to: String,
     reply: Call<T>,
 }
 
@@ -42,8 +42,8 @@ impl<T> Future for Named<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer<T>> {
         let reply = std::task::ready!(self.reply.as_mut().poll(cx));
-        // Polled once more after Ready never: FuturesUnordered drops it.
-        Poll::Ready((self.to.take().unwrap_or_default(), reply))
+        // Never polled again after Ready: FuturesUnordered drops it.
+        Poll::Ready((std::mem::take(&mut self.to), reply))
     }
 }
 
@@ -67,10 +67,7 @@ impl<T: Send + 'static> Calls<T> {
         if self.sealed {
             return;
         }
-        self.running.push(Named {
-            to: Some(to),
-            reply,
-        });
+        self.running.push(Named { to, reply });
     }
 
     /// No call will be added: [`Calls::recv`] ends after the last answer.
