@@ -156,6 +156,9 @@ pub struct StorageConfig {
     pub sync_interval_ms: u64,
     /// Block cache of the storage engine, in MiB.
     pub cache_mb: u64,
+    /// Row cache: the newest sets of recently written keys, in MiB; 0 is
+    /// none (`store::rows`).
+    pub row_cache_mb: u64,
 }
 
 impl StorageConfig {
@@ -172,7 +175,8 @@ impl Default for StorageConfig {
             engine: Engine::Fjall,
             sync: SyncPolicy::Always,
             sync_interval_ms: 100,
-            cache_mb: 64,
+            cache_mb: 32,
+            row_cache_mb: 32,
         }
     }
 }
@@ -417,6 +421,14 @@ impl Config {
         ] {
             if ms == 0 || ms > 3_600_000 {
                 return Err(Error::config(key, "must be between 1 and 3600000 ms"));
+            }
+        }
+        for (key, mb) in [
+            ("storage.cache_mb", self.storage.cache_mb),
+            ("storage.row_cache_mb", self.storage.row_cache_mb),
+        ] {
+            if mb > 1 << 20 {
+                return Err(Error::config(key, "must be at most 1048576 MiB (1 TiB)"));
             }
         }
         let ring = &self.ring;

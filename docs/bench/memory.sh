@@ -3,7 +3,7 @@
 # whether RSS grows under a constant load.
 #
 # Builds the release binary and starts one `chorus serve` (N = 1, durable,
-# the default 64 MiB block cache) on loopback with data in a temp dir.
+# the default caches: 32 MiB of blocks, 32 MiB of rows) on loopback with data in a temp dir.
 #  1. Loads RECORDS records (default 1,000,000) of 100-byte values and reads
 #     the node's RSS (VmRSS) before and after: RSS per key, against the
 #     stored data (key + value bytes) plus the engine's cache.

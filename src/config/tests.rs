@@ -48,6 +48,10 @@ fn bad_configs_name_the_key() {
     assert!(
         error_key(&base.replace("sync = \"always\"", "sync = \"sometimes\"")).contains("sometimes")
     );
+    assert!(
+        error_key(&base.replace("row_cache_mb = 32", "row_cache_mb = 2000000"))
+            .starts_with("storage.row_cache_mb")
+    );
     let unknown = error_key(&format!("{base}\n[cluster2]\nx = 1\n"));
     assert!(unknown.contains("cluster2"), "{unknown}");
     let typo = error_key(&base.replace("max_key_bytes", "max_key_byte"));

@@ -38,6 +38,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
 use super::pending::Applied;
+use super::rows::Rows;
 use super::{Change, Merge, ObserverSlot, decode_set, encode_set, observed};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
@@ -76,6 +77,7 @@ impl Committer {
         policy: SyncPolicy,
         interval: Duration,
         observer: ObserverSlot,
+        rows: Arc<Rows>,
     ) -> Result<Committer> {
         let queue = Arc::new(Queue {
             jobs: Mutex::new(Vec::with_capacity(MAX_BATCH)),
@@ -98,7 +100,7 @@ impl Committer {
             0,
             std::thread::Builder::new()
                 .name("chorus-commit".into())
-                .spawn(move || commit_loop(&db, &kv, &worker, always, &observer))?,
+                .spawn(move || commit_loop(&db, &kv, &worker, always, &observer, &rows))?,
         );
         Ok(Committer {
             queue,
@@ -128,7 +130,14 @@ impl Committer {
     }
 }
 
-fn commit_loop(db: &Database, kv: &Keyspace, queue: &Queue, always: bool, observer: &ObserverSlot) {
+fn commit_loop(
+    db: &Database,
+    kv: &Keyspace,
+    queue: &Queue,
+    always: bool,
+    observer: &ObserverSlot,
+    rows: &Rows,
+) {
     loop {
         let jobs: Vec<Job> = {
             let mut pending = queue.jobs.lock();
@@ -142,7 +151,7 @@ fn commit_loop(db: &Database, kv: &Keyspace, queue: &Queue, always: bool, observ
             pending.drain(..take).collect()
         };
         let oldest = jobs.iter().map(|job| job.queued).min();
-        match apply(db, kv, jobs, observer) {
+        match apply(db, kv, jobs, observer, rows) {
             Ok(durable) if always => sync(db, durable, oldest),
             Ok(durable) => durable.into_iter().for_each(|d| {
                 let _ = d.send(Ok(()));
@@ -195,8 +204,8 @@ fn sync(db: &Database, durable: DurableSenders, oldest: Option<Instant>) {
 type DurableSenders = Vec<oneshot::Sender<Result<()>>>;
 
 /// Applies one batch of updates, writes the batch to the journal (not
-/// fsynced), telling the store's observer, then hands each update its new
-/// set (or the commit's error).
+/// fsynced), telling the store's observer and the row cache, then hands
+/// each update its new set (or the commit's error).
 /// Returns the durability senders of the updates written, to answer once
 /// they are fsynced, or with the error that failed the batch.
 fn apply(
@@ -204,12 +213,14 @@ fn apply(
     kv: &Keyspace,
     jobs: Vec<Job>,
     observer: &ObserverSlot,
+    rows: &Rows,
 ) -> std::result::Result<DurableSenders, (fjall::Error, DurableSenders)> {
     let mut batch = db.batch().durability(Some(PersistMode::Buffer));
     let mut durable = Vec::with_capacity(jobs.len());
     let mut answers = Vec::with_capacity(jobs.len());
     let watched = observer.get().is_some();
     let mut changes = Vec::new();
+    let mut written = Vec::with_capacity(jobs.len());
     // A later update of a key in the same batch must see the earlier one:
     // the newest set (and its encoding) of each key that appears more than
     // once is kept here.
@@ -223,11 +234,14 @@ fn apply(
     for job in jobs {
         let current = match latest.get(&job.key) {
             Some(found) => Ok(found.clone()),
-            None => kv.get(&job.key).map_err(Error::from).and_then(|found| {
-                found
-                    .map(|bytes| Ok((decode_set(&bytes)?, Bytes::copy_from_slice(&bytes))))
-                    .transpose()
-            }),
+            None => match rows.get(&job.key) {
+                Some(bytes) => decode_set(&bytes).map(|set| Some((set, bytes))),
+                None => kv.get(&job.key).map_err(Error::from).and_then(|found| {
+                    found
+                        .map(|bytes| Ok((decode_set(&bytes)?, Bytes::copy_from_slice(&bytes))))
+                        .transpose()
+                }),
+            },
         };
         // A panicking merge must not take the committer (and every later
         // write) down with it: it fails its own update only.
@@ -256,11 +270,12 @@ fn apply(
             }
             if watched {
                 changes.push(Change {
-                    storage_key: job.key,
+                    storage_key: job.key.clone(),
                     old: bytes,
                     new: encoded.clone(),
                 });
             }
+            written.push((job.key, encoded.clone()));
             Ok((next, encoded))
         });
         if result.is_ok() {
@@ -277,6 +292,13 @@ fn apply(
             Err(_) => Vec::new(),
         }
     });
+    // Before any update is answered: a read that starts after an
+    // acknowledgement must not find the older set in the cache.
+    if committed.is_ok() {
+        for (key, set) in written {
+            rows.committed(key, set);
+        }
+    }
     // The requester may have gone away (client hung up); nothing to do.
     for (applied, result) in answers {
         let result = match &committed {

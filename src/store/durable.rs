@@ -6,12 +6,14 @@
 
 use std::ops::RangeInclusive;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::oneshot;
 
 use super::committer::{Committer, Job};
+use super::rows::Rows;
 use super::{
     Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, decode_set, storage_key,
     user_key,
@@ -27,6 +29,7 @@ pub struct FjallStore {
     kv: Keyspace,
     committer: Committer,
     observer: ObserverSlot,
+    rows: Arc<Rows>,
 }
 
 impl FjallStore {
@@ -37,18 +40,21 @@ impl FjallStore {
             .open()?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
         let observer = ObserverSlot::default();
+        let rows = Arc::new(Rows::new(config.row_cache_mb * 1024 * 1024));
         let committer = Committer::start(
             db.clone(),
             kv.clone(),
             config.sync,
             Duration::from_millis(config.sync_interval_ms),
             observer.clone(),
+            Arc::clone(&rows),
         )?;
         Ok(FjallStore {
             db,
             kv,
             committer,
             observer,
+            rows,
         })
     }
 }
@@ -61,8 +67,12 @@ impl Drop for FjallStore {
 
 impl Store for FjallStore {
     fn get(&self, key: &str) -> Result<Option<SiblingSet>> {
+        let key = storage_key(key);
+        if let Some(bytes) = self.rows.get(&key) {
+            return decode_set(&bytes).map(Some);
+        }
         self.kv
-            .get(storage_key(key))?
+            .get(key)?
             .map(|bytes| decode_set(&bytes))
             .transpose()
     }

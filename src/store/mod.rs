@@ -33,6 +33,7 @@ mod durable;
 mod identity;
 mod memory;
 mod pending;
+mod rows;
 
 use std::ops::RangeInclusive;
 

@@ -1,0 +1,136 @@
+//! The row cache: the newest encoded sibling set of the keys written
+//! lately, so that the read before a write (and a read) skips fjall.
+//!
+//! Every update is a read-merge-write: the committer reads a key's current
+//! set before it merges into it. fjall answers a point read by a search of
+//! its memtable's skiplist and then of its tables' filters and blocks; at
+//! the peak of a three-node PUT run that read was 15% of the cluster's CPU,
+//! the largest single item of the profile (docs/benchmarks.md, "A row
+//! cache for the read before a write"). A hash lookup costs a fraction of
+//! it. Cassandra's row cache and RocksDB's `row_cache` are the same idea;
+//! here it holds what was written, so it is warm exactly where a workload
+//! writes.
+//!
+//! # Invariant
+//!
+//! An entry, when present, is the set fjall holds for its key. It rests on
+//! one writer: only the committer fills, replaces and drops entries, after
+//! the batch that wrote the key is committed and before the write is
+//! answered, so a read that starts after an acknowledgement finds the new
+//! set here or no entry at all. Readers that miss read fjall and leave the
+//! cache alone: a reader's fill could land after the committer's newer
+//! entry was evicted, and leave an older set behind. A failed commit
+//! changes neither fjall nor the cache.
+//!
+//! The bound is in bytes (`storage.row_cache_mb`; 0 turns the cache off):
+//! each entry weighs its key, its encoded set and a fixed overhead. An
+//! entry heavier than the cache allows is not kept, and replacing a key
+//! with one drops the key's old entry.
+
+use bytes::Bytes;
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+
+/// What an entry costs beyond its bytes: the cache's slot, the `Vec` and
+/// `Bytes` headers, the hash table's share.
+const OVERHEAD: usize = 64;
+
+/// A guess at the average entry, to size the cache's tables: a short key
+/// and a set of one small sibling.
+const TYPICAL_ENTRY: u64 = 256;
+
+#[derive(Clone, Copy)]
+struct Weight;
+
+impl Weighter<Vec<u8>, Bytes> for Weight {
+    fn weight(&self, key: &Vec<u8>, set: &Bytes) -> u64 {
+        (key.len() + set.len() + OVERHEAD) as u64
+    }
+}
+
+/// Storage key -> the encoded set fjall holds for it.
+pub(crate) struct Rows(Option<Cache<Vec<u8>, Bytes, Weight>>);
+
+impl Rows {
+    /// A cache of at most `bytes`; none at all when `bytes` is 0.
+    pub fn new(bytes: u64) -> Rows {
+        Rows((bytes > 0).then(|| {
+            let items = (bytes / TYPICAL_ENTRY).max(1) as usize;
+            Cache::with_weighter(items, bytes, Weight)
+        }))
+    }
+
+    /// The encoded set of `key`, when the cache holds it.
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.0.as_ref()?.get(key)
+    }
+
+    /// Records what a committed batch left under `key`: its encoded set,
+    /// or `None` when the key is gone. The committer's alone to call.
+    pub fn committed(&self, key: Vec<u8>, set: Option<Bytes>) {
+        let Some(cache) = &self.0 else { return };
+        match set {
+            Some(set) => cache.insert(key, set),
+            None => {
+                cache.remove(key.as_slice());
+            }
+        }
+    }
+
+    /// Bytes held now, for tests.
+    #[cfg(test)]
+    fn weight(&self) -> u64 {
+        self.0.as_ref().map_or(0, Cache::weight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(len: usize, fill: u8) -> Bytes {
+        Bytes::from(vec![fill; len])
+    }
+
+    #[test]
+    fn an_entry_is_the_last_committed_set_and_a_removal_drops_it() {
+        let rows = Rows::new(1 << 20);
+        assert_eq!(rows.get(b"k"), None);
+        rows.committed(b"k".to_vec(), Some(set(10, 1)));
+        rows.committed(b"k".to_vec(), Some(set(12, 2)));
+        assert_eq!(rows.get(b"k"), Some(set(12, 2)));
+        rows.committed(b"k".to_vec(), None);
+        assert_eq!(rows.get(b"k"), None);
+    }
+
+    #[test]
+    fn the_bound_is_in_bytes() {
+        let bound = 64 * 1024;
+        let rows = Rows::new(bound);
+        for i in 0u32..10_000 {
+            rows.committed(i.to_be_bytes().to_vec(), Some(set(100, 7)));
+            assert!(rows.weight() <= bound, "{} bytes held", rows.weight());
+        }
+        let kept = (0u32..10_000)
+            .filter(|i| rows.get(&i.to_be_bytes()).is_some())
+            .count();
+        assert!(kept > 0 && kept <= (bound as usize) / (100 + 4 + OVERHEAD));
+    }
+
+    #[test]
+    fn a_set_too_large_to_keep_drops_the_older_entry() {
+        // Otherwise the cache would go on answering with the older set.
+        let rows = Rows::new(4096);
+        rows.committed(b"k".to_vec(), Some(set(10, 1)));
+        assert_eq!(rows.get(b"k"), Some(set(10, 1)));
+        rows.committed(b"k".to_vec(), Some(set(8192, 2)));
+        assert_eq!(rows.get(b"k"), None);
+    }
+
+    #[test]
+    fn a_cache_of_zero_bytes_holds_nothing() {
+        let rows = Rows::new(0);
+        rows.committed(b"k".to_vec(), Some(set(10, 1)));
+        assert_eq!(rows.get(b"k"), None);
+    }
+}
