@@ -83,6 +83,9 @@ pub const STORAGE_FSYNC_SECONDS: &str = "chorus_storage_fsync_seconds";
 pub const STORAGE_FSYNC_WAIT_SECONDS: &str = "chorus_storage_fsync_wait_seconds";
 /// Writes one group-commit fsync made durable.
 pub const STORAGE_FSYNC_WRITES: &str = "chorus_storage_fsync_writes";
+/// Time the committer took to compute one batch and write it to the
+/// journal, before its fsync: every write of the node waits behind it.
+pub const STORAGE_COMMIT_SECONDS: &str = "chorus_storage_commit_seconds";
 /// Handoff sweeps that could not finish and will be retried.
 pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
 /// Anti-entropy rounds, by `mode` (state) and `result`: in_sync (the peer
@@ -345,6 +348,12 @@ pub const ALL: &[Def] = &[
         kind: Kind::Histogram,
         unit: None,
         help: "Writes one group-commit fsync made durable.",
+    },
+    Def {
+        name: STORAGE_COMMIT_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Time the committer took to compute one batch of writes and write it to the journal, before its fsync (the storage engine's own pauses, such as a memtable or journal rotation, show here).",
     },
     Def {
         name: PEER_CALLS_TOTAL,

@@ -151,7 +151,11 @@ fn commit_loop(
             pending.drain(..take).collect()
         };
         let oldest = jobs.iter().map(|job| job.queued).min();
-        match apply(db, kv, jobs, observer, rows) {
+        let started = Instant::now();
+        let applied = apply(db, kv, jobs, observer, rows);
+        metrics::histogram!(crate::metrics::STORAGE_COMMIT_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        match applied {
             Ok(durable) if always => sync(db, durable, oldest),
             Ok(durable) => durable.into_iter().for_each(|d| {
                 let _ = d.send(Ok(()));

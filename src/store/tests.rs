@@ -533,11 +533,15 @@ async fn each_fsync_is_measured_with_its_batch_and_its_wait() {
     };
     let count = |name: &str| sample(name, "count");
     let sum = |name: &str| sample(name, "sum");
-    use crate::metrics::{STORAGE_FSYNC_SECONDS, STORAGE_FSYNC_WAIT_SECONDS, STORAGE_FSYNC_WRITES};
+    use crate::metrics::{
+        STORAGE_COMMIT_SECONDS, STORAGE_FSYNC_SECONDS, STORAGE_FSYNC_WAIT_SECONDS,
+        STORAGE_FSYNC_WRITES,
+    };
     let before = (
         count(STORAGE_FSYNC_SECONDS),
         count(STORAGE_FSYNC_WAIT_SECONDS),
         sum(STORAGE_FSYNC_WRITES),
+        count(STORAGE_COMMIT_SECONDS),
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FjallStore::open(dir.path(), &StorageConfig::default()).expect("open");
@@ -555,6 +559,8 @@ async fn each_fsync_is_measured_with_its_batch_and_its_wait() {
     assert!(count(STORAGE_FSYNC_SECONDS) >= before.0 + 3.0);
     assert!(count(STORAGE_FSYNC_WAIT_SECONDS) >= before.1 + 3.0);
     assert!(sum(STORAGE_FSYNC_WRITES) >= before.2 + 3.0);
+    // And each batch's computing and journal write before its fsync.
+    assert!(count(STORAGE_COMMIT_SECONDS) >= before.3 + 3.0);
 }
 
 /// The row cache (`rows`) is only a faster way to the same answers: with a
