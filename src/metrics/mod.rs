@@ -84,7 +84,8 @@ pub const STORAGE_FSYNC_WAIT_SECONDS: &str = "chorus_storage_fsync_wait_seconds"
 /// Writes one group-commit fsync made durable.
 pub const STORAGE_FSYNC_WRITES: &str = "chorus_storage_fsync_writes";
 /// Time the committer took to compute one batch and write it to the
-/// journal, before its fsync: every write of the node waits behind it.
+/// journal, before its fsync: every write of the node waits behind it,
+/// so the engine's own pauses show here.
 pub const STORAGE_COMMIT_SECONDS: &str = "chorus_storage_commit_seconds";
 /// Handoff sweeps that could not finish and will be retried.
 pub const HANDOFF_FAILURES_TOTAL: &str = "chorus_handoff_failures_total";
@@ -353,7 +354,7 @@ pub const ALL: &[Def] = &[
         name: STORAGE_COMMIT_SECONDS,
         kind: Kind::Histogram,
         unit: Some(Unit::Seconds),
-        help: "Time the committer took to compute one batch of writes and write it to the journal, before its fsync (the storage engine's own pauses, such as a memtable or journal rotation, show here).",
+        help: "Time the committer took to compute one batch of writes and write it to the journal, before its fsync (the storage engine's own pauses show here, such as fjall installing a flushed or compacted table).",
     },
     Def {
         name: PEER_CALLS_TOTAL,
