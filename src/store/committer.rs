@@ -262,7 +262,9 @@ fn apply(
             // Merkle trees hash them) and back to the caller (a coordinator
             // sends them to the other replicas).
             let encoded = (!next.is_empty())
-                .then(|| encode_set(&next).map(Bytes::from))
+                // Exact-size: the row cache keeps these bytes, and a
+                // growing Vec's spare capacity would be kept with them.
+                .then(|| encode_set(&next).map(|v| Bytes::from(v.into_boxed_slice())))
                 .transpose()?;
             match &encoded {
                 Some(encoded) => batch.insert(kv, job.key.as_slice(), encoded.as_ref()),

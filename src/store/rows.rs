@@ -31,9 +31,13 @@ use bytes::Bytes;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-/// What an entry costs beyond its bytes: the cache's slot, the `Vec` and
-/// `Bytes` headers, the hash table's share.
-const OVERHEAD: usize = 64;
+/// What an entry costs beyond its key and set: the cache's slot (about 80
+/// bytes), its share of the hash table and of the ghost list of evicted
+/// keys, and the allocator's rounding of the key's and the set's blocks.
+/// Measured: a node holding a full cache of 32 MiB at a million keys had
+/// about that much more resident memory than one without (docs/benchmarks.md,
+/// "A row cache for the read before a write").
+const OVERHEAD: usize = 160;
 
 /// A guess at the average entry, to size the cache's tables: a short key
 /// and a set of one small sibling.
