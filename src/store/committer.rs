@@ -2,9 +2,11 @@
 //!
 //! Request tasks queue their read-merge-writes. The committer takes every
 //! update queued so far (up to [`MAX_BATCH`]), computes them in order (a
-//! later update of the same key sees the earlier one), writes them to the
-//! journal as one batch, handed to the OS (it survives a crash of the
-//! process from then on), and only then hands each update its new set. A
+//! later update of the same key sees the earlier one; a key's current set
+//! comes from the row cache when it holds it, [`super::rows`]), writes them
+//! to the journal as one batch, handed to the OS (it survives a crash of
+//! the process from then on), records the new sets in the row cache, and
+//! only then hands each update its new set. A
 //! set never leaves the node before the local store holds it: a minted
 //! write the coordinator sends on is always in the minter's own copy, and
 //! a batch whose commit fails is answered with the error, its sets sent

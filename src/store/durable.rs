@@ -1,8 +1,9 @@
 //! The durable engine: fjall, an LSM tree with a write-ahead journal.
 //!
 //! The `kv` keyspace holds the encoded sibling sets under their storage
-//! keys. Reads go straight to fjall; updates go through the [`Committer`],
-//! which batches them and makes each batch durable before answering.
+//! keys. Reads ask the row cache ([`Rows`]) first, then fjall; updates go
+//! through the [`Committer`], which batches them, makes each batch durable
+//! before answering, and alone keeps the row cache.
 
 use std::ops::RangeInclusive;
 use std::path::Path;
