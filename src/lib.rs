@@ -14,6 +14,8 @@
 //!                the generations of a node's lives
 //! error          the one error type: HTTP status, code, retryable or not
 //! budget         a byte budget for filling a message (pure)
+//! encoding       postcard bytes built once at their exact size; stored
+//!                bytes answered unchanged (pure)
 //! api            the REST API on hyper: /kv/{key}, /cluster, /admin/*,
 //!                /health, /metrics, and /peer for other nodes
 //! coordinator    one client request: forward once, or fan out and count to W/R
@@ -87,6 +89,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod coordinator;
+pub mod encoding;
 pub mod error;
 pub mod membership;
 pub mod metrics;

@@ -18,7 +18,9 @@ const KNOWN_TOP: &[(&str, &str)] = &[];
 
 /// What the transport may import: it knows no subsystem (DESIGN.md: "peer:
 /// a transport that knows no subsystem").
-const PEER_MAY_IMPORT: &[&str] = &["budget", "clock", "config", "error", "metrics", "security"];
+const PEER_MAY_IMPORT: &[&str] = &[
+    "budget", "clock", "config", "encoding", "error", "metrics", "security",
+];
 
 /// Edges between sibling files of one module (module, from, to) that lie
 /// on a circle today: none since antientropy's rounds take `Parts`.

@@ -26,7 +26,7 @@ pub mod stream;
 pub mod versions;
 
 pub use http::{Addresses, HttpTransport, MAX_MESSAGE_BYTES, PEER_CONTENT_TYPE, tcp_connector};
-pub use rpc::{Call, Frame, Rpc, Service, Services};
+pub use rpc::{Answer, Call, Frame, Rpc, Service, Services};
 pub use versions::Versions;
 
 use std::sync::Arc;
@@ -114,7 +114,7 @@ pub(crate) fn refused(node: &str, status: ::http::StatusCode, body: &[u8]) -> Er
 }
 
 pub(crate) fn encode(message: &impl Serialize) -> Result<Vec<u8>> {
-    postcard::to_allocvec(message).map_err(|e| Error::Protocol(e.to_string()))
+    crate::encoding::to_exact_vec(message).map_err(|e| Error::Protocol(e.to_string()))
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {

@@ -26,6 +26,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -116,6 +117,37 @@ pub trait Rpc: Serialize + DeserializeOwned + Send + 'static {
     fn frame_for(&self, protocol: u16) -> Result<Frame> {
         let _ = protocol;
         Frame::of(self)
+    }
+}
+
+/// A handler's successful reply as it crosses the wire: the postcard bytes
+/// of `Ok::<T, WireError>(reply)`, which [`reply`] decodes on the other
+/// side.
+pub struct Answer<T> {
+    bytes: Vec<u8>,
+    reply: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize> Answer<T> {
+    /// `reply`, encoded.
+    pub fn of(reply: &T) -> Result<Answer<T>> {
+        let ok: std::result::Result<&T, WireError> = Ok(reply);
+        Ok(Answer {
+            bytes: encode(&ok)?,
+            reply: PhantomData,
+        })
+    }
+}
+
+impl<T> Answer<Option<T>> {
+    /// `Some(t)` or `None` from the postcard bytes of a `T` (`stored`,
+    /// which the caller vouches for: what a store wrote for a `T`), never
+    /// decoded ([`crate::encoding`]).
+    pub fn stored(stored: Option<&[u8]>) -> Answer<Option<T>> {
+        Answer {
+            bytes: crate::encoding::some(crate::encoding::OK, stored),
+            reply: PhantomData,
+        }
     }
 }
 
@@ -219,7 +251,30 @@ impl Services {
     {
         let handler = Arc::new(handler);
         let typed = Arc::clone(&handler);
-        let local: Local<R> = Arc::new(move |request| Box::pin(typed(request)));
+        self.register_answering(
+            move |request: R| typed(request),
+            move |request: R| {
+                let reply = handler(request);
+                async move { Answer::of(&reply.await?) }
+            },
+        );
+    }
+
+    /// Installs `R`'s handlers: `local` for a call from this node itself,
+    /// `remote` for one that came over the wire, which answers with the
+    /// reply's bytes ([`Answer`]). Both must give the same reply: a
+    /// replica's read answers a peer with the set's bytes as stored, never
+    /// decoding them, and itself with the set.
+    pub fn register_answering<R, F, Fut, G, Gut>(&self, local: F, remote: G)
+    where
+        R: Rpc,
+        F: Fn(R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Reply>> + Send + 'static,
+        G: Fn(R) -> Gut + Send + Sync + 'static,
+        Gut: Future<Output = Result<Answer<R::Reply>>> + Send + 'static,
+    {
+        let local: Local<R> = Arc::new(move |request| Box::pin(local(request)));
+        let handler = Arc::new(remote);
         let remote: Remote = Arc::new(move |bytes: Bytes| {
             let request = decode::<R>(&bytes, R::SERVICE.name);
             let handler = Arc::clone(&handler);
@@ -227,10 +282,14 @@ impl Services {
                 // A body that does not decode is the sender's fault,
                 // refused as such; nothing of it is applied.
                 let request = request.map_err(|e| Error::BodyRead(e.to_string()))?;
-                let reply: std::result::Result<R::Reply, WireError> = handler(request)
-                    .await
-                    .map_err(|e| WireError::from_error(&e));
-                Ok(Bytes::from(encode(&reply)?))
+                match handler(request).await {
+                    Ok(Answer { bytes, .. }) => Ok(Bytes::from(bytes)),
+                    Err(e) => {
+                        let reply: std::result::Result<R::Reply, WireError> =
+                            Err(WireError::from_error(&e));
+                        Ok(Bytes::from(encode(&reply)?))
+                    }
+                }
             })
         });
         let entry = Entry {

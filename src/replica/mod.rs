@@ -394,6 +394,23 @@ mod tests {
         let refused = replies[3].as_ref().expect_err("fetch is not batchable");
         assert!(refused.message.contains("batch"), "{refused:?}");
         assert_eq!(replica.stored("a").expect("get"), Some(set_of("1")));
+        // A read from a peer is answered with the stored bytes, a read from
+        // this node with the set: the same answer either way.
+        let frame = Frame::of(&read("a")).expect("encode");
+        let bytes = services
+            .dispatch(frame.service, frame.version, false, frame.body)
+            .expect("dispatched")
+            .await
+            .expect("answered");
+        let local = services.local::<rpc::Read>().expect("registered");
+        assert_eq!(
+            reply::<rpc::Read>("n1", &bytes).expect("read a"),
+            local(read("a")).await.expect("read a here")
+        );
+        assert_eq!(
+            reply::<rpc::Read>("n1", &bytes).expect("read a"),
+            Some(set_of("1"))
+        );
 
         let too_many = vec![framed(Frame::of(&read("a")).expect("encode")); MAX_BATCH + 1];
         let e = run(too_many).err().expect("refused whole");

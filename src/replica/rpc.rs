@@ -30,7 +30,7 @@ use super::events::Cause;
 use crate::budget::Budget;
 use crate::config::MAX_HANDOFF_BATCH;
 use crate::error::{Error, Result};
-use crate::peer::{Frame, Rpc, Service, Services, Transport};
+use crate::peer::{Answer, Frame, Rpc, Service, Services, Transport};
 use crate::store::Pending;
 use crate::version::{Content, Context, Dot, SiblingSet};
 
@@ -213,9 +213,22 @@ impl Rpc for Purge {
 impl Replica {
     /// Registers the replica's handlers in `services`.
     pub fn serve(self: &Arc<Self>, services: &Services) {
-        self.answer(services, "read", |r, Read { key }| async move {
-            r.store.get(&key)
-        });
+        // A peer's read is answered with the set's bytes as stored: the
+        // asker decodes them, as it would have decoded the same set
+        // encoded again here (`crate::encoding`).
+        let replica = Arc::clone(self);
+        services.register_answering(
+            {
+                let replica = Arc::clone(self);
+                move |Read { key }| std::future::ready(timed("read", || replica.store.get(&key)))
+            },
+            move |Read { key }| {
+                std::future::ready(timed("read", || {
+                    let stored = replica.store.get_encoded(&key)?;
+                    Ok(Answer::stored(stored.as_deref()))
+                }))
+            },
+        );
         self.answer(services, "coordinate", |r, c: Coordinate| async move {
             r.answer_coordinate(c).await
         });
@@ -266,13 +279,7 @@ impl Replica {
             let (started, answer) = (std::time::Instant::now(), f(Arc::clone(&replica), request));
             async move {
                 let result = answer.await;
-                static DURATIONS: crate::metrics::Handles<&str, metrics::Histogram> =
-                    crate::metrics::Handles::new();
-                DURATIONS
-                    .get(op, || {
-                        metrics::histogram!(crate::metrics::REPLICA_DURATION_SECONDS, "op" => op)
-                    })
-                    .record(started.elapsed().as_secs_f64());
+                record_duration(op, started);
                 result
             }
         });
@@ -374,6 +381,26 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// Runs `f`, a handler that answers at once, timed as `op` in
+/// `chorus_replica_duration_seconds`.
+fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let result = f();
+    record_duration(op, started);
+    result
+}
+
+fn record_duration(op: &'static str, started: std::time::Instant) {
+    static DURATIONS: crate::metrics::Handles<&str, metrics::Histogram> =
+        crate::metrics::Handles::new();
+    DURATIONS
+        .get(
+            op,
+            || metrics::histogram!(crate::metrics::REPLICA_DURATION_SECONDS, "op" => op),
+        )
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// The sets `to` holds of `keys`, in order: asked for in as many messages

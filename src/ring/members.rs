@@ -189,7 +189,7 @@ impl Members {
 
     /// A short fingerprint of the whole document, to compare copies cheaply.
     pub fn digest(&self) -> [u8; 32] {
-        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        let bytes = crate::encoding::to_exact_vec(self).unwrap_or_default();
         *blake3::hash(&bytes).as_bytes()
     }
 

@@ -263,10 +263,10 @@ fn apply(
             // Encoded once: the bytes go to disk, to the observer (the
             // Merkle trees hash them) and back to the caller (a coordinator
             // sends them to the other replicas).
+            // Exact-size (`encode_set`): the row cache keeps these bytes,
+            // and a grown Vec's spare capacity would be kept with them.
             let encoded = (!next.is_empty())
-                // Exact-size: the row cache keeps these bytes, and a
-                // growing Vec's spare capacity would be kept with them.
-                .then(|| encode_set(&next).map(|v| Bytes::from(v.into_boxed_slice())))
+                .then(|| encode_set(&next).map(Bytes::from))
                 .transpose()?;
             match &encoded {
                 Some(encoded) => batch.insert(kv, job.key.as_slice(), encoded.as_ref()),

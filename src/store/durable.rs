@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::oneshot;
 
@@ -76,6 +77,17 @@ impl Store for FjallStore {
             .get(key)?
             .map(|bytes| decode_set(&bytes))
             .transpose()
+    }
+
+    fn get_encoded(&self, key: &str) -> Result<Option<Bytes>> {
+        let key = storage_key(key);
+        if let Some(bytes) = self.rows.get(&key) {
+            return Ok(Some(bytes));
+        }
+        Ok(self
+            .kv
+            .get(key)?
+            .map(|bytes| Bytes::copy_from_slice(&bytes)))
     }
 
     fn update(&self, key: &str, merge: Merge) -> Pending {

@@ -88,6 +88,15 @@ pub trait Store: Send + Sync + 'static {
     /// The sibling set of `key`, if any.
     fn get(&self, key: &str) -> Result<Option<SiblingSet>>;
 
+    /// The same set as its postcard bytes ([`encode_set`]), as the store
+    /// keeps it where it keeps bytes: a replica answers a peer's read
+    /// with them, never decoding them.
+    fn get_encoded(&self, key: &str) -> Result<Option<Bytes>> {
+        self.get(key)?
+            .map(|set| encode_set(&set).map(Bytes::from))
+            .transpose()
+    }
+
     /// Atomically replaces the set of `key` with `merge(current)`. The result
     /// resolves to the new set once it is durable.
     fn update(&self, key: &str, merge: Merge) -> Pending;
@@ -162,7 +171,8 @@ pub fn write_json_synced(path: &std::path::Path, value: &impl serde::Serialize) 
 }
 
 pub(crate) fn encode_set(set: &SiblingSet) -> Result<Vec<u8>> {
-    postcard::to_allocvec(set).map_err(|e| Error::Storage(format!("encoding a sibling set: {e}")))
+    crate::encoding::to_exact_vec(set)
+        .map_err(|e| Error::Storage(format!("encoding a sibling set: {e}")))
 }
 
 fn decode_set(bytes: &[u8]) -> Result<SiblingSet> {

@@ -94,7 +94,7 @@ mod tests {
 
     use super::*;
     use crate::config::StorageConfig;
-    use crate::store::{FjallStore, Identity, Store};
+    use crate::store::{FjallStore, Identity, Store, decode_set};
     use crate::version::{Content, Context, SiblingSet};
 
     fn set(len: usize, fill: u8) -> Bytes {
@@ -204,6 +204,11 @@ mod tests {
                 model.get(&probe),
                 "read of {probe} at step {step}"
             );
+            // The bytes a replica answers a peer's read with (from the
+            // cache or the engine) are the same set's.
+            let encoded = store.get_encoded(&probe).expect("get encoded");
+            let decoded = encoded.map(|b| decode_set(&b).expect("a set's bytes"));
+            assert_eq!(decoded, got, "encoded read of {probe} at step {step}");
             checked += 1;
             found += usize::from(got.is_some());
         }
@@ -223,6 +228,14 @@ mod tests {
                 reopened.get(&key).expect("get").as_ref(),
                 model.get(&key),
                 "{key}"
+            );
+            let encoded = reopened.get_encoded(&key).expect("get encoded");
+            assert_eq!(
+                encoded
+                    .map(|b| decode_set(&b).expect("a set's bytes"))
+                    .as_ref(),
+                model.get(&key),
+                "{key} encoded, from the engine"
             );
         }
     }
