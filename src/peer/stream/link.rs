@@ -2,7 +2,8 @@
 //! again after it broke or idled out.
 //!
 //! The lane's task ([`run`]) takes calls from the peer's queue, opens the
-//! stream ([`super::open`]), and writes every call queued since its last write as one write.
+//! stream ([`super::open`]), and writes every call queued since its last write as one write,
+//! after yielding once so that the requests ready on its core queue theirs first.
 //! A reader task hands each reply to its caller by call id. When the
 //! stream breaks, every call in flight on it fails as unavailable (the
 //! services on streams are idempotent merges, reads and hints, so the
