@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the store costs a request: one three-node cluster (N = 3, R = W = 2,
-# signed peers, the shipped thread defaults) per storage config, each
+# What the store costs a request: one cluster of NODES nodes (3: N = 3,
+# R = W = 2; 1: N = 1; signed peers, the shipped thread defaults) per
+# storage config, each
 # measured with the same `chorus bench` client, ROUNDS runs of the
 # workload, server CPU per request from `--server-pid`:
 #   always    the shipped config: fjall, an fsync per group commit
@@ -11,7 +12,7 @@
 # peer calls, merges, Merkle trees), plus the memory engine's own copies.
 #
 #   bash docs/bench/storage-cost.sh [duration 8s]
-#   (ROUNDS=3 RECORDS=100000 WORKLOAD=put VARIANTS="always interval memory";
+#   (NODES=3 ROUNDS=3 RECORDS=100000 WORKLOAD=put VARIANTS="always interval memory";
 #   BIN=path measures that binary instead of building this tree)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,6 +20,7 @@ duration=${1:-8s}
 rounds=${ROUNDS:-3}
 records=${RECORDS:-100000}
 workload=${WORKLOAD:-put}
+nodes=${NODES:-3}
 if [ -z "${BIN:-}" ]; then cargo build --release --quiet; fi
 bin=${BIN:-target/release/chorus}
 . docs/bench/lib.sh
@@ -29,7 +31,7 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; r
 printf 'config\tround\tops/s\tserver CPU µs/request\n'
 for variant in ${VARIANTS:-always interval memory}; do
   config="$work/$variant.toml"
-  chorus_config "$config" "cost-$variant" 7900 3 3
+  chorus_config "$config" "cost-$variant" 7900 "$nodes" "$nodes"
   case $variant in
     always) ;;
     interval) sed -i 's/^sync = "always"/sync = "interval"/' "$config" ;;
@@ -37,12 +39,14 @@ for variant in ${VARIANTS:-always interval memory}; do
     *) echo "unknown variant $variant" >&2; exit 2 ;;
   esac
   pids=()
-  for i in 1 2 3; do
+  addresses=()
+  for i in $(seq "$nodes"); do
     "$bin" serve --config "$config" --node "n$i" > /dev/null 2> "$work/$variant-n$i.log" &
     pids+=($!)
+    addresses+=("http://127.0.0.1:$((7899 + i))")
   done
-  urls=http://127.0.0.1:7900,http://127.0.0.1:7901,http://127.0.0.1:7902
-  wait_healthy http://127.0.0.1:7900 http://127.0.0.1:7901 http://127.0.0.1:7902
+  urls=$(IFS=,; echo "${addresses[*]}")
+  wait_healthy "${addresses[@]}"
   servers=$(IFS=,; echo "${pids[*]}")
   "$bin" bench --url "$urls" --workload put --records "$records" --duration 1s \
     --concurrency 64 --out "$work/load.json" > /dev/null 2>> "$work/bench.log"
