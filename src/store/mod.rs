@@ -90,7 +90,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The same set as its postcard bytes ([`encode_set`]), as the store
     /// keeps it where it keeps bytes: a replica answers a peer's read
-    /// with them, never decoding them.
+    /// with them, never decoding them. They are not checked here: bytes
+    /// damaged on disk fail the asker's decode, which counts this replica
+    /// as failed for that read, as this replica's own decode error did.
     fn get_encoded(&self, key: &str) -> Result<Option<Bytes>> {
         self.get(key)?
             .map(|set| encode_set(&set).map(Bytes::from))
