@@ -240,14 +240,14 @@ fn apply(
     for job in jobs {
         let current = match latest.get(&job.key) {
             Some(found) => Ok(found.clone()),
-            None => match rows.get(&job.key) {
-                Some(bytes) => decode_set(&bytes).map(|set| Some((set, bytes))),
-                None => kv.get(&job.key).map_err(Error::from).and_then(|found| {
+            None => rows
+                .read_through(kv, &job.key)
+                .map_err(Error::from)
+                .and_then(|found| {
                     found
-                        .map(|bytes| Ok((decode_set(&bytes)?, Bytes::copy_from_slice(&bytes))))
+                        .map(|set| Ok((decode_set(set.bytes())?, set.into_bytes())))
                         .transpose()
                 }),
-            },
         };
         // A panicking merge must not take the committer (and every later
         // write) down with it: it fails its own update only.

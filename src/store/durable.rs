@@ -15,7 +15,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::oneshot;
 
 use super::committer::{Committer, Job};
-use super::rows::Rows;
+use super::rows::{Rows, Stored};
 use super::{
     Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, decode_set, storage_key,
     user_key,
@@ -69,25 +69,15 @@ impl Drop for FjallStore {
 
 impl Store for FjallStore {
     fn get(&self, key: &str) -> Result<Option<SiblingSet>> {
-        let key = storage_key(key);
-        if let Some(bytes) = self.rows.get(&key) {
-            return decode_set(&bytes).map(Some);
-        }
-        self.kv
-            .get(key)?
-            .map(|bytes| decode_set(&bytes))
+        self.rows
+            .read_through(&self.kv, &storage_key(key))?
+            .map(|set| decode_set(set.bytes()))
             .transpose()
     }
 
     fn get_encoded(&self, key: &str) -> Result<Option<Bytes>> {
-        let key = storage_key(key);
-        if let Some(bytes) = self.rows.get(&key) {
-            return Ok(Some(bytes));
-        }
-        Ok(self
-            .kv
-            .get(key)?
-            .map(|bytes| Bytes::copy_from_slice(&bytes)))
+        let set = self.rows.read_through(&self.kv, &storage_key(key))?;
+        Ok(set.map(Stored::into_bytes))
     }
 
     fn update(&self, key: &str, merge: Merge) -> Pending {

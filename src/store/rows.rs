@@ -28,6 +28,7 @@
 //! with one drops the key's old entry.
 
 use bytes::Bytes;
+use fjall::{Keyspace, UserValue};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
@@ -69,6 +70,16 @@ impl Rows {
         self.0.as_ref()?.get(key)
     }
 
+    /// The encoded set of `key`: the cache's, or on a miss fjall's (`kv`),
+    /// which is not kept here (a reader's fill could outlive the
+    /// committer's newer entry: see the invariant above).
+    pub fn read_through(&self, kv: &Keyspace, key: &[u8]) -> fjall::Result<Option<Stored>> {
+        if let Some(set) = self.get(key) {
+            return Ok(Some(Stored::Cached(set)));
+        }
+        Ok(kv.get(key)?.map(Stored::Engine))
+    }
+
     /// Records what a committed batch left under `key`: its encoded set,
     /// or `None` when the key is gone. The committer's alone to call.
     pub fn committed(&self, key: Vec<u8>, set: Option<Bytes>) {
@@ -85,6 +96,31 @@ impl Rows {
     #[cfg(test)]
     fn weight(&self) -> u64 {
         self.0.as_ref().map_or(0, Cache::weight)
+    }
+}
+
+/// A key's encoded set as a read found it.
+pub(crate) enum Stored {
+    /// In the row cache.
+    Cached(Bytes),
+    /// In fjall: its own buffer.
+    Engine(UserValue),
+}
+
+impl Stored {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Stored::Cached(set) => set,
+            Stored::Engine(set) => set,
+        }
+    }
+
+    /// The bytes as `Bytes`: the cache's shared, fjall's copied.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Stored::Cached(set) => set,
+            Stored::Engine(set) => Bytes::copy_from_slice(&set),
+        }
     }
 }
 
