@@ -4,8 +4,8 @@
 //! Every write encodes its sibling set once (for the disk, the Merkle
 //! trees, the row cache and the wire), and every peer message is encoded
 //! once. `postcard::to_allocvec` grows its `Vec` from empty, doubling: a
-//! set of a hundred-byte value took five allocations and copies, and the
-//! row cache then cut the last one to size (issue 21: 2.7% of a
+//! set of a hundred-byte value took several allocations and copies, and
+//! the row cache then cut the last one to size (issue 21: 2.7% of a
 //! three-node PUT's CPU was that growth). Here the size is counted first,
 //! a pass that writes nothing, and one buffer of that size is filled.
 //!

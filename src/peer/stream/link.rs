@@ -160,7 +160,7 @@ async fn connected(
                 // The first call to come woke this task, and a task woken
                 // by another runs right after it (tokio's LIFO slot), before
                 // the other requests ready on this core could queue theirs:
-                // each call left in a write of its own. Yielding once lets
+                // most calls left in a write of their own. Yielding once lets
                 // them queue first, so they leave together (issue 21:
                 // peer writes per GET 1.34 -> 0.54, docs/benchmarks.md).
                 tokio::task::yield_now().await;
