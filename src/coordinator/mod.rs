@@ -255,8 +255,11 @@ impl Coordinator {
         let mut unreached: Vec<String> = Vec::new();
         while minted.is_none() && !replicas.is_empty() {
             let to = replicas.remove(0);
+            // With no other replica to send the set to, nothing is
+            // gained by having it before it is durable.
+            let alone = replicas.is_empty();
             match self
-                .mint(&to, key, &write, deadline, &mut calls, &mut tally)
+                .mint(&to, key, &write, alone, deadline, &mut calls, &mut tally)
                 .await
             {
                 Ok(Ok(Minted {
@@ -390,11 +393,13 @@ impl Coordinator {
     /// to the others overlap its fsync; its acknowledgement then arrives
     /// through `calls` like theirs. A remote replica acknowledges in its
     /// answer. `Err(Elapsed)` when the deadline passed first.
+    #[allow(clippy::too_many_arguments)]
     async fn mint(
         &self,
         to: &str,
         key: &str,
         write: &Write,
+        alone: bool,
         deadline: Instant,
         calls: &mut Calls<Merged>,
         tally: &mut Tally,
@@ -406,7 +411,20 @@ impl Coordinator {
             write.request_id.clone(),
         );
         if to == self.cluster.me() {
-            let minting = self.replica.coordinate(key, context, content, request_id);
+            let minting = async {
+                match alone {
+                    true => {
+                        self.replica
+                            .coordinate_settled(key, context, content, request_id)
+                            .await
+                    }
+                    false => {
+                        self.replica
+                            .coordinate(key, context, content, request_id)
+                            .await
+                    }
+                }
+            };
             let crate::replica::Minted {
                 dot,
                 set,

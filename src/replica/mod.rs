@@ -133,6 +133,30 @@ impl Replica {
         content: Content,
         request_id: Option<String>,
     ) -> Result<Minted> {
+        self.mint(key, context, content, request_id, false).await
+    }
+
+    /// As [`Replica::coordinate`], answered once the write is durable here
+    /// (its `durable` is then ready), for a caller with no other replica
+    /// to send the set to meanwhile: its task wakes once, not twice.
+    pub async fn coordinate_settled(
+        &self,
+        key: String,
+        context: Context,
+        content: Content,
+        request_id: Option<String>,
+    ) -> Result<Minted> {
+        self.mint(key, context, content, request_id, true).await
+    }
+
+    async fn mint(
+        &self,
+        key: String,
+        context: Context,
+        content: Content,
+        request_id: Option<String>,
+        settled: bool,
+    ) -> Result<Minted> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
         }
@@ -185,11 +209,11 @@ impl Replica {
             }
             Ok(set)
         };
-        let (set, bytes, durable) = self
-            .store
-            .update(&key, Box::new(mint_and_write))
-            .applied_with_bytes()
-            .await?;
+        let pending = self.store.update(&key, Box::new(mint_and_write));
+        let (set, bytes, durable) = match settled {
+            true => pending.settled_with_bytes().await?,
+            false => pending.applied_with_bytes().await?,
+        };
         // A retry answers with its first attempt's dot.
         let first = request_id
             .as_deref()

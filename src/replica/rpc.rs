@@ -303,7 +303,7 @@ impl Replica {
         let super::Minted {
             dot, set, durable, ..
         } = self
-            .coordinate(c.key, c.context, c.content, c.request_id)
+            .coordinate_settled(c.key, c.context, c.content, c.request_id)
             .await?;
         // Minted and committed is minted: a failed fsync is not an error
         // here (the coordinator would have another replica mint the write

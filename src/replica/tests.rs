@@ -281,3 +281,34 @@ async fn a_fetch_answers_a_prefix_within_the_message_budget() {
     let bytes: usize = answered.iter().flatten().map(|s| s.value_bytes()).sum();
     assert!(bytes <= budget, "{bytes} bytes answered");
 }
+
+/// A write coordinated settled (no other replica to send its set to, or a
+/// peer that answers only once it is durable) is durable here when it is
+/// answered: its `durable` is ready, on the real engine, whose fsync comes
+/// after the set.
+#[tokio::test]
+async fn a_write_coordinated_settled_is_durable_when_answered() {
+    use futures_util::FutureExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = crate::config::StorageConfig::default();
+    let store = Arc::new(crate::store::FjallStore::open(dir.path(), &config).expect("open fjall"));
+    let replica = Replica::new(
+        store,
+        Arc::new(Identity::ephemeral("n1")),
+        &Limits::default(),
+        true,
+        Clock::system(),
+    );
+    for i in 0..20 {
+        let value = Content::Value(Bytes::from(format!("\"{i}\"")));
+        let minted = replica
+            .coordinate_settled(format!("k{i}"), Context::default(), value, None)
+            .await
+            .expect("minted");
+        let durable = minted.durable.wait().now_or_never();
+        assert!(
+            matches!(durable, Some(Ok(()))),
+            "write {i} answered before its fsync: {durable:?}"
+        );
+    }
+}

@@ -86,6 +86,16 @@ impl Pending {
         Ok((set, bytes, self.durable))
     }
 
+    /// As [`Pending::applied_with_bytes`], once the store has also said
+    /// whether the set is durable (the [`Durable`] is then ready): one
+    /// wake-up of the waiting task instead of two, for a caller that has
+    /// nothing to do with the set before then.
+    pub async fn settled_with_bytes(self) -> Result<(SiblingSet, Option<Bytes>, Durable)> {
+        let durable = self.durable.wait().await;
+        let (set, bytes) = self.applied.wait().await?;
+        Ok((set, bytes, Durable(Step::Ready(durable))))
+    }
+
     /// The new set, and whether it became durable: both once the store
     /// has said the second, so the waiting task is woken once per update,
     /// not twice ([`Pending::wait`]). An update that failed fails here.
@@ -130,6 +140,38 @@ mod tests {
     impl Wake for Wakes {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A write with no replica to send its set to (a mint alone, or one
+    /// a peer asked for and answers once durable) wakes its task once,
+    /// and its durability is then known without waiting.
+    #[test]
+    fn settling_with_the_bytes_wakes_once_and_leaves_durable_ready() {
+        let (applied_tx, applied) = oneshot::channel();
+        let (durable_tx, durable) = oneshot::channel();
+        let mut settled = Box::pin(Pending::waiting(applied, durable).settled_with_bytes());
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        assert!(settled.as_mut().poll(&mut cx).is_pending());
+        let bytes = Bytes::from_static(b"set");
+        applied_tx
+            .send(Ok((SiblingSet::new(), Some(bytes.clone()))))
+            .expect("the receiver is alive");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "woken by the set alone");
+        durable_tx
+            .send(Err(Error::Storage("fsync failed".into())))
+            .expect("the receiver is alive");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        let Poll::Ready(Ok((set, kept, durable))) = settled.as_mut().poll(&mut cx) else {
+            panic!("not settled");
+        };
+        assert_eq!((set, kept), (SiblingSet::new(), Some(bytes)));
+        let mut durable = Box::pin(durable.wait());
+        match durable.as_mut().poll(&mut cx) {
+            Poll::Ready(Err(e)) => assert!(e.to_string().contains("fsync failed"), "{e}"),
+            other => panic!("durability not ready or lost: {other:?}"),
         }
     }
 
