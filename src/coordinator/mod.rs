@@ -11,7 +11,7 @@
 //! sibling set is then merged into the other replicas (`Merge`) in
 //! parallel, and the write is acknowledged once `w` replicas (the minting
 //! one included) hold it, `pw` of them primaries and `dw` of them durably.
-//! The remaining merges finish in the background. A read asks `r`
+//! The remaining merges finish in the background. A read (`read.rs`) asks `r`
 //! replicas (`Read`; this node first, then the others in random order so
 //! reads spread), merges their answers with the one sibling merge and
 //! returns. It asks the remaining replicas only when one of the first
@@ -31,6 +31,7 @@
 mod calls;
 mod observe;
 pub mod quorum;
+mod read;
 mod read_repair;
 mod replicate;
 pub mod rpc;
@@ -41,7 +42,6 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::seq::SliceRandom;
 use tokio::time::error::Elapsed;
 use tokio::time::{Instant, timeout_at};
 
@@ -49,14 +49,14 @@ use crate::error::{Error, Result};
 use crate::membership::{Cluster, Liveness};
 use crate::metrics as m;
 use crate::peer::{Rpc, Transport};
-use crate::replica::Replica;
-use crate::replica::rpc::{Coordinate, Coordinated, EncodedSet, Merged, Read};
+use crate::replica::rpc::{Coordinate, Coordinated, EncodedSet, Merged};
+use crate::replica::{Replica, Until};
 use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
 use calls::Calls;
 use quorum::Quorum;
 use replicate::Replication;
-use tally::{Need, Outcome, Tally};
+use tally::{Outcome, Tally};
 
 pub struct Coordinator {
     cluster: Arc<Cluster>,
@@ -257,9 +257,12 @@ impl Coordinator {
             let to = replicas.remove(0);
             // With no other replica to send the set to, nothing is
             // gained by having it before it is durable.
-            let alone = replicas.is_empty();
+            let until = match replicas.is_empty() {
+                true => Until::Durable,
+                false => Until::Applied,
+            };
             match self
-                .mint(&to, key, &write, alone, deadline, &mut calls, &mut tally)
+                .mint(&to, key, &write, until, deadline, &mut calls, &mut tally)
                 .await
             {
                 Ok(Ok(Minted {
@@ -399,7 +402,7 @@ impl Coordinator {
         to: &str,
         key: &str,
         write: &Write,
-        alone: bool,
+        until: Until,
         deadline: Instant,
         calls: &mut Calls<Merged>,
         tally: &mut Tally,
@@ -411,20 +414,9 @@ impl Coordinator {
             write.request_id.clone(),
         );
         if to == self.cluster.me() {
-            let minting = async {
-                match alone {
-                    true => {
-                        self.replica
-                            .coordinate_settled(key, context, content, request_id)
-                            .await
-                    }
-                    false => {
-                        self.replica
-                            .coordinate(key, context, content, request_id)
-                            .await
-                    }
-                }
-            };
+            let minting = self
+                .replica
+                .coordinate_until(key, context, content, request_id, until);
             let crate::replica::Minted {
                 dot,
                 set,
@@ -465,132 +457,6 @@ impl Coordinator {
                 kept,
             }
         }))
-    }
-
-    /// The order a read asks `replicas` in: this node first (no round
-    /// trip), then the others at random, so reads spread over the replicas,
-    /// those the failure detector holds down last. The node's own seeded
-    /// random source keeps a simulation replayable.
-    fn read_order(&self, mut replicas: Vec<String>) -> Vec<String> {
-        replicas.shuffle(&mut *self.cluster.rng());
-        let me = self.cluster.me();
-        replicas.sort_by_key(|r| {
-            (
-                r != me,
-                self.cluster.detector().liveness(r) == Liveness::Down,
-            )
-        });
-        replicas
-    }
-
-    async fn coordinate_read(
-        &self,
-        key: &str,
-        replicas: Vec<String>,
-        quorum: Quorum,
-        deadline: Instant,
-        session: Option<Context>,
-    ) -> Result<Option<SiblingSet>> {
-        let need = Need {
-            acks: quorum.r,
-            primaries: quorum.pr,
-            durable: 0,
-        };
-        let mut tally = Tally::new(need, replicas.iter().map(|r| (r.clone(), true)));
-        let mut replies = Calls::new(Arc::clone(&self.transport));
-        let mut unasked = self.read_order(replicas);
-        let first = if self.speculative_read.is_zero() {
-            unasked.len()
-        } else {
-            need.acks.max(need.primaries).min(unasked.len())
-        };
-        for to in unasked.drain(..first) {
-            replies.start(to, Read { key: key.into() });
-        }
-        let speculate_at = Instant::now() + self.speculative_read;
-        let mut seen: Vec<read_repair::Reply> = Vec::new();
-        let mut merged: Option<SiblingSet> = None;
-        let satisfied = |merged: &Option<SiblingSet>| match (&session, merged) {
-            (None, _) => true,
-            (Some(ctx), Some(set)) => ctx.is_seen_by(set.context()),
-            (Some(ctx), None) => ctx.is_empty(),
-        };
-        loop {
-            match tally.outcome() {
-                Outcome::Done if satisfied(&merged) => break,
-                Outcome::Failed => return Err(quorum_not_met(&tally)),
-                // Everyone asked answered and the session is not satisfied.
-                _ if replies.outstanding() == 0 => {
-                    ask_the_rest(key, &mut unasked, &mut replies, "session")
-                }
-                _ => {}
-            }
-            if replies.outstanding() == 0 {
-                // Every replica answered; the quorum or the session is short.
-                return Err(read_failed(&tally));
-            }
-            let wake = if unasked.is_empty() {
-                deadline
-            } else {
-                speculate_at.min(deadline)
-            };
-            match tokio::time::timeout_at(wake, replies.recv()).await {
-                Ok(Some((to, reply))) => match reply {
-                    Ok(set) => {
-                        tally.ack(&to, false);
-                        if let Some(set) = &set {
-                            match &mut merged {
-                                Some(m) => m.merge(set),
-                                None => merged = Some(set.clone()),
-                            }
-                        }
-                        seen.push((to, set));
-                    }
-                    Err(e) => {
-                        tally.fail(&to, e.to_string());
-                        ask_the_rest(key, &mut unasked, &mut replies, "failure");
-                    }
-                },
-                Err(_) if Instant::now() < deadline => {
-                    ask_the_rest(key, &mut unasked, &mut replies, "slow");
-                }
-                // The time is up (`recv` itself never ends while unsealed:
-                // more calls may be started until the read is decided).
-                Ok(None) | Err(_) => {
-                    tally.fail_outstanding("no answer within timeout_ms");
-                    return Err(read_failed(&tally));
-                }
-            }
-        }
-        replies.seal();
-        let transport = Arc::clone(&self.transport);
-        read_repair::spawn(transport, key.to_string(), seen, replies, deadline);
-        Ok(merged)
-    }
-}
-
-/// Sends the read to the replicas not yet asked, counting why.
-fn ask_the_rest(
-    key: &str,
-    unasked: &mut Vec<String>,
-    replies: &mut Calls<Option<SiblingSet>>,
-    why: &'static str,
-) {
-    if unasked.is_empty() {
-        return;
-    }
-    metrics::counter!(m::READS_WIDENED_TOTAL, "reason" => why).increment(1);
-    for to in unasked.drain(..) {
-        replies.start(to, Read { key: key.into() });
-    }
-}
-
-/// A read that ran out of replicas or time: short of its quorum, or
-/// (quorum met) short of the session's context.
-fn read_failed(tally: &Tally) -> Error {
-    match tally.outcome() {
-        Outcome::Done => Error::SessionNotSatisfied,
-        _ => quorum_not_met(tally),
     }
 }
 

@@ -133,29 +133,21 @@ impl Replica {
         content: Content,
         request_id: Option<String>,
     ) -> Result<Minted> {
-        self.mint(key, context, content, request_id, false).await
+        self.coordinate_until(key, context, content, request_id, Until::Applied)
+            .await
     }
 
-    /// As [`Replica::coordinate`], answered once the write is durable here
-    /// (its `durable` is then ready), for a caller with no other replica
-    /// to send the set to meanwhile: its task wakes once, not twice.
-    pub async fn coordinate_settled(
+    /// As [`Replica::coordinate`], answered when `until` says: once the
+    /// set is computed, or once it is also durable here (its `durable`
+    /// then ready), for a caller with no other replica to send the set to
+    /// meanwhile, whose task then wakes once, not twice.
+    pub async fn coordinate_until(
         &self,
         key: String,
         context: Context,
         content: Content,
         request_id: Option<String>,
-    ) -> Result<Minted> {
-        self.mint(key, context, content, request_id, true).await
-    }
-
-    async fn mint(
-        &self,
-        key: String,
-        context: Context,
-        content: Content,
-        request_id: Option<String>,
-        settled: bool,
+        until: Until,
     ) -> Result<Minted> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
@@ -210,9 +202,9 @@ impl Replica {
             Ok(set)
         };
         let pending = self.store.update(&key, Box::new(mint_and_write));
-        let (set, bytes, durable) = match settled {
-            true => pending.settled_with_bytes().await?,
-            false => pending.applied_with_bytes().await?,
+        let (set, bytes, durable) = match until {
+            Until::Durable => pending.settled_with_bytes().await?,
+            Until::Applied => pending.applied_with_bytes().await?,
         };
         // A retry answers with its first attempt's dot.
         let first = request_id
@@ -323,6 +315,13 @@ impl Replica {
         };
         Ok(self.store.update(&key, Box::new(merge)))
     }
+}
+
+/// When a mint answers: once its set is computed, or once it is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    Applied,
+    Durable,
 }
 
 /// A client write minted and stored here ([`Replica::coordinate`]).

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Replica;
+use super::Until;
 use super::events::Cause;
 use crate::budget::Budget;
 use crate::config::MAX_HANDOFF_BATCH;
@@ -303,7 +304,7 @@ impl Replica {
         let super::Minted {
             dot, set, durable, ..
         } = self
-            .coordinate_settled(c.key, c.context, c.content, c.request_id)
+            .coordinate_until(c.key, c.context, c.content, c.request_id, Until::Durable)
             .await?;
         // Minted and committed is minted: a failed fsync is not an error
         // here (the coordinator would have another replica mint the write

@@ -302,7 +302,13 @@ async fn a_write_coordinated_settled_is_durable_when_answered() {
     for i in 0..20 {
         let value = Content::Value(Bytes::from(format!("\"{i}\"")));
         let minted = replica
-            .coordinate_settled(format!("k{i}"), Context::default(), value, None)
+            .coordinate_until(
+                format!("k{i}"),
+                Context::default(),
+                value,
+                None,
+                Until::Durable,
+            )
             .await
             .expect("minted");
         let durable = minted.durable.wait().now_or_never();
