@@ -65,8 +65,9 @@ impl Rows {
         }))
     }
 
-    /// The encoded set of `key`, when the cache holds it.
-    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+    /// The encoded set of `key`, when the cache holds it (readers go
+    /// through [`Rows::read_through`]).
+    fn get(&self, key: &[u8]) -> Option<Bytes> {
         self.0.as_ref()?.get(key)
     }
 
