@@ -31,6 +31,8 @@ pub enum Error {
     MalformedContext(#[from] ContextError),
     #[error("content type `{0}` is not supported; send application/json")]
     UnsupportedMediaType(String),
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     #[error("method {method} is not allowed here; allowed: {allowed}")]
     MethodNotAllowed {
         method: String,
@@ -128,6 +130,7 @@ impl Error {
             TooManySiblings { .. } | SiblingsTooLarge { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             NoRoute(_) => StatusCode::NOT_FOUND,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BodyRead(_) => StatusCode::BAD_REQUEST,
@@ -163,6 +166,7 @@ impl Error {
             MalformedContext(_) => "malformed_context",
             UnsupportedMediaType(_) => "unsupported_media_type",
             MethodNotAllowed { .. } => "method_not_allowed",
+            PreconditionFailed(_) => "precondition_failed",
             NoRoute(_) => "no_route",
             BodyTimeout(_) => "body_timeout",
             BodyRead(_) => "body_unreadable",
@@ -220,6 +224,7 @@ impl Error {
             "context_key_mismatch",
             "unsupported_media_type",
             "method_not_allowed",
+            "precondition_failed",
             "no_route",
             "body_timeout",
             "body_unreadable",
@@ -332,6 +337,12 @@ mod tests {
                 },
                 403,
                 "forbidden",
+                false,
+            ),
+            (
+                Error::PreconditionFailed("the key has a value".into()),
+                412,
+                "precondition_failed",
                 false,
             ),
             (

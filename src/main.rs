@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use http::StatusCode;
+use http::{Method, StatusCode};
 
+use chorus::api::CONTEXT_HEADER;
 use chorus::bench;
-use chorus::client::{Client, DEV_URL, Reply};
+use chorus::client::{Client, DEV_URL, Reply, key_path};
 use chorus::config::Config;
 use chorus::error::Error;
 use chorus::node::{Node, Start};
@@ -63,6 +64,13 @@ enum Command {
         /// The context from an earlier read, to supersede what it saw.
         #[arg(long)]
         context: Option<String>,
+        /// Write only if the key has no value (If-None-Match: *).
+        #[arg(long, conflicts_with = "if_match")]
+        if_none_match: bool,
+        /// Write only if nobody wrote since the read that returned this
+        /// context (If-Match), or with `*` only if the key has a value.
+        #[arg(long)]
+        if_match: Option<String>,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
@@ -77,6 +85,10 @@ enum Command {
         key: String,
         #[arg(long)]
         context: Option<String>,
+        /// Delete only if nobody wrote since the read that returned this
+        /// context (If-Match), or with `*` only if the key has a value.
+        #[arg(long)]
+        if_match: Option<String>,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
@@ -323,16 +335,37 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             key,
             json,
             context,
+            if_none_match,
+            if_match,
             url,
         } => {
+            let mut headers = vec![("content-type", "application/json")];
+            headers.extend(context.as_deref().map(|c| (CONTEXT_HEADER, c)));
+            headers.extend(if_none_match.then_some(("if-none-match", "*")));
+            headers.extend(if_match.as_deref().map(|c| ("if-match", c)));
             let reply = Client::cli(&url)?
-                .put(&key, json, context.as_deref())
+                .request(Method::PUT, &key_path(&key), &headers, json.into())
                 .await?;
             Ok(print_reply(&reply))
         }
         Command::Get { key, url } => Ok(print_reply(&Client::cli(&url)?.get(&key).await?)),
-        Command::Delete { key, context, url } => {
-            let reply = Client::cli(&url)?.delete(&key, context.as_deref()).await?;
+        Command::Delete {
+            key,
+            context,
+            if_match,
+            url,
+        } => {
+            let mut headers = Vec::new();
+            headers.extend(context.as_deref().map(|c| (CONTEXT_HEADER, c)));
+            headers.extend(if_match.as_deref().map(|c| ("if-match", c)));
+            let reply = Client::cli(&url)?
+                .request(
+                    Method::DELETE,
+                    &key_path(&key),
+                    &headers,
+                    Default::default(),
+                )
+                .await?;
             Ok(print_reply(&reply))
         }
         Command::Sim(Sim::Ring(options)) => {
@@ -389,7 +422,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
 }
 
 /// Prints a reply for a person: the value or each sibling, then the context.
-/// Exit code 0 on success, 1 when the key is absent, 2 on an error reply.
+/// Exit code 0 on success, 1 when the key is absent, 2 on an error reply,
+/// 3 when a conditional write's condition did not hold (412).
 fn print_reply(reply: &Reply) -> ExitCode {
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let code = match reply.status {
@@ -428,6 +462,10 @@ fn print_reply(reply: &Reply) -> ExitCode {
         StatusCode::NOT_FOUND => {
             println!("not found");
             ExitCode::from(1)
+        }
+        StatusCode::PRECONDITION_FAILED => {
+            eprintln!("not written: {}", String::from_utf8_lossy(&reply.body));
+            ExitCode::from(3)
         }
         status => {
             eprintln!("{status}: {}", String::from_utf8_lossy(&reply.body));

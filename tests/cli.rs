@@ -90,6 +90,26 @@ async fn put_get_delete_print_values_siblings_and_contexts() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_json"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_puts_and_deletes_exit_3_when_refused() {
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    let create = ["put", "lock", "\"ann\"", "--if-none-match", "--url", &url];
+    assert_eq!(chorus(&create).await.status.code(), Some(0));
+    let again = chorus(&["put", "lock", "\"bob\"", "--if-none-match", "--url", &url]).await;
+    assert_eq!(again.status.code(), Some(3), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("precondition_failed"));
+
+    let ctx = context_line(&stdout(&chorus(&["get", "lock", "--url", &url]).await));
+    let update = ["put", "lock", "\"cy\"", "--if-match", &ctx, "--url", &url];
+    assert_eq!(chorus(&update).await.status.code(), Some(0));
+    // The same context again: the update above wrote since.
+    let stale = chorus(&["delete", "lock", "--if-match", &ctx, "--url", &url]).await;
+    assert_eq!(stale.status.code(), Some(3), "{stale:?}");
+    let get = stdout(&chorus(&["get", "lock", "--url", &url]).await);
+    assert!(get.starts_with("\"cy\""), "{get}");
+}
+
 #[tokio::test]
 async fn a_client_verb_without_a_server_fails_with_a_message() {
     // Port 9 (discard) on loopback: nothing of ours listens there.

@@ -13,8 +13,8 @@ use super::Api;
 use tokio::time::Instant;
 
 use super::response::{self, Body, CONTEXT_HEADER, QUORUM_HEADER};
-use crate::coordinator::Write;
 use crate::coordinator::quorum::Quorum;
+use crate::coordinator::{Condition, Write};
 use crate::error::{Error, Result};
 use crate::version::{Content, Context, MAX_REQUEST_ID};
 
@@ -39,10 +39,11 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             get(api, &key, &p, session).await
         }
         Method::PUT => {
-            let known = ["returnbody", "w", "pw", "dw", "timeout_ms"];
+            let known = ["returnbody", "r", "w", "pw", "dw", "timeout_ms"];
             let p = params(api, query, &known)?;
             check_content_type(req.headers())?;
             let context = context(api, req.headers(), &key)?;
+            let condition = condition(api, req.headers(), &key, &context, true)?;
             let request_id = request_id(req.headers())?;
             let body =
                 read_body(req, api.limits.max_value_bytes, api.limits.body_timeout_ms).await?;
@@ -52,16 +53,18 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
                 content: Content::Value(body),
                 request_id,
             };
-            put_or_delete(api, &key, write, &p).await
+            put_or_delete(api, &key, write, condition, &p).await
         }
         Method::DELETE => {
-            let p = params(api, query, &["w", "pw", "dw", "timeout_ms"])?;
+            let p = params(api, query, &["r", "w", "pw", "dw", "timeout_ms"])?;
+            let context = context(api, req.headers(), &key)?;
+            let condition = condition(api, req.headers(), &key, &context, false)?;
             let write = Write {
-                context: context(api, req.headers(), &key)?,
+                context,
                 content: Content::Tombstone,
                 request_id: request_id(req.headers())?,
             };
-            put_or_delete(api, &key, write, &p).await
+            put_or_delete(api, &key, write, condition, &p).await
         }
         ref other => Err(Error::MethodNotAllowed {
             method: other.to_string(),
@@ -96,11 +99,17 @@ async fn get(api: &Api, key: &str, p: &Params, session: Option<Context>) -> Resu
     Ok(response)
 }
 
-async fn put_or_delete(api: &Api, key: &str, write: Write, p: &Params) -> Result<Response<Body>> {
+async fn put_or_delete(
+    api: &Api,
+    key: &str,
+    write: Write,
+    condition: Option<Condition>,
+    p: &Params,
+) -> Result<Response<Body>> {
     let context = write.context.clone();
     let written = api
         .coordinator
-        .write(key, write, p.quorum, p.deadline, false)
+        .write_if(key, write, condition.as_ref(), p.quorum, p.deadline)
         .await?;
     let (mut response, context) = if p.returnbody {
         let full = Context::read(written.set.context().clone());
@@ -257,6 +266,73 @@ fn context(api: &Api, headers: &HeaderMap, key: &str) -> Result<Context> {
             }
             Ok(Context::decode(text, &api.seal, key)?)
         }
+    }
+}
+
+/// The write's condition from `If-None-Match` (PUT only; `*` is the one
+/// value: create only) or `If-Match` (`*`, or a context this cluster
+/// sealed for the key, bare or as a quoted entity tag). A context in
+/// `If-Match` is also the write's context: an `X-Chorus-Context` beside it
+/// must be the same one.
+fn condition(
+    api: &Api,
+    headers: &HeaderMap,
+    key: &str,
+    context: &Context,
+    none_match: bool,
+) -> Result<Option<Condition>> {
+    let text = |name: &str| -> Result<Option<String>> {
+        let mut values = headers.get_all(name).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return match headers.contains_key(name) {
+                true => Err(Error::bad_parameter(name, "send it once")),
+                false => Ok(None),
+            };
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| Error::bad_parameter(name, "not ASCII"))?
+            .trim();
+        let text = text.strip_prefix("W/").unwrap_or(text);
+        let text = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(text);
+        Ok(Some(text.to_string()))
+    };
+    let if_none_match = text("if-none-match")?;
+    let if_match = text("if-match")?;
+    match (if_none_match, if_match) {
+        (Some(_), Some(_)) => Err(Error::bad_parameter(
+            "If-None-Match",
+            "send If-None-Match or If-Match, not both",
+        )),
+        (Some(_), None) if !none_match => Err(Error::bad_parameter(
+            "If-None-Match",
+            "a DELETE takes If-Match only",
+        )),
+        (Some(star), None) if star == "*" => Ok(Some(Condition::Absent)),
+        (Some(_), None) => Err(Error::bad_parameter(
+            "If-None-Match",
+            "the one value is `*` (write only if the key has no value)",
+        )),
+        (None, Some(star)) if star == "*" => Ok(Some(Condition::Present)),
+        (None, Some(token)) => {
+            let given = Context::decode(&token, &api.seal, key).map_err(|e| {
+                Error::bad_parameter(
+                    "If-Match",
+                    format!("{e}; send `*` or the X-Chorus-Context of a read of this key"),
+                )
+            })?;
+            if !context.is_empty() && *context != given {
+                return Err(Error::bad_parameter(
+                    "If-Match",
+                    "differs from X-Chorus-Context; the context in If-Match is the write's, send it once",
+                ));
+            }
+            Ok(Some(Condition::Unchanged(given)))
+        }
+        (None, None) => Ok(None),
     }
 }
 

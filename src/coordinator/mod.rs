@@ -29,6 +29,7 @@
 //! anti-entropy reaches the rest.
 
 mod calls;
+pub mod condition;
 mod observe;
 pub mod quorum;
 mod read;
@@ -54,6 +55,7 @@ use crate::replica::{Replica, Until};
 use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
 use calls::Calls;
+pub use condition::Condition;
 use quorum::Quorum;
 use replicate::Replication;
 use tally::{Outcome, Tally};
@@ -137,14 +139,9 @@ impl Coordinator {
         // A retry of a write the replicas already hold returns its first
         // outcome: look for the request id before minting anything.
         // The read overlaps every w replicas that acknowledged a first attempt.
-        let overlapping = Quorum {
-            r: quorum.r.max(quorum.n + 1 - quorum.w.min(quorum.n)),
-            pr: 0,
-            ..quorum
-        };
         if let Some(id) = &write.request_id
             && let Ok(Some(set)) = self
-                .coordinate_read(key, replicas.clone(), overlapping, deadline, None)
+                .coordinate_read(key, replicas.clone(), overlapping(quorum), deadline, None)
                 .await
             && let Some(first) = set.request(id, self.replica.idempotency_cutoff())
         {
@@ -156,6 +153,42 @@ impl Coordinator {
         }
         let written = self.coordinate_write(key, replicas, write, quorum, deadline);
         observe::measured(self.cluster.me(), "write", written).await
+    }
+
+    /// A client write that goes ahead only if `condition` holds for the
+    /// key's set as a read at the request's `r` finds it (`condition.rs`
+    /// says what that does and does not promise). A refused write is a
+    /// 412 and mints nothing. A retry of a write that was applied (its
+    /// `Idempotency-Key` is on the set) skips the check, which its own
+    /// first attempt would now fail, and returns the first outcome; its
+    /// read then overlaps every `w` replicas that acknowledged it.
+    pub async fn write_if(
+        &self,
+        key: &str,
+        mut write: Write,
+        condition: Option<&Condition>,
+        quorum: Quorum,
+        deadline: Instant,
+    ) -> Result<Written> {
+        if let Some(condition) = condition {
+            let read = match write.request_id {
+                Some(_) => overlapping(quorum),
+                None => quorum,
+            };
+            let current = self.read(key, read, deadline, None, false).await?;
+            let cutoff = self.replica.idempotency_cutoff();
+            let retry = write.request_id.as_ref().is_some_and(|id| {
+                current
+                    .as_ref()
+                    .is_some_and(|set| set.request(id, cutoff).is_some())
+            });
+            if !retry {
+                write.context = condition
+                    .check(current.as_ref(), write.context)
+                    .map_err(Error::PreconditionFailed)?;
+            }
+        }
+        self.write(key, write, quorum, deadline, false).await
     }
 
     /// The merged sibling set of `key` over `r` replicas (`pr` of them
@@ -457,6 +490,16 @@ impl Coordinator {
                 kept,
             }
         }))
+    }
+}
+
+/// A read quorum that overlaps every `w` replicas that acknowledged a
+/// write (R + W > N): where a retry looks for its first attempt.
+fn overlapping(quorum: Quorum) -> Quorum {
+    Quorum {
+        r: quorum.r.max(quorum.n + 1 - quorum.w.min(quorum.n)),
+        pr: 0,
+        ..quorum
     }
 }
 
