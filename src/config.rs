@@ -371,6 +371,12 @@ impl Config {
                 "must be between 1 and 67108864 (64 MiB)",
             ));
         }
+        if l.max_batch_bytes < l.max_value_bytes || l.max_batch_bytes > 1024 * 1024 * 1024 {
+            return Err(Error::config(
+                "limits.max_batch_bytes",
+                "must be at least limits.max_value_bytes and at most 1073741824 (1 GiB)",
+            ));
+        }
         if l.warn_siblings == 0 || l.warn_siblings > l.max_siblings {
             return Err(Error::config(
                 "limits.warn_siblings",

@@ -31,6 +31,8 @@ pub enum Error {
     MalformedContext(#[from] ContextError),
     #[error("content type `{0}` is not supported; send application/json")]
     UnsupportedMediaType(String),
+    #[error("the batch is too large: {0}")]
+    BatchTooLarge(String),
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
     #[error("method {method} is not allowed here; allowed: {allowed}")]
@@ -123,9 +125,10 @@ impl Error {
             InvalidJson(_) | BadKey(_) | BadParameter { .. } | MalformedContext(_) => {
                 StatusCode::BAD_REQUEST
             }
-            KeyTooLarge { .. } | ValueTooLarge { .. } | PeerMessageTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            KeyTooLarge { .. }
+            | ValueTooLarge { .. }
+            | BatchTooLarge(_)
+            | PeerMessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             // 503 as Riak does: the key cannot take more until a client resolves it.
             TooManySiblings { .. } | SiblingsTooLarge { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -159,6 +162,7 @@ impl Error {
             BadKey(_) => "bad_key",
             KeyTooLarge { .. } => "key_too_large",
             ValueTooLarge { .. } => "value_too_large",
+            BatchTooLarge(_) => "batch_too_large",
             BadParameter { .. } => "bad_parameter",
             TooManySiblings { .. } => "too_many_siblings",
             SiblingsTooLarge { .. } => "siblings_too_large",
@@ -217,6 +221,7 @@ impl Error {
             "bad_key",
             "key_too_large",
             "value_too_large",
+            "batch_too_large",
             "bad_parameter",
             "too_many_siblings",
             "siblings_too_large",
@@ -337,6 +342,12 @@ mod tests {
                 },
                 403,
                 "forbidden",
+                false,
+            ),
+            (
+                Error::BatchTooLarge("1001 ops".into()),
+                413,
+                "batch_too_large",
                 false,
             ),
             (

@@ -360,6 +360,52 @@ async fn the_summary_and_plots_over_time_are_written_per_workload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_count_each_op_and_keep_learning_contexts() {
+    const RECORDS: u64 = 50;
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    let records = RECORDS.to_string();
+    let common = ["--url", &url, "--records", &records, "--duration", "1s"];
+    let args = ["--workload", "c,put", "--batch", "10", "--concurrency", "1"];
+    let summary = bench(&[&common[..], &args[..]].concat()).await;
+    for workload in ["c", "put"] {
+        let run = run_of(&summary, workload);
+        assert_eq!(run["errors"], 0, "{run}");
+        let requests = run["requests"].as_u64().unwrap_or(0);
+        // Whole batches of 10 ops, each op counted.
+        assert!(
+            requests >= 100 && requests.is_multiple_of(10),
+            "{workload}: {requests}"
+        );
+    }
+    let op = if operations(run_of(&summary, "c")) == ["read"] {
+        "read"
+    } else {
+        "?"
+    };
+    assert_eq!(op, "read");
+    // The writes carried the contexts the batch reads and writes returned:
+    // no record holds siblings.
+    for i in 0..RECORDS {
+        let reply = t.client.get(&format!("bench-{i}")).await.expect("get");
+        assert_eq!(reply.status.as_u16(), 200, "bench-{i}");
+    }
+    for (args, says) in [
+        (&["--target", "null", "--batch", "2"][..], "only chorus"),
+        (
+            &["--url", url.as_str(), "--workload", "f", "--batch", "2"][..],
+            "workload F",
+        ),
+        (&["--batch", "1001"][..], "1001"),
+    ] {
+        let out = chorus(&[&["bench"][..], args].concat()).await;
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bench_input_is_a_clear_error() {
     let out = chorus(&["bench", "--target", "redis", "--url", "redis://127.0.0.1:1"]).await;
     assert!(!out.status.success());

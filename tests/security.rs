@@ -883,3 +883,82 @@ async fn peer_requests_beyond_max_peer_inflight_get_a_typed_overloaded() {
         String::from_utf8_lossy(&answer[..read])
     );
 }
+
+#[tokio::test]
+async fn each_op_of_a_batch_needs_its_own_scope() {
+    const READER: &str = "reader-token-0123456789abc";
+    const WRITER: &str = "writer-token-0123456789abc";
+    let t = TestNode::start_with(|c| {
+        with_tokens(c);
+        for (name, token, scope) in [
+            ("reader", READER, Scope::Read),
+            ("writer", WRITER, Scope::Write),
+        ] {
+            c.security.tokens.push(chorus::config::TokenConfig {
+                name: name.into(),
+                token: Some(token.into()),
+                token_file: None,
+                scopes: vec![scope],
+            });
+        }
+    })
+    .await;
+    let batch = |token: &'static str| {
+        let client = t.client.clone();
+        async move {
+            let auth = format!("Bearer {token}");
+            let headers = [
+                ("content-type", "application/json"),
+                ("authorization", auth.as_str()),
+            ];
+            let body = r#"{"ops":[{"op":"put","key":"b","value":1},{"op":"get","key":"b"}]}"#;
+            client
+                .request(
+                    Method::POST,
+                    "/batch",
+                    &headers,
+                    Bytes::from_static(body.as_bytes()),
+                )
+                .await
+                .expect("batch")
+        }
+    };
+    let statuses = |reply: &chorus::client::Reply| -> Vec<(u64, String)> {
+        let json = reply.json().expect("json");
+        json["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| {
+                (
+                    r["status"].as_u64().unwrap_or(0),
+                    r["error"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    // A writer's get fails alone; its put is made.
+    let written = batch(WRITER).await;
+    assert_eq!(written.status, StatusCode::OK);
+    assert_eq!(statuses(&written)[0], (204, String::new()));
+    assert_eq!(statuses(&written)[1], (403, "forbidden".to_string()));
+    // A reader's put fails alone; its get sees the writer's value.
+    let read = batch(READER).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(statuses(&read)[0], (403, "forbidden".to_string()));
+    assert_eq!(statuses(&read)[1], (200, String::new()));
+    // A token that can do neither is refused whole; no token is a 401.
+    let monitor = batch(MON).await;
+    assert_eq!(monitor.status, StatusCode::FORBIDDEN);
+    let anonymous = t
+        .client
+        .request(
+            Method::POST,
+            "/batch",
+            &[("content-type", "application/json")],
+            Bytes::from_static(b"{\"ops\":[]}"),
+        )
+        .await
+        .expect("batch");
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}

@@ -37,3 +37,30 @@ wait_healthy() {
   echo "not healthy after 30 s: $*" >&2
   return 1
 }
+
+# storage_variant FILE: applies STORAGE (always, the default: fsync per
+# write; interval: fsync every 100 ms; memory: the in-memory engine) to
+# the config chorus_config wrote.
+storage_variant() {
+  case ${STORAGE:-always} in
+    always) ;;
+    interval) sed -i 's/^sync = "always"/sync = "interval"/' "$1" ;;
+    memory) sed -i 's/^sync = "always"/engine = "memory"/' "$1" ;;
+    *) echo "STORAGE is always, interval or memory" >&2; return 2 ;;
+  esac
+}
+
+# start_nodes BIN CONFIG COUNT FIRST_PORT: runs nodes n1..nCOUNT of CONFIG
+# (logs beside it), appends their PIDs to the array `pids` (which the
+# caller's trap ends), sets `urls` to their comma-separated URLs and
+# returns once every one answers /health.
+start_nodes() {
+  local bin=$1 config=$2 count=$3 first=$4 i list=()
+  for i in $(seq "$count"); do
+    "$bin" serve --config "$config" --node "n$i" > /dev/null 2> "${config%.toml}-n$i.log" &
+    pids+=($!)
+    list+=("http://127.0.0.1:$((first + i - 1))")
+  done
+  wait_healthy "${list[@]}"
+  urls=$(IFS=,; echo "${list[*]}")
+}

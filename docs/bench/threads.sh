@@ -31,20 +31,8 @@ work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
 chorus_config "$work/cluster.toml" threads 7700 "$nodes" "$nodes"
-case ${STORAGE:-always} in
-  always) ;;
-  interval) sed -i 's/^sync = "always"/sync = "interval"/' "$work/cluster.toml" ;;
-  memory) sed -i 's/^sync = "always"/engine = "memory"/' "$work/cluster.toml" ;;
-  *) echo "STORAGE is always, interval or memory" >&2; exit 2 ;;
-esac
-urls=()
-for i in $(seq "$nodes"); do
-  "$bin" serve --config "$work/cluster.toml" --node "n$i" > /dev/null 2> "$work/n$i.log" &
-  pids+=($!)
-  urls+=("http://127.0.0.1:$((7699 + i))")
-done
-wait_healthy "${urls[@]}"
-urls=$(IFS=,; echo "${urls[*]}")
+storage_variant "$work/cluster.toml"
+start_nodes "$bin" "$work/cluster.toml" "$nodes" 7700
 "$bin" bench --url "$urls" --workload put --records "$records" --duration 1s \
   --concurrency "$concurrency" --out "$work/load.json" > /dev/null 2>> "$work/bench.log"
 sleep 2

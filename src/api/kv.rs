@@ -106,8 +106,7 @@ async fn put_or_delete(
     condition: Option<Condition>,
     p: &Params,
 ) -> Result<Response<Body>> {
-    let context = write.context.clone();
-    let written = api
+    let (written, context) = api
         .coordinator
         .write_if(key, write, condition.as_ref(), p.quorum, p.deadline)
         .await?;
@@ -148,14 +147,14 @@ pub(super) fn decode_key(raw: &str, max: usize) -> Result<String> {
     Ok(key.into_owned())
 }
 
-struct Params {
+pub(super) struct Params {
     returnbody: bool,
-    quorum: Quorum,
-    deadline: Instant,
+    pub(super) quorum: Quorum,
+    pub(super) deadline: Instant,
 }
 
 /// Parses the query string, refusing parameters the route does not know.
-fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<Params> {
+pub(super) fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<Params> {
     let mut quorum = api.quorum;
     let mut returnbody = false;
     let mut timeout_ms = api.timeout_ms;
@@ -232,7 +231,7 @@ fn request_id(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(text.to_string()))
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<()> {
+pub(super) fn check_content_type(headers: &HeaderMap) -> Result<()> {
     let Some(value) = headers.get(CONTENT_TYPE) else {
         return Ok(());
     };
@@ -269,11 +268,8 @@ fn context(api: &Api, headers: &HeaderMap, key: &str) -> Result<Context> {
     }
 }
 
-/// The write's condition from `If-None-Match` (PUT only; `*` is the one
-/// value: create only) or `If-Match` (`*`, or a context this cluster
-/// sealed for the key, bare or as a quoted entity tag). A context in
-/// `If-Match` is also the write's context: an `X-Chorus-Context` beside it
-/// must be the same one.
+/// The write's condition from the `If-None-Match` and `If-Match` headers
+/// (see [`parse_condition`]); a header sent twice is refused.
 fn condition(
     api: &Api,
     headers: &HeaderMap,
@@ -281,7 +277,7 @@ fn condition(
     context: &Context,
     none_match: bool,
 ) -> Result<Option<Condition>> {
-    let text = |name: &str| -> Result<Option<String>> {
+    let text = |name: &str| -> Result<Option<&str>> {
         let mut values = headers.get_all(name).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
             return match headers.contains_key(name) {
@@ -291,18 +287,35 @@ fn condition(
         };
         let text = value
             .to_str()
-            .map_err(|_| Error::bad_parameter(name, "not ASCII"))?
-            .trim();
-        let text = text.strip_prefix("W/").unwrap_or(text);
-        let text = text
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .unwrap_or(text);
-        Ok(Some(text.to_string()))
+            .map_err(|_| Error::bad_parameter(name, "not ASCII"))?;
+        Ok(Some(text))
     };
-    let if_none_match = text("if-none-match")?;
-    let if_match = text("if-match")?;
-    match (if_none_match, if_match) {
+    let (if_none_match, if_match) = (text("if-none-match")?, text("if-match")?);
+    parse_condition(api, key, context, none_match, if_none_match, if_match)
+}
+
+/// A write's condition: `if_none_match` (a PUT's only, when `none_match`;
+/// `*` is the one value: create only) or `if_match` (`*`, or a context
+/// this cluster sealed for the key, bare or as a quoted entity tag). A
+/// context in `if_match` is also the write's context: a `context` beside
+/// it must be the same one. Errors name the header.
+pub(super) fn parse_condition(
+    api: &Api,
+    key: &str,
+    context: &Context,
+    none_match: bool,
+    if_none_match: Option<&str>,
+    if_match: Option<&str>,
+) -> Result<Option<Condition>> {
+    let unquote = |text: &str| {
+        let text = text.trim();
+        let text = text.strip_prefix("W/").unwrap_or(text);
+        text.strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(text)
+            .to_string()
+    };
+    match (if_none_match.map(unquote), if_match.map(unquote)) {
         (Some(_), Some(_)) => Err(Error::bad_parameter(
             "If-None-Match",
             "send If-None-Match or If-Match, not both",

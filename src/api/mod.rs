@@ -2,6 +2,7 @@
 //!
 //! Routes (docs/api.md is the contract):
 //! - `GET|PUT|DELETE /kv/{key}`: `kv.rs`
+//! - `POST /batch`: many key operations in one request: `batch.rs`
 //! - `GET /health`: liveness and the node's id
 //! - `GET /metrics`: Prometheus text
 //! - `GET /cluster`, `POST /admin/leave`, `POST /admin/remove/{node}`: `admin.rs`
@@ -14,6 +15,7 @@
 //! `limits.body_timeout_ms`.
 
 mod admin;
+mod batch;
 mod kv;
 mod peer;
 mod replica_view;
@@ -54,6 +56,7 @@ use crate::store::Store;
 /// that each is served and every other method is a 405).
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/kv/{key}", &["GET", "PUT", "DELETE"]),
+    ("/batch", &["POST"]),
     ("/health", &["GET"]),
     ("/metrics", &["GET"]),
     ("/cluster", &["GET"]),
@@ -221,6 +224,8 @@ impl Api {
             "/metrics" if open(crate::config::OpenRoute::Metrics) => return Ok(()),
             "/health" | "/metrics" => &[Scope::Monitor],
             "/cluster" => &[Scope::Admin],
+            // Any known token: each op checks its own scope (batch.rs).
+            "/batch" => &[],
             p if p.starts_with("/admin/") => &[Scope::Admin],
             // A write that answers with the key's siblings reads them:
             // other writers' values, which `write` alone must not see.
@@ -269,6 +274,7 @@ impl Api {
         }
         match path {
             crate::peer::PEER_PATH => peer::handle(self, req).await,
+            "/batch" => batch::handle(self, req).await,
             "/cluster" => admin::cluster(self, req.method()),
             "/admin/leave" => admin::leave(self, req.method()),
             "/admin/antientropy/rebuild" => admin::rebuild_trees(self, req.method()),
@@ -330,6 +336,7 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
         401 => "401",
         403 => "403",
         409 => "409",
+        412 => "412",
         413 => "413",
         415 => "415",
         500 => "500",
@@ -366,6 +373,7 @@ fn operation(method: &Method, path: &str) -> &'static str {
         (true, &Method::GET) => "get",
         (true, &Method::PUT) => "put",
         (true, &Method::DELETE) => "delete",
+        _ if path == "/batch" => "batch",
         _ if path == "/health" => "health",
         _ if path == "/metrics" => "metrics",
         _ if path == crate::peer::PEER_PATH => "peer",

@@ -95,7 +95,15 @@ pub fn siblings(set: &SiblingSet) -> Response<Body> {
         return json(StatusCode::OK, v.clone());
     }
     let mut out = BytesMut::with_capacity(set.value_bytes() + 16 * set.siblings().len() + 16);
-    out.put_slice(br#"{"siblings":["#);
+    out.put_slice(br#"{"siblings":"#);
+    put_siblings(&mut out, set);
+    out.put_u8(b'}');
+    json(StatusCode::MULTIPLE_CHOICES, out.freeze())
+}
+
+/// The siblings of `set` as a JSON array: `[{"value":…},{"deleted":true},…]`.
+pub fn put_siblings(out: &mut BytesMut, set: &SiblingSet) {
+    out.put_u8(b'[');
     for (i, s) in set.siblings().iter().enumerate() {
         if i > 0 {
             out.put_u8(b',');
@@ -109,6 +117,5 @@ pub fn siblings(set: &SiblingSet) -> Response<Body> {
             Content::Tombstone => out.put_slice(br#"{"deleted":true}"#),
         }
     }
-    out.put_slice(b"]}");
-    json(StatusCode::MULTIPLE_CHOICES, out.freeze())
+    out.put_u8(b']');
 }

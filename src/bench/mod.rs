@@ -92,6 +92,12 @@ pub struct Options {
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// chorus only: each worker sends its operations this many at a time
+    /// in one `POST /batch` (1: one request per operation). Each op counts
+    /// as one request, timed as its batch; reads, updates and inserts
+    /// only (not workload F's read-modify-writes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
     /// Server processes whose CPU time (user + system, every thread) each
     /// run reports per request: the PIDs of the nodes loaded, comma
     /// separated. The null server measures its own threads.
@@ -229,6 +235,18 @@ pub async fn run(options: Options) -> Result<Summary> {
         (None, false) => Some(cpu::Servers::Processes(options.server_pids.clone())),
         (None, true) => None,
     };
+    if options.batch > 1 && options.target != Target::Chorus {
+        return Err(Error::Config {
+            key: "--batch".into(),
+            message: "only chorus takes batches".into(),
+        });
+    }
+    if options.batch > 1 && options.workloads.contains(&Workload::F) {
+        return Err(Error::Config {
+            key: "--batch".into(),
+            message: "a batch cannot read-modify-write: leave workload F out".into(),
+        });
+    }
     // A PID that names no process is a clear error before any load.
     if let Some(servers) = &servers {
         servers.sample()?;
@@ -266,6 +284,7 @@ pub async fn run(options: Options) -> Result<Summary> {
             duration: options.duration,
             value: value.clone(),
             records: Arc::clone(&count),
+            batch: usize::from(options.batch),
         };
         let (run, back) = run_workload(&options, spec, sessions, servers.as_ref()).await?;
         sessions = back;
@@ -297,6 +316,8 @@ struct Spec {
     duration: Duration,
     value: Bytes,
     records: Arc<AtomicU64>,
+    /// Operations per request (`--batch`).
+    batch: usize,
 }
 
 impl Spec {
@@ -453,34 +474,47 @@ async fn work(
         } else {
             intended
         };
-        let op = spec.workload.next(&mut rng);
-        let outcome = match op {
-            Operation::Insert => {
-                let i = spec.records.fetch_add(1, Ordering::Relaxed);
-                session.insert(i, &spec.value).await
-            }
-            _ => {
-                let i = chooser.choose(&mut rng, spec.records.load(Ordering::Relaxed));
-                match op {
-                    Operation::Read => session.read(i).await,
-                    Operation::Update => session.update(i, &spec.value).await,
-                    _ => session.read_modify_write(i, &spec.value).await,
+        let mut ops: Vec<(Operation, u64)> = Vec::with_capacity(spec.batch);
+        for _ in 0..spec.batch {
+            let op = spec.workload.next(&mut rng);
+            // A batch's ops run concurrently: two writes of one record in
+            // one batch would be siblings. Draw another (a few times).
+            let mut i = 0;
+            for _ in 0..8 {
+                i = match op {
+                    Operation::Insert => spec.records.fetch_add(1, Ordering::Relaxed),
+                    _ => chooser.choose(&mut rng, spec.records.load(Ordering::Relaxed)),
+                };
+                if !ops.iter().any(|(_, j)| *j == i) {
+                    break;
                 }
             }
+            ops.push((op, i));
+        }
+        let outcomes = match ops[..] {
+            [(op, i)] => vec![match op {
+                Operation::Insert => session.insert(i, &spec.value).await,
+                Operation::Read => session.read(i).await,
+                Operation::Update => session.update(i, &spec.value).await,
+                Operation::ReadModifyWrite => session.read_modify_write(i, &spec.value).await,
+            }],
+            _ => session.batch(&ops, &spec.value).await,
         };
         let micros = (intended.elapsed().as_micros() as u64).max(1);
-        match outcome {
-            Outcome::Failed => tally.errors += 1,
-            answered => {
-                tally.not_found += u64::from(answered == Outcome::NotFound);
-                tally.all.saturating_record(micros);
-                if let Some(h) = tally.by_op.get_mut(op.name()) {
-                    h.saturating_record(micros);
+        for ((op, _), outcome) in ops.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Failed => tally.errors += 1,
+                answered => {
+                    tally.not_found += u64::from(answered == Outcome::NotFound);
+                    tally.all.saturating_record(micros);
+                    if let Some(h) = tally.by_op.get_mut(op.name()) {
+                        h.saturating_record(micros);
+                    }
+                    recorder.record(intended, micros);
                 }
-                recorder.record(intended, micros);
             }
         }
-        done.fetch_add(1, Ordering::Relaxed);
+        done.fetch_add(ops.len() as u64, Ordering::Relaxed);
     }
     drop(recorder);
     Ok((session, tally))

@@ -21,6 +21,7 @@ use redis::IntoConnectionInfo;
 use serde::Serialize;
 
 use super::etcd;
+use super::workload::Operation;
 use crate::client::{Client, Reply};
 use crate::error::{Error, Result};
 
@@ -91,8 +92,12 @@ impl Contexts {
 
     fn remember(&self, i: u64, reply: &Reply) {
         if let Some(ctx) = reply.context() {
-            self.shard(i).lock().insert(i, ctx.to_string());
+            self.remember_text(i, ctx);
         }
+    }
+
+    fn remember_text(&self, i: u64, context: &str) {
+        self.shard(i).lock().insert(i, context.to_string());
     }
 }
 
@@ -259,6 +264,71 @@ impl Session {
             }
             _ => Outcome::Failed,
         }
+    }
+}
+
+impl Session {
+    /// chorus only: `ops` (reads, updates, inserts) in one `POST /batch`,
+    /// writes with the contexts last seen; one outcome per op, in order.
+    pub async fn batch(&mut self, ops: &[(Operation, u64)], value: &Bytes) -> Vec<Outcome> {
+        let failed = || vec![Outcome::Failed; ops.len()];
+        let Conn::Http(client) = &self.conn else {
+            return failed();
+        };
+        let mut body = Vec::with_capacity(ops.len() * (48 + value.len()) + 16);
+        body.extend_from_slice(br#"{"ops":["#);
+        for (n, (op, i)) in ops.iter().enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            let key = key(*i);
+            match op {
+                Operation::Read => {
+                    body.extend_from_slice(format!(r#"{{"op":"get","key":"{key}"}}"#).as_bytes())
+                }
+                _ => {
+                    body.extend_from_slice(format!(r#"{{"op":"put","key":"{key}","#).as_bytes());
+                    let context = match op {
+                        Operation::Update => self.contexts.get(*i),
+                        _ => None,
+                    };
+                    if let Some(context) = context {
+                        body.extend_from_slice(format!(r#""context":"{context}","#).as_bytes());
+                    }
+                    body.extend_from_slice(br#""value":"#);
+                    body.extend_from_slice(value);
+                    body.push(b'}');
+                }
+            }
+        }
+        body.extend_from_slice(b"]}");
+        let headers = [("content-type", "application/json")];
+        let call = client.request(http::Method::POST, "/batch", &headers, Bytes::from(body));
+        let reply = match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
+            Ok(Ok(reply)) if reply.status == StatusCode::OK => reply,
+            _ => return failed(),
+        };
+        let Some(results) = reply
+            .json()
+            .and_then(|json| json.get("results").and_then(|r| r.as_array()).cloned())
+            .filter(|results| results.len() == ops.len())
+        else {
+            return failed();
+        };
+        ops.iter()
+            .zip(results)
+            .map(|((_, i), result)| {
+                let status = result.get("status").and_then(|s| s.as_u64()).unwrap_or(0);
+                if let Some(context) = result.get("context").and_then(|c| c.as_str()) {
+                    self.contexts.remember_text(*i, context);
+                }
+                match status {
+                    200 | 204 | 300 => Outcome::Done,
+                    404 => Outcome::NotFound,
+                    _ => Outcome::Failed,
+                }
+            })
+            .collect()
     }
 }
 

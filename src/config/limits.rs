@@ -13,6 +13,9 @@ pub struct Limits {
     /// A client write that would leave more siblings than this is refused
     /// (503); replication, repair and handoff are never refused.
     pub max_siblings: usize,
+    /// Largest `POST /batch` body accepted, in bytes, and the most bytes
+    /// of values its answer carries (reads past it answer 413 alone).
+    pub max_batch_bytes: usize,
     /// A client write that would leave a key's siblings holding more value
     /// bytes than this, all together, is refused (503).
     pub max_set_bytes: usize,
@@ -62,6 +65,7 @@ impl Default for Limits {
         Limits {
             max_key_bytes: 1024,
             max_value_bytes: 1024 * 1024,
+            max_batch_bytes: 16 * 1024 * 1024,
             warn_siblings: 25,
             max_siblings: 100,
             max_set_bytes: 16 * 1024 * 1024,

@@ -161,7 +161,8 @@ impl Coordinator {
     /// 412 and mints nothing. A retry of a write that was applied (its
     /// `Idempotency-Key` is on the set) skips the check, which its own
     /// first attempt would now fail, and returns the first outcome; its
-    /// read then overlaps every `w` replicas that acknowledged it.
+    /// read then overlaps every `w` replicas that acknowledged it. Gives
+    /// the context the write carried beside its outcome.
     pub async fn write_if(
         &self,
         key: &str,
@@ -169,7 +170,7 @@ impl Coordinator {
         condition: Option<&Condition>,
         quorum: Quorum,
         deadline: Instant,
-    ) -> Result<Written> {
+    ) -> Result<(Written, Context)> {
         if let Some(condition) = condition {
             let read = match write.request_id {
                 Some(_) => overlapping(quorum),
@@ -188,7 +189,9 @@ impl Coordinator {
                     .map_err(Error::PreconditionFailed)?;
             }
         }
-        self.write(key, write, quorum, deadline, false).await
+        let context = write.context.clone();
+        let written = self.write(key, write, quorum, deadline, false).await?;
+        Ok((written, context))
     }
 
     /// The merged sibling set of `key` over `r` replicas (`pr` of them

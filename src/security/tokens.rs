@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `read` | `GET /kv/{key}` |
 //! | `write` | `PUT` and `DELETE /kv/{key}` |
+//! | `read`, `write` | `POST /batch`: any known token; each op then needs its own scope (a `get` `read`, a `put` or `delete` `write`) and fails alone with 403 without it |
 //! | `admin` | `/cluster`, `/admin/*` (leave, remove, anti-entropy control, replica views) |
 //! | `monitor` | `/health`, `/metrics`, when they are not open |
 //!
@@ -63,6 +64,19 @@ impl Tokens {
     /// with every scope in `needs`; the token's name on success, for the
     /// logs. The first scope missing is the one a refusal names.
     pub fn authorize(&self, authorization: Option<&[u8]>, needs: &[Scope]) -> Result<&str, Denied> {
+        let (name, scopes) = self.identify(authorization)?;
+        match needs.iter().find(|scope| !scopes.contains(scope)) {
+            None => Ok(name),
+            Some(&missing) => Err(Denied::Forbidden {
+                token: name.to_string(),
+                needs: missing,
+            }),
+        }
+    }
+
+    /// The name and scopes of the token the `Authorization` header names:
+    /// for a route whose scopes depend on its body (`POST /batch`).
+    pub fn identify(&self, authorization: Option<&[u8]>) -> Result<(&str, &[Scope]), Denied> {
         let header = authorization.ok_or(Denied::Unauthenticated("no Authorization header"))?;
         // The scheme is case-insensitive (RFC 7235 §2.1) and one or more
         // spaces part it from the token.
@@ -81,12 +95,6 @@ impl Tokens {
             .ok_or(Denied::Unauthenticated(
                 "the token is not one this cluster knows",
             ))?;
-        match needs.iter().find(|scope| !scopes.contains(scope)) {
-            None => Ok(name),
-            Some(&missing) => Err(Denied::Forbidden {
-                token: name.clone(),
-                needs: missing,
-            }),
-        }
+        Ok((name, scopes))
     }
 }
