@@ -10,7 +10,18 @@
 //!   (`security.peer_clock_skew_ms`);
 //! - the *generation* of a node's life: its heartbeats, its op-log origin
 //!   and its peer signatures carry it, and a later life must outrank an
-//!   earlier one.
+//!   earlier one;
+//! - when a value with a TTL expires ([`Clock::expiry_ms`]).
+//!
+//! Expiry is judged by the fastest clock a node has heard from, not by its
+//! own alone: every signed peer request carries its sender's clock, and
+//! the receiver keeps how far ahead of its own each peer's was
+//! ([`Clock::heard_from`]). A node whose clock lags therefore hides an
+//! expired value when the fastest node does, give or take the time a
+//! message takes between them, instead of showing it again for as long as
+//! it lags. How far ahead a peer may be is bounded by the window peers
+//! accept signatures in (`security.peer_clock_skew_ms`), so one fast clock
+//! can make values expire early by at most that much.
 //!
 //! A [`Clock`] is a cheap handle on one node's clock: the system clock for
 //! a real node, or the simulation's time (turmoil's, the same for every
@@ -42,6 +53,9 @@ struct Inner {
     /// The last generation this clock handed out (simulated clocks; the
     /// system clock shares one per process).
     last_generation: AtomicU64,
+    /// How far ahead of this clock each peer's was when its last signed
+    /// request arrived, in ms (negative: behind).
+    peers_ahead: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// The last generation the system clock handed out in this process.
@@ -65,6 +79,7 @@ impl Clock {
                 simulated,
                 skew_ms,
                 last_generation: AtomicU64::new(0),
+                peers_ahead: Default::default(),
             }),
         }
     }
@@ -78,6 +93,37 @@ impl Clock {
             system_ms()
         };
         source.saturating_add_signed(self.inner.skew_ms.load(Ordering::Relaxed))
+    }
+
+    /// Records that `node`'s clock read `their_ms` in a request that
+    /// arrives now (one it signed: authenticated, and within the skew
+    /// window, so at most that far ahead).
+    pub fn heard_from(&self, node: &str, their_ms: u64) {
+        let ahead = their_ms as i64 - self.now_ms() as i64;
+        let mut peers = self.inner.peers_ahead.lock();
+        match peers.get_mut(node) {
+            Some(known) => *known = ahead,
+            // One entry per peer that ever signed to this node.
+            None => {
+                peers.insert(node.to_string(), ahead);
+            }
+        }
+    }
+
+    /// The instant values expire by here: this clock, or the fastest
+    /// peer's as last heard, advanced by this clock since, when that is
+    /// ahead (see the module's notes).
+    pub fn expiry_ms(&self) -> u64 {
+        let ahead = self
+            .inner
+            .peers_ahead
+            .lock()
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        self.now_ms().saturating_add(ahead as u64)
     }
 
     /// Every later generation of this clock is above `floor` (the floor
@@ -137,6 +183,27 @@ pub fn system_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_follows_the_fastest_clock_heard_from() {
+        let clock = Clock::system();
+        let now = clock.now_ms();
+        assert!((now..now + 1_000).contains(&clock.expiry_ms()));
+        // A peer behind changes nothing.
+        clock.heard_from("behind", now - 5_000);
+        assert!((now..now + 1_000).contains(&clock.expiry_ms()));
+        // A peer ahead moves expiry ahead by as much, and keeps moving it
+        // as this clock runs.
+        clock.heard_from("ahead", clock.now_ms() + 10_000);
+        let expiry = clock.expiry_ms();
+        assert!(
+            (now + 9_000..clock.now_ms() + 11_000).contains(&expiry),
+            "{expiry}"
+        );
+        // Heard again in step with this clock: no longer ahead.
+        clock.heard_from("ahead", clock.now_ms());
+        assert!(clock.expiry_ms() < clock.now_ms() + 1_000);
+    }
 
     #[test]
     fn generations_rise_and_skew_moves_the_reading() {

@@ -21,7 +21,7 @@ mod limits;
 mod security;
 mod threads;
 pub use antientropy::{AntiEntropyConfig, Mode as AntiEntropyMode};
-pub use limits::{Limits, MAX_TIMEOUT_MS, MIN_PEER_MESSAGE_BYTES};
+pub use limits::{Limits, MAX_TIMEOUT_MS, MAX_TTL_MS, MIN_PEER_MESSAGE_BYTES};
 pub use security::{
     EXAMPLE_SECRET, MIN_SECRET_BYTES, OpenRoute, Scope, SecurityConfig, TlsConfig, TokenConfig,
 };

@@ -71,6 +71,9 @@ enum Command {
         /// context (If-Match), or with `*` only if the key has a value.
         #[arg(long)]
         if_match: Option<String>,
+        /// The value expires this many ms after the write.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
@@ -337,14 +340,19 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             context,
             if_none_match,
             if_match,
+            ttl_ms,
             url,
         } => {
             let mut headers = vec![("content-type", "application/json")];
             headers.extend(context.as_deref().map(|c| (CONTEXT_HEADER, c)));
             headers.extend(if_none_match.then_some(("if-none-match", "*")));
             headers.extend(if_match.as_deref().map(|c| ("if-match", c)));
+            let path = match ttl_ms {
+                Some(ms) => format!("{}?ttl_ms={ms}", key_path(&key)),
+                None => key_path(&key),
+            };
             let reply = Client::cli(&url)?
-                .request(Method::PUT, &key_path(&key), &headers, json.into())
+                .request(Method::PUT, &path, &headers, json.into())
                 .await?;
             Ok(print_reply(&reply))
         }
@@ -474,6 +482,13 @@ fn print_reply(reply: &Reply) -> ExitCode {
     };
     if let Some(context) = reply.context() {
         println!("context: {context}");
+    }
+    if let Some(expires) = reply
+        .headers
+        .get(chorus::api::EXPIRES_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        println!("expires: {expires}");
     }
     code
 }

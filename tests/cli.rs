@@ -91,7 +91,7 @@ async fn put_get_delete_print_values_siblings_and_contexts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conditional_puts_and_deletes_exit_3_when_refused() {
+async fn conditional_and_expiring_writes_from_the_cli() {
     let t = TestNode::start().await;
     let url = t.node.url();
     let create = ["put", "lock", "\"ann\"", "--if-none-match", "--url", &url];
@@ -108,6 +108,11 @@ async fn conditional_puts_and_deletes_exit_3_when_refused() {
     assert_eq!(stale.status.code(), Some(3), "{stale:?}");
     let get = stdout(&chorus(&["get", "lock", "--url", &url]).await);
     assert!(get.starts_with("\"cy\""), "{get}");
+    // A TTL: the instant is printed with the write and the read.
+    let put = chorus(&["put", "lease", "1", "--ttl-ms", "60000", "--url", &url]).await;
+    assert!(stdout(&put).contains("expires: 20"), "{put:?}");
+    let read = stdout(&chorus(&["get", "lease", "--url", &url]).await);
+    assert!(read.contains("expires: 20"), "{read}");
 }
 
 #[tokio::test]

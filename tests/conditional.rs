@@ -34,15 +34,7 @@ async fn send(
 /// The key's value as a GET at r=all sees it: the body of a 200, or the
 /// status otherwise.
 async fn value(client: &Client, key: &str) -> String {
-    let reply = client
-        .request(
-            Method::GET,
-            &format!("{}?r=all", key_path(key)),
-            &[],
-            Bytes::new(),
-        )
-        .await
-        .expect("get");
+    let reply = common::get_with(client, key, "r=all").await;
     match reply.status {
         StatusCode::OK => String::from_utf8_lossy(&reply.body).into_owned(),
         other => other.as_str().to_string(),

@@ -157,7 +157,7 @@ async fn bad_quorum_parameters_are_400s_that_name_the_parameter() {
         ("timeout_ms=0", "timeout_ms"),
         ("timeout_ms=soon", "timeout_ms"),
         ("timeout_ms=600001", "timeout_ms"),
-        ("r=2", "r"),
+        ("r=4", "r"),
     ] {
         let reply = put(&n1, "k", query).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");

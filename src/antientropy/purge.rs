@@ -22,6 +22,12 @@
 //! Every `antientropy.purge_interval_ms` a node scans the next slice of the
 //! ranges it is the primary of (at most [`SCAN`] entries, resuming where
 //! the last round stopped) and purges at most [`MAX_PURGE`] deletes.
+//!
+//! The same scan drops the values whose TTL has run out from this node's
+//! own copies (`Replica::expire_stored`): an expiry needs no agreement,
+//! its instant travels with the value, and the drop reaches the other
+//! replicas as any difference does, by anti-entropy. A tombstone-only set
+//! that results is purged as above in a later round.
 
 use crate::error::{Error, Result};
 use crate::replica::rpc::{Purge, fetch};
@@ -61,6 +67,15 @@ pub(super) async fn round(ae: &Parts, cursor: &mut Position) -> Result<u64> {
             Some((key, _)) if full => position(key.as_bytes()).saturating_add(1),
             _ => range.positions.end().wrapping_add(1),
         };
+        let now = ae.replica.now_ms();
+        let expired: Vec<String> = entries
+            .iter()
+            .filter(|(_, set)| set.next_expiry().is_some_and(|at| at <= now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if !expired.is_empty() {
+            ae.replica.expire_stored(expired).await?;
+        }
         let candidates: Vec<(String, SiblingSet)> = entries
             .into_iter()
             .filter(|(_, set)| set.is_tombstoned())

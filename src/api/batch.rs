@@ -3,7 +3,7 @@
 //! The body is `{"ops": [...]}`, at most [`MAX_BATCH_OPS`] ops and
 //! `limits.max_batch_bytes` bytes; each op is a `get`, `put` or `delete` of
 //! one key, with what the single route takes in headers as fields
-//! (`context`, `if_match`, `if_none_match`). The query's `r`, `pr`, `w`,
+//! (`context`, `if_match`, `if_none_match`, `ttl_ms`). The query's `r`, `pr`, `w`,
 //! `pw`, `dw` and `timeout_ms` apply to every op.
 //!
 //! The answer is 200 `{"results": [...]}`, one result per op in the order
@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::Api;
-use super::kv::{Params, check_content_type, params, parse_condition, read_body};
+use super::kv::{Params, check_content_type, params, parse_condition, parse_ttl, read_body};
 use super::response::{self, Body};
 use crate::coordinator::Write;
 use crate::error::{Error, Result};
@@ -194,6 +194,9 @@ struct Op<'a> {
     if_match: Option<String>,
     #[serde(default)]
     if_none_match: Option<String>,
+    /// A put's TTL, as the route's `ttl_ms`.
+    #[serde(default)]
+    ttl_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -213,8 +216,9 @@ struct Outcome {
 enum Done {
     /// A read: the merged set (`None`: no replica had the key).
     Read(Option<SiblingSet>),
-    /// A write: the client's context after it.
-    Wrote(Context),
+    /// A write: the client's context after it, and its expiry instant
+    /// when it has a TTL.
+    Wrote(Context, Option<u64>),
 }
 
 async fn run(
@@ -311,13 +315,21 @@ async fn execute(
                 max: api.limits.max_value_bytes,
             });
         }
-        (Kind::Put, Some(value)) => Content::Value(Bytes::copy_from_slice(value.get().as_bytes())),
+        (Kind::Put, Some(value)) => {
+            let ttl_ms = op.ttl_ms.map(|ms| parse_ttl(&ms.to_string())).transpose()?;
+            let value = Bytes::copy_from_slice(value.get().as_bytes());
+            super::kv::content(api, value, ttl_ms)?
+        }
         (Kind::Put, None) => return Err(Error::bad_parameter("ops", "a put needs a value")),
+        (Kind::Delete, None) if op.ttl_ms.is_some() => {
+            return Err(Error::bad_parameter("ttl_ms", "a delete takes no TTL"));
+        }
         (Kind::Delete, None) => Content::Tombstone,
         (Kind::Delete, Some(_)) => {
             return Err(Error::bad_parameter("ops", "a delete takes no value"));
         }
     };
+    let expires = content.expires_ms();
     let write = Write {
         context,
         content,
@@ -327,7 +339,7 @@ async fn execute(
         .coordinator
         .write_if(&key, write, condition.as_ref(), p.quorum, p.deadline)
         .await?;
-    Ok(Done::Wrote(context.after_write(written.dot)))
+    Ok(Done::Wrote(context.after_write(written.dot), expires))
 }
 
 impl Outcome {
@@ -350,9 +362,10 @@ impl Outcome {
             other => other,
         };
         match result {
-            Ok(Done::Wrote(context)) => {
+            Ok(Done::Wrote(context, expires)) => {
                 out.put_slice(br#","status":204,"context":"#);
                 put_json_str(out, &context.encode(&api.seal, key));
+                put_expires(out, expires);
             }
             Ok(Done::Read(None)) => {
                 out.put_slice(br#","status":404,"error":"not_found","message":"no value is stored under this key""#);
@@ -363,10 +376,11 @@ impl Outcome {
                 if set.is_deleted() {
                     out.put_slice(br#","status":404,"error":"not_found","message":"no value is stored under this key""#);
                 } else if let [only] = set.siblings()
-                    && let Content::Value(v) = &only.content
+                    && let Some(v) = only.content.value()
                 {
                     out.put_slice(br#","status":200,"value":"#);
                     out.put_slice(v);
+                    put_expires(out, only.content.expires_ms());
                 } else {
                     out.put_slice(br#","status":300,"siblings":"#);
                     response::put_siblings(out, &set);
@@ -384,6 +398,14 @@ impl Outcome {
             }
         }
         out.put_u8(b'}');
+    }
+}
+
+/// `,"expires":"<RFC 3339>"` when there is an instant.
+fn put_expires(out: &mut BytesMut, expires: Option<u64>) {
+    if let Some(at) = expires {
+        out.put_slice(br#","expires":"#);
+        put_json_str(out, &response::rfc3339(at));
     }
 }
 

@@ -23,7 +23,7 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub const ALLOWED: &str = "GET, PUT, DELETE";
 
-pub use crate::config::MAX_TIMEOUT_MS;
+pub use crate::config::{MAX_TIMEOUT_MS, MAX_TTL_MS};
 
 pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let key = decode_key(raw_key, api.limits.max_key_bytes)?;
@@ -39,7 +39,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             get(api, &key, &p, session).await
         }
         Method::PUT => {
-            let known = ["returnbody", "r", "w", "pw", "dw", "timeout_ms"];
+            let known = ["returnbody", "r", "w", "pw", "dw", "timeout_ms", "ttl_ms"];
             let p = params(api, query, &known)?;
             check_content_type(req.headers())?;
             let context = context(api, req.headers(), &key)?;
@@ -50,7 +50,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             check_json(&body)?;
             let write = Write {
                 context,
-                content: Content::Value(body),
+                content: content(api, body, p.ttl_ms)?,
                 request_id,
             };
             put_or_delete(api, &key, write, condition, &p).await
@@ -110,6 +110,14 @@ async fn put_or_delete(
         .coordinator
         .write_if(key, write, condition.as_ref(), p.quorum, p.deadline)
         .await?;
+    let expires = p.ttl_ms.and(
+        written
+            .set
+            .siblings()
+            .iter()
+            .find(|s| s.dot == written.dot)
+            .and_then(|s| s.content.expires_ms()),
+    );
     let (mut response, context) = if p.returnbody {
         let full = Context::read(written.set.context().clone());
         (response::siblings(&written.set), full)
@@ -119,6 +127,9 @@ async fn put_or_delete(
             context.after_write(written.dot),
         )
     };
+    if let Some(at) = expires {
+        response::set_expires(&mut response, at);
+    }
     response::set_context(&mut response, &context, &api.seal, key);
     set_quorum(&mut response, &p.quorum);
     Ok(response)
@@ -151,6 +162,8 @@ pub(super) struct Params {
     returnbody: bool,
     pub(super) quorum: Quorum,
     pub(super) deadline: Instant,
+    /// `ttl_ms`: the value expires this long after the write.
+    ttl_ms: Option<u64>,
 }
 
 /// Parses the query string, refusing parameters the route does not know.
@@ -158,6 +171,7 @@ pub(super) fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<P
     let mut quorum = api.quorum;
     let mut returnbody = false;
     let mut timeout_ms = api.timeout_ms;
+    let mut ttl_ms = None;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !known.contains(&name.as_ref()) {
             return Err(Error::bad_parameter(
@@ -192,6 +206,7 @@ pub(super) fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<P
                         )
                     })?;
             }
+            "ttl_ms" => ttl_ms = Some(parse_ttl(&value)?),
             quorum_name => quorum.set(quorum_name, &value, &api.quorum)?,
         }
     }
@@ -208,6 +223,34 @@ pub(super) fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<P
         returnbody,
         quorum,
         deadline: Instant::now() + Duration::from_millis(timeout_ms),
+        ttl_ms,
+    })
+}
+
+/// A `ttl_ms`: a whole number of ms from 1 to [`MAX_TTL_MS`].
+pub(super) fn parse_ttl(text: &str) -> Result<u64> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|ms| (1..=MAX_TTL_MS).contains(ms))
+        .ok_or_else(|| {
+            Error::bad_parameter(
+                "ttl_ms",
+                format!("`{text}` is not a number of ms between 1 and {MAX_TTL_MS} (20 years)"),
+            )
+        })
+}
+
+/// What a PUT stores: the value, with its expiry instant stamped here
+/// when it has a TTL (so every replica agrees on it). A TTL needs every
+/// member to speak the protocol that carries it.
+pub(super) fn content(api: &Api, value: Bytes, ttl_ms: Option<u64>) -> Result<Content> {
+    let Some(ttl_ms) = ttl_ms else {
+        return Ok(Content::Value(value));
+    };
+    super::ttl_supported(api)?;
+    Ok(Content::Expiring {
+        value,
+        expires_ms: api.replica.now_ms().saturating_add(ttl_ms),
     })
 }
 

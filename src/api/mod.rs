@@ -37,7 +37,7 @@ use tokio::sync::watch;
 pub use admin::LeaveState;
 pub use replica_view::NODE_HEADER;
 use response::Body;
-pub use response::{CONTEXT_HEADER, QUORUM_HEADER};
+pub use response::{CONTEXT_HEADER, EXPIRES_HEADER, QUORUM_HEADER};
 
 use crate::antientropy::AntiEntropy;
 use crate::config::Limits;
@@ -301,6 +301,37 @@ impl Api {
             other => Err(Error::NoRoute(other.to_string())),
         }
     }
+}
+
+/// Whether this node may take a write with a TTL: a value that expires is
+/// a sibling nodes before [`EXPIRING_PROTOCOL`] cannot decode, so every
+/// member must speak it (and have been heard saying so). Otherwise a
+/// retryable 503 that names the member holding it back.
+///
+/// [`EXPIRING_PROTOCOL`]: crate::peer::versions::EXPIRING_PROTOCOL
+fn ttl_supported(api: &Api) -> Result<()> {
+    use crate::peer::versions::EXPIRING_PROTOCOL;
+    let needs = |node: &str, speaks: String| Error::Unavailable {
+        node: node.to_string(),
+        reason: format!(
+            "{speaks}; a write with ttl_ms needs every node at peer protocol {EXPIRING_PROTOCOL}              (an upgrade is under way, or cluster.protocol pins an older one: docs/operations.md)"
+        ),
+    };
+    if api.versions.mine() < EXPIRING_PROTOCOL {
+        let speaks = format!("this node speaks peer protocol {}", api.versions.mine());
+        return Err(needs(&api.node, speaks));
+    }
+    for member in api.cluster.roster().members().iter() {
+        if member.status == Status::Removed || member.id == api.node {
+            continue;
+        }
+        match api.versions.of(&member.id) {
+            Some(p) if p >= EXPIRING_PROTOCOL => {}
+            Some(p) => return Err(needs(&member.id, format!("it speaks peer protocol {p}"))),
+            None => return Err(needs(&member.id, "it has not been heard from yet".into())),
+        }
+    }
+    Ok(())
 }
 
 /// Whether a query asks for the body back: `returnbody` with any value but

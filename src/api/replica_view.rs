@@ -51,11 +51,18 @@ pub fn view(key: &str, set: &SiblingSet) -> Value {
         .map(|s| match &s.content {
             // Values were validated as JSON when written; a stored value
             // that no longer parses is shown as its text.
-            Content::Value(bytes) => json!({
-                "dot": dot(&s.dot),
-                "value": serde_json::from_slice::<Value>(bytes)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
-            }),
+            Content::Value(bytes) | Content::Expiring { value: bytes, .. } => {
+                let mut shown = json!({
+                    "dot": dot(&s.dot),
+                    "value": serde_json::from_slice::<Value>(bytes).unwrap_or_else(|_| {
+                        Value::String(String::from_utf8_lossy(bytes).into_owned())
+                    }),
+                });
+                if let Some(at) = s.content.expires_ms() {
+                    shown["expires"] = super::response::rfc3339(at).into();
+                }
+                shown
+            }
             Content::Tombstone => json!({ "dot": dot(&s.dot), "deleted": true }),
         })
         .collect();

@@ -14,6 +14,8 @@ pub type Body = Full<Bytes>;
 pub const CONTEXT_HEADER: &str = "x-chorus-context";
 /// The quorum a request ran with: `n=3 r=2 w=2 overlap=true`.
 pub const QUORUM_HEADER: &str = "x-chorus-quorum";
+/// When a value written with a TTL expires (RFC 3339, UTC).
+pub const EXPIRES_HEADER: &str = "x-chorus-expires";
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
@@ -90,9 +92,13 @@ pub fn siblings(set: &SiblingSet) -> Response<Body> {
         return not_found_key();
     }
     if let [only] = set.siblings()
-        && let Content::Value(v) = &only.content
+        && let Some(v) = only.content.value()
     {
-        return json(StatusCode::OK, v.clone());
+        let mut response = json(StatusCode::OK, v.clone());
+        if let Some(at) = only.content.expires_ms() {
+            set_expires(&mut response, at);
+        }
+        return response;
     }
     let mut out = BytesMut::with_capacity(set.value_bytes() + 16 * set.siblings().len() + 16);
     out.put_slice(br#"{"siblings":"#);
@@ -114,8 +120,48 @@ pub fn put_siblings(out: &mut BytesMut, set: &SiblingSet) {
                 out.put_slice(v);
                 out.put_u8(b'}');
             }
+            Content::Expiring { value, expires_ms } => {
+                out.put_slice(br#"{"value":"#);
+                out.put_slice(value);
+                out.put_slice(br#","expires":""#);
+                out.put_slice(rfc3339(*expires_ms).as_bytes());
+                out.put_slice(br#""}"#);
+            }
             Content::Tombstone => out.put_slice(br#"{"deleted":true}"#),
         }
     }
     out.put_u8(b']');
+}
+
+/// `ms` since the Unix epoch as an RFC 3339 instant in UTC, to the
+/// millisecond: `2026-12-06T05:50:00.123Z`.
+pub fn rfc3339(ms: u64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|at| at.format(format).ok())
+        .unwrap_or_else(|| "9999-12-31T23:59:59.999Z".to_string())
+}
+
+/// Sets `X-Chorus-Expires` to the instant `ms`.
+pub fn set_expires(response: &mut Response<Body>, ms: u64) {
+    if let Ok(value) = HeaderValue::from_str(&rfc3339(ms)) {
+        response.headers_mut().insert(EXPIRES_HEADER, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn instants_are_rfc_3339_in_utc_to_the_millisecond() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_796_535_000_123), "2026-12-06T05:30:00.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        // Past what a date can say: the last instant, not a panic.
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
 }

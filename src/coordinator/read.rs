@@ -117,6 +117,12 @@ impl Coordinator {
         replies.seal();
         let transport = Arc::clone(&self.transport);
         read_repair::spawn(transport, key.to_string(), seen, replies, deadline);
+        // Values whose TTL has run out are gone for the client now, on
+        // whichever replica they linger (each drops them when it next
+        // handles the key).
+        if let Some(set) = &mut merged {
+            set.expire(self.replica.now_ms());
+        }
         Ok(merged)
     }
 }

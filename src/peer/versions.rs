@@ -38,8 +38,13 @@ use parking_lot::RwLock;
 
 /// The protocol this build speaks. 2: `replica.merge` carries the set as
 /// it is encoded once per write. 3: the batchable calls travel on one
-/// stream per peer (`super::stream`).
-pub const PROTOCOL: u16 = 3;
+/// stream per peer (`super::stream`). 4: a sibling may hold a value with a
+/// TTL (`Content::Expiring`); no message changed its encoding, but a node
+/// of protocol 3 cannot decode a set that holds one, so a node takes TTL
+/// writes only while every member speaks 4 ([`EXPIRING_PROTOCOL`]).
+pub const PROTOCOL: u16 = 4;
+/// The first protocol whose nodes decode values with a TTL.
+pub const EXPIRING_PROTOCOL: u16 = 4;
 /// The oldest protocol this build still speaks.
 pub const OLDEST_PROTOCOL: u16 = 1;
 /// The header of every `POST /peer` answer: the receiver's protocol.

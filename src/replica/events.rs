@@ -39,6 +39,8 @@ pub enum Cause {
     Handoff,
     /// Tombstones every replica held were purged.
     Purge,
+    /// Values whose TTL ran out were dropped from a key nobody wrote since.
+    Expiry,
 }
 
 /// One change, as the store applied it.

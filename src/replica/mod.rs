@@ -159,6 +159,7 @@ impl Replica {
             return Err(Error::Protocol("a request id over 128 bytes".into()));
         }
         let now = self.clock.now_ms();
+        let expiry = self.clock.expiry_ms();
         let expired_before = now.saturating_sub(self.idempotency_ttl_ms);
         let id = request_id.clone();
         let identity = Arc::clone(&self.identity);
@@ -171,6 +172,7 @@ impl Replica {
         let mint_and_write = move |current: Option<SiblingSet>| {
             let mut set = current.unwrap_or_default();
             set.expire_requests(expired_before);
+            set.expire(expiry);
             if id
                 .as_ref()
                 .is_some_and(|id| set.request(id, expired_before).is_some())
@@ -275,6 +277,12 @@ impl Replica {
 
     /// Idempotency records older than this (ms since the Unix epoch) are
     /// expired: a retry after it is a new write.
+    /// What values expire by here, in ms since the Unix epoch: the
+    /// fastest clock this node has heard from ([`Clock::expiry_ms`]).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.expiry_ms()
+    }
+
     pub fn idempotency_cutoff(&self) -> u64 {
         self.clock.now_ms().saturating_sub(self.idempotency_ttl_ms)
     }
@@ -298,6 +306,7 @@ impl Replica {
             )));
         }
         let identity = Arc::clone(&self.identity);
+        let now = self.clock.expiry_ms();
         let expired_before = self.idempotency_cutoff();
         let name = key.clone();
         let merge = move |current: Option<SiblingSet>| {
@@ -309,8 +318,9 @@ impl Replica {
             identity.check_amnesia(&name, local.context(), set.context());
             local.merge(&set);
             // Records this replica expired stay expired, whoever still
-            // holds them: the TTL holds cluster-wide.
+            // holds them: the TTL holds cluster-wide. So do values.
             local.expire_requests(expired_before);
+            local.expire(now);
             Ok(local)
         };
         Ok(self.store.update(&key, Box::new(merge)))

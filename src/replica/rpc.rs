@@ -382,6 +382,35 @@ impl Replica {
         }
         Ok(())
     }
+
+    /// Drops the expired values of `keys` from this replica's store, by
+    /// this node's clock: the disk space of keys nobody wrote since their
+    /// TTL ran out. A key whose every value expired keeps its grave (its
+    /// context), as a purged delete does. Needs no other replica: each
+    /// drops what has expired by the instant every copy carries, and a
+    /// merge carries the drop to the others ([`SiblingSet::expire`]).
+    pub async fn expire_stored(&self, keys: Vec<String>) -> Result<()> {
+        self.check_open()?;
+        let now = self.now_ms();
+        let pending: Vec<(String, Pending)> = keys
+            .into_iter()
+            .map(|key| {
+                let pending = self.store.update(
+                    &key,
+                    Box::new(move |current| {
+                        let mut set = current.unwrap_or_default();
+                        set.expire(now);
+                        Ok(set)
+                    }),
+                );
+                (key, pending)
+            })
+            .collect();
+        for (key, p) in pending {
+            self.publish(&key, p, Cause::Expiry).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs `f`, a handler that answers at once, timed as `op` in

@@ -171,6 +171,7 @@ impl Verifier {
                 }
                 let now = self.clock.now_ms();
                 self.replays.lock().admit(&stamp, now)?;
+                self.clock.heard_from(&stamp.node, stamp.ts_ms);
                 Ok(Head {
                     verified,
                     signed: Some((stamp.len, stamp.digest)),

@@ -9,13 +9,48 @@ use serde::{Deserialize, Serialize};
 use super::actor::{Actor, Dot, VersionVector, covers};
 use super::context::Context;
 
-/// What one sibling holds: a JSON value, or the tombstone a delete leaves.
+/// What one sibling holds: a JSON value, one that expires, or the
+/// tombstone a delete leaves.
+///
+/// The variants' order is their encoding (postcard writes the index):
+/// new ones go at the end, so sets stored and sent by older builds still
+/// decode. `Expiring` came with protocol 4; a node writes one only when
+/// every member speaks it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Content {
     /// The JSON document exactly as the client sent it (validated, never re-encoded).
     Value(Bytes),
     /// The key was deleted by the write with this sibling's dot.
     Tombstone,
+    /// A value written with a TTL: it is gone at `expires_ms` (ms since
+    /// the Unix epoch, stamped once by the node that took the write, so
+    /// every replica agrees on the instant). An expired sibling is
+    /// dropped wherever a node handles its set ([`SiblingSet::expire`]),
+    /// like a delete that needs no message.
+    Expiring { value: Bytes, expires_ms: u64 },
+}
+
+impl Content {
+    /// The JSON value, unless this is a tombstone.
+    pub fn value(&self) -> Option<&Bytes> {
+        match self {
+            Content::Value(value) | Content::Expiring { value, .. } => Some(value),
+            Content::Tombstone => None,
+        }
+    }
+
+    /// When the value expires, if it does.
+    pub fn expires_ms(&self) -> Option<u64> {
+        match self {
+            Content::Expiring { expires_ms, .. } => Some(*expires_ms),
+            _ => None,
+        }
+    }
+
+    /// Whether the value has expired by `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms().is_some_and(|at| at <= now_ms)
+    }
 }
 
 /// One concurrent version of a key.
@@ -96,10 +131,32 @@ impl SiblingSet {
     }
 
     /// True when no sibling holds a value: the key is absent or deleted.
+    /// (An expired value still counts until [`SiblingSet::expire`] drops it.)
     pub fn is_deleted(&self) -> bool {
         self.siblings
             .iter()
             .all(|s| matches!(s.content, Content::Tombstone))
+    }
+
+    /// Drops the siblings whose values have expired by `now_ms`; returns
+    /// how many. The context keeps their dots, so a copy that still holds
+    /// one loses it to this set in any merge: an expired value is removed
+    /// as a delete would remove it, and can no more come back. Every node
+    /// may do this on its own, at any time after the instant, because the
+    /// instant travels with the sibling: `expire` commutes with `merge`
+    /// (property `expiring_commutes_with_merge`).
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let before = self.siblings.len();
+        self.siblings.retain(|s| !s.content.is_expired(now_ms));
+        before - self.siblings.len()
+    }
+
+    /// The earliest instant a sibling of this set expires, if any does.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.siblings
+            .iter()
+            .filter_map(|s| s.content.expires_ms())
+            .min()
     }
 
     /// The smallest counter `actor` may use for a write on this set made with
@@ -245,10 +302,7 @@ impl SiblingSet {
     pub fn value_bytes(&self) -> usize {
         self.siblings
             .iter()
-            .map(|s| match &s.content {
-                Content::Value(v) => v.len(),
-                Content::Tombstone => 0,
-            })
+            .map(|s| s.content.value().map_or(0, Bytes::len))
             .sum()
     }
 }

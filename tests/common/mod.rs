@@ -157,6 +157,15 @@ pub async fn series(client: &Client, prefixes: &[&str]) -> String {
         .join("; ")
 }
 
+/// `GET /kv/{key}?{query}`.
+pub async fn get_with(client: &Client, key: &str, query: &str) -> chorus::client::Reply {
+    let path = format!("{}?{query}", chorus::client::key_path(key));
+    client
+        .request(http::Method::GET, &path, &[], bytes::Bytes::new())
+        .await
+        .expect("get")
+}
+
 /// The context a read of `key` returns; the key must exist.
 pub async fn read_context(client: &Client, key: &str) -> String {
     let reply = client.get(key).await.expect("get");

@@ -463,3 +463,88 @@ fn request_records_merge_by_id_keeping_the_smaller_dot_and_expire_by_age() {
     assert!(xy.request("r2", 0).is_none(), "older than the cut");
     assert!(xy.request("r3", 0).is_some());
 }
+
+/// `set` with a TTL on some of its values, as a function of each
+/// sibling's dot, so that every replica's copy of one write agrees (one
+/// dot names one write, with one expiry instant).
+fn with_ttls(set: &SiblingSet) -> SiblingSet {
+    let mut out = set.clone();
+    for s in &mut out.siblings {
+        if let Content::Value(v) = &s.content
+            && s.dot.counter % 2 == 1
+        {
+            s.content = Content::Expiring {
+                value: v.clone(),
+                expires_ms: s.dot.counter * 3 % 40,
+            };
+        }
+    }
+    out
+}
+
+proptest! {
+    /// Any node may drop expired siblings on its own, at any time after
+    /// their instant: expiring commutes with the merge, is monotone in
+    /// time, drops exactly the expired siblings and keeps the context, so
+    /// a copy that still holds an expired value loses it in a merge.
+    #[test]
+    fn expiring_commutes_with_merge(ops in history(), at in 0..45u64, later in 0..45u64) {
+        let model = Model::run(&ops);
+        let sets: Vec<SiblingSet> = model.replicas.iter().map(with_ttls).collect();
+        for a in &sets {
+            let mut expired = a.clone();
+            let dropped = expired.expire(at);
+            prop_assert_eq!(expired.context(), a.context());
+            prop_assert_eq!(
+                dropped,
+                a.siblings().iter().filter(|s| s.content.is_expired(at)).count()
+            );
+            for s in a.siblings() {
+                prop_assert_eq!(expired.siblings().contains(s), !s.content.is_expired(at));
+            }
+            let mut twice = expired.clone();
+            twice.expire(later);
+            let mut once = a.clone();
+            once.expire(at.max(later));
+            prop_assert_eq!(&twice, &once);
+            // Its own older copy, merged in late, brings nothing back.
+            let back = merged(&expired, a);
+            prop_assert!(back.siblings().iter().all(|s| !s.content.is_expired(at)));
+            for b in &sets {
+                let mut whole = merged(a, b);
+                whole.expire(at);
+                let mut other = b.clone();
+                other.expire(at);
+                prop_assert_eq!(whole, merged(&expired, &other));
+            }
+        }
+    }
+}
+
+#[test]
+fn an_expiring_value_is_a_value_until_its_instant() {
+    let content = Content::Expiring {
+        value: Bytes::from_static(b"1"),
+        expires_ms: 100,
+    };
+    assert_eq!(content.value(), Some(&Bytes::from_static(b"1")));
+    assert!(!content.is_expired(99));
+    assert!(content.is_expired(100));
+    let mut set = SiblingSet::new();
+    set.write(&Context::default(), Dot::new(actor(0), 1), content);
+    assert!(!set.is_deleted());
+    assert_eq!(set.next_expiry(), Some(100));
+    assert_eq!(set.value_bytes(), 1);
+    assert_eq!(set.expire(99), 0);
+    assert_eq!(set.expire(100), 1);
+    assert!(set.is_deleted() && !set.context().is_empty());
+    // Encoded after the older variants: their bytes are unchanged.
+    let old = postcard::to_allocvec(&Content::Tombstone).expect("encode");
+    assert_eq!(old, [1]);
+    let new = postcard::to_allocvec(&Content::Expiring {
+        value: Bytes::from_static(b"1"),
+        expires_ms: 5,
+    })
+    .expect("encode");
+    assert_eq!(new, [2, 1, b'1', 5]);
+}
