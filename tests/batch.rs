@@ -275,3 +275,18 @@ async fn a_batch_keeps_its_quorum_per_op_with_a_node_down() {
         "{failed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_runs_within_the_nodes_inflight_limit() {
+    // Two permits: the batch's own and one more, so its ops run two at a
+    // time, and all of them are still answered.
+    let cluster = TestCluster::start_with(3, 0, 3, |c| c.limits.max_inflight = 2).await;
+    let a = cluster.client(0);
+    let ops: Vec<Value> = (0..50)
+        .map(|i| json!({"op": "put", "key": format!("p{i}"), "value": i}))
+        .collect();
+    let done = results(&a, &json!({ "ops": ops })).await;
+    assert_eq!(done.len(), 50);
+    assert!(done.iter().all(|r| r["status"] == 204), "{done:?}");
+    assert_eq!(a.get("p49").await.expect("get").json(), Some(json!(49)));
+}

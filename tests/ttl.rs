@@ -338,3 +338,44 @@ async fn expired_values_nobody_touches_leave_every_replicas_disk() {
     }
     assert_eq!(a.get("stays").await.expect("get").status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_that_hides_an_expired_value_drops_it_from_the_replicas_it_asked() {
+    // No purge scan and no anti-entropy: only the read can drop it.
+    let cluster = TestCluster::start_with(3, 0, 3, |c| {
+        c.antientropy.mode = chorus::config::AntiEntropyMode::Off;
+    })
+    .await;
+    let a = cluster.client(0);
+    let put = put_ttl_ready(&a, "once", 500, "\"short\"").await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let instant = expires_ms(&put);
+    let holding = || async {
+        let mut nodes = Vec::new();
+        for node in 0..3 {
+            let view = replica_view(&cluster.client(node), "once").await;
+            if String::from_utf8_lossy(&view.body).contains("short") {
+                nodes.push(node + 1);
+            }
+        }
+        nodes
+    };
+    for _ in 0..50 {
+        if holding().await.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(holding().await, [1, 2, 3], "every replica holds it first");
+    tokio::time::sleep(Duration::from_millis(instant + 50 - now_ms().min(instant))).await;
+    assert_eq!(holding().await, [1, 2, 3], "nothing dropped it yet");
+    let read = get_with(&a, "once", "r=all").await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND);
+    for _ in 0..50 {
+        if holding().await.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("still held by {:?}", holding().await);
+}

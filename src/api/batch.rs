@@ -18,7 +18,9 @@
 //! Bounds: the body in bytes before it is parsed; the ops in count while
 //! they are parsed (the 1,001st is not kept); the answer's values in bytes
 //! (`limits.max_batch_bytes`: a read whose value would pass it answers 413
-//! alone); at most [`CONCURRENT_OPS`] ops in flight.
+//! alone); at most [`CONCURRENT_OPS`] ops in flight, each beyond the first
+//! holding one of the node's `limits.max_inflight` permits as a single
+//! request would.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -83,11 +85,21 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     let mut budget = max;
     let mut out = BytesMut::with_capacity(64 * batch.ops.kept.len() + 16);
     out.put_slice(br#"{"results":["#);
-    // In order, at most CONCURRENT_OPS at once. Boxed: a future that
-    // borrows the request, named by its type, keeps the handler `Send`.
+    // The batch holds one of the node's `limits.max_inflight` permits; each
+    // op running beside the first takes one more, as a request of its own
+    // would, so a batch never multiplies the node's bound on requests (and
+    // on the memory their answers hold). With fewer free, fewer at once.
+    let wanted = batch.ops.kept.len().clamp(1, CONCURRENT_OPS) - 1;
+    let free = wanted.min(api.inflight.available_permits());
+    let extra = u32::try_from(free)
+        .ok()
+        .and_then(|n| api.inflight.try_acquire_many(n).ok());
+    let at_once = 1 + extra.as_ref().map_or(0, |p| p.num_permits());
+    // In order, at most `at_once` at a time. Boxed: a future that borrows
+    // the request, named by its type, keeps the handler `Send`.
     let start = |op| -> BoxFuture<'_, Outcome> { Box::pin(run(api, op, &p, &scopes)) };
     let mut waiting = batch.ops.kept.iter().copied();
-    let mut running: FuturesOrdered<_> = waiting.by_ref().take(CONCURRENT_OPS).map(start).collect();
+    let mut running: FuturesOrdered<_> = waiting.by_ref().take(at_once).map(start).collect();
     let mut first = true;
     while let Some(result) = running.next().await {
         if let Some(op) = waiting.next() {

@@ -159,10 +159,11 @@ impl Coordinator {
     /// key's set as a read at the request's `r` finds it (`condition.rs`
     /// says what that does and does not promise). A refused write is a
     /// 412 and mints nothing. A retry of a write that was applied (its
-    /// `Idempotency-Key` is on the set) skips the check, which its own
-    /// first attempt would now fail, and returns the first outcome; its
-    /// read then overlaps every `w` replicas that acknowledged it. Gives
-    /// the context the write carried beside its outcome.
+    /// `Idempotency-Key` is on the set the check read) skips the check,
+    /// which its own first attempt would now fail, and returns the first
+    /// outcome from that set, never minting again; its read overlaps every
+    /// `w` replicas that acknowledged the first attempt. Gives the context
+    /// the write carried beside its outcome.
     pub async fn write_if(
         &self,
         key: &str,
@@ -173,21 +174,36 @@ impl Coordinator {
     ) -> Result<(Written, Context)> {
         if let Some(condition) = condition {
             let read = match write.request_id {
-                Some(_) => overlapping(quorum),
+                Some(_) => Quorum {
+                    pr: quorum.pr,
+                    ..overlapping(quorum)
+                },
                 None => quorum,
             };
             let current = self.read(key, read, deadline, None, false).await?;
             let cutoff = self.replica.idempotency_cutoff();
-            let retry = write.request_id.as_ref().is_some_and(|id| {
+            let first = write.request_id.as_ref().and_then(|id| {
                 current
                     .as_ref()
-                    .is_some_and(|set| set.request(id, cutoff).is_some())
+                    .and_then(|set| set.request(id, cutoff))
+                    .map(|r| r.dot.clone())
             });
-            if !retry {
-                write.context = condition
-                    .check(current.as_ref(), write.context)
-                    .map_err(Error::PreconditionFailed)?;
+            if let (Some(dot), Some(set)) = (first, current.clone()) {
+                // A retry of a write that was applied: its first outcome,
+                // made to reach `w` replicas, and never a second mint.
+                let replicas = self.cluster.routes().preference_list(key);
+                let set = self
+                    .replicate_retry(key, replicas, set, quorum, deadline)
+                    .await?;
+                let context = match condition {
+                    Condition::Unchanged(given) => given.clone(),
+                    _ => write.context,
+                };
+                return Ok((Written { dot, set }, context));
             }
+            write.context = condition
+                .check(current.as_ref(), write.context)
+                .map_err(Error::PreconditionFailed)?;
         }
         let context = write.context.clone();
         let written = self.write(key, write, quorum, deadline, false).await?;

@@ -115,14 +115,14 @@ impl Coordinator {
             }
         }
         replies.seal();
-        let transport = Arc::clone(&self.transport);
-        read_repair::spawn(transport, key.to_string(), seen, replies, deadline);
-        // Values whose TTL has run out are gone for the client now, on
-        // whichever replica they linger (each drops them when it next
-        // handles the key).
+        // Values whose TTL has run out are gone for the client now, and
+        // the repair drops them from the replicas that still hold them.
+        let now = self.replica.now_ms();
         if let Some(set) = &mut merged {
-            set.expire(self.replica.now_ms());
+            set.expire(now);
         }
+        let transport = Arc::clone(&self.transport);
+        read_repair::spawn(transport, key.to_string(), seen, replies, deadline, now);
         Ok(merged)
     }
 }

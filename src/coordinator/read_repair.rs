@@ -7,6 +7,12 @@
 //! including replicas that had nothing. Merging is idempotent and never
 //! loses a sibling, so a repair that races a write is harmless. Each
 //! repaired replica counts in `chorus_read_repairs_total`.
+//!
+//! A value whose TTL has run out is dropped from the merged set before it
+//! is compared, so a replica that still holds one is repaired too: once a
+//! read has answered without it, the replicas it asked drop it durably,
+//! and no later read through a node whose idea of the time is behind can
+//! find it there.
 
 use std::sync::Arc;
 
@@ -30,8 +36,14 @@ pub(super) fn spawn(
     mut seen: Vec<Reply>,
     mut rest: Calls<<Read as crate::peer::Rpc>::Reply>,
     deadline: Instant,
+    expiry_ms: u64,
 ) {
-    if rest.outstanding() == 0 && !stale(&seen) {
+    let expired = seen.iter().any(|(_, set)| {
+        set.as_ref()
+            .and_then(SiblingSet::next_expiry)
+            .is_some_and(|at| at <= expiry_ms)
+    });
+    if rest.outstanding() == 0 && !stale(&seen) && !expired {
         return;
     }
     tokio::spawn(async move {
@@ -43,9 +55,10 @@ pub(super) fn spawn(
         // Calls still out past the deadline go on in a task of their own
         // (Calls' drop), not stalled behind the repairs.
         drop(rest);
-        let Some(merged) = merge_all(&seen) else {
+        let Some(mut merged) = merge_all(&seen) else {
             return;
         };
+        merged.expire(expiry_ms);
         let mut encoded = None;
         for (node, set) in seen {
             if set.as_ref() == Some(&merged) {
