@@ -61,6 +61,8 @@ mod tests {
             saw: saw.to_vec(),
             acked,
             delete,
+            ttl: None,
+            refused: false,
         }
     }
 
@@ -85,6 +87,7 @@ mod tests {
                 write(5, &[4], false, true),
             ],
             finals: finals(&["w4"]),
+            finals_at_ms: 0,
         };
         let (verdict, by_deletes) = check(&h);
         assert_eq!(verdict.violations, vec![]);
@@ -101,6 +104,7 @@ mod tests {
                 write(4, &[3], true, false),
             ],
             finals: finals(&["w1", "w3", "w4"]),
+            finals_at_ms: 0,
         };
         let (verdict, _) = check(&h);
         let messages: Vec<&str> = verdict

@@ -38,13 +38,19 @@ pub fn check(history: &History) -> Verdict {
                 .collect(),
         );
     }
-    for (&id, w) in writes.iter().filter(|(_, w)| w.delete) {
+    // A delete, and a value with a TTL once gone, leave nothing to read
+    // and account for what they saw.
+    for (&id, w) in writes.iter().filter(|(_, w)| w.delete || w.ttl.is_some()) {
         accounted
             .entry(w.key)
             .or_default()
             .extend(writes.superseded_by(id).into_iter().chain([id]));
     }
-    for (&id, w) in writes.iter().filter(|(_, w)| w.acked && !w.delete) {
+    // A value with a TTL may be gone by the end: `expiry` checks those.
+    for (&id, w) in writes
+        .iter()
+        .filter(|(_, w)| w.acked && !w.delete && w.ttl.is_none())
+    {
         verdict.examined += 1;
         if !accounted.get(w.key).is_some_and(|a| a.contains(&id)) {
             verdict.violation(
@@ -69,6 +75,8 @@ mod tests {
             saw: saw.to_vec(),
             acked,
             delete: false,
+            ttl: None,
+            refused: false,
         }
     }
 
@@ -80,6 +88,8 @@ mod tests {
             saw: saw.to_vec(),
             acked,
             delete: true,
+            ttl: None,
+            refused: false,
         }
     }
 
@@ -90,6 +100,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
                 .collect(),
+            finals_at_ms: 0,
         }
     }
 

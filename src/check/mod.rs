@@ -25,12 +25,22 @@
 //!   superseded.
 //! - [`siblings`]: writes that each carry the previous read's context never
 //!   leave siblings; concurrent writes are never collapsed.
+//! - [`expiry`]: a value written with a TTL is not read once the TTL and
+//!   the clocks' largest skew have passed.
+//! - [`conditions`]: a conditional write the store refused (412) is never
+//!   read: it was not applied.
+//!
+//! A value with a TTL may vanish once it has run out, so the checkers that
+//! demand a write be present (`lost_writes`, `sessions`, `siblings`) leave
+//! such writes out; `expiry` holds them to vanishing.
 //!
 //! Every checker also says how much it examined ([`Verdict::examined`]):
 //! a run whose checkers examined nothing proved nothing, and fails.
 
+pub mod conditions;
 pub mod convergence;
 pub mod deletes;
+pub mod expiry;
 pub mod lost_writes;
 pub mod record;
 pub mod sessions;
@@ -53,6 +63,10 @@ pub enum Op {
         acked: bool,
         /// A delete: it supersedes `saw` and leaves no value.
         delete: bool,
+        /// A value with a TTL: it may be gone once the TTL has run out.
+        ttl: Option<Ttl>,
+        /// A conditional write the store refused (412): never applied.
+        refused: bool,
     },
     Read {
         client: u32,
@@ -61,7 +75,16 @@ pub enum Op {
         values: Vec<String>,
         /// The client presented its session context with the read.
         session: bool,
+        /// When the answer arrived ([`record::now_ms`]).
+        at_ms: u64,
     },
+}
+
+/// A write's TTL and when it was sent ([`record::now_ms`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ttl {
+    pub sent_ms: u64,
+    pub ttl_ms: u64,
 }
 
 /// What clients did, in completion order, and what every key held at the
@@ -70,6 +93,8 @@ pub enum Op {
 pub struct History {
     pub ops: Vec<Op>,
     pub finals: BTreeMap<String, Vec<String>>,
+    /// When the final reads began ([`record::now_ms`]).
+    pub finals_at_ms: u64,
 }
 
 /// The value a write stores: its id, so that reads name writes.
@@ -123,6 +148,9 @@ pub(crate) struct Write<'a> {
     pub saw: &'a [WriteId],
     pub acked: bool,
     pub delete: bool,
+    pub ttl: Option<Ttl>,
+    /// Answered 412: the store did not apply it.
+    pub refused: bool,
 }
 
 /// A history's writes by id, built once per check.
@@ -143,6 +171,8 @@ impl History {
                     saw,
                     acked,
                     delete,
+                    ttl,
+                    refused,
                     ..
                 } => Some((
                     *id,
@@ -151,6 +181,8 @@ impl History {
                         saw: saw.as_slice(),
                         acked: *acked,
                         delete: *delete,
+                        ttl: *ttl,
+                        refused: *refused,
                     },
                 )),
                 Op::Read { .. } => None,

@@ -67,13 +67,29 @@ impl Recorder {
         counts
     }
 
-    /// The history so far, with what every key held at the end.
-    pub fn history(&self, finals: std::collections::BTreeMap<String, Vec<String>>) -> History {
+    /// The history so far, with what every key held at the end (read
+    /// from `finals_at_ms` on).
+    pub fn history(
+        &self,
+        finals: std::collections::BTreeMap<String, Vec<String>>,
+        finals_at_ms: u64,
+    ) -> History {
         History {
             ops: self.ops.lock().clone(),
             finals,
+            finals_at_ms,
         }
     }
+}
+
+/// The clients' clock, in ms: the simulated time since the simulation
+/// began, or outside one the time since this process first asked. Every
+/// time in a history is on it, so a checker compares them.
+pub fn now_ms() -> u64 {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let elapsed = turmoil::sim_elapsed()
+        .unwrap_or_else(|| STARTED.get_or_init(std::time::Instant::now).elapsed());
+    elapsed.as_millis() as u64
 }
 
 /// The values a `GET /kv/{key}` reply returned: `None` when the read did

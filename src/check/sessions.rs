@@ -17,8 +17,12 @@ pub fn check(history: &History) -> Verdict {
     let mut verdict = Verdict::new("sessions");
     let writes = history.writes();
     let is_delete = |w: &WriteId| writes.get(w).is_some_and(|w| w.delete);
+    // A value with a TTL may have expired since: no read must show it.
+    let expires = |w: &WriteId| writes.get(w).is_some_and(|w| w.ttl.is_some());
     let mut deletes: BTreeMap<&str, Vec<WriteId>> = BTreeMap::new();
-    for (&id, w) in writes.iter().filter(|(_, w)| w.delete) {
+    // A value with a TTL, once gone, is as a delete: it leaves nothing
+    // to read and accounts for what it saw.
+    for (&id, w) in writes.iter().filter(|(_, w)| w.delete || w.ttl.is_some()) {
         deletes.entry(w.key).or_default().push(id);
     }
     let mut must_see: BTreeMap<(u32, &str), BTreeSet<WriteId>> = BTreeMap::new();
@@ -40,6 +44,7 @@ pub fn check(history: &History) -> Verdict {
                 key,
                 values,
                 session,
+                ..
             } => {
                 let returned: BTreeSet<WriteId> =
                     values.iter().filter_map(|v| write_of(v)).collect();
@@ -60,7 +65,7 @@ pub fn check(history: &History) -> Verdict {
                     // nothing it removed is returned (checked below).
                     for missing in seen
                         .iter()
-                        .filter(|w| !covered.contains(w) && !is_delete(w))
+                        .filter(|w| !covered.contains(w) && !is_delete(w) && !expires(w))
                     {
                         verdict.violation(
                             key,
@@ -100,6 +105,8 @@ mod tests {
             saw: saw.to_vec(),
             acked: true,
             delete: false,
+            ttl: None,
+            refused: false,
         }
     }
 
@@ -111,6 +118,8 @@ mod tests {
             saw: saw.to_vec(),
             acked: true,
             delete: true,
+            ttl: None,
+            refused: false,
         }
     }
 
@@ -120,6 +129,7 @@ mod tests {
             key: "k".into(),
             values: values.iter().map(|v| v.to_string()).collect(),
             session,
+            at_ms: 0,
         }
     }
 
@@ -135,6 +145,7 @@ mod tests {
                 read(1, &[], false),
             ],
             finals: Default::default(),
+            finals_at_ms: 0,
         };
         let verdict = check(&h);
         assert_eq!(verdict.violations, vec![]);
@@ -154,6 +165,7 @@ mod tests {
                 read(1, &["w1"], true),
             ],
             finals: Default::default(),
+            finals_at_ms: 0,
         };
         let found = check(&h).violations;
         assert_eq!(found.len(), 1, "{found:?}");
@@ -173,6 +185,7 @@ mod tests {
                 read(3, &["w1"], true),
             ],
             finals: Default::default(),
+            finals_at_ms: 0,
         };
         let found = check(&h).violations;
         assert_eq!(found.len(), 3, "{found:?}");

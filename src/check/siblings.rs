@@ -56,7 +56,9 @@ pub fn check(history: &History) -> Verdict {
             .collect();
         if maximal.len() > 1 {
             let finals = history.finals.get(*key).cloned().unwrap_or_default();
-            let deleted = |w: &WriteId| writes.get(w).is_some_and(|w| w.delete);
+            // A delete leaves nothing to read, and a value with a TTL may
+            // have expired.
+            let deleted = |w: &WriteId| writes.get(w).is_some_and(|w| w.delete || w.ttl.is_some());
             for w in maximal.iter().filter(|w| !deleted(w)) {
                 if !finals.contains(&value_of(*w)) {
                     verdict.violation(
@@ -85,6 +87,8 @@ mod tests {
             saw: saw.to_vec(),
             acked: true,
             delete: false,
+            ttl: None,
+            refused: false,
         }
     }
 
@@ -94,6 +98,7 @@ mod tests {
             key: "k".into(),
             values: values.iter().map(|v| v.to_string()).collect(),
             session: false,
+            at_ms: 0,
         }
     }
 
@@ -110,11 +115,13 @@ mod tests {
         let chain = History {
             ops: vec![write(1, &[]), read(&["w1"]), write(2, &[1]), read(&["w2"])],
             finals: finals(&["w2"]),
+            finals_at_ms: 0,
         };
         assert_eq!(check(&chain).violations, vec![]);
         let concurrent = History {
             ops: vec![write(1, &[]), write(2, &[]), read(&["w1", "w2"])],
             finals: finals(&["w1", "w2"]),
+            finals_at_ms: 0,
         };
         assert_eq!(check(&concurrent).violations, vec![]);
         assert_eq!(check(&concurrent).examined, 1);
@@ -125,6 +132,7 @@ mod tests {
         let false_sibling = History {
             ops: vec![write(1, &[]), write(2, &[1]), read(&["w1", "w2"])],
             finals: finals(&["w2"]),
+            finals_at_ms: 0,
         };
         let found = check(&false_sibling).violations;
         assert_eq!(found.len(), 1, "{found:?}");
@@ -132,6 +140,7 @@ mod tests {
         let collapsed = History {
             ops: vec![write(1, &[]), write(2, &[])],
             finals: finals(&["w2"]),
+            finals_at_ms: 0,
         };
         let found = check(&collapsed).violations;
         assert_eq!(found.len(), 1, "{found:?}");

@@ -51,6 +51,7 @@ impl Register {
             key: key.to_string(),
             values: values.clone(),
             session: false,
+            at_ms: chorus::check::record::now_ms(),
         });
         if let Some(context) = reply.context() {
             let saw = values.iter().filter_map(|v| write_of(v)).collect();
@@ -87,6 +88,8 @@ impl Register {
             saw: known.map(|(_, saw)| saw).unwrap_or_default(),
             acked: (200..300).contains(&status),
             delete: false,
+            ttl: None,
+            refused: false,
         });
         Outcome { id, status }
     }
@@ -129,7 +132,9 @@ impl Register {
     /// Every lost-write and sibling violation in the history with these
     /// final values, and the number of acknowledged writes checked.
     pub fn check(&self, finals: BTreeMap<String, Vec<String>>) -> (Vec<Violation>, usize) {
-        let history: History = self.recorder.history(finals);
+        let history: History = self
+            .recorder
+            .history(finals, chorus::check::record::now_ms());
         let lost = chorus::check::lost_writes::check(&history);
         let (gone, _) = chorus::check::deletes::check(&history);
         let siblings = chorus::check::siblings::check(&history);

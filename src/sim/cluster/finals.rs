@@ -17,6 +17,8 @@ use crate::ring::{Ring, position};
 #[derive(Default)]
 pub struct Final {
     pub finals: BTreeMap<String, Vec<String>>,
+    /// When the final reads began ([`check::record::now_ms`]).
+    pub at_ms: u64,
     pub replicas: BTreeMap<String, check::convergence::Held>,
     pub errors: Vec<Violation>,
 }
@@ -34,7 +36,7 @@ impl Final {
 /// history: one verdict per checker, then `liveness` for what the final
 /// state could not be read for.
 pub fn verdicts(recorder: &Recorder, found: Final) -> (History, Vec<Verdict>) {
-    let history = recorder.history(found.finals);
+    let history = recorder.history(found.finals, found.at_ms);
     let (deletes, _) = check::deletes::check(&history);
     let verdicts = vec![
         check::lost_writes::check(&history),
@@ -42,6 +44,8 @@ pub fn verdicts(recorder: &Recorder, found: Final) -> (History, Vec<Verdict>) {
         check::convergence::check(&found.replicas),
         check::sessions::check(&history),
         check::siblings::check(&history),
+        check::expiry::check(&history),
+        check::conditions::check(&history),
         Verdict {
             checker: "liveness",
             examined: found.replicas.len(),
@@ -63,7 +67,10 @@ pub async fn final_state<C>(
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let mut out = Final::default();
+    let mut out = Final {
+        at_ms: check::record::now_ms(),
+        ..Final::default()
+    };
     for (k, key) in keys.iter().enumerate() {
         let path = format!("{}?r=all", key_path(key));
         let mut values = None;

@@ -11,7 +11,10 @@
 //! of its own, written only after reading it, where no sibling may appear.
 //! Some writes after a read are deletes with the read's context, and the
 //! keys are written again afterwards: the deletes checker holds every run
-//! to "nothing deleted comes back".
+//! to "nothing deleted comes back". Some writes carry a TTL short enough to
+//! run out within the run, and some a condition (`If-Match` with the last
+//! read's context, `If-None-Match: *`): the expiry and conditions checkers
+//! hold them to vanishing, and to never being applied when refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,8 +26,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::api::CONTEXT_HEADER;
-use crate::check::record::{Recorder, read_values};
-use crate::check::{Op, WriteId, write_of};
+use crate::check::record::{Recorder, now_ms, read_values};
+use crate::check::{Op, Ttl, WriteId, write_of};
 use crate::client::{Client, key_path};
 use hyper_util::client::legacy::connect::Connect;
 
@@ -67,6 +70,18 @@ pub struct Worker {
     pub single_acks_after: Duration,
     pub until: Duration,
     pub recorder: Arc<Recorder>,
+}
+
+/// What a write carries beyond its value and context.
+#[derive(Clone, Copy, Debug)]
+enum Extra {
+    None,
+    /// `?ttl_ms=`.
+    Ttl(u64),
+    /// `If-Match:` the last read's context.
+    IfMatch,
+    /// `If-None-Match: *`.
+    IfNoneMatch,
 }
 
 /// What a client knows of a key. Writes carry the context of the last
@@ -140,7 +155,10 @@ impl Worker {
             // A delete removes what the last read returned; the key is
             // written again by later turns.
             let delete = !blind && !state.saw.is_empty() && rng.random_bool(0.15);
-            let (next, answered) = self.write(client, &key, w, blind, delete, state).await;
+            let extra = self.extra(&mut rng, started.elapsed(), blind || delete, state);
+            let (next, answered) = self
+                .write(client, &key, w, blind, delete, extra, state)
+                .await;
             if !answered {
                 shun();
             }
@@ -162,7 +180,15 @@ impl Worker {
         for key in keys {
             for _ in 0..20 {
                 let (_, answered) = self
-                    .write(client, key, "quorum", true, false, &Known::default())
+                    .write(
+                        client,
+                        key,
+                        "quorum",
+                        true,
+                        false,
+                        Extra::None,
+                        &Known::default(),
+                    )
                     .await;
                 if answered {
                     break;
@@ -198,6 +224,7 @@ impl Worker {
             key: key.to_string(),
             values: values.clone(),
             session,
+            at_ms: now_ms(),
         });
         // A session read's context covers the one it presented; a 404 of a
         // key never written has none, and the session keeps what it had.
@@ -209,6 +236,30 @@ impl Worker {
         (Some(known), true)
     }
 
+    /// What a write adds, if anything: a TTL short enough to run out
+    /// before the run ends, or a condition on what the client read (or,
+    /// now and then, `If-None-Match: *` on a key it saw written: most of
+    /// those are refused, which `conditions` then checks).
+    fn extra(&self, rng: &mut SmallRng, elapsed: Duration, plain: bool, state: &Known) -> Extra {
+        if plain {
+            return Extra::None;
+        }
+        match rng.random_range(0..20) {
+            0..=2 => {
+                let ttl = Duration::from_millis(rng.random_range(200..3_000));
+                match elapsed + ttl + Duration::from_secs(2) < self.until {
+                    true => Extra::Ttl(ttl.as_millis() as u64),
+                    false => Extra::None,
+                }
+            }
+            3 if state.read.is_some() => Extra::IfMatch,
+            4 if state.saw.is_empty() => Extra::IfNoneMatch,
+            5 if rng.random_bool(0.3) => Extra::IfNoneMatch,
+            _ => Extra::None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn write<C: Connect + Clone + Send + Sync + 'static>(
         &self,
         client: &Client<C>,
@@ -216,6 +267,7 @@ impl Worker {
         w: &str,
         blind: bool,
         delete: bool,
+        extra: Extra,
         state: &Known,
     ) -> (Option<Known>, bool) {
         let (id, body) = self.recorder.next_write();
@@ -238,13 +290,29 @@ impl Worker {
             }
             _ => Vec::new(),
         };
-        let path = format!("{}?w={w}", key_path(key));
+        let mut path = format!("{}?w={w}", key_path(key));
+        let mut ttl = None;
+        match (extra, &state.read) {
+            (Extra::Ttl(ms), _) => {
+                path.push_str(&format!("&ttl_ms={ms}"));
+                ttl = Some(Ttl {
+                    sent_ms: now_ms(),
+                    ttl_ms: ms,
+                });
+            }
+            (Extra::IfMatch, Some(context)) if !blind => headers.push(("if-match", context)),
+            (Extra::IfNoneMatch, _) => headers.push(("if-none-match", "*")),
+            _ => {}
+        }
         let call = client.request(method, &path, &headers, Bytes::from(body));
         let reply = tokio::time::timeout(CLIENT_TIMEOUT, call)
             .await
             .ok()
             .and_then(Result::ok);
         let ok = reply.as_ref().is_some_and(|r| r.status.is_success());
+        let refused = reply
+            .as_ref()
+            .is_some_and(|r| r.status == http::StatusCode::PRECONDITION_FAILED);
 
         let promised = ok && (w != "1" || sent >= self.single_acks_after);
         self.recorder.record(Op::Write {
@@ -254,6 +322,8 @@ impl Worker {
             saw,
             acked: promised,
             delete,
+            ttl,
+            refused,
         });
         let answered = reply.as_ref().is_some_and(|r| !r.status.is_server_error());
         let known = reply.filter(|_| ok).map(|reply| Known {
