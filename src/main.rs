@@ -95,6 +95,32 @@ enum Command {
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
+    /// List keys in order with their values: one page, or every page with --all.
+    Scan {
+        /// Only keys that start with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// From this key on (inclusive).
+        #[arg(long)]
+        start: Option<String>,
+        /// Up to this key (exclusive).
+        #[arg(long)]
+        end: Option<String>,
+        /// Keys per page, 1 to 1000.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Where to go on: the `next:` a page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow every page to the end of the range.
+        #[arg(long)]
+        all: bool,
+        /// Print the keys alone.
+        #[arg(long)]
+        keys_only: bool,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
     /// Show the ring as a node sees it: members, ownership, routing.
     Status {
         #[arg(long, default_value = DEV_URL)]
@@ -376,6 +402,51 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 .await?;
             Ok(print_reply(&reply))
         }
+        Command::Scan {
+            prefix,
+            start,
+            end,
+            limit,
+            mut cursor,
+            all,
+            keys_only,
+            url,
+        } => {
+            let client = Client::cli(&url)?;
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("limit", &limit.to_string());
+            let named = [("prefix", prefix), ("start", start), ("end", end)];
+            for (name, value) in named {
+                if let Some(value) = value {
+                    query.append_pair(name, &value);
+                }
+            }
+            if keys_only {
+                query.append_pair("keys_only", "true");
+            }
+            let query = query.finish();
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("/kv?{query}&cursor={c}"),
+                    None => format!("/kv?{query}"),
+                };
+                let reply = client
+                    .request(Method::GET, &path, &[], Default::default())
+                    .await?;
+                let page = match (reply.status, reply.json()) {
+                    (StatusCode::OK, Some(page)) => page,
+                    _ => return Ok(print_reply(&reply)),
+                };
+                print_page(&page);
+                cursor = page["next"].as_str().map(str::to_string);
+                match (&cursor, all) {
+                    (Some(_), true) => continue,
+                    (Some(next), false) => println!("next: {next}"),
+                    (None, _) => {}
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
         Command::Sim(Sim::Ring(options)) => {
             let report = tokio::task::spawn_blocking(move || {
                 let report = chorus::sim::ring::run(&options);
@@ -432,6 +503,22 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
 /// Prints a reply for a person: the value or each sibling, then the context.
 /// Exit code 0 on success, 1 when the key is absent, 2 on an error reply,
 /// 3 when a conditional write's condition did not hold (412).
+/// A scan's page: a line per key, with its value or its siblings.
+fn print_page(page: &serde_json::Value) {
+    let items = page["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for item in items {
+        let key = item["key"].as_str().unwrap_or_default();
+        match (item.get("value"), item.get("siblings")) {
+            (Some(value), _) => println!("{key}\t{value}"),
+            (None, Some(siblings)) => println!("{key}\t{siblings} (siblings)"),
+            (None, None) => println!("{key}"),
+        }
+    }
+}
+
 fn print_reply(reply: &Reply) -> ExitCode {
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let code = match reply.status {

@@ -291,12 +291,12 @@ async fn client_errors_are_json_with_a_status_and_a_code() {
             "bad_key",
         ),
         (
-            Method::GET,
+            Method::PUT,
             "/kv".into(),
             vec![],
             "",
-            StatusCode::BAD_REQUEST,
-            "bad_key",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
         ),
         (
             Method::GET,

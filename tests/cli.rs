@@ -296,3 +296,56 @@ async fn serve_runs_as_many_runtime_threads_as_its_node_asks() {
         assert_eq!(workers, threads as f64);
     }
 }
+
+/// `chorus scan` prints a line per key in order, a `next:` line when more
+/// remain, goes on from `--cursor`, follows every page with `--all`, and
+/// prints a bad limit's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_prints_keys_in_order_page_by_page() {
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    for i in (0..12).rev() {
+        let key = format!("fruit/{i:02}");
+        let put = chorus(&["put", &key, &i.to_string(), "--url", &url]).await;
+        assert!(put.status.success(), "{put:?}");
+    }
+    chorus(&["put", "veg/leek", "1", "--url", &url]).await;
+    let page =
+        stdout(&chorus(&["scan", "--prefix", "fruit/", "--limit", "5", "--url", &url]).await);
+    let lines: Vec<&str> = page.lines().collect();
+    assert_eq!(
+        lines[..5],
+        [
+            "fruit/00\t0",
+            "fruit/01\t1",
+            "fruit/02\t2",
+            "fruit/03\t3",
+            "fruit/04\t4"
+        ]
+    );
+    let next = lines[5].strip_prefix("next: ").expect("a next line");
+    let args = [
+        "scan", "--prefix", "fruit/", "--limit", "5", "--cursor", next, "--url", &url,
+    ];
+    let more = stdout(&chorus(&args).await);
+    assert!(more.starts_with("fruit/05\t5\n"), "{more}");
+    let all = chorus(&[
+        "scan",
+        "--prefix",
+        "fruit/",
+        "--limit",
+        "5",
+        "--all",
+        "--keys-only",
+        "--url",
+        &url,
+    ])
+    .await;
+    assert!(all.status.success());
+    let keys: Vec<String> = (0..12).map(|i| format!("fruit/{i:02}")).collect();
+    assert_eq!(stdout(&all).lines().collect::<Vec<_>>(), keys);
+    let bad = chorus(&["scan", "--limit", "0", "--url", &url]).await;
+    assert!(!bad.status.success());
+    let said = format!("{}{}", stdout(&bad), String::from_utf8_lossy(&bad.stderr));
+    assert!(said.contains("limit"), "{said}");
+}

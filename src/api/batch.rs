@@ -360,7 +360,7 @@ impl Outcome {
     fn encode(self, api: &Api, out: &mut BytesMut, budget: &mut usize) {
         out.put_slice(br#"{"key":"#);
         match &self.key {
-            Some(key) => put_json_str(out, key),
+            Some(key) => response::put_json_str(out, key),
             None => out.put_slice(b"null"),
         }
         let key = self.key.as_deref().unwrap_or("");
@@ -376,8 +376,8 @@ impl Outcome {
         match result {
             Ok(Done::Wrote(context, expires)) => {
                 out.put_slice(br#","status":204,"context":"#);
-                put_json_str(out, &context.encode(&api.seal, key));
-                put_expires(out, expires);
+                response::put_json_str(out, &context.encode(&api.seal, key));
+                response::put_expires(out, expires);
             }
             Ok(Done::Read(None)) => {
                 out.put_slice(br#","status":404,"error":"not_found","message":"no value is stored under this key""#);
@@ -392,37 +392,23 @@ impl Outcome {
                 {
                     out.put_slice(br#","status":200,"value":"#);
                     out.put_slice(v);
-                    put_expires(out, only.content.expires_ms());
+                    response::put_expires(out, only.content.expires_ms());
                 } else {
                     out.put_slice(br#","status":300,"siblings":"#);
                     response::put_siblings(out, &set);
                 }
                 out.put_slice(br#","context":"#);
-                put_json_str(out, &context);
+                response::put_json_str(out, &context);
             }
             Err(e) => {
                 out.put_slice(br#","status":"#);
                 out.put_slice(e.status().as_str().as_bytes());
                 out.put_slice(br#","error":"#);
-                put_json_str(out, e.code());
+                response::put_json_str(out, e.code());
                 out.put_slice(br#","message":"#);
-                put_json_str(out, &e.to_string());
+                response::put_json_str(out, &e.to_string());
             }
         }
         out.put_u8(b'}');
     }
-}
-
-/// `,"expires":"<RFC 3339>"` when there is an instant.
-fn put_expires(out: &mut BytesMut, expires: Option<u64>) {
-    if let Some(at) = expires {
-        out.put_slice(br#","expires":"#);
-        put_json_str(out, &response::rfc3339(at));
-    }
-}
-
-/// `text` as a JSON string.
-fn put_json_str(out: &mut BytesMut, text: &str) {
-    // Serializing a str cannot fail.
-    let _ = serde_json::to_writer((&mut *out).writer(), text);
 }

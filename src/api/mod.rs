@@ -20,6 +20,7 @@ mod kv;
 mod peer;
 mod replica_view;
 mod response;
+mod scan;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ use crate::store::Store;
 /// exactly these (tests/openapi.rs compares them, and asks a live node
 /// that each is served and every other method is a 405).
 pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/kv", &["GET"]),
     ("/kv/{key}", &["GET", "PUT", "DELETE"]),
     ("/batch", &["POST"]),
     ("/health", &["GET"]),
@@ -297,7 +299,7 @@ impl Api {
                 );
                 Ok(response)
             }
-            "/kv" => Err(Error::BadKey("the key is empty; use /kv/{key}".into())),
+            "/kv" => scan::handle(self, req).await,
             other => Err(Error::NoRoute(other.to_string())),
         }
     }
@@ -382,7 +384,7 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
 /// sends; empty for other routes.
 fn quorum_label(op: &str, query: Option<&str>) -> &'static str {
     let wanted = match op {
-        "get" => "r",
+        "get" | "scan" => "r",
         "put" | "delete" => "w",
         _ => return "",
     };
@@ -405,6 +407,7 @@ fn operation(method: &Method, path: &str) -> &'static str {
         (true, &Method::PUT) => "put",
         (true, &Method::DELETE) => "delete",
         _ if path == "/batch" => "batch",
+        _ if path == "/kv" => "scan",
         _ if path == "/health" => "health",
         _ if path == "/metrics" => "metrics",
         _ if path == crate::peer::PEER_PATH => "peer",

@@ -152,6 +152,20 @@ pub fn set_expires(response: &mut Response<Body>, ms: u64) {
     }
 }
 
+/// `,"expires":"<RFC 3339>"` when there is an instant.
+pub fn put_expires(out: &mut BytesMut, expires: Option<u64>) {
+    if let Some(at) = expires {
+        out.put_slice(br#","expires":"#);
+        put_json_str(out, &rfc3339(at));
+    }
+}
+
+/// `text` as a JSON string.
+pub fn put_json_str(out: &mut BytesMut, text: &str) {
+    // Serializing a str cannot fail.
+    let _ = serde_json::to_writer((&mut *out).writer(), text);
+}
+
 #[cfg(test)]
 mod tests {
     use super::rfc3339;

@@ -56,6 +56,13 @@ impl<T: Send + 'static> Calls<T> {
         }
     }
 
+    /// Calls to which none will be added: a read whose answers are all in.
+    pub(super) fn sealed(transport: Arc<dyn Transport>) -> Calls<T> {
+        let mut calls = Calls::new(transport);
+        calls.seal();
+        calls
+    }
+
     /// Sends `request` to `to`.
     pub(super) fn start<R: Rpc<Reply = T>>(&mut self, to: String, request: R) {
         let reply = self.transport.rpc(&to, request);

@@ -30,12 +30,14 @@
 
 mod calls;
 pub mod condition;
+pub mod coverage;
 mod observe;
 pub mod quorum;
 mod read;
 mod read_repair;
 mod replicate;
 pub mod rpc;
+pub mod scan;
 pub mod tally;
 #[cfg(test)]
 mod tests;

@@ -23,7 +23,7 @@ impl Coordinator {
     /// trip), then the others at random, so reads spread over the replicas,
     /// those the failure detector holds down last. The node's own seeded
     /// random source keeps a simulation replayable.
-    fn read_order(&self, mut replicas: Vec<String>) -> Vec<String> {
+    pub(super) fn read_order(&self, mut replicas: Vec<String>) -> Vec<String> {
         replicas.shuffle(&mut *self.cluster.rng());
         let me = self.cluster.me();
         replicas.sort_by_key(|r| {

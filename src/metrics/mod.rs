@@ -17,7 +17,7 @@ mod handles;
 
 pub use handles::Handles;
 
-/// Requests served, by `op` (get, put, delete, health, metrics, peer, admin,
+/// Requests served, by `op` (get, put, delete, batch, scan, health, metrics, peer, admin,
 /// other), `status`, and `quorum` (the `r` of a read, the `w` of a write).
 pub const REQUESTS_TOTAL: &str = "chorus_requests_total";
 /// Latency of client requests, by `op`.

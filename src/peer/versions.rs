@@ -41,10 +41,14 @@ use parking_lot::RwLock;
 /// stream per peer (`super::stream`). 4: a sibling may hold a value with a
 /// TTL (`Content::Expiring`); no message changed its encoding, but a node
 /// of protocol 3 cannot decode a set that holds one, so a node takes TTL
-/// writes only while every member speaks 4 ([`EXPIRING_PROTOCOL`]).
-pub const PROTOCOL: u16 = 4;
+/// writes only while every member speaks 4 ([`EXPIRING_PROTOCOL`]). 5: a
+/// replica answers its part of a client scan (`replica.scan`); a node of
+/// protocol 4 refuses it, and the scan asks another replica of the range.
+pub const PROTOCOL: u16 = 5;
 /// The first protocol whose nodes decode values with a TTL.
 pub const EXPIRING_PROTOCOL: u16 = 4;
+/// The first protocol whose nodes answer `replica.scan`.
+pub const SCAN_PROTOCOL: u16 = 5;
 /// The oldest protocol this build still speaks.
 pub const OLDEST_PROTOCOL: u16 = 1;
 /// The header of every `POST /peer` answer: the receiver's protocol.

@@ -11,6 +11,7 @@
 //! | [`Handoff`] | [`Merged`] | ownership handoff, anti-entropy repair |
 //! | [`Fetch`] | `Vec<Option<SiblingSet>>` | verify a handoff, repair |
 //! | [`Purge`] | [`Merged`] | tombstones every replica holds go |
+//! | [`Scan`] | [`Scanned`] | a replica's part of a client scan (protocol 5) |
 //!
 //! Writes are answered only once stored (durably, where the node fsyncs
 //! each write), so an acknowledgement means the data survives a crash of
@@ -19,6 +20,7 @@
 //! group commit.
 
 use std::future::Future;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -31,8 +33,10 @@ use super::events::Cause;
 use crate::budget::Budget;
 use crate::config::MAX_HANDOFF_BATCH;
 use crate::error::{Error, Result};
+use crate::peer::versions::SCAN_PROTOCOL;
 use crate::peer::{Answer, Frame, Rpc, Service, Services, Transport};
-use crate::store::Pending;
+use crate::ring::Position;
+use crate::store::{KeyRange, Pending, ScanLimits};
 use crate::version::{Content, Context, Dot, SiblingSet};
 
 /// Return the local sibling set of `key`, if the replica has one.
@@ -211,7 +215,85 @@ impl Rpc for Purge {
     type Reply = Merged;
 }
 
+/// A client scan's part on this replica: the keys of `keys` (in key
+/// order) whose ring positions fall in `positions` (the token ranges the
+/// coordinator asks this replica to cover), at most `limit` of them, with
+/// their sets as stored, tombstones included (the coordinator merges them
+/// with the other replicas'). Answered as [`Scanned`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scan {
+    pub keys: KeyRange,
+    pub positions: Vec<RangeInclusive<Position>>,
+    pub limit: u32,
+}
+
+/// What a replica found for a [`Scan`]: the keys in order, and where it
+/// stopped short of the range's end (every wanted key up to `through` is
+/// in `entries`; `None`: it reached the end).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scanned {
+    pub entries: Vec<(String, EncodedSet)>,
+    pub through: Option<String>,
+}
+
+impl Rpc for Scan {
+    const SERVICE: Service = Service::new("replica.scan", 1).since(SCAN_PROTOCOL);
+    type Reply = Scanned;
+}
+
+/// Most keys one [`Scan`] returns, and most a client page asks for.
+pub const MAX_SCAN_KEYS: u32 = 1000;
+/// Most token ranges one [`Scan`] names: a ring of 64 nodes at 256 tokens
+/// each, and the bytes of a message stay bounded by the transport.
+pub const MAX_SCAN_RANGES: usize = 16_384;
+
 impl Replica {
+    /// Answers a [`Scan`]: index entries looked at are bounded too (eight
+    /// per key asked and some), so a replica asked for a small part of
+    /// what it holds still answers in bounded work, with `through` saying
+    /// how far it got.
+    pub fn scan(
+        &self,
+        Scan {
+            keys,
+            positions,
+            limit,
+        }: Scan,
+    ) -> Result<Scanned> {
+        if !(1..=MAX_SCAN_KEYS).contains(&limit) {
+            return Err(Error::BodyRead(format!(
+                "a scan asks for {limit} keys; 1 to {MAX_SCAN_KEYS}"
+            )));
+        }
+        if positions.len() > MAX_SCAN_RANGES {
+            return Err(Error::BodyRead(format!(
+                "a scan names {} ranges; at most {MAX_SCAN_RANGES}",
+                positions.len()
+            )));
+        }
+        let mut positions = positions;
+        positions.sort_by_key(|r| *r.start());
+        let wanted = |at: Position| {
+            let i = positions.partition_point(|r| *r.end() < at);
+            positions.get(i).is_some_and(|r| r.contains(&at))
+        };
+        let limit = limit as usize;
+        let limits = ScanLimits {
+            keys: limit,
+            bytes: self.budget,
+            examined: limit.saturating_mul(8).saturating_add(64),
+        };
+        let found = self.store.scan_keys(&keys, &wanted, limits)?;
+        Ok(Scanned {
+            entries: found
+                .entries
+                .into_iter()
+                .map(|(key, set)| (key, EncodedSet::stored(set)))
+                .collect(),
+            through: found.through,
+        })
+    }
+
     /// Registers the replica's handlers in `services`.
     pub fn serve(self: &Arc<Self>, services: &Services) {
         // A peer's read is answered with the set's bytes as stored: the
@@ -261,6 +343,9 @@ impl Replica {
                 sets.push(set);
             }
             Ok(sets)
+        });
+        self.answer(services, "scan", |r, scan: Scan| {
+            std::future::ready(r.scan(scan))
         });
         self.answer(services, "purge", |r, Purge(entries)| async move {
             r.purge(entries).await.map(|()| r.merged())

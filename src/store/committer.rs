@@ -76,6 +76,7 @@ impl Committer {
     pub fn start(
         db: Database,
         kv: Keyspace,
+        by_key: Keyspace,
         policy: SyncPolicy,
         interval: Duration,
         observer: ObserverSlot,
@@ -102,7 +103,9 @@ impl Committer {
             0,
             std::thread::Builder::new()
                 .name("chorus-commit".into())
-                .spawn(move || commit_loop(&db, &kv, &worker, always, &observer, &rows))?,
+                .spawn(move || {
+                    commit_loop(&db, [&kv, &by_key], &worker, always, &observer, &rows)
+                })?,
         );
         Ok(Committer {
             queue,
@@ -134,7 +137,7 @@ impl Committer {
 
 fn commit_loop(
     db: &Database,
-    kv: &Keyspace,
+    keyspaces: [&Keyspace; 2],
     queue: &Queue,
     always: bool,
     observer: &ObserverSlot,
@@ -154,7 +157,7 @@ fn commit_loop(
         };
         let oldest = jobs.iter().map(|job| job.queued).min();
         let started = Instant::now();
-        let applied = apply(db, kv, jobs, observer, rows);
+        let applied = apply(db, keyspaces, jobs, observer, rows);
         metrics::histogram!(crate::metrics::STORAGE_COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
         match applied {
@@ -216,7 +219,7 @@ type DurableSenders = Vec<oneshot::Sender<Result<()>>>;
 /// they are fsynced, or with the error that failed the batch.
 fn apply(
     db: &Database,
-    kv: &Keyspace,
+    [kv, by_key]: [&Keyspace; 2],
     jobs: Vec<Job>,
     observer: &ObserverSlot,
     rows: &Rows,
@@ -271,6 +274,15 @@ fn apply(
             match &encoded {
                 Some(encoded) => batch.insert(kv, job.key.as_slice(), encoded.as_ref()),
                 None => batch.remove(kv, job.key.as_slice()),
+            }
+            // The key index (`by_key.rs`) changes only where a key appears
+            // or goes, in the same atomic batch as its set.
+            if let Some((position, key)) = job.key.split_at_checked(8) {
+                match (&bytes, &encoded) {
+                    (None, Some(_)) => batch.insert(by_key, key, position),
+                    (Some(_), None) => batch.remove(by_key, key),
+                    _ => {}
+                }
             }
             if repeated.contains(&job.key) {
                 let kept = encoded.clone().map(|e| (next.clone(), e));

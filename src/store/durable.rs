@@ -1,7 +1,8 @@
 //! The durable engine: fjall, an LSM tree with a write-ahead journal.
 //!
 //! The `kv` keyspace holds the encoded sibling sets under their storage
-//! keys. Reads ask the row cache ([`Rows`]) first, then fjall; updates go
+//! keys; `by_key` the keys in their own order, for client scans
+//! (`by_key.rs`). Reads ask the row cache ([`Rows`]) first, then fjall; updates go
 //! through the [`Committer`], which batches them, makes each batch durable
 //! before answering, and alone keeps the row cache.
 
@@ -14,11 +15,12 @@ use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::oneshot;
 
+use super::by_key::{self, Index, KeyRange, KeyScan, ScanLimits};
 use super::committer::{Committer, Job};
 use super::rows::{Rows, Stored};
 use super::{
     Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, decode_set, storage_key,
-    user_key,
+    storage_key_at, user_key,
 };
 use crate::budget::Budget;
 use crate::config::StorageConfig;
@@ -29,6 +31,8 @@ use crate::version::SiblingSet;
 pub struct FjallStore {
     db: Database,
     kv: Keyspace,
+    /// The keys in their own order (`by_key.rs`).
+    by_key: Keyspace,
     committer: Committer,
     observer: ObserverSlot,
     rows: Arc<Rows>,
@@ -41,11 +45,14 @@ impl FjallStore {
             .cache_size(config.cache_mb * 1024 * 1024)
             .open()?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
+        let index = Index::open(&db)?;
+        index.build(&db, &kv)?;
         let observer = ObserverSlot::default();
         let rows = Arc::new(Rows::new(config.row_cache_mb * 1024 * 1024));
         let committer = Committer::start(
             db.clone(),
             kv.clone(),
+            index.keys.clone(),
             config.sync,
             Duration::from_millis(config.sync_interval_ms),
             observer.clone(),
@@ -54,6 +61,7 @@ impl FjallStore {
         Ok(FjallStore {
             db,
             kv,
+            by_key: index.keys,
             committer,
             observer,
             rows,
@@ -113,6 +121,25 @@ impl Store for FjallStore {
             out.push((user_key(&k)?, decode_set(&v)?));
         }
         Ok(out)
+    }
+
+    fn scan_keys(
+        &self,
+        range: &KeyRange,
+        wanted: &dyn Fn(Position) -> bool,
+        limits: ScanLimits,
+    ) -> Result<KeyScan> {
+        let index = self.by_key.range(range.start.as_slice()..).map(|guard| {
+            let (key, position) = guard.into_inner()?;
+            Ok((key.to_vec(), by_key::position_of(&position)?))
+        });
+        by_key::scan(index, range, wanted, limits, |key, position| {
+            let skey = storage_key_at(position, key);
+            Ok(self
+                .rows
+                .read_through(&self.kv, &skey)?
+                .map(Stored::into_bytes))
+        })
     }
 
     fn stats(&self) -> StoreStats {

@@ -13,22 +13,44 @@ use std::ops::RangeInclusive;
 use bytes::Bytes;
 use parking_lot::RwLock;
 
+use super::by_key::{self, KeyRange, KeyScan, ScanLimits};
 use super::disk::Disk;
 use super::{
     Change, Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, encode_set, observed,
-    storage_key, user_key,
+    storage_key, storage_key_at, user_key,
 };
 use crate::budget::Budget;
 use crate::error::Result;
-use crate::ring::Position;
+use crate::ring::{self, Position};
 use crate::version::SiblingSet;
 
 #[derive(Default)]
 pub struct MemoryStore {
-    data: RwLock<BTreeMap<Vec<u8>, SiblingSet>>,
+    data: RwLock<Tables>,
     /// The simulated disk under the store, if any.
     disk: Option<std::sync::Arc<Disk>>,
     observer: ObserverSlot,
+}
+
+/// The sets by storage key, and the keys in their own order with their
+/// positions (`by_key.rs`), changed together under one lock.
+#[derive(Default)]
+struct Tables {
+    sets: BTreeMap<Vec<u8>, SiblingSet>,
+    by_key: BTreeMap<Vec<u8>, Position>,
+}
+
+impl Tables {
+    fn of(sets: BTreeMap<Vec<u8>, SiblingSet>) -> Tables {
+        let by_key = sets
+            .keys()
+            .filter_map(|skey| {
+                let (position, key) = skey.split_at_checked(8)?;
+                Some((key.to_vec(), by_key::position_of(position).ok()?))
+            })
+            .collect();
+        Tables { sets, by_key }
+    }
 }
 
 impl MemoryStore {
@@ -43,7 +65,7 @@ impl MemoryStore {
         let (image, life) = disk.open();
         tokio::spawn(std::sync::Arc::clone(&disk).sync_loop(life));
         MemoryStore {
-            data: RwLock::new(image),
+            data: RwLock::new(Tables::of(image)),
             disk: Some(disk),
             observer: ObserverSlot::default(),
         }
@@ -52,7 +74,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<SiblingSet>> {
-        Ok(self.data.read().get(&storage_key(key)).cloned())
+        Ok(self.data.read().sets.get(&storage_key(key)).cloned())
     }
 
     fn update(&self, key: &str, merge: Merge) -> Pending {
@@ -75,12 +97,19 @@ impl Store for MemoryStore {
             let Some(merge) = merge.take() else {
                 return Vec::new();
             };
-            let old = data.get(&skey).cloned();
+            let old = data.sets.get(&skey).cloned();
             result = merge(old.clone());
             let new = match &result {
-                Ok(next) if next.is_empty() => data.remove(&skey).and(None),
+                Ok(next) if next.is_empty() => {
+                    data.by_key.remove(key.as_bytes());
+                    data.sets.remove(&skey).and(None)
+                }
                 Ok(next) => {
-                    data.insert(skey.clone(), next.clone());
+                    if old.is_none() {
+                        let position = ring::position(key.as_bytes());
+                        data.by_key.insert(key.as_bytes().to_vec(), position);
+                    }
+                    data.sets.insert(skey.clone(), next.clone());
                     Some(next)
                 }
                 Err(_) => return Vec::new(),
@@ -114,6 +143,7 @@ impl Store for MemoryStore {
         let data = self.data.read();
         let (mut out, mut budget) = (Vec::new(), Budget::new(max_bytes));
         let within = data
+            .sets
             .range(from..)
             .take_while(|(k, _)| k.get(..8) <= Some(&range.end().to_be_bytes()[..]))
             .take(limit);
@@ -126,9 +156,29 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    fn scan_keys(
+        &self,
+        range: &KeyRange,
+        wanted: &dyn Fn(Position) -> bool,
+        limits: ScanLimits,
+    ) -> Result<KeyScan> {
+        let data = self.data.read();
+        let index = data
+            .by_key
+            .range(range.start.clone()..)
+            .map(|(key, position)| Ok((key.clone(), *position)));
+        by_key::scan(index, range, wanted, limits, |key, position| {
+            let skey = storage_key_at(position, key);
+            data.sets
+                .get(&skey)
+                .map(|set| encode_set(set).map(Bytes::from))
+                .transpose()
+        })
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
-            keys: self.data.read().len() as u64,
+            keys: self.data.read().sets.len() as u64,
             disk_bytes: 0,
         }
     }

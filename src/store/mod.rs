@@ -9,7 +9,9 @@
 //! Keys are stored under `position (8 bytes, big-endian) ++ key bytes`, where
 //! the position is the key's ring position ([`crate::ring::position`]). A
 //! range of the ring is therefore a contiguous, ordered range of the store,
-//! which is what Merkle trees and ownership handoff scan.
+//! which is what Merkle trees and ownership handoff scan. Client scans
+//! want keys in their own order: each engine keeps an index for them
+//! ([`by_key`]).
 //!
 //! # Invariants
 //!
@@ -27,6 +29,7 @@
 //!   memory, so no state of the disk (a restored backup, a lost tail) can
 //!   make the node mint a dot it minted before.
 
+pub mod by_key;
 mod committer;
 pub mod disk;
 mod durable;
@@ -39,6 +42,7 @@ use std::ops::RangeInclusive;
 
 use bytes::Bytes;
 
+pub use by_key::{KeyRange, KeyScan, ScanLimits};
 pub use durable::FjallStore;
 pub use identity::Identity;
 pub use memory::MemoryStore;
@@ -119,6 +123,17 @@ pub trait Store: Send + Sync + 'static {
         max_bytes: usize,
     ) -> Result<Vec<Entry>>;
 
+    /// The keys of `range` in bytewise order whose ring positions are
+    /// `wanted`, with their sets as stored, within `limits`; where it
+    /// stopped short, how far it covered (`by_key.rs`). A client scan's
+    /// share on this replica.
+    fn scan_keys(
+        &self,
+        range: &KeyRange,
+        wanted: &dyn Fn(Position) -> bool,
+        limits: ScanLimits,
+    ) -> Result<KeyScan>;
+
     fn stats(&self) -> StoreStats;
 
     /// Installs the one observer of every later change (a second is ignored).
@@ -140,9 +155,14 @@ fn observed(slot: &ObserverSlot, mut write: impl FnMut() -> Vec<Change>) {
 
 /// The storage key of `key`: its ring position, then its bytes.
 pub fn storage_key(key: &str) -> Vec<u8> {
+    storage_key_at(ring::position(key.as_bytes()), key.as_bytes())
+}
+
+/// The storage key of `key`, whose position is known.
+fn storage_key_at(position: Position, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + key.len());
-    out.extend_from_slice(&ring::position(key.as_bytes()).to_be_bytes());
-    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&position.to_be_bytes());
+    out.extend_from_slice(key);
     out
 }
 

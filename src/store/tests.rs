@@ -8,7 +8,7 @@ use super::*;
 use crate::config::{StorageConfig, SyncPolicy};
 use crate::version::{Content, Context};
 
-fn engines() -> Vec<(Arc<dyn Store>, Option<tempfile::TempDir>)> {
+pub(super) fn engines() -> Vec<(Arc<dyn Store>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("temp dir");
     let fjall = FjallStore::open(dir.path(), &StorageConfig::default()).expect("open fjall");
     vec![
