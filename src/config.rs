@@ -21,7 +21,7 @@ mod limits;
 mod security;
 mod threads;
 pub use antientropy::{AntiEntropyConfig, Mode as AntiEntropyMode};
-pub use limits::{Limits, MAX_TIMEOUT_MS, MAX_TTL_MS, MIN_PEER_MESSAGE_BYTES};
+pub use limits::{Limits, MAX_KEY_BYTES, MAX_TIMEOUT_MS, MAX_TTL_MS, MIN_PEER_MESSAGE_BYTES};
 pub use security::{
     EXAMPLE_SECRET, MIN_SECRET_BYTES, OpenRoute, Scope, SecurityConfig, TlsConfig, TokenConfig,
 };
@@ -359,10 +359,12 @@ impl Config {
             ));
         }
         let l = &self.limits;
-        if l.max_key_bytes == 0 || l.max_key_bytes > 64 * 1024 {
+        if l.max_key_bytes == 0 || l.max_key_bytes > MAX_KEY_BYTES {
             return Err(Error::config(
                 "limits.max_key_bytes",
-                "must be between 1 and 65536 (the storage engine's key limit)",
+                format!(
+                    "must be between 1 and {MAX_KEY_BYTES} (the storage engine takes keys of at most 65535 bytes, and stores each key after its 8-byte ring position)"
+                ),
             ));
         }
         if l.max_value_bytes == 0 || l.max_value_bytes > 64 * 1024 * 1024 {

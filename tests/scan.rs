@@ -374,3 +374,35 @@ async fn a_node_of_the_protocol_before_scans_is_covered_by_the_other_replicas() 
     let body = String::from_utf8_lossy(&reply.body).into_owned();
     assert!(body.contains("n3"), "{body}");
 }
+
+/// A replica's part of a scan asked by a peer with a bound longer than any
+/// key, or for no keys, is refused with an error, never a panic: the node
+/// goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_scan_with_bad_bounds_is_refused_and_the_node_goes_on() {
+    use chorus::replica::rpc::Scan;
+    use chorus::store::KeyRange;
+    let cluster = TestCluster::start(3, 0, 3).await;
+    let n1 = cluster.client(0);
+    put(&n1, "x/1", "1").await;
+    let long = KeyRange {
+        start: vec![b'a'; 70_000],
+        end: None,
+    };
+    let whole = vec![0..=u64::MAX];
+    for (keys, limit) in [
+        (long, 10),
+        (KeyRange::default(), 0),
+        (KeyRange::default(), 5000),
+    ] {
+        let request = Scan {
+            keys,
+            positions: whole.clone(),
+            limit,
+        };
+        let refused = common::peer_rpc(&n1, request).await.expect_err("refused");
+        assert_eq!(refused.status, 400, "{refused:?}");
+    }
+    let (items, _) = scan_all(&n1, "prefix=x/").await;
+    assert_eq!(keys_of(&items), ["x/1"]);
+}

@@ -101,12 +101,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     let p = params(api, rest.as_deref(), &["r", "timeout_ms"])?;
     let mut keys = scan.range();
     if let Some(cursor) = &scan.cursor {
-        let from = open_cursor(
-            cursor,
-            &api.seal,
-            &scan.identity(),
-            api.limits.max_key_bytes,
-        )?;
+        let from = open_cursor(cursor, &api.seal, &scan.identity())?;
         keys.start = keys.start.max(from);
     }
     let limit = scan.limit.unwrap_or(DEFAULT_LIMIT);
@@ -239,10 +234,12 @@ fn seal_cursor(from: &[u8], seal: &Seal, scan: &str) -> String {
 
 /// Where the page a cursor names starts; a 400 for any cursor this cluster
 /// did not seal for this scan.
-fn open_cursor(text: &str, seal: &Seal, scan: &str, max_key: usize) -> Result<Vec<u8>> {
+fn open_cursor(text: &str, seal: &Seal, scan: &str) -> Result<Vec<u8>> {
     let bad = |why: &str| Error::bad_parameter("cursor", why.to_string());
-    // The key, its zero byte, the format and the tag, in base64.
-    if text.len() > (max_key + 1 + 1 + 16) * 4 / 3 + 4 {
+    // The longest key any node takes (a node's own limit may be lower
+    // than the one that issued the cursor), its zero byte, the format and
+    // the tag, in base64.
+    if text.len() > (crate::config::MAX_KEY_BYTES + 1 + 1 + 16) * 4 / 3 + 4 {
         return Err(bad("longer than any cursor this node hands out"));
     }
     let raw = URL_SAFE_NO_PAD
@@ -293,27 +290,24 @@ mod tests {
         let seal = Seal::new("c1", None);
         let cursor = seal_cursor(b"k17\0", &seal, "scan a");
         assert_eq!(
-            open_cursor(&cursor, &seal, "scan a", 1024).expect("opens"),
+            open_cursor(&cursor, &seal, "scan a").expect("opens"),
             b"k17\0"
         );
         assert!(
-            open_cursor(&cursor, &seal, "scan b", 1024).is_err(),
+            open_cursor(&cursor, &seal, "scan b").is_err(),
             "another scan"
         );
         let other = Seal::new("c2", None);
         assert!(
-            open_cursor(&cursor, &other, "scan a", 1024).is_err(),
+            open_cursor(&cursor, &other, "scan a").is_err(),
             "another cluster"
         );
         let mut raw = URL_SAFE_NO_PAD.decode(&cursor).expect("base64");
         raw[2] ^= 1;
         let edited = URL_SAFE_NO_PAD.encode(raw);
-        assert!(
-            open_cursor(&edited, &seal, "scan a", 1024).is_err(),
-            "edited"
-        );
+        assert!(open_cursor(&edited, &seal, "scan a").is_err(), "edited");
         for junk in ["", "!!", "AAAA", &"A".repeat(100_000)] {
-            let e = open_cursor(junk, &seal, "scan a", 1024).expect_err(junk);
+            let e = open_cursor(junk, &seal, "scan a").expect_err(junk);
             assert_eq!(e.code(), "bad_parameter");
         }
     }

@@ -49,6 +49,7 @@ mod tests {
             refused,
         };
         let history = History {
+            final_scan: None,
             ops: vec![
                 write(1, false),
                 write(2, true),

@@ -78,6 +78,7 @@ mod tests {
     fn deleted_and_overwritten_values_that_stay_gone_pass() {
         // w1 deleted by w2; re-created by w3 (blind); w3 overwritten by w4.
         let h = History {
+            final_scan: None,
             ops: vec![
                 write(1, &[], true, false),
                 write(2, &[1], true, true),
@@ -97,6 +98,7 @@ mod tests {
     #[test]
     fn a_planted_resurrection_is_reported() {
         let h = History {
+            final_scan: None,
             ops: vec![
                 write(1, &[], true, false),
                 write(2, &[1], true, true),

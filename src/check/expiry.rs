@@ -89,6 +89,7 @@ mod tests {
     fn a_value_read_after_its_ttl_and_the_slack_is_a_violation() {
         let late = 1_000 + 500 + SLACK_MS + 1;
         let history = History {
+            final_scan: None,
             ops: vec![
                 write(1, Some((1_000, 500))),
                 write(2, None),

@@ -95,6 +95,7 @@ mod tests {
 
     fn history(ops: Vec<Op>, finals: &[(&str, &[&str])]) -> History {
         History {
+            final_scan: None,
             ops,
             finals: finals
                 .iter()

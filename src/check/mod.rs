@@ -29,6 +29,11 @@
 //!   the clocks' largest skew have passed.
 //! - [`conditions`]: a conditional write the store refused (412) is never
 //!   read: it was not applied.
+//! - [`scans`]: a scan of every key after the heal returns exactly the
+//!   keys the final reads found live, with the same values: every
+//!   acknowledged live key, once. (Scans during the run are recorded as
+//!   reads of the keys they returned, so the other checkers hold them to
+//!   what they hold reads to.)
 //!
 //! A value with a TTL may vanish once it has run out, so the checkers that
 //! demand a write be present (`lost_writes`, `sessions`, `siblings`) leave
@@ -43,6 +48,7 @@ pub mod deletes;
 pub mod expiry;
 pub mod lost_writes;
 pub mod record;
+pub mod scans;
 pub mod sessions;
 pub mod siblings;
 
@@ -95,6 +101,9 @@ pub struct History {
     pub finals: BTreeMap<String, Vec<String>>,
     /// When the final reads began ([`record::now_ms`]).
     pub finals_at_ms: u64,
+    /// What a scan of every key at `r=all` returned after the final reads,
+    /// key by key (`None`: no such scan was made, or it failed).
+    pub final_scan: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// The value a write stores: its id, so that reads name writes.

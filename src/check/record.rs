@@ -78,6 +78,7 @@ impl Recorder {
             ops: self.ops.lock().clone(),
             finals,
             finals_at_ms,
+            final_scan: None,
         }
     }
 }
@@ -97,10 +98,6 @@ pub fn now_ms() -> u64 {
 /// sibling (deletes left out). Values that are not strings are kept as
 /// their JSON text, so that a checker reports them as written by no one.
 pub fn read_values(status: u16, body: &[u8]) -> Option<Vec<String>> {
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     match status {
         404 => Some(Vec::new()),
         200 => {
@@ -109,17 +106,59 @@ pub fn read_values(status: u16, body: &[u8]) -> Option<Vec<String>> {
         }
         300 => {
             let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-            let siblings = value.get("siblings")?.as_array()?;
-            Some(
-                siblings
-                    .iter()
-                    .filter_map(|s| s.get("value"))
-                    .map(text)
-                    .collect(),
-            )
+            sibling_values(&value)
         }
         _ => None,
     }
+}
+
+/// A page of a scan (`GET /kv`): each item's key and values, as
+/// [`read_values`] gives a GET's, and the page's `next` cursor. `None`
+/// when the reply is not a page.
+pub fn scan_page(status: u16, body: &[u8]) -> Option<ScanPage> {
+    if status != 200 {
+        return None;
+    }
+    let page: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let items = page
+        .get("items")?
+        .as_array()?
+        .iter()
+        .map(|item| {
+            let key = item.get("key")?.as_str()?.to_string();
+            let values = match item.get("value") {
+                Some(value) => vec![text(value)],
+                None => sibling_values(item)?,
+            };
+            Some((key, values))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let next = page.get("next")?;
+    Some((items, next.as_str().map(str::to_string)))
+}
+
+/// A scan page's items (key, values) and its `next`.
+pub type ScanPage = (Vec<(String, Vec<String>)>, Option<String>);
+
+/// A value as the checkers name it: a string as itself, anything else as
+/// its JSON text (written by no one).
+fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The values of `{"siblings": [...]}`, deletes left out.
+fn sibling_values(value: &serde_json::Value) -> Option<Vec<String>> {
+    let siblings = value.get("siblings")?.as_array()?;
+    Some(
+        siblings
+            .iter()
+            .filter_map(|s| s.get("value"))
+            .map(text)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -137,6 +176,31 @@ mod tests {
         );
         assert_eq!(read_values(503, b"{}"), None);
         assert_eq!(read_values(200, b"not json"), None);
+    }
+
+    #[test]
+    fn scan_pages_become_keys_and_values() {
+        let page = br#"{"items":[{"key":"a","value":"w1","context":"c"},
+            {"key":"b","siblings":[{"value":"w2"},{"deleted":true},{"value":"w3"}],"context":"c"}],
+            "next":"xyz"}"#;
+        let (items, next) = scan_page(200, page).expect("a page");
+        assert_eq!(
+            items,
+            vec![
+                ("a".to_string(), vec!["w1".to_string()]),
+                ("b".to_string(), vec!["w2".to_string(), "w3".to_string()])
+            ]
+        );
+        assert_eq!(next.as_deref(), Some("xyz"));
+        assert_eq!(
+            scan_page(200, br#"{"items":[],"next":null}"#),
+            Some((vec![], None))
+        );
+        assert_eq!(scan_page(503, b"{}"), None);
+        assert_eq!(
+            scan_page(200, br#"{"items":[{"nokey":1}],"next":null}"#),
+            None
+        );
     }
 
     #[test]

@@ -136,6 +136,7 @@ mod tests {
     #[test]
     fn reading_ones_write_or_a_newer_one_passes() {
         let h = History {
+            final_scan: None,
             ops: vec![
                 write(1, 1, &[]),
                 read(1, &["w1"], true),
@@ -155,6 +156,7 @@ mod tests {
     #[test]
     fn a_session_that_deleted_never_reads_the_value_again() {
         let h = History {
+            final_scan: None,
             ops: vec![
                 write(1, 1, &[]),
                 read(1, &["w1"], true),
@@ -175,6 +177,7 @@ mod tests {
     #[test]
     fn a_planted_stale_session_read_is_reported() {
         let h = History {
+            final_scan: None,
             ops: vec![
                 write(1, 1, &[]),
                 // Read-your-writes broken.

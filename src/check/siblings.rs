@@ -113,12 +113,14 @@ mod tests {
     #[test]
     fn a_chain_with_one_value_and_concurrent_writes_kept_pass() {
         let chain = History {
+            final_scan: None,
             ops: vec![write(1, &[]), read(&["w1"]), write(2, &[1]), read(&["w2"])],
             finals: finals(&["w2"]),
             finals_at_ms: 0,
         };
         assert_eq!(check(&chain).violations, vec![]);
         let concurrent = History {
+            final_scan: None,
             ops: vec![write(1, &[]), write(2, &[]), read(&["w1", "w2"])],
             finals: finals(&["w1", "w2"]),
             finals_at_ms: 0,
@@ -130,6 +132,7 @@ mod tests {
     #[test]
     fn a_planted_false_sibling_and_a_collapse_are_reported() {
         let false_sibling = History {
+            final_scan: None,
             ops: vec![write(1, &[]), write(2, &[1]), read(&["w1", "w2"])],
             finals: finals(&["w2"]),
             finals_at_ms: 0,
@@ -138,6 +141,7 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].message.contains("latest context"));
         let collapsed = History {
+            final_scan: None,
             ops: vec![write(1, &[]), write(2, &[])],
             finals: finals(&["w2"]),
             finals_at_ms: 0,

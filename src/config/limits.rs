@@ -52,6 +52,10 @@ pub const MAX_TIMEOUT_MS: u64 = 600_000;
 /// The longest `ttl_ms` a write may ask for: 20 years, Cassandra's limit.
 pub const MAX_TTL_MS: u64 = 20 * 365 * 86_400_000;
 
+/// The longest key any configuration allows: fjall's keys are at most
+/// 65535 bytes, and a stored key is its 8-byte ring position and the key.
+pub const MAX_KEY_BYTES: usize = 65_000;
+
 /// The largest peer message when `max_set_bytes` does not call for more.
 pub const MIN_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 

@@ -271,6 +271,13 @@ impl Replica {
                 positions.len()
             )));
         }
+        let longest = keys.end.as_ref().map_or(0, Vec::len).max(keys.start.len());
+        if longest > crate::config::MAX_KEY_BYTES + 1 {
+            return Err(Error::BodyRead(format!(
+                "a scan bound of {longest} bytes; no key is longer than {}",
+                crate::config::MAX_KEY_BYTES
+            )));
+        }
         let mut positions = positions;
         positions.sort_by_key(|r| *r.start());
         let wanted = |at: Position| {

@@ -53,7 +53,7 @@ impl KeyRange {
 pub struct ScanLimits {
     /// Keys returned.
     pub keys: usize,
-    /// Bytes of the sets returned (the first set always goes).
+    /// Bytes of the keys and sets returned (the first always goes).
     pub bytes: usize,
     /// Index entries looked at, wanted or not: bounds the work of a scan
     /// whose wanted positions are a small part of what this node holds.
@@ -107,7 +107,8 @@ where
             covered = Some(key);
             continue;
         };
-        if !budget.admit(set.len()) {
+        // The key travels beside its set, with a few bytes of framing.
+        if !budget.admit(key.len() + set.len() + 8) {
             out.through = covered.map(|k| key_text(&k)).transpose()?;
             return Ok(out);
         }

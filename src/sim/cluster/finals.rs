@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Method;
 
 use super::workload::CLIENT_TIMEOUT;
-use crate::check::record::{Recorder, read_values};
+use crate::check::record::{Recorder, read_values, scan_page};
 use crate::check::{self, History, Verdict, Violation};
 use crate::client::{Client, key_path};
 use crate::config::Config;
@@ -20,6 +20,8 @@ pub struct Final {
     /// When the final reads began ([`check::record::now_ms`]).
     pub at_ms: u64,
     pub replicas: BTreeMap<String, check::convergence::Held>,
+    /// A scan of every key at r=all after the final reads, if it completed.
+    pub scan: Option<BTreeMap<String, Vec<String>>>,
     pub errors: Vec<Violation>,
 }
 
@@ -36,7 +38,8 @@ impl Final {
 /// history: one verdict per checker, then `liveness` for what the final
 /// state could not be read for.
 pub fn verdicts(recorder: &Recorder, found: Final) -> (History, Vec<Verdict>) {
-    let history = recorder.history(found.finals, found.at_ms);
+    let mut history = recorder.history(found.finals, found.at_ms);
+    history.final_scan = found.scan;
     let (deletes, _) = check::deletes::check(&history);
     let verdicts = vec![
         check::lost_writes::check(&history),
@@ -46,6 +49,7 @@ pub fn verdicts(recorder: &Recorder, found: Final) -> (History, Vec<Verdict>) {
         check::siblings::check(&history),
         check::expiry::check(&history),
         check::conditions::check(&history),
+        check::scans::check(&history),
         Verdict {
             checker: "liveness",
             examined: found.replicas.len(),
@@ -111,7 +115,46 @@ where
         }
         out.replicas.insert(key.clone(), held);
     }
+    out.scan = final_scan(clients).await;
     out
+}
+
+/// Every key at r=all, in pages of 4 so that a run's few keys take several
+/// pages; a failed page starts the scan again through the next node, at
+/// most 5 times.
+async fn final_scan<C>(clients: &[Client<C>]) -> Option<BTreeMap<String, Vec<String>>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    'attempt: for attempt in 0..5 {
+        let client = &clients[attempt % clients.len()];
+        let (mut found, mut cursor) = (BTreeMap::new(), None::<String>);
+        for _page in 0..1000 {
+            let path = match &cursor {
+                Some(c) => format!("/kv?r=all&limit=4&cursor={c}"),
+                None => "/kv?r=all&limit=4".to_string(),
+            };
+            let call = client.request(Method::GET, &path, &[], Bytes::new());
+            let Ok(Ok(reply)) = tokio::time::timeout(CLIENT_TIMEOUT, call).await else {
+                continue 'attempt;
+            };
+            let Some((items, next)) = scan_page(reply.status.as_u16(), &reply.body) else {
+                continue 'attempt;
+            };
+            for (key, values) in items {
+                // Twice in one scan: kept as a value no client wrote, which
+                // the checker reports.
+                if found.insert(key.clone(), values).is_some() {
+                    found.insert(key, vec!["(returned twice)".to_string()]);
+                }
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Some(found),
+            }
+        }
+    }
+    None
 }
 
 fn failed(key: &str, message: String) -> Violation {

@@ -14,7 +14,10 @@
 //! to "nothing deleted comes back". Some writes carry a TTL short enough to
 //! run out within the run, and some a condition (`If-Match` with the last
 //! read's context, `If-None-Match: *`): the expiry and conditions checkers
-//! hold them to vanishing, and to never being applied when refused.
+//! hold them to vanishing, and to never being applied when refused. Now
+//! and then a client scans (`GET /kv`) a prefix page by page, at a random
+//! `r` and page size; every key a page returns is recorded as a read of
+//! it, so a scan is held to what a read is held to.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::api::CONTEXT_HEADER;
-use crate::check::record::{Recorder, now_ms, read_values};
+use crate::check::record::{Recorder, now_ms, read_values, scan_page};
 use crate::check::{Op, Ttl, WriteId, write_of};
 use crate::client::{Client, key_path};
 use hyper_util::client::legacy::connect::Connect;
@@ -123,6 +126,12 @@ impl Worker {
             };
             let client = &clients[at];
             let mut shun = || shunned[at] = tokio::time::Instant::now() + Duration::from_secs(1);
+            if rng.random_bool(0.04) {
+                if !self.scan(client, &mut rng).await {
+                    shun();
+                }
+                continue;
+            }
             let (key, own_key) = if rng.random_bool(0.25) {
                 (own.clone(), true)
             } else {
@@ -234,6 +243,48 @@ impl Worker {
             saw: values.iter().filter_map(|v| write_of(v)).collect(),
         };
         (Some(known), true)
+    }
+
+    /// A scan of one prefix (every key, the shared ones, or the clients'
+    /// own), page by page at a random `r` and page size, until its `next`
+    /// is null, a page fails, or 20 pages. Whether the node answered.
+    async fn scan<C: Connect + Clone + Send + Sync + 'static>(
+        &self,
+        client: &Client<C>,
+        rng: &mut SmallRng,
+    ) -> bool {
+        let prefix = ["", "k", "own-"][rng.random_range(0..3)];
+        let r = QUORUMS[rng.random_range(0..3)];
+        let limit = rng.random_range(1..7);
+        let mut cursor: Option<String> = None;
+        for _page in 0..20 {
+            let mut path = format!("/kv?prefix={prefix}&r={r}&limit={limit}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let call = client.request(Method::GET, &path, &[], Bytes::new());
+            let Ok(Ok(reply)) = tokio::time::timeout(CLIENT_TIMEOUT, call).await else {
+                return false;
+            };
+            let Some((items, next)) = scan_page(reply.status.as_u16(), &reply.body) else {
+                return !reply.status.is_server_error();
+            };
+            let at_ms = now_ms();
+            for (key, values) in items {
+                self.recorder.record(Op::Read {
+                    client: self.id,
+                    key,
+                    values,
+                    session: false,
+                    at_ms,
+                });
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        true
     }
 
     /// What a write adds, if anything: a TTL short enough to run out

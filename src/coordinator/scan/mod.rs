@@ -21,7 +21,8 @@
 //! every page covers all keys up to its end, and never twice, as pages do
 //! not overlap.
 
-use std::collections::BTreeMap;
+mod page;
+
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -35,7 +36,6 @@ use super::{Coordinator, observe};
 use crate::error::{Error, Result};
 use crate::peer::Call;
 use crate::replica::rpc::{MAX_SCAN_KEYS, Scan, Scanned};
-use crate::ring::position;
 use crate::store::KeyRange;
 use crate::version::SiblingSet;
 
@@ -46,11 +46,6 @@ pub struct Page {
     pub items: Vec<(String, SiblingSet)>,
     pub next: Option<Vec<u8>>,
 }
-
-/// A few keys more than a node's share of the page, so that the page's
-/// bound is rarely set by a node that stopped just short of it.
-const SHARE_SLACK: f64 = 1.25;
-const SHARE_EXTRA: u32 = 4;
 
 impl Coordinator {
     /// The page of `keys` from its start: at most `limit` live keys, each
@@ -78,6 +73,12 @@ impl Coordinator {
         }
         let limit = limit.clamp(1, MAX_SCAN_KEYS);
         let ranges = self.cluster.routes().ring().ranges(self.cluster.n());
+        if ranges.is_empty() {
+            return Err(Error::Unavailable {
+                node: self.cluster.me().to_string(),
+                reason: "this node knows no ring yet: it has not joined one".into(),
+            });
+        }
         let (mut plan, asks) = Coverage::new(&ranges, r, |replicas| self.read_order(replicas));
         let mut running = FuturesUnordered::new();
         for ask in asks {
@@ -112,13 +113,12 @@ impl Coordinator {
             }
         }
         drop(running);
-        Ok(self.merge(&plan, answers, limit as usize, deadline))
+        Ok(self.merge(&plan, &answers, limit as usize, deadline))
     }
 
     /// Sends `ask` its scan: the ranges it covers, and its share of the
     /// page's keys.
     fn ask(&self, plan: &Coverage, ask: Ask, keys: &KeyRange, limit: u32) -> Named {
-        let share = plan.share(&ask) * f64::from(limit) * SHARE_SLACK;
         let request = Scan {
             keys: keys.clone(),
             positions: ask
@@ -126,77 +126,41 @@ impl Coordinator {
                 .iter()
                 .map(|&i| plan.positions(i).clone())
                 .collect(),
-            limit: (share.ceil() as u32).saturating_add(SHARE_EXTRA).min(limit),
+            limit: page::ask_limit(plan.share(&ask), limit),
         };
         let call = self.transport.rpc(&ask.node, request);
         Named::new(ask, call)
     }
 
-    /// The page from every range's answers (see the module doc).
+    /// The page from every range's answers ([`page::merge`]), with a
+    /// repair of every key whose replicas differed.
     fn merge(
         &self,
         plan: &Coverage,
-        answers: Vec<(Ask, Scanned)>,
+        answers: &[(Ask, Scanned)],
         limit: usize,
         deadline: Instant,
     ) -> Page {
-        let bound: Option<String> = answers
-            .iter()
-            .filter_map(|(_, scanned)| scanned.through.clone())
-            .min();
-        let within = |key: &str| bound.as_deref().is_none_or(|b| key <= b);
-        // Each key with what every replica that covered its range answered.
-        let mut seen: BTreeMap<String, Vec<read_repair::Reply>> = BTreeMap::new();
-        for (ask, scanned) in &answers {
-            for (key, set) in &scanned.entries {
-                if !within(key) {
-                    break;
-                }
-                // A set that does not decode counts as absent here; the
-                // repair below overwrites it.
-                let set = set.decode().ok();
-                seen.entry(key.clone())
-                    .or_default()
-                    .push((ask.node.clone(), set));
-            }
-        }
         let now = self.replica.now_ms();
-        let mut page = Page::default();
-        for (key, mut replies) in seen {
-            // The replicas of this key's range that answered without it.
-            if let Some(range) = plan.range_of(position(key.as_bytes())) {
-                for (ask, _) in &answers {
-                    let holds = replies.iter().any(|(node, _)| *node == ask.node);
-                    if ask.ranges.contains(&range) && !holds {
-                        replies.push((ask.node.clone(), None));
-                    }
-                }
-            }
-            let Some(mut merged) = read_repair::merge_all(&replies) else {
-                continue;
-            };
-            merged.expire(now);
+        let merged = page::merge(plan, answers, limit, now);
+        let mut items = Vec::with_capacity(merged.keys.len());
+        for page::Key {
+            key,
+            merged,
+            replies,
+        } in merged.keys
+        {
             let rest = Calls::sealed(Arc::clone(&self.transport));
-            read_repair::spawn(
-                Arc::clone(&self.transport),
-                key.clone(),
-                replies,
-                rest,
-                deadline,
-                now,
-            );
-            if merged.is_deleted() {
-                continue;
+            let transport = Arc::clone(&self.transport);
+            read_repair::spawn(transport, key.clone(), replies, rest, deadline, now);
+            if !merged.is_deleted() {
+                items.push((key, merged));
             }
-            if page.items.len() == limit {
-                // Cut: the next page starts after the last key returned.
-                page.next = page.items.last().map(|(k, _)| after(k));
-                return page;
-            }
-            page.items.push((key, merged));
         }
-        page.next = bound.as_deref().map(after);
-        page
+        Page {
+            items,
+            next: merged.next,
+        }
     }
 }
 

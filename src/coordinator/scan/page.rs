@@ -1,0 +1,103 @@
+//! The pure half of a scan page: what each replica is asked for, and the
+//! page made of their answers (the module doc of `scan` says why it is
+//! right). No I/O; the caller repairs and renders.
+
+use super::after;
+use crate::coordinator::coverage::{Ask, Coverage};
+use crate::coordinator::read_repair::{self, Reply};
+use crate::replica::rpc::Scanned;
+use crate::ring::position;
+use crate::version::SiblingSet;
+
+/// A few keys more than a node's share of the page, so that the page's
+/// bound is rarely set by a node that stopped just short of it.
+const SHARE_SLACK: f64 = 1.25;
+const SHARE_EXTRA: u32 = 4;
+
+/// The keys one node is asked for: about its `share` of the ring's
+/// positions times the page's `limit`, and never more than `limit`.
+pub fn ask_limit(share: f64, limit: u32) -> u32 {
+    let share = (share * f64::from(limit) * SHARE_SLACK).ceil();
+    (share as u32).saturating_add(SHARE_EXTRA).min(limit).max(1)
+}
+
+/// One key of a page: its merged set (expired values dropped) and what
+/// each replica that covered it answered, for the repair.
+#[derive(Debug)]
+pub struct Key {
+    pub key: String,
+    pub merged: SiblingSet,
+    pub replies: Vec<Reply>,
+}
+
+/// The keys a page read, in order, dead ones included (they may need a
+/// repair), up to where it ends; and where the next page starts.
+#[derive(Debug, Default)]
+pub struct Merged {
+    pub keys: Vec<Key>,
+    pub next: Option<Vec<u8>>,
+}
+
+/// The page of `answers` (every ask of `plan` that answered): the keys up
+/// to the lowest `through`, merged, with at most `limit` live ones.
+pub fn merge(plan: &Coverage, answers: &[(Ask, Scanned)], limit: usize, now_ms: u64) -> Merged {
+    let bound: Option<&str> = answers
+        .iter()
+        .filter_map(|(_, scanned)| scanned.through.as_deref())
+        .min();
+    let within = |key: &str| bound.is_none_or(|b| key <= b);
+    // Which nodes answered for each range.
+    let mut covering: Vec<Vec<&str>> = Vec::new();
+    for (ask, _) in answers {
+        for &range in &ask.ranges {
+            if covering.len() <= range {
+                covering.resize(range + 1, Vec::new());
+            }
+            covering[range].push(ask.node.as_str());
+        }
+    }
+    // Each key with what every replica that covered its range answered.
+    let mut seen: std::collections::BTreeMap<&str, Vec<Reply>> = Default::default();
+    for (ask, scanned) in answers {
+        for (key, set) in scanned.entries.iter().take_while(|(k, _)| within(k)) {
+            // A set that does not decode counts as absent here.
+            let set = set.decode().ok();
+            seen.entry(key.as_str())
+                .or_default()
+                .push((ask.node.clone(), set));
+        }
+    }
+    let mut out = Merged::default();
+    let mut live = 0;
+    for (key, mut replies) in seen {
+        // The replicas of this key's range that answered without it.
+        let range = plan.range_of(position(key.as_bytes()));
+        for node in range.and_then(|r| covering.get(r)).into_iter().flatten() {
+            if !replies.iter().any(|(n, _)| n == node) {
+                replies.push((node.to_string(), None));
+            }
+        }
+        let Some(mut merged) = read_repair::merge_all(&replies) else {
+            continue;
+        };
+        merged.expire(now_ms);
+        if !merged.is_deleted() {
+            if live == limit {
+                // Cut: the next page starts after the last key returned.
+                out.next = out.keys.last().map(|k| after(&k.key));
+                return out;
+            }
+            live += 1;
+        }
+        out.keys.push(Key {
+            key: key.to_string(),
+            merged,
+            replies,
+        });
+    }
+    out.next = bound.map(after);
+    out
+}
+
+#[cfg(test)]
+mod tests;
