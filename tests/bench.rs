@@ -65,7 +65,7 @@ async fn every_workload_runs_against_a_node_with_its_own_mix_of_operations() {
         "--server-pid",
         &me,
         "--workload",
-        "a,b,c,d,f,put",
+        "a,b,c,d,e,f,put",
         "--duration",
         "1s",
         "--records",
@@ -79,6 +79,7 @@ async fn every_workload_runs_against_a_node_with_its_own_mix_of_operations() {
         ("b", "zipfian", vec!["read", "update"]),
         ("c", "zipfian", vec!["read"]),
         ("d", "latest", vec!["insert", "read"]),
+        ("e", "zipfian", vec!["insert", "scan"]),
         ("f", "zipfian", vec!["read", "rmw"]),
         ("put", "uniform", vec!["update"]),
     ] {

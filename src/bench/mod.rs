@@ -51,7 +51,7 @@ use crate::error::{Error, Result};
 use keys::{Distribution, KeyChooser};
 pub use target::Target;
 use target::{Backend, Outcome, Session};
-use workload::{Operation, Workload};
+use workload::{MAX_SCAN_LENGTH, Operation, Workload};
 
 /// What to measure; also the flags of `chorus bench`.
 #[derive(Clone, Debug, clap::Args)]
@@ -241,6 +241,14 @@ pub async fn run(options: Options) -> Result<Summary> {
             message: "only chorus takes batches".into(),
         });
     }
+    if options.workloads.contains(&Workload::E)
+        && (options.target != Target::Chorus || options.batch > 1)
+    {
+        return Err(Error::Config {
+            key: "--workload".into(),
+            message: "workload E scans, which only chorus does, one request per scan: leave out E or --batch".into(),
+        });
+    }
     if options.batch > 1 && options.workloads.contains(&Workload::F) {
         return Err(Error::Config {
             key: "--batch".into(),
@@ -259,7 +267,13 @@ pub async fn run(options: Options) -> Result<Summary> {
     }
     let value = value_of_size(options.value_size);
     let records = options.records.max(1);
-    let (load, learned) = if options.no_load && options.target == Target::Chorus {
+    // Only updates carry a record's context (inserts write new records).
+    let updates = options.workloads.iter().any(|w| {
+        w.mix()
+            .iter()
+            .any(|(op, _)| matches!(op, Operation::Update | Operation::ReadModifyWrite))
+    });
+    let (load, learned) = if options.no_load && options.target == Target::Chorus && updates {
         // The records are there, but this process has not seen their
         // contexts: a write without one would add a sibling.
         let (learned, sessions_back) = records::learn(sessions, records).await?;
@@ -491,12 +505,22 @@ async fn work(
             }
             ops.push((op, i));
         }
+        // A scan counts once per record it read, as a batch counts once
+        // per op: so CPU per request is per record read either way.
+        let mut records = 1;
         let outcomes = match ops[..] {
+            [(Operation::Scan, i)] => {
+                let length = rand::Rng::random_range(&mut rng, 1..=MAX_SCAN_LENGTH);
+                let (outcome, read) = session.scan(i, length).await;
+                records = read.max(1);
+                vec![outcome]
+            }
             [(op, i)] => vec![match op {
                 Operation::Insert => session.insert(i, &spec.value).await,
                 Operation::Read => session.read(i).await,
                 Operation::Update => session.update(i, &spec.value).await,
                 Operation::ReadModifyWrite => session.read_modify_write(i, &spec.value).await,
+                Operation::Scan => Outcome::Failed,
             }],
             _ => session.batch(&ops, &spec.value).await,
         };
@@ -506,15 +530,17 @@ async fn work(
                 Outcome::Failed => tally.errors += 1,
                 answered => {
                     tally.not_found += u64::from(answered == Outcome::NotFound);
-                    tally.all.saturating_record(micros);
-                    if let Some(h) = tally.by_op.get_mut(op.name()) {
-                        h.saturating_record(micros);
+                    for _ in 0..records {
+                        tally.all.saturating_record(micros);
+                        if let Some(h) = tally.by_op.get_mut(op.name()) {
+                            h.saturating_record(micros);
+                        }
+                        recorder.record(intended, micros);
                     }
-                    recorder.record(intended, micros);
                 }
             }
         }
-        done.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        done.fetch_add(ops.len() as u64 * records, Ordering::Relaxed);
     }
     drop(recorder);
     Ok((session, tally))

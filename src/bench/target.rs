@@ -332,6 +332,28 @@ impl Session {
     }
 }
 
+impl Session {
+    /// chorus only: up to `length` records in key order from record `i`'s
+    /// key (`GET /kv?start=…&limit=…`), one page; the outcome, and how
+    /// many records it read.
+    pub async fn scan(&mut self, i: u64, length: u32) -> (Outcome, u64) {
+        let Conn::Http(client) = &self.conn else {
+            return (Outcome::Failed, 0);
+        };
+        let path = format!("/kv?start={}&limit={length}", key(i));
+        let call = client.request(http::Method::GET, &path, &[], Bytes::new());
+        let reply = match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
+            Ok(Ok(reply)) if reply.status == StatusCode::OK => reply,
+            _ => return (Outcome::Failed, 0),
+        };
+        let read = reply
+            .json()
+            .and_then(|page| page.get("items").and_then(|i| i.as_array()).map(Vec::len))
+            .map_or(0, |n| n as u64);
+        (Outcome::Done, read)
+    }
+}
+
 async fn timed(op: impl Future<Output = Outcome>) -> Outcome {
     tokio::time::timeout(OPERATION_TIMEOUT, op)
         .await

@@ -7,11 +7,13 @@
 //! | B | 95% read, 5% update | zipfian | photo tagging |
 //! | C | 100% read | zipfian | a profile cache |
 //! | D | 95% read, 5% insert | latest | status updates |
+//! | E | 95% scan (1 to 100 keys, uniform), 5% insert | zipfian | threaded conversations |
 //! | F | 50% read, 50% read-modify-write | zipfian | a user database |
 //! | put | 100% update | uniform | chorus's own write-path run |
 //!
-//! (E, short range scans, has no counterpart in a key-value API.) Pure:
-//! the caller passes the rng.
+//! A scan starts at the chosen record's key and reads the keys after it in
+//! key order (`GET /kv?start=…&limit=…`, chorus only). Pure: the caller
+//! passes the rng.
 
 use rand::Rng;
 use serde::Serialize;
@@ -25,6 +27,7 @@ pub enum Workload {
     B,
     C,
     D,
+    E,
     F,
     /// Updates only: the write path alone.
     Put,
@@ -42,14 +45,20 @@ pub enum Operation {
     Insert,
     /// Read a record, then write it with the read's context; timed as one.
     ReadModifyWrite,
+    /// Read the records from one key on, in key order.
+    Scan,
 }
 
+/// YCSB's `maxscanlength`: a scan reads 1 to this many records.
+pub const MAX_SCAN_LENGTH: u32 = 100;
+
 impl Operation {
-    pub const ALL: [Operation; 4] = [
+    pub const ALL: [Operation; 5] = [
         Operation::Read,
         Operation::Update,
         Operation::Insert,
         Operation::ReadModifyWrite,
+        Operation::Scan,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +67,7 @@ impl Operation {
             Operation::Update => "update",
             Operation::Insert => "insert",
             Operation::ReadModifyWrite => "rmw",
+            Operation::Scan => "scan",
         }
     }
 }
@@ -69,6 +79,7 @@ impl Workload {
             Workload::B => "B",
             Workload::C => "C",
             Workload::D => "D",
+            Workload::E => "E",
             Workload::F => "F",
             Workload::Put => "put",
         }
@@ -82,6 +93,7 @@ impl Workload {
             Workload::B => &[(Read, 0.95), (Update, 0.05)],
             Workload::C => &[(Read, 1.0)],
             Workload::D => &[(Read, 0.95), (Insert, 0.05)],
+            Workload::E => &[(Scan, 0.95), (Insert, 0.05)],
             Workload::F => &[(Read, 0.5), (ReadModifyWrite, 0.5)],
             Workload::Put => &[(Update, 1.0)],
         }
@@ -117,11 +129,12 @@ mod tests {
     use rand::rngs::SmallRng;
     use std::collections::HashMap;
 
-    const ALL: [Workload; 6] = [
+    const ALL: [Workload; 7] = [
         Workload::A,
         Workload::B,
         Workload::C,
         Workload::D,
+        Workload::E,
         Workload::F,
         Workload::Put,
     ];

@@ -87,39 +87,45 @@ where
     let (keys, examined_max) = (limits.keys.max(1), limits.examined.max(1));
     let mut out = KeyScan::default();
     let mut budget = crate::budget::Budget::new(limits.bytes);
-    // The last key covered: returned, or passed over as not wanted.
-    let mut covered: Option<Vec<u8>> = None;
+    // The last key passed over (not wanted, or gone) since the last key
+    // returned: with that one, how far the scan covered.
+    let mut passed: Option<Vec<u8>> = None;
+    let stop = |mut out: KeyScan, passed: Option<Vec<u8>>| -> Result<KeyScan> {
+        out.through = match passed {
+            Some(key) => Some(key_text(key)?),
+            None => out.entries.last().map(|(key, _)| key.clone()),
+        };
+        Ok(out)
+    };
     for (examined, entry) in index.enumerate() {
         let (key, position) = entry?;
         if range.ended_by(&key) {
             return Ok(out);
         }
         if out.entries.len() >= keys || examined >= examined_max {
-            out.through = covered.map(|k| key_text(&k)).transpose()?;
-            return Ok(out);
+            return stop(out, passed);
         }
         if !wanted(position) {
-            covered = Some(key);
+            passed = Some(key);
             continue;
         }
         // Gone since the index was read: a concurrent removal.
         let Some(set) = read(&key, position)? else {
-            covered = Some(key);
+            passed = Some(key);
             continue;
         };
         // The key travels beside its set, with a few bytes of framing.
         if !budget.admit(key.len() + set.len() + 8) {
-            out.through = covered.map(|k| key_text(&k)).transpose()?;
-            return Ok(out);
+            return stop(out, passed);
         }
-        out.entries.push((key_text(&key)?, set));
-        covered = Some(key);
+        out.entries.push((key_text(key)?, set));
+        passed = None;
     }
     Ok(out)
 }
 
-fn key_text(key: &[u8]) -> Result<String> {
-    String::from_utf8(key.to_vec())
+fn key_text(key: Vec<u8>) -> Result<String> {
+    String::from_utf8(key)
         .map_err(|_| crate::error::Error::Storage("an indexed key is not UTF-8".into()))
 }
 

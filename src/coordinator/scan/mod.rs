@@ -79,7 +79,24 @@ impl Coordinator {
                 reason: "this node knows no ring yet: it has not joined one".into(),
             });
         }
-        let (mut plan, asks) = Coverage::new(&ranges, r, |replicas| self.read_order(replicas));
+        // One order of the nodes for the whole page (this node first, the
+        // rest at random, those held down last), so that the ranges' asks
+        // fall on as few nodes as they can: each node then covers more of
+        // the ring and skips fewer keys it holds but was not asked for,
+        // and pages still spread over the nodes.
+        let mut nodes: Vec<String> = ranges.iter().flat_map(|r| r.replicas.clone()).collect();
+        nodes.sort();
+        nodes.dedup();
+        let rank: std::collections::HashMap<String, usize> = self
+            .read_order(nodes)
+            .into_iter()
+            .enumerate()
+            .map(|(i, node)| (node, i))
+            .collect();
+        let (mut plan, asks) = Coverage::new(&ranges, r, |mut replicas| {
+            replicas.sort_by_key(|node| rank.get(node).copied().unwrap_or(usize::MAX));
+            replicas
+        });
         let mut running = FuturesUnordered::new();
         for ask in asks {
             running.push(self.ask(&plan, ask, &keys, limit));
@@ -147,12 +164,14 @@ impl Coordinator {
         for page::Key {
             key,
             merged,
-            replies,
+            repair,
         } in merged.keys
         {
-            let rest = Calls::sealed(Arc::clone(&self.transport));
-            let transport = Arc::clone(&self.transport);
-            read_repair::spawn(transport, key.clone(), replies, rest, deadline, now);
+            if let Some(replies) = repair {
+                let rest = Calls::sealed(Arc::clone(&self.transport));
+                let transport = Arc::clone(&self.transport);
+                read_repair::spawn(transport, key.clone(), replies, rest, deadline, now);
+            }
             if !merged.is_deleted() {
                 items.push((key, merged));
             }

@@ -5,7 +5,7 @@
 use super::after;
 use crate::coordinator::coverage::{Ask, Coverage};
 use crate::coordinator::read_repair::{self, Reply};
-use crate::replica::rpc::Scanned;
+use crate::replica::rpc::{EncodedSet, Scanned};
 use crate::ring::position;
 use crate::version::SiblingSet;
 
@@ -21,13 +21,14 @@ pub fn ask_limit(share: f64, limit: u32) -> u32 {
     (share as u32).saturating_add(SHARE_EXTRA).min(limit).max(1)
 }
 
-/// One key of a page: its merged set (expired values dropped) and what
-/// each replica that covered it answered, for the repair.
+/// One key of a page: its merged set (expired values dropped) and, when
+/// its replicas need a repair (they differ, one lacks it, or it holds an
+/// expired value), what each replica that covered it answered.
 #[derive(Debug)]
 pub struct Key {
     pub key: String,
     pub merged: SiblingSet,
-    pub replies: Vec<Reply>,
+    pub repair: Option<Vec<Reply>>,
 }
 
 /// The keys a page read, in order, dead ones included (they may need a
@@ -56,32 +57,26 @@ pub fn merge(plan: &Coverage, answers: &[(Ask, Scanned)], limit: usize, now_ms: 
             covering[range].push(ask.node.as_str());
         }
     }
-    // Each key with what every replica that covered its range answered.
-    let mut seen: std::collections::BTreeMap<&str, Vec<Reply>> = Default::default();
+    // Each key with the bytes every replica that had it answered.
+    let mut seen: std::collections::BTreeMap<&str, Vec<(&str, &EncodedSet)>> = Default::default();
     for (ask, scanned) in answers {
         for (key, set) in scanned.entries.iter().take_while(|(k, _)| within(k)) {
-            // A set that does not decode counts as absent here.
-            let set = set.decode().ok();
             seen.entry(key.as_str())
                 .or_default()
-                .push((ask.node.clone(), set));
+                .push((ask.node.as_str(), set));
         }
     }
     let mut out = Merged::default();
     let mut live = 0;
-    for (key, mut replies) in seen {
-        // The replicas of this key's range that answered without it.
+    for (key, held) in seen {
         let range = plan.range_of(position(key.as_bytes()));
-        for node in range.and_then(|r| covering.get(r)).into_iter().flatten() {
-            if !replies.iter().any(|(n, _)| n == node) {
-                replies.push((node.to_string(), None));
-            }
-        }
-        let Some(mut merged) = read_repair::merge_all(&replies) else {
+        let covered_by: &[&str] = range
+            .and_then(|r| covering.get(r))
+            .map_or(&[], Vec::as_slice);
+        let Some(key) = merge_key(key, &held, covered_by, now_ms) else {
             continue;
         };
-        merged.expire(now_ms);
-        if !merged.is_deleted() {
+        if !key.merged.is_deleted() {
             if live == limit {
                 // Cut: the next page starts after the last key returned.
                 out.next = out.keys.last().map(|k| after(&k.key));
@@ -89,14 +84,57 @@ pub fn merge(plan: &Coverage, answers: &[(Ask, Scanned)], limit: usize, now_ms: 
             }
             live += 1;
         }
-        out.keys.push(Key {
-            key: key.to_string(),
-            merged,
-            replies,
-        });
+        out.keys.push(key);
     }
     out.next = bound.map(after);
     out
+}
+
+/// One key from the bytes the replicas that had it answered (`held`) and
+/// the replicas that covered its range. The common case, every replica
+/// holding the same bytes, decodes once and merges nothing.
+fn merge_key(
+    key: &str,
+    held: &[(&str, &EncodedSet)],
+    covered_by: &[&str],
+    now_ms: u64,
+) -> Option<Key> {
+    let alike = held.len() >= covered_by.len() && held.windows(2).all(|w| w[0].1 == w[1].1);
+    if alike && let Some((_, first)) = held.first() {
+        // Bytes that do not decode are left to the general case below.
+        if let Ok(mut merged) = first.decode() {
+            let expired = merged.next_expiry().is_some_and(|at| at <= now_ms);
+            merged.expire(now_ms);
+            let repair = expired.then(|| {
+                held.iter()
+                    .map(|(node, set)| (node.to_string(), set.decode().ok()))
+                    .collect()
+            });
+            return Some(Key {
+                key: key.to_string(),
+                merged,
+                repair,
+            });
+        }
+    }
+    // A set that does not decode counts as absent.
+    let mut replies: Vec<Reply> = held
+        .iter()
+        .map(|(node, set)| (node.to_string(), set.decode().ok()))
+        .collect();
+    // The replicas of this key's range that answered without it.
+    for node in covered_by {
+        if !held.iter().any(|(n, _)| n == node) {
+            replies.push((node.to_string(), None));
+        }
+    }
+    let mut merged = read_repair::merge_all(&replies)?;
+    merged.expire(now_ms);
+    Some(Key {
+        key: key.to_string(),
+        merged,
+        repair: Some(replies),
+    })
 }
 
 #[cfg(test)]

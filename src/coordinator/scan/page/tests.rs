@@ -82,8 +82,9 @@ proptest! {
         for (key, live) in &keys {
             let at = position(key.as_bytes());
             let range = ranges.iter().find(|r| r.positions.contains(&at)).expect("a range");
+            let set = set(&identity, *live);
             for node in &range.replicas {
-                let set = set(&identity, *live);
+                let set = set.clone();
                 let pending = stores[node].update(key, Box::new(move |_| Ok(set)));
                 runtime.block_on(pending.wait()).expect("update");
             }
@@ -113,8 +114,8 @@ proptest! {
                 .collect();
             prop_assert!(live.len() <= limit as usize);
             for k in &merged.keys {
-                // Every replica of a page's key was heard, with or without it.
-                prop_assert_eq!(k.replies.len(), r.min(3));
+                // Replicas that agree need no repair; no replica differs here.
+                prop_assert!(k.repair.is_none(), "{:?}", k.repair);
             }
             found.extend(live);
             match merged.next {
@@ -134,4 +135,59 @@ proptest! {
             .collect();
         prop_assert_eq!(found, expected);
     }
+}
+
+/// A replica that lacks a key its peers hold, or holds another set of it,
+/// is named for the repair with what it answered; replicas that agree are
+/// merged from one decode and need none.
+#[test]
+fn replicas_that_differ_are_named_for_the_repair() {
+    let ring = Ring::new((0..3).map(|i| {
+        let owner = Owner {
+            id: format!("n{i}"),
+            zone: None,
+        };
+        (owner, vec![(i as u64 + 1) << 60])
+    }));
+    let ranges = ring.ranges(3);
+    let identity = Identity::ephemeral("n0");
+    let stores: Vec<MemoryStore> = (0..3).map(|_| MemoryStore::new()).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let (same, older) = (set(&identity, true), set(&identity, true));
+    let mut newer = older.clone();
+    newer.merge(&set(&identity, true));
+    let put = |store: &MemoryStore, key: &str, set: SiblingSet| {
+        runtime
+            .block_on(store.update(key, Box::new(move |_| Ok(set))).wait())
+            .expect("update");
+    };
+    for store in &stores {
+        put(store, "agree", same.clone());
+    }
+    put(&stores[0], "lacking", same.clone());
+    put(&stores[1], "lacking", same.clone());
+    put(&stores[0], "stale", older.clone());
+    put(&stores[1], "stale", newer.clone());
+    put(&stores[2], "stale", newer.clone());
+    let (plan, asks) = Coverage::new(&ranges, 3, |replicas| replicas);
+    let keys = KeyRange::default();
+    let answers: Vec<(Ask, Scanned)> = asks
+        .into_iter()
+        .map(|ask| {
+            let i: usize = ask.node[1..].parse().expect("n<i>");
+            let scanned = answer(&stores[i], &plan, &ask, &keys, 10, 100, usize::MAX);
+            (ask, scanned)
+        })
+        .collect();
+    let merged = merge(&plan, &answers, 10, 0);
+    let by_key: BTreeMap<&str, &Key> = merged.keys.iter().map(|k| (k.key.as_str(), k)).collect();
+    assert!(by_key["agree"].repair.is_none());
+    let lacking = by_key["lacking"].repair.as_ref().expect("a repair");
+    assert_eq!(lacking.len(), 3);
+    assert_eq!(lacking.iter().filter(|(_, set)| set.is_none()).count(), 1);
+    assert_eq!(by_key["stale"].merged, newer);
+    assert_eq!(by_key["stale"].repair.as_ref().map(Vec::len), Some(3));
+    assert_eq!(merged.next, None);
 }
