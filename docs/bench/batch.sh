@@ -25,13 +25,7 @@ bin=${BIN:-target/release/chorus}
 work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
-chorus_config "$work/cluster.toml" batch 7700 3 3
-storage_variant "$work/cluster.toml"
-start_nodes "$bin" "$work/cluster.toml" 3 7700
-server_pids=$(IFS=,; echo "${pids[*]}")
-"$bin" bench --url "$urls" --workload put --records "$records" --duration 1s \
-  --out "$work/load.json" > /dev/null 2>> "$work/bench.log"
-sleep 2
+loaded_cluster "$bin" "$work" batch "$records"
 
 printf '| round | workload | ops per request | workers | ops/s | p99 ms (per request) | server CPU µs/op |\n|---|---|---|---|---|---|---|\n'
 for round in $(seq "$rounds"); do

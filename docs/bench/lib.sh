@@ -64,3 +64,17 @@ start_nodes() {
   wait_healthy "${list[@]}"
   urls=$(IFS=,; echo "${list[*]}")
 }
+
+# loaded_cluster BIN DIR NAME RECORDS: a durable three-node cluster of BIN
+# on ports 7700-7702 as compare.sh configures it (STORAGE applied), with
+# RECORDS records loaded; sets `pids`, `urls` and `server_pids`.
+loaded_cluster() {
+  local bin=$1 dir=$2 name=$3 records=$4
+  chorus_config "$dir/cluster.toml" "$name" 7700 3 3
+  storage_variant "$dir/cluster.toml"
+  start_nodes "$bin" "$dir/cluster.toml" 3 7700
+  server_pids=$(IFS=,; echo "${pids[*]}")
+  "$bin" bench --url "$urls" --workload put --records "$records" --duration 1s \
+    --out "$dir/load.json" > /dev/null 2>> "$dir/bench.log"
+  sleep 2
+}
