@@ -70,6 +70,9 @@ pub struct Coordinator {
     /// How long a read waits on the replicas it asked before asking the
     /// others; zero asks every replica at once.
     speculative_read: Duration,
+    /// The token ranges of the ring a scan last covered, kept while the
+    /// ring is the same one (`scan`).
+    ranges: scan::RangesCache,
 }
 
 /// What a client writes to a key.
@@ -111,6 +114,7 @@ impl Coordinator {
             transport,
             replica,
             speculative_read,
+            ranges: scan::RangesCache::default(),
         }
     }
 

@@ -26,7 +26,7 @@ impl Coordinator {
     pub(super) fn read_order(&self, mut replicas: Vec<String>) -> Vec<String> {
         replicas.shuffle(&mut *self.cluster.rng());
         let me = self.cluster.me();
-        replicas.sort_by_key(|r| {
+        replicas.sort_by_cached_key(|r| {
             (
                 r != me,
                 self.cluster.detector().liveness(r) == Liveness::Down,

@@ -36,6 +36,8 @@ use super::{Coordinator, observe};
 use crate::error::{Error, Result};
 use crate::peer::Call;
 use crate::replica::rpc::{MAX_SCAN_KEYS, Scan, Scanned};
+use crate::ring::Ring;
+use crate::ring::ranges::Range;
 use crate::store::KeyRange;
 use crate::version::SiblingSet;
 
@@ -72,7 +74,7 @@ impl Coordinator {
             return Ok(Page::default());
         }
         let limit = limit.clamp(1, MAX_SCAN_KEYS);
-        let ranges = self.cluster.routes().ring().ranges(self.cluster.n());
+        let ranges = self.ranges.of(&self.cluster.routes().ring(), self.cluster.n());
         if ranges.is_empty() {
             return Err(Error::Unavailable {
                 node: self.cluster.me().to_string(),
@@ -98,6 +100,10 @@ impl Coordinator {
             replicas
         });
         let mut running = FuturesUnordered::new();
+        // This node's own part runs when asked, inside this task: ask the
+        // others first, so that their work overlaps it.
+        let mut asks = asks;
+        asks.sort_by_key(|ask| ask.node == self.cluster.me());
         for ask in asks {
             running.push(self.ask(&plan, ask, &keys, limit));
         }
@@ -180,6 +186,30 @@ impl Coordinator {
             items,
             next: merged.next,
         }
+    }
+}
+
+/// The ranges of the last ring a scan covered: computing them asks a
+/// preference list per token, so a page reuses them while the ring (the
+/// members document's, shared by every request) is the same one.
+#[derive(Default)]
+pub(super) struct RangesCache(parking_lot::Mutex<Option<Cached>>);
+
+/// A ring, the N its ranges were computed for, and its ranges.
+type Cached = (Arc<Ring>, usize, Arc<Vec<Range>>);
+
+impl RangesCache {
+    fn of(&self, ring: &Arc<Ring>, n: usize) -> Arc<Vec<Range>> {
+        let mut cached = self.0.lock();
+        if let Some((r, cached_n, ranges)) = &*cached
+            && Arc::ptr_eq(r, ring)
+            && *cached_n == n
+        {
+            return Arc::clone(ranges);
+        }
+        let ranges = Arc::new(ring.ranges(n));
+        *cached = Some((Arc::clone(ring), n, Arc::clone(&ranges)));
+        ranges
     }
 }
 
