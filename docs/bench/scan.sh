@@ -8,7 +8,7 @@
 # read in both; E's 5% of inserts are 0.1% of its keys and stay in.
 #
 #   bash docs/bench/scan.sh [duration 8s]
-#   (ROUNDS=3 RECORDS=100000 CONCURRENCY=64 SCAN_CONCURRENCY=4, the
+#   (ROUNDS=3 RECORDS=100000 CONCURRENCY=64 SCAN_CONCURRENCY=16, the
 #   workers sending scans; STORAGE=always, interval or memory as in
 #   threads.sh; BIN=path measures that binary instead of building this tree)
 set -euo pipefail
@@ -17,7 +17,7 @@ duration=${1:-8s}
 rounds=${ROUNDS:-3}
 records=${RECORDS:-100000}
 concurrency=${CONCURRENCY:-64}
-scan_concurrency=${SCAN_CONCURRENCY:-4}
+scan_concurrency=${SCAN_CONCURRENCY:-16}
 if [ -z "${BIN:-}" ]; then cargo build --release --quiet; fi
 bin=${BIN:-target/release/chorus}
 . docs/bench/lib.sh
