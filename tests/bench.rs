@@ -428,9 +428,16 @@ async fn bad_bench_input_is_a_clear_error() {
         String::from_utf8_lossy(&out.stderr).contains("--server-pid"),
         "{out:?}"
     );
-    let out = chorus(&["bench", "--workload", "e"]).await;
+    let out = chorus(&["bench", "--workload", "g"]).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'e'"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'g'"));
+    // Scans are chorus's alone, one request per scan.
+    for args in [&["--target", "null"][..], &["--batch", "2"][..]] {
+        let out = chorus(&[&["bench", "--workload", "e"][..], args].concat()).await;
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("workload E scans"), "{args:?}: {stderr}");
+    }
 }
 
 /// `name` on PATH, or None with a loud note (a failure where CI requires it).

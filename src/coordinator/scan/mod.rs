@@ -74,7 +74,9 @@ impl Coordinator {
             return Ok(Page::default());
         }
         let limit = limit.clamp(1, MAX_SCAN_KEYS);
-        let ranges = self.ranges.of(&self.cluster.routes().ring(), self.cluster.n());
+        let ranges = self
+            .ranges
+            .of(&self.cluster.routes().ring(), self.cluster.n());
         if ranges.is_empty() {
             return Err(Error::Unavailable {
                 node: self.cluster.me().to_string(),

@@ -56,8 +56,18 @@ pub fn keys(shared_keys: usize, clients: u32) -> Vec<String> {
     (0..shared_keys)
         .map(|k| format!("k{k}"))
         .chain((0..clients).map(|c| format!("own-{c}")))
+        .chain([REFUSAL_PROBE_KEY.to_string()])
         .collect()
 }
+
+/// The key of the create-only writes worker 0 makes after its run
+/// ([`Worker::refusal_probe`]); nobody else writes it.
+pub const REFUSAL_PROBE_KEY: &str = "create-only";
+
+/// Scans are recorded as reads of a reader of their own: a scan neither
+/// presents nor updates its client's session, so what it returns is not
+/// what the client's later session reads must be as new as.
+pub const SCAN_READER: u32 = 1 << 16;
 
 /// One client's part.
 #[derive(Clone)]
@@ -175,6 +185,41 @@ impl Worker {
                 *state = next;
             }
         }
+        if self.id == 0 {
+            self.refusal_probe(&clients).await;
+        }
+    }
+
+    /// After the run, create-only writes (`If-None-Match: *`) of a key
+    /// nobody else writes, until one is refused with 412: the first may
+    /// create it, the next finds it. So every run has a refused write for
+    /// the conditions checker to hold to never being read, whatever the
+    /// workload drew; tried through each node in turn, every 100 ms, at
+    /// most 40 times (the faults are healing).
+    pub async fn refusal_probe<C>(&self, clients: &[Client<C>])
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
+        for attempt in 0..40 {
+            let client = &clients[attempt % clients.len()];
+            let (applied, answered) = self
+                .write(
+                    client,
+                    REFUSAL_PROBE_KEY,
+                    "quorum",
+                    true,
+                    false,
+                    Extra::IfNoneMatch,
+                    &Known::default(),
+                )
+                .await;
+            if answered && applied.is_none() {
+                return;
+            }
+            if !answered {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 
     /// Blind writes through one node the moment it answers again after a
@@ -272,7 +317,7 @@ impl Worker {
             let at_ms = now_ms();
             for (key, values) in items {
                 self.recorder.record(Op::Read {
-                    client: self.id,
+                    client: SCAN_READER + self.id,
                     key,
                     values,
                     session: false,
