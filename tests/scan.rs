@@ -406,3 +406,52 @@ async fn a_peer_scan_with_bad_bounds_is_refused_and_the_node_goes_on() {
     let (items, _) = scan_all(&n1, "prefix=x/").await;
     assert_eq!(keys_of(&items), ["x/1"]);
 }
+
+/// A page's answer stays within `limits.max_batch_bytes`, cursor and all:
+/// pages are cut before the item that would pass it, hold at least one
+/// item, and together still return every key once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_stays_within_the_answer_byte_limit() {
+    let cluster = TestCluster::start_with(3, 0, 3, |c| {
+        c.limits.max_value_bytes = 1024;
+        c.limits.max_batch_bytes = 4096;
+    })
+    .await;
+    let n1 = cluster.client(0);
+    let value = format!("\"{}\"", "v".repeat(900));
+    let mut want = Vec::new();
+    for i in 0..20 {
+        let key = format!("big/{i:02}");
+        put(&n1, &key, &value).await;
+        want.push(key);
+    }
+    let (mut found, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        pages += 1;
+        assert!(pages < 100, "no end");
+        let query = match &cursor {
+            Some(c) => format!("prefix=big/&limit=100&cursor={c}"),
+            None => "prefix=big/&limit=100".to_string(),
+        };
+        let reply = scan(&n1, &query).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            reply.body.len() <= 4096,
+            "a page of {} bytes",
+            reply.body.len()
+        );
+        let page = reply.json().expect("json");
+        let items = page["items"].as_array().expect("items").clone();
+        assert!(!items.is_empty(), "an empty page: {page}");
+        found.extend(keys_of(&items));
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(found, want);
+    assert!(
+        pages >= 5,
+        "20 values of 900 bytes in pages of 4 KiB: {pages} pages"
+    );
+}

@@ -16,8 +16,8 @@
 //! another scan, another cluster, or edited by hand is a 400.
 //!
 //! Bounds: `limit` keys per page; the answer's bytes at
-//! `limits.max_batch_bytes` (a page is cut before the item that would pass
-//! it, and always holds at least one item).
+//! `limits.max_batch_bytes`, its cursor included (a page is cut before the
+//! item that would pass it, and always holds at least one item).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -178,7 +178,10 @@ fn parse(api: &Api, query: Option<&str>) -> Result<(Scan, Option<String>)> {
 /// The answer: every item, cut before the one that would take the body
 /// past `limits.max_batch_bytes`, and the cursor of the next page.
 fn encode(api: &Api, scan: &Scan, page: Page) -> BytesMut {
-    let max = api.limits.max_batch_bytes;
+    // Room for what follows the items: `],"next":`, the cursor (the last
+    // key and a zero byte, the format and the seal, in base64) and `}`.
+    let tail = 16 + (api.limits.max_key_bytes + 1 + 1 + 16) * 4 / 3 + 4;
+    let max = api.limits.max_batch_bytes.saturating_sub(tail);
     let mut out = BytesMut::with_capacity(64 * page.items.len() + 32);
     out.put_slice(br#"{"items":["#);
     let mut next = page.next;
