@@ -1,6 +1,6 @@
 //! One stream per peer for the small, frequent calls of client reads and
 //! writes (the batchable services: `replica.read`, `replica.merge`,
-//! `replica.hint`).
+//! `replica.hint`), and the replicas' parts of client scans (`replica.scan`).
 //!
 //! Why: over HTTP/2 each of those calls was a request of its own, and the
 //! stream state, HPACK, the task per stream and the wake-ups cost both
