@@ -185,13 +185,14 @@ fn encode(api: &Api, scan: &Scan, page: Page) -> BytesMut {
     let mut out = BytesMut::with_capacity(64 * page.items.len() + 32);
     out.put_slice(br#"{"items":["#);
     let mut next = page.next;
-    for (i, (key, set)) in page.items.iter().enumerate() {
+    let mut previous: Option<String> = None;
+    for (i, (key, set)) in page.items.into_iter().enumerate() {
         let before = out.len();
         if i > 0 {
             out.put_u8(b',');
         }
         out.put_slice(br#"{"key":"#);
-        response::put_json_str(&mut out, key);
+        response::put_json_str(&mut out, &key);
         if !scan.keys_only {
             if let [only] = set.siblings()
                 && let Some(v) = only.content.value()
@@ -201,18 +202,21 @@ fn encode(api: &Api, scan: &Scan, page: Page) -> BytesMut {
                 response::put_expires(&mut out, only.content.expires_ms());
             } else {
                 out.put_slice(br#","siblings":"#);
-                response::put_siblings(&mut out, set);
+                response::put_siblings(&mut out, &set);
             }
-            let context = Context::read(set.context().clone()).encode(&api.seal, key);
-            out.put_slice(br#","context":"#);
-            response::put_json_str(&mut out, &context);
+            // Base64url: a JSON string as it is, no escaping to look for.
+            let context = Context::read(set.into_context()).encode(&api.seal, &key);
+            out.put_slice(br#","context":""#);
+            out.put_slice(context.as_bytes());
+            out.put_u8(b'"');
         }
         out.put_u8(b'}');
         if i > 0 && out.len() > max {
             out.truncate(before);
-            next = page.items.get(i - 1).map(|(key, _)| after(key));
+            next = previous.as_deref().map(after);
             break;
         }
+        previous = Some(key);
     }
     out.put_slice(br#"],"next":"#);
     match next {

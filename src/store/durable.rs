@@ -20,7 +20,7 @@ use super::committer::{Committer, Job};
 use super::rows::{Rows, Stored};
 use super::{
     Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, decode_set, storage_key,
-    storage_key_at, user_key,
+    storage_key_into, user_key,
 };
 use crate::budget::Budget;
 use crate::config::StorageConfig;
@@ -133,8 +133,10 @@ impl Store for FjallStore {
             let (key, position) = guard.into_inner()?;
             Ok((key.to_vec(), by_key::position_of(&position)?))
         });
+        // One buffer for every key's storage key.
+        let mut skey = Vec::new();
         by_key::scan(index, range, wanted, limits, |key, position| {
-            let skey = storage_key_at(position, key);
+            storage_key_into(&mut skey, position, key);
             Ok(self
                 .rows
                 .read_through(&self.kv, &skey)?

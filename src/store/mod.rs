@@ -161,9 +161,16 @@ pub fn storage_key(key: &str) -> Vec<u8> {
 /// The storage key of `key`, whose position is known.
 fn storage_key_at(position: Position, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + key.len());
+    storage_key_into(&mut out, position, key);
+    out
+}
+
+/// The storage key of `key` in `out`, whatever it held: a scan reuses one
+/// buffer for every key.
+fn storage_key_into(out: &mut Vec<u8>, position: Position, key: &[u8]) {
+    out.clear();
     out.extend_from_slice(&position.to_be_bytes());
     out.extend_from_slice(key);
-    out
 }
 
 /// The user key inside a storage key.

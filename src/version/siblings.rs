@@ -102,6 +102,11 @@ impl SiblingSet {
         &self.context
     }
 
+    /// The set's causal context, the set consumed.
+    pub fn into_context(self) -> VersionVector {
+        self.context
+    }
+
     pub fn siblings(&self) -> &[Sibling] {
         &self.siblings
     }

@@ -57,18 +57,32 @@ pub fn merge(plan: &Coverage, answers: &[(Ask, Scanned)], limit: usize, now_ms: 
             covering[range].push(ask.node.as_str());
         }
     }
-    // Each key with the bytes every replica that had it answered.
-    let mut seen: std::collections::BTreeMap<&str, Vec<(&str, &EncodedSet)>> = Default::default();
-    for (ask, scanned) in answers {
-        for (key, set) in scanned.entries.iter().take_while(|(k, _)| within(k)) {
-            seen.entry(key.as_str())
-                .or_default()
-                .push((ask.node.as_str(), set));
-        }
-    }
+    // The answers are each in key order: merge them, taking each key
+    // with the bytes of every replica that had it.
+    let mut at = vec![0usize; answers.len()];
+    let mut held: Vec<(&str, &EncodedSet)> = Vec::with_capacity(answers.len());
     let mut out = Merged::default();
     let mut live = 0;
-    for (key, held) in seen {
+    loop {
+        let mut least: Option<&str> = None;
+        for ((_, scanned), &i) in answers.iter().zip(&at) {
+            if let Some((key, _)) = scanned.entries.get(i)
+                && within(key)
+                && least.is_none_or(|l| key.as_str() < l)
+            {
+                least = Some(key.as_str());
+            }
+        }
+        let Some(key) = least else { break };
+        held.clear();
+        for ((ask, scanned), i) in answers.iter().zip(at.iter_mut()) {
+            if let Some((k, set)) = scanned.entries.get(*i)
+                && k == key
+            {
+                held.push((ask.node.as_str(), set));
+                *i += 1;
+            }
+        }
         let range = plan.range_of(position(key.as_bytes()));
         let covered_by: &[&str] = range
             .and_then(|r| covering.get(r))
