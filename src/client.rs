@@ -37,6 +37,17 @@ pub fn key_path(key: &str) -> String {
     format!("/kv/{}", utf8_percent_encode(key, KEY_SAFE))
 }
 
+/// The path of a scan page (`GET /kv`) with the parameters given.
+pub fn scan_path(params: &[(&str, Option<&str>)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    format!("/kv?{}", query.finish())
+}
+
 /// What a request got back.
 #[derive(Debug)]
 pub struct Reply {

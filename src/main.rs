@@ -413,23 +413,16 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             url,
         } => {
             let client = Client::cli(&url)?;
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            query.append_pair("limit", &limit.to_string());
-            let named = [("prefix", prefix), ("start", start), ("end", end)];
-            for (name, value) in named {
-                if let Some(value) = value {
-                    query.append_pair(name, &value);
-                }
-            }
-            if keys_only {
-                query.append_pair("keys_only", "true");
-            }
-            let query = query.finish();
+            let limit = limit.to_string();
             loop {
-                let path = match &cursor {
-                    Some(c) => format!("/kv?{query}&cursor={c}"),
-                    None => format!("/kv?{query}"),
-                };
+                let path = chorus::client::scan_path(&[
+                    ("prefix", prefix.as_deref()),
+                    ("start", start.as_deref()),
+                    ("end", end.as_deref()),
+                    ("limit", Some(&limit)),
+                    ("keys_only", keys_only.then_some("true")),
+                    ("cursor", cursor.as_deref()),
+                ]);
                 let reply = client
                     .request(Method::GET, &path, &[], Default::default())
                     .await?;
@@ -505,11 +498,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
 /// 3 when a conditional write's condition did not hold (412).
 /// A scan's page: a line per key, with its value or its siblings.
 fn print_page(page: &serde_json::Value) {
-    let items = page["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for item in items {
+    for item in page["items"].as_array().into_iter().flatten() {
         let key = item["key"].as_str().unwrap_or_default();
         match (item.get("value"), item.get("siblings")) {
             (Some(value), _) => println!("{key}\t{value}"),
