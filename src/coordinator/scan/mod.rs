@@ -59,10 +59,17 @@ impl Coordinator {
         r: usize,
         deadline: Instant,
     ) -> Result<Page> {
-        let page = self.coordinate_scan(keys, limit, r, deadline);
+        let page = async {
+            if keys.is_empty() {
+                return Ok(Page::default());
+            }
+            self.coordinate_scan(keys, limit.clamp(1, MAX_SCAN_KEYS), r, deadline)
+                .await
+        };
         observe::measured(self.cluster.me(), "scan", page).await
     }
 
+    /// The page of a non-empty range, `limit` within 1..=[`MAX_SCAN_KEYS`].
     async fn coordinate_scan(
         &self,
         keys: KeyRange,
@@ -70,13 +77,8 @@ impl Coordinator {
         r: usize,
         deadline: Instant,
     ) -> Result<Page> {
-        if keys.is_empty() {
-            return Ok(Page::default());
-        }
-        let limit = limit.clamp(1, MAX_SCAN_KEYS);
-        let ranges = self
-            .ranges
-            .of(&self.cluster.routes().ring(), self.cluster.n());
+        let ring = self.cluster.routes().ring();
+        let ranges = self.ranges.of(&ring, self.cluster.n());
         if ranges.is_empty() {
             return Err(Error::Unavailable {
                 node: self.cluster.me().to_string(),
@@ -88,9 +90,7 @@ impl Coordinator {
         // fall on as few nodes as they can: each node then covers more of
         // the ring and skips fewer keys it holds but was not asked for,
         // and pages still spread over the nodes.
-        let mut nodes: Vec<String> = ranges.iter().flat_map(|r| r.replicas.clone()).collect();
-        nodes.sort();
-        nodes.dedup();
+        let nodes = ring.owners().iter().map(|owner| owner.id.clone()).collect();
         let rank: std::collections::HashMap<String, usize> = self
             .read_order(nodes)
             .into_iter()
