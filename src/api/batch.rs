@@ -12,8 +12,9 @@
 //! and `message`). One bad op fails alone. The ops are independent: they
 //! run concurrently, in no order among them, and a batch is not atomic.
 //! That concurrency is what makes a batch cheaper than its ops one by one:
-//! one HTTP request instead of many, and their replica calls travel
-//! together on each peer stream.
+//! one HTTP request instead of many, their replica calls travel together
+//! on each peer stream, and the merges of its writes go to each replica
+//! in one message (`coordinator::outbox`).
 //!
 //! Bounds: the body in bytes before it is parsed; the ops in count while
 //! they are parsed (the 1,001st is not kept); the answer's values in bytes
@@ -21,6 +22,8 @@
 //! alone); at most [`CONCURRENT_OPS`] ops in flight, each beyond the first
 //! holding one of the node's `limits.max_inflight` permits as a single
 //! request would.
+
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -35,6 +38,7 @@ use super::Api;
 use super::kv::{Params, check_content_type, params, parse_condition, parse_ttl, read_body};
 use super::response::{self, Body};
 use crate::coordinator::Write;
+use crate::coordinator::outbox::Outbox;
 use crate::error::{Error, Result};
 use crate::security::tokens::{Denied, Scope};
 use crate::version::{Content, Context, SiblingSet};
@@ -97,11 +101,19 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     let at_once = 1 + extra.as_ref().map_or(0, |p| p.num_permits());
     // In order, at most `at_once` at a time. Boxed: a future that borrows
     // the request, named by its type, keeps the handler `Send`.
-    let start = |op| -> BoxFuture<'_, Outcome> { Box::pin(run(api, op, &p, &scopes)) };
+    let outbox = api.coordinator.outbox();
+    let start = |op| -> BoxFuture<'_, Outcome> { Box::pin(run(api, op, &p, &scopes, &outbox)) };
     let mut waiting = batch.ops.kept.iter().copied();
     let mut running: FuturesOrdered<_> = waiting.by_ref().take(at_once).map(start).collect();
     let mut first = true;
-    while let Some(result) = running.next().await {
+    // The merges the writes posted while they were polled leave together.
+    while let Some(result) = std::future::poll_fn(|cx| {
+        let next = running.poll_next_unpin(cx);
+        outbox.flush_if_settled();
+        next
+    })
+    .await
+    {
         if let Some(op) = waiting.next() {
             running.push_back(start(op));
         }
@@ -238,6 +250,7 @@ async fn run(
     raw: &RawValue,
     p: &Params,
     scopes: &Option<(String, Vec<Scope>)>,
+    outbox: &Arc<Outbox>,
 ) -> Outcome {
     let op: Op = match serde_json::from_str(raw.get()) {
         Ok(op) => op,
@@ -261,7 +274,7 @@ async fn run(
         }
     };
     let key = op.key.clone();
-    let result = execute(api, op, p, scopes).await;
+    let result = execute(api, op, p, scopes, outbox).await;
     Outcome {
         key: Some(key),
         result,
@@ -273,6 +286,7 @@ async fn execute(
     op: Op<'_>,
     p: &Params,
     scopes: &Option<(String, Vec<Scope>)>,
+    outbox: &Arc<Outbox>,
 ) -> Result<Done> {
     let needs = match op.op {
         Kind::Get => Scope::Read,
@@ -346,6 +360,7 @@ async fn execute(
         context,
         content,
         request_id: None,
+        outbox: Some(Arc::clone(outbox)),
     };
     let (written, context) = api
         .coordinator

@@ -52,6 +52,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
                 context,
                 content: content(api, body, p.ttl_ms)?,
                 request_id,
+                outbox: None,
             };
             put_or_delete(api, &key, write, condition, &p).await
         }
@@ -63,6 +64,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
                 context,
                 content: Content::Tombstone,
                 request_id: request_id(req.headers())?,
+                outbox: None,
             };
             put_or_delete(api, &key, write, condition, &p).await
         }

@@ -32,6 +32,7 @@ mod calls;
 pub mod condition;
 pub mod coverage;
 mod observe;
+pub mod outbox;
 pub mod quorum;
 mod read;
 mod read_repair;
@@ -58,6 +59,7 @@ use crate::ring::position;
 use crate::version::{Content, Context, Dot, SiblingSet};
 use calls::Calls;
 pub use condition::Condition;
+use outbox::Outbox;
 use quorum::Quorum;
 use replicate::Replication;
 use tally::{Outcome, Tally};
@@ -83,6 +85,9 @@ pub struct Write {
     pub content: Content,
     /// The client's `Idempotency-Key`, if it sent one.
     pub request_id: Option<String>,
+    /// The outbox of the client batch the write is one of: its merges go
+    /// to each replica with the batch's others (`outbox.rs`).
+    pub outbox: Option<Arc<Outbox>>,
 }
 
 /// A write that its write quorum acknowledged.
@@ -116,6 +121,11 @@ impl Coordinator {
             speculative_read,
             ranges: scan::RangesCache::default(),
         }
+    }
+
+    /// An outbox for the writes of one client batch (`outbox.rs`).
+    pub fn outbox(&self) -> Arc<Outbox> {
+        Arc::new(Outbox::new(Arc::clone(&self.transport)))
     }
 
     /// A client write with the quorum it asked for, due by `deadline`.
@@ -307,6 +317,9 @@ impl Coordinator {
             replicas.insert(0, me);
         }
         let mut calls = Calls::new(Arc::clone(&self.transport));
+        // A write of a client batch holds the batch's merges back until it
+        // has posted its own (`outbox.rs`).
+        let outbox = write.outbox.as_ref().map(|o| (Arc::clone(o), o.minting()));
         let mut minted = None;
         // Replicas that must not get the set as a merge: their copy goes to
         // a fallback (they could not be reached, or could not keep it).
@@ -371,6 +384,7 @@ impl Coordinator {
             set.clone(),
             encoded,
             calls,
+            outbox,
             self.cluster.fallbacks(key),
         );
         self.replicate(&mut replication, &mut tally, replicas, unreached, deadline)
@@ -438,8 +452,14 @@ impl Coordinator {
             replicas.iter().map(|r| (r.clone(), true)),
         );
         let calls = Calls::new(Arc::clone(&self.transport));
-        let mut replication =
-            Replication::new(key, set.clone(), None, calls, self.cluster.fallbacks(key));
+        let mut replication = Replication::new(
+            key,
+            set.clone(),
+            None,
+            calls,
+            None,
+            self.cluster.fallbacks(key),
+        );
         self.replicate(&mut replication, &mut tally, replicas, Vec::new(), deadline)
             .await;
         replication.finish_in_background();

@@ -10,11 +10,13 @@
 //! A hint that fails moves on to the next fallback, for as long as there
 //! is one; a fallback stands in for one owner at a time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::calls::Calls;
+use super::outbox::{Minting, Outbox};
 use super::tally::{Outcome, Tally};
 use crate::replica::rpc::{EncodedSet, Hint, Merge, Merged};
 use crate::version::SiblingSet;
@@ -30,6 +32,10 @@ pub(super) struct Replication {
     /// first: a write with no other replica encodes nothing).
     encoded: Option<EncodedSet>,
     calls: Calls<Merged>,
+    /// Where the merges go when the write is one of a client batch's, and
+    /// its count among the batch's writes still to post theirs.
+    outbox: Option<Arc<Outbox>>,
+    minting: Option<Minting>,
     /// The nodes after the preference list, in ring order, not yet used.
     fallbacks: std::vec::IntoIter<String>,
     /// (fallback, owner): whom each hint stands in for.
@@ -37,19 +43,26 @@ pub(super) struct Replication {
 }
 
 impl Replication {
-    /// `encoded`: the set's bytes when the minting store handed them back.
+    /// `encoded`: the set's bytes when the minting store handed them back;
+    /// `outbox`: the batch's, when the write is one of a client batch's,
+    /// with the write's count among those minting (let go once its merges
+    /// are posted).
     pub(super) fn new(
         key: &str,
         set: SiblingSet,
         encoded: Option<EncodedSet>,
         calls: Calls<Merged>,
+        outbox: Option<(Arc<Outbox>, Minting)>,
         fallbacks: Vec<String>,
     ) -> Self {
+        let (outbox, minting) = outbox.unzip();
         Replication {
             key: key.to_string(),
             encoded,
             set,
             calls,
+            outbox,
+            minting,
             fallbacks: fallbacks.into_iter(),
             hinted_for: Vec::new(),
         }
@@ -65,7 +78,13 @@ impl Replication {
             key: self.key.clone(),
             set,
         };
-        self.calls.start(to, request);
+        match &self.outbox {
+            Some(outbox) => {
+                let call = outbox.merge(to.clone(), request);
+                self.calls.add(to, call);
+            }
+            None => self.calls.start(to, request),
+        }
     }
 
     /// `owner` cannot take the set: the next fallback keeps it with a hint
@@ -95,6 +114,8 @@ impl Replication {
     /// Counts answers into `tally` until it is decided or `deadline`
     /// passes (then the calls still out fail in the tally).
     pub(super) async fn count(&mut self, tally: &mut Tally, deadline: Instant) {
+        // Every merge is posted: the batch's outbox may flush.
+        self.minting = None;
         while tally.outcome() == Outcome::Pending {
             match tokio::time::timeout_at(deadline, self.calls.recv()).await {
                 Ok(Some((to, reply))) => self.answered(Some(tally), to, reply),
@@ -136,6 +157,9 @@ impl Replication {
         if self.calls.outstanding() == 0 {
             return;
         }
+        // Every merge it posted was flushed while the tally counted; the
+        // batch's outbox need not outlive the batch.
+        self.outbox = None;
         tokio::spawn(async move {
             let until = Instant::now() + AFTER_DECISION;
             while self.calls.outstanding() > 0 {

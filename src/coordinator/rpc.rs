@@ -84,6 +84,7 @@ impl Coordinator {
                     context: w.context,
                     content: w.content,
                     request_id: w.request_id,
+                    outbox: None,
                 };
                 coordinator
                     .write(&w.key, write, w.quorum, deadline, true)

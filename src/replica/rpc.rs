@@ -7,6 +7,7 @@
 //! | [`Coordinate`] | [`Coordinated`] | mint a client write's dot here |
 //! | [`Merge`] | [`Merged`] | replication, read repair (the set encoded once) |
 //! | [`v1::Merge`] | [`Merged`] | the same, from and to protocol 1 nodes |
+//! | [`Merges`] | [`Merged`] | a client batch's writes to one replica (protocol 6) |
 //! | [`Hint`] | [`Merged`] | sloppy quorum: keep a set for a primary |
 //! | [`Handoff`] | [`Merged`] | ownership handoff, anti-entropy repair |
 //! | [`Fetch`] | `Vec<Option<SiblingSet>>` | verify a handoff, repair |
@@ -37,7 +38,7 @@ use super::events::Cause;
 use crate::budget::Budget;
 use crate::config::MAX_HANDOFF_BATCH;
 use crate::error::{Error, Result};
-use crate::peer::versions::SCAN_PROTOCOL;
+use crate::peer::versions::{MERGES_PROTOCOL, SCAN_PROTOCOL};
 use crate::peer::{Answer, Frame, Rpc, Service, Services, Transport};
 use crate::ring::Position;
 use crate::store::{KeyRange, Pending, ScanLimits};
@@ -95,6 +96,23 @@ pub struct Merge {
     pub set: EncodedSet,
 }
 
+/// Merge every set, each into the local copy of its key, and answer once
+/// all are stored: the writes of one client batch (`POST /batch`) that go
+/// to this replica, in one message instead of one each (protocol 6). The
+/// answer is one for all: a replica that could not store one of them
+/// fails the message, and the coordinator hints every set in it (a merge
+/// is idempotent, so the sets this replica did store lose nothing). At
+/// most [`MAX_HANDOFF_BATCH`] sets; the transport bounds its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merges(pub Vec<Merge>);
+
+impl Rpc for Merges {
+    const SERVICE: Service = Service::new("replica.merges", 1)
+        .batchable()
+        .since(MERGES_PROTOCOL);
+    type Reply = Merged;
+}
+
 /// A sibling set as postcard bytes: encoded once, shared by every message
 /// that carries it (a cheap clone), decoded by the receiver.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +136,16 @@ impl EncodedSet {
             return Ok(encoded.clone());
         }
         Ok(slot.insert(EncodedSet::encode(set)?).clone())
+    }
+
+    /// How many bytes the set takes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true of a set's bytes; here because `len` is.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The set, or a 400 when the bytes a peer sent are not one.
@@ -337,6 +365,20 @@ impl Replica {
         self.answer(services, "merge", |r, v1::Merge { key, set }| async move {
             r.check_open()?;
             r.merge_and_publish(key, set, Cause::Merge).await?;
+            Ok(r.merged())
+        });
+        self.answer(services, "merges", |r, Merges(merges)| async move {
+            r.check_open()?;
+            check_batch(merges.len())?;
+            // Decoded and queued together, so that they share one group
+            // commit, then awaited.
+            let pending = merges
+                .into_iter()
+                .map(|Merge { key, set }| Ok((key.clone(), r.merge(key, set.decode()?)?)))
+                .collect::<Result<Vec<_>>>()?;
+            for (key, p) in pending {
+                r.publish(&key, p, Cause::Merge).await?;
+            }
             Ok(r.merged())
         });
         self.answer(services, "hint", |r, hint: Hint| async move {

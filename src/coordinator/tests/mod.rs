@@ -187,6 +187,7 @@ async fn put(setup: &Setup, key: &str, value: &'static [u8]) -> SiblingSet {
         context: Context::default(),
         content: Content::Value(Bytes::from_static(value)),
         request_id: None,
+        outbox: None,
     };
     let written = setup
         .coordinator

@@ -24,6 +24,7 @@ fn value(v: &'static [u8], request_id: Option<&str>) -> Write {
         context: Context::default(),
         content: Content::Value(Bytes::from_static(v)),
         request_id: request_id.map(str::to_string),
+        outbox: None,
     }
 }
 
