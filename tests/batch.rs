@@ -291,12 +291,13 @@ async fn a_batch_runs_within_the_nodes_inflight_limit() {
     assert_eq!(a.get("p49").await.expect("get").json(), Some(json!(49)));
 }
 
-/// A peer's `replica.merges` of more sets than a message may carry is
-/// refused whole with an error, never a panic, and the node goes on.
+/// A peer's `replica.merges` or `replica.reads` of more keys than a
+/// message may carry is refused whole with an error, never a panic, and
+/// the node goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_peer_merges_over_the_bound_is_refused() {
+async fn a_peer_merges_or_reads_over_the_bound_is_refused() {
     use chorus::config::MAX_HANDOFF_BATCH;
-    use chorus::replica::rpc::{EncodedSet, Merge, Merges};
+    use chorus::replica::rpc::{EncodedSet, Merge, Merges, Reads};
     use chorus::version::SiblingSet;
     let cluster = TestCluster::start(3, 0, 3).await;
     let a = cluster.client(0);
@@ -311,6 +312,11 @@ async fn a_peer_merges_over_the_bound_is_refused() {
         .await
         .expect_err("refused");
     assert_eq!(refused.code, "protocol_error", "{refused:?}");
+    assert!(refused.message.contains("at most 4096"), "{refused:?}");
+    let keys = (0..=MAX_HANDOFF_BATCH).map(|i| format!("k{i}")).collect();
+    let refused = common::peer_rpc(&a, Reads(keys))
+        .await
+        .expect_err("refused");
     assert!(refused.message.contains("at most 4096"), "{refused:?}");
     let ok = a
         .put("after", Bytes::from_static(b"1"), None)

@@ -1,6 +1,7 @@
-//! How a batch's writes travel to the other replicas: in a few
-//! `replica.merges` messages per replica (`coordinator::outbox`), and one
-//! by one to a replica of the protocol before them. One test, its
+//! How a batch's writes and reads travel to the other replicas: in a few
+//! `replica.merges` and `replica.reads` messages per replica
+//! (`coordinator::outbox`), and one by one to a replica of the protocol
+//! before them. One test, its
 //! scenarios in turn: the nodes of a process share its metrics, so a
 //! test of its own binary is the only one whose calls these counters
 //! count.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus::client::Client;
-use chorus::peer::versions::MERGES_PROTOCOL;
+use chorus::peer::versions::OUTBOX_PROTOCOL;
 use common::cluster::{PerNode, TestCluster};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -27,16 +28,13 @@ async fn calls(client: &Client, service: &str) -> f64 {
     sum
 }
 
-/// Puts every key in one batch through `client`; all must answer 204.
-async fn put_batch(client: &Client, keys: &[String]) {
-    let ops: Vec<Value> = keys
-        .iter()
-        .map(|k| json!({"op": "put", "key": k, "value": k}))
-        .collect();
+/// Sends `ops` in one batch through `client` with `query`; the results,
+/// one per op.
+async fn batch(client: &Client, query: &str, ops: Vec<Value>) -> Vec<Value> {
     let reply = client
         .request(
             Method::POST,
-            "/batch",
+            &format!("/batch?{query}"),
             &[("content-type", "application/json")],
             Bytes::from(json!({ "ops": ops }).to_string()),
         )
@@ -44,9 +42,33 @@ async fn put_batch(client: &Client, keys: &[String]) {
         .expect("batch");
     assert_eq!(reply.status, StatusCode::OK);
     let json = reply.json().expect("json");
-    let results = json["results"].as_array().expect("results");
-    assert_eq!(results.len(), keys.len());
+    let results = json["results"].as_array().expect("results").clone();
+    assert_eq!(results.len(), ops.len());
+    results
+}
+
+/// Puts every key in one batch through `client`; all must answer 204.
+async fn put_batch(client: &Client, keys: &[String]) {
+    let ops = keys
+        .iter()
+        .map(|k| json!({"op": "put", "key": k, "value": k}))
+        .collect();
+    let results = batch(client, "", ops).await;
     assert!(results.iter().all(|r| r["status"] == 204), "{results:?}");
+}
+
+/// Gets every key in one batch through `client` at `r`; each must answer
+/// 200 with the value `put_batch` wrote.
+async fn get_batch(client: &Client, keys: &[String], r: u8) {
+    let ops = keys
+        .iter()
+        .map(|k| json!({"op": "get", "key": k}))
+        .collect();
+    let results = batch(client, &format!("r={r}"), ops).await;
+    for (key, r) in keys.iter().zip(results) {
+        assert_eq!(r["status"], 200, "{r}");
+        assert_eq!(r["value"], json!(key), "{r}");
+    }
 }
 
 /// Every replica holds each of `keys` in its own store, within 10 s (a
@@ -96,13 +118,27 @@ async fn a_batchs_merges_go_to_each_replica_in_a_few_messages() {
         "200 merges in {messages} messages"
     );
     assert_eq!(one_by_one, 0.0, "merges one by one");
+    // Read back at r = 3: every key asks both other replicas, together.
+    let a = cluster.client(0);
+    let before = (
+        calls(&a, "replica.reads").await,
+        calls(&a, "replica.read").await,
+    );
+    get_batch(&a, &keys, 3).await;
+    let messages = calls(&a, "replica.reads").await - before.0;
+    assert!(
+        (2.0..=20.0).contains(&messages),
+        "200 reads in {messages} messages"
+    );
+    let one_by_one = calls(&a, "replica.read").await - before.1;
+    assert_eq!(one_by_one, 0.0, "reads one by one");
     drop(cluster);
 
     // The same with the third node at the protocol before `replica.merges`:
     // it takes its 40 one by one, the second in a few messages.
     let pinned: PerNode = Box::new(|i, config| {
         if i == 2 {
-            config.cluster.protocol = Some(MERGES_PROTOCOL - 1);
+            config.cluster.protocol = Some(OUTBOX_PROTOCOL - 1);
         }
     });
     let cluster = TestCluster::start_each(3, 0, 3, |_| {}, Some(pinned)).await;
@@ -115,4 +151,11 @@ async fn a_batchs_merges_go_to_each_replica_in_a_few_messages() {
     let (messages, one_by_one) = batch_and_count(&cluster, &keys).await;
     assert!((1.0..=10.0).contains(&messages), "{messages} messages");
     assert_eq!(one_by_one, 40.0, "the old node's merges");
+    let before = calls(&a, "replica.read").await;
+    get_batch(&a, &keys, 3).await;
+    assert_eq!(
+        calls(&a, "replica.read").await - before,
+        40.0,
+        "the old node's reads"
+    );
 }

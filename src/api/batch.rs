@@ -13,8 +13,8 @@
 //! run concurrently, in no order among them, and a batch is not atomic.
 //! That concurrency is what makes a batch cheaper than its ops one by one:
 //! one HTTP request instead of many, their replica calls travel together
-//! on each peer stream, and the merges of its writes go to each replica
-//! in one message (`coordinator::outbox`).
+//! on each peer stream, and the merges of its writes and the reads of its
+//! reads go to each replica in one message each (`coordinator::outbox`).
 //!
 //! Bounds: the body in bytes before it is parsed; the ops in count while
 //! they are parsed (the 1,001st is not kept); the answer's values in bytes
@@ -38,7 +38,7 @@ use super::Api;
 use super::kv::{Params, check_content_type, params, parse_condition, parse_ttl, read_body};
 use super::response::{self, Body};
 use crate::coordinator::Write;
-use crate::coordinator::outbox::Outbox;
+use crate::coordinator::outbox::{Outbox, Tracked};
 use crate::error::{Error, Result};
 use crate::security::tokens::{Denied, Scope};
 use crate::version::{Content, Context, SiblingSet};
@@ -102,7 +102,9 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     // In order, at most `at_once` at a time. Boxed: a future that borrows
     // the request, named by its type, keeps the handler `Send`.
     let outbox = api.coordinator.outbox();
-    let start = |op| -> BoxFuture<'_, Outcome> { Box::pin(run(api, op, &p, &scopes, &outbox)) };
+    let start = |op| -> Tracked<BoxFuture<'_, Outcome>> {
+        outbox.track(Box::pin(run(api, op, &p, &scopes, &outbox)))
+    };
     let mut waiting = batch.ops.kept.iter().copied();
     let mut running: FuturesOrdered<_> = waiting.by_ref().take(at_once).map(start).collect();
     let mut first = true;
@@ -326,7 +328,7 @@ async fn execute(
         (Kind::Get, None) if condition.is_none() && context.is_empty() => {
             let read = api
                 .coordinator
-                .read(&key, p.quorum, p.deadline, None, false)
+                .read(&key, p.quorum, p.deadline, None, false, Some(outbox))
                 .await?;
             return Ok(Done::Read(read));
         }

@@ -78,7 +78,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
 async fn get(api: &Api, key: &str, p: &Params, session: Option<Context>) -> Result<Response<Body>> {
     let read = api
         .coordinator
-        .read(key, p.quorum, p.deadline, session, false)
+        .read(key, p.quorum, p.deadline, session, false, None)
         .await?;
     let Some(set) = read else {
         let mut response = response::not_found_key();

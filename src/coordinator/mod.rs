@@ -157,7 +157,14 @@ impl Coordinator {
         // The read overlaps every w replicas that acknowledged a first attempt.
         if let Some(id) = &write.request_id
             && let Ok(Some(set)) = self
-                .coordinate_read(key, replicas.clone(), overlapping(quorum), deadline, None)
+                .coordinate_read(
+                    key,
+                    replicas.clone(),
+                    overlapping(quorum),
+                    deadline,
+                    None,
+                    None,
+                )
                 .await
             && let Some(first) = set.request(id, self.replica.idempotency_cutoff())
         {
@@ -196,7 +203,9 @@ impl Coordinator {
                 },
                 None => quorum,
             };
-            let current = self.read(key, read, deadline, None, false).await?;
+            let current = self
+                .read(key, read, deadline, None, false, write.outbox.as_deref())
+                .await?;
             let cutoff = self.replica.idempotency_cutoff();
             let first = write.request_id.as_ref().and_then(|id| {
                 current
@@ -230,7 +239,8 @@ impl Coordinator {
     /// primaries); `None` if none has it. With a `session` context, the
     /// answer has seen everything the context has: the read waits for more
     /// replicas if the first `r` have not, or fails with
-    /// `session_not_satisfied`.
+    /// `session_not_satisfied`. `outbox`: the batch's, when the read is
+    /// one of a client batch's (its first asks go with the batch's others).
     pub async fn read(
         &self,
         key: &str,
@@ -238,6 +248,7 @@ impl Coordinator {
         deadline: Instant,
         session: Option<Context>,
         forwarded: bool,
+        outbox: Option<&Outbox>,
     ) -> Result<Option<SiblingSet>> {
         let replicas = self.cluster.routes().preference_list(key);
         if !forwarded && !replicas.iter().any(|r| r == self.cluster.me()) {
@@ -251,7 +262,7 @@ impl Coordinator {
                 return result;
             }
         }
-        let read = self.coordinate_read(key, replicas, quorum, deadline, session);
+        let read = self.coordinate_read(key, replicas, quorum, deadline, session, outbox);
         observe::measured(self.cluster.me(), "read", read).await
     }
 

@@ -1,50 +1,62 @@
-//! A client batch's outbox: the merges of its writes, sent to each replica
-//! in one message.
+//! A client batch's outbox: the merges of its writes, and the reads of its
+//! reads, sent to each replica in one message.
 //!
 //! The ops of a `POST /batch` run concurrently in the request's own task.
 //! Each write mints its dot on this node and merges its set into the other
-//! replicas. Sent one by one, every merge costs a call at both ends (a
-//! frame, a dispatch, an answer, a wake-up), although a batch's merges go
-//! to the same few nodes at nearly the same moment: the mints of a batch
-//! share a group commit and come back together. So a batch's writes post
-//! their merges here ([`Outbox::merge`]: a call like any other, counted in
-//! the write's tally). After each pass over its running ops the batch
-//! handler flushes the outbox if no write is still minting
-//! ([`Outbox::flush_if_settled`]): the merges posted by then leave as one
-//! [`Merges`] per replica, whose one answer is each merge's answer. Held
-//! back until the last of the batch's mints, a merge waits for at most the
-//! group commits that the batch's mints were split into; the batch's
-//! answer waits for its last write anyway, and the replicas take the
-//! batch's merges in one group commit too.
+//! replicas; each read asks `r` replicas. Sent one by one, every merge and
+//! read costs a call at both ends (a frame, a dispatch, an answer, a
+//! wake-up), although a batch's calls go to the same few nodes at nearly
+//! the same moment. So a batch's ops post them here ([`Outbox::merge`],
+//! [`Outbox::read`]: calls like any other, counted in the op's tally), and
+//! after each pass over its running ops the batch handler flushes the
+//! outbox ([`Outbox::flush_if_settled`]):
+//! - the reads leave once every op has been polled, as one [`Reads`] per
+//!   replica;
+//! - the merges leave once no write is still minting, as one [`Merges`] per
+//!   replica, whose one answer is each merge's answer. The mints of a
+//!   batch come back from a few group commits, one by one; held back until
+//!   the last of them, a merge waits for at most those group commits, the
+//!   batch's answer waits for its last write anyway, and the replicas take
+//!   the batch's merges in one group commit too.
 //!
 //! Invariants:
-//! - a posted merge is sent once the writes minting beside it have posted
-//!   theirs, or fails. A mint never waits for a merge, so that comes: a
-//!   write is counted from before its mint until its merges are posted
-//!   (or it gave up, [`Minting`] dropped), both happen while the handler
-//!   polls its ops, and it checks after every poll. An outbox dropped
-//!   with merges in it fails them (each write then hints that replica, as
-//!   for any failed merge);
-//! - a replica that does not speak [`MERGES_PROTOCOL`], and this node
-//!   itself, get their merges one by one (`replica.merge`), at once;
-//! - one message carries at most [`MAX_HANDOFF_BATCH`] merges and
+//! - a posted read is sent once every op of the batch has been polled
+//!   (an op posts its first reads in its first poll, and the handler
+//!   polls every op it starts); a posted merge once also the writes
+//!   minting beside it have posted theirs. A mint never
+//!   waits for a merge, so that comes: a write is counted from before its
+//!   mint until its merges are posted (or it gave up, [`Minting`]
+//!   dropped), both happen while the handler polls its ops, and it checks
+//!   after every poll. An outbox dropped with calls in it fails them (a
+//!   write then hints that replica, a read asks another, as for any failed
+//!   call);
+//! - a replica that does not speak [`OUTBOX_PROTOCOL`], and this node
+//!   itself, get their calls one by one (`replica.merge`, `replica.read`),
+//!   at once;
+//! - one message carries at most [`MAX_HANDOFF_BATCH`] calls and
 //!   [`MAX_BYTES`] bytes of keys and sets; more makes more messages, and a
-//!   larger set goes alone.
+//!   larger set goes alone. A replica answers a prefix of a [`Reads`] when
+//!   the sets would pass its message budget: the reads it left out fail,
+//!   and ask other replicas.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::config::MAX_HANDOFF_BATCH;
 use crate::error::{Error, Result};
-use crate::peer::versions::MERGES_PROTOCOL;
-use crate::peer::{Call, Transport};
-use crate::replica::rpc::{Merge, Merged, Merges};
+use crate::peer::versions::OUTBOX_PROTOCOL;
+use crate::peer::{Call, Rpc, Transport};
+use crate::replica::rpc::{EncodedSet, Merge, Merged, Merges, Read, Reads};
+use crate::version::SiblingSet;
 
-/// The most bytes of keys and sets in one [`Merges`]: well under the
-/// smallest peer message limit (`limits::MIN_PEER_MESSAGE_BYTES`), and
-/// small enough that one message does not hold a lane for long.
+/// The most bytes of keys and sets in one message: well under the smallest
+/// peer message limit (`limits::MIN_PEER_MESSAGE_BYTES`), and small enough
+/// that one message does not hold a lane for long.
 pub const MAX_BYTES: usize = 1 << 20;
 
 pub struct Outbox {
@@ -54,15 +66,43 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct Posts {
-    posted: Vec<Posted>,
+    merges: Vec<Posted<Merge, Merged>>,
+    reads: Vec<Posted<String, Option<SiblingSet>>>,
+    /// The batch's ops not yet polled once ([`Outbox::track`]): an op posts
+    /// its first reads in its first poll.
+    unpolled: usize,
     /// The batch's writes between the start of their mint and the posting
     /// of their merges ([`Minting`]).
     minting: usize,
 }
 
+/// An op of the batch, counted as unpolled until its first poll has run.
+pub struct Tracked<F> {
+    op: F,
+    unpolled: Option<Unpolled>,
+}
+
+struct Unpolled(Arc<Outbox>);
+
+impl Drop for Unpolled {
+    fn drop(&mut self) {
+        self.0.posted.lock().unpolled -= 1;
+    }
+}
+
+impl<F: Future + Unpin> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let polled = Pin::new(&mut self.op).poll(cx);
+        self.unpolled = None;
+        polled
+    }
+}
+
 /// A write of the batch that is minting: held from before its mint until
 /// it has posted its merges (or given up), so that the outbox waits for
-/// its merges before it flushes.
+/// its merges before it flushes them.
 pub struct Minting(Arc<Outbox>);
 
 impl Drop for Minting {
@@ -71,17 +111,20 @@ impl Drop for Minting {
     }
 }
 
-/// A merge waiting for the next flush, and where its answer goes.
-struct Posted {
+/// A call waiting for the next flush: to whom, what, and where its answer
+/// goes.
+struct Posted<T, A> {
     to: String,
-    merge: Merge,
-    answer: oneshot::Sender<Result<Merged>>,
+    what: T,
+    answer: oneshot::Sender<Result<A>>,
 }
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let posted = self.posted.lock();
         f.debug_struct("Outbox")
-            .field("posted", &self.posted.lock().posted.len())
+            .field("merges", &posted.merges.len())
+            .field("reads", &posted.reads.len())
             .finish()
     }
 }
@@ -94,76 +137,151 @@ impl Outbox {
         }
     }
 
+    /// Whether calls to `to` go one by one: to this node, or to a replica
+    /// that does not take them together.
+    fn one_by_one(&self, to: &str) -> bool {
+        self.transport.local(to).is_some() || self.transport.protocol_with(to) < OUTBOX_PROTOCOL
+    }
+
     /// Merges `merge` into replica `to`: sent with the batch's other merges
-    /// to `to` at the next [`Outbox::flush`], or at once when `to` is this
+    /// to `to` once its writes have minted, or at once when `to` is this
     /// node or does not take [`Merges`].
     pub fn merge(&self, to: String, merge: Merge) -> Call<Merged> {
-        if self.transport.local(&to).is_some()
-            || self.transport.protocol_with(&to) < MERGES_PROTOCOL
-        {
+        if self.one_by_one(&to) {
             return self.transport.rpc(&to, merge);
         }
+        self.post(to, merge, |posts| &mut posts.merges)
+    }
+
+    /// Reads `key` from replica `to`: sent with the batch's other reads of
+    /// `to` once every op has been polled, or at once when `to` is this
+    /// node or does not take [`Reads`].
+    pub fn read(&self, to: String, key: String) -> Call<Option<SiblingSet>> {
+        if self.one_by_one(&to) {
+            return self.transport.rpc(&to, Read { key });
+        }
+        self.post(to, key, |posts| &mut posts.reads)
+    }
+
+    /// Queues `what` for `to` in the queue `queue` picks; its answer, or
+    /// why none came.
+    fn post<T, A: Send + 'static>(
+        &self,
+        to: String,
+        what: T,
+        queue: impl FnOnce(&mut Posts) -> &mut Vec<Posted<T, A>>,
+    ) -> Call<A> {
         let (answer, answered) = oneshot::channel();
         let node = to.clone();
-        self.posted.lock().posted.push(Posted { to, merge, answer });
+        queue(&mut self.posted.lock()).push(Posted { to, what, answer });
         Box::pin(async move {
             answered.await.unwrap_or_else(|_| {
                 Err(Error::Unavailable {
                     node,
-                    reason: "the batch ended before its merge was sent".into(),
+                    reason: "the batch ended before its call was sent".into(),
                 })
             })
         })
     }
 
-    /// A write of the batch begins to mint: no flush until it has posted
-    /// its merges, or dropped what this returns.
+    /// `op`, an op of the batch: no read leaves until it has been polled
+    /// once (and posted the reads it asks first).
+    pub fn track<F: Future + Unpin>(self: &Arc<Self>, op: F) -> Tracked<F> {
+        self.posted.lock().unpolled += 1;
+        Tracked {
+            op,
+            unpolled: Some(Unpolled(Arc::clone(self))),
+        }
+    }
+
+    /// A write of the batch begins to mint: no merge leaves until it has
+    /// posted its own, or dropped what this returns.
     pub fn minting(self: &Arc<Self>) -> Minting {
         self.posted.lock().minting += 1;
         Minting(Arc::clone(self))
     }
 
-    /// Flushes once no write of the batch is minting: every merge of the
-    /// writes begun so far is then posted, and they leave together.
+    /// Sends the reads once every op has been polled once, and the merges
+    /// once also no write is minting: one message per replica (more past
+    /// the bounds), each awaited by a task of its own. (A pass of the
+    /// handler over its ops may end before it has polled them all: a
+    /// `FuturesUnordered` yields after two of its futures woke themselves.)
     pub fn flush_if_settled(&self) {
-        if self.posted.lock().minting == 0 {
-            self.flush();
+        let (mut merges, mut reads) = {
+            let mut posted = self.posted.lock();
+            if posted.unpolled > 0 {
+                return;
+            }
+            let merges = match posted.minting {
+                0 => std::mem::take(&mut posted.merges),
+                _ => Vec::new(),
+            };
+            (merges, std::mem::take(&mut posted.reads))
+        };
+        merges.sort_by(|a, b| a.to.cmp(&b.to));
+        for message in messages(merges, |p| &p.to, |p| p.what.key.len() + p.what.set.len()) {
+            self.send(message, Merges, |merged: Merged| {
+                Box::new(std::iter::repeat_with(move || Ok(merged)))
+            });
+        }
+        reads.sort_by(|a, b| a.to.cmp(&b.to));
+        for message in messages(reads, |p| &p.to, |p| p.what.len()) {
+            self.send(message, Reads, |sets: Vec<Option<EncodedSet>>| {
+                Box::new(
+                    sets.into_iter()
+                        .map(|set| set.map(|s| s.decode()).transpose()),
+                )
+            });
         }
     }
 
-    /// Sends every merge posted since the last flush: one message per
-    /// replica (more past the bounds), each awaited by a task of its own.
-    pub fn flush(&self) {
-        let mut posted = std::mem::take(&mut self.posted.lock().posted);
-        posted.sort_by(|a, b| a.to.cmp(&b.to));
-        for message in messages(posted, |p| &p.to, |p| size(&p.merge)) {
-            self.send(message);
-        }
-    }
-
-    fn send(&self, message: Vec<Posted>) {
+    /// Sends `message` to its replica as one `R` made of its calls, and
+    /// hands each call its answer: `answers` turns the reply into the
+    /// answers of the calls in order (those it has none for fail).
+    fn send<T, A, R>(
+        &self,
+        message: Vec<Posted<T, A>>,
+        request: impl FnOnce(Vec<T>) -> R,
+        answers: impl FnOnce(R::Reply) -> Answers<A> + Send + 'static,
+    ) where
+        A: Send + 'static,
+        R: Rpc,
+    {
         let Some(to) = message.first().map(|p| p.to.clone()) else {
             return;
         };
-        let (merges, answers): (Vec<Merge>, Vec<_>) =
-            message.into_iter().map(|p| (p.merge, p.answer)).unzip();
-        let call = self.transport.rpc(&to, Merges(merges));
+        let (what, waiting): (Vec<T>, Vec<_>) =
+            message.into_iter().map(|p| (p.what, p.answer)).unzip();
+        let call = self.transport.rpc(&to, request(what));
         tokio::spawn(async move {
-            match call.await {
-                Ok(merged) => answers.into_iter().for_each(|a| drop(a.send(Ok(merged)))),
+            let mut answers = match call.await {
+                Ok(reply) => answers(reply),
                 Err(e) => {
                     let reason = e.to_string();
-                    for answer in answers {
+                    for answer in waiting {
                         let _ = answer.send(Err(Error::Unavailable {
                             node: to.clone(),
                             reason: reason.clone(),
                         }));
                     }
+                    return;
                 }
+            };
+            for answer in waiting {
+                let result = answers.next().unwrap_or_else(|| {
+                    Err(Error::Unavailable {
+                        node: to.clone(),
+                        reason: "left out of its answer (the replica's message budget)".into(),
+                    })
+                });
+                let _ = answer.send(result);
             }
         });
     }
 }
+
+/// The answers a reply gives the calls of its message, in order.
+type Answers<A> = Box<dyn Iterator<Item = Result<A>> + Send>;
 
 /// `items`, sorted by destination, cut into messages: each to one
 /// destination, in the order given, of at most [`MAX_HANDOFF_BATCH`] items
@@ -189,11 +307,6 @@ fn messages<T>(items: Vec<T>, to: impl Fn(&T) -> &str, size: impl Fn(&T) -> usiz
         }
     }
     out
-}
-
-/// What a merge adds to a message: its key and its set's bytes.
-fn size(merge: &Merge) -> usize {
-    merge.key.len() + merge.set.len()
 }
 
 #[cfg(test)]

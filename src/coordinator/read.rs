@@ -8,6 +8,7 @@ use rand::seq::SliceRandom;
 use tokio::time::Instant;
 
 use super::calls::Calls;
+use super::outbox::Outbox;
 use super::quorum::Quorum;
 use super::read_repair;
 use super::tally::{Need, Outcome, Tally};
@@ -42,6 +43,7 @@ impl Coordinator {
         quorum: Quorum,
         deadline: Instant,
         session: Option<Context>,
+        outbox: Option<&Outbox>,
     ) -> Result<Option<SiblingSet>> {
         let need = Need {
             acks: quorum.r,
@@ -57,7 +59,14 @@ impl Coordinator {
             need.acks.max(need.primaries).min(unasked.len())
         };
         for to in unasked.drain(..first) {
-            replies.start(to, Read { key: key.into() });
+            match outbox {
+                // A read of a client batch: with the batch's other reads.
+                Some(outbox) => {
+                    let call = outbox.read(to.clone(), key.into());
+                    replies.add(to, call);
+                }
+                None => replies.start(to, Read { key: key.into() }),
+            }
         }
         let speculate_at = Instant::now() + self.speculative_read;
         let mut seen: Vec<read_repair::Reply> = Vec::new();

@@ -65,7 +65,7 @@ impl Coordinator {
             async move {
                 let deadline = coordinator.forwarded_deadline(&r.quorum, r.timeout_ms)?;
                 coordinator
-                    .read(&r.key, r.quorum, deadline, r.session, true)
+                    .read(&r.key, r.quorum, deadline, r.session, true, None)
                     .await
             }
         });

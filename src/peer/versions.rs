@@ -44,15 +44,17 @@ use parking_lot::RwLock;
 /// writes only while every member speaks 4 ([`EXPIRING_PROTOCOL`]). 5: a
 /// replica answers its part of a client scan (`replica.scan`); a node of
 /// protocol 4 refuses it, and the scan asks another replica of the range.
-/// 6: a client batch's writes go to each replica in one message
-/// (`replica.merges`); to a node of protocol 5 they go one by one.
+/// 6: a client batch's merges, and its reads, go to each replica in one
+/// message (`replica.merges`, `replica.reads`); to a node of protocol 5
+/// they go one by one.
 pub const PROTOCOL: u16 = 6;
 /// The first protocol whose nodes decode values with a TTL.
 pub const EXPIRING_PROTOCOL: u16 = 4;
 /// The first protocol whose nodes answer `replica.scan`.
 pub const SCAN_PROTOCOL: u16 = 5;
-/// The first protocol whose nodes take a batch's merges in one message.
-pub const MERGES_PROTOCOL: u16 = 6;
+/// The first protocol whose nodes take a batch's merges, and its reads,
+/// in one message.
+pub const OUTBOX_PROTOCOL: u16 = 6;
 /// The oldest protocol this build still speaks.
 pub const OLDEST_PROTOCOL: u16 = 1;
 /// The header of every `POST /peer` answer: the receiver's protocol.

@@ -8,6 +8,7 @@
 //! | [`Merge`] | [`Merged`] | replication, read repair (the set encoded once) |
 //! | [`v1::Merge`] | [`Merged`] | the same, from and to protocol 1 nodes |
 //! | [`Merges`] | [`Merged`] | a client batch's writes to one replica (protocol 6) |
+//! | [`Reads`] | `Vec<Option<EncodedSet>>` | a client batch's reads of one replica (protocol 6) |
 //! | [`Hint`] | [`Merged`] | sloppy quorum: keep a set for a primary |
 //! | [`Handoff`] | [`Merged`] | ownership handoff, anti-entropy repair |
 //! | [`Fetch`] | `Vec<Option<SiblingSet>>` | verify a handoff, repair |
@@ -38,7 +39,7 @@ use super::events::Cause;
 use crate::budget::Budget;
 use crate::config::MAX_HANDOFF_BATCH;
 use crate::error::{Error, Result};
-use crate::peer::versions::{MERGES_PROTOCOL, SCAN_PROTOCOL};
+use crate::peer::versions::{OUTBOX_PROTOCOL, SCAN_PROTOCOL};
 use crate::peer::{Answer, Frame, Rpc, Service, Services, Transport};
 use crate::ring::Position;
 use crate::store::{KeyRange, Pending, ScanLimits};
@@ -109,8 +110,24 @@ pub struct Merges(pub Vec<Merge>);
 impl Rpc for Merges {
     const SERVICE: Service = Service::new("replica.merges", 1)
         .batchable()
-        .since(MERGES_PROTOCOL);
+        .since(OUTBOX_PROTOCOL);
     type Reply = Merged;
+}
+
+/// Return the local sets of these keys as stored, in the order asked: the
+/// reads of one client batch (`POST /batch`) that ask this replica, in one
+/// message instead of one each (protocol 6). At most [`MAX_HANDOFF_BATCH`]
+/// keys; the answer covers a prefix of them, as many as fit the replica's
+/// message budget (at least one), and the asker has the rest read
+/// elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reads(pub Vec<String>);
+
+impl Rpc for Reads {
+    const SERVICE: Service = Service::new("replica.reads", 1)
+        .batchable()
+        .since(OUTBOX_PROTOCOL);
+    type Reply = Vec<Option<EncodedSet>>;
 }
 
 /// A sibling set as postcard bytes: encoded once, shared by every message
@@ -387,6 +404,9 @@ impl Replica {
         self.answer(services, "handoff", |r, Handoff(entries)| async move {
             r.handoff(entries).await.map(|()| r.merged())
         });
+        self.answer(services, "reads", |r, Reads(keys)| {
+            std::future::ready(r.reads(&keys))
+        });
         self.answer(services, "fetch", |r, Fetch(keys)| async move {
             check_batch(keys.len())?;
             let (mut sets, mut budget) = (Vec::new(), Budget::new(r.budget));
@@ -405,6 +425,21 @@ impl Replica {
         self.answer(services, "purge", |r, Purge(entries)| async move {
             r.purge(entries).await.map(|()| r.merged())
         });
+    }
+
+    /// The stored bytes of each of `keys`, a prefix of them within the
+    /// message budget ([`Reads`]).
+    fn reads(&self, keys: &[String]) -> Result<Vec<Option<EncodedSet>>> {
+        check_batch(keys.len())?;
+        let (mut sets, mut budget) = (Vec::new(), Budget::new(self.budget));
+        for key in keys {
+            let set = self.store.get_encoded(key)?;
+            if !budget.admit(set.as_ref().map_or(0, Bytes::len)) {
+                break;
+            }
+            sets.push(set.map(EncodedSet::stored));
+        }
+        Ok(sets)
     }
 
     /// Registers `f` as the handler of `R`, timed as `op` in

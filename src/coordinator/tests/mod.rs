@@ -200,7 +200,7 @@ async fn put(setup: &Setup, key: &str, value: &'static [u8]) -> SiblingSet {
 async fn read(setup: &Setup, key: &str, r: usize, session: Option<Context>) -> SiblingSet {
     setup
         .coordinator
-        .read(key, quorum(r), deadline(), session, true)
+        .read(key, quorum(r), deadline(), session, true, None)
         .await
         .expect("read")
         .expect("the key is there")
