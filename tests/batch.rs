@@ -324,3 +324,46 @@ async fn a_peer_merges_or_reads_over_the_bound_is_refused() {
         .expect("put");
     assert_eq!(ok.status, StatusCode::NO_CONTENT);
 }
+
+/// A batch's writes at w = 1, whose merges to a stopped replica fail
+/// (in one message, `coordinator::outbox`), hint that replica, and the
+/// hints reach it when it returns: with anti-entropy off, nothing else
+/// would bring the writes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batchs_writes_reach_a_replica_that_was_down_through_hints() {
+    let mut cluster = TestCluster::start_with(4, 0, 3, |c| {
+        c.antientropy.mode = chorus::config::AntiEntropyMode::Off;
+    })
+    .await;
+    let placer = std::sync::Arc::clone(cluster.node(0).cluster());
+    cluster.stop(3).await;
+    let a = cluster.client(0);
+    let keys: Vec<String> = (0..60).map(|i| format!("h/{i}")).collect();
+    let ops: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({"op": "put", "key": k, "value": k}))
+        .collect();
+    let reply = batch(&a, "w=1", &json!({ "ops": ops })).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let done = reply.json().expect("json")["results"].clone();
+    let done = done.as_array().expect("results");
+    assert!(done.iter().all(|r| r["status"] == 204), "{done:?}");
+    let owned: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            placer
+                .routes()
+                .preference_list(k)
+                .contains(&"n4".to_string())
+        })
+        .collect();
+    assert!(owned.len() >= 20, "only {} keys on n4", owned.len());
+    cluster.restart(3).await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for key in owned {
+        while cluster.node(3).store().get(key).expect("get").is_none() {
+            assert!(std::time::Instant::now() < until, "{key} never reached n4");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

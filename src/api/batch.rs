@@ -126,6 +126,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
         result.encode(api, &mut out, &mut budget);
     }
     out.put_slice(b"]}");
+    outbox.finish_in_background();
     Ok(response::json(StatusCode::OK, out.freeze()))
 }
 

@@ -44,6 +44,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -74,6 +77,9 @@ struct Posts {
     /// The batch's writes between the start of their mint and the posting
     /// of their merges ([`Minting`]).
     minting: usize,
+    /// What the batch's writes still await once decided: their replicas'
+    /// late answers, to hint those that fail ([`Outbox::finish_later`]).
+    later: Vec<BoxFuture<'static, ()>>,
 }
 
 /// An op of the batch, counted as unpolled until its first poll has run.
@@ -117,6 +123,16 @@ struct Posted<T, A> {
     to: String,
     what: T,
     answer: oneshot::Sender<Result<A>>,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // A batch whose client hung up still hints the replicas its
+        // decided writes missed.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.finish_in_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Outbox {
@@ -182,6 +198,24 @@ impl Outbox {
                 })
             })
         })
+    }
+
+    /// Awaits `rest` (a decided write's late answers) with the batch's
+    /// others, in one task once the batch has its answer
+    /// ([`Outbox::finish_in_background`]), not one task each.
+    pub fn finish_later(&self, rest: BoxFuture<'static, ()>) {
+        self.posted.lock().later.push(rest);
+    }
+
+    /// Awaits what the batch's writes left ([`Outbox::finish_later`]) in
+    /// one task of its own. Also done when the outbox is dropped.
+    pub fn finish_in_background(&self) {
+        let later = std::mem::take(&mut self.posted.lock().later);
+        if later.is_empty() {
+            return;
+        }
+        let all: FuturesUnordered<_> = later.into_iter().collect();
+        tokio::spawn(all.collect::<()>());
     }
 
     /// `op`, an op of the batch: no read leaves until it has been polled
@@ -311,8 +345,111 @@ fn messages<T>(items: Vec<T>, to: impl Fn(&T) -> &str, size: impl Fn(&T) -> usiz
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+    use crate::peer::{Dest, Frame, Services};
     use proptest::prelude::*;
+
+    /// Counts the messages sent; every one fails, as to a dead replica.
+    #[derive(Default)]
+    struct Refusing {
+        sent: AtomicUsize,
+    }
+
+    impl Transport for Refusing {
+        fn local(&self, _: &str) -> Option<Arc<Services>> {
+            None
+        }
+
+        fn send(&self, to: Dest<'_>, _: Frame) -> Call<bytes::Bytes> {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            let node = to.name().to_string();
+            Box::pin(async move {
+                Err(Error::Unavailable {
+                    node,
+                    reason: "refused".into(),
+                })
+            })
+        }
+
+        fn protocol_with(&self, _: &str) -> u16 {
+            crate::peer::versions::PROTOCOL
+        }
+    }
+
+    fn outbox() -> (Arc<Refusing>, Arc<Outbox>) {
+        let transport = Arc::new(Refusing::default());
+        let outbox = Arc::new(Outbox::new(transport.clone() as Arc<dyn Transport>));
+        (transport, outbox)
+    }
+
+    fn merge(key: &str) -> Merge {
+        let set = EncodedSet::encode(&SiblingSet::default()).expect("encode");
+        Merge {
+            key: key.into(),
+            set,
+        }
+    }
+
+    #[tokio::test]
+    async fn merges_wait_for_every_mint_then_leave_together_and_fail_together() {
+        let (transport, outbox) = outbox();
+        let minting = outbox.minting();
+        let first = outbox.merge("n2".into(), merge("a"));
+        let second = outbox.merge("n2".into(), merge("b"));
+        outbox.flush_if_settled();
+        assert_eq!(
+            transport.sent.load(Ordering::SeqCst),
+            0,
+            "a write still mints"
+        );
+        drop(minting);
+        outbox.flush_if_settled();
+        assert_eq!(
+            transport.sent.load(Ordering::SeqCst),
+            1,
+            "one message for both"
+        );
+        for call in [first, second] {
+            let e = call.await.expect_err("the replica refused");
+            assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_wait_until_every_op_was_polled_once() {
+        let (transport, outbox) = outbox();
+        let mut op = outbox.track(Box::pin(std::future::pending::<()>()));
+        let read = outbox.read("n3".into(), "k".into());
+        outbox.flush_if_settled();
+        assert_eq!(
+            transport.sent.load(Ordering::SeqCst),
+            0,
+            "an op not yet polled"
+        );
+        let polled = futures_util::FutureExt::now_or_never(&mut op);
+        assert!(polled.is_none());
+        outbox.flush_if_settled();
+        assert_eq!(transport.sent.load(Ordering::SeqCst), 1);
+        assert!(read.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_outbox_fails_what_it_holds_and_finishes_what_was_left() {
+        let (_, outbox) = outbox();
+        let minting = outbox.minting();
+        let call = outbox.merge("n2".into(), merge("a"));
+        let (done, finished) = tokio::sync::oneshot::channel();
+        outbox.finish_later(Box::pin(async move {
+            let _ = done.send(());
+        }));
+        drop(minting);
+        drop(outbox);
+        let e = call.await.expect_err("never sent");
+        assert!(e.to_string().contains("before its call was sent"), "{e}");
+        finished.await.expect("the late answers were awaited");
+    }
 
     proptest! {
         /// Every item goes out once, in order, each message to one

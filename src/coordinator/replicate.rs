@@ -157,10 +157,10 @@ impl Replication {
         if self.calls.outstanding() == 0 {
             return;
         }
-        // Every merge it posted was flushed while the tally counted; the
-        // batch's outbox need not outlive the batch.
-        self.outbox = None;
-        tokio::spawn(async move {
+        // A write of a client batch leaves them to its outbox, which awaits
+        // the batch's in one task; the outbox need not outlive the batch.
+        let outbox = self.outbox.take();
+        let finish = async move {
             let until = Instant::now() + AFTER_DECISION;
             while self.calls.outstanding() > 0 {
                 match tokio::time::timeout_at(until, self.calls.recv()).await {
@@ -168,6 +168,10 @@ impl Replication {
                     Ok(None) | Err(_) => break,
                 }
             }
-        });
+        };
+        match outbox {
+            Some(outbox) => outbox.finish_later(Box::pin(finish)),
+            None => drop(tokio::spawn(finish)),
+        }
     }
 }
