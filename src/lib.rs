@@ -33,7 +33,8 @@
 //!                store (its own peer messages): mint, merge, read; it
 //!                publishes each change it commits, with its cause (events)
 //! store          Store trait; fjall (durable) and memory engines; group commit
-//! version        dots, version vectors, sibling sets (DVV), client contexts
+//! version        dots, version vectors, sibling sets (DVV), client contexts,
+//!                CRDT states (counters and sets from the crdts crate)
 //! ring           positions, tokens, placement, members CRDT, Chord router
 //! antientropy    Merkle trees per ring range (pure), the causal op log
 //!                (pure), the exchanges that repair replicas in the

@@ -60,6 +60,7 @@
 
 mod actor;
 pub mod context;
+pub mod crdt;
 mod siblings;
 
 pub use actor::{Actor, Dot, VersionVector};

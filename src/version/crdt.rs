@@ -1,0 +1,226 @@
+//! CRDT keys: values that merge by their own laws and never show siblings
+//! (issue 23; this is the pure core, the routes come after it).
+//!
+//! # The idea
+//!
+//! A plain key keeps concurrent writes as siblings for the client to
+//! resolve. Some values need no client to resolve them: two increments of
+//! a counter both count, two adds to a set both belong. These are the
+//! convergent replicated data types of Shapiro, Preguiça, Baquero and
+//! Zawirski ("A comprehensive study of Convergent and Commutative
+//! Replicated Data Types", INRIA 2011), as Riak 2.0 shipped them (riak_dt):
+//! a state per key whose merge is a join, so replicas that saw the same
+//! updates in any order and any number of times hold the same state.
+//! chorus takes the types from the `crdts` crate: [`PNCounter`] (a counter
+//! that goes up and down: one grow-only count per actor for increments and
+//! one for decrements) and [`Orswot`] (the observed-remove set without
+//! tombstones of Bieniusa, Zawirski, Preguiça, Shapiro, Baquero, Balegas
+//! and Duarte, "An optimized conflict-free replicated set", 2012).
+//!
+//! # How a CRDT key lives among sibling sets (the plan)
+//!
+//! A CRDT key is replicated by the same machinery as any key: quorums,
+//! hints, read repair, anti-entropy, handoff and purge all move sibling
+//! sets and merge them with the one DVV merge. Its state travels as the
+//! content of its siblings. Two concurrent updates still make two
+//! siblings, each with a state; every read folds them with
+//! [`Crdt::merge`] into one, and every update is applied to that fold and
+//! written with a context that covers the siblings it folded, so the set
+//! collapses to one sibling again. A client never sees siblings of a CRDT
+//! key. This is how riak_kv stores its data types on top of its own
+//! sibling machinery.
+//!
+//! # Invariants
+//!
+//! - [`Crdt::merge`] is commutative, associative and idempotent (the
+//!   property tests below): replicas agree whatever order and however
+//!   often states reach them.
+//! - An update is applied by one actor, a node's incarnation
+//!   ([`Actor`]): an increment adds to that actor's own count, an add
+//!   takes that actor's next dot. No actor ever reuses a count or a dot,
+//!   whatever happens to its disk (a node that cannot prove its counters
+//!   are current takes a new incarnation, `store::Identity`), so no update
+//!   is ever lost to the max-merge of counts, nor counted twice.
+//! - A remove removes only the adds its client's read saw (`seen`, the
+//!   set's clock at that read): an add concurrent with the remove stays.
+//! - A key's type is fixed by its first write: merging or updating across
+//!   types is a [`Mismatch`], never a conversion.
+//!
+//! Everything here is pure: no I/O, no clocks, no locks.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crdts::ctx::RmCtx;
+use crdts::{CmRDT, CvRDT, Orswot, PNCounter};
+use serde::{Deserialize, Serialize};
+
+use super::actor::{Actor, VersionVector};
+
+/// A member of a set.
+pub type Member = String;
+
+/// The state of one CRDT key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Crdt {
+    Counter(PNCounter<Actor>),
+    Set(Orswot<Member, Actor>),
+}
+
+/// The type of a CRDT key, fixed by its first write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Counter,
+    Set,
+}
+
+impl Kind {
+    /// The type's name in the API (`"type": "counter"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Set => "set",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One client update of a CRDT key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// Adds `n` (negative: subtracts) to a counter.
+    Increment(i64),
+    /// Adds the members to a set.
+    Add(Vec<Member>),
+    /// Removes the members from a set, as far as the client's read saw them.
+    Remove(Vec<Member>),
+}
+
+impl Update {
+    /// The type of key the update applies to.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Update::Increment(_) => Kind::Counter,
+            Update::Add(_) | Update::Remove(_) => Kind::Set,
+        }
+    }
+}
+
+/// An update or a merge across types: the key holds `held`, the caller
+/// wanted `wanted` (a 409 `type_mismatch` at the API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the key holds a {held}, not a {wanted}")]
+pub struct Mismatch {
+    pub held: Kind,
+    pub wanted: Kind,
+}
+
+impl Crdt {
+    /// The empty state of a key of type `kind`.
+    pub fn new(kind: Kind) -> Crdt {
+        match kind {
+            Kind::Counter => Crdt::Counter(PNCounter::new()),
+            Kind::Set => Crdt::Set(Orswot::new()),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Crdt::Counter(_) => Kind::Counter,
+            Crdt::Set(_) => Kind::Set,
+        }
+    }
+
+    fn mismatch(&self, wanted: Kind) -> Mismatch {
+        Mismatch {
+            held: self.kind(),
+            wanted,
+        }
+    }
+
+    /// Joins `other` into this state. Across types: a [`Mismatch`], and
+    /// this state is left as it was.
+    pub fn merge(&mut self, other: &Crdt) -> Result<(), Mismatch> {
+        match (self, other) {
+            (Crdt::Counter(a), Crdt::Counter(b)) => a.merge(b.clone()),
+            (Crdt::Set(a), Crdt::Set(b)) => a.merge(b.clone()),
+            (this, other) => return Err(this.mismatch(other.kind())),
+        }
+        Ok(())
+    }
+
+    /// Applies `update` as `actor`. A remove removes what `seen` (the
+    /// clock of the set the client read, [`Crdt::clock`]) covers of the
+    /// members it names; with an empty `seen` it removes nothing.
+    pub fn apply(
+        &mut self,
+        update: &Update,
+        actor: &Actor,
+        seen: &VersionVector,
+    ) -> Result<(), Mismatch> {
+        match (&mut *self, update) {
+            (Crdt::Counter(c), Update::Increment(n)) => {
+                let steps = n.unsigned_abs();
+                if steps == 0 {
+                    return Ok(());
+                }
+                let op = match *n > 0 {
+                    true => c.inc_many(actor.clone(), steps),
+                    false => c.dec_many(actor.clone(), steps),
+                };
+                c.apply(op);
+            }
+            (Crdt::Set(s), Update::Add(members)) => {
+                if members.is_empty() {
+                    return Ok(());
+                }
+                let add = s.read_ctx().derive_add_ctx(actor.clone());
+                let op = s.add_all(members.iter().cloned(), add);
+                s.apply(op);
+            }
+            (Crdt::Set(s), Update::Remove(members)) => {
+                let rm = RmCtx {
+                    clock: seen.clone(),
+                };
+                let op = s.rm_all(members.iter().cloned(), rm);
+                s.apply(op);
+            }
+            (this, update) => return Err(this.mismatch(update.kind())),
+        }
+        Ok(())
+    }
+
+    /// What a client's remove may remove: the set's clock, handed out with
+    /// a read and sent back with the remove. A counter's is empty.
+    pub fn clock(&self) -> VersionVector {
+        match self {
+            Crdt::Counter(_) => VersionVector::new(),
+            Crdt::Set(s) => s.clock(),
+        }
+    }
+
+    /// A counter's value as decimal digits (a JSON number of any size:
+    /// increments of up to 2^63 each, from any number of actors).
+    pub fn counter(&self) -> Option<String> {
+        match self {
+            Crdt::Counter(c) => Some(c.read().to_string()),
+            Crdt::Set(_) => None,
+        }
+    }
+
+    /// A set's members, in order.
+    pub fn members(&self) -> Option<BTreeSet<Member>> {
+        match self {
+            Crdt::Counter(_) => None,
+            Crdt::Set(s) => Some(s.read().val.into_iter().collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

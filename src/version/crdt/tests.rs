@@ -1,0 +1,230 @@
+//! The laws of [`Crdt::merge`] and what the types promise, as properties
+//! over random histories of updates and merges among three replicas.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::*;
+
+const REPLICAS: usize = 3;
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// A client update through replica `at` (a remove with what a read
+    /// from that replica saw).
+    Update { at: usize, update: Update },
+    /// Replica `from`'s state merged into replica `to`.
+    Merge { from: usize, to: usize },
+}
+
+fn actor(i: usize) -> Actor {
+    Actor::new(format!("n{i}"), 1)
+}
+
+fn members() -> impl Strategy<Value = Vec<Member>> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "d"]), 0..3)
+        .prop_map(|m| m.into_iter().map(str::to_string).collect())
+}
+
+fn steps(kind: Kind) -> impl Strategy<Value = Vec<Step>> {
+    let update = match kind {
+        Kind::Counter => (-50i64..50).prop_map(Update::Increment).boxed(),
+        Kind::Set => prop_oneof![
+            members().prop_map(Update::Add),
+            members().prop_map(Update::Remove)
+        ]
+        .boxed(),
+    };
+    let step = prop_oneof![
+        2 => (0..REPLICAS, update).prop_map(|(at, update)| Step::Update { at, update }),
+        1 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Merge { from, to }),
+    ];
+    prop::collection::vec(step, 0..40)
+}
+
+/// The replicas' states after `steps`.
+fn run(kind: Kind, steps: &[Step]) -> Vec<Crdt> {
+    let mut replicas = vec![Crdt::new(kind); REPLICAS];
+    for step in steps {
+        match step {
+            Step::Update { at, update } => {
+                let seen = replicas[*at].clock();
+                replicas[*at]
+                    .apply(update, &actor(*at), &seen)
+                    .expect("one type");
+            }
+            Step::Merge { from, to } => {
+                let from = replicas[*from].clone();
+                replicas[*to].merge(&from).expect("one type");
+            }
+        }
+    }
+    replicas
+}
+
+fn merged(a: &Crdt, b: &Crdt) -> Crdt {
+    let mut out = a.clone();
+    out.merge(b).expect("one type");
+    out
+}
+
+fn kinds() -> impl Strategy<Value = Kind> {
+    prop_oneof![Just(Kind::Counter), Just(Kind::Set)]
+}
+
+proptest! {
+    /// Commutative, associative, idempotent: replicas agree whatever the
+    /// order and the number of times states reach them.
+    #[test]
+    fn merge_is_a_join((kind, history) in kinds().prop_flat_map(|k| (Just(k), steps(k)))) {
+        let r = run(kind, &history);
+        let (a, b, c) = (&r[0], &r[1], &r[2]);
+        prop_assert_eq!(merged(a, b), merged(b, a));
+        prop_assert_eq!(merged(&merged(a, b), c), merged(a, &merged(b, c)));
+        prop_assert_eq!(merged(a, a), a.clone());
+    }
+
+    /// Every increment counts once, whichever replica took it and however
+    /// the states met.
+    #[test]
+    fn a_counter_is_the_sum_of_its_increments(history in steps(Kind::Counter)) {
+        let r = run(Kind::Counter, &history);
+        let all = merged(&merged(&r[0], &r[1]), &r[2]);
+        let sum: i64 = history
+            .iter()
+            .filter_map(|s| match s {
+                Step::Update { update: Update::Increment(n), .. } => Some(*n),
+                _ => None,
+            })
+            .sum();
+        prop_assert_eq!(all.counter(), Some(sum.to_string()));
+    }
+
+    /// Observed remove: a member is in the final set exactly when one of
+    /// its adds was not seen by any remove of it (a model that tracks which
+    /// adds each replica knows).
+    #[test]
+    fn a_set_keeps_every_add_no_remove_saw(history in steps(Kind::Set)) {
+        // Model: events known per replica; an add event per member per
+        // update, a remove event listing the add events it saw.
+        let mut known: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); REPLICAS];
+        let mut adds: BTreeMap<usize, Member> = BTreeMap::new();
+        let mut removes: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+        let mut next = 0;
+        for step in &history {
+            match step {
+                Step::Update { at, update: Update::Add(members) } => {
+                    for m in members {
+                        adds.insert(next, m.clone());
+                        known[*at].insert(next);
+                        next += 1;
+                    }
+                }
+                Step::Update { at, update: Update::Remove(members) } => {
+                    let saw = known[*at]
+                        .iter()
+                        .filter(|e| adds.get(e).is_some_and(|m| members.contains(m)))
+                        .copied()
+                        .collect();
+                    removes.insert(next, saw);
+                    known[*at].insert(next);
+                    next += 1;
+                }
+                Step::Update { .. } => unreachable!("a set history"),
+                Step::Merge { from, to } => {
+                    let from = known[*from].clone();
+                    known[*to].extend(from);
+                }
+            }
+        }
+        let all_known: BTreeSet<usize> = known.iter().flatten().copied().collect();
+        let removed: BTreeSet<usize> = removes
+            .iter()
+            .filter(|(e, _)| all_known.contains(e))
+            .flat_map(|(_, saw)| saw.iter().copied())
+            .collect();
+        let want: BTreeSet<Member> = adds
+            .iter()
+            .filter(|(e, _)| all_known.contains(e) && !removed.contains(e))
+            .map(|(_, m)| m.clone())
+            .collect();
+        let r = run(Kind::Set, &history);
+        let all = merged(&merged(&r[0], &r[1]), &r[2]);
+        prop_assert_eq!(all.members(), Some(want));
+    }
+}
+
+#[test]
+fn an_add_the_remove_did_not_see_stays_and_one_it_saw_goes() {
+    let (mut one, mut two) = (Crdt::new(Kind::Set), Crdt::new(Kind::Set));
+    let x = vec!["x".to_string()];
+    one.apply(&Update::Add(x.clone()), &actor(1), &VersionVector::new())
+        .expect("a set");
+    // Two has not seen one's add: its remove leaves it.
+    two.apply(&Update::Remove(x.clone()), &actor(2), &two.clock())
+        .expect("a set");
+    two.merge(&one).expect("a set");
+    assert_eq!(two.members(), Some(BTreeSet::from(["x".to_string()])));
+    // Now it has: the remove takes it.
+    two.apply(&Update::Remove(x), &actor(2), &two.clock())
+        .expect("a set");
+    one.merge(&two).expect("a set");
+    assert_eq!(one.members(), Some(BTreeSet::new()));
+}
+
+#[test]
+fn a_remove_takes_only_what_its_read_saw() {
+    // The client read the set before a second add of "x" reached the
+    // replica: its remove leaves that add.
+    let (mut one, mut two) = (Crdt::new(Kind::Set), Crdt::new(Kind::Set));
+    let x = vec!["x".to_string()];
+    two.apply(&Update::Add(x.clone()), &actor(2), &VersionVector::new())
+        .expect("a set");
+    let read = two.clock();
+    one.apply(&Update::Add(x.clone()), &actor(1), &VersionVector::new())
+        .expect("a set");
+    two.merge(&one).expect("a set");
+    two.apply(&Update::Remove(x), &actor(2), &read)
+        .expect("a set");
+    assert_eq!(two.members(), Some(BTreeSet::from(["x".to_string()])));
+}
+
+#[test]
+fn a_type_is_fixed_by_the_first_write() {
+    let mut counter = Crdt::new(Kind::Counter);
+    counter
+        .apply(&Update::Increment(5), &actor(0), &VersionVector::new())
+        .expect("a counter");
+    let before = counter.clone();
+    let set = Crdt::new(Kind::Set);
+    assert_eq!(
+        counter.merge(&set),
+        Err(Mismatch {
+            held: Kind::Counter,
+            wanted: Kind::Set
+        })
+    );
+    let add = Update::Add(vec!["a".into()]);
+    let e = counter
+        .apply(&add, &actor(0), &VersionVector::new())
+        .expect_err("not a set");
+    assert_eq!(e.to_string(), "the key holds a counter, not a set");
+    assert_eq!(counter, before, "left as it was");
+    assert_eq!(counter.counter().as_deref(), Some("5"));
+}
+
+#[test]
+fn a_counter_holds_more_than_an_i64() {
+    let mut c = Crdt::new(Kind::Counter);
+    for i in 0..4 {
+        c.apply(
+            &Update::Increment(i64::MAX),
+            &actor(i),
+            &VersionVector::new(),
+        )
+        .expect("a counter");
+    }
+    let want = (i128::from(i64::MAX) * 4).to_string();
+    assert_eq!(c.counter(), Some(want));
+}
