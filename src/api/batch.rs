@@ -108,7 +108,9 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     let mut waiting = batch.ops.kept.iter().copied();
     let mut running: FuturesOrdered<_> = waiting.by_ref().take(at_once).map(start).collect();
     let mut first = true;
-    // The merges the writes posted while they were polled leave together.
+    // After each poll, what the ops posted to the outbox leaves once they
+    // are settled: reads once every op was polled, merges once every
+    // write has minted.
     while let Some(result) = std::future::poll_fn(|cx| {
         let next = running.poll_next_unpin(cx);
         outbox.flush_if_settled();

@@ -85,8 +85,9 @@ pub struct Write {
     pub content: Content,
     /// The client's `Idempotency-Key`, if it sent one.
     pub request_id: Option<String>,
-    /// The outbox of the client batch the write is one of: its merges go
-    /// to each replica with the batch's others (`outbox.rs`).
+    /// The outbox of the client batch the write is one of: its merges (and
+    /// a conditional write's read) go to each replica with the batch's
+    /// others (`outbox.rs`).
     pub outbox: Option<Arc<Outbox>>,
 }
 
@@ -123,7 +124,7 @@ impl Coordinator {
         }
     }
 
-    /// An outbox for the writes of one client batch (`outbox.rs`).
+    /// An outbox for the ops of one client batch (`outbox.rs`).
     pub fn outbox(&self) -> Arc<Outbox> {
         Arc::new(Outbox::new(Arc::clone(&self.transport)))
     }

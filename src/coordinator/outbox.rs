@@ -50,6 +50,7 @@ use futures_util::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use crate::budget::Budget;
 use crate::config::MAX_HANDOFF_BATCH;
 use crate::error::{Error, Result};
 use crate::peer::versions::OUTBOX_PROTOCOL;
@@ -322,20 +323,20 @@ type Answers<A> = Box<dyn Iterator<Item = Result<A>> + Send>;
 /// and [`MAX_BYTES`] bytes (an item larger than that alone).
 fn messages<T>(items: Vec<T>, to: impl Fn(&T) -> &str, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
     let mut out: Vec<Vec<T>> = Vec::new();
-    let mut bytes = 0;
+    let mut room = Budget::new(MAX_BYTES);
     for item in items {
         let more = size(&item);
         match out.last_mut() {
             Some(last)
                 if to(&last[0]) == to(&item)
                     && last.len() < MAX_HANDOFF_BATCH
-                    && bytes + more <= MAX_BYTES =>
+                    && room.admit(more) =>
             {
-                bytes += more;
                 last.push(item);
             }
             _ => {
-                bytes = more;
+                room = Budget::new(MAX_BYTES);
+                room.admit(more);
                 out.push(vec![item]);
             }
         }

@@ -7,6 +7,7 @@
 //! this node's own coordinator: it hands back the minted set before the
 //! fsync, with what says when the fsync is done.
 
+mod answers;
 pub mod events;
 pub mod rpc;
 
