@@ -25,7 +25,7 @@
 //!   polls every op it starts); a posted merge once also the writes
 //!   minting beside it have posted theirs. A mint never
 //!   waits for a merge, so that comes: a write is counted from before its
-//!   mint until its merges are posted (or it gave up, [`Minting`]
+//!   mint until its merges are posted (or it gave up, its [`Held`]
 //!   dropped), both happen while the handler polls its ops, and it checks
 //!   after every poll. An outbox dropped with calls in it fails them (a
 //!   write then hints that replica, a read asks another, as for any failed
@@ -76,7 +76,7 @@ struct Posts {
     /// its first reads in its first poll.
     unpolled: usize,
     /// The batch's writes between the start of their mint and the posting
-    /// of their merges ([`Minting`]).
+    /// of their merges ([`Outbox::minting`]).
     minting: usize,
     /// What the batch's writes still await once decided: their replicas'
     /// late answers, to hint those that fail ([`Outbox::finish_later`]).
@@ -86,15 +86,7 @@ struct Posts {
 /// An op of the batch, counted as unpolled until its first poll has run.
 pub struct Tracked<F> {
     op: F,
-    unpolled: Option<Unpolled>,
-}
-
-struct Unpolled(Arc<Outbox>);
-
-impl Drop for Unpolled {
-    fn drop(&mut self) {
-        self.0.posted.lock().unpolled -= 1;
-    }
+    unpolled: Option<Held>,
 }
 
 impl<F: Future + Unpin> Future for Tracked<F> {
@@ -107,14 +99,27 @@ impl<F: Future + Unpin> Future for Tracked<F> {
     }
 }
 
-/// A write of the batch that is minting: held from before its mint until
-/// it has posted its merges (or given up), so that the outbox waits for
-/// its merges before it flushes them.
-pub struct Minting(Arc<Outbox>);
+/// One of the outbox's counts held up while it lives: an op not yet
+/// polled ([`Outbox::track`]), a write minting ([`Outbox::minting`]: held
+/// from before its mint until it has posted its merges or given up).
+pub struct Held {
+    outbox: Arc<Outbox>,
+    count: fn(&mut Posts) -> &mut usize,
+}
 
-impl Drop for Minting {
+impl Held {
+    fn new(outbox: &Arc<Outbox>, count: fn(&mut Posts) -> &mut usize) -> Held {
+        *count(&mut outbox.posted.lock()) += 1;
+        Held {
+            outbox: Arc::clone(outbox),
+            count,
+        }
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
-        self.0.posted.lock().minting -= 1;
+        *(self.count)(&mut self.outbox.posted.lock()) -= 1;
     }
 }
 
@@ -222,18 +227,16 @@ impl Outbox {
     /// `op`, an op of the batch: no read leaves until it has been polled
     /// once (and posted the reads it asks first).
     pub fn track<F: Future + Unpin>(self: &Arc<Self>, op: F) -> Tracked<F> {
-        self.posted.lock().unpolled += 1;
         Tracked {
             op,
-            unpolled: Some(Unpolled(Arc::clone(self))),
+            unpolled: Some(Held::new(self, |p| &mut p.unpolled)),
         }
     }
 
     /// A write of the batch begins to mint: no merge leaves until it has
     /// posted its own, or dropped what this returns.
-    pub fn minting(self: &Arc<Self>) -> Minting {
-        self.posted.lock().minting += 1;
-        Minting(Arc::clone(self))
+    pub fn minting(self: &Arc<Self>) -> Held {
+        Held::new(self, |p| &mut p.minting)
     }
 
     /// Sends the reads once every op has been polled once, and the merges

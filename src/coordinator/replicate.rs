@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::calls::Calls;
-use super::outbox::{Minting, Outbox};
+use super::outbox::{Held, Outbox};
 use super::tally::{Outcome, Tally};
 use crate::replica::rpc::{EncodedSet, Hint, Merge, Merged};
 use crate::version::SiblingSet;
@@ -35,7 +35,7 @@ pub(super) struct Replication {
     /// Where the merges go when the write is one of a client batch's, and
     /// its count among the batch's writes still to post theirs.
     outbox: Option<Arc<Outbox>>,
-    minting: Option<Minting>,
+    minting: Option<Held>,
     /// The nodes after the preference list, in ring order, not yet used.
     fallbacks: std::vec::IntoIter<String>,
     /// (fallback, owner): whom each hint stands in for.
@@ -52,7 +52,7 @@ impl Replication {
         set: SiblingSet,
         encoded: Option<EncodedSet>,
         calls: Calls<Merged>,
-        outbox: Option<(Arc<Outbox>, Minting)>,
+        outbox: Option<(Arc<Outbox>, Held)>,
         fallbacks: Vec<String>,
     ) -> Self {
         let (outbox, minting) = outbox.unzip();

@@ -112,17 +112,12 @@ impl Replica {
             Ok(r.merged())
         });
         self.answer(services, "merges", |r, Merges(merges)| async move {
-            r.check_open()?;
             check_batch(merges.len())?;
-            // Decoded and queued together, so that they share one group
-            // commit, then awaited.
-            let pending = merges
+            let sets = merges
                 .into_iter()
-                .map(|Merge { key, set }| Ok((key.clone(), r.merge(key, set.decode()?)?)))
+                .map(|Merge { key, set }| Ok((key, set.decode()?)))
                 .collect::<Result<Vec<_>>>()?;
-            for (key, p) in pending {
-                r.publish(&key, p, Cause::Merge).await?;
-            }
+            r.merge_all(sets, Cause::Merge).await?;
             Ok(r.merged())
         });
         self.answer(services, "hint", |r, hint: Hint| async move {
@@ -246,6 +241,13 @@ impl Replica {
     /// Merges every entry (a handoff, or an anti-entropy repair), queued
     /// together so they share fsyncs; returns once all are stored.
     pub async fn handoff(&self, entries: Vec<(String, SiblingSet)>) -> Result<()> {
+        self.merge_all(entries, Cause::Handoff).await
+    }
+
+    /// Merges every entry, all queued before any is awaited so that they
+    /// share one group commit, and publishes each change with `cause`;
+    /// returns once all are stored.
+    async fn merge_all(&self, entries: Vec<(String, SiblingSet)>, cause: Cause) -> Result<()> {
         self.check_open()?;
         check_batch(entries.len())?;
         let pending = entries
@@ -253,7 +255,7 @@ impl Replica {
             .map(|(key, set)| Ok((key.clone(), self.merge(key, set)?)))
             .collect::<Result<Vec<_>>>()?;
         for (key, p) in pending {
-            self.publish(&key, p, Cause::Handoff).await?;
+            self.publish(&key, p, cause).await?;
         }
         Ok(())
     }
