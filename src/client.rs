@@ -38,6 +38,11 @@ pub fn key_path(key: &str) -> String {
 }
 
 /// The path of a scan page (`GET /kv`) with the parameters given.
+/// The path of a CRDT key: `/crdt/` and the key, percent-encoded.
+pub fn crdt_path(key: &str) -> String {
+    format!("/crdt/{}", utf8_percent_encode(key, KEY_SAFE))
+}
+
 pub fn scan_path(params: &[(&str, Option<&str>)]) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (name, value) in params {
@@ -219,6 +224,27 @@ where
     pub async fn delete(&self, key: &str, context: Option<&str>) -> Result<Reply> {
         let headers: Vec<_> = context.map(|c| (CONTEXT_HEADER, c)).into_iter().collect();
         self.request(Method::DELETE, &key_path(key), &headers, Bytes::new())
+            .await
+    }
+
+    /// `GET /crdt/{key}`: a counter's or a set's state.
+    pub async fn crdt(&self, key: &str) -> Result<Reply> {
+        self.request(Method::GET, &crdt_path(key), &[], Bytes::new())
+            .await
+    }
+
+    /// `POST /crdt/{key}` with one update (`{"type":"counter","increment":1}`),
+    /// and the context of a read for a set's remove.
+    pub async fn crdt_update(
+        &self,
+        key: &str,
+        update: &serde_json::Value,
+        context: Option<&str>,
+    ) -> Result<Reply> {
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(context.map(|c| (CONTEXT_HEADER, c)));
+        let body = Bytes::from(update.to_string());
+        self.request(Method::POST, &crdt_path(key), &headers, body)
             .await
     }
 }

@@ -35,6 +35,10 @@ pub enum Error {
     BatchTooLarge(String),
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    #[error(
+        "{0}; a key's type is fixed by its first write: plain JSON values live on /kv, counters and sets on /crdt (docs/api.md, CRDT keys)"
+    )]
+    TypeMismatch(crate::version::Mismatch),
     #[error("method {method} is not allowed here; allowed: {allowed}")]
     MethodNotAllowed {
         method: String,
@@ -134,6 +138,7 @@ impl Error {
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            TypeMismatch(_) => StatusCode::CONFLICT,
             NoRoute(_) => StatusCode::NOT_FOUND,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BodyRead(_) => StatusCode::BAD_REQUEST,
@@ -171,6 +176,7 @@ impl Error {
             UnsupportedMediaType(_) => "unsupported_media_type",
             MethodNotAllowed { .. } => "method_not_allowed",
             PreconditionFailed(_) => "precondition_failed",
+            TypeMismatch(_) => "type_mismatch",
             NoRoute(_) => "no_route",
             BodyTimeout(_) => "body_timeout",
             BodyRead(_) => "body_unreadable",
@@ -230,6 +236,7 @@ impl Error {
             "unsupported_media_type",
             "method_not_allowed",
             "precondition_failed",
+            "type_mismatch",
             "no_route",
             "body_timeout",
             "body_unreadable",
@@ -270,6 +277,12 @@ impl Error {
             key: key.into(),
             message: message.into(),
         }
+    }
+}
+
+impl From<crate::version::Mismatch> for Error {
+    fn from(e: crate::version::Mismatch) -> Self {
+        Error::TypeMismatch(e)
     }
 }
 
@@ -354,6 +367,15 @@ mod tests {
                 Error::PreconditionFailed("the key has a value".into()),
                 412,
                 "precondition_failed",
+                false,
+            ),
+            (
+                Error::TypeMismatch(crate::version::Mismatch {
+                    held: crate::version::Shape::Plain,
+                    wanted: crate::version::Shape::Crdt(crate::version::Kind::Counter),
+                }),
+                409,
+                "type_mismatch",
                 false,
             ),
             (

@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 
 use chorus::api::CONTEXT_HEADER;
 use chorus::bench;
-use chorus::client::{Client, DEV_URL, Reply, key_path};
+use chorus::client::{Client, DEV_URL, Reply, crdt_path, key_path};
 use chorus::config::Config;
 use chorus::error::Error;
 use chorus::node::{Node, Start};
@@ -92,6 +92,43 @@ enum Command {
         /// context (If-Match), or with `*` only if the key has a value.
         #[arg(long)]
         if_match: Option<String>,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Add N (negative: subtract) to the counter under KEY; prints the
+    /// counter as the replica that applied it holds it.
+    Incr {
+        key: String,
+        #[arg(allow_negative_numbers = true)]
+        n: i64,
+        /// Count once however often the command is retried with this id.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Add members to the set under KEY.
+    Sadd {
+        key: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Remove members from the set under KEY: those the read that returned
+    /// --context saw, or without it those a read made now sees.
+    Srem {
+        key: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
+    /// Read the counter or set under KEY, and its context.
+    Crdt {
+        key: String,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
@@ -402,6 +439,42 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 .await?;
             Ok(print_reply(&reply))
         }
+        Command::Incr {
+            key,
+            n,
+            idempotency_key,
+            url,
+        } => {
+            let body = serde_json::json!({"type": "counter", "increment": n});
+            let mut headers = vec![("content-type", "application/json")];
+            headers.extend(idempotency_key.as_deref().map(|k| ("idempotency-key", k)));
+            let path = format!("{}?returnbody=true", crdt_path(&key));
+            let reply = Client::cli(&url)?
+                .request(Method::POST, &path, &headers, body.to_string().into())
+                .await?;
+            Ok(print_reply(&reply))
+        }
+        Command::Sadd { key, members, url } => {
+            let body = serde_json::json!({"type": "set", "add": members});
+            let reply = Client::cli(&url)?.crdt_update(&key, &body, None).await?;
+            Ok(print_reply(&reply))
+        }
+        Command::Srem {
+            key,
+            members,
+            context,
+            url,
+        } => {
+            let client = Client::cli(&url)?;
+            let context = match context {
+                Some(context) => Some(context),
+                None => client.crdt(&key).await?.context().map(str::to_string),
+            };
+            let body = serde_json::json!({"type": "set", "remove": members});
+            let reply = client.crdt_update(&key, &body, context.as_deref()).await?;
+            Ok(print_reply(&reply))
+        }
+        Command::Crdt { key, url } => Ok(print_reply(&Client::cli(&url)?.crdt(&key).await?)),
         Command::Scan {
             prefix,
             start,

@@ -22,6 +22,54 @@ fn context_line(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_sadd_srem_and_crdt_print_the_states() {
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    let up = chorus(&["incr", "hits", "5", "--url", &url]).await;
+    assert!(up.status.success(), "{up:?}");
+    assert!(stdout(&up).contains(r#""value": 5"#), "{}", stdout(&up));
+    let down = chorus(&["incr", "hits", "-7", "--url", &url]).await;
+    assert!(
+        stdout(&down).contains(r#""value": -2"#),
+        "{}",
+        stdout(&down)
+    );
+    for _ in 0..2 {
+        let once = chorus(&[
+            "incr",
+            "hits",
+            "10",
+            "--idempotency-key",
+            "k1",
+            "--url",
+            &url,
+        ])
+        .await;
+        assert!(once.status.success());
+    }
+    let read = stdout(&chorus(&["crdt", "hits", "--url", &url]).await);
+    assert!(read.contains(r#""value": 8"#), "retried once: {read}");
+
+    let add = chorus(&["sadd", "tags", "a", "b", "c", "--url", &url]).await;
+    assert!(add.status.success());
+    assert!(stdout(&add).starts_with("ok"));
+    let rem = chorus(&["srem", "tags", "b", "--url", &url]).await;
+    assert!(rem.status.success());
+    let read = stdout(&chorus(&["crdt", "tags", "--url", &url]).await);
+    assert!(
+        read.contains("\"a\"") && read.contains("\"c\"") && !read.contains("\"b\""),
+        "{read}"
+    );
+    context_line(&read);
+
+    let wrong = chorus(&["sadd", "hits", "x", "--url", &url]).await;
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("type_mismatch"));
+    let missing = chorus(&["crdt", "nothing", "--url", &url]).await;
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_delete_print_values_siblings_and_contexts() {
     let t = TestNode::start().await;
     let url = t.node.url();

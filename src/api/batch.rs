@@ -391,6 +391,11 @@ impl Outcome {
                     api.limits.max_batch_bytes
                 )))
             }
+            // A CRDT key: a 409, as `GET /kv` of it answers.
+            Ok(Done::Read(Some(set))) => match set.check_plain() {
+                Ok(()) => Ok(Done::Read(Some(set))),
+                Err(e) => Err(e.into()),
+            },
             other => other,
         };
         match result {

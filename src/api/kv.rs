@@ -85,6 +85,7 @@ async fn get(api: &Api, key: &str, p: &Params, session: Option<Context>) -> Resu
         set_quorum(&mut response, &p.quorum);
         return Ok(response);
     };
+    set.check_plain()?;
     static SIBLINGS: crate::metrics::Handles<(), metrics::Histogram> =
         crate::metrics::Handles::new();
     SIBLINGS
@@ -137,7 +138,7 @@ async fn put_or_delete(
     Ok(response)
 }
 
-fn set_quorum(response: &mut Response<Body>, quorum: &Quorum) {
+pub(super) fn set_quorum(response: &mut Response<Body>, quorum: &Quorum) {
     if let Ok(value) = HeaderValue::from_str(&quorum.header()) {
         response.headers_mut().insert(QUORUM_HEADER, value);
     }
@@ -161,7 +162,7 @@ pub(super) fn decode_key(raw: &str, max: usize) -> Result<String> {
 }
 
 pub(super) struct Params {
-    returnbody: bool,
+    pub(super) returnbody: bool,
     pub(super) quorum: Quorum,
     pub(super) deadline: Instant,
     /// `ttl_ms`: the value expires this long after the write.
@@ -249,7 +250,11 @@ pub(super) fn content(api: &Api, value: Bytes, ttl_ms: Option<u64>) -> Result<Co
     let Some(ttl_ms) = ttl_ms else {
         return Ok(Content::Value(value));
     };
-    super::ttl_supported(api)?;
+    super::cluster_speaks(
+        api,
+        crate::peer::versions::EXPIRING_PROTOCOL,
+        "a write with ttl_ms",
+    )?;
     Ok(Content::Expiring {
         value,
         expires_ms: api.replica.now_ms().saturating_add(ttl_ms),
@@ -257,7 +262,7 @@ pub(super) fn content(api: &Api, value: Bytes, ttl_ms: Option<u64>) -> Result<Co
 }
 
 /// The `Idempotency-Key` header: printable ASCII, at most 128 bytes.
-fn request_id(headers: &HeaderMap) -> Result<Option<String>> {
+pub(super) fn request_id(headers: &HeaderMap) -> Result<Option<String>> {
     let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
@@ -299,18 +304,22 @@ pub(super) fn check_content_type(headers: &HeaderMap) -> Result<()> {
 /// The `X-Chorus-Context` of a request on `key`: none, or one this cluster
 /// sealed for that key.
 fn context(api: &Api, headers: &HeaderMap, key: &str) -> Result<Context> {
-    match headers.get(CONTEXT_HEADER) {
+    match context_text(headers)? {
         None => Ok(Context::default()),
-        Some(value) => {
-            let text = value
-                .to_str()
-                .map_err(|_| Error::MalformedContext(crate::version::ContextError::NotBase64))?;
-            if text.trim().is_empty() {
-                return Ok(Context::default());
-            }
-            Ok(Context::decode(text, &api.seal, key)?)
-        }
+        Some(text) => Ok(Context::decode(text, &api.seal, key)?),
     }
+}
+
+/// The text of the `X-Chorus-Context` header; `None` when absent or empty
+/// (a client that has seen nothing).
+pub(super) fn context_text(headers: &HeaderMap) -> Result<Option<&str>> {
+    let Some(value) = headers.get(CONTEXT_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Error::MalformedContext(crate::version::ContextError::NotBase64))?;
+    Ok(Some(text).filter(|t| !t.trim().is_empty()))
 }
 
 /// The write's condition from the `If-None-Match` and `If-Match` headers

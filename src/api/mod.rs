@@ -2,6 +2,7 @@
 //!
 //! Routes (docs/api.md is the contract):
 //! - `GET|PUT|DELETE /kv/{key}`: `kv.rs`
+//! - `GET|POST /crdt/{key}`: counters and sets: `crdt.rs`
 //! - `POST /batch`: many key operations in one request: `batch.rs`
 //! - `GET /health`: liveness and the node's id
 //! - `GET /metrics`: Prometheus text
@@ -16,6 +17,7 @@
 
 mod admin;
 mod batch;
+mod crdt;
 mod kv;
 mod peer;
 mod replica_view;
@@ -58,6 +60,7 @@ use crate::store::Store;
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/kv", &["GET"]),
     ("/kv/{key}", &["GET", "PUT", "DELETE"]),
+    ("/crdt/{key}", &["GET", "POST"]),
     ("/batch", &["POST"]),
     ("/health", &["GET"]),
     ("/metrics", &["GET"]),
@@ -231,13 +234,13 @@ impl Api {
             p if p.starts_with("/admin/") => &[Scope::Admin],
             // A write that answers with the key's siblings reads them:
             // other writers' values, which `write` alone must not see.
-            p if p.starts_with("/kv/")
+            p if is_key_route(p)
                 && req.method() != Method::GET
                 && asks_returnbody(req.uri().query()) =>
             {
                 &[Scope::Write, Scope::Read]
             }
-            p if p.starts_with("/kv/") && req.method() != Method::GET => &[Scope::Write],
+            p if is_key_route(p) && req.method() != Method::GET => &[Scope::Write],
             _ => &[Scope::Read],
         };
         let header = req
@@ -267,6 +270,9 @@ impl Api {
         self.authorize(path, &req)?;
         if let Some(raw_key) = path.strip_prefix("/kv/") {
             return kv::handle(self, raw_key, req).await;
+        }
+        if let Some(raw_key) = path.strip_prefix("/crdt/") {
+            return crdt::handle(self, raw_key, req).await;
         }
         if let Some(raw_key) = path.strip_prefix("/admin/replica/") {
             return replica_view::get(self, req.method(), raw_key);
@@ -305,21 +311,24 @@ impl Api {
     }
 }
 
-/// Whether this node may take a write with a TTL: a value that expires is
-/// a sibling nodes before [`EXPIRING_PROTOCOL`] cannot decode, so every
-/// member must speak it (and have been heard saying so). Otherwise a
-/// retryable 503 that names the member holding it back.
+/// Whether this node may take a write that needs peer protocol
+/// `protocol` (a TTL: [`EXPIRING_PROTOCOL`]; a CRDT update:
+/// [`CRDT_PROTOCOL`]): it writes a sibling nodes before it cannot decode,
+/// so every member must speak it (and have been heard saying so).
+/// Otherwise a retryable 503 that names the member holding it back and
+/// `what` waits for it.
 ///
 /// [`EXPIRING_PROTOCOL`]: crate::peer::versions::EXPIRING_PROTOCOL
-fn ttl_supported(api: &Api) -> Result<()> {
-    use crate::peer::versions::EXPIRING_PROTOCOL;
+/// [`CRDT_PROTOCOL`]: crate::peer::versions::CRDT_PROTOCOL
+fn cluster_speaks(api: &Api, protocol: u16, what: &str) -> Result<()> {
     let needs = |node: &str, speaks: String| Error::Unavailable {
         node: node.to_string(),
         reason: format!(
-            "{speaks}; a write with ttl_ms needs every node at peer protocol {EXPIRING_PROTOCOL}              (an upgrade is under way, or cluster.protocol pins an older one: docs/operations.md)"
+            "{speaks}; {what} needs every node at peer protocol {protocol} \
+             (an upgrade is under way, or cluster.protocol pins an older one: docs/operations.md)"
         ),
     };
-    if api.versions.mine() < EXPIRING_PROTOCOL {
+    if api.versions.mine() < protocol {
         let speaks = format!("this node speaks peer protocol {}", api.versions.mine());
         return Err(needs(&api.node, speaks));
     }
@@ -328,12 +337,17 @@ fn ttl_supported(api: &Api) -> Result<()> {
             continue;
         }
         match api.versions.of(&member.id) {
-            Some(p) if p >= EXPIRING_PROTOCOL => {}
+            Some(p) if p >= protocol => {}
             Some(p) => return Err(needs(&member.id, format!("it speaks peer protocol {p}"))),
             None => return Err(needs(&member.id, "it has not been heard from yet".into())),
         }
     }
     Ok(())
+}
+
+/// A route of one key: `/kv/{key}` or `/crdt/{key}`.
+fn is_key_route(path: &str) -> bool {
+    path.starts_with("/kv/") || path.starts_with("/crdt/")
 }
 
 /// Whether a query asks for the body back: `returnbody` with any value but
@@ -384,8 +398,8 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
 /// sends; empty for other routes.
 fn quorum_label(op: &str, query: Option<&str>) -> &'static str {
     let wanted = match op {
-        "get" | "scan" => "r",
-        "put" | "delete" => "w",
+        "get" | "scan" | "crdt_get" => "r",
+        "put" | "delete" | "crdt_update" => "w",
         _ => return "",
     };
     let value = form_urlencoded::parse(query.unwrap_or("").as_bytes())
@@ -406,6 +420,8 @@ fn operation(method: &Method, path: &str) -> &'static str {
         (true, &Method::GET) => "get",
         (true, &Method::PUT) => "put",
         (true, &Method::DELETE) => "delete",
+        _ if path.starts_with("/crdt/") && method == Method::GET => "crdt_get",
+        _ if path.starts_with("/crdt/") && method == Method::POST => "crdt_update",
         _ if path == "/batch" => "batch",
         _ if path == "/kv" => "scan",
         _ if path == "/health" => "health",

@@ -64,6 +64,13 @@ pub fn view(key: &str, set: &SiblingSet) -> Value {
                 shown
             }
             Content::Tombstone => json!({ "dot": dot(&s.dot), "deleted": true }),
+            Content::Crdt(state) => {
+                let mut out = bytes::BytesMut::new();
+                super::response::put_crdt(&mut out, state);
+                let state = serde_json::from_slice::<Value>(&out).unwrap_or(Value::Null);
+                json!({ "dot": dot(&s.dot), "crdt": state })
+            }
+            Content::Update(_) => json!({ "dot": dot(&s.dot), "update": true }),
         })
         .collect();
     json!({ "key": key, "context": context, "siblings": siblings })

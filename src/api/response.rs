@@ -7,7 +7,7 @@ use http_body_util::Full;
 
 use crate::error::Error;
 use crate::version::context::Seal;
-use crate::version::{Content, Context, SiblingSet};
+use crate::version::{Content, Context, Crdt, SiblingSet};
 
 pub type Body = Full<Bytes>;
 
@@ -128,9 +128,38 @@ pub fn put_siblings(out: &mut BytesMut, set: &SiblingSet) {
                 out.put_slice(br#""}"#);
             }
             Content::Tombstone => out.put_slice(br#"{"deleted":true}"#),
+            Content::Crdt(state) => {
+                out.put_slice(br#"{"crdt":"#);
+                put_crdt(out, state);
+                out.put_u8(b'}');
+            }
+            // Never stored (`SiblingSet::is_well_formed`).
+            Content::Update(_) => out.put_slice(br#"{"update":true}"#),
         }
     }
     out.put_u8(b']');
+}
+
+/// A CRDT state as clients see it: `{"type":"counter","value":12}` (a
+/// JSON number of any size), `{"type":"set","value":["a","b"]}` (members
+/// in order).
+pub fn put_crdt(out: &mut BytesMut, state: &Crdt) {
+    out.put_slice(br#"{"type":""#);
+    out.put_slice(state.kind().name().as_bytes());
+    out.put_slice(br#"","value":"#);
+    if let Some(value) = state.counter() {
+        out.put_slice(value.as_bytes());
+    } else if let Some(members) = state.members() {
+        out.put_u8(b'[');
+        for (i, member) in members.iter().enumerate() {
+            if i > 0 {
+                out.put_u8(b',');
+            }
+            put_json_str(out, member);
+        }
+        out.put_u8(b']');
+    }
+    out.put_u8(b'}');
 }
 
 /// `ms` since the Unix epoch as an RFC 3339 instant in UTC, to the

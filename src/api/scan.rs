@@ -200,6 +200,11 @@ fn encode(api: &Api, scan: &Scan, page: Page) -> BytesMut {
                 out.put_slice(br#","value":"#);
                 out.put_slice(v);
                 response::put_expires(&mut out, only.content.expires_ms());
+            } else if let Some(state) = set.crdt() {
+                // A CRDT key: its state, folded (its context is a plain
+                // key's; `GET /crdt` gives the one a remove takes).
+                out.put_slice(br#","crdt":"#);
+                response::put_crdt(&mut out, &state);
             } else {
                 out.put_slice(br#","siblings":"#);
                 response::put_siblings(&mut out, &set);

@@ -46,8 +46,12 @@ use parking_lot::RwLock;
 /// protocol 4 refuses it, and the scan asks another replica of the range.
 /// 6: a client batch's merges, and its reads, go to each replica in one
 /// message (`replica.merges`, `replica.reads`); to a node of protocol 5
-/// they go one by one.
-pub const PROTOCOL: u16 = 6;
+/// they go one by one. 7: a sibling may hold the state of a CRDT key
+/// (`Content::Crdt`), and a write may carry an update of one
+/// (`Content::Update`); as with 4, no message changed, but a node of
+/// protocol 6 cannot decode either, so a node takes CRDT updates only
+/// while every member speaks 7 ([`CRDT_PROTOCOL`]).
+pub const PROTOCOL: u16 = 7;
 /// The first protocol whose nodes decode values with a TTL.
 pub const EXPIRING_PROTOCOL: u16 = 4;
 /// The first protocol whose nodes answer `replica.scan`.
@@ -55,6 +59,8 @@ pub const SCAN_PROTOCOL: u16 = 5;
 /// The first protocol whose nodes take a batch's merges, and its reads,
 /// in one message.
 pub const OUTBOX_PROTOCOL: u16 = 6;
+/// The first protocol whose nodes decode CRDT states and updates.
+pub const CRDT_PROTOCOL: u16 = 7;
 /// The oldest protocol this build still speaks.
 pub const OLDEST_PROTOCOL: u16 = 1;
 /// The header of every `POST /peer` answer: the receiver's protocol.

@@ -181,9 +181,28 @@ impl Replica {
                 // A retry of a write this replica already holds.
                 return Ok(set);
             }
+            // A key's type is fixed by its first write. An update of a
+            // CRDT key applies to the fold of its siblings here.
+            let fold = match &content {
+                Content::Update(op) => Some(set.crdt_for(op.update.kind())?),
+                _ => {
+                    set.check_plain()?;
+                    None
+                }
+            };
             let dot = identity.mint(|actor| set.min_counter(&context, actor));
             *minted_here.lock() = Some(dot.clone());
-            set.write(&context, dot.clone(), content);
+            match (fold, content) {
+                (Some(mut state), Content::Update(op)) => {
+                    // Applied as the actor that mints the dot, on top of
+                    // everything this copy holds (the fold), and written
+                    // over all of it: the key keeps one sibling here.
+                    state.apply(&op.update, &dot.actor, &op.seen)?;
+                    let folded = Context::read(set.context().clone());
+                    set.write(&folded, dot.clone(), Content::Crdt(state));
+                }
+                (_, content) => set.write(&context, dot.clone(), content),
+            }
             if let Some(id) = &id {
                 set.record_request(id, dot, now);
             }

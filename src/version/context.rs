@@ -40,6 +40,8 @@ use super::actor::{Actor, Dot, VersionVector, covers};
 /// Format 3 is sealed and bound to its key; formats 1 (unsealed) and 2
 /// (sealed, not bound to a key) are refused.
 const FORMAT: u8 = 3;
+/// A CRDT key's context ([`CrdtContext`]), sealed and bound as format 3.
+const CRDT_FORMAT: u8 = 4;
 /// Format byte, cluster fingerprint, key fingerprint.
 const HEADER_LEN: usize = 9;
 /// Bytes of the seal: 128 bits.
@@ -75,6 +77,10 @@ pub enum ContextError {
     KeyMismatch,
     #[error("the context is corrupt")]
     Corrupt,
+    #[error("the context is a plain key's (from /kv); a CRDT key takes the context of a GET /crdt")]
+    PlainKey,
+    #[error("the context is a CRDT key's (from /crdt); a plain key takes the context of a GET /kv")]
+    CrdtKey,
 }
 
 /// A causal context as handed to and taken back from clients.
@@ -205,58 +211,98 @@ impl Context {
     /// The context as the client holds it: sealed, and good for `key` only.
     pub fn encode(&self, seal: &Seal, key: &str) -> String {
         let capacity = HEADER_LEN + TAG_LEN + 16 * (self.vv.dots.len() + self.dots.len());
-        let mut raw = Vec::with_capacity(capacity);
-        raw.push(FORMAT);
-        raw.extend_from_slice(&seal.fingerprint);
-        raw.extend_from_slice(&key_fingerprint(key));
-        // Serializing strings and integers into a Vec cannot fail.
-        let mut raw = postcard::to_extend(self, raw).unwrap_or_default();
-        let tag = seal.tag(&raw, key);
-        raw.extend_from_slice(&tag);
-        URL_SAFE_NO_PAD.encode(raw)
+        sealed(FORMAT, self, capacity, seal, key)
     }
 
     /// A context a client sent with a request on `key`: refused unless this
     /// cluster sealed it for that key.
     pub fn decode(text: &str, seal: &Seal, key: &str) -> Result<Context, ContextError> {
-        if text.len() > MAX_ENCODED_LEN {
-            return Err(ContextError::TooLong);
-        }
-        let raw = URL_SAFE_NO_PAD
-            .decode(text.trim())
-            .map_err(|_| ContextError::NotBase64)?;
-        let Some((&format, rest)) = raw.split_first() else {
-            return Err(ContextError::UnknownFormat);
-        };
-        if format != FORMAT {
-            return Err(ContextError::UnknownFormat);
-        }
-        let (theirs, rest) = rest.split_at_checked(4).ok_or(ContextError::Corrupt)?;
-        if theirs != seal.fingerprint {
-            return Err(ContextError::Foreign);
-        }
-        let (for_key, body) = rest.split_at_checked(4).ok_or(ContextError::Corrupt)?;
-        let sealed_len = raw
-            .len()
-            .checked_sub(TAG_LEN)
-            .filter(|&n| n >= HEADER_LEN)
-            .ok_or(ContextError::Corrupt)?;
-        let (sealed, tag) = raw.split_at(sealed_len);
-        if !seal.check(sealed, key, tag) {
-            // Sealed by this cluster for another key, or not by this cluster.
-            return Err(if for_key != key_fingerprint(key) {
-                ContextError::KeyMismatch
-            } else {
-                ContextError::Forged
-            });
-        }
-        let body = &body[..body.len() - TAG_LEN];
+        let body = unsealed(text, FORMAT, seal, key)?;
         let (ctx, trailing): (Context, _) =
-            postcard::take_from_bytes(body).map_err(|_| ContextError::Corrupt)?;
+            postcard::take_from_bytes(&body).map_err(|_| ContextError::Corrupt)?;
         let zero = ctx.vv.dots.values().any(|&c| c == 0) || ctx.dots.iter().any(|d| d.counter == 0);
         if !trailing.is_empty() || zero || ctx.dots.len() > MAX_DOTS {
             return Err(ContextError::Corrupt);
         }
         Ok(ctx)
     }
+}
+
+/// The context of a CRDT key (`/crdt`): the clock of the state a client
+/// read ([`Crdt::clock`](super::Crdt::clock)), which a set's remove sends
+/// back so that it removes only what the client saw. Sealed and bound to
+/// its key like a [`Context`], under its own format byte, so a context of
+/// a plain key given to `/crdt`, or the reverse, is refused by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrdtContext {
+    pub clock: VersionVector,
+}
+
+impl CrdtContext {
+    pub fn encode(&self, seal: &Seal, key: &str) -> String {
+        let capacity = HEADER_LEN + TAG_LEN + 16 * self.clock.dots.len();
+        sealed(CRDT_FORMAT, self, capacity, seal, key)
+    }
+
+    pub fn decode(text: &str, seal: &Seal, key: &str) -> Result<CrdtContext, ContextError> {
+        let body = unsealed(text, CRDT_FORMAT, seal, key)?;
+        let (ctx, trailing): (CrdtContext, _) =
+            postcard::take_from_bytes(&body).map_err(|_| ContextError::Corrupt)?;
+        if !trailing.is_empty() || ctx.clock.dots.values().any(|&c| c == 0) {
+            return Err(ContextError::Corrupt);
+        }
+        Ok(ctx)
+    }
+}
+
+/// `payload` sealed for `key` under `format`, in base64url.
+fn sealed(format: u8, payload: &impl Serialize, capacity: usize, seal: &Seal, key: &str) -> String {
+    let mut raw = Vec::with_capacity(capacity);
+    raw.push(format);
+    raw.extend_from_slice(&seal.fingerprint);
+    raw.extend_from_slice(&key_fingerprint(key));
+    // Serializing strings and integers into a Vec cannot fail.
+    let mut raw = postcard::to_extend(payload, raw).unwrap_or_default();
+    let tag = seal.tag(&raw, key);
+    raw.extend_from_slice(&tag);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The payload of a context sealed for `key` under `format`.
+fn unsealed(text: &str, format: u8, seal: &Seal, key: &str) -> Result<Vec<u8>, ContextError> {
+    if text.len() > MAX_ENCODED_LEN {
+        return Err(ContextError::TooLong);
+    }
+    let mut raw = URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .map_err(|_| ContextError::NotBase64)?;
+    match raw.first() {
+        Some(&f) if f == format => {}
+        Some(&FORMAT) => return Err(ContextError::PlainKey),
+        Some(&CRDT_FORMAT) => return Err(ContextError::CrdtKey),
+        _ => return Err(ContextError::UnknownFormat),
+    }
+    let rest = &raw[1..];
+    let (theirs, rest) = rest.split_at_checked(4).ok_or(ContextError::Corrupt)?;
+    if theirs != seal.fingerprint {
+        return Err(ContextError::Foreign);
+    }
+    let for_key = rest.get(..4).ok_or(ContextError::Corrupt)?;
+    let sealed_len = raw
+        .len()
+        .checked_sub(TAG_LEN)
+        .filter(|&n| n >= HEADER_LEN)
+        .ok_or(ContextError::Corrupt)?;
+    let (sealed, tag) = raw.split_at(sealed_len);
+    if !seal.check(sealed, key, tag) {
+        // Sealed by this cluster for another key, or not by this cluster.
+        return Err(if for_key != key_fingerprint(key) {
+            ContextError::KeyMismatch
+        } else {
+            ContextError::Forged
+        });
+    }
+    raw.truncate(sealed_len);
+    raw.drain(..HEADER_LEN);
+    Ok(raw)
 }

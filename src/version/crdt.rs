@@ -48,12 +48,14 @@
 //!
 //! Everything here is pure: no I/O, no clocks, no locks.
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use crdts::ctx::RmCtx;
 use crdts::{CmRDT, CvRDT, Orswot, PNCounter};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::actor::{Actor, VersionVector};
 
@@ -61,7 +63,13 @@ use super::actor::{Actor, VersionVector};
 pub type Member = String;
 
 /// The state of one CRDT key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its encoding is canonical: equal states encode to equal bytes on every
+/// node (an [`Orswot`] keeps its members in hash maps, whose order differs
+/// from process to process, so a set is written with its members sorted:
+/// see [`SetParts`]). Merkle trees hash stored bytes, and two replicas
+/// holding one state must agree that they do.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub enum Crdt {
     Counter(PNCounter<Actor>),
     Set(Orswot<Member, Actor>),
@@ -91,7 +99,7 @@ impl fmt::Display for Kind {
 }
 
 /// One client update of a CRDT key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Update {
     /// Adds `n` (negative: subtracts) to a counter.
     Increment(i64),
@@ -111,13 +119,55 @@ impl Update {
     }
 }
 
-/// An update or a merge across types: the key holds `held`, the caller
-/// wanted `wanted` (a 409 `type_mismatch` at the API).
+/// A client's update on its way to the replica that applies it: what to
+/// do, and for a remove, what the client's read saw (the set's
+/// [`Crdt::clock`] then). The replica that mints the write applies it to
+/// its own copy, as its own actor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Op {
+    pub update: Update,
+    pub seen: VersionVector,
+}
+
+impl Ord for Op {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (&self.update, &self.seen.dots).cmp(&(&other.update, &other.seen.dots))
+    }
+}
+
+impl PartialOrd for Op {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What a key holds, as a type mismatch names it: a plain JSON value (a
+/// key of `/kv`) or a CRDT of a kind (a key of `/crdt`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Plain,
+    Crdt(Kind),
+    /// A read of `/crdt`, which takes any type.
+    AnyCrdt,
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Plain => f.write_str("plain value"),
+            Shape::Crdt(kind) => kind.fmt(f),
+            Shape::AnyCrdt => f.write_str("counter or set"),
+        }
+    }
+}
+
+/// An update, a merge or a write across types: the key holds `held`, the
+/// caller wanted `wanted` (a 409 `type_mismatch` at the API).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the key holds a {held}, not a {wanted}")]
 pub struct Mismatch {
-    pub held: Kind,
-    pub wanted: Kind,
+    pub held: Shape,
+    pub wanted: Shape,
 }
 
 impl Crdt {
@@ -138,8 +188,8 @@ impl Crdt {
 
     fn mismatch(&self, wanted: Kind) -> Mismatch {
         Mismatch {
-            held: self.kind(),
-            wanted,
+            held: Shape::Crdt(self.kind()),
+            wanted: Shape::Crdt(wanted),
         }
     }
 
@@ -213,12 +263,81 @@ impl Crdt {
         }
     }
 
+    /// The state's canonical encoding (what [`Serialize`] writes).
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding strings, integers and sequences into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
     /// A set's members, in order.
     pub fn members(&self) -> Option<BTreeSet<Member>> {
         match self {
             Crdt::Counter(_) => None,
             Crdt::Set(s) => Some(s.read().val.into_iter().collect()),
         }
+    }
+}
+
+/// An [`Orswot`] as it is written: the same fields in the same postcard
+/// layout (a map is a length and its pairs, as a sequence of pairs is), so
+/// the crate's own `Deserialize` reads it back, but sorted.
+#[derive(Serialize, Deserialize)]
+struct SetParts {
+    clock: VersionVector,
+    entries: Vec<(Member, VersionVector)>,
+    deferred: Vec<(VersionVector, Vec<Member>)>,
+}
+
+impl SetParts {
+    /// `set`'s fields, sorted. The crate keeps them private; its own
+    /// encoding, read back as a sequence, hands them over.
+    fn of(set: &Orswot<Member, Actor>) -> Result<SetParts, postcard::Error> {
+        let bytes = postcard::to_allocvec(set)?;
+        let mut parts: SetParts = postcard::from_bytes(&bytes)?;
+        parts.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (_, members) in &mut parts.deferred {
+            members.sort_unstable();
+        }
+        parts
+            .deferred
+            .sort_unstable_by(|a, b| a.0.dots.cmp(&b.0.dots));
+        Ok(parts)
+    }
+}
+
+impl Serialize for Crdt {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Crdt::Counter(c) => serializer.serialize_newtype_variant("Crdt", 0, "Counter", c),
+            Crdt::Set(s) => {
+                let parts = SetParts::of(s).map_err(serde::ser::Error::custom)?;
+                serializer.serialize_newtype_variant("Crdt", 1, "Set", &parts)
+            }
+        }
+    }
+}
+
+/// By canonical encoding: any total order does, so long as every node
+/// picks the same one (the sibling merge keeps the larger of two contents
+/// under one dot, which only a corrupt peer can send).
+impl Ord for Crdt {
+    fn cmp(&self, other: &Self) -> Ordering {
+        if self == other {
+            return Ordering::Equal;
+        }
+        self.encode().cmp(&other.encode())
+    }
+}
+
+impl PartialOrd for Crdt {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Hash for Crdt {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.encode().hash(state);
     }
 }
 

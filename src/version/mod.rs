@@ -64,5 +64,6 @@ pub mod crdt;
 mod siblings;
 
 pub use actor::{Actor, Dot, VersionVector};
-pub use context::{Context, ContextError};
+pub use context::{Context, ContextError, CrdtContext};
+pub use crdt::{Crdt, Kind, Mismatch, Op, Shape, Update};
 pub use siblings::{Content, MAX_REQUEST_ID, Request, Sibling, SiblingSet};

@@ -8,14 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use super::actor::{Actor, Dot, VersionVector, covers};
 use super::context::Context;
+use super::crdt::{Crdt, Kind, Mismatch, Op, Shape};
 
-/// What one sibling holds: a JSON value, one that expires, or the
-/// tombstone a delete leaves.
+/// What one sibling holds: a JSON value, one that expires, the
+/// tombstone a delete leaves, or the state of a CRDT key.
 ///
 /// The variants' order is their encoding (postcard writes the index):
 /// new ones go at the end, so sets stored and sent by older builds still
-/// decode. `Expiring` came with protocol 4; a node writes one only when
-/// every member speaks it.
+/// decode. `Expiring` came with protocol 4, `Crdt` and `Update` with 7; a
+/// node writes one only when every member speaks its protocol.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Content {
     /// The JSON document exactly as the client sent it (validated, never re-encoded).
@@ -28,6 +29,14 @@ pub enum Content {
     /// dropped wherever a node handles its set ([`SiblingSet::expire`]),
     /// like a delete that needs no message.
     Expiring { value: Bytes, expires_ms: u64 },
+    /// The state of a CRDT key (`crdt.rs`): every read folds a key's
+    /// `Crdt` siblings into one with [`Crdt::merge`].
+    Crdt(Crdt),
+    /// A client's update of a CRDT key on its way to the replica that
+    /// mints it, which applies it to its own copy and stores the result
+    /// as a [`Content::Crdt`]. Never stored: a set that holds one is not
+    /// well formed ([`SiblingSet::is_well_formed`]).
+    Update(Op),
 }
 
 impl Content {
@@ -35,7 +44,7 @@ impl Content {
     pub fn value(&self) -> Option<&Bytes> {
         match self {
             Content::Value(value) | Content::Expiring { value, .. } => Some(value),
-            Content::Tombstone => None,
+            Content::Tombstone | Content::Crdt(_) | Content::Update(_) => None,
         }
     }
 
@@ -141,6 +150,73 @@ impl SiblingSet {
         self.siblings
             .iter()
             .all(|s| matches!(s.content, Content::Tombstone))
+    }
+
+    /// The type of CRDT the key holds: its first `Crdt` sibling's, in dot
+    /// order (two first writes of different types raced; every replica
+    /// picks the same one). `None` for a plain key, an absent one, or one
+    /// whose siblings are all tombstones.
+    pub fn kind(&self) -> Option<Kind> {
+        self.siblings.iter().find_map(|s| match &s.content {
+            Content::Crdt(c) => Some(c.kind()),
+            _ => None,
+        })
+    }
+
+    /// The CRDT key's state: its `Crdt` siblings of its [`kind`] folded
+    /// with [`Crdt::merge`] (a sibling of another type, or a plain value
+    /// that raced the key's first CRDT write, is left out: the next update
+    /// supersedes it). `None` when the set holds no CRDT.
+    ///
+    /// [`kind`]: SiblingSet::kind
+    pub fn crdt(&self) -> Option<Crdt> {
+        let mut states = self.siblings.iter().filter_map(|s| match &s.content {
+            Content::Crdt(c) => Some(c),
+            _ => None,
+        });
+        let mut fold = states.next()?.clone();
+        for state in states {
+            // Another type: left out, as documented above.
+            let _ = fold.merge(state);
+        }
+        Some(fold)
+    }
+
+    /// Whether a sibling holds a plain JSON value (a key of `/kv`).
+    pub fn holds_values(&self) -> bool {
+        self.siblings.iter().any(|s| s.content.value().is_some())
+    }
+
+    /// What an update of type `kind` applies to: the key's state, or an
+    /// empty one of that type for a key that holds nothing (absent, or
+    /// deleted). A key of another type is a [`Mismatch`]: its type was
+    /// fixed by its first write.
+    pub fn crdt_for(&self, kind: Kind) -> Result<Crdt, Mismatch> {
+        let wanted = Shape::Crdt(kind);
+        match self.crdt() {
+            Some(state) if state.kind() == kind => Ok(state),
+            Some(state) => Err(Mismatch {
+                held: Shape::Crdt(state.kind()),
+                wanted,
+            }),
+            None if self.holds_values() => Err(Mismatch {
+                held: Shape::Plain,
+                wanted,
+            }),
+            None => Ok(Crdt::new(kind)),
+        }
+    }
+
+    /// Whether a plain write (a value or a delete, through `/kv`) may go
+    /// to this set: not when it holds a CRDT.
+    pub fn check_plain(&self) -> Result<(), Mismatch> {
+        match self.kind() {
+            Some(kind) => Err(Mismatch {
+                held: Shape::Crdt(kind),
+                wanted: Shape::Plain,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Drops the siblings whose values have expired by `now_ms`; returns
@@ -301,13 +377,21 @@ impl SiblingSet {
             && self.siblings.iter().all(|s| covers(&self.context, &s.dot))
             && self.requests.windows(2).all(|w| w[0].id < w[1].id)
             && self.requests.iter().all(|r| r.id.len() <= MAX_REQUEST_ID)
+            && !self
+                .siblings
+                .iter()
+                .any(|s| matches!(s.content, Content::Update(_)))
     }
 
-    /// Bytes of values held, for size limits and metrics.
+    /// Bytes of values held, for size limits and metrics (a CRDT state
+    /// counts as its encoding).
     pub fn value_bytes(&self) -> usize {
         self.siblings
             .iter()
-            .map(|s| s.content.value().map_or(0, Bytes::len))
+            .map(|s| match &s.content {
+                Content::Crdt(c) => c.encode().len(),
+                other => other.value().map_or(0, Bytes::len),
+            })
             .sum()
     }
 }

@@ -1,0 +1,249 @@
+//! `/crdt/{key}`: counters and sets that merge by their own laws
+//! (`version::crdt` has the idea; docs/api.md, CRDT keys, the contract).
+//!
+//! `POST` applies one update: `{"type":"counter","increment":5}`,
+//! `{"type":"set","add":["a","b"]}` or `{"type":"set","remove":["a"]}`
+//! (with the `X-Chorus-Context` of a read: a remove removes what that
+//! read saw). It is a write like a PUT: one replica mints it, applying
+//! the update to its own copy as its own actor, and `w` replicas
+//! acknowledge it. `GET` folds the key's siblings into one state and
+//! answers `{"type":"counter","value":12}` or
+//! `{"type":"set","value":["b"]}`, with the context a remove needs.
+//!
+//! A CRDT key never shows siblings. Its type is fixed by its first write:
+//! `/crdt` on a plain key, `/kv` on a CRDT key and an update of another
+//! type are `409 type_mismatch`.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::Api;
+use super::kv::{self, Params};
+use super::response::{self, Body, CONTEXT_HEADER};
+use crate::coordinator::Write;
+use crate::error::{Error, Result};
+use crate::version::{Content, Context, Crdt, CrdtContext, Op, SiblingSet, Update};
+
+pub const ALLOWED: &str = "GET, POST";
+
+pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    let key = kv::decode_key(raw_key, api.limits.max_key_bytes)?;
+    let query = req.uri().query();
+    match *req.method() {
+        Method::GET => {
+            let p = kv::params(api, query, &["r", "pr", "timeout_ms"])?;
+            get(api, &key, &p).await
+        }
+        Method::POST => {
+            let known = ["returnbody", "w", "pw", "dw", "timeout_ms"];
+            let p = kv::params(api, query, &known)?;
+            kv::check_content_type(req.headers())?;
+            let seen = context(api, req.headers(), &key)?;
+            let request_id = kv::request_id(req.headers())?;
+            super::cluster_speaks(api, crate::peer::versions::CRDT_PROTOCOL, "a CRDT update")?;
+            let body =
+                kv::read_body(req, api.limits.max_value_bytes, api.limits.body_timeout_ms).await?;
+            let update = parse(&body)?;
+            let write = Write {
+                context: Context::default(),
+                content: Content::Update(Op {
+                    update,
+                    seen: seen.clock,
+                }),
+                request_id,
+                outbox: None,
+            };
+            let written = api
+                .coordinator
+                .write(&key, write, p.quorum, p.deadline, false)
+                .await?;
+            // The state at the replica that applied the update: it holds
+            // the update and everything that replica had folded.
+            let state = written.set.crdt();
+            let mut response = match (p.returnbody, &state) {
+                (true, Some(state)) => render(state),
+                _ => response::empty(StatusCode::NO_CONTENT),
+            };
+            let clock = state.map(|s| s.clock()).unwrap_or_default();
+            set_context(api, &mut response, &key, clock);
+            kv::set_quorum(&mut response, &p.quorum);
+            Ok(response)
+        }
+        ref other => Err(Error::MethodNotAllowed {
+            method: other.to_string(),
+            allowed: ALLOWED,
+        }),
+    }
+}
+
+async fn get(api: &Api, key: &str, p: &Params) -> Result<Response<Body>> {
+    let read = api
+        .coordinator
+        .read(key, p.quorum, p.deadline, None, false, None)
+        .await?;
+    let mut response = match read.as_ref().map(state_of).transpose()? {
+        Some(Some(state)) => {
+            let mut response = render(&state);
+            set_context(api, &mut response, key, state.clock());
+            response
+        }
+        _ => not_found(),
+    };
+    kv::set_quorum(&mut response, &p.quorum);
+    Ok(response)
+}
+
+/// The CRDT a read found: `None` for a key that holds nothing (absent,
+/// deleted); a plain key is a 409.
+fn state_of(set: &SiblingSet) -> Result<Option<Crdt>> {
+    match set.crdt() {
+        Some(state) => Ok(Some(state)),
+        None if set.holds_values() => Err(Error::TypeMismatch(crate::version::Mismatch {
+            held: crate::version::Shape::Plain,
+            wanted: crate::version::Shape::AnyCrdt,
+        })),
+        None => Ok(None),
+    }
+}
+
+fn render(state: &Crdt) -> Response<Body> {
+    let mut out = BytesMut::with_capacity(64);
+    response::put_crdt(&mut out, state);
+    response::json(StatusCode::OK, out.freeze())
+}
+
+fn not_found() -> Response<Body> {
+    let body = r#"{"error":"not_found","message":"no counter or set is stored under this key; its first POST /crdt creates it"}"#;
+    response::json(StatusCode::NOT_FOUND, Bytes::from_static(body.as_bytes()))
+}
+
+fn set_context(
+    api: &Api,
+    response: &mut Response<Body>,
+    key: &str,
+    clock: crate::version::VersionVector,
+) {
+    let context = CrdtContext { clock }.encode(&api.seal, key);
+    if let Ok(value) = http::HeaderValue::from_str(&context) {
+        response.headers_mut().insert(CONTEXT_HEADER, value);
+    }
+}
+
+/// The `X-Chorus-Context` of an update: none (a remove then removes
+/// nothing), or the context of a `GET /crdt` (or a POST) of this key.
+fn context(api: &Api, headers: &HeaderMap, key: &str) -> Result<CrdtContext> {
+    match kv::context_text(headers)? {
+        None => Ok(CrdtContext::default()),
+        Some(text) => Ok(CrdtContext::decode(text, &api.seal, key)?),
+    }
+}
+
+/// An update as a client sends it; exactly the fields its type takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Posted {
+    #[serde(rename = "type")]
+    kind: String,
+    increment: Option<i64>,
+    add: Option<Vec<String>>,
+    remove: Option<Vec<String>>,
+}
+
+/// The update in a POST body; every refusal names the field.
+fn parse(body: &[u8]) -> Result<Update> {
+    let body: Posted = serde_json::from_slice(body).map_err(|e| {
+        Error::InvalidJson(format!(
+            "{e}; send one update: {{\"type\":\"counter\",\"increment\":5}}, \
+             {{\"type\":\"set\",\"add\":[\"a\"]}} or {{\"type\":\"set\",\"remove\":[\"a\"]}}"
+        ))
+    })?;
+    let members = |name: &str, members: Vec<String>| {
+        if members.is_empty() {
+            return Err(Error::bad_parameter(name, "names no member"));
+        }
+        Ok(members)
+    };
+    match (body.kind.as_str(), body.increment, body.add, body.remove) {
+        ("counter", Some(n), None, None) => Ok(Update::Increment(n)),
+        ("counter", None, None, None) => Err(Error::bad_parameter(
+            "increment",
+            "a counter's update is {\"type\":\"counter\",\"increment\":N} (N may be negative)",
+        )),
+        ("counter", ..) => Err(Error::bad_parameter(
+            "type",
+            "a counter takes `increment` only; `add` and `remove` are a set's",
+        )),
+        ("set", None, Some(add), None) => Ok(Update::Add(members("add", add)?)),
+        ("set", None, None, Some(remove)) => Ok(Update::Remove(members("remove", remove)?)),
+        ("set", ..) => Err(Error::bad_parameter(
+            "type",
+            "a set's update has one of `add` or `remove` (a list of strings), not both, and no `increment`",
+        )),
+        (other, ..) => Err(Error::bad_parameter(
+            "type",
+            format!("`{other}` is not a CRDT type chorus has; the types are counter and set"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_parse_and_every_refusal_names_what_is_wrong() {
+        assert_eq!(
+            parse(br#"{"type":"counter","increment":-3}"#).unwrap(),
+            Update::Increment(-3)
+        );
+        assert_eq!(
+            parse(br#"{"type":"set","add":["a","b"]}"#).unwrap(),
+            Update::Add(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            parse(br#"{"type":"set","remove":["a"]}"#).unwrap(),
+            Update::Remove(vec!["a".into()])
+        );
+        for (body, code, names) in [
+            (&br#"{"type":"counter"}"#[..], "bad_parameter", "increment"),
+            (
+                br#"{"type":"counter","add":["a"]}"#,
+                "bad_parameter",
+                "increment",
+            ),
+            (br#"{"type":"set","add":[]}"#, "bad_parameter", "add"),
+            (
+                br#"{"type":"set","add":["a"],"remove":["b"]}"#,
+                "bad_parameter",
+                "remove",
+            ),
+            (br#"{"type":"map"}"#, "bad_parameter", "map"),
+            (
+                br#"{"type":"counter","increment":1.5}"#,
+                "invalid_json",
+                "increment",
+            ),
+            (
+                br#"{"type":"counter","increment":1,"x":1}"#,
+                "invalid_json",
+                "x",
+            ),
+            (
+                br#"{"type":"counter","increment":99999999999999999999}"#,
+                "invalid_json",
+                "type",
+            ),
+            (br#"[1]"#, "invalid_json", "counter"),
+        ] {
+            let e = parse(body).expect_err("refused");
+            assert_eq!(e.code(), code, "{}", String::from_utf8_lossy(body));
+            assert!(
+                e.to_string().contains(names),
+                "{} -> {e}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}
