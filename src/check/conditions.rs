@@ -50,6 +50,7 @@ mod tests {
         };
         let history = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![
                 write(1, false),
                 write(2, true),

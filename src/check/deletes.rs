@@ -79,6 +79,7 @@ mod tests {
         // w1 deleted by w2; re-created by w3 (blind); w3 overwritten by w4.
         let h = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![
                 write(1, &[], true, false),
                 write(2, &[1], true, true),
@@ -99,6 +100,7 @@ mod tests {
     fn a_planted_resurrection_is_reported() {
         let h = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![
                 write(1, &[], true, false),
                 write(2, &[1], true, true),

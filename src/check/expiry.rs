@@ -90,6 +90,7 @@ mod tests {
         let late = 1_000 + 500 + SLACK_MS + 1;
         let history = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![
                 write(1, Some((1_000, 500))),
                 write(2, None),

@@ -96,6 +96,7 @@ mod tests {
     fn history(ops: Vec<Op>, finals: &[(&str, &[&str])]) -> History {
         History {
             final_scan: None,
+            crdts: Default::default(),
             ops,
             finals: finals
                 .iter()

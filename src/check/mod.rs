@@ -35,6 +35,10 @@
 //!   reads of the keys they returned, so the other checkers hold them to
 //!   what they hold reads to.)
 //!
+//! - [`crdts`]: a counter ends between its acknowledged and its attempted
+//!   increments; a set keeps every acknowledged add no remove named, and
+//!   loses every member an acknowledged remove took.
+//!
 //! A value with a TTL may vanish once it has run out, so the checkers that
 //! demand a write be present (`lost_writes`, `sessions`, `siblings`) leave
 //! such writes out; `expiry` holds them to vanishing.
@@ -44,6 +48,7 @@
 
 pub mod conditions;
 pub mod convergence;
+pub mod crdts;
 pub mod deletes;
 pub mod expiry;
 pub mod lost_writes;
@@ -104,6 +109,8 @@ pub struct History {
     /// What a scan of every key at `r=all` returned after the final reads,
     /// key by key (`None`: no such scan was made, or it failed).
     pub final_scan: Option<BTreeMap<String, Vec<String>>>,
+    /// The updates of CRDT keys and what they held at the end.
+    pub crdts: crdts::Crdts,
 }
 
 /// The value a write stores: its id, so that reads name writes.

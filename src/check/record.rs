@@ -19,11 +19,15 @@ pub struct Counts {
     pub deletes: usize,
     pub acked_deletes: usize,
     pub reads: usize,
+    /// Updates of CRDT keys, and how many were acknowledged.
+    pub updates: usize,
+    pub acked_updates: usize,
 }
 
 #[derive(Default)]
 pub struct Recorder {
     ops: Mutex<Vec<Op>>,
+    updates: Mutex<Vec<super::crdts::Update>>,
     next: Mutex<WriteId>,
 }
 
@@ -41,6 +45,11 @@ impl Recorder {
 
     pub fn record(&self, op: Op) {
         self.ops.lock().push(op);
+    }
+
+    /// An update of a CRDT key, as it completed.
+    pub fn record_update(&self, update: super::crdts::Update) {
+        self.updates.lock().push(update);
     }
 
     /// What the clients did so far.
@@ -64,6 +73,14 @@ impl Recorder {
                 Op::Read { .. } => counts.reads += 1,
             }
         }
+        for update in self.updates.lock().iter() {
+            use super::crdts::Update;
+            let (Update::Increment { acked, .. }
+            | Update::Add { acked, .. }
+            | Update::Remove { acked, .. }) = update;
+            counts.updates += 1;
+            counts.acked_updates += usize::from(*acked);
+        }
         counts
     }
 
@@ -79,6 +96,10 @@ impl Recorder {
             finals,
             finals_at_ms,
             final_scan: None,
+            crdts: super::crdts::Crdts {
+                updates: self.updates.lock().clone(),
+                finals: Default::default(),
+            },
         }
     }
 }
@@ -124,6 +145,9 @@ pub fn scan_page(status: u16, body: &[u8]) -> Option<ScanPage> {
         .get("items")?
         .as_array()?
         .iter()
+        // A CRDT key's state is not a value these checkers judge (`crdts`
+        // reads its own keys).
+        .filter(|item| item.get("crdt").is_none())
         .map(|item| {
             let key = item.get("key")?.as_str()?.to_string();
             let values = match item.get("value") {
@@ -135,6 +159,31 @@ pub fn scan_page(status: u16, body: &[u8]) -> Option<ScanPage> {
         .collect::<Option<Vec<_>>>()?;
     let next = page.get("next")?;
     Some((items, next.as_str().map(str::to_string)))
+}
+
+/// What a `GET /crdt/{key}` reply says the key holds: `None` when the
+/// read did not complete (any status but 200 and 404, or a body that is
+/// not a counter or a set).
+pub fn crdt_held(status: u16, body: &[u8]) -> Option<super::crdts::Held> {
+    use super::crdts::Held;
+    match status {
+        404 => Some(Held::Nothing),
+        200 => {
+            let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+            match value.get("type")?.as_str()? {
+                "counter" => Some(Held::Counter(value.get("value")?.as_i64()?.into())),
+                "set" => value
+                    .get("value")?
+                    .as_array()?
+                    .iter()
+                    .map(|m| m.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .map(Held::Set),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// A scan page's items (key, values) and its `next`.
@@ -201,6 +250,26 @@ mod tests {
             scan_page(200, br#"{"items":[{"nokey":1}],"next":null}"#),
             None
         );
+    }
+
+    #[test]
+    fn crdt_replies_become_states() {
+        use crate::check::crdts::Held;
+        assert_eq!(crdt_held(404, b""), Some(Held::Nothing));
+        assert_eq!(
+            crdt_held(200, br#"{"type":"counter","value":12}"#),
+            Some(Held::Counter(12))
+        );
+        assert_eq!(
+            crdt_held(200, br#"{"type":"set","value":["a","b"]}"#),
+            Some(Held::Set(["a".to_string(), "b".to_string()].into()))
+        );
+        assert_eq!(crdt_held(200, br#"{"type":"set","value":[1]}"#), None);
+        assert_eq!(crdt_held(503, b"{}"), None);
+        let page = br#"{"items":[{"key":"c","crdt":{"type":"counter","value":1},"context":"x"},
+            {"key":"a","value":"w1","context":"c"}],"next":null}"#;
+        let (items, _) = scan_page(200, page).expect("a page");
+        assert_eq!(items, vec![("a".to_string(), vec!["w1".to_string()])]);
     }
 
     #[test]

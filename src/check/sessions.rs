@@ -137,6 +137,7 @@ mod tests {
     fn reading_ones_write_or_a_newer_one_passes() {
         let h = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![
                 write(1, 1, &[]),
                 read(1, &["w1"], true),
@@ -157,6 +158,7 @@ mod tests {
     fn a_session_that_deleted_never_reads_the_value_again() {
         let h = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![
                 write(1, 1, &[]),
                 read(1, &["w1"], true),
@@ -178,6 +180,7 @@ mod tests {
     fn a_planted_stale_session_read_is_reported() {
         let h = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![
                 write(1, 1, &[]),
                 // Read-your-writes broken.

@@ -114,6 +114,7 @@ mod tests {
     fn a_chain_with_one_value_and_concurrent_writes_kept_pass() {
         let chain = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![write(1, &[]), read(&["w1"]), write(2, &[1]), read(&["w2"])],
             finals: finals(&["w2"]),
             finals_at_ms: 0,
@@ -121,6 +122,7 @@ mod tests {
         assert_eq!(check(&chain).violations, vec![]);
         let concurrent = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![write(1, &[]), write(2, &[]), read(&["w1", "w2"])],
             finals: finals(&["w1", "w2"]),
             finals_at_ms: 0,
@@ -133,6 +135,7 @@ mod tests {
     fn a_planted_false_sibling_and_a_collapse_are_reported() {
         let false_sibling = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![write(1, &[]), write(2, &[1]), read(&["w1", "w2"])],
             finals: finals(&["w2"]),
             finals_at_ms: 0,
@@ -142,6 +145,7 @@ mod tests {
         assert!(found[0].message.contains("latest context"));
         let collapsed = History {
             final_scan: None,
+            crdts: Default::default(),
             ops: vec![write(1, &[]), write(2, &[])],
             finals: finals(&["w2"]),
             finals_at_ms: 0,

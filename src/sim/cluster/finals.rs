@@ -7,9 +7,9 @@ use bytes::Bytes;
 use http::Method;
 
 use super::workload::CLIENT_TIMEOUT;
-use crate::check::record::{Recorder, read_values, scan_page};
+use crate::check::record::{Recorder, crdt_held, read_values, scan_page};
 use crate::check::{self, History, Verdict, Violation};
-use crate::client::{Client, key_path};
+use crate::client::{Client, crdt_path, key_path};
 use crate::config::Config;
 use crate::ring::{Ring, position};
 
@@ -22,6 +22,8 @@ pub struct Final {
     pub replicas: BTreeMap<String, check::convergence::Held>,
     /// A scan of every key at r=all after the final reads, if it completed.
     pub scan: Option<BTreeMap<String, Vec<String>>>,
+    /// What each CRDT key of the workload held, read at r=all.
+    pub crdts: BTreeMap<String, check::crdts::Held>,
     pub errors: Vec<Violation>,
 }
 
@@ -40,6 +42,7 @@ impl Final {
 pub fn verdicts(recorder: &Recorder, found: Final) -> (History, Vec<Verdict>) {
     let mut history = recorder.history(found.finals, found.at_ms);
     history.final_scan = found.scan;
+    history.crdts.finals = found.crdts;
     let (deletes, _) = check::deletes::check(&history);
     let verdicts = vec![
         check::lost_writes::check(&history),
@@ -50,6 +53,7 @@ pub fn verdicts(recorder: &Recorder, found: Final) -> (History, Vec<Verdict>) {
         check::expiry::check(&history),
         check::conditions::check(&history),
         check::scans::check(&history),
+        check::crdts::check(&history),
         Verdict {
             checker: "liveness",
             examined: found.replicas.len(),
@@ -75,26 +79,39 @@ where
         at_ms: check::record::now_ms(),
         ..Final::default()
     };
-    for (k, key) in keys.iter().enumerate() {
-        let path = format!("{}?r=all", key_path(key));
-        let mut values = None;
+    let crdt_keys = super::workload::crdt_keys();
+    let all = keys
+        .iter()
+        .map(|k| (k, false))
+        .chain(crdt_keys.iter().map(|k| (k, true)));
+    for (k, (key, crdt)) in all.enumerate() {
+        let path = match crdt {
+            false => format!("{}?r=all", key_path(key)),
+            true => format!("{}?r=all", crdt_path(key)),
+        };
+        let mut read = None;
         for attempt in 0..5 {
             let client = &clients[(k + attempt) % clients.len()];
             let call = client.request(Method::GET, &path, &[], Bytes::new());
-            if let Ok(Ok(reply)) = tokio::time::timeout(CLIENT_TIMEOUT, call).await
-                && let Some(v) = read_values(reply.status.as_u16(), &reply.body)
-            {
-                values = Some(v);
-                break;
+            if let Ok(Ok(reply)) = tokio::time::timeout(CLIENT_TIMEOUT, call).await {
+                let (status, body) = (reply.status.as_u16(), &reply.body);
+                let done = match crdt {
+                    false => read_values(status, body).map(|v| {
+                        out.finals.insert(key.clone(), v);
+                    }),
+                    true => crdt_held(status, body).map(|held| {
+                        out.crdts.insert(key.clone(), held);
+                    }),
+                };
+                if done.is_some() {
+                    read = Some(());
+                    break;
+                }
             }
         }
-        match values {
-            Some(v) => {
-                out.finals.insert(key.clone(), v);
-            }
-            None => out
-                .errors
-                .push(failed(key, "the final read at r=all failed 5 times".into())),
+        if read.is_none() {
+            out.errors
+                .push(failed(key, "the final read at r=all failed 5 times".into()));
         }
         let mut held = Vec::new();
         for replica in ring.preference_list(position(key.as_bytes()), config.cluster.n) {

@@ -174,7 +174,7 @@ impl Report {
         let c = self.counts;
         let violations: Vec<_> = self.violations().collect();
         let mut out = format!(
-            "seed {} ({:?} anti-entropy): {} writes ({} promised), {} deletes ({} promised), {} reads, {} faults, {} violations, history {}\n",
+            "seed {} ({:?} anti-entropy): {} writes ({} promised), {} deletes ({} promised), {} reads, {} CRDT updates ({} promised), {} faults, {} violations, history {}\n",
             self.seed,
             self.mode,
             c.writes,
@@ -182,6 +182,8 @@ impl Report {
             c.deletes,
             c.acked_deletes,
             c.reads,
+            c.updates,
+            c.acked_updates,
             self.schedule.len(),
             violations.len(),
             self.digest()
@@ -201,6 +203,14 @@ impl Report {
             ));
             for op in self.history.ops.iter().filter(|op| op_key(op) == key) {
                 out.push_str(&format!("    {op:?}\n"));
+            }
+            if let Some(held) = self.history.crdts.finals.get(key) {
+                out.push_str(&format!("    (a CRDT key) at the end: {held:?}\n"));
+            }
+            for update in &self.history.crdts.updates {
+                if format!("{update:?}").contains(&format!("key: {key:?}")) {
+                    out.push_str(&format!("    {update:?}\n"));
+                }
             }
         }
         if !self.passed() || verbose {
@@ -242,6 +252,8 @@ impl Report {
             "acked_deletes": c.acked_deletes,
             "deleted_values_checked": deleted_examined,
             "reads": c.reads,
+            "crdt_updates": c.updates,
+            "acked_crdt_updates": c.acked_updates,
             "faults": nemesis::counts(&self.schedule),
             "checked": checked,
             "violations": violations,

@@ -17,7 +17,10 @@
 //! hold them to vanishing, and to never being applied when refused. Now
 //! and then a client scans (`GET /kv`) a prefix page by page, at a random
 //! `r` and page size; every key a page returns is recorded as a read of
-//! it, so a scan is held to what a read is held to.
+//! it, so a scan is held to what a read is held to. Some turns update a
+//! CRDT key instead ([`crdt_keys`]): increments of a counter, adds of
+//! members unique to the add, and removes of members a read just returned,
+//! with that read's context; the crdts checker holds them to their laws.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +32,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::api::CONTEXT_HEADER;
-use crate::check::record::{Recorder, now_ms, read_values, scan_page};
+use crate::check::crdts::{Held, Update};
+use crate::check::record::{Recorder, crdt_held, now_ms, read_values, scan_page};
 use crate::check::{Op, Ttl, WriteId, write_of};
-use crate::client::{Client, key_path};
+use crate::client::{Client, crdt_path, key_path};
 use hyper_util::client::legacy::connect::Connect;
 
 /// How long a client waits for any answer: past the cluster's own
@@ -58,6 +62,11 @@ pub fn keys(shared_keys: usize, clients: u32) -> Vec<String> {
         .chain((0..clients).map(|c| format!("own-{c}")))
         .chain([REFUSAL_PROBE_KEY.to_string()])
         .collect()
+}
+
+/// The CRDT keys of the workload: two counters and two sets.
+pub fn crdt_keys() -> Vec<String> {
+    ["c0", "c1", "s0", "s1"].map(String::from).to_vec()
 }
 
 /// The key of the create-only writes worker 0 makes after its run
@@ -138,6 +147,12 @@ impl Worker {
             let mut shun = || shunned[at] = tokio::time::Instant::now() + Duration::from_secs(1);
             if rng.random_bool(0.04) {
                 if !self.scan(client, &mut rng).await {
+                    shun();
+                }
+                continue;
+            }
+            if rng.random_bool(0.12) {
+                if !self.crdt(client, &mut rng).await {
                     shun();
                 }
                 continue;
@@ -330,6 +345,88 @@ impl Worker {
             }
         }
         true
+    }
+
+    /// One update of a CRDT key: an increment of 1 to 5, an add of a
+    /// member no other add names, or a remove of up to two members a read
+    /// at `quorum` just returned, with that read's context. Whether the
+    /// node answered.
+    async fn crdt<C: Connect + Clone + Send + Sync + 'static>(
+        &self,
+        client: &Client<C>,
+        rng: &mut SmallRng,
+    ) -> bool {
+        let k = rng.random_range(0..2);
+        let w = write_quorum(rng);
+        let (key, body, context, update) = if rng.random_bool(0.5) {
+            let key = format!("c{k}");
+            let n = rng.random_range(1..=5u64);
+            let body = serde_json::json!({"type": "counter", "increment": n});
+            let update = Update::Increment {
+                key: key.clone(),
+                n,
+                acked: false,
+            };
+            (key, body, None, update)
+        } else if rng.random_bool(0.7) {
+            let (id, _) = self.recorder.next_write();
+            let member = format!("m{id}");
+            let body = serde_json::json!({"type": "set", "add": [member]});
+            let update = Update::Add {
+                key: format!("s{k}"),
+                member,
+                acked: false,
+            };
+            (format!("s{k}"), body, None, update)
+        } else {
+            let key = format!("s{k}");
+            let path = format!("{}?r=quorum", crdt_path(&key));
+            let call = client.request(Method::GET, &path, &[], Bytes::new());
+            let Ok(Ok(reply)) = tokio::time::timeout(CLIENT_TIMEOUT, call).await else {
+                return false;
+            };
+            let (Some(Held::Set(members)), Some(context)) = (
+                crdt_held(reply.status.as_u16(), &reply.body),
+                reply.context().map(str::to_string),
+            ) else {
+                return !reply.status.is_server_error();
+            };
+            let members: Vec<String> = members
+                .into_iter()
+                .filter(|_| rng.random_bool(0.3))
+                .take(2)
+                .collect();
+            if members.is_empty() {
+                return true;
+            }
+            let body = serde_json::json!({"type": "set", "remove": members});
+            let update = Update::Remove {
+                key: key.clone(),
+                members,
+                acked: false,
+            };
+            (key, body, Some(context), update)
+        };
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(context.as_deref().map(|c| (CONTEXT_HEADER, c)));
+        let path = format!("{}?w={w}", crdt_path(&key));
+        let sent = turmoil::sim_elapsed().unwrap_or(Duration::MAX);
+        let call = client.request(Method::POST, &path, &headers, Bytes::from(body.to_string()));
+        let reply = tokio::time::timeout(CLIENT_TIMEOUT, call)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let ok = reply.as_ref().is_some_and(|r| r.status.is_success());
+        // As for writes: a w=1 acknowledgement is a promise only after the
+        // last fault that loses a node's data.
+        let promised = ok && (w != "1" || sent >= self.single_acks_after);
+        let mut update = update;
+        let (Update::Increment { acked, .. }
+        | Update::Add { acked, .. }
+        | Update::Remove { acked, .. }) = &mut update;
+        *acked = promised;
+        self.recorder.record_update(update);
+        reply.is_some_and(|r| !r.status.is_server_error())
     }
 
     /// What a write adds, if anything: a TTL short enough to run out
