@@ -406,11 +406,24 @@ impl Config {
         for (key, count) in [
             ("limits.max_connections", l.max_connections),
             ("limits.max_inflight", l.max_inflight),
+            ("limits.max_watchers", l.max_watchers),
             ("limits.max_peer_inflight", l.max_peer_inflight),
         ] {
             if count == 0 || count > 1_000_000 {
                 return Err(Error::config(key, "must be between 1 and 1000000"));
             }
+        }
+        if !(1..=crate::config::MAX_TIMEOUT_MS).contains(&l.max_watch_ms) {
+            return Err(Error::config(
+                "limits.max_watch_ms",
+                "must be between 1 and 600000 ms (10 minutes)",
+            ));
+        }
+        if !(64 * 1024..=1 << 34).contains(&l.max_watch_bytes) {
+            return Err(Error::config(
+                "limits.max_watch_bytes",
+                "must be between 65536 (64 KiB) and 17179869184 (16 GiB)",
+            ));
         }
         let largest = l.max_peer_message() as u64;
         if l.max_peer_inflight_bytes < largest || l.max_peer_inflight_bytes > 1 << 40 {

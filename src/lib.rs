@@ -103,3 +103,4 @@ pub mod security;
 pub mod sim;
 pub mod store;
 pub mod version;
+pub mod watch;

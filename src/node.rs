@@ -277,6 +277,9 @@ impl Node {
             Arc::clone(&replica),
             Duration::from_millis(config.cluster.speculative_read_ms),
         ));
+        let watch = crate::watch::WatchService::new(Arc::clone(&cluster), &config.limits);
+        replica.events().subscribe(watch.clone());
+        watch.serve(&services);
         replica.serve(&services);
         coordinator.serve(&services);
         cluster.serve(&services);
@@ -292,6 +295,7 @@ impl Node {
             cluster: Arc::clone(&cluster),
             replica: Arc::clone(&replica),
             antientropy: Arc::clone(&antientropy),
+            watch: Arc::clone(&watch),
             limits: config.limits.clone(),
             seal: Seal::new(&config.cluster.name, secret.as_deref()),
             metrics: metrics.clone(),
@@ -351,6 +355,7 @@ impl Node {
             dir.map(|d| d.join("handoff.json")),
         )));
         tasks.push(tokio::spawn(Arc::clone(&antientropy).run()));
+        tasks.push(tokio::spawn(watch.run()));
         tasks.push(every(Duration::from_secs(5), move || {
             metrics.run_upkeep();
             std::future::ready(())

@@ -16,7 +16,7 @@ use super::response::{self, Body, CONTEXT_HEADER, QUORUM_HEADER};
 use crate::coordinator::quorum::Quorum;
 use crate::coordinator::{Condition, Write};
 use crate::error::{Error, Result};
-use crate::version::{Content, Context, MAX_REQUEST_ID};
+use crate::version::{Content, Context, MAX_REQUEST_ID, SiblingSet};
 
 /// The header that makes a write safe to retry.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -30,7 +30,8 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
     let query = req.uri().query();
     match *req.method() {
         Method::GET => {
-            let p = params(api, query, &["r", "pr", "timeout_ms"])?;
+            // `watch=true` is routed to `watching.rs`; `watch=false` is a GET.
+            let p = params(api, query, &["r", "pr", "timeout_ms", "watch"])?;
             let session = req
                 .headers()
                 .contains_key(CONTEXT_HEADER)
@@ -80,6 +81,16 @@ async fn get(api: &Api, key: &str, p: &Params, session: Option<Context>) -> Resu
         .coordinator
         .read(key, p.quorum, p.deadline, session, false, None)
         .await?;
+    answer(api, key, p, read)
+}
+
+/// What a GET answers for the set a read found.
+pub(super) fn answer(
+    api: &Api,
+    key: &str,
+    p: &Params,
+    read: Option<SiblingSet>,
+) -> Result<Response<Body>> {
     let Some(set) = read else {
         let mut response = response::not_found_key();
         set_quorum(&mut response, &p.quorum);
@@ -163,6 +174,8 @@ pub(super) fn decode_key(raw: &str, max: usize) -> Result<String> {
 
 pub(super) struct Params {
     pub(super) returnbody: bool,
+    /// `timeout_ms` as the client sent it.
+    pub(super) timeout_ms: Option<u64>,
     pub(super) quorum: Quorum,
     pub(super) deadline: Instant,
     /// `ttl_ms`: the value expires this long after the write.
@@ -174,6 +187,7 @@ pub(super) fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<P
     let mut quorum = api.quorum;
     let mut returnbody = false;
     let mut timeout_ms = api.timeout_ms;
+    let mut asked_timeout = None;
     let mut ttl_ms = None;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !known.contains(&name.as_ref()) {
@@ -183,17 +197,21 @@ pub(super) fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<P
             ));
         }
         match name.as_ref() {
-            "returnbody" => {
-                returnbody = match value.as_ref() {
+            "returnbody" | "watch" => {
+                let flag = match value.as_ref() {
                     "true" | "" => true,
                     "false" => false,
                     other => {
                         return Err(Error::bad_parameter(
-                            "returnbody",
+                            &name,
                             format!("`{other}` is not true or false"),
                         ));
                     }
                 };
+                // `watch` was routed on (`api::is_watch`): only checked here.
+                if name == "returnbody" {
+                    returnbody = flag;
+                }
             }
             "timeout_ms" => {
                 timeout_ms = value
@@ -208,6 +226,7 @@ pub(super) fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<P
                             ),
                         )
                     })?;
+                asked_timeout = Some(timeout_ms);
             }
             "ttl_ms" => ttl_ms = Some(parse_ttl(&value)?),
             quorum_name => quorum.set(quorum_name, &value, &api.quorum)?,
@@ -224,6 +243,7 @@ pub(super) fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<P
     }
     Ok(Params {
         returnbody,
+        timeout_ms: asked_timeout,
         quorum,
         deadline: Instant::now() + Duration::from_millis(timeout_ms),
         ttl_ms,
@@ -303,7 +323,7 @@ pub(super) fn check_content_type(headers: &HeaderMap) -> Result<()> {
 
 /// The `X-Chorus-Context` of a request on `key`: none, or one this cluster
 /// sealed for that key.
-fn context(api: &Api, headers: &HeaderMap, key: &str) -> Result<Context> {
+pub(super) fn context(api: &Api, headers: &HeaderMap, key: &str) -> Result<Context> {
     match context_text(headers)? {
         None => Ok(Context::default()),
         Some(text) => Ok(Context::decode(text, &api.seal, key)?),

@@ -23,6 +23,7 @@ mod peer;
 mod replica_view;
 mod response;
 mod scan;
+mod watching;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -79,6 +80,8 @@ pub struct Api {
     pub cluster: Arc<Cluster>,
     pub replica: Arc<Replica>,
     pub antientropy: Arc<AntiEntropy>,
+    /// This node's watchers and the subscriptions it holds (`watch`).
+    pub watch: Arc<crate::watch::WatchService>,
     pub limits: Limits,
     /// The cluster's default quorum and request timeout.
     pub quorum: crate::coordinator::quorum::Quorum,
@@ -125,11 +128,16 @@ impl Api {
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let path = req.uri().path().to_string();
-        let op = operation(req.method(), &path);
+        let watching = is_watch(&req);
+        let op = match watching {
+            true => "watch",
+            false => operation(req.method(), &path),
+        };
         let quorum = quorum_label(op, req.uri().query());
         // Peer requests are never refused for load: replication, repair,
         // hints and handoff are bounded by their own queues.
-        let permit = if path == crate::peer::PEER_PATH {
+        // A watcher waits, and has a limit of its own (`limits.max_watchers`).
+        let permit = if path == crate::peer::PEER_PATH || watching {
             Ok(None)
         } else {
             self.inflight
@@ -186,6 +194,9 @@ impl Api {
         metrics::gauge!(m::STORE_KEYS).set(stats.keys as f64);
         metrics::gauge!(m::STORE_DISK_BYTES).set(stats.disk_bytes as f64);
         metrics::gauge!(m::HINTS_PENDING).set(self.replica.hints_pending() as f64);
+        let (watchers, watch_bytes) = self.watch.watchers().load();
+        metrics::gauge!(m::WATCHERS).set(watchers as f64);
+        metrics::gauge!(m::WATCH_BYTES).set(watch_bytes as f64);
         let members = self.cluster.roster().members();
         for (status, label) in [
             (Status::Active, "active"),
@@ -269,6 +280,9 @@ impl Api {
     async fn route(&self, path: &str, req: Request<Incoming>) -> Result<Response<Body>> {
         self.authorize(path, &req)?;
         if let Some(raw_key) = path.strip_prefix("/kv/") {
+            if is_watch(&req) {
+                return watching::handle(self, raw_key, req).await;
+            }
             return kv::handle(self, raw_key, req).await;
         }
         if let Some(raw_key) = path.strip_prefix("/crdt/") {
@@ -345,6 +359,15 @@ fn cluster_speaks(api: &Api, protocol: u16, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether a request is a watch: `GET /kv/{key}?watch=true` (or `watch`
+/// with no value).
+fn is_watch(req: &Request<Incoming>) -> bool {
+    req.method() == Method::GET
+        && req.uri().path().starts_with("/kv/")
+        && form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .any(|(name, value)| name == "watch" && value != "false")
+}
+
 /// A route of one key: `/kv/{key}` or `/crdt/{key}`.
 fn is_key_route(path: &str) -> bool {
     path.starts_with("/kv/") || path.starts_with("/crdt/")
@@ -376,6 +399,7 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
         202 => "202",
         204 => "204",
         300 => "300",
+        304 => "304",
         400 => "400",
         404 => "404",
         405 => "405",
@@ -398,7 +422,7 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
 /// sends; empty for other routes.
 fn quorum_label(op: &str, query: Option<&str>) -> &'static str {
     let wanted = match op {
-        "get" | "scan" | "crdt_get" => "r",
+        "get" | "scan" | "crdt_get" | "watch" => "r",
         "put" | "delete" | "crdt_update" => "w",
         _ => return "",
     };

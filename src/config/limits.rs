@@ -44,6 +44,18 @@ pub struct Limits {
     /// `body_timeout_ms` for room, then is a 503 `overloaded`. At least
     /// the largest peer message ([`Limits::max_peer_message`]).
     pub max_peer_inflight_bytes: u64,
+    /// Most watchers (`GET /kv/{key}?watch=true`) waiting on one node at
+    /// once; beyond it a watch is a 503 `overloaded` with `Retry-After`.
+    /// Watchers do not count against `max_inflight`.
+    pub max_watchers: usize,
+    /// Most bytes the watched keys may take on one node: each watcher
+    /// counts its key's bytes and a fixed cost (`watch::WATCHER_BYTES`);
+    /// a replica holds at most this much of other nodes' subscriptions too.
+    pub max_watch_bytes: usize,
+    /// The longest a watch waits, whatever its `timeout_ms` asks (it then
+    /// answers 304 and the client watches again): keep it under the idle
+    /// timeout of any load balancer in front of the nodes (60 s on many).
+    pub max_watch_ms: u64,
 }
 
 /// The longest `timeout_ms` a request may ask for.
@@ -82,6 +94,9 @@ impl Default for Limits {
             body_timeout_ms: 10_000,
             max_connections: 4096,
             max_inflight: 1024,
+            max_watchers: 16_384,
+            max_watch_bytes: 32 << 20,
+            max_watch_ms: MAX_TIMEOUT_MS,
             max_peer_inflight: 1024,
             max_peer_inflight_bytes: 256 * 1024 * 1024,
         }

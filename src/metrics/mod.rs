@@ -131,6 +131,10 @@ pub const REPLICA_DURATION_SECONDS: &str = "chorus_replica_duration_seconds";
 pub const QUORUM_FAILURES_TOTAL: &str = "chorus_quorum_failures_total";
 /// Hints this node holds for unreachable owners (approximate).
 pub const HINTS_PENDING: &str = "chorus_hints_pending";
+/// Watchers (`GET /kv/{key}?watch=true`) waiting on this node.
+pub const WATCHERS: &str = "chorus_watchers";
+/// Bytes the watchers on this node count against `limits.max_watch_bytes`.
+pub const WATCH_BYTES: &str = "chorus_watch_bytes";
 /// Members by `liveness` as this node's failure detector sees them (up,
 /// down, unknown), this node included.
 pub const MEMBERS_LIVENESS: &str = "chorus_members_liveness";
@@ -301,6 +305,18 @@ pub const ALL: &[Def] = &[
         kind: Kind::Gauge,
         unit: None,
         help: "Hints this node holds for unreachable owners.",
+    },
+    Def {
+        name: WATCHERS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Watchers waiting on this node.",
+    },
+    Def {
+        name: WATCH_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Bytes the watchers on this node count against limits.max_watch_bytes.",
     },
     Def {
         name: READ_REPAIRS_TOTAL,
