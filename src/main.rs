@@ -95,6 +95,23 @@ enum Command {
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
+    /// Wait for KEY to change: print it (as `get` does) each time a write
+    /// lands that the last context had not seen, --count times.
+    Watch {
+        key: String,
+        /// What has been seen: none waits for the first write (or answers
+        /// at once if the key holds one).
+        #[arg(long)]
+        context: Option<String>,
+        /// Changes to print before exiting.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// How long one watch waits before watching again, in ms.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
     /// Add N (negative: subtract) to the counter under KEY; prints the
     /// counter as the replica that applied it holds it.
     Incr {
@@ -438,6 +455,38 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 )
                 .await?;
             Ok(print_reply(&reply))
+        }
+        Command::Watch {
+            key,
+            mut context,
+            count,
+            timeout_ms,
+            url,
+        } => {
+            let client = Client::cli(&url)?;
+            let path = format!("{}?watch=true&timeout_ms={timeout_ms}", key_path(&key));
+            let mut printed = 0;
+            while printed < count {
+                let headers: Vec<_> = context
+                    .as_deref()
+                    .map(|c| (CONTEXT_HEADER, c))
+                    .into_iter()
+                    .collect();
+                let reply = client
+                    .request(Method::GET, &path, &headers, Default::default())
+                    .await?;
+                match reply.status {
+                    // Nothing new within the timeout: watch again.
+                    StatusCode::NOT_MODIFIED => continue,
+                    StatusCode::OK | StatusCode::MULTIPLE_CHOICES | StatusCode::NOT_FOUND => {
+                        print_reply(&reply);
+                        context = reply.context().map(str::to_string);
+                        printed += 1;
+                    }
+                    _ => return Ok(print_reply(&reply)),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Incr {
             key,

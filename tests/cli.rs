@@ -22,6 +22,45 @@ fn context_line(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_each_change_it_waits_for() {
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    let watching = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            chorus(&[
+                "watch",
+                "cfg",
+                "--count",
+                "2",
+                "--timeout-ms",
+                "300",
+                "--url",
+                &url,
+            ])
+            .await
+        })
+    };
+    // The watch times out and watches again until the first write.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!watching.is_finished());
+    t.client.put("cfg", r#""v1""#, None).await.expect("put");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = t.client.get("cfg").await.expect("get");
+    let context = seen.context().expect("context").to_string();
+    t.client
+        .put("cfg", r#""v2""#, Some(&context))
+        .await
+        .expect("put");
+    let out = watching.await.expect("watch");
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let (one, two) = (text.find("\"v1\""), text.find("\"v2\""));
+    assert!(one.is_some() && two.is_some() && one < two, "{text}");
+    assert_eq!(text.matches("context: ").count(), 2, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incr_sadd_srem_and_crdt_print_the_states() {
     let t = TestNode::start().await;
     let url = t.node.url();
