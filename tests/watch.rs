@@ -3,7 +3,8 @@
 //! answered by a write through another node; a written key answers at
 //! once; a timeout is a 304 with the context, and a loop of watches never
 //! misses a write; watchers are bounded and take no request permits; a
-//! stopped replica does not keep a watcher from its answer.
+//! stopped replica does not keep a watcher from its answer, and a node
+//! that stops answers its own watchers at once.
 
 mod common;
 
@@ -178,4 +179,54 @@ async fn a_watcher_hears_of_a_write_while_a_replica_is_down() {
     let reply = waiting.await.expect("watcher");
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.json(), Some(json!(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_stops_answers_its_watchers_at_once() {
+    let mut cluster = TestCluster::start(3, 0, 3).await;
+    let a = cluster.client(0);
+    a.put("k", "1", None).await.expect("put");
+    let seen = a
+        .get("k")
+        .await
+        .expect("get")
+        .context()
+        .expect("ctx")
+        .to_string();
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let (a, seen) = (a.clone(), seen.clone());
+            tokio::spawn(async move { watch(&a, "k", "timeout_ms=600000", Some(&seen)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The watchers' own node stops: each gets a 304 with its context, to
+    // watch again through another node, not a connection cut at the end
+    // of the node's drain.
+    // (A hang guard: without the answer, the stop waits out its drain
+    // and the watchers' connections are cut.)
+    let stopped = tokio::time::timeout(Duration::from_secs(60), async {
+        cluster.stop(0).await;
+        let mut contexts = Vec::new();
+        for w in waiting {
+            let reply = w.await.expect("watcher");
+            assert_eq!(reply.status, StatusCode::NOT_MODIFIED);
+            contexts.push(reply.context().expect("the context back").to_string());
+        }
+        contexts
+    });
+    let mut contexts = stopped.await.expect("the stop answered its watchers");
+    // Through another node the watch goes on, and a write answers it.
+    let b = cluster.client(1);
+    let again = contexts.pop().expect("a context");
+    let watcher =
+        tokio::spawn(async move { watch(&b, "k", "timeout_ms=20000", Some(&again)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.client(2).put("k", "2", None).await.expect("put");
+    let reply = watcher.await.expect("watcher");
+    assert_eq!(
+        reply.status,
+        StatusCode::MULTIPLE_CHOICES,
+        "a blind write beside the first"
+    );
 }

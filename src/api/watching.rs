@@ -8,7 +8,7 @@
 //! reads again. When `timeout_ms` (default [`DEFAULT_WATCH_MS`], at most
 //! 10 minutes and `limits.max_watch_ms`) passes first, the answer is
 //! `304 Not Modified` with the context the client sent, to send back with
-//! its next watch.
+//! its next watch; so is a watcher of a node that stops.
 
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ async fn get(api: &Api, key: &str, p: &Params, seen: Context) -> Result<Response
         .unwrap_or(DEFAULT_WATCH_MS)
         .min(api.limits.max_watch_ms);
     let until = Instant::now() + Duration::from_millis(wait);
+    let mut stopped = api.stopped.clone();
     loop {
         // Armed before the read: a change while it runs still rings.
         let rung = watch.waiting().notified();
@@ -74,17 +75,26 @@ async fn get(api: &Api, key: &str, p: &Params, seen: Context) -> Result<Response
                 false => std::future::pending().await,
             }
         };
+        let stopping = async {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
         tokio::select! {
             () = &mut rung => {}
             () = retry => {}
-            () = tokio::time::sleep_until(until) => {
-                let mut response = response::empty(StatusCode::NOT_MODIFIED);
-                response::set_context(&mut response, &seen, &api.seal, key);
-                kv::set_quorum(&mut response, &p.quorum);
-                return Ok(response);
-            }
+            // A node that stops answers its watchers at once (they watch
+            // again through another node), not at the end of its drain.
+            () = stopping => return Ok(not_modified(api, key, p, &seen)),
+            () = tokio::time::sleep_until(until) => return Ok(not_modified(api, key, p, &seen)),
         }
     }
+}
+
+/// The answer at a watch's timeout: no body, the context it was sent.
+fn not_modified(api: &Api, key: &str, p: &Params, seen: &Context) -> Response<Body> {
+    let mut response = response::empty(StatusCode::NOT_MODIFIED);
+    response::set_context(&mut response, seen, &api.seal, key);
+    kv::set_quorum(&mut response, &p.quorum);
+    response
 }
 
 /// Whether `set` holds a write `seen` does not cover: a sibling it has not
