@@ -27,6 +27,24 @@ async fn watch(client: &Client, key: &str, query: &str, seen: Option<&str>) -> R
         .expect("watch")
 }
 
+/// A watch of `key` in a task of its own.
+fn spawn_watch(
+    client: &Client,
+    key: &'static str,
+    query: &'static str,
+    seen: &str,
+) -> tokio::task::JoinHandle<Reply> {
+    let (client, seen) = (client.clone(), seen.to_string());
+    tokio::spawn(async move { watch(&client, key, query, Some(&seen)).await })
+}
+
+/// Writes `value` to `key` blind and returns the context a read gives.
+async fn written(client: &Client, key: &str, value: &str) -> String {
+    client.put(key, value.to_string(), None).await.expect("put");
+    let read = client.get(key).await.expect("get");
+    read.context().expect("a context").to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watchers_on_every_node_hear_of_a_write_through_another() {
     // Four nodes and N = 2: two of them replicate the key, two do not and
@@ -153,19 +171,8 @@ async fn watchers_are_bounded_and_take_no_request_permits() {
 async fn a_watcher_hears_of_a_write_while_a_replica_is_down() {
     let mut cluster = TestCluster::start(3, 0, 3).await;
     let a = cluster.client(0);
-    a.put("k", "1", None).await.expect("put");
-    let seen = a
-        .get("k")
-        .await
-        .expect("get")
-        .context()
-        .expect("ctx")
-        .to_string();
-    let waiting = {
-        let a = a.clone();
-        let seen = seen.clone();
-        tokio::spawn(async move { watch(&a, "k", "timeout_ms=20000", Some(&seen)).await })
-    };
+    let seen = written(&a, "k", "1").await;
+    let waiting = spawn_watch(&a, "k", "timeout_ms=20000", &seen);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A replica stops while the watcher waits; a write through the third
     // node still reaches the watcher's node (w = 2 of the two left).
@@ -185,19 +192,9 @@ async fn a_watcher_hears_of_a_write_while_a_replica_is_down() {
 async fn a_node_that_stops_answers_its_watchers_at_once() {
     let mut cluster = TestCluster::start(3, 0, 3).await;
     let a = cluster.client(0);
-    a.put("k", "1", None).await.expect("put");
-    let seen = a
-        .get("k")
-        .await
-        .expect("get")
-        .context()
-        .expect("ctx")
-        .to_string();
+    let seen = written(&a, "k", "1").await;
     let waiting: Vec<_> = (0..3)
-        .map(|_| {
-            let (a, seen) = (a.clone(), seen.clone());
-            tokio::spawn(async move { watch(&a, "k", "timeout_ms=600000", Some(&seen)).await })
-        })
+        .map(|_| spawn_watch(&a, "k", "timeout_ms=600000", &seen))
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The watchers' own node stops: each gets a 304 with its context, to

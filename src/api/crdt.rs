@@ -195,15 +195,15 @@ mod tests {
     #[test]
     fn updates_parse_and_every_refusal_names_what_is_wrong() {
         assert_eq!(
-            parse(br#"{"type":"counter","increment":-3}"#).unwrap(),
+            parse(br#"{"type":"counter","increment":-3}"#).expect("parses"),
             Update::Increment(-3)
         );
         assert_eq!(
-            parse(br#"{"type":"set","add":["a","b"]}"#).unwrap(),
+            parse(br#"{"type":"set","add":["a","b"]}"#).expect("parses"),
             Update::Add(vec!["a".into(), "b".into()])
         );
         assert_eq!(
-            parse(br#"{"type":"set","remove":["a"]}"#).unwrap(),
+            parse(br#"{"type":"set","remove":["a"]}"#).expect("parses"),
             Update::Remove(vec!["a".into()])
         );
         for (body, code, names) in [
