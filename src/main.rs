@@ -9,12 +9,15 @@ use http::{Method, StatusCode};
 
 use chorus::api::CONTEXT_HEADER;
 use chorus::bench;
-use chorus::client::{Client, DEV_URL, Reply, crdt_path, key_path};
+use chorus::client::{Client, DEV_URL, key_path};
 use chorus::config::Config;
 use chorus::error::Error;
 use chorus::node::{Node, Start};
 
 mod status;
+mod verbs;
+
+use verbs::{print_page, print_reply, say};
 
 // glibc's malloc spent a fifth of the PUT path consolidating and freeing
 // buffers allocated on one thread and freed on another; mimalloc does not.
@@ -458,51 +461,17 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Watch {
             key,
-            mut context,
+            context,
             count,
             timeout_ms,
             url,
-        } => {
-            let client = Client::cli(&url)?;
-            let path = format!("{}?watch=true&timeout_ms={timeout_ms}", key_path(&key));
-            let mut printed = 0;
-            while printed < count {
-                let headers: Vec<_> = context
-                    .as_deref()
-                    .map(|c| (CONTEXT_HEADER, c))
-                    .into_iter()
-                    .collect();
-                let reply = client
-                    .request(Method::GET, &path, &headers, Default::default())
-                    .await?;
-                match reply.status {
-                    // Nothing new within the timeout: watch again.
-                    StatusCode::NOT_MODIFIED => continue,
-                    StatusCode::OK | StatusCode::MULTIPLE_CHOICES | StatusCode::NOT_FOUND => {
-                        print_reply(&reply);
-                        context = reply.context().map(str::to_string);
-                        printed += 1;
-                    }
-                    _ => return Ok(print_reply(&reply)),
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => verbs::watch(&Client::cli(&url)?, &key, context, count, timeout_ms).await,
         Command::Incr {
             key,
             n,
             idempotency_key,
             url,
-        } => {
-            let body = serde_json::json!({"type": "counter", "increment": n});
-            let mut headers = vec![("content-type", "application/json")];
-            headers.extend(idempotency_key.as_deref().map(|k| ("idempotency-key", k)));
-            let path = format!("{}?returnbody=true", crdt_path(&key));
-            let reply = Client::cli(&url)?
-                .request(Method::POST, &path, &headers, body.to_string().into())
-                .await?;
-            Ok(print_reply(&reply))
-        }
+        } => verbs::incr(&Client::cli(&url)?, &key, n, idempotency_key.as_deref()).await,
         Command::Sadd { key, members, url } => {
             let body = serde_json::json!({"type": "set", "add": members});
             let reply = Client::cli(&url)?.crdt_update(&key, &body, None).await?;
@@ -513,16 +482,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             members,
             context,
             url,
-        } => {
-            let client = Client::cli(&url)?;
-            let context = match context {
-                Some(context) => Some(context),
-                None => client.crdt(&key).await?.context().map(str::to_string),
-            };
-            let body = serde_json::json!({"type": "set", "remove": members});
-            let reply = client.crdt_update(&key, &body, context.as_deref()).await?;
-            Ok(print_reply(&reply))
-        }
+        } => verbs::srem(&Client::cli(&url)?, &key, members, context).await,
         Command::Crdt { key, url } => Ok(print_reply(&Client::cli(&url)?.crdt(&key).await?)),
         Command::Scan {
             prefix,
@@ -613,88 +573,6 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Prints a reply for a person: the value or each sibling, then the context.
-/// Exit code 0 on success, 1 when the key is absent, 2 on an error reply,
-/// 3 when a conditional write's condition did not hold (412).
-/// A scan's page: a line per key, with its value or its siblings.
-fn print_page(page: &serde_json::Value) {
-    for item in page["items"].as_array().into_iter().flatten() {
-        let key = item["key"].as_str().unwrap_or_default();
-        match (item.get("value"), item.get("siblings")) {
-            (Some(value), _) => println!("{key}\t{value}"),
-            (None, Some(siblings)) => println!("{key}\t{siblings} (siblings)"),
-            (None, None) => println!("{key}"),
-        }
-    }
-}
-
-fn print_reply(reply: &Reply) -> ExitCode {
-    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
-    let code = match reply.status {
-        StatusCode::OK => {
-            match reply.json() {
-                Some(v) => println!("{}", pretty(&v)),
-                None => println!("{}", String::from_utf8_lossy(&reply.body)),
-            }
-            ExitCode::SUCCESS
-        }
-        StatusCode::NO_CONTENT => {
-            println!("ok");
-            ExitCode::SUCCESS
-        }
-        StatusCode::MULTIPLE_CHOICES => {
-            let siblings = reply
-                .json()
-                .and_then(|v| v.get("siblings").and_then(|s| s.as_array()).cloned())
-                .unwrap_or_default();
-            println!(
-                "{} siblings (concurrent writes; write with this context to resolve):",
-                siblings.len()
-            );
-            for (i, s) in siblings.iter().enumerate() {
-                match s.get("value") {
-                    Some(v) => println!("  [{}] {}", i + 1, pretty(v).replace('\n', "\n      ")),
-                    None => println!("  [{}] (deleted)", i + 1),
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        StatusCode::NOT_FOUND if reply.context().is_some() => {
-            println!("not found (deleted)");
-            ExitCode::from(1)
-        }
-        StatusCode::NOT_FOUND => {
-            println!("not found");
-            ExitCode::from(1)
-        }
-        StatusCode::PRECONDITION_FAILED => {
-            eprintln!("not written: {}", String::from_utf8_lossy(&reply.body));
-            ExitCode::from(3)
-        }
-        status => {
-            eprintln!("{status}: {}", String::from_utf8_lossy(&reply.body));
-            ExitCode::from(2)
-        }
-    };
-    if let Some(context) = reply.context() {
-        println!("context: {context}");
-    }
-    if let Some(expires) = reply
-        .headers
-        .get(chorus::api::EXPIRES_HEADER)
-        .and_then(|v| v.to_str().ok())
-    {
-        println!("expires: {expires}");
-    }
-    code
-}
-
-/// Prints a line, ignoring a closed stdout.
-fn say(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 async fn stop_signal() {

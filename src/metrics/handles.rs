@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use super::HANDLE;
+use super::exporter::HANDLE;
 
 /// Metric handles kept per label set, for the paths every request takes.
 ///
