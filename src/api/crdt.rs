@@ -83,7 +83,8 @@ async fn get(api: &Api, key: &str, p: &Params) -> Result<Response<Body>> {
         .coordinator
         .read(key, p.quorum, p.deadline, None, false, None)
         .await?;
-    let mut response = match read.as_ref().map(state_of).transpose()? {
+    let found = read.as_ref().map(SiblingSet::crdt_read).transpose()?;
+    let mut response = match found {
         Some(Some(state)) => {
             let mut response = render(&state);
             set_context(api, &mut response, key, state.clock());
@@ -93,19 +94,6 @@ async fn get(api: &Api, key: &str, p: &Params) -> Result<Response<Body>> {
     };
     kv::set_quorum(&mut response, &p.quorum);
     Ok(response)
-}
-
-/// The CRDT a read found: `None` for a key that holds nothing (absent,
-/// deleted); a plain key is a 409.
-fn state_of(set: &SiblingSet) -> Result<Option<Crdt>> {
-    match set.crdt() {
-        Some(state) => Ok(Some(state)),
-        None if set.holds_values() => Err(Error::TypeMismatch(crate::version::Mismatch {
-            held: crate::version::Shape::Plain,
-            wanted: crate::version::Shape::AnyCrdt,
-        })),
-        None => Ok(None),
-    }
 }
 
 fn render(state: &Crdt) -> Response<Body> {

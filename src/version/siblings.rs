@@ -207,6 +207,20 @@ impl SiblingSet {
         }
     }
 
+    /// What a read of a CRDT key finds: its state, or `None` for a key
+    /// that holds nothing (absent, or deleted). A plain key is a
+    /// [`Mismatch`].
+    pub fn crdt_read(&self) -> Result<Option<Crdt>, Mismatch> {
+        match self.crdt() {
+            Some(state) => Ok(Some(state)),
+            None if self.holds_values() => Err(Mismatch {
+                held: Shape::Plain,
+                wanted: Shape::AnyCrdt,
+            }),
+            None => Ok(None),
+        }
+    }
+
     /// Whether a plain write (a value or a delete, through `/kv`) may go
     /// to this set: not when it holds a CRDT.
     pub fn check_plain(&self) -> Result<(), Mismatch> {
