@@ -37,12 +37,23 @@ pub fn key_path(key: &str) -> String {
     format!("/kv/{}", utf8_percent_encode(key, KEY_SAFE))
 }
 
-/// The path of a scan page (`GET /kv`) with the parameters given.
 /// The path of a CRDT key: `/crdt/` and the key, percent-encoded.
 pub fn crdt_path(key: &str) -> String {
     format!("/crdt/{}", utf8_percent_encode(key, KEY_SAFE))
 }
 
+/// The path of a change feed page: `GET /changes` with `since` (`now` or
+/// a cursor), a prefix and how long to wait (ms; 0 answers at once).
+pub fn changes_path(prefix: &str, since: &str, timeout_ms: u64) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("prefix", prefix)
+        .append_pair("since", since)
+        .append_pair("timeout_ms", &timeout_ms.to_string())
+        .finish();
+    format!("/changes?{query}")
+}
+
+/// The path of a scan page (`GET /kv`) with the parameters given.
 pub fn scan_path(params: &[(&str, Option<&str>)]) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (name, value) in params {
@@ -231,6 +242,13 @@ where
     pub async fn crdt(&self, key: &str) -> Result<Reply> {
         self.request(Method::GET, &crdt_path(key), &[], Bytes::new())
             .await
+    }
+
+    /// `GET /changes`: the changes under `prefix` after `since` (`now`, or
+    /// the `next` of an earlier page), waiting up to `timeout_ms` for one.
+    pub async fn changes(&self, prefix: &str, since: &str, timeout_ms: u64) -> Result<Reply> {
+        let path = changes_path(prefix, since, timeout_ms);
+        self.request(Method::GET, &path, &[], Bytes::new()).await
     }
 
     /// `POST /crdt/{key}` with one update (`{"type":"counter","increment":1}`),

@@ -17,10 +17,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod antientropy;
+mod changes;
 mod limits;
 mod security;
 mod threads;
 pub use antientropy::{AntiEntropyConfig, Mode as AntiEntropyMode};
+pub use changes::ChangesConfig;
 pub use limits::{Limits, MAX_KEY_BYTES, MAX_TIMEOUT_MS, MAX_TTL_MS, MIN_PEER_MESSAGE_BYTES};
 pub use security::{
     EXAMPLE_SECRET, MIN_SECRET_BYTES, OpenRoute, Scope, SecurityConfig, TlsConfig, TokenConfig,
@@ -42,6 +44,8 @@ pub struct Config {
     pub ring: RingConfig,
     #[serde(default)]
     pub antientropy: AntiEntropyConfig,
+    #[serde(default)]
+    pub changes: ChangesConfig,
     #[serde(default)]
     pub security: SecurityConfig,
     pub nodes: Vec<NodeConfig>,
@@ -272,6 +276,7 @@ impl Config {
             storage: StorageConfig::default(),
             ring: RingConfig::default(),
             antientropy: AntiEntropyConfig::default(),
+            changes: ChangesConfig::default(),
             // A fresh secret per dev cluster: its peers authenticate as
             // a real cluster's do.
             security: SecurityConfig {
@@ -490,6 +495,7 @@ impl Config {
             }
         }
         self.antientropy.validate()?;
+        self.changes.validate()?;
         self.security.validate()?;
         if ring.gossip_fanout == 0 || ring.gossip_fanout > 16 {
             return Err(Error::config(

@@ -118,6 +118,17 @@ pub enum Error {
         key: &'static str,
         limit: usize,
     },
+    #[error(
+        "the feed cursor is unusable: {0}; send back a `next` this cluster returned, or since=now"
+    )]
+    BadCursor(String),
+    /// The cursor points before what some node's change log still holds
+    /// (`changes.retention_ms`): changes after it may be gone. `next` is
+    /// a cursor at the present, to resume from after a rescan.
+    #[error(
+        "the cursor is older than the change log retains (changes.retention_ms); rescan the prefix, then follow the feed from `next`"
+    )]
+    CursorExpired { next: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -126,9 +137,11 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         use Error::*;
         match self {
-            InvalidJson(_) | BadKey(_) | BadParameter { .. } | MalformedContext(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            InvalidJson(_)
+            | BadKey(_)
+            | BadParameter { .. }
+            | MalformedContext(_)
+            | BadCursor(_) => StatusCode::BAD_REQUEST,
             KeyTooLarge { .. }
             | ValueTooLarge { .. }
             | BatchTooLarge(_)
@@ -156,6 +169,7 @@ impl Error {
             Forbidden { .. } => StatusCode::FORBIDDEN,
             UnknownService(_) | UnsupportedVersion { .. } => StatusCode::NOT_IMPLEMENTED,
             Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            CursorExpired { .. } => StatusCode::GONE,
         }
     }
 
@@ -198,6 +212,8 @@ impl Error {
             UnknownService(_) => "unknown_service",
             UnsupportedVersion { .. } => "unsupported_version",
             Overloaded { .. } => "overloaded",
+            BadCursor(_) => "bad_cursor",
+            CursorExpired { .. } => "cursor_expired",
         }
     }
 
@@ -257,6 +273,8 @@ impl Error {
             "unknown_service",
             "unsupported_version",
             "overloaded",
+            "bad_cursor",
+            "cursor_expired",
         ];
         CODES
             .iter()

@@ -92,6 +92,7 @@ pub mod config;
 pub mod coordinator;
 pub mod encoding;
 pub mod error;
+pub mod feed;
 pub mod membership;
 pub mod metrics;
 pub mod net;

@@ -115,6 +115,25 @@ enum Command {
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
+    /// Follow the change feed: print each change under --prefix (one JSON
+    /// object a line) until --count changes were printed, then the cursor
+    /// to resume from (on stderr).
+    Changes {
+        /// Only keys that start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Where to start: `now`, or the cursor an earlier run printed.
+        #[arg(long, default_value = "now")]
+        since: String,
+        /// Changes to print before exiting.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// How long one request waits for a change before asking again, in ms.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        #[arg(long, default_value = DEV_URL)]
+        url: String,
+    },
     /// Add N (negative: subtract) to the counter under KEY; prints the
     /// counter as the replica that applied it holds it.
     Incr {
@@ -466,6 +485,13 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             timeout_ms,
             url,
         } => verbs::watch(&Client::cli(&url)?, &key, context, count, timeout_ms).await,
+        Command::Changes {
+            prefix,
+            since,
+            count,
+            timeout_ms,
+            url,
+        } => verbs::changes(&Client::cli(&url)?, &prefix, since, count, timeout_ms).await,
         Command::Incr {
             key,
             n,

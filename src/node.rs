@@ -280,6 +280,13 @@ impl Node {
         let watch = crate::watch::WatchService::new(Arc::clone(&cluster), &config.limits);
         replica.events().subscribe(watch.clone());
         watch.serve(&services);
+        let feed = crate::feed::FeedService::new(
+            Arc::clone(&store),
+            Arc::clone(&cluster),
+            &config.changes,
+        );
+        replica.events().subscribe(feed.clone());
+        feed.serve(&services);
         replica.serve(&services);
         coordinator.serve(&services);
         cluster.serve(&services);
@@ -296,6 +303,7 @@ impl Node {
             replica: Arc::clone(&replica),
             antientropy: Arc::clone(&antientropy),
             watch: Arc::clone(&watch),
+            feed: Arc::clone(&feed),
             limits: config.limits.clone(),
             seal: Seal::new(&config.cluster.name, secret.as_deref()),
             metrics: metrics.clone(),
@@ -356,6 +364,7 @@ impl Node {
         )));
         tasks.push(tokio::spawn(Arc::clone(&antientropy).run()));
         tasks.push(tokio::spawn(watch.run()));
+        tasks.push(tokio::spawn(feed.run()));
         tasks.push(every(Duration::from_secs(5), move || {
             metrics.run_upkeep();
             std::future::ready(())

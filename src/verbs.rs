@@ -43,6 +43,36 @@ pub async fn watch(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `chorus changes`: follows the feed from `since`, printing each change
+/// as a line of JSON, until `count` were printed; then the cursor to
+/// resume from, on stderr.
+pub async fn changes(
+    client: &Client,
+    prefix: &str,
+    mut since: String,
+    count: u32,
+    timeout_ms: u64,
+) -> Result<ExitCode, Error> {
+    let mut printed = 0;
+    while printed < count {
+        let reply = client.changes(prefix, &since, timeout_ms).await?;
+        let page = match reply.status {
+            StatusCode::OK => reply.json().unwrap_or_default(),
+            _ => return Ok(print_reply(&reply)),
+        };
+        for change in page["changes"].as_array().into_iter().flatten() {
+            println!("{change}");
+            printed += 1;
+        }
+        match page["next"].as_str() {
+            Some(next) => since = next.to_string(),
+            None => return Ok(print_reply(&reply)),
+        }
+    }
+    eprintln!("resume with --since {since}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `chorus incr`: adds `n` and prints the counter as the replica that
 /// applied it holds it.
 pub async fn incr(

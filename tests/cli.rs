@@ -61,6 +61,50 @@ async fn watch_prints_each_change_it_waits_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_follows_the_feed_and_prints_where_to_resume() {
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    let args = |since: &str| {
+        let url = url.clone();
+        let since = since.to_string();
+        tokio::spawn(async move {
+            let args = ["changes", "--prefix", "jobs/", "--count", "2"];
+            let more = ["--timeout-ms", "300", "--since", &since, "--url", &url];
+            chorus(&[&args[..], &more[..]].concat()).await
+        })
+    };
+    let following = args("now");
+    // It asks again at each timeout until changes come.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!following.is_finished());
+    for key in ["other/1", "jobs/1", "jobs/2"] {
+        t.client.put(key, "1", None).await.expect("put");
+    }
+    let out = following.await.expect("changes");
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let keys: Vec<_> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")["key"].clone())
+        .collect();
+    assert_eq!(keys, ["jobs/1", "jobs/2"], "{text}");
+    // The cursor it printed resumes after what it printed.
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let cursor = err
+        .lines()
+        .find_map(|l| l.strip_prefix("resume with --since "))
+        .expect("where to resume")
+        .to_string();
+    t.client.put("jobs/3", "1", None).await.expect("put");
+    let resumed = args(&cursor);
+    t.client.put("jobs/4", "1", None).await.expect("put");
+    let out = resumed.await.expect("changes");
+    let text = stdout(&out);
+    assert!(text.contains("jobs/3") && text.contains("jobs/4"), "{text}");
+    assert!(!text.contains("jobs/1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incr_sadd_srem_and_crdt_print_the_states() {
     let t = TestNode::start().await;
     let url = t.node.url();

@@ -17,6 +17,7 @@
 
 mod admin;
 mod batch;
+mod changes;
 mod crdt;
 mod kv;
 mod peer;
@@ -63,6 +64,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/kv/{key}", &["GET", "PUT", "DELETE"]),
     ("/crdt/{key}", &["GET", "POST"]),
     ("/batch", &["POST"]),
+    ("/changes", &["GET"]),
     ("/health", &["GET"]),
     ("/metrics", &["GET"]),
     ("/cluster", &["GET"]),
@@ -82,6 +84,8 @@ pub struct Api {
     pub antientropy: Arc<AntiEntropy>,
     /// This node's watchers and the subscriptions it holds (`watch`).
     pub watch: Arc<crate::watch::WatchService>,
+    /// The change feed: this node's log and its readers (`feed`).
+    pub feed: Arc<crate::feed::FeedService>,
     pub limits: Limits,
     /// The cluster's default quorum and request timeout.
     pub quorum: crate::coordinator::quorum::Quorum,
@@ -136,8 +140,9 @@ impl Api {
         let quorum = quorum_label(op, req.uri().query());
         // Peer requests are never refused for load: replication, repair,
         // hints and handoff are bounded by their own queues.
-        // A watcher waits, and has a limit of its own (`limits.max_watchers`).
-        let permit = if path == crate::peer::PEER_PATH || watching {
+        // A watcher waits, and has a limit of its own (`limits.max_watchers`);
+        // so does a reader of the feed (`changes.max_readers`).
+        let permit = if path == crate::peer::PEER_PATH || watching || path == "/changes" {
             Ok(None)
         } else {
             self.inflight
@@ -297,6 +302,7 @@ impl Api {
         match path {
             crate::peer::PEER_PATH => peer::handle(self, req).await,
             "/batch" => batch::handle(self, req).await,
+            "/changes" => changes::handle(self, req).await,
             "/cluster" => admin::cluster(self, req.method()),
             "/admin/leave" => admin::leave(self, req.method()),
             "/admin/antientropy/rebuild" => admin::rebuild_trees(self, req.method()),
@@ -447,6 +453,7 @@ fn operation(method: &Method, path: &str) -> &'static str {
         _ if path.starts_with("/crdt/") && method == Method::GET => "crdt_get",
         _ if path.starts_with("/crdt/") && method == Method::POST => "crdt_update",
         _ if path == "/batch" => "batch",
+        _ if path == "/changes" => "changes",
         _ if path == "/kv" => "scan",
         _ if path == "/health" => "health",
         _ if path == "/metrics" => "metrics",

@@ -49,6 +49,9 @@ pub fn error(e: &Error) -> Response<Body> {
             .map(|(node, reason)| serde_json::json!({ "node": node, "reason": reason }))
             .collect();
     }
+    if let Error::CursorExpired { next } = e {
+        body["next"] = next.as_str().into();
+    }
     let mut response = json(e.status(), Bytes::from(body.to_string()));
     match e {
         Error::MethodNotAllowed { allowed, .. } => {

@@ -134,6 +134,14 @@ pub const HINTS_PENDING: &str = "chorus_hints_pending";
 pub const WATCHERS: &str = "chorus_watchers";
 /// Bytes the watchers on this node count against `limits.max_watch_bytes`.
 pub const WATCH_BYTES: &str = "chorus_watch_bytes";
+/// Change feed requests (`GET /changes`) waiting on this node.
+pub const FEED_READERS: &str = "chorus_feed_readers";
+/// Changes the change feed served from this node.
+pub const FEED_CHANGES_TOTAL: &str = "chorus_feed_changes_total";
+/// Entries this node's change log holds (`store::changes`).
+pub const CHANGE_LOG_ENTRIES: &str = "chorus_change_log_entries";
+/// Bytes this node's change log holds, against `changes.max_bytes`.
+pub const CHANGE_LOG_BYTES: &str = "chorus_change_log_bytes";
 /// Members by `liveness` as this node's failure detector sees them (up,
 /// down, unknown), this node included.
 pub const MEMBERS_LIVENESS: &str = "chorus_members_liveness";
@@ -316,6 +324,30 @@ pub const ALL: &[Def] = &[
         kind: Kind::Gauge,
         unit: Some(Unit::Bytes),
         help: "Bytes the watchers on this node count against limits.max_watch_bytes.",
+    },
+    Def {
+        name: FEED_READERS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Change feed requests waiting on this node.",
+    },
+    Def {
+        name: FEED_CHANGES_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Changes the change feed served from this node.",
+    },
+    Def {
+        name: CHANGE_LOG_ENTRIES,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Entries this node's change log holds.",
+    },
+    Def {
+        name: CHANGE_LOG_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Bytes this node's change log holds, against changes.max_bytes.",
     },
     Def {
         name: READ_REPAIRS_TOTAL,

@@ -252,7 +252,7 @@ impl Replica {
         check_batch(entries.len())?;
         let pending = entries
             .into_iter()
-            .map(|(key, set)| Ok((key.clone(), self.merge(key, set)?)))
+            .map(|(key, set)| Ok((key.clone(), self.merge(key, set, cause)?)))
             .collect::<Result<Vec<_>>>()?;
         for (key, p) in pending {
             self.publish(&key, p, cause).await?;

@@ -6,7 +6,8 @@
 //! key, the set it now holds and why it changed ([`Cause`]). Subscribers
 //! live above it and the replica imports none of them: operation-transfer
 //! anti-entropy turns client writes into ops (`antientropy::operation`),
-//! and watchers and a change feed can subscribe the same way.
+//! and watchers (`watch`) and the change feed (`feed`) subscribe the same
+//! way.
 //!
 //! The Merkle trees do not subscribe here: a tree rebuild scans the store
 //! while writes go on, and must see each change exactly once, so the trees
@@ -41,6 +42,17 @@ pub enum Cause {
     Purge,
     /// Values whose TTL ran out were dropped from a key nobody wrote since.
     Expiry,
+}
+
+impl Cause {
+    /// Whether the store's change log keeps changes of this cause
+    /// (`store::changes`): the writes a replica takes part in as they are
+    /// made (its own mints, a coordinator's sets, read repairs, hints), not
+    /// the moves of writes some replica logged already (handoff,
+    /// anti-entropy) nor the removals of purge and expiry.
+    pub fn is_logged(self) -> bool {
+        matches!(self, Cause::Client | Cause::Merge | Cause::Hint)
+    }
 }
 
 /// One change, as the store applied it.

@@ -106,7 +106,7 @@ impl Replica {
         set: SiblingSet,
         cause: events::Cause,
     ) -> Result<()> {
-        let pending = self.merge(key.clone(), set)?;
+        let pending = self.merge(key.clone(), set, cause)?;
         self.publish(&key, pending, cause).await
     }
 
@@ -223,7 +223,7 @@ impl Replica {
             }
             Ok(set)
         };
-        let pending = self.store.update(&key, Box::new(mint_and_write));
+        let pending = self.store.update_logged(&key, Box::new(mint_and_write));
         let (set, bytes, durable) = match until {
             Until::Durable => pending.settled_with_bytes().await?,
             Until::Applied => pending.applied_with_bytes().await?,
@@ -318,8 +318,10 @@ impl Replica {
         self.durable
     }
 
-    /// Queues the merge of a set another node sent.
-    fn merge(&self, key: String, set: SiblingSet) -> Result<Pending> {
+    /// Queues the merge of a set another node sent, logged as a change
+    /// when `cause` brings a write this replica takes part in
+    /// ([`events::Cause::is_logged`]).
+    fn merge(&self, key: String, set: SiblingSet, cause: events::Cause) -> Result<Pending> {
         if !set.is_well_formed() {
             return Err(Error::Protocol(format!(
                 "the sibling set sent for `{key}` breaks its invariants"
@@ -343,7 +345,11 @@ impl Replica {
             local.expire(now);
             Ok(local)
         };
-        Ok(self.store.update(&key, Box::new(merge)))
+        Ok(if cause.is_logged() {
+            self.store.update_logged(&key, Box::new(merge))
+        } else {
+            self.store.update(&key, Box::new(merge))
+        })
     }
 }
 

@@ -236,6 +236,21 @@ async fn every_committed_change_is_published_with_its_cause() {
         );
     }
     assert_eq!(first.0.lock().len(), second.0.lock().len());
+    // The change log keeps what the replica took part in as it was made
+    // (its mint, a coordinator's set, a hint), not a handoff or a purge.
+    use crate::store::changes::{Mark, ReadLimits};
+    let limits = ReadLimits {
+        max_bytes: usize::MAX,
+        max_scanned: usize::MAX,
+        settle_ms: 0,
+    };
+    let logged = replica
+        .store
+        .changes()
+        .read(Mark::Since(0), &|_| true, limits, u64::MAX)
+        .expect("read the log");
+    let keys: Vec<_> = logged.entries.iter().map(|(_, e)| e.key.as_str()).collect();
+    assert_eq!(keys, ["a", "b", "c"]);
 }
 
 /// A fetch answers as many sets as fit half the peer message limit

@@ -39,12 +39,13 @@ use fjall::{Database, Keyspace, PersistMode};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
+use super::changes::{ChangeLog, Logged, dots_of};
 use super::pending::Applied;
 use super::rows::Rows;
-use super::{Change, Merge, ObserverSlot, decode_set, encode_set, observed};
+use super::{Change, Merge, ObserverSlot, decode_set, encode_set, observed, user_key, wall_ms};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
-use crate::version::SiblingSet;
+use crate::version::{Dot, SiblingSet};
 
 /// Most updates one batch applies; bounds the latency of the first in line.
 const MAX_BATCH: usize = 1024;
@@ -52,6 +53,8 @@ const MAX_BATCH: usize = 1024;
 pub(crate) struct Job {
     pub key: Vec<u8>,
     pub merge: Merge,
+    /// Append what it brought to the change log, in its batch.
+    pub log: bool,
     /// The new set, sent as soon as it is computed.
     pub applied: oneshot::Sender<Result<Applied>>,
     /// Sent once the update is durable: with `sync = "always"` after the
@@ -75,12 +78,9 @@ pub(crate) struct Committer {
 impl Committer {
     pub fn start(
         db: Database,
-        kv: Keyspace,
-        by_key: Keyspace,
+        stores: Stores,
         policy: SyncPolicy,
         interval: Duration,
-        observer: ObserverSlot,
-        rows: Arc<Rows>,
     ) -> Result<Committer> {
         let queue = Arc::new(Queue {
             jobs: Mutex::new(Vec::with_capacity(MAX_BATCH)),
@@ -103,9 +103,7 @@ impl Committer {
             0,
             std::thread::Builder::new()
                 .name("chorus-commit".into())
-                .spawn(move || {
-                    commit_loop(&db, [&kv, &by_key], &worker, always, &observer, &rows)
-                })?,
+                .spawn(move || commit_loop(&db, &stores, &worker, always))?,
         );
         Ok(Committer {
             queue,
@@ -135,14 +133,16 @@ impl Committer {
     }
 }
 
-fn commit_loop(
-    db: &Database,
-    keyspaces: [&Keyspace; 2],
-    queue: &Queue,
-    always: bool,
-    observer: &ObserverSlot,
-    rows: &Rows,
-) {
+/// What the committer writes to and tells.
+pub(crate) struct Stores {
+    pub kv: Keyspace,
+    pub by_key: Keyspace,
+    pub changes: Arc<ChangeLog>,
+    pub observer: ObserverSlot,
+    pub rows: Arc<Rows>,
+}
+
+fn commit_loop(db: &Database, stores: &Stores, queue: &Queue, always: bool) {
     loop {
         let jobs: Vec<Job> = {
             let mut pending = queue.jobs.lock();
@@ -157,7 +157,7 @@ fn commit_loop(
         };
         let oldest = jobs.iter().map(|job| job.queued).min();
         let started = Instant::now();
-        let applied = apply(db, keyspaces, jobs, observer, rows);
+        let applied = apply(db, stores, jobs);
         metrics::histogram!(crate::metrics::STORAGE_COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
         match applied {
@@ -212,6 +212,12 @@ fn sync(db: &Database, durable: DurableSenders, oldest: Option<Instant>) {
 
 type DurableSenders = Vec<oneshot::Sender<Result<()>>>;
 
+/// The log entry of a write of the key stored under `storage_key`.
+fn logged(storage_key: &[u8], held: &[Dot], new: &SiblingSet, now_ms: u64) -> Option<Logged> {
+    let key = user_key(storage_key).ok()?;
+    super::changes::logged(&key, held, new, now_ms)
+}
+
 /// Applies one batch of updates, writes the batch to the journal (not
 /// fsynced), telling the store's observer and the row cache, then hands
 /// each update its new set (or the commit's error).
@@ -219,11 +225,17 @@ type DurableSenders = Vec<oneshot::Sender<Result<()>>>;
 /// they are fsynced, or with the error that failed the batch.
 fn apply(
     db: &Database,
-    [kv, by_key]: [&Keyspace; 2],
+    stores: &Stores,
     jobs: Vec<Job>,
-    observer: &ObserverSlot,
-    rows: &Rows,
 ) -> std::result::Result<DurableSenders, (fjall::Error, DurableSenders)> {
+    let Stores {
+        kv,
+        by_key,
+        changes: log,
+        observer,
+        rows,
+    } = stores;
+    let now_ms = wall_ms();
     let mut batch = db.batch().durability(Some(PersistMode::Buffer));
     let mut durable = Vec::with_capacity(jobs.len());
     let mut answers = Vec::with_capacity(jobs.len());
@@ -257,6 +269,7 @@ fn apply(
         let merge = job.merge;
         let result = current.and_then(|current| {
             let (set, bytes) = current.unzip();
+            let held = job.log.then(|| dots_of(set.as_ref()));
             let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge(set)))
                 .unwrap_or_else(|_| {
                     Err(Error::Storage(
@@ -274,6 +287,11 @@ fn apply(
             match &encoded {
                 Some(encoded) => batch.insert(kv, job.key.as_slice(), encoded.as_ref()),
                 None => batch.remove(kv, job.key.as_slice()),
+            }
+            if let Some(held) = &held
+                && let Some(entry) = logged(&job.key, held, &next, now_ms)
+            {
+                log.append_to(&mut batch, entry)?;
             }
             // The key index (`by_key.rs`) changes only where a key appears
             // or goes, in the same atomic batch as its set.

@@ -2,7 +2,8 @@
 //!
 //! The `kv` keyspace holds the encoded sibling sets under their storage
 //! keys; `by_key` the keys in their own order, for client scans
-//! (`by_key.rs`). Reads ask the row cache ([`Rows`]) first, then fjall; updates go
+//! (`by_key.rs`); `changes` and `changes_meta` the change log
+//! (`changes.rs`). Reads ask the row cache ([`Rows`]) first, then fjall; updates go
 //! through the [`Committer`], which batches them, makes each batch durable
 //! before answering, and alone keeps the row cache.
 
@@ -16,7 +17,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::oneshot;
 
 use super::by_key::{self, Index, KeyRange, KeyScan, ScanLimits};
-use super::committer::{Committer, Job};
+use super::changes::ChangeLog;
+use super::committer::{Committer, Job, Stores};
 use super::rows::{Rows, Stored};
 use super::{
     Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, decode_set, storage_key,
@@ -36,6 +38,7 @@ pub struct FjallStore {
     committer: Committer,
     observer: ObserverSlot,
     rows: Arc<Rows>,
+    changes: Arc<ChangeLog>,
 }
 
 impl FjallStore {
@@ -49,14 +52,19 @@ impl FjallStore {
         index.build(&db, &kv)?;
         let observer = ObserverSlot::default();
         let rows = Arc::new(Rows::new(config.row_cache_mb * 1024 * 1024));
+        let changes = Arc::new(ChangeLog::open(&db)?);
+        let stores = Stores {
+            kv: kv.clone(),
+            by_key: index.keys.clone(),
+            changes: Arc::clone(&changes),
+            observer: observer.clone(),
+            rows: Arc::clone(&rows),
+        };
         let committer = Committer::start(
             db.clone(),
-            kv.clone(),
-            index.keys.clone(),
+            stores,
             config.sync,
             Duration::from_millis(config.sync_interval_ms),
-            observer.clone(),
-            Arc::clone(&rows),
         )?;
         Ok(FjallStore {
             db,
@@ -65,7 +73,22 @@ impl FjallStore {
             committer,
             observer,
             rows,
+            changes,
         })
+    }
+
+    fn submit(&self, key: &str, merge: Merge, log: bool) -> Pending {
+        let (applied, applied_rx) = oneshot::channel();
+        let (durable, durable_rx) = oneshot::channel();
+        self.committer.submit(Job {
+            key: storage_key(key),
+            merge,
+            log,
+            applied,
+            durable,
+            queued: std::time::Instant::now(),
+        });
+        Pending::waiting(applied_rx, durable_rx)
     }
 }
 
@@ -89,16 +112,15 @@ impl Store for FjallStore {
     }
 
     fn update(&self, key: &str, merge: Merge) -> Pending {
-        let (applied, applied_rx) = oneshot::channel();
-        let (durable, durable_rx) = oneshot::channel();
-        self.committer.submit(Job {
-            key: storage_key(key),
-            merge,
-            applied,
-            durable,
-            queued: std::time::Instant::now(),
-        });
-        Pending::waiting(applied_rx, durable_rx)
+        self.submit(key, merge, false)
+    }
+
+    fn update_logged(&self, key: &str, merge: Merge) -> Pending {
+        self.submit(key, merge, true)
+    }
+
+    fn changes(&self) -> &ChangeLog {
+        &self.changes
     }
 
     fn scan_bytes(

@@ -14,22 +14,36 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use super::by_key::{self, KeyRange, KeyScan, ScanLimits};
+use super::changes::{self, ChangeLog};
 use super::disk::Disk;
 use super::{
     Change, Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, encode_set, observed,
-    storage_key, storage_key_at, user_key,
+    storage_key, storage_key_at, user_key, wall_ms,
 };
 use crate::budget::Budget;
 use crate::error::Result;
 use crate::ring::{self, Position};
 use crate::version::SiblingSet;
 
-#[derive(Default)]
 pub struct MemoryStore {
     data: RwLock<Tables>,
     /// The simulated disk under the store, if any.
     disk: Option<std::sync::Arc<Disk>>,
     observer: ObserverSlot,
+    /// Lives as long as this value: a simulated restart begins an empty
+    /// log (the simulation does not read the change feed).
+    changes: ChangeLog,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            data: RwLock::default(),
+            disk: None,
+            observer: ObserverSlot::default(),
+            changes: ChangeLog::in_memory(),
+        }
+    }
 }
 
 /// The sets by storage key, and the keys in their own order with their
@@ -68,16 +82,15 @@ impl MemoryStore {
             data: RwLock::new(Tables::of(image)),
             disk: Some(disk),
             observer: ObserverSlot::default(),
+            changes: ChangeLog::in_memory(),
         }
     }
 }
 
-impl Store for MemoryStore {
-    fn get(&self, key: &str) -> Result<Option<SiblingSet>> {
-        Ok(self.data.read().sets.get(&storage_key(key)).cloned())
-    }
-
-    fn update(&self, key: &str, merge: Merge) -> Pending {
+impl MemoryStore {
+    /// A read-merge-write of `key`, appending its change to the log when
+    /// `log`.
+    fn apply(&self, key: &str, merge: Merge, log: bool) -> Pending {
         if let Some(disk) = &self.disk
             && let Err(e) = disk.check_write()
         {
@@ -114,6 +127,14 @@ impl Store for MemoryStore {
                 }
                 Err(_) => return Vec::new(),
             };
+            if log
+                && let Some(next) = new
+                && let Some(entry) =
+                    changes::logged(key, &changes::dots_of(old.as_ref()), next, wall_ms())
+                && let Err(e) = self.changes.append(entry)
+            {
+                tracing::error!(error = %e, "appending to the change log failed");
+            }
             // Handed to the disk under the data lock, so two updates of
             // one key reach its page cache in the order they were applied.
             if let Some(disk) = &self.disk {
@@ -131,6 +152,24 @@ impl Store for MemoryStore {
             Some(durable_rx) => Pending::applied_then(result, durable_rx),
             None => Pending::ready(result),
         }
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<SiblingSet>> {
+        Ok(self.data.read().sets.get(&storage_key(key)).cloned())
+    }
+
+    fn update(&self, key: &str, merge: Merge) -> Pending {
+        self.apply(key, merge, false)
+    }
+
+    fn update_logged(&self, key: &str, merge: Merge) -> Pending {
+        self.apply(key, merge, true)
+    }
+
+    fn changes(&self) -> &ChangeLog {
+        &self.changes
     }
 
     fn scan_bytes(

@@ -30,6 +30,7 @@
 //!   make the node mint a dot it minted before.
 
 pub mod by_key;
+pub mod changes;
 mod committer;
 pub mod disk;
 mod durable;
@@ -43,6 +44,7 @@ use std::ops::RangeInclusive;
 use bytes::Bytes;
 
 pub use by_key::{KeyRange, KeyScan, ScanLimits};
+pub use changes::ChangeLog;
 pub use durable::FjallStore;
 pub use identity::Identity;
 pub use memory::MemoryStore;
@@ -107,6 +109,14 @@ pub trait Store: Send + Sync + 'static {
     /// resolves to the new set once it is durable.
     fn update(&self, key: &str, merge: Merge) -> Pending;
 
+    /// As [`Store::update`], and appends what the write brought to the
+    /// change log in the same atomic step ([`changes`]): client writes, and
+    /// the sets coordinators, read repairs and hints send.
+    fn update_logged(&self, key: &str, merge: Merge) -> Pending;
+
+    /// This store's change log.
+    fn changes(&self) -> &ChangeLog;
+
     /// Up to `limit` keys whose ring positions fall in `range`, in ring order.
     fn scan(&self, range: RangeInclusive<Position>, limit: usize) -> Result<Vec<Entry>> {
         self.scan_bytes(range, limit, usize::MAX)
@@ -151,6 +161,14 @@ fn observed(slot: &ObserverSlot, mut write: impl FnMut() -> Vec<Change>) {
             write();
         }
     }
+}
+
+/// The wall clock in ms since the epoch: what the change log stamps its
+/// entries with and trims by.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The storage key of `key`: its ring position, then its bytes.

@@ -42,6 +42,9 @@ use super::actor::{Actor, Dot, VersionVector, covers};
 const FORMAT: u8 = 3;
 /// A CRDT key's context ([`CrdtContext`]), sealed and bound as format 3.
 const CRDT_FORMAT: u8 = 4;
+/// A change feed's cursor (`crate::feed`), sealed like a context under the
+/// feed's own name instead of a key.
+pub(crate) const CURSOR_FORMAT: u8 = 5;
 /// Format byte, cluster fingerprint, key fingerprint.
 const HEADER_LEN: usize = 9;
 /// Bytes of the seal: 128 bits.
@@ -256,7 +259,13 @@ impl CrdtContext {
 }
 
 /// `payload` sealed for `key` under `format`, in base64url.
-fn sealed(format: u8, payload: &impl Serialize, capacity: usize, seal: &Seal, key: &str) -> String {
+pub(crate) fn sealed(
+    format: u8,
+    payload: &impl Serialize,
+    capacity: usize,
+    seal: &Seal,
+    key: &str,
+) -> String {
     let mut raw = Vec::with_capacity(capacity);
     raw.push(format);
     raw.extend_from_slice(&seal.fingerprint);
@@ -269,7 +278,12 @@ fn sealed(format: u8, payload: &impl Serialize, capacity: usize, seal: &Seal, ke
 }
 
 /// The payload of a context sealed for `key` under `format`.
-fn unsealed(text: &str, format: u8, seal: &Seal, key: &str) -> Result<Vec<u8>, ContextError> {
+pub(crate) fn unsealed(
+    text: &str,
+    format: u8,
+    seal: &Seal,
+    key: &str,
+) -> Result<Vec<u8>, ContextError> {
     if text.len() > MAX_ENCODED_LEN {
         return Err(ContextError::TooLong);
     }

@@ -1,0 +1,330 @@
+//! The feed of one node: it answers `changes.read` from its own log, keeps
+//! that log within its retention, and serves clients' pages by reading
+//! every member's log (`mod.rs` has the idea).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+use super::rpc::{Entries, From, MAX_READ_BYTES, MAX_WAIT_MS, ReadChanges};
+use super::{CLOCK_MARGIN_MS, Cursor, Page, SETTLE_MS};
+use crate::config::ChangesConfig;
+use crate::error::{Error, Result};
+use crate::membership::Cluster;
+use crate::peer::Services;
+use crate::replica::events::{Event, Subscriber};
+use crate::ring::Status;
+use crate::store::changes::{Mark, ReadLimits};
+use crate::store::{Store, wall_ms};
+
+/// Bytes of entries one page gathers from all members together.
+pub const PAGE_BYTES: usize = 1024 * 1024;
+/// Entries one read of a log looks at, matching or not.
+const MAX_SCANNED: usize = 100_000;
+/// Entries one trim drops; a trim that drops this many goes on at once.
+const TRIM_BATCH: usize = 10_000;
+
+pub struct FeedService {
+    store: Arc<dyn Store>,
+    cluster: Arc<Cluster>,
+    config: ChangesConfig,
+    /// Rung whenever the log takes an entry.
+    logged: Notify,
+    /// Client requests being served (`changes.max_readers` permits).
+    readers: Semaphore,
+}
+
+/// A page of the feed.
+pub struct Answer {
+    pub page: Page,
+    pub next: Cursor,
+}
+
+impl FeedService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cluster: Arc<Cluster>,
+        config: &ChangesConfig,
+    ) -> Arc<FeedService> {
+        Arc::new(FeedService {
+            store,
+            cluster,
+            config: config.clone(),
+            logged: Notify::new(),
+            readers: Semaphore::new(config.max_readers),
+        })
+    }
+
+    /// Admits one client request, or refuses it past `changes.max_readers`.
+    pub fn admit(&self) -> Result<SemaphorePermit<'_>> {
+        self.readers.try_acquire().map_err(|_| Error::Overloaded {
+            what: "change feed readers",
+            key: "changes.max_readers",
+            limit: self.config.max_readers,
+        })
+    }
+
+    /// Registers the handler of `changes.read`.
+    pub fn serve(self: &Arc<Self>, services: &Services) {
+        let service = Arc::clone(self);
+        services.register(move |read: ReadChanges| {
+            let service = Arc::clone(&service);
+            async move { service.answer(read).await }
+        });
+    }
+
+    /// Keeps the log within its retention, for as long as the node runs.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.trim_interval_ms));
+        loop {
+            tick.tick().await;
+            let service = Arc::clone(&self);
+            let trimmed = tokio::task::spawn_blocking(move || service.trim()).await;
+            match trimmed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "trimming the change log failed"),
+                Err(e) => tracing::warn!(error = %e, "the change log trim stopped"),
+            }
+        }
+    }
+
+    fn trim(&self) -> Result<()> {
+        let before = wall_ms().saturating_sub(self.config.retention_ms);
+        let log = self.store.changes();
+        while log.trim(before, self.config.max_bytes, TRIM_BATCH)? == TRIM_BATCH {}
+        let (entries, bytes) = log.size();
+        metrics::gauge!(crate::metrics::CHANGE_LOG_ENTRIES).set(entries as f64);
+        metrics::gauge!(crate::metrics::CHANGE_LOG_BYTES).set(bytes as f64);
+        Ok(())
+    }
+
+    /// This node's answer to a `changes.read`: at once when its log holds
+    /// settled entries past the mark, else when one settles, or empty once
+    /// `wait_ms` passes.
+    async fn answer(&self, read: ReadChanges) -> Result<Entries> {
+        let log = self.store.changes();
+        let mut from = match read.from {
+            From::Now => {
+                return Ok(Entries {
+                    entries: Vec::new(),
+                    next: Mark::After(log.now()),
+                    expired: false,
+                });
+            }
+            From::Mark(mark) => mark,
+        };
+        let limits = ReadLimits {
+            max_bytes: read.max_bytes.min(MAX_READ_BYTES) as usize,
+            max_scanned: MAX_SCANNED,
+            settle_ms: SETTLE_MS,
+        };
+        let until = Instant::now() + Duration::from_millis(read.wait_ms.min(MAX_WAIT_MS).into());
+        let prefix = read.prefix.as_str();
+        loop {
+            // Armed before the read: an entry logged while it runs still rings.
+            let rung = self.logged.notified();
+            tokio::pin!(rung);
+            rung.as_mut().enable();
+            let found = log.read(from, &|key| key.starts_with(prefix), limits, wall_ms())?;
+            let now = Instant::now();
+            if found.expired || !found.entries.is_empty() || now >= until {
+                return Ok(Entries {
+                    entries: found.entries.into_iter().map(|(_, e)| e).collect(),
+                    next: found.next,
+                    expired: found.expired,
+                });
+            }
+            from = found.next;
+            if found.unsettled {
+                tokio::time::sleep_until(until.min(now + Duration::from_millis(SETTLE_MS))).await;
+            } else {
+                tokio::select! {
+                    () = &mut rung => {}
+                    () = tokio::time::sleep_until(until) => {}
+                }
+            }
+        }
+    }
+
+    /// The members whose logs a page reads: every member still in the ring
+    /// (a leaving one too: it logged writes until it left).
+    fn members(&self) -> Vec<String> {
+        self.cluster
+            .roster()
+            .members()
+            .iter()
+            .filter(|m| m.status != Status::Removed)
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    /// A cursor at the present: each member's log end; a member that does
+    /// not answer is read, later, from a little before now.
+    pub async fn now(&self) -> Cursor {
+        let since_ms = wall_ms().saturating_sub(CLOCK_MARGIN_MS);
+        let transport = self.cluster.transport();
+        let calls = self.members().into_iter().map(|member| {
+            let call = transport.rpc(
+                &member,
+                ReadChanges {
+                    from: From::Now,
+                    prefix: String::new(),
+                    max_bytes: 0,
+                    wait_ms: 0,
+                },
+            );
+            async move { (member, call.await) }
+        });
+        let marks = futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|(member, reply)| {
+                let mark = match reply {
+                    Ok(entries) => entries.next,
+                    Err(e) => {
+                        tracing::debug!(%member, error = %e, "a member's log end is unknown; it is read from a time");
+                        Mark::Since(since_ms)
+                    }
+                };
+                (member, mark)
+            })
+            .collect();
+        Cursor { since_ms, marks }
+    }
+
+    /// The changes under `prefix` after `cursor`: as soon as there is one,
+    /// or none once `wait` passes (or `stop` resolves). `None` when some
+    /// member's log no longer reaches back to the cursor: the client must
+    /// rescan (410 `cursor_expired`).
+    pub async fn page(
+        &self,
+        cursor: Cursor,
+        prefix: &str,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Option<Answer>> {
+        let until = Instant::now() + wait;
+        let members = self.members();
+        let started_ms = wall_ms();
+        let mut marks: BTreeMap<String, Mark> = members
+            .iter()
+            .map(|m| {
+                let mark = cursor.marks.get(m).copied();
+                (m.clone(), mark.unwrap_or(Mark::Since(cursor.since_ms)))
+            })
+            .collect();
+        let budget = (PAGE_BYTES / members.len().max(1)).clamp(16 * 1024, MAX_READ_BYTES as usize);
+        let mut page = Page::default();
+        tokio::pin!(stop);
+        let mut first = true;
+        loop {
+            let remaining = until.saturating_duration_since(Instant::now());
+            let wait_ms = match first {
+                true => 0,
+                false => remaining.as_millis().min(MAX_WAIT_MS.into()) as u32,
+            };
+            first = false;
+            // A round cut short by `stop` changed nothing: its marks and
+            // entries are applied only once every reply is in.
+            let mut halted = false;
+            let round = self.round(&members, &mut marks, prefix, budget, wait_ms, &mut page);
+            let expired = tokio::select! {
+                expired = round => expired,
+                () = &mut stop => {
+                    halted = true;
+                    false
+                }
+            };
+            if expired {
+                return Ok(None);
+            }
+            if halted || !page.is_empty() || Instant::now() >= until {
+                break;
+            }
+        }
+        let next = Cursor {
+            since_ms: started_ms
+                .saturating_sub(CLOCK_MARGIN_MS)
+                .max(cursor.since_ms),
+            marks,
+        };
+        Ok(Some(Answer { page, next }))
+    }
+
+    /// Reads every member's log once, each waiting up to `wait_ms` for an
+    /// entry; once one answers with entries, the others are read again
+    /// without waiting and the round ends. Returns whether some member's
+    /// log no longer reaches back to its mark.
+    async fn round(
+        &self,
+        members: &[String],
+        marks: &mut BTreeMap<String, Mark>,
+        prefix: &str,
+        max_bytes: usize,
+        wait_ms: u32,
+        page: &mut Page,
+    ) -> bool {
+        let call = |member: &String, wait_ms: u32| {
+            let mark = marks.get(member).copied().unwrap_or(Mark::Since(0));
+            let call = self.cluster.transport().rpc(
+                member,
+                ReadChanges {
+                    from: From::Mark(mark),
+                    prefix: prefix.to_string(),
+                    max_bytes: max_bytes as u32,
+                    wait_ms,
+                },
+            );
+            let member = member.clone();
+            async move { (member, call.await) }
+        };
+        let mut pending: FuturesUnordered<_> = members.iter().map(|m| call(m, wait_ms)).collect();
+        let mut unanswered: Vec<String> = members.to_vec();
+        let mut replies = Vec::new();
+        while let Some((member, reply)) = pending.next().await {
+            unanswered.retain(|m| *m != member);
+            let found = reply
+                .as_ref()
+                .is_ok_and(|e| !e.entries.is_empty() || e.expired);
+            replies.push((member, reply));
+            if found && wait_ms > 0 {
+                break;
+            }
+        }
+        drop(pending);
+        if !unanswered.is_empty() {
+            let sweep = unanswered.iter().map(|m| call(m, 0));
+            replies.extend(futures_util::future::join_all(sweep).await);
+        }
+        let mut expired = false;
+        for (member, reply) in replies {
+            match reply {
+                Ok(entries) => {
+                    expired |= entries.expired;
+                    marks.insert(member, entries.next);
+                    for entry in entries.entries {
+                        page.add(entry);
+                    }
+                }
+                // Its mark stays: its entries are read once it answers.
+                Err(e) => {
+                    tracing::debug!(%member, error = %e, "a member's change log could not be read")
+                }
+            }
+        }
+        expired
+    }
+}
+
+impl Subscriber for FeedService {
+    fn changed(&self, event: &Event<'_>) {
+        if event.cause.is_logged() {
+            self.logged.notify_waiters();
+        }
+    }
+}
