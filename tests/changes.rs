@@ -185,6 +185,42 @@ async fn a_reader_that_resumes_sees_every_acknowledged_write_across_a_restart_an
         acked.len()
     );
 
+    // A reader long-polling while the writes go on: still each write once,
+    // nearly always (the replicas' entries of a write come in one page).
+    let live: HashSet<String> = (0..60).map(|i| format!("k/live/{i:02}")).collect();
+    let follower = {
+        let (clients, live, cursor) = (clients.clone(), live.clone(), cursor.clone());
+        tokio::spawn(async move {
+            follow(&clients, "k/live/", cursor, &live, Duration::from_secs(30)).await
+        })
+    };
+    let mut sorted: Vec<_> = live.iter().cloned().collect();
+    sorted.sort();
+    for (i, key) in sorted.iter().enumerate() {
+        let reply = clients[i % 3].put(key, "1", None).await.expect("put");
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let (seen_live, _) = follower.await.expect("follower");
+    let missing: Vec<_> = live
+        .iter()
+        .filter(|k| !seen_live.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes not in the feed: {missing:?}"
+    );
+    let repeated = seen_live.values().filter(|&&n| n > 1).count();
+    eprintln!(
+        "long poll: {} writes, {repeated} seen more than once",
+        live.len()
+    );
+    assert!(
+        repeated * 10 <= live.len(),
+        "a long-polling reader rarely sees a write twice: {repeated} of {}",
+        live.len()
+    );
+
     // Node 1 restarts (its log goes on in a new life), node 2 is down while
     // writes go on (W = 2 of the two left): nothing acknowledged is missed.
     cluster.stop(1).await;

@@ -100,11 +100,12 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
         .transpose()?;
     // No protocol gate: a member that does not speak `changes.read` yet
     // (a rolling upgrade) fails its reads, and its mark waits for it.
+    // Every feed request asks every member: `since=now` counts too.
+    let _reader = api.feed.admit()?;
     let Some(cursor) = cursor else {
         let now = api.feed.now().await;
         return Ok(page(api, Vec::new(), &now));
     };
-    let _reader = api.feed.admit()?;
     let _waiting = Waiting::start();
     let wait = Duration::from_millis(p.timeout_ms.min(api.limits.max_watch_ms));
     let mut stopped = api.stopped.clone();

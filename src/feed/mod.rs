@@ -38,9 +38,10 @@
 //!
 //! The N replicas of a write log it within milliseconds of each other.
 //! A log serves an entry only once it has *settled* ([`SETTLE_MS`] old),
-//! so a page usually holds every replica's entry of a write, and the page
-//! keeps one change per set of dots ([`Page::add`]). A page cut between two
-//! replicas' entries, a read repair, or a hint handed back shows a change
+//! and a page whose members held entries too young waits for them
+//! (`service.rs`, `round`), so a page usually holds every replica's entry
+//! of a write, and keeps one change per set of dots ([`Page::add`]). A
+//! page cut between two replicas' entries or a read repair shows a change
 //! twice: the feed is at least once, and a reader treats a change as "read
 //! this key", which is idempotent.
 
@@ -128,8 +129,8 @@ pub struct Change {
 #[derive(Debug, Default)]
 pub struct Page {
     changes: Vec<Change>,
-    /// Per key, the dots reported so far and the change that reported them.
-    seen: HashMap<String, Vec<(Dot, usize)>>,
+    /// Each (key, dot) reported so far, and the change that reported it.
+    seen: HashMap<(String, Dot), usize>,
 }
 
 impl Page {
@@ -137,11 +138,11 @@ impl Page {
     /// it brought: another replica's entry of the same write, whose context
     /// it then joins.
     pub fn add(&mut self, entry: Logged) {
-        let seen = self.seen.entry(entry.key.clone()).or_default();
+        let key = entry.key;
         let earlier = entry
             .dots
             .iter()
-            .map(|dot| seen.iter().find(|(d, _)| d == dot).map(|(_, at)| *at))
+            .map(|dot| self.seen.get(&(key.clone(), dot.clone())).copied())
             .collect::<Option<Vec<usize>>>();
         if let Some(earlier) = earlier
             && let Some(&at) = earlier.first()
@@ -150,9 +151,11 @@ impl Page {
             return;
         }
         let at = self.changes.len();
-        seen.extend(entry.dots.iter().map(|d| (d.clone(), at)));
+        for dot in entry.dots {
+            self.seen.entry((key.clone(), dot)).or_insert(at);
+        }
         self.changes.push(Change {
-            key: entry.key,
+            key,
             context: entry.context,
             deleted: entry.deleted,
             at_ms: entry.at_ms,

@@ -54,4 +54,7 @@ pub struct Entries {
     /// The mark was behind this log's retention: nothing was read, and
     /// `next` is the log's end.
     pub expired: bool,
+    /// Entries past `next` were too young to read: a read in a moment
+    /// (a settle time) finds them.
+    pub unsettled: bool,
 }

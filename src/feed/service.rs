@@ -25,7 +25,7 @@ use crate::store::{Store, wall_ms};
 /// Bytes of entries one page gathers from all members together.
 pub const PAGE_BYTES: usize = 1024 * 1024;
 /// Entries one read of a log looks at, matching or not.
-const MAX_SCANNED: usize = 100_000;
+const MAX_SCANNED: usize = 20_000;
 /// Entries one trim drops; a trim that drops this many goes on at once.
 const TRIM_BATCH: usize = 10_000;
 
@@ -107,13 +107,13 @@ impl FeedService {
     /// settled entries past the mark, else when one settles, or empty once
     /// `wait_ms` passes.
     async fn answer(&self, read: ReadChanges) -> Result<Entries> {
-        let log = self.store.changes();
         let mut from = match read.from {
             From::Now => {
                 return Ok(Entries {
                     entries: Vec::new(),
-                    next: Mark::After(log.now()),
+                    next: Mark::After(self.store.changes().now()),
                     expired: false,
+                    unsettled: false,
                 });
             }
             From::Mark(mark) => mark,
@@ -124,22 +124,36 @@ impl FeedService {
             settle_ms: SETTLE_MS,
         };
         let until = Instant::now() + Duration::from_millis(read.wait_ms.min(MAX_WAIT_MS).into());
-        let prefix = read.prefix.as_str();
+        let prefix: Arc<str> = read.prefix.into();
         loop {
             // Armed before the read: an entry logged while it runs still rings.
             let rung = self.logged.notified();
             tokio::pin!(rung);
             rung.as_mut().enable();
-            let found = log.read(from, &|key| key.starts_with(prefix), limits, wall_ms())?;
+            // A read scans and decodes up to MAX_SCANNED entries from disk:
+            // off the runtime's threads.
+            let (store, prefix) = (Arc::clone(&self.store), Arc::clone(&prefix));
+            let found = tokio::task::spawn_blocking(move || {
+                store
+                    .changes()
+                    .read(from, &|key| key.starts_with(&*prefix), limits, wall_ms())
+            })
+            .await
+            .map_err(|e| Error::Storage(format!("reading the change log: {e}")))??;
             let now = Instant::now();
             if found.expired || !found.entries.is_empty() || now >= until {
                 return Ok(Entries {
                     entries: found.entries.into_iter().map(|(_, e)| e).collect(),
                     next: found.next,
                     expired: found.expired,
+                    unsettled: found.unsettled,
                 });
             }
             from = found.next;
+            if found.more {
+                // Cut short by its scan: go on at once.
+                continue;
+            }
             if found.unsettled {
                 tokio::time::sleep_until(until.min(now + Duration::from_millis(SETTLE_MS))).await;
             } else {
@@ -218,6 +232,14 @@ impl FeedService {
                 (m.clone(), mark.unwrap_or(Mark::Since(cursor.since_ms)))
             })
             .collect();
+        // A member this node does not know yet (its roster lags) keeps its
+        // mark for a node that does; one this node knows removed goes.
+        let roster = self.cluster.roster().members();
+        for (member, mark) in &cursor.marks {
+            if roster.get(member).is_none() {
+                marks.entry(member.clone()).or_insert(*mark);
+            }
+        }
         let budget = (PAGE_BYTES / members.len().max(1)).clamp(16 * 1024, MAX_READ_BYTES as usize);
         let mut page = Page::default();
         tokio::pin!(stop);
@@ -257,9 +279,12 @@ impl FeedService {
     }
 
     /// Reads every member's log once, each waiting up to `wait_ms` for an
-    /// entry; once one answers with entries, the others are read again
-    /// without waiting and the round ends. Returns whether some member's
-    /// log no longer reaches back to its mark.
+    /// entry. Once one answers with entries, the others are read again
+    /// without waiting; then the members that held entries too young to
+    /// read are read once more when those have settled (the other
+    /// replicas of the same writes, most often), so that a page holds
+    /// every replica's entry of a write and keeps it once. Returns whether
+    /// some member's log no longer reaches back to its mark.
     async fn round(
         &self,
         members: &[String],
@@ -269,8 +294,7 @@ impl FeedService {
         wait_ms: u32,
         page: &mut Page,
     ) -> bool {
-        let call = |member: &String, wait_ms: u32| {
-            let mark = marks.get(member).copied().unwrap_or(Mark::Since(0));
+        let call = |member: &String, mark: Mark, wait_ms: u32| {
             let call = self.cluster.transport().rpc(
                 member,
                 ReadChanges {
@@ -283,38 +307,57 @@ impl FeedService {
             let member = member.clone();
             async move { (member, call.await) }
         };
-        let mut pending: FuturesUnordered<_> = members.iter().map(|m| call(m, wait_ms)).collect();
+        let mark = |member: &String| marks.get(member).copied().unwrap_or(Mark::Since(0));
+        let mut replies: BTreeMap<String, Entries> = BTreeMap::new();
+        let mut keep = |member: String, reply: Result<Entries>| match reply {
+            Ok(entries) => {
+                replies.insert(member, entries);
+            }
+            // Its mark stays: its entries are read once it answers.
+            Err(e) => {
+                tracing::debug!(%member, error = %e, "a member's change log could not be read")
+            }
+        };
+        let mut pending: FuturesUnordered<_> =
+            members.iter().map(|m| call(m, mark(m), wait_ms)).collect();
         let mut unanswered: Vec<String> = members.to_vec();
-        let mut replies = Vec::new();
         while let Some((member, reply)) = pending.next().await {
             unanswered.retain(|m| *m != member);
             let found = reply
                 .as_ref()
                 .is_ok_and(|e| !e.entries.is_empty() || e.expired);
-            replies.push((member, reply));
+            keep(member, reply);
             if found && wait_ms > 0 {
                 break;
             }
         }
         drop(pending);
-        if !unanswered.is_empty() {
-            let sweep = unanswered.iter().map(|m| call(m, 0));
-            replies.extend(futures_util::future::join_all(sweep).await);
+        let sweep = unanswered.iter().map(|m| call(m, mark(m), 0));
+        for (member, reply) in futures_util::future::join_all(sweep).await {
+            keep(member, reply);
+        }
+        if replies.values().any(|e| !e.entries.is_empty()) {
+            let young: Vec<(String, Mark)> = replies
+                .iter()
+                .filter(|(_, e)| e.unsettled && !e.expired)
+                .map(|(m, e)| (m.clone(), e.next))
+                .collect();
+            let settle = (SETTLE_MS + SETTLE_MS / 5) as u32;
+            let calls = young.iter().map(|(m, next)| call(m, *next, settle));
+            for (member, reply) in futures_util::future::join_all(calls).await {
+                if let (Ok(later), Some(earlier)) = (reply, replies.get_mut(&member)) {
+                    earlier.entries.extend(later.entries);
+                    earlier.next = later.next;
+                    earlier.expired |= later.expired;
+                }
+            }
         }
         let mut expired = false;
-        for (member, reply) in replies {
-            match reply {
-                Ok(entries) => {
-                    expired |= entries.expired;
-                    marks.insert(member, entries.next);
-                    for entry in entries.entries {
-                        page.add(entry);
-                    }
-                }
-                // Its mark stays: its entries are read once it answers.
-                Err(e) => {
-                    tracing::debug!(%member, error = %e, "a member's change log could not be read")
-                }
+        for (member, entries) in replies {
+            expired |= entries.expired;
+            marks.insert(member, entries.next);
+            for entry in entries.entries {
+                page.add(entry);
             }
         }
         expired

@@ -223,7 +223,9 @@ impl Replica {
             }
             Ok(set)
         };
-        let pending = self.store.update_logged(&key, Box::new(mint_and_write));
+        let pending = self
+            .store
+            .update_logged(&key, Box::new(mint_and_write), Vec::new());
         let (set, bytes, durable) = match until {
             Until::Durable => pending.settled_with_bytes().await?,
             Until::Applied => pending.applied_with_bytes().await?,
@@ -331,6 +333,9 @@ impl Replica {
         let now = self.clock.expiry_ms();
         let expired_before = self.idempotency_cutoff();
         let name = key.clone();
+        let sent = cause
+            .is_logged()
+            .then(|| crate::store::changes::dots_of(Some(&set)));
         let merge = move |current: Option<SiblingSet>| {
             let mut local = current.unwrap_or_default();
             // One of this actor's own writes that the local copy lacks: the
@@ -345,10 +350,9 @@ impl Replica {
             local.expire(now);
             Ok(local)
         };
-        Ok(if cause.is_logged() {
-            self.store.update_logged(&key, Box::new(merge))
-        } else {
-            self.store.update(&key, Box::new(merge))
+        Ok(match sent {
+            Some(sent) => self.store.update_logged(&key, Box::new(merge), sent),
+            None => self.store.update(&key, Box::new(merge)),
         })
     }
 }

@@ -113,14 +113,24 @@ pub fn dots_of(set: Option<&SiblingSet>) -> Vec<Dot> {
     })
 }
 
-/// The entry a write makes that turned a copy holding siblings `held`
-/// ([`dots_of`]) into `new`, if it brought anything new (a merge of what
-/// the copy held already brings nothing).
-pub fn logged(key: &str, held: &[Dot], new: &SiblingSet, at_ms: u64) -> Option<Logged> {
+/// The entry of a write that turned a copy holding siblings `held`
+/// ([`dots_of`]) into `new`, bringing the siblings `sent` (a set another
+/// node sent; nothing for a write minted here): every sibling of `new`
+/// the copy did not hold or the write brought. A set sent that the copy
+/// held already (an anti-entropy round was faster than the coordinator)
+/// is still logged: this replica counts toward the write's quorum, so its
+/// log must hold the write. Nothing when the write leaves none of either.
+pub fn logged(
+    key: &str,
+    held: &[Dot],
+    sent: &[Dot],
+    new: &SiblingSet,
+    at_ms: u64,
+) -> Option<Logged> {
     let fresh: Vec<_> = new
         .siblings()
         .iter()
-        .filter(|s| !held.contains(&s.dot))
+        .filter(|s| !held.contains(&s.dot) || sent.contains(&s.dot))
         .collect();
     if fresh.is_empty() {
         return None;
@@ -158,6 +168,9 @@ pub struct Read {
     pub expired: bool,
     /// Entries too young to read were left (a read soon finds them).
     pub unsettled: bool,
+    /// The read stopped at its bytes or its scan before the log's end: a
+    /// read from `next` goes on at once.
+    pub more: bool,
 }
 
 /// Where the log keeps its entries.
@@ -187,6 +200,17 @@ struct State {
     last_at_ms: u64,
     /// The last entry's position.
     last: Option<Position>,
+}
+
+impl State {
+    /// Whether entries a reader at `from` has not seen were dropped.
+    fn is_behind(&self, from: Mark) -> bool {
+        match (from, self.floor) {
+            (Mark::After(p), Some((floor, _))) => p < floor,
+            (Mark::Since(ms), Some((_, at))) => at >= ms,
+            (_, None) => false,
+        }
+    }
 }
 
 /// Bytes an entry costs: its key and its value.
@@ -280,8 +304,10 @@ impl ChangeLog {
     }
 
     /// Assigns `entry` its position (stamping its time no earlier than the
-    /// entry before it) and its encoding.
-    fn next(&self, mut entry: Logged) -> Result<(Position, Vec<u8>)> {
+    /// entry before it) and its encoding. It counts as held once
+    /// [`ChangeLog::committed`] says its batch is: a position taken by a
+    /// batch that fails is never used again, and never read.
+    fn prepare(&self, mut entry: Logged) -> Result<(Position, Vec<u8>)> {
         let mut state = self.state.lock();
         entry.at_ms = entry.at_ms.max(state.last_at_ms);
         let value = postcard::to_allocvec(&entry)
@@ -293,21 +319,36 @@ impl ChangeLog {
         };
         state.next_seq += 1;
         state.last_at_ms = entry.at_ms;
-        state.last = Some(position);
-        state.len += 1;
-        state.bytes += cost(&value);
         Ok((position, value))
     }
 
-    /// Appends `entry` to `batch` (the disk engine's committer, in the batch
-    /// that writes its set).
-    pub(crate) fn append_to(&self, batch: &mut OwnedWriteBatch, entry: Logged) -> Result<()> {
+    /// Counts entries whose batch committed: `(position, bytes)` each, in
+    /// order.
+    pub(crate) fn committed(&self, entries: &[(Position, u64)]) {
+        let Some((last, _)) = entries.last() else {
+            return;
+        };
+        let mut state = self.state.lock();
+        state.len += entries.len() as u64;
+        state.bytes += entries.iter().map(|(_, bytes)| bytes).sum::<u64>();
+        state.last = Some(*last);
+    }
+
+    /// Adds `entry` to `batch` (the disk engine's committer, in the batch
+    /// that writes its set); the committer calls [`ChangeLog::committed`]
+    /// with the result once the batch is.
+    pub(crate) fn append_to(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        entry: Logged,
+    ) -> Result<(Position, u64)> {
         let Backend::Disk { entries, .. } = &self.backend else {
             return Err(Error::Storage("a batch append to a log in memory".into()));
         };
-        let (position, value) = self.next(entry)?;
+        let (position, value) = self.prepare(entry)?;
+        let bytes = cost(&value);
         batch.insert(entries, position.key(), value);
-        Ok(())
+        Ok((position, bytes))
     }
 
     /// Appends `entry` now (the in-memory engine, under its write lock).
@@ -315,13 +356,16 @@ impl ChangeLog {
         let Backend::Memory(entries) = &self.backend else {
             return Err(Error::Storage("a direct append to a log on disk".into()));
         };
-        let (position, value) = self.next(entry)?;
+        let (position, value) = self.prepare(entry)?;
+        let bytes = cost(&value);
         entries.lock().insert(position, Bytes::from(value));
+        self.committed(&[(position, bytes)]);
         Ok(())
     }
 
-    /// The position just past everything appended so far: where a reader
-    /// that starts now stands.
+    /// The position of the last entry committed: where a reader that
+    /// starts now stands. A write whose batch commits after this is read;
+    /// one committed before is not (it began before the reader did).
     pub fn now(&self) -> Position {
         let state = self.state.lock();
         state.last.unwrap_or(Position {
@@ -351,41 +395,46 @@ impl ChangeLog {
         let start = {
             let state = self.state.lock();
             let floor = state.floor.map(|(p, _)| p);
-            match (from, state.floor) {
-                (Mark::After(p), Some((floor, _))) if p < floor => None,
-                (Mark::Since(ms), Some((_, at))) if at >= ms => None,
-                (Mark::Since(ms), _) => Some((floor, ms)),
+            match from {
+                _ if state.is_behind(from) => None,
+                Mark::Since(ms) => Some((floor, ms)),
                 // A life this log does not hold (a restored or wiped disk):
                 // everything retained is news to the reader.
-                (Mark::After(p), _) if !state.lives.contains(&(p.life, p.id)) => Some((floor, 0)),
-                (Mark::After(p), _) => Some((Some(p), 0)),
+                Mark::After(p) if !state.lives.contains(&(p.life, p.id)) => Some((floor, 0)),
+                Mark::After(p) => Some((Some(p), 0)),
             }
         };
+        let expired = || Read {
+            entries: Vec::new(),
+            next: Mark::After(self.now()),
+            expired: true,
+            unsettled: false,
+            more: false,
+        };
         let Some((start, skip_before)) = start else {
-            return Ok(Read {
-                entries: Vec::new(),
-                next: Mark::After(self.now()),
-                expired: true,
-                unsettled: false,
-            });
+            return Ok(expired());
         };
         let mut read = Read {
             entries: Vec::new(),
             next: start.map_or(from, Mark::After),
             expired: false,
             unsettled: false,
+            more: false,
         };
         let settled_before = now_ms.saturating_sub(limits.settle_ms);
         let mut budget = Budget::new(limits.max_bytes);
         let mut visit = |position: Position, value: &[u8]| -> Result<bool> {
             let entry: Logged = postcard::from_bytes(value)
                 .map_err(|e| Error::Storage(format!("a change log entry: {e}")))?;
-            if entry.at_ms > settled_before {
+            // An entry stamped after `now_ms` (the clock stepped back) is
+            // not held back: it would be until the clock caught up.
+            if entry.at_ms > settled_before && entry.at_ms <= now_ms {
                 read.unsettled = true;
                 return Ok(false);
             }
             if entry.at_ms >= skip_before && matches(&entry.key) {
                 if !budget.admit(value.len()) {
+                    read.more = true;
                     return Ok(false);
                 }
                 read.entries.push((position, entry));
@@ -395,30 +444,46 @@ impl ChangeLog {
         };
         let after = |p: &Position| start.is_none_or(|s| *p > s);
         let first = start.unwrap_or_default();
+        let mut more = false;
         match &self.backend {
             Backend::Memory(entries) => {
                 let entries = entries.lock();
-                let held = entries.range(first..).filter(|(p, _)| after(p));
-                for (position, value) in held.take(limits.max_scanned) {
+                let mut held = entries.range(first..).filter(|(p, _)| after(p));
+                for (scanned, (position, value)) in held.by_ref().enumerate() {
+                    if scanned == limits.max_scanned {
+                        more = true;
+                        break;
+                    }
                     if !visit(*position, value)? {
                         break;
                     }
                 }
             }
             Backend::Disk { entries, .. } => {
-                let held = entries.range(first.key()..);
-                for guard in held.take(limits.max_scanned.saturating_add(1)) {
+                let mut scanned = 0;
+                for guard in entries.range(first.key()..) {
                     let (k, v) = guard.into_inner()?;
                     let position = Position::of_key(&k)?;
                     if !after(&position) {
                         continue;
                     }
+                    if scanned == limits.max_scanned {
+                        more = true;
+                        break;
+                    }
+                    scanned += 1;
                     if !visit(position, &v)? {
                         break;
                     }
                 }
             }
         }
+        // Retention sets the floor before it deletes: a trim that ran
+        // during the scan may have taken entries the scan skipped over.
+        if self.state.lock().is_behind(from) {
+            return Ok(expired());
+        }
+        read.more |= more;
         Ok(read)
     }
 
@@ -439,51 +504,60 @@ impl ChangeLog {
             dropped.push((position, cost(value), at_ms));
             true
         };
+        // Which entries go: scanned first, deleted once the floor says so.
         match &self.backend {
             Backend::Memory(entries) => {
-                let mut entries = entries.lock();
-                for (position, value) in entries.iter().take(max_entries) {
+                for (position, value) in entries.lock().iter().take(max_entries) {
                     if !consider(*position, value) {
                         break;
                     }
                 }
-                for (position, ..) in &dropped {
-                    entries.remove(position);
-                }
             }
-            Backend::Disk { db, entries, meta } => {
+            Backend::Disk { entries, .. } => {
                 for guard in entries.iter().take(max_entries) {
                     let (k, v) = guard.into_inner()?;
                     if !consider(Position::of_key(&k)?, &v) {
                         break;
                     }
                 }
-                if let Some(&(floor, _, at_ms)) = dropped.last() {
-                    let mut batch = db.batch();
-                    for (position, ..) in &dropped {
-                        batch.remove(entries, position.key());
-                    }
-                    let encoded = postcard::to_allocvec(&(floor, at_ms))
-                        .map_err(|e| Error::Storage(format!("encoding the floor: {e}")))?;
-                    batch.insert(meta, FLOOR, encoded);
-                    batch.commit()?;
-                }
             }
         }
         let Some((floor, _, at_ms)) = dropped.last().copied() else {
             return Ok(0);
         };
-        let mut state = self.state.lock();
-        state.floor = Some((floor, at_ms));
-        state.len -= dropped.len() as u64;
-        state.bytes = state
-            .bytes
-            .saturating_sub(dropped.iter().map(|(_, c, _)| c).sum());
-        // Lives wholly below the floor can no longer be read from.
-        let current = state.life;
-        state
-            .lives
-            .retain(|life| *life >= (floor.life, floor.id) || *life == current);
+        // The floor first: a read that scans while the entries go finds
+        // itself behind it when it checks again (`read`).
+        {
+            let mut state = self.state.lock();
+            state.floor = Some((floor, at_ms));
+            state.len = state.len.saturating_sub(dropped.len() as u64);
+            state.bytes = state
+                .bytes
+                .saturating_sub(dropped.iter().map(|(_, c, _)| c).sum());
+            // Lives wholly below the floor can no longer be read from.
+            let current = state.life;
+            state
+                .lives
+                .retain(|life| *life >= (floor.life, floor.id) || *life == current);
+        }
+        match &self.backend {
+            Backend::Memory(entries) => {
+                let mut entries = entries.lock();
+                for (position, ..) in &dropped {
+                    entries.remove(position);
+                }
+            }
+            Backend::Disk { db, entries, meta } => {
+                let mut batch = db.batch();
+                for (position, ..) in &dropped {
+                    batch.remove(entries, position.key());
+                }
+                let encoded = postcard::to_allocvec(&(floor, at_ms))
+                    .map_err(|e| Error::Storage(format!("encoding the floor: {e}")))?;
+                batch.insert(meta, FLOOR, encoded);
+                batch.commit()?;
+            }
+        }
         Ok(dropped.len())
     }
 }

@@ -53,8 +53,9 @@ const MAX_BATCH: usize = 1024;
 pub(crate) struct Job {
     pub key: Vec<u8>,
     pub merge: Merge,
-    /// Append what it brought to the change log, in its batch.
-    pub log: bool,
+    /// Append what it brought to the change log, in its batch: the dots
+    /// a node sent with it (none for a write minted here).
+    pub log: Option<Vec<Dot>>,
     /// The new set, sent as soon as it is computed.
     pub applied: oneshot::Sender<Result<Applied>>,
     /// Sent once the update is durable: with `sync = "always"` after the
@@ -213,9 +214,15 @@ fn sync(db: &Database, durable: DurableSenders, oldest: Option<Instant>) {
 type DurableSenders = Vec<oneshot::Sender<Result<()>>>;
 
 /// The log entry of a write of the key stored under `storage_key`.
-fn logged(storage_key: &[u8], held: &[Dot], new: &SiblingSet, now_ms: u64) -> Option<Logged> {
+fn logged(
+    storage_key: &[u8],
+    held: &[Dot],
+    sent: &[Dot],
+    new: &SiblingSet,
+    now_ms: u64,
+) -> Option<Logged> {
     let key = user_key(storage_key).ok()?;
-    super::changes::logged(&key, held, new, now_ms)
+    super::changes::logged(&key, held, sent, new, now_ms)
 }
 
 /// Applies one batch of updates, writes the batch to the journal (not
@@ -242,6 +249,8 @@ fn apply(
     let watched = observer.get().is_some();
     let mut changes = Vec::new();
     let mut written = Vec::with_capacity(jobs.len());
+    // The change log's entries in this batch, counted once it commits.
+    let mut appended = Vec::new();
     // A later update of a key in the same batch must see the earlier one:
     // the newest set (and its encoding) of each key that appears more than
     // once is kept here.
@@ -269,7 +278,7 @@ fn apply(
         let merge = job.merge;
         let result = current.and_then(|current| {
             let (set, bytes) = current.unzip();
-            let held = job.log.then(|| dots_of(set.as_ref()));
+            let held = job.log.as_ref().map(|_| dots_of(set.as_ref()));
             let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge(set)))
                 .unwrap_or_else(|_| {
                     Err(Error::Storage(
@@ -284,14 +293,16 @@ fn apply(
             let encoded = (!next.is_empty())
                 .then(|| encode_set(&next).map(Bytes::from))
                 .transpose()?;
+            // The log entry first: one that cannot be made fails the update
+            // before anything of it is in the batch.
+            if let (Some(held), Some(sent)) = (&held, &job.log)
+                && let Some(entry) = logged(&job.key, held, sent, &next, now_ms)
+            {
+                appended.push(log.append_to(&mut batch, entry)?);
+            }
             match &encoded {
                 Some(encoded) => batch.insert(kv, job.key.as_slice(), encoded.as_ref()),
                 None => batch.remove(kv, job.key.as_slice()),
-            }
-            if let Some(held) = &held
-                && let Some(entry) = logged(&job.key, held, &next, now_ms)
-            {
-                log.append_to(&mut batch, entry)?;
             }
             // The key index (`by_key.rs`) changes only where a key appears
             // or goes, in the same atomic batch as its set.
@@ -333,6 +344,7 @@ fn apply(
     // Before any update is answered: a read that starts after an
     // acknowledgement must not find the older set in the cache.
     if committed.is_ok() {
+        log.committed(&appended);
         for (key, set) in written {
             rows.committed(key, set);
         }

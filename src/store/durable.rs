@@ -28,7 +28,7 @@ use crate::budget::Budget;
 use crate::config::StorageConfig;
 use crate::error::Result;
 use crate::ring::Position;
-use crate::version::SiblingSet;
+use crate::version::{Dot, SiblingSet};
 
 pub struct FjallStore {
     db: Database,
@@ -77,7 +77,7 @@ impl FjallStore {
         })
     }
 
-    fn submit(&self, key: &str, merge: Merge, log: bool) -> Pending {
+    fn submit(&self, key: &str, merge: Merge, log: Option<Vec<Dot>>) -> Pending {
         let (applied, applied_rx) = oneshot::channel();
         let (durable, durable_rx) = oneshot::channel();
         self.committer.submit(Job {
@@ -112,11 +112,11 @@ impl Store for FjallStore {
     }
 
     fn update(&self, key: &str, merge: Merge) -> Pending {
-        self.submit(key, merge, false)
+        self.submit(key, merge, None)
     }
 
-    fn update_logged(&self, key: &str, merge: Merge) -> Pending {
-        self.submit(key, merge, true)
+    fn update_logged(&self, key: &str, merge: Merge, sent: Vec<Dot>) -> Pending {
+        self.submit(key, merge, Some(sent))
     }
 
     fn changes(&self) -> &ChangeLog {

@@ -23,7 +23,7 @@ use super::{
 use crate::budget::Budget;
 use crate::error::Result;
 use crate::ring::{self, Position};
-use crate::version::SiblingSet;
+use crate::version::{Dot, SiblingSet};
 
 pub struct MemoryStore {
     data: RwLock<Tables>,
@@ -89,8 +89,8 @@ impl MemoryStore {
 
 impl MemoryStore {
     /// A read-merge-write of `key`, appending its change to the log when
-    /// `log`.
-    fn apply(&self, key: &str, merge: Merge, log: bool) -> Pending {
+    /// `log` (the dots a node sent, if any).
+    fn apply(&self, key: &str, merge: Merge, log: Option<Vec<Dot>>) -> Pending {
         if let Some(disk) = &self.disk
             && let Err(e) = disk.check_write()
         {
@@ -127,10 +127,10 @@ impl MemoryStore {
                 }
                 Err(_) => return Vec::new(),
             };
-            if log
+            if let Some(sent) = &log
                 && let Some(next) = new
                 && let Some(entry) =
-                    changes::logged(key, &changes::dots_of(old.as_ref()), next, wall_ms())
+                    changes::logged(key, &changes::dots_of(old.as_ref()), sent, next, wall_ms())
                 && let Err(e) = self.changes.append(entry)
             {
                 tracing::error!(error = %e, "appending to the change log failed");
@@ -161,11 +161,11 @@ impl Store for MemoryStore {
     }
 
     fn update(&self, key: &str, merge: Merge) -> Pending {
-        self.apply(key, merge, false)
+        self.apply(key, merge, None)
     }
 
-    fn update_logged(&self, key: &str, merge: Merge) -> Pending {
-        self.apply(key, merge, true)
+    fn update_logged(&self, key: &str, merge: Merge, sent: Vec<Dot>) -> Pending {
+        self.apply(key, merge, Some(sent))
     }
 
     fn changes(&self) -> &ChangeLog {

@@ -110,9 +110,11 @@ pub trait Store: Send + Sync + 'static {
     fn update(&self, key: &str, merge: Merge) -> Pending;
 
     /// As [`Store::update`], and appends what the write brought to the
-    /// change log in the same atomic step ([`changes`]): client writes, and
-    /// the sets coordinators, read repairs and hints send.
-    fn update_logged(&self, key: &str, merge: Merge) -> Pending;
+    /// change log in the same atomic step ([`changes`]): client writes
+    /// (`sent` empty), and the sets coordinators, read repairs and hints
+    /// send (`sent`: their siblings' dots, logged even where the copy held
+    /// them already).
+    fn update_logged(&self, key: &str, merge: Merge, sent: Vec<crate::version::Dot>) -> Pending;
 
     /// This store's change log.
     fn changes(&self) -> &ChangeLog;

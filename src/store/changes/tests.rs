@@ -44,8 +44,9 @@ impl OnDisk {
 
     fn append(&self, entry: Logged) {
         let mut batch = self.db.batch();
-        self.log.append_to(&mut batch, entry).expect("append");
+        let appended = self.log.append_to(&mut batch, entry).expect("append");
         batch.commit().expect("commit");
+        self.log.committed(&[appended]);
     }
 }
 
@@ -58,16 +59,20 @@ fn a_write_logs_the_dots_it_brought_and_whether_they_delete() {
         Dot::new(a.clone(), 1),
         Content::Value("1".into()),
     );
-    let first = logged("k", &[], &set, 5).expect("a new key is a change");
+    let first = logged("k", &[], &[], &set, 5).expect("a new key is a change");
     assert_eq!(first.dots, [Dot::new(a.clone(), 1)]);
     assert!(!first.deleted);
     // The same set merged again brings nothing.
-    assert_eq!(logged("k", &dots_of(Some(&set)), &set, 6), None);
+    assert_eq!(logged("k", &dots_of(Some(&set)), &[], &set, 6), None);
+    // Unless a node sent it: this replica then counts toward its quorum.
+    let sent = dots_of(Some(&set));
+    let again = logged("k", &sent, &sent, &set, 6).expect("a sent set is logged");
+    assert_eq!(again.dots, sent);
     // A delete with the read's context: one fresh tombstone.
     let held = dots_of(Some(&set));
     let read = Context::read(set.context().clone());
     set.write(&read, Dot::new(a.clone(), 2), Content::Tombstone);
-    let delete = logged("k", &held, &set, 7).expect("a delete is a change");
+    let delete = logged("k", &held, &[], &set, 7).expect("a delete is a change");
     assert_eq!(delete.dots, [Dot::new(a, 2)]);
     assert!(delete.deleted);
     assert_eq!(&delete.context, set.context());
