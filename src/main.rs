@@ -571,6 +571,15 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sim(Sim::Cluster(args)) => sim_cluster(args).await,
+        Command::Bench(options) if options.watchers > 0 => {
+            let summary = bench::watchers::run(&options).await?;
+            eprint!("{}", bench::watchers::table(&summary));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(options) => {
             let out = options.out.clone();
             let summary = bench::run(options).await?;

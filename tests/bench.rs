@@ -580,3 +580,39 @@ async fn etcd_answers_the_workloads_through_its_json_gateway() {
         .expect("range");
     assert!(!chorus::bench::etcd::found(&absent), "{absent:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_are_counted_measured_and_each_answered_by_its_write() {
+    let t = TestNode::start().await;
+    let url = t.node.url();
+    // The node runs in this test's process: its memory and CPU are this
+    // process's.
+    let pid = std::process::id().to_string();
+    let args = [
+        "bench",
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "--watchers",
+        "300",
+        "--notify",
+        "30",
+        "--duration",
+        "300ms",
+    ];
+    let out = chorus(&args).await;
+    assert!(out.status.success(), "{out:?}");
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    assert_eq!(summary["watchers"], 300);
+    assert_eq!(summary["connections"], 2, "150 streams a connection");
+    assert_eq!(summary["notified"], 30, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert!(summary["rss_waiting_bytes"].as_u64() > Some(0));
+    assert!(summary["notify_latency"]["p99_us"].as_u64() > Some(0));
+    // Every watch was dropped at the end: the node holds none.
+    let metrics = common::series(&t.client, &["chorus_watchers"]).await;
+    assert!(metrics.contains("chorus_watchers 0"), "{metrics}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("| watchers |"), "{stderr}");
+}

@@ -284,14 +284,19 @@ impl Api {
 
     async fn route(&self, path: &str, req: Request<Incoming>) -> Result<Response<Body>> {
         self.authorize(path, &req)?;
+        // Each handler's future is boxed: a request's future is then the
+        // size of the handler it runs, not of the largest one (a batch's or
+        // a scan's). A watcher or a feed reader waits for minutes, and
+        // there may be thousands: this kept 8.7 KiB of each (docs/benchmarks.md,
+        // "Watchers").
         if let Some(raw_key) = path.strip_prefix("/kv/") {
             if is_watch(&req) {
-                return watching::handle(self, raw_key, req).await;
+                return Box::pin(watching::handle(self, raw_key, req)).await;
             }
-            return kv::handle(self, raw_key, req).await;
+            return Box::pin(kv::handle(self, raw_key, req)).await;
         }
         if let Some(raw_key) = path.strip_prefix("/crdt/") {
-            return crdt::handle(self, raw_key, req).await;
+            return Box::pin(crdt::handle(self, raw_key, req)).await;
         }
         if let Some(raw_key) = path.strip_prefix("/admin/replica/") {
             return replica_view::get(self, req.method(), raw_key);
@@ -300,9 +305,9 @@ impl Api {
             return admin::remove(self, req.method(), node);
         }
         match path {
-            crate::peer::PEER_PATH => peer::handle(self, req).await,
-            "/batch" => batch::handle(self, req).await,
-            "/changes" => changes::handle(self, req).await,
+            crate::peer::PEER_PATH => Box::pin(peer::handle(self, req)).await,
+            "/batch" => Box::pin(batch::handle(self, req)).await,
+            "/changes" => Box::pin(changes::handle(self, req)).await,
             "/cluster" => admin::cluster(self, req.method()),
             "/admin/leave" => admin::leave(self, req.method()),
             "/admin/antientropy/rebuild" => admin::rebuild_trees(self, req.method()),
@@ -325,7 +330,7 @@ impl Api {
                 );
                 Ok(response)
             }
-            "/kv" => scan::handle(self, req).await,
+            "/kv" => Box::pin(scan::handle(self, req)).await,
             other => Err(Error::NoRoute(other.to_string())),
         }
     }

@@ -56,10 +56,13 @@ async fn get(api: &Api, key: &str, p: &Params, seen: Context) -> Result<Response
         tokio::pin!(rung);
         rung.as_mut().enable();
         let deadline = until.min(Instant::now() + Duration::from_millis(api.timeout_ms));
-        let read = api
-            .coordinator
-            .read(key, p.quorum, deadline, None, false, None)
-            .await;
+        // Boxed: a parked watcher keeps no room for a read it is not making
+        // (docs/benchmarks.md, "Watchers").
+        let read = Box::pin(
+            api.coordinator
+                .read(key, p.quorum, deadline, None, false, None),
+        )
+        .await;
         let failed = match read {
             Ok(set) if unseen(set.as_ref(), &seen) => return kv::answer(api, key, p, set),
             Ok(_) => false,

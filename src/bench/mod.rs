@@ -35,6 +35,7 @@ mod records;
 mod report;
 pub mod target;
 pub mod timeline;
+pub mod watchers;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -113,6 +114,16 @@ pub struct Options {
     /// (`<stem>-<workload>-throughput.png`, `<stem>-<workload>-latency.png`).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Instead of the workloads: open this many watches on one node
+    /// (`--url`, `--server-pid`), hold them for `--duration`, then write
+    /// `--notify` of their keys; reports memory per watcher and the node's
+    /// CPU ([`watchers`]).
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
+    /// With `--watchers`: how many of the watched keys to write, one at a
+    /// time, timing each watcher's answer.
+    #[arg(long, default_value_t = 1000)]
+    pub notify: usize,
     /// Draw a progress bar on stderr (when it is a terminal).
     #[arg(skip = true)]
     pub progress: bool,
@@ -144,7 +155,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
         Latency {
             p50_us: h.value_at_quantile(0.5),
             p99_us: h.value_at_quantile(0.99),
