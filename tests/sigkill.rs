@@ -59,9 +59,9 @@ async fn concurrent_set_adds_survive_a_sigkill_at_r2_w2() {
 /// the killed node's watchers get an error at once (their connection
 /// closes), not a hang; they watch again through another node with the
 /// context they had and, like the watchers of the surviving node, are
-/// answered by the next write; the feed reader resumes through another
-/// node from its cursor and finds that write, and after the killed node
-/// is back too.
+/// answered by the next write; the feed reader is not left hanging either,
+/// resumes through another node from its cursor and finds that write, and
+/// through the killed node once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_and_a_feed_reader_carry_on_past_a_sigkilled_node() {
     const WATCHERS: usize = 20;
@@ -115,11 +115,21 @@ async fn watchers_and_a_feed_reader_carry_on_past_a_sigkilled_node() {
         assert!(ended.is_err(), "the killed node answered: {ended:?}");
         again.push(watch(clients[1].clone(), seen.clone()));
     }
+    // The reader ends too: with an error, or (when the third replica's
+    // copy of the first write was logged after the cursor, as a loaded
+    // machine makes likely) with that change before the kill.
     let reader = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
         .expect("the reader is not left hanging")
         .expect("task");
-    assert!(reader.is_err(), "{reader:?}");
+    let resume = match &reader {
+        Ok(page) => {
+            assert_eq!(page.status, StatusCode::OK, "{page:?}");
+            let body = page.json().expect("page");
+            body["next"].as_str().expect("next").to_string()
+        }
+        Err(_) => cursor.clone(),
+    };
 
     // The next write, through n2 (w = 2 of the two left), answers them all.
     let update = clients[1].put("w", "2", Some(&seen)).await.expect("put");
@@ -138,7 +148,7 @@ async fn watchers_and_a_feed_reader_carry_on_past_a_sigkilled_node() {
     assert_eq!(answered, WATCHERS, "every watcher checked");
     // The reader resumes from its cursor through n1 and finds the write.
     let found = clients[0]
-        .changes("w", &cursor, 20_000)
+        .changes("w", &resume, 20_000)
         .await
         .expect("changes");
     let page = found.json().expect("page");

@@ -84,11 +84,8 @@ impl FeedService {
         loop {
             tick.tick().await;
             let service = Arc::clone(&self);
-            let trimmed = tokio::task::spawn_blocking(move || service.trim()).await;
-            match trimmed {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "trimming the change log failed"),
-                Err(e) => tracing::warn!(error = %e, "the change log trim stopped"),
+            if let Err(e) = off_the_runtime(move || service.trim()).await {
+                tracing::warn!(error = %e, "trimming the change log failed");
             }
         }
     }
@@ -133,13 +130,12 @@ impl FeedService {
             // A read scans and decodes up to MAX_SCANNED entries from disk:
             // off the runtime's threads.
             let (store, prefix) = (Arc::clone(&self.store), Arc::clone(&prefix));
-            let found = tokio::task::spawn_blocking(move || {
+            let found = off_the_runtime(move || {
                 store
                     .changes()
                     .read(from, &|key| key.starts_with(&*prefix), limits, wall_ms())
             })
-            .await
-            .map_err(|e| Error::Storage(format!("reading the change log: {e}")))??;
+            .await?;
             let now = Instant::now();
             if found.expired || !found.entries.is_empty() || now >= until {
                 return Ok(Entries {
@@ -362,6 +358,22 @@ impl FeedService {
         }
         expired
     }
+}
+
+/// Runs `work` (disk reads, decoding) on the blocking pool, so that it
+/// holds no runtime thread; inline on a current-thread runtime (the
+/// simulation), where a thread outside it would break the replay of a
+/// seed (as the Merkle tree build does, `antientropy/service.rs`).
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    if flavor == tokio::runtime::RuntimeFlavor::CurrentThread {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Storage(format!("the change log's work stopped: {e}")))?
 }
 
 impl Subscriber for FeedService {
