@@ -113,14 +113,13 @@ async fn a_long_poll_answers_a_write_through_any_node_under_its_prefix() {
         !waiting.is_finished(),
         "another prefix's write is not a change"
     );
-    let started = Instant::now();
     cluster
         .client(2)
         .put("orders/1", "{\"n\":1}", None)
         .await
         .expect("put");
+    // Answered with the write (its 20 s timeout would answer none).
     let first = waiting.await.expect("reader");
-    assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
         first.changes.len(),
         1,
