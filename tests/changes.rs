@@ -89,6 +89,25 @@ async fn follow(
     (seen, cursor)
 }
 
+/// Fails unless the feed showed every key of `acked`; returns how many of
+/// them it showed more than once (printed, named `what`).
+fn checked(what: &str, acked: &HashSet<String>, seen: &HashMap<String, usize>) -> usize {
+    let missing: Vec<_> = acked.iter().filter(|k| !seen.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: acknowledged writes not in the feed: {missing:?}"
+    );
+    let repeated = acked
+        .iter()
+        .filter(|k| seen.get(*k).is_some_and(|&n| n > 1))
+        .count();
+    eprintln!(
+        "{what}: {} writes, {repeated} seen more than once",
+        acked.len()
+    );
+    repeated
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_poll_answers_a_write_through_any_node_under_its_prefix() {
     // Four nodes, N = 2: the reader's node replicates some keys, not others.
@@ -168,16 +187,7 @@ async fn a_reader_that_resumes_sees_every_acknowledged_write_across_a_restart_an
         acked.insert(key);
     }
     let (seen, cursor) = follow(&clients, "k/", cursor, &acked, Duration::from_secs(30)).await;
-    let missing: Vec<_> = acked.iter().filter(|k| !seen.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged writes not in the feed: {missing:?}"
-    );
-    let repeated = seen.values().filter(|&&n| n > 1).count();
-    eprintln!(
-        "no fault: {} writes, {repeated} seen more than once",
-        acked.len()
-    );
+    let repeated = checked("no fault", &acked, &seen);
     assert!(
         repeated * 20 <= acked.len(),
         "with no fault a write is rarely seen twice: {repeated} of {}",
@@ -201,19 +211,7 @@ async fn a_reader_that_resumes_sees_every_acknowledged_write_across_a_restart_an
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
     let (seen_live, _) = follower.await.expect("follower");
-    let missing: Vec<_> = live
-        .iter()
-        .filter(|k| !seen_live.contains_key(*k))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged writes not in the feed: {missing:?}"
-    );
-    let repeated = seen_live.values().filter(|&&n| n > 1).count();
-    eprintln!(
-        "long poll: {} writes, {repeated} seen more than once",
-        live.len()
-    );
+    let repeated = checked("long poll", &live, &seen_live);
     assert!(
         repeated * 10 <= live.len(),
         "a long-polling reader rarely sees a write twice: {repeated} of {}",
@@ -250,11 +248,9 @@ async fn a_reader_that_resumes_sees_every_acknowledged_write_across_a_restart_an
         during.len()
     );
     let (seen, cursor) = follow(&clients, "k/", cursor, &during, Duration::from_secs(30)).await;
-    let missing: Vec<_> = during.iter().filter(|k| !seen.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged writes not in the feed: {missing:?}"
-    );
+    // Duplicates are allowed here: a node that missed writes logs them
+    // when a read repair brings them.
+    checked("across faults", &during, &seen);
     // Node 2 comes back: its log's entries are read from where the cursor
     // left it (duplicates at most), and a write through it is seen.
     cluster.restart(2).await;
