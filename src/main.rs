@@ -109,12 +109,8 @@ enum Command {
         /// at once if the key holds one).
         #[arg(long)]
         context: Option<String>,
-        /// Changes to print before exiting.
-        #[arg(long, default_value_t = 1)]
-        count: u32,
-        /// How long one watch waits before watching again, in ms.
-        #[arg(long, default_value_t = 30_000)]
-        timeout_ms: u64,
+        #[command(flatten)]
+        follow: verbs::Follow,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
@@ -128,12 +124,8 @@ enum Command {
         /// Where to start: `now`, or the cursor an earlier run printed.
         #[arg(long, default_value = "now")]
         since: String,
-        /// Changes to print before exiting.
-        #[arg(long, default_value_t = 1)]
-        count: u32,
-        /// How long one request waits for a change before asking again, in ms.
-        #[arg(long, default_value_t = 30_000)]
-        timeout_ms: u64,
+        #[command(flatten)]
+        follow: verbs::Follow,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
@@ -380,17 +372,15 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Watch {
             key,
             context,
-            count,
-            timeout_ms,
+            follow,
             url,
-        } => verbs::watch(&Client::cli(&url)?, &key, context, count, timeout_ms).await,
+        } => verbs::watch(&Client::cli(&url)?, &key, context, follow).await,
         Command::Changes {
             prefix,
             since,
-            count,
-            timeout_ms,
+            follow,
             url,
-        } => verbs::changes(&Client::cli(&url)?, &prefix, since, count, timeout_ms).await,
+        } => verbs::changes(&Client::cli(&url)?, &prefix, since, follow).await,
         Command::Incr {
             key,
             n,

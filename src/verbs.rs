@@ -9,14 +9,25 @@ use chorus::api::CONTEXT_HEADER;
 use chorus::client::{Client, Reply, crdt_path, key_path};
 use chorus::error::Error;
 
+/// How `watch` and `changes` follow: long polls, one after another, until
+/// enough changes were printed.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct Follow {
+    /// Changes to print before exiting.
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// How long one request waits for a change before asking again, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout_ms: u64,
+}
+
 /// `chorus watch`: prints each of the next `count` changes of `key` after
 /// `context`, watching again whenever a watch times out (304).
 pub async fn watch(
     client: &Client,
     key: &str,
     mut context: Option<String>,
-    count: u32,
-    timeout_ms: u64,
+    Follow { count, timeout_ms }: Follow,
 ) -> Result<ExitCode, Error> {
     let path = format!("{}?watch=true&timeout_ms={timeout_ms}", key_path(key));
     let mut printed = 0;
@@ -50,8 +61,7 @@ pub async fn changes(
     client: &Client,
     prefix: &str,
     mut since: String,
-    count: u32,
-    timeout_ms: u64,
+    Follow { count, timeout_ms }: Follow,
 ) -> Result<ExitCode, Error> {
     let mut printed = 0;
     while printed < count {

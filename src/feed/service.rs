@@ -13,14 +13,15 @@ use tokio::time::Instant;
 
 use super::rpc::{Entries, From, MAX_READ_BYTES, MAX_WAIT_MS, ReadChanges};
 use super::{CLOCK_MARGIN_MS, Cursor, Page, SETTLE_MS};
+use crate::clock::system_ms;
 use crate::config::ChangesConfig;
 use crate::error::{Error, Result};
 use crate::membership::Cluster;
 use crate::peer::Services;
 use crate::replica::events::{Event, Subscriber};
 use crate::ring::Status;
+use crate::store::Store;
 use crate::store::changes::{Mark, ReadLimits};
-use crate::store::{Store, wall_ms};
 
 /// Bytes of entries one page gathers from all members together.
 pub const PAGE_BYTES: usize = 1024 * 1024;
@@ -91,7 +92,7 @@ impl FeedService {
     }
 
     fn trim(&self) -> Result<()> {
-        let before = wall_ms().saturating_sub(self.config.retention_ms);
+        let before = system_ms().saturating_sub(self.config.retention_ms);
         let log = self.store.changes();
         while log.trim(before, self.config.max_bytes, TRIM_BATCH)? == TRIM_BATCH {}
         let (entries, bytes) = log.size();
@@ -133,7 +134,7 @@ impl FeedService {
             let found = off_the_runtime(move || {
                 store
                     .changes()
-                    .read(from, &|key| key.starts_with(&*prefix), limits, wall_ms())
+                    .read(from, &|key| key.starts_with(&*prefix), limits, system_ms())
             })
             .await?;
             let now = Instant::now();
@@ -176,7 +177,7 @@ impl FeedService {
     /// A cursor at the present: each member's log end; a member that does
     /// not answer is read, later, from a little before now.
     pub async fn now(&self) -> Cursor {
-        let since_ms = wall_ms().saturating_sub(CLOCK_MARGIN_MS);
+        let since_ms = system_ms().saturating_sub(CLOCK_MARGIN_MS);
         let transport = self.cluster.transport();
         let calls = self.members().into_iter().map(|member| {
             let call = transport.rpc(
@@ -220,7 +221,7 @@ impl FeedService {
     ) -> Result<Option<Answer>> {
         let until = Instant::now() + wait;
         let members = self.members();
-        let started_ms = wall_ms();
+        let started_ms = system_ms();
         let mut marks: BTreeMap<String, Mark> = members
             .iter()
             .map(|m| {

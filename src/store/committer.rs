@@ -42,7 +42,7 @@ use tokio::sync::oneshot;
 use super::changes::{ChangeLog, Logged, dots_of};
 use super::pending::Applied;
 use super::rows::Rows;
-use super::{Change, Merge, ObserverSlot, decode_set, encode_set, observed, user_key, wall_ms};
+use super::{Change, Merge, ObserverSlot, decode_set, encode_set, observed, user_key};
 use crate::config::SyncPolicy;
 use crate::error::{Error, Result};
 use crate::version::{Dot, SiblingSet};
@@ -242,7 +242,8 @@ fn apply(
         observer,
         rows,
     } = stores;
-    let now_ms = wall_ms();
+    // What the change log stamps its entries with and trims by.
+    let now_ms = crate::clock::system_ms();
     let mut batch = db.batch().durability(Some(PersistMode::Buffer));
     let mut durable = Vec::with_capacity(jobs.len());
     let mut answers = Vec::with_capacity(jobs.len());

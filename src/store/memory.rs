@@ -18,9 +18,10 @@ use super::changes::{self, ChangeLog};
 use super::disk::Disk;
 use super::{
     Change, Entry, Merge, Observer, ObserverSlot, Pending, Store, StoreStats, encode_set, observed,
-    storage_key, storage_key_at, user_key, wall_ms,
+    storage_key, storage_key_at, user_key,
 };
 use crate::budget::Budget;
+use crate::clock::system_ms;
 use crate::error::Result;
 use crate::ring::{self, Position};
 use crate::version::{Dot, SiblingSet};
@@ -129,8 +130,13 @@ impl MemoryStore {
             };
             if let Some(sent) = &log
                 && let Some(next) = new
-                && let Some(entry) =
-                    changes::logged(key, &changes::dots_of(old.as_ref()), sent, next, wall_ms())
+                && let Some(entry) = changes::logged(
+                    key,
+                    &changes::dots_of(old.as_ref()),
+                    sent,
+                    next,
+                    system_ms(),
+                )
                 && let Err(e) = self.changes.append(entry)
             {
                 tracing::error!(error = %e, "appending to the change log failed");

@@ -165,14 +165,6 @@ fn observed(slot: &ObserverSlot, mut write: impl FnMut() -> Vec<Change>) {
     }
 }
 
-/// The wall clock in ms since the epoch: what the change log stamps its
-/// entries with and trims by.
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The storage key of `key`: its ring position, then its bytes.
 pub fn storage_key(key: &str) -> Vec<u8> {
     storage_key_at(ring::position(key.as_bytes()), key.as_bytes())
