@@ -36,7 +36,7 @@ pub enum Error {
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
     #[error(
-        "{0}; a key's type is fixed by its first write: plain JSON values live on /kv, counters and sets on /crdt (docs/api.md, CRDT keys)"
+        "{0}; a key's type is fixed by its first write: plain JSON values live on /kv, counters, sets and maps on /crdt (docs/api.md, CRDT keys)"
     )]
     TypeMismatch(crate::version::Mismatch),
     #[error("method {method} is not allowed here; allowed: {allowed}")]
@@ -388,10 +388,10 @@ mod tests {
                 false,
             ),
             (
-                Error::TypeMismatch(crate::version::Mismatch {
-                    held: crate::version::Shape::Plain,
-                    wanted: crate::version::Shape::Crdt(crate::version::Kind::Counter),
-                }),
+                Error::TypeMismatch(crate::version::Mismatch::new(
+                    crate::version::Shape::Plain,
+                    crate::version::Shape::Crdt(crate::version::Kind::Counter),
+                )),
                 409,
                 "type_mismatch",
                 false,

@@ -34,7 +34,7 @@
 //!                publishes each change it commits, with its cause (events)
 //! store          Store trait; fjall (durable) and memory engines; group commit
 //! version        dots, version vectors, sibling sets (DVV), client contexts,
-//!                CRDT states (counters and sets from the crdts crate)
+//!                CRDT states (counters, sets and maps from the crdts crate)
 //! ring           positions, tokens, placement, members CRDT, Chord router
 //! antientropy    Merkle trees per ring range (pure), the causal op log
 //!                (pure), the exchanges that repair replicas in the

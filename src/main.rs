@@ -129,23 +129,30 @@ enum Command {
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
-    /// Add N (negative: subtract) to the counter under KEY; prints the
-    /// counter as the replica that applied it holds it.
+    /// Add N (negative: subtract) to the counter under KEY (or a map's
+    /// counter field, with --field); prints the state as the replica that
+    /// applied it holds it.
     Incr {
         key: String,
         #[arg(allow_negative_numbers = true)]
         n: i64,
+        /// The field of the map under KEY to update, instead of KEY itself.
+        #[arg(long)]
+        field: Option<String>,
         /// Count once however often the command is retried with this id.
         #[arg(long)]
         idempotency_key: Option<String>,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
-    /// Add members to the set under KEY.
+    /// Add members to the set under KEY (or a map's set field, with --field).
     Sadd {
         key: String,
         #[arg(required = true)]
         members: Vec<String>,
+        /// The field of the map under KEY to update, instead of KEY itself.
+        #[arg(long)]
+        field: Option<String>,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
@@ -155,12 +162,15 @@ enum Command {
         key: String,
         #[arg(required = true)]
         members: Vec<String>,
+        /// The field of the map under KEY to update, instead of KEY itself.
+        #[arg(long)]
+        field: Option<String>,
         #[arg(long)]
         context: Option<String>,
         #[arg(long, default_value = DEV_URL)]
         url: String,
     },
-    /// Read the counter or set under KEY, and its context.
+    /// Read the counter, set or map under KEY, and its context.
     Crdt {
         key: String,
         #[arg(long, default_value = DEV_URL)]
@@ -384,20 +394,36 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Incr {
             key,
             n,
+            field,
             idempotency_key,
             url,
-        } => verbs::incr(&Client::cli(&url)?, &key, n, idempotency_key.as_deref()).await,
-        Command::Sadd { key, members, url } => {
-            let body = serde_json::json!({"type": "set", "add": members});
+        } => {
+            let update = serde_json::json!({"type": "counter", "increment": n});
+            let body = verbs::in_field(update, field.as_deref());
+            verbs::incr(&Client::cli(&url)?, &key, &body, idempotency_key.as_deref()).await
+        }
+        Command::Sadd {
+            key,
+            members,
+            field,
+            url,
+        } => {
+            let update = serde_json::json!({"type": "set", "add": members});
+            let body = verbs::in_field(update, field.as_deref());
             let reply = Client::cli(&url)?.crdt_update(&key, &body, None).await?;
             Ok(print_reply(&reply))
         }
         Command::Srem {
             key,
             members,
+            field,
             context,
             url,
-        } => verbs::srem(&Client::cli(&url)?, &key, members, context).await,
+        } => {
+            let update = serde_json::json!({"type": "set", "remove": members});
+            let body = verbs::in_field(update, field.as_deref());
+            verbs::srem(&Client::cli(&url)?, &key, &body, context).await
+        }
         Command::Crdt { key, url } => Ok(print_reply(&Client::cli(&url)?.crdt(&key).await?)),
         Command::Scan {
             prefix,

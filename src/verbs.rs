@@ -83,15 +83,14 @@ pub async fn changes(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `chorus incr`: adds `n` and prints the counter as the replica that
-/// applied it holds it.
+/// `chorus incr`: applies `body` (an increment, or a map's update of a
+/// counter field) and prints the state as the replica that applied it holds it.
 pub async fn incr(
     client: &Client,
     key: &str,
-    n: i64,
+    body: &serde_json::Value,
     idempotency_key: Option<&str>,
 ) -> Result<ExitCode, Error> {
-    let body = serde_json::json!({"type": "counter", "increment": n});
     let mut headers = vec![("content-type", "application/json")];
     headers.extend(idempotency_key.map(|k| ("idempotency-key", k)));
     let path = format!("{}?returnbody=true", crdt_path(key));
@@ -101,20 +100,28 @@ pub async fn incr(
     Ok(print_reply(&reply))
 }
 
+/// A counter's or a set's update, or with `field` the update of a map
+/// that applies it to that field.
+pub fn in_field(update: serde_json::Value, field: Option<&str>) -> serde_json::Value {
+    match field {
+        None => update,
+        Some(field) => serde_json::json!({"type": "map", "update": {field: update}}),
+    }
+}
+
 /// `chorus srem`: removes what the read that gave `context` saw, or
 /// without one what a read made now sees.
 pub async fn srem(
     client: &Client,
     key: &str,
-    members: Vec<String>,
+    body: &serde_json::Value,
     context: Option<String>,
 ) -> Result<ExitCode, Error> {
     let context = match context {
         Some(context) => Some(context),
         None => client.crdt(key).await?.context().map(str::to_string),
     };
-    let body = serde_json::json!({"type": "set", "remove": members});
-    let reply = client.crdt_update(key, &body, context.as_deref()).await?;
+    let reply = client.crdt_update(key, body, context.as_deref()).await?;
     Ok(print_reply(&reply))
 }
 

@@ -150,6 +150,53 @@ async fn incr_sadd_srem_and_crdt_print_the_states() {
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("type_mismatch"));
     let missing = chorus(&["crdt", "nothing", "--url", &url]).await;
     assert_eq!(missing.status.code(), Some(1));
+
+    // --field updates a map's field.
+    let field = |verb: &'static str, args: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut all = vec![verb, "page"];
+            all.extend(args);
+            all.extend(["--url", url.as_str()]);
+            chorus(&all).await
+        }
+    };
+    assert!(
+        field("incr", &["3", "--field", "visits"])
+            .await
+            .status
+            .success()
+    );
+    assert!(
+        field("sadd", &["ann", "bob", "--field", "by"])
+            .await
+            .status
+            .success()
+    );
+    assert!(
+        field("srem", &["ann", "--field", "by"])
+            .await
+            .status
+            .success()
+    );
+    let read = stdout(&chorus(&["crdt", "page", "--url", &url]).await);
+    let state: serde_json::Value = serde_json::from_str(
+        read.lines()
+            .take_while(|l| !l.starts_with("context"))
+            .collect::<String>()
+            .trim(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {read}"));
+    assert_eq!(
+        state,
+        serde_json::json!({"type": "map", "value": {
+            "by": {"type": "set", "value": ["bob"]},
+            "visits": {"type": "counter", "value": 3},
+        }})
+    );
+    let wrong = field("sadd", &["x", "--field", "visits"]).await;
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("field `visits`"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

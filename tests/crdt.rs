@@ -1,6 +1,6 @@
 //! CRDT keys (`/crdt/{key}`) over real HTTP on in-process clusters:
 //! counters count every acknowledged increment through any node, sets keep
-//! adds a remove did not see, a key never shows siblings, types are fixed
+//! adds a remove did not see, a map's fields do both and keep their types, a key never shows siblings, types are fixed
 //! by the first write, retries with an `Idempotency-Key` count once, and
 //! a node of an older protocol holds CRDT updates back.
 
@@ -197,6 +197,117 @@ async fn a_remove_takes_only_the_adds_its_read_saw() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_maps_fields_merge_by_their_own_laws() {
+    let cluster = TestCluster::start(3, 0, 3).await;
+    let clients: Vec<_> = (0..3).map(|i| cluster.client(i)).collect();
+    // Every node increments `visits` and adds itself to `seen_by`, in one
+    // update each, concurrently.
+    let writers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for j in 0..10 {
+                    let body = json!({"type": "map", "update": {
+                        "visits": {"type": "counter", "increment": 2},
+                        "seen_by": {"type": "set", "add": [format!("n{i}-{j}")]},
+                    }});
+                    let reply = update(&client, "page", body, None).await;
+                    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:?}", reply.json());
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let seen_by: Vec<String> = (0..3)
+        .flat_map(|i| (0..10).map(move |j| format!("n{i}-{j}")))
+        .collect();
+    let mut seen_by_sorted = seen_by.clone();
+    seen_by_sorted.sort();
+    for client in &clients {
+        let (value, _) = read(client, "page", "r=all").await;
+        assert_eq!(
+            value,
+            json!({"type": "map", "value": {
+                "seen_by": {"type": "set", "value": seen_by_sorted},
+                "visits": {"type": "counter", "value": 60},
+            }})
+        );
+    }
+
+    // A remove in a set field takes what the read saw, not an add made
+    // after it.
+    let (_, context) = read(&clients[1], "page", "r=all").await;
+    let late = update(
+        &clients[0],
+        "page",
+        json!({"type": "map", "update": {"seen_by": {"type": "set", "add": ["n0-0"]}}}),
+        None,
+    )
+    .await;
+    assert_eq!(late.status, StatusCode::NO_CONTENT);
+    let removed = update(
+        &clients[2],
+        "page",
+        json!({"type": "map", "update": {"seen_by": {"type": "set", "remove": seen_by}}}),
+        Some(&context),
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    let (value, _) = read(&clients[1], "page", "r=all").await;
+    assert_eq!(value["value"]["seen_by"]["value"], json!(["n0-0"]));
+    assert_eq!(value["value"]["visits"]["value"], json!(60));
+
+    // A field's type is fixed by its first update: a 409 naming the field,
+    // and nothing of the refused update applied.
+    let wrong = update(
+        &clients[0],
+        "page",
+        json!({"type": "map", "update": {
+            "visits": {"type": "set", "add": ["a"]},
+            "other": {"type": "counter", "increment": 1},
+        }}),
+        None,
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&wrong), "type_mismatch");
+    let message = wrong.json().expect("json")["message"].to_string();
+    assert!(
+        message.contains("field `visits` holds a counter, not a set"),
+        "{message}"
+    );
+    let (value, _) = read(&clients[0], "page", "r=all").await;
+    assert!(value["value"].get("other").is_none(), "{value}");
+    // The key is a map: a counter's update is a 409 too.
+    let counter = update(
+        &clients[0],
+        "page",
+        json!({"type": "counter", "increment": 1}),
+        None,
+    )
+    .await;
+    assert_eq!(counter.status, StatusCode::CONFLICT);
+    // Nested maps are refused, naming where.
+    let nested = update(
+        &clients[0],
+        "page",
+        json!({"type": "map", "update": {"inner": {"type": "map", "update": {}}}}),
+        None,
+    )
+    .await;
+    assert_eq!(nested.status, StatusCode::BAD_REQUEST);
+    assert!(
+        String::from_utf8_lossy(&nested.body).contains("update.inner.type"),
+        "{:?}",
+        nested.json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keys_type_is_fixed_by_its_first_write() {
     let cluster = TestCluster::start(3, 0, 3).await;
     let a = cluster.client(0);
@@ -322,7 +433,7 @@ async fn bad_updates_and_contexts_get_clear_errors() {
         ("", "invalid_json"),
         ("{\"type\":\"counter\"}", "bad_parameter"),
         ("{\"type\":\"counter\",\"increment\":\"1\"}", "invalid_json"),
-        ("{\"type\":\"map\",\"update\":{}}", "invalid_json"),
+        ("{\"type\":\"map\",\"update\":{}}", "bad_parameter"),
         ("{\"type\":\"register\"}", "bad_parameter"),
         ("{\"type\":\"set\",\"add\":[1]}", "invalid_json"),
     ] {
@@ -449,6 +560,31 @@ async fn a_node_of_an_older_protocol_holds_crdt_updates_back() {
     }
     assert_eq!(
         cluster.client(0).crdt("c").await.expect("get").status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_of_the_protocol_before_maps_holds_map_updates_back() {
+    let pinned: PerNode = Box::new(|i, config| {
+        if i == 2 {
+            config.cluster.protocol = Some(chorus::peer::versions::MAP_PROTOCOL - 1);
+        }
+    });
+    let cluster = TestCluster::start_each(3, 0, 3, |_| {}, Some(pinned)).await;
+    cluster.await_members_agree(Duration::from_secs(10)).await;
+    // Counters it decodes: they go through once it has been heard from.
+    incr(&cluster.client(0), "c", 1).await;
+    for i in 0..3 {
+        let body = json!({"type": "map", "update": {"n": {"type": "counter", "increment": 1}}});
+        let reply = update(&cluster.client(i), "m", body, None).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "n{}", i + 1);
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        assert!(body.contains("protocol 8"), "{body}");
+        assert!(body.contains("n3"), "names the node: {body}");
+    }
+    assert_eq!(
+        cluster.client(0).crdt("m").await.expect("get").status,
         StatusCode::NOT_FOUND
     );
 }

@@ -1,18 +1,23 @@
-//! `/crdt/{key}`: counters and sets that merge by their own laws
+//! `/crdt/{key}`: counters, sets and maps that merge by their own laws
 //! (`version::crdt` has the idea; docs/api.md, CRDT keys, the contract).
 //!
 //! `POST` applies one update: `{"type":"counter","increment":5}`,
-//! `{"type":"set","add":["a","b"]}` or `{"type":"set","remove":["a"]}`
+//! `{"type":"set","add":["a","b"]}`, `{"type":"set","remove":["a"]}`
 //! (with the `X-Chorus-Context` of a read: a remove removes what that
-//! read saw). It is a write like a PUT: one replica mints it, applying
+//! read saw), or `{"type":"map","update":{"visits":{"type":"counter",
+//! "increment":1}}}` (any number of fields, each a counter's or a set's
+//! update). It is a write like a PUT: one replica mints it, applying
 //! the update to its own copy as its own actor, and `w` replicas
 //! acknowledge it. `GET` folds the key's siblings into one state and
-//! answers `{"type":"counter","value":12}` or
-//! `{"type":"set","value":["b"]}`, with the context a remove needs.
+//! answers `{"type":"counter","value":12}`,
+//! `{"type":"set","value":["b"]}` or `{"type":"map","value":{"visits":
+//! {"type":"counter","value":3}}}`, with the context a remove needs.
 //!
 //! A CRDT key never shows siblings. Its type is fixed by its first write:
 //! `/crdt` on a plain key, `/kv` on a CRDT key and an update of another
 //! type are `409 type_mismatch`.
+
+use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -24,7 +29,8 @@ use super::kv::{self, Params};
 use super::response::{self, Body, CONTEXT_HEADER};
 use crate::coordinator::Write;
 use crate::error::{Error, Result};
-use crate::version::{Content, Context, Crdt, CrdtContext, Op, SiblingSet, Update};
+use crate::peer::versions;
+use crate::version::{Content, Context, Crdt, CrdtContext, Kind, Op, SiblingSet, Update};
 
 pub const ALLOWED: &str = "GET, POST";
 
@@ -42,10 +48,13 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             kv::check_content_type(req.headers())?;
             let seen = context(api, req.headers(), &key)?;
             let request_id = kv::request_id(req.headers())?;
-            super::cluster_speaks(api, crate::peer::versions::CRDT_PROTOCOL, "a CRDT update")?;
+            super::cluster_speaks(api, versions::CRDT_PROTOCOL, "a CRDT update")?;
             let body =
                 kv::read_body(req, api.limits.max_value_bytes, api.limits.body_timeout_ms).await?;
             let update = parse(&body)?;
+            if update.kind() == Kind::Map {
+                super::cluster_speaks(api, versions::MAP_PROTOCOL, "a map's update")?;
+            }
             let write = Write {
                 context: Context::default(),
                 content: Content::Update(Op {
@@ -103,7 +112,7 @@ fn render(state: &Crdt) -> Response<Body> {
 }
 
 fn not_found() -> Response<Body> {
-    let body = r#"{"error":"not_found","message":"no counter or set is stored under this key; its first POST /crdt creates it"}"#;
+    let body = r#"{"error":"not_found","message":"no counter, set or map is stored under this key; its first POST /crdt creates it"}"#;
     response::json(StatusCode::NOT_FOUND, Bytes::from_static(body.as_bytes()))
 }
 
@@ -137,41 +146,82 @@ struct Posted {
     increment: Option<i64>,
     add: Option<Vec<String>>,
     remove: Option<Vec<String>>,
+    update: Option<BTreeMap<String, Posted>>,
 }
+
+const EXAMPLES: &str = "send one update: {\"type\":\"counter\",\"increment\":5}, \
+     {\"type\":\"set\",\"add\":[\"a\"]}, {\"type\":\"set\",\"remove\":[\"a\"]} or \
+     {\"type\":\"map\",\"update\":{\"field\":{\"type\":\"counter\",\"increment\":1}}}";
 
 /// The update in a POST body; every refusal names the field.
 fn parse(body: &[u8]) -> Result<Update> {
-    let body: Posted = serde_json::from_slice(body).map_err(|e| {
-        Error::InvalidJson(format!(
-            "{e}; send one update: {{\"type\":\"counter\",\"increment\":5}}, \
-             {{\"type\":\"set\",\"add\":[\"a\"]}} or {{\"type\":\"set\",\"remove\":[\"a\"]}}"
-        ))
-    })?;
-    let members = |name: &str, members: Vec<String>| {
+    let body: Posted =
+        serde_json::from_slice(body).map_err(|e| Error::InvalidJson(format!("{e}; {EXAMPLES}")))?;
+    update(body, None)
+}
+
+/// One update, at the top (`field` is `None`) or of a map's field.
+fn update(body: Posted, field: Option<&str>) -> Result<Update> {
+    // A refusal names the parameter as `update.<field>.<name>` inside a map.
+    let name = |param: &str| match field {
+        None => param.to_string(),
+        Some(f) => format!("update.{f}.{param}"),
+    };
+    let bad = |param: &str, why: &str| Error::bad_parameter(&name(param), why.to_string());
+    let members = |param: &str, members: Vec<String>| {
         if members.is_empty() {
-            return Err(Error::bad_parameter(name, "names no member"));
+            return Err(bad(param, "names no member"));
         }
         Ok(members)
     };
-    match (body.kind.as_str(), body.increment, body.add, body.remove) {
-        ("counter", Some(n), None, None) => Ok(Update::Increment(n)),
-        ("counter", None, None, None) => Err(Error::bad_parameter(
+    let Posted {
+        kind,
+        increment,
+        add,
+        remove,
+        update: fields,
+    } = body;
+    match (kind.as_str(), increment, add, remove, fields) {
+        ("counter", Some(n), None, None, None) => Ok(Update::Increment(n)),
+        ("counter", None, None, None, None) => Err(bad(
             "increment",
             "a counter's update is {\"type\":\"counter\",\"increment\":N} (N may be negative)",
         )),
-        ("counter", ..) => Err(Error::bad_parameter(
+        ("counter", ..) => Err(bad(
             "type",
-            "a counter takes `increment` only; `add` and `remove` are a set's",
+            "a counter takes `increment` only; `add` and `remove` are a set's, `update` a map's",
         )),
-        ("set", None, Some(add), None) => Ok(Update::Add(members("add", add)?)),
-        ("set", None, None, Some(remove)) => Ok(Update::Remove(members("remove", remove)?)),
-        ("set", ..) => Err(Error::bad_parameter(
+        ("set", None, Some(add), None, None) => Ok(Update::Add(members("add", add)?)),
+        ("set", None, None, Some(remove), None) => Ok(Update::Remove(members("remove", remove)?)),
+        ("set", ..) => Err(bad(
             "type",
-            "a set's update has one of `add` or `remove` (a list of strings), not both, and no `increment`",
+            "a set's update has one of `add` or `remove` (a list of strings), not both, and no `increment` or `update`",
         )),
-        (other, ..) => Err(Error::bad_parameter(
+        ("map", None, None, None, Some(fields)) if field.is_none() => {
+            if fields.is_empty() {
+                return Err(bad("update", "names no field"));
+            }
+            let mut out = Vec::with_capacity(fields.len());
+            for (f, posted) in fields {
+                if f.is_empty() {
+                    return Err(bad("update", "a field's name is empty"));
+                }
+                let u = update(posted, Some(&f))?;
+                out.push((f, u));
+            }
+            Ok(Update::Map(out))
+        }
+        ("map", ..) if field.is_some() => Err(bad(
             "type",
-            format!("`{other}` is not a CRDT type chorus has; the types are counter and set"),
+            "a map's field is a counter or a set; maps do not nest",
+        )),
+        ("map", ..) => Err(bad(
+            "update",
+            "a map's update is {\"type\":\"map\",\"update\":{\"<field>\":<a counter's or a set's update>}}",
+        )),
+        (other, ..) => Err(bad(
+            "type",
+            &format!("`{other}` is not a CRDT type chorus has; the types are counter, set and map"),
         )),
     }
 }
@@ -194,6 +244,14 @@ mod tests {
             parse(br#"{"type":"set","remove":["a"]}"#).expect("parses"),
             Update::Remove(vec!["a".into()])
         );
+        assert_eq!(
+            parse(br#"{"type":"map","update":{"n":{"type":"counter","increment":2},"s":{"type":"set","add":["x"]}}}"#)
+                .expect("parses"),
+            Update::Map(vec![
+                ("n".into(), Update::Increment(2)),
+                ("s".into(), Update::Add(vec!["x".into()]))
+            ])
+        );
         for (body, code, names) in [
             (&br#"{"type":"counter"}"#[..], "bad_parameter", "increment"),
             (
@@ -207,7 +265,32 @@ mod tests {
                 "bad_parameter",
                 "remove",
             ),
-            (br#"{"type":"map"}"#, "bad_parameter", "map"),
+            (br#"{"type":"map"}"#, "bad_parameter", "update"),
+            (
+                br#"{"type":"map","update":{}}"#,
+                "bad_parameter",
+                "no field",
+            ),
+            (
+                br#"{"type":"map","update":{"f":{"type":"map","update":{}}}}"#,
+                "bad_parameter",
+                "update.f.type",
+            ),
+            (
+                br#"{"type":"map","update":{"f":{"type":"set","add":[]}}}"#,
+                "bad_parameter",
+                "update.f.add",
+            ),
+            (
+                br#"{"type":"map","update":{"f":{"type":"counter","increment":1,"x":2}}}"#,
+                "invalid_json",
+                "x",
+            ),
+            (
+                br#"{"type":"hll"}"#,
+                "bad_parameter",
+                "counter, set and map",
+            ),
             (
                 br#"{"type":"counter","increment":1.5}"#,
                 "invalid_json",

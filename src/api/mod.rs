@@ -2,7 +2,7 @@
 //!
 //! Routes (docs/api.md is the contract):
 //! - `GET|PUT|DELETE /kv/{key}`: `kv.rs`
-//! - `GET|POST /crdt/{key}`: counters and sets: `crdt.rs`
+//! - `GET|POST /crdt/{key}`: counters, sets and maps: `crdt.rs`
 //! - `POST /batch`: many key operations in one request: `batch.rs`
 //! - `GET /health`: liveness and the node's id
 //! - `GET /metrics`: Prometheus text

@@ -7,7 +7,7 @@ use http_body_util::Full;
 
 use crate::error::Error;
 use crate::version::context::Seal;
-use crate::version::{Content, Context, Crdt, SiblingSet};
+use crate::version::{Content, Context, Crdt, SiblingSet, View};
 
 pub type Body = Full<Bytes>;
 
@@ -145,22 +145,40 @@ pub fn put_siblings(out: &mut BytesMut, set: &SiblingSet) {
 
 /// A CRDT state as clients see it: `{"type":"counter","value":12}` (a
 /// JSON number of any size), `{"type":"set","value":["a","b"]}` (members
-/// in order).
+/// in order), `{"type":"map","value":{"visits":{"type":"counter",
+/// "value":3}}}` (fields by name, each shown as its type is).
 pub fn put_crdt(out: &mut BytesMut, state: &Crdt) {
+    put_view(out, &state.view());
+}
+
+fn put_view(out: &mut BytesMut, view: &View) {
     out.put_slice(br#"{"type":""#);
-    out.put_slice(state.kind().name().as_bytes());
+    out.put_slice(view.kind().name().as_bytes());
     out.put_slice(br#"","value":"#);
-    if let Some(value) = state.counter() {
-        out.put_slice(value.as_bytes());
-    } else if let Some(members) = state.members() {
-        out.put_u8(b'[');
-        for (i, member) in members.iter().enumerate() {
-            if i > 0 {
-                out.put_u8(b',');
+    match view {
+        View::Counter(digits) => out.put_slice(digits.as_bytes()),
+        View::Set(members) => {
+            out.put_u8(b'[');
+            for (i, member) in members.iter().enumerate() {
+                if i > 0 {
+                    out.put_u8(b',');
+                }
+                put_json_str(out, member);
             }
-            put_json_str(out, member);
+            out.put_u8(b']');
         }
-        out.put_u8(b']');
+        View::Map(fields) => {
+            out.put_u8(b'{');
+            for (i, (name, field)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.put_u8(b',');
+                }
+                put_json_str(out, name);
+                out.put_u8(b':');
+                put_view(out, field);
+            }
+            out.put_u8(b'}');
+        }
     }
     out.put_u8(b'}');
 }

@@ -16,6 +16,9 @@
 //!   add, and nothing adds it again;
 //! - every member in the final set was added by some client.
 //!
+//! A map's fields are held to the same laws, each as a key of its own
+//! (`m0.n`, `m0.s`: [`Held::fields`]).
+//!
 //! Examined: every increment, add and remove of a key whose final state
 //! was read.
 
@@ -50,8 +53,29 @@ pub enum Held {
     /// `i128`).
     Counter(i128),
     Set(BTreeSet<String>),
+    /// A map's fields by name (the checks see each field as a key of its
+    /// own: [`Held::fields`]).
+    Map(BTreeMap<String, Held>),
     /// The key was never written (a 404).
     Nothing,
+}
+
+impl Held {
+    /// What a map `key` held, as the keys `key.field` of each of `fields`
+    /// (a field the map lacks, or a map never written, holds nothing).
+    pub fn fields(self, key: &str, fields: &[&str]) -> Vec<(String, Held)> {
+        let mut held = match self {
+            Held::Map(held) => held,
+            _ => BTreeMap::new(),
+        };
+        fields
+            .iter()
+            .map(|f| {
+                let value = held.remove(*f).unwrap_or(Held::Nothing);
+                (format!("{key}.{f}"), value)
+            })
+            .collect()
+    }
 }
 
 /// The CRDT part of a history.
@@ -145,6 +169,10 @@ pub fn check(history: &History) -> Verdict {
                     }
                 }
             }
+            Held::Map(_) => verdict.violation(
+                key,
+                "a map where the workload wrote a counter or a set".into(),
+            ),
             Held::Nothing => {
                 let written = acked.contains_key(key.as_str())
                     || added
@@ -257,6 +285,33 @@ mod tests {
             invented.violations[0].message.contains("no client"),
             "{invented:?}"
         );
+    }
+
+    #[test]
+    fn a_maps_fields_are_checked_as_keys() {
+        let map = Held::Map(BTreeMap::from([("n".to_string(), Held::Counter(0))]));
+        let finals = map.fields("m", &["n", "s"]);
+        assert_eq!(
+            finals,
+            vec![
+                ("m.n".to_string(), Held::Counter(0)),
+                ("m.s".to_string(), Held::Nothing)
+            ]
+        );
+        let updates = vec![Update::Add {
+            key: "m.s".into(),
+            member: "a".into(),
+            acked: true,
+        }];
+        let finals: Vec<(&str, Held)> = finals
+            .iter()
+            .map(|(k, h)| (k.as_str(), h.clone()))
+            .collect();
+        let v = check(&history(updates, &finals));
+        assert_eq!(v.examined, 1);
+        assert_eq!(v.violations.len(), 1, "{v:?}");
+        assert_eq!(v.violations[0].key, "m.s");
+        assert!(v.violations[0].message.contains("never written"), "{v:?}");
     }
 
     #[test]

@@ -163,25 +163,34 @@ pub fn scan_page(status: u16, body: &[u8]) -> Option<ScanPage> {
 
 /// What a `GET /crdt/{key}` reply says the key holds: `None` when the
 /// read did not complete (any status but 200 and 404, or a body that is
-/// not a counter or a set).
+/// not a counter, a set or a map of them).
 pub fn crdt_held(status: u16, body: &[u8]) -> Option<super::crdts::Held> {
-    use super::crdts::Held;
     match status {
-        404 => Some(Held::Nothing),
-        200 => {
-            let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-            match value.get("type")?.as_str()? {
-                "counter" => Some(Held::Counter(value.get("value")?.as_i64()?.into())),
-                "set" => value
-                    .get("value")?
-                    .as_array()?
-                    .iter()
-                    .map(|m| m.as_str().map(str::to_string))
-                    .collect::<Option<_>>()
-                    .map(Held::Set),
-                _ => None,
-            }
-        }
+        404 => Some(super::crdts::Held::Nothing),
+        200 => held(&serde_json::from_slice(body).ok()?),
+        _ => None,
+    }
+}
+
+/// A CRDT state (or a map's field) as `GET /crdt` shows it.
+fn held(value: &serde_json::Value) -> Option<super::crdts::Held> {
+    use super::crdts::Held;
+    match value.get("type")?.as_str()? {
+        "counter" => Some(Held::Counter(value.get("value")?.as_i64()?.into())),
+        "set" => value
+            .get("value")?
+            .as_array()?
+            .iter()
+            .map(|m| m.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .map(Held::Set),
+        "map" => value
+            .get("value")?
+            .as_object()?
+            .iter()
+            .map(|(name, field)| Some((name.clone(), held(field)?)))
+            .collect::<Option<_>>()
+            .map(Held::Map),
         _ => None,
     }
 }
@@ -263,6 +272,23 @@ mod tests {
         assert_eq!(
             crdt_held(200, br#"{"type":"set","value":["a","b"]}"#),
             Some(Held::Set(["a".to_string(), "b".to_string()].into()))
+        );
+        assert_eq!(
+            crdt_held(
+                200,
+                br#"{"type":"map","value":{"n":{"type":"counter","value":2},"s":{"type":"set","value":[]}}}"#
+            ),
+            Some(Held::Map(
+                [
+                    ("n".to_string(), Held::Counter(2)),
+                    ("s".to_string(), Held::Set(Default::default()))
+                ]
+                .into()
+            ))
+        );
+        assert_eq!(
+            crdt_held(200, br#"{"type":"map","value":{"n":{"type":"hll"}}}"#),
+            None
         );
         assert_eq!(crdt_held(200, br#"{"type":"set","value":[1]}"#), None);
         assert_eq!(crdt_held(503, b"{}"), None);

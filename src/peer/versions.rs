@@ -50,8 +50,10 @@ use parking_lot::RwLock;
 /// (`Content::Crdt`), and a write may carry an update of one
 /// (`Content::Update`); as with 4, no message changed, but a node of
 /// protocol 6 cannot decode either, so a node takes CRDT updates only
-/// while every member speaks 7 ([`CRDT_PROTOCOL`]).
-pub const PROTOCOL: u16 = 7;
+/// while every member speaks 7 ([`CRDT_PROTOCOL`]). 8: a CRDT state may
+/// be a map (`Crdt::Map`), which a node of protocol 7 cannot decode: map
+/// updates wait for every member to speak 8 ([`MAP_PROTOCOL`]).
+pub const PROTOCOL: u16 = 8;
 /// The first protocol whose nodes decode values with a TTL.
 pub const EXPIRING_PROTOCOL: u16 = 4;
 /// The first protocol whose nodes answer `replica.scan`.
@@ -61,6 +63,8 @@ pub const SCAN_PROTOCOL: u16 = 5;
 pub const OUTBOX_PROTOCOL: u16 = 6;
 /// The first protocol whose nodes decode CRDT states and updates.
 pub const CRDT_PROTOCOL: u16 = 7;
+/// The first protocol whose nodes decode CRDT maps.
+pub const MAP_PROTOCOL: u16 = 8;
 /// The oldest protocol this build still speaks.
 pub const OLDEST_PROTOCOL: u16 = 1;
 /// The header of every `POST /peer` answer: the receiver's protocol.

@@ -59,6 +59,31 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::actor::{Actor, VersionVector};
 
+pub mod map;
+
+use map::MapParts;
+pub use map::{Field, FieldMap};
+
+/// What a client reads of a CRDT key (or of a map's field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum View {
+    /// A counter's value as decimal digits (any size).
+    Counter(String),
+    Set(BTreeSet<Member>),
+    /// A map's fields by name.
+    Map(std::collections::BTreeMap<String, View>),
+}
+
+impl View {
+    pub fn kind(&self) -> Kind {
+        match self {
+            View::Counter(_) => Kind::Counter,
+            View::Set(_) => Kind::Set,
+            View::Map(_) => Kind::Map,
+        }
+    }
+}
+
 /// A member of a set.
 pub type Member = String;
 
@@ -73,13 +98,16 @@ pub type Member = String;
 pub enum Crdt {
     Counter(PNCounter<Actor>),
     Set(Orswot<Member, Actor>),
+    /// Named fields, each a counter or a set ([`map`]).
+    Map(FieldMap),
 }
 
 /// The type of a CRDT key, fixed by its first write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
     Counter,
     Set,
+    Map,
 }
 
 impl Kind {
@@ -88,6 +116,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Set => "set",
+            Kind::Map => "map",
         }
     }
 }
@@ -107,6 +136,9 @@ pub enum Update {
     Add(Vec<Member>),
     /// Removes the members from a set, as far as the client's read saw them.
     Remove(Vec<Member>),
+    /// Updates fields of a map: each (name, a counter's or a set's
+    /// update), in order.
+    Map(Vec<(String, Update)>),
 }
 
 impl Update {
@@ -115,6 +147,7 @@ impl Update {
         match self {
             Update::Increment(_) => Kind::Counter,
             Update::Add(_) | Update::Remove(_) => Kind::Set,
+            Update::Map(_) => Kind::Map,
         }
     }
 }
@@ -156,19 +189,51 @@ impl fmt::Display for Shape {
         match self {
             Shape::Plain => f.write_str("plain value"),
             Shape::Crdt(kind) => kind.fmt(f),
-            Shape::AnyCrdt => f.write_str("counter or set"),
+            Shape::AnyCrdt => f.write_str("counter, set or map"),
         }
     }
 }
 
-/// An update, a merge or a write across types: the key holds `held`, the
-/// caller wanted `wanted` (a 409 `type_mismatch` at the API).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the key holds a {held}, not a {wanted}")]
+/// An update, a merge or a write across types: the key (or a map's
+/// `field`) holds `held`, the caller wanted `wanted` (a 409
+/// `type_mismatch` at the API).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mismatch {
     pub held: Shape,
     pub wanted: Shape,
+    pub field: Option<String>,
 }
+
+impl Mismatch {
+    pub fn new(held: Shape, wanted: Shape) -> Mismatch {
+        Mismatch {
+            held,
+            wanted,
+            field: None,
+        }
+    }
+
+    /// The mismatch is in a map's field `name`.
+    pub fn in_field(mut self, name: &str) -> Mismatch {
+        self.field = Some(name.to_string());
+        self
+    }
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            None => write!(f, "the key holds a {}, not a {}", self.held, self.wanted),
+            Some(name) => write!(
+                f,
+                "the map's field `{name}` holds a {}, not a {} (a field's type is fixed by its first update)",
+                self.held, self.wanted
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Mismatch {}
 
 impl Crdt {
     /// The empty state of a key of type `kind`.
@@ -176,6 +241,7 @@ impl Crdt {
         match kind {
             Kind::Counter => Crdt::Counter(PNCounter::new()),
             Kind::Set => Crdt::Set(Orswot::new()),
+            Kind::Map => Crdt::Map(FieldMap::new()),
         }
     }
 
@@ -183,14 +249,12 @@ impl Crdt {
         match self {
             Crdt::Counter(_) => Kind::Counter,
             Crdt::Set(_) => Kind::Set,
+            Crdt::Map(_) => Kind::Map,
         }
     }
 
     fn mismatch(&self, wanted: Kind) -> Mismatch {
-        Mismatch {
-            held: Shape::Crdt(self.kind()),
-            wanted: Shape::Crdt(wanted),
-        }
+        Mismatch::new(Shape::Crdt(self.kind()), Shape::Crdt(wanted))
     }
 
     /// Joins `other` into this state. Across types: a [`Mismatch`], and
@@ -199,6 +263,7 @@ impl Crdt {
         match (self, other) {
             (Crdt::Counter(a), Crdt::Counter(b)) => a.merge(b.clone()),
             (Crdt::Set(a), Crdt::Set(b)) => a.merge(b.clone()),
+            (Crdt::Map(a), Crdt::Map(b)) => a.merge(b.clone()),
             (this, other) => return Err(this.mismatch(other.kind())),
         }
         Ok(())
@@ -240,17 +305,41 @@ impl Crdt {
                 let op = s.rm_all(members.iter().cloned(), rm);
                 s.apply(op);
             }
+            (Crdt::Map(m), Update::Map(fields)) => map::apply(m, fields, actor, seen)?,
             (this, update) => return Err(this.mismatch(update.kind())),
         }
         Ok(())
     }
 
-    /// What a client's remove may remove: the set's clock, handed out with
-    /// a read and sent back with the remove. A counter's is empty.
+    /// What a client's remove may remove: the set's (or the map's) clock,
+    /// handed out with a read and sent back with the remove. A counter's
+    /// is empty.
     pub fn clock(&self) -> VersionVector {
         match self {
             Crdt::Counter(_) => VersionVector::new(),
             Crdt::Set(s) => s.clock(),
+            Crdt::Map(m) => m.read_ctx().add_clock,
+        }
+    }
+
+    /// The state as a client reads it.
+    pub fn view(&self) -> View {
+        match self {
+            Crdt::Counter(c) => View::Counter(c.read().to_string()),
+            Crdt::Set(s) => View::Set(s.read().val.into_iter().collect()),
+            Crdt::Map(m) => View::Map(
+                map::fields(m)
+                    .into_iter()
+                    .filter_map(|(name, field)| {
+                        let view = match field {
+                            Field::Empty => return None,
+                            Field::Counter(c) => View::Counter(c.read().to_string()),
+                            Field::Set(s) => View::Set(s.read().val.into_iter().collect()),
+                        };
+                        Some((name.to_string(), view))
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -259,7 +348,7 @@ impl Crdt {
     pub fn counter(&self) -> Option<String> {
         match self {
             Crdt::Counter(c) => Some(c.read().to_string()),
-            Crdt::Set(_) => None,
+            _ => None,
         }
     }
 
@@ -272,8 +361,8 @@ impl Crdt {
     /// A set's members, in order.
     pub fn members(&self) -> Option<BTreeSet<Member>> {
         match self {
-            Crdt::Counter(_) => None,
             Crdt::Set(s) => Some(s.read().val.into_iter().collect()),
+            _ => None,
         }
     }
 }
@@ -282,7 +371,7 @@ impl Crdt {
 /// layout (a map is a length and its pairs, as a sequence of pairs is), so
 /// the crate's own `Deserialize` reads it back, but sorted.
 #[derive(Serialize, Deserialize)]
-struct SetParts {
+pub(super) struct SetParts {
     clock: VersionVector,
     entries: Vec<(Member, VersionVector)>,
     deferred: Vec<(VersionVector, Vec<Member>)>,
@@ -291,7 +380,7 @@ struct SetParts {
 impl SetParts {
     /// `set`'s fields, sorted. The crate keeps them private; its own
     /// encoding, read back as a sequence, hands them over.
-    fn of(set: &Orswot<Member, Actor>) -> Result<SetParts, postcard::Error> {
+    pub(super) fn of(set: &Orswot<Member, Actor>) -> Result<SetParts, postcard::Error> {
         let bytes = postcard::to_allocvec(set)?;
         let mut parts: SetParts = postcard::from_bytes(&bytes)?;
         parts.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -312,6 +401,10 @@ impl Serialize for Crdt {
             Crdt::Set(s) => {
                 let parts = SetParts::of(s).map_err(serde::ser::Error::custom)?;
                 serializer.serialize_newtype_variant("Crdt", 1, "Set", &parts)
+            }
+            Crdt::Map(m) => {
+                let parts = MapParts::of(m).map_err(serde::ser::Error::custom)?;
+                serializer.serialize_newtype_variant("Crdt", 2, "Map", &parts)
             }
         }
     }

@@ -195,14 +195,8 @@ impl SiblingSet {
         let wanted = Shape::Crdt(kind);
         match self.crdt() {
             Some(state) if state.kind() == kind => Ok(state),
-            Some(state) => Err(Mismatch {
-                held: Shape::Crdt(state.kind()),
-                wanted,
-            }),
-            None if self.holds_values() => Err(Mismatch {
-                held: Shape::Plain,
-                wanted,
-            }),
+            Some(state) => Err(Mismatch::new(Shape::Crdt(state.kind()), wanted)),
+            None if self.holds_values() => Err(Mismatch::new(Shape::Plain, wanted)),
             None => Ok(Crdt::new(kind)),
         }
     }
@@ -213,10 +207,7 @@ impl SiblingSet {
     pub fn crdt_read(&self) -> Result<Option<Crdt>, Mismatch> {
         match self.crdt() {
             Some(state) => Ok(Some(state)),
-            None if self.holds_values() => Err(Mismatch {
-                held: Shape::Plain,
-                wanted: Shape::AnyCrdt,
-            }),
+            None if self.holds_values() => Err(Mismatch::new(Shape::Plain, Shape::AnyCrdt)),
             None => Ok(None),
         }
     }
@@ -225,10 +216,7 @@ impl SiblingSet {
     /// to this set: not when it holds a CRDT.
     pub fn check_plain(&self) -> Result<(), Mismatch> {
         match self.kind() {
-            Some(kind) => Err(Mismatch {
-                held: Shape::Crdt(kind),
-                wanted: Shape::Plain,
-            }),
+            Some(kind) => Err(Mismatch::new(Shape::Crdt(kind), Shape::Plain)),
             None => Ok(()),
         }
     }

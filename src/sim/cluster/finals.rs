@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use http::Method;
 
-use super::workload::CLIENT_TIMEOUT;
+use super::workload::{CLIENT_TIMEOUT, MAP_FIELDS, MAP_KEYS};
 use crate::check::record::{Recorder, crdt_held, read_values, scan_page};
 use crate::check::{self, History, Verdict, Violation};
 use crate::client::{Client, crdt_path, key_path};
@@ -99,9 +99,14 @@ where
                     false => read_values(status, body).map(|v| {
                         out.finals.insert(key.clone(), v);
                     }),
-                    true => crdt_held(status, body).map(|held| {
-                        out.crdts.insert(key.clone(), held);
-                    }),
+                    true => {
+                        crdt_held(status, body).map(|held| match MAP_KEYS.contains(&key.as_str()) {
+                            true => out.crdts.extend(held.fields(key, &MAP_FIELDS)),
+                            false => {
+                                out.crdts.insert(key.clone(), held);
+                            }
+                        })
+                    }
                 };
                 if done.is_some() {
                     read = Some(());

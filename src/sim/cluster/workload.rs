@@ -64,10 +64,22 @@ pub fn keys(shared_keys: usize, clients: u32) -> Vec<String> {
         .collect()
 }
 
-/// The CRDT keys of the workload: two counters and two sets.
+/// The CRDT keys of the workload: two counters, two sets and the maps.
 pub fn crdt_keys() -> Vec<String> {
-    ["c0", "c1", "s0", "s1"].map(String::from).to_vec()
+    ["c0", "c1", "s0", "s1"]
+        .into_iter()
+        .chain(MAP_KEYS)
+        .map(String::from)
+        .collect()
 }
+
+/// The workload's maps.
+pub const MAP_KEYS: [&str; 2] = ["m0", "m1"];
+
+/// The fields of the workload's maps: `n` a counter, `s` a set. The
+/// checker holds each to its type's laws as if it were a key of its own,
+/// named `m0.n`, `m0.s`, ...
+pub const MAP_FIELDS: [&str; 2] = ["n", "s"];
 
 /// The key of the create-only writes worker 0 makes after its run
 /// ([`Worker::refusal_probe`]); nobody else writes it.
@@ -349,8 +361,9 @@ impl Worker {
 
     /// One update of a CRDT key: an increment of 1 to 5, an add of a
     /// member no other add names, or a remove of up to two members a read
-    /// at `quorum` just returned, with that read's context. Whether the
-    /// node answered.
+    /// at `quorum` just returned, with that read's context; of a counter
+    /// or a set, or of a map's counter or set field. Whether the node
+    /// answered.
     async fn crdt<C: Connect + Clone + Send + Sync + 'static>(
         &self,
         client: &Client<C>,
@@ -358,37 +371,49 @@ impl Worker {
     ) -> bool {
         let k = rng.random_range(0..2);
         let w = write_quorum(rng);
+        // In a map, the update goes to a field; the checker sees the field
+        // as a key of its own.
+        let map = rng.random_bool(0.3).then(|| format!("m{k}"));
+        let target = |field: &str, plain: String| match &map {
+            Some(map) => (map.clone(), format!("{map}.{field}")),
+            None => (plain.clone(), plain),
+        };
         let (key, body, context, update) = if rng.random_bool(0.5) {
-            let key = format!("c{k}");
+            let (key, named) = target("n", format!("c{k}"));
             let n = rng.random_range(1..=5u64);
             let body = serde_json::json!({"type": "counter", "increment": n});
             let update = Update::Increment {
-                key: key.clone(),
+                key: named,
                 n,
                 acked: false,
             };
             (key, body, None, update)
         } else if rng.random_bool(0.7) {
+            let (key, named) = target("s", format!("s{k}"));
             let (id, _) = self.recorder.next_write();
             let member = format!("m{id}");
             let body = serde_json::json!({"type": "set", "add": [member]});
             let update = Update::Add {
-                key: format!("s{k}"),
+                key: named,
                 member,
                 acked: false,
             };
-            (format!("s{k}"), body, None, update)
+            (key, body, None, update)
         } else {
-            let key = format!("s{k}");
+            let (key, named) = target("s", format!("s{k}"));
             let path = format!("{}?r=quorum", crdt_path(&key));
             let call = client.request(Method::GET, &path, &[], Bytes::new());
             let Ok(Ok(reply)) = tokio::time::timeout(CLIENT_TIMEOUT, call).await else {
                 return false;
             };
-            let (Some(Held::Set(members)), Some(context)) = (
-                crdt_held(reply.status.as_u16(), &reply.body),
-                reply.context().map(str::to_string),
-            ) else {
+            let held = crdt_held(reply.status.as_u16(), &reply.body);
+            let held = match (held, &map) {
+                (Some(Held::Map(mut fields)), Some(_)) => fields.remove("s"),
+                (held, _) => held,
+            };
+            let (Some(Held::Set(members)), Some(context)) =
+                (held, reply.context().map(str::to_string))
+            else {
                 return !reply.status.is_server_error();
             };
             let members: Vec<String> = members
@@ -401,11 +426,22 @@ impl Worker {
             }
             let body = serde_json::json!({"type": "set", "remove": members});
             let update = Update::Remove {
-                key: key.clone(),
+                key: named,
                 members,
                 acked: false,
             };
             (key, body, Some(context), update)
+        };
+        let body = match &map {
+            Some(_) => {
+                let field = if let Update::Increment { .. } = update {
+                    "n"
+                } else {
+                    "s"
+                };
+                serde_json::json!({"type": "map", "update": {field: body}})
+            }
+            None => body,
         };
         let mut headers = vec![("content-type", "application/json")];
         headers.extend(context.as_deref().map(|c| (CONTEXT_HEADER, c)));
