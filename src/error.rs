@@ -39,6 +39,9 @@ pub enum Error {
         "{0}; a key's type is fixed by its first write: plain JSON values live on /kv, counters, sets and maps on /crdt (docs/api.md, CRDT keys)"
     )]
     TypeMismatch(crate::version::Mismatch),
+    /// An increment the counter's per-node count cannot hold.
+    #[error("{0}")]
+    CounterOverflow(String),
     #[error("method {method} is not allowed here; allowed: {allowed}")]
     MethodNotAllowed {
         method: String,
@@ -151,7 +154,7 @@ impl Error {
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
-            TypeMismatch(_) => StatusCode::CONFLICT,
+            TypeMismatch(_) | CounterOverflow(_) => StatusCode::CONFLICT,
             NoRoute(_) => StatusCode::NOT_FOUND,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BodyRead(_) => StatusCode::BAD_REQUEST,
@@ -191,6 +194,7 @@ impl Error {
             MethodNotAllowed { .. } => "method_not_allowed",
             PreconditionFailed(_) => "precondition_failed",
             TypeMismatch(_) => "type_mismatch",
+            CounterOverflow(_) => "counter_overflow",
             NoRoute(_) => "no_route",
             BodyTimeout(_) => "body_timeout",
             BodyRead(_) => "body_unreadable",
@@ -253,6 +257,7 @@ impl Error {
             "method_not_allowed",
             "precondition_failed",
             "type_mismatch",
+            "counter_overflow",
             "no_route",
             "body_timeout",
             "body_unreadable",
@@ -301,6 +306,15 @@ impl Error {
 impl From<crate::version::Mismatch> for Error {
     fn from(e: crate::version::Mismatch) -> Self {
         Error::TypeMismatch(e)
+    }
+}
+
+impl From<crate::version::Refused> for Error {
+    fn from(e: crate::version::Refused) -> Self {
+        match e {
+            crate::version::Refused::Mismatch(m) => Error::TypeMismatch(m),
+            overflow => Error::CounterOverflow(overflow.to_string()),
+        }
     }
 }
 
@@ -394,6 +408,12 @@ mod tests {
                 )),
                 409,
                 "type_mismatch",
+                false,
+            ),
+            (
+                Error::CounterOverflow("past 2^64 - 1".into()),
+                409,
+                "counter_overflow",
                 false,
             ),
             (

@@ -128,6 +128,37 @@ async fn a_counter_goes_past_i64_and_below_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_count_past_u64_is_a_409_and_the_counter_stays_exact() {
+    // One node: every increment is its own actor's.
+    let cluster = TestCluster::start(1, 0, 1).await;
+    let a = cluster.client(0);
+    incr(&a, "full", i64::MAX).await;
+    incr(&a, "full", i64::MAX).await;
+    let over = update(&a, "full", json!({"type": "counter", "increment": 2}), None).await;
+    assert_eq!(over.status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&over), "counter_overflow");
+    let body = String::from_utf8_lossy(&over.body).into_owned();
+    assert!(body.contains("2^64 - 1"), "{body}");
+    let field = json!({"type": "map", "update": {"n": {"type": "counter", "increment": i64::MAX}}});
+    for _ in 0..2 {
+        let ok = update(&a, "m", field.clone(), None).await;
+        assert_eq!(ok.status, StatusCode::NO_CONTENT);
+    }
+    let over = update(&a, "m", field, None).await;
+    assert_eq!(error_code(&over), "counter_overflow");
+    let read = a.crdt("full").await.expect("get");
+    assert_eq!(
+        String::from_utf8_lossy(&read.body),
+        r#"{"type":"counter","value":18446744073709551614}"#
+    );
+    let read = a.crdt("m").await.expect("get");
+    assert_eq!(
+        String::from_utf8_lossy(&read.body),
+        r#"{"type":"map","value":{"n":{"type":"counter","value":18446744073709551614}}}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_remove_takes_only_the_adds_its_read_saw() {
     let cluster = TestCluster::start(3, 0, 3).await;
     let (a, b) = (cluster.client(0), cluster.client(1));

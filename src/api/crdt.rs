@@ -30,7 +30,9 @@ use super::response::{self, Body, CONTEXT_HEADER};
 use crate::coordinator::Write;
 use crate::error::{Error, Result};
 use crate::peer::versions;
-use crate::version::{Content, Context, Crdt, CrdtContext, Kind, Op, SiblingSet, Update};
+use crate::version::{
+    Content, Context, Crdt, CrdtContext, FieldUpdate, Kind, Op, SiblingSet, Update,
+};
 
 pub const ALLOWED: &str = "GET, POST";
 
@@ -206,7 +208,13 @@ fn update(body: Posted, field: Option<&str>) -> Result<Update> {
                 if f.is_empty() {
                     return Err(bad("update", "a field's name is empty"));
                 }
-                let u = update(posted, Some(&f))?;
+                let u = match update(posted, Some(&f))? {
+                    Update::Increment(n) => FieldUpdate::Increment(n),
+                    Update::Add(members) => FieldUpdate::Add(members),
+                    Update::Remove(members) => FieldUpdate::Remove(members),
+                    // Refused by `update` for a field.
+                    Update::Map(_) => return Err(bad("type", "maps do not nest")),
+                };
                 out.push((f, u));
             }
             Ok(Update::Map(out))
@@ -248,8 +256,8 @@ mod tests {
             parse(br#"{"type":"map","update":{"n":{"type":"counter","increment":2},"s":{"type":"set","add":["x"]}}}"#)
                 .expect("parses"),
             Update::Map(vec![
-                ("n".into(), Update::Increment(2)),
-                ("s".into(), Update::Add(vec!["x".into()]))
+                ("n".into(), FieldUpdate::Increment(2)),
+                ("s".into(), FieldUpdate::Add(vec!["x".into()]))
             ])
         );
         for (body, code, names) in [

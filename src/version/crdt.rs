@@ -62,7 +62,13 @@ use super::actor::{Actor, VersionVector};
 pub mod map;
 
 use map::MapParts;
-pub use map::{Field, FieldMap};
+pub use map::{Field, FieldMap, FieldUpdate};
+
+/// [`map::settle`]; it fails only where encoding fails, which it cannot
+/// for these types, and then leaves the map as it was.
+fn settle(m: &mut FieldMap) {
+    let _ = map::settle(m);
+}
 
 /// What a client reads of a CRDT key (or of a map's field).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,7 +144,7 @@ pub enum Update {
     Remove(Vec<Member>),
     /// Updates fields of a map: each (name, a counter's or a set's
     /// update), in order.
-    Map(Vec<(String, Update)>),
+    Map(Vec<(String, FieldUpdate)>),
 }
 
 impl Update {
@@ -235,6 +241,36 @@ impl fmt::Display for Mismatch {
 
 impl std::error::Error for Mismatch {}
 
+/// Why an update was not applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Of another type than the key (or the map's field) holds.
+    #[error(transparent)]
+    Mismatch(#[from] Mismatch),
+    /// An increment that would take the applying node's own count past
+    /// 2^64 - 1 (a count that wrapped would lose every increment in it).
+    #[error(
+        "the counter's count of increments (or of decrements) through node {node} would pass 2^64 - 1; \
+         send it through another node, or in the other direction"
+    )]
+    Overflow { node: String },
+}
+
+/// The op that adds `n` (negative: subtracts) to `actor`'s own count in
+/// `counter`, or `None` when that count would pass `u64::MAX`.
+fn increment(
+    counter: &PNCounter<Actor>,
+    actor: &Actor,
+    n: i64,
+) -> Option<crdts::pncounter::Op<Actor>> {
+    let step = |steps| match n >= 0 {
+        true => counter.inc_many(actor.clone(), steps),
+        false => counter.dec_many(actor.clone(), steps),
+    };
+    step(0).dot.counter.checked_add(n.unsigned_abs())?;
+    Some(step(n.unsigned_abs()))
+}
+
 impl Crdt {
     /// The empty state of a key of type `kind`.
     pub fn new(kind: Kind) -> Crdt {
@@ -263,7 +299,10 @@ impl Crdt {
         match (self, other) {
             (Crdt::Counter(a), Crdt::Counter(b)) => a.merge(b.clone()),
             (Crdt::Set(a), Crdt::Set(b)) => a.merge(b.clone()),
-            (Crdt::Map(a), Crdt::Map(b)) => a.merge(b.clone()),
+            (Crdt::Map(a), Crdt::Map(b)) => {
+                a.merge(b.clone());
+                settle(a);
+            }
             (this, other) => return Err(this.mismatch(other.kind())),
         }
         Ok(())
@@ -277,17 +316,15 @@ impl Crdt {
         update: &Update,
         actor: &Actor,
         seen: &VersionVector,
-    ) -> Result<(), Mismatch> {
+    ) -> Result<(), Refused> {
         match (&mut *self, update) {
             (Crdt::Counter(c), Update::Increment(n)) => {
-                let steps = n.unsigned_abs();
-                if steps == 0 {
+                if *n == 0 {
                     return Ok(());
                 }
-                let op = match *n > 0 {
-                    true => c.inc_many(actor.clone(), steps),
-                    false => c.dec_many(actor.clone(), steps),
-                };
+                let op = increment(c, actor, *n).ok_or_else(|| Refused::Overflow {
+                    node: actor.node.clone(),
+                })?;
                 c.apply(op);
             }
             (Crdt::Set(s), Update::Add(members)) => {
@@ -305,8 +342,11 @@ impl Crdt {
                 let op = s.rm_all(members.iter().cloned(), rm);
                 s.apply(op);
             }
-            (Crdt::Map(m), Update::Map(fields)) => map::apply(m, fields, actor, seen)?,
-            (this, update) => return Err(this.mismatch(update.kind())),
+            (Crdt::Map(m), Update::Map(fields)) => {
+                map::apply(m, fields, actor, seen)?;
+                settle(m);
+            }
+            (this, update) => return Err(this.mismatch(update.kind()).into()),
         }
         Ok(())
     }
@@ -349,6 +389,15 @@ impl Crdt {
         match self {
             Crdt::Counter(c) => Some(c.read().to_string()),
             _ => None,
+        }
+    }
+
+    /// Whether the state keeps its type's invariants (a peer's is checked
+    /// with it): every map field holds the type its key names.
+    pub fn is_well_formed(&self) -> bool {
+        match self {
+            Crdt::Map(m) => map::is_well_formed(m),
+            _ => true,
         }
     }
 

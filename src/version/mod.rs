@@ -65,5 +65,5 @@ mod siblings;
 
 pub use actor::{Actor, Dot, VersionVector};
 pub use context::{Context, ContextError, CrdtContext};
-pub use crdt::{Crdt, Kind, Mismatch, Op, Shape, Update, View};
+pub use crdt::{Crdt, FieldUpdate, Kind, Mismatch, Op, Refused, Shape, Update, View};
 pub use siblings::{Content, MAX_REQUEST_ID, Request, Sibling, SiblingSet};

@@ -379,10 +379,11 @@ impl SiblingSet {
             && self.siblings.iter().all(|s| covers(&self.context, &s.dot))
             && self.requests.windows(2).all(|w| w[0].id < w[1].id)
             && self.requests.iter().all(|r| r.id.len() <= MAX_REQUEST_ID)
-            && !self
-                .siblings
-                .iter()
-                .any(|s| matches!(s.content, Content::Update(_)))
+            && self.siblings.iter().all(|s| match &s.content {
+                Content::Update(_) => false,
+                Content::Crdt(state) => state.is_well_formed(),
+                _ => true,
+            })
     }
 
     /// Bytes of values held, for size limits and metrics (a CRDT state

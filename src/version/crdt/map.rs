@@ -15,19 +15,25 @@
 //!
 //! - A field is its name *and* its type ([`FieldKey`]), as in Riak's maps:
 //!   an update of field `n` as a counter and one of `n` as a set, made
-//!   concurrently on two replicas, touch two fields and both survive. An
-//!   update of a name a replica already holds with another type is a
-//!   [`Mismatch`] there (409 at the API); only two concurrent first
-//!   writes make a name hold two types, and a read then shows the one
-//!   whose type sorts first (a counter before a set), keeping the other.
+//!   concurrently on two replicas, touch two fields and both survive. A
+//!   read shows, for each name, the type that sorts first (a counter
+//!   before a set), and an update of a name as another type than the one
+//!   shown is a [`Mismatch`] (409 at the API). Only two concurrent first
+//!   writes make a name hold two types; the hidden one is kept.
 //! - Every field update of one client update takes its own dot of the
 //!   map's clock, drawn from the applying actor: dots are never reused
 //!   (the same argument as a set's adds, `super`).
 //! - A remove of a set field's members uses the map's clock as the
 //!   client's read saw it: a set field's dots are map dots, so that
-//!   clock covers exactly the adds the read saw. It is first cut down to
-//!   what the field itself holds wherever the applying replica has seen
-//!   all the client saw, so the set never keeps a remove it cannot place.
+//!   clock covers exactly the adds the read saw. Where the applying
+//!   replica has not seen all the read did, the set defers the remove
+//!   until those adds arrive (the crate's deferred removes). But the map's
+//!   clock also counts other fields' dots, which never arrive in this
+//!   set, so after every update and merge [`settle`] drops from each
+//!   deferred remove the actors whose dots the map has all seen (their
+//!   adds to this field are here, and the remove was applied to them):
+//!   a deferred remove lives only until the replica catches up, and two
+//!   replicas that saw the same updates hold the same deferred removes.
 //! - Fields are never removed. The crate's reset-remove of a field resets
 //!   a counter by comparing its *counts* with the map's *dots*, which
 //!   does not remove a counter's increments; until a counter that counts
@@ -41,7 +47,9 @@
 use crdts::{CmRDT, CvRDT, Map, Orswot, PNCounter, ResetRemove, orswot, pncounter};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{Kind, Member, Mismatch, SetParts, Shape, Update};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Kind, Member, Mismatch, Refused, SetParts, Shape, increment};
 use crate::version::actor::{Actor, VersionVector};
 
 /// The crate's map, as chorus keeps it.
@@ -145,27 +153,81 @@ impl ResetRemove<Actor> for Field {
     }
 }
 
+/// An update of one field of a map: a counter's or a set's (maps do not
+/// nest, and the type is flat so that no peer can send a nesting deep
+/// enough to overflow a decoder's stack).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum FieldUpdate {
+    Increment(i64),
+    Add(Vec<Member>),
+    Remove(Vec<Member>),
+}
+
+impl FieldUpdate {
+    pub fn kind(&self) -> Kind {
+        match self {
+            FieldUpdate::Increment(_) => Kind::Counter,
+            FieldUpdate::Add(_) | FieldUpdate::Remove(_) => Kind::Set,
+        }
+    }
+}
+
+/// The type a read shows for the field `name`: the first of the types
+/// the map holds it with (a counter before a set).
+fn shown(map: &FieldMap, name: &str) -> Option<Kind> {
+    [Kind::Counter, Kind::Set].into_iter().find(|kind| {
+        let key = FieldKey {
+            name: name.to_string(),
+            kind: *kind,
+        };
+        map.get(&key).val.is_some()
+    })
+}
+
 /// Applies the field updates of one client update, as `actor`, each with
-/// its own dot. Refused whole, before any field changes, when a field's
-/// name is held with another type or an update is not a counter's or a
-/// set's.
+/// its own dot. Refused whole, before any field changes, when a field is
+/// shown with another type, or named twice with two types.
 pub fn apply(
     map: &mut FieldMap,
-    fields: &[(String, Update)],
+    fields: &[(String, FieldUpdate)],
     actor: &Actor,
     seen: &VersionVector,
-) -> Result<(), Mismatch> {
+) -> Result<(), Refused> {
+    let mut named: BTreeMap<&str, Kind> = BTreeMap::new();
+    // What each counter field's increments add up to, to refuse a count
+    // that would pass 2^64 - 1 before any field changes.
+    let mut sums: BTreeMap<&str, (u128, u128)> = BTreeMap::new();
     for (name, update) in fields {
         let wanted = update.kind();
-        if wanted == Kind::Map {
-            return Err(Mismatch::new(Shape::Crdt(Kind::Map), Shape::Crdt(wanted)).in_field(name));
+        let held = named.insert(name, wanted).or_else(|| shown(map, name));
+        if let Some(held) = held.filter(|held| *held != wanted) {
+            let mismatch = Mismatch::new(Shape::Crdt(held), Shape::Crdt(wanted)).in_field(name);
+            return Err(mismatch.into());
         }
-        let held = map
-            .keys()
-            .map(|k| k.val)
-            .find(|k| k.name == *name && k.kind != wanted);
-        if let Some(held) = held {
-            return Err(Mismatch::new(Shape::Crdt(held.kind), Shape::Crdt(wanted)).in_field(name));
+        if let FieldUpdate::Increment(n) = update {
+            let (up, down) = sums.entry(name).or_default();
+            match *n >= 0 {
+                true => *up += u128::from(n.unsigned_abs()),
+                false => *down += u128::from(n.unsigned_abs()),
+            }
+        }
+    }
+    for (name, (up, down)) in sums {
+        let key = FieldKey {
+            name: name.to_string(),
+            kind: Kind::Counter,
+        };
+        let counter = match map.get(&key).val {
+            Some(Field::Counter(c)) => c,
+            _ => PNCounter::new(),
+        };
+        let now_up = counter.inc_many(actor.clone(), 0).dot.counter;
+        let now_down = counter.dec_many(actor.clone(), 0).dot.counter;
+        let max = u128::from(u64::MAX);
+        if u128::from(now_up) + up > max || u128::from(now_down) + down > max {
+            return Err(Refused::Overflow {
+                node: actor.node.clone(),
+            });
         }
     }
     for (name, update) in fields {
@@ -174,31 +236,28 @@ pub fn apply(
             kind: update.kind(),
         };
         let here = map.read_ctx().add_clock;
-        if let Update::Remove(_) = update {
+        if let FieldUpdate::Remove(_) = update {
             // Nothing to remove from a set this replica does not hold,
             // when it has seen all the client saw.
-            let held = map
-                .get(&key)
-                .val
-                .is_some_and(|f| matches!(f, Field::Set(_)));
+            let held = map.get(&key).val.is_some();
             if !held && *seen <= here {
                 continue;
             }
         }
         let add = map.read_ctx().derive_add_ctx(actor.clone());
-        let op = map.update(key, add, |field, add| match (field, update) {
-            (field, Update::Increment(n)) => {
+        let op = map.update(key, add, |field, add| match update {
+            FieldUpdate::Increment(n) => {
                 let empty = PNCounter::new();
                 let counter = match field {
                     Field::Counter(c) => c,
                     _ => &empty,
                 };
-                FieldOp::Counter(match *n >= 0 {
-                    true => counter.inc_many(add.dot.actor, n.unsigned_abs()),
-                    false => counter.dec_many(add.dot.actor, n.unsigned_abs()),
-                })
+                // Checked above; a zero step changes nothing.
+                let op = increment(counter, &add.dot.actor, *n)
+                    .unwrap_or_else(|| counter.inc_many(add.dot.actor.clone(), 0));
+                FieldOp::Counter(op)
             }
-            (field, Update::Add(members)) => {
+            FieldUpdate::Add(members) => {
                 let empty = Orswot::new();
                 let set = match field {
                     Field::Set(s) => s,
@@ -206,26 +265,95 @@ pub fn apply(
                 };
                 FieldOp::Set(set.add_all(members.iter().cloned(), add))
             }
-            (field, Update::Remove(members)) => {
+            FieldUpdate::Remove(members) => {
                 let held = match field {
                     Field::Set(s) => s.clock(),
                     _ => VersionVector::new(),
                 };
-                let clock = removal_clock(seen, &here, &held);
                 FieldOp::Set(orswot::Op::Rm {
-                    clock,
+                    clock: removal_clock(seen, &here, &held),
                     members: members.clone(),
                 })
             }
-            // Refused above.
-            (_, Update::Map(_)) => FieldOp::Set(orswot::Op::Rm {
-                clock: VersionVector::new(),
-                members: Vec::new(),
-            }),
         });
         map.apply(op);
     }
     Ok(())
+}
+
+/// Drops from every set field's deferred removes the actors whose dots
+/// this map has all seen (see the module's invariants), and the deferred
+/// removes left with none. Goes through the fields' encoding, the only
+/// way to their deferred removes the crate offers.
+pub fn settle(map: &mut FieldMap) -> Result<(), postcard::Error> {
+    let mut parts = MapParts::of(map)?;
+    let mut changed = false;
+    for (_, entry) in &mut parts.entries {
+        let Field::Set(set) = &entry.val else {
+            continue;
+        };
+        let mut set_parts = SetParts::of(set)?;
+        if set_parts.deferred.is_empty() {
+            continue;
+        }
+        let mut deferred: BTreeMap<Vec<(Actor, u64)>, BTreeSet<Member>> = BTreeMap::new();
+        for (clock, members) in std::mem::take(&mut set_parts.deferred) {
+            let unseen: Vec<(Actor, u64)> = clock
+                .dots
+                .into_iter()
+                .filter(|(actor, counter)| parts.clock.get(actor) < *counter)
+                .collect();
+            if !unseen.is_empty() {
+                deferred.entry(unseen).or_default().extend(members);
+            }
+        }
+        set_parts.deferred = deferred
+            .into_iter()
+            .map(|(dots, members)| {
+                let clock = VersionVector {
+                    dots: dots.into_iter().collect(),
+                };
+                (clock, members.into_iter().collect())
+            })
+            .collect();
+        let bytes = postcard::to_allocvec(&set_parts)?;
+        entry.val = Field::Set(postcard::from_bytes(&bytes)?);
+        changed = true;
+    }
+    if changed {
+        let bytes = postcard::to_allocvec(&parts)?;
+        *map = postcard::from_bytes(&bytes)?;
+    }
+    Ok(())
+}
+
+/// Whether every field holds the type its key names (a peer's state is
+/// checked with it: a set under a counter's key would win the counter's
+/// merge and swallow its increments).
+pub fn is_well_formed(map: &FieldMap) -> bool {
+    map.iter().all(|entry| {
+        let (key, field) = entry.val;
+        matches!(
+            (key.kind, field),
+            (Kind::Counter, Field::Counter(_)) | (Kind::Set, Field::Set(_))
+        )
+    })
+}
+
+/// How many deferred removes the map's set fields hold (for tests).
+#[cfg(test)]
+pub fn deferred(map: &FieldMap) -> usize {
+    let Ok(parts) = MapParts::of(map) else {
+        return usize::MAX;
+    };
+    parts
+        .entries
+        .iter()
+        .map(|(_, entry)| match &entry.val {
+            Field::Set(set) => SetParts::of(set).map_or(usize::MAX, |p| p.deferred.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The clock a set field's remove removes with: what the client saw
@@ -277,7 +405,7 @@ pub(super) struct MapParts {
 }
 
 #[derive(Serialize, Deserialize)]
-struct EntryParts {
+pub(super) struct EntryParts {
     clock: VersionVector,
     val: Field,
 }
