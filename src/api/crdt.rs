@@ -71,8 +71,14 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
                 .write(&key, write, p.quorum, p.deadline, false)
                 .await?;
             // The state at the replica that applied the update: it holds
-            // the update and everything that replica had folded.
-            let state = written.set.crdt();
+            // the update and everything that replica had folded (not
+            // shown, nor its clock handed out, if it breaks its invariants:
+            // a corrupt peer's).
+            let state = written
+                .set
+                .is_well_formed()
+                .then(|| written.set.crdt())
+                .flatten();
             let mut response = match (p.returnbody, &state) {
                 (true, Some(state)) => render(state),
                 _ => response::empty(StatusCode::NO_CONTENT),
@@ -148,7 +154,40 @@ struct Posted {
     increment: Option<i64>,
     add: Option<Vec<String>>,
     remove: Option<Vec<String>>,
-    update: Option<BTreeMap<String, Posted>>,
+    update: Option<Fields>,
+}
+
+/// A map's field updates by name. A name sent twice is refused: a JSON
+/// object keeps one of two equal names, silently dropping the other.
+struct Fields(BTreeMap<String, Posted>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Fields, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of field updates by name")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> std::result::Result<Fields, M::Error> {
+                let mut fields = BTreeMap::new();
+                while let Some((name, update)) = map.next_entry::<String, Posted>()? {
+                    if fields.contains_key(&name) {
+                        let e = format!("the field `{name}` is named twice in `update`");
+                        return Err(serde::de::Error::custom(e));
+                    }
+                    fields.insert(name, update);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 const EXAMPLES: &str = "send one update: {\"type\":\"counter\",\"increment\":5}, \
@@ -199,7 +238,7 @@ fn update(body: Posted, field: Option<&str>) -> Result<Update> {
             "type",
             "a set's update has one of `add` or `remove` (a list of strings), not both, and no `increment` or `update`",
         )),
-        ("map", None, None, None, Some(fields)) if field.is_none() => {
+        ("map", None, None, None, Some(Fields(fields))) if field.is_none() => {
             if fields.is_empty() {
                 return Err(bad("update", "names no field"));
             }
@@ -298,6 +337,11 @@ mod tests {
                 br#"{"type":"hll"}"#,
                 "bad_parameter",
                 "counter, set and map",
+            ),
+            (
+                br#"{"type":"map","update":{"n":{"type":"counter","increment":1},"n":{"type":"counter","increment":2}}}"#,
+                "invalid_json",
+                "`n` is named twice",
             ),
             (
                 br#"{"type":"counter","increment":1.5}"#,

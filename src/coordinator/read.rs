@@ -97,6 +97,12 @@ impl Coordinator {
             };
             match tokio::time::timeout_at(wake, replies.recv()).await {
                 Ok(Some((to, reply))) => match reply {
+                    // A peer's set that breaks its invariants (a CRDT
+                    // state a corrupt peer made) is not read, nor served.
+                    Ok(Some(set)) if !set.is_well_formed() => {
+                        tally.fail(&to, "its sibling set breaks its invariants");
+                        ask_the_rest(key, &mut unasked, &mut replies, "failure");
+                    }
                     Ok(set) => {
                         tally.ack(&to, false);
                         if let Some(set) = &set {

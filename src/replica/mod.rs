@@ -185,6 +185,13 @@ impl Replica {
             // CRDT key applies to the fold of its siblings here.
             let fold = match &content {
                 Content::Update(op) => Some(set.crdt_for(op.update.kind())?),
+                // A CRDT state is only ever made here, by applying an
+                // update; a coordinator (a peer) that sends one is refused.
+                Content::Crdt(_) => {
+                    return Err(Error::Protocol(
+                        "a write carries a CRDT state; a coordinator sends updates".into(),
+                    ));
+                }
                 _ => {
                     set.check_plain()?;
                     None

@@ -297,6 +297,27 @@ async fn a_fetch_answers_a_prefix_within_the_message_budget() {
     assert!(bytes <= budget, "{bytes} bytes answered");
 }
 
+/// A coordinator sends a CRDT update, never a state: a state sent to be
+/// minted (only a corrupt peer makes one) is refused and nothing stored.
+#[tokio::test]
+async fn a_write_carrying_a_crdt_state_is_refused() {
+    let replica = replica();
+    let state = crate::version::Crdt::new(crate::version::Kind::Counter);
+    let refused = replica
+        .coordinate_until(
+            "c".into(),
+            Context::default(),
+            Content::Crdt(state),
+            None,
+            Until::Durable,
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.code(), "protocol_error", "{refused}");
+    assert!(replica.store.get("c").expect("read").is_none());
+}
+
 /// A write coordinated settled (no other replica to send its set to, or a
 /// peer that answers only once it is durable) is durable here when it is
 /// answered: its `durable` is ready, on the real engine, whose fsync comes

@@ -247,13 +247,13 @@ pub enum Refused {
     /// Of another type than the key (or the map's field) holds.
     #[error(transparent)]
     Mismatch(#[from] Mismatch),
-    /// An increment that would take the applying node's own count past
-    /// 2^64 - 1 (a count that wrapped would lose every increment in it).
+    /// An update that would take the applying node's own count past
+    /// 2^64 - 1 (a count that wrapped would lose every update in it).
     #[error(
-        "the counter's count of increments (or of decrements) through node {node} would pass 2^64 - 1; \
-         send it through another node, or in the other direction"
+        "node {node}'s count of this key's {what} would pass 2^64 - 1; \
+         a write minted at another replica of the key, or in the other direction, can still count"
     )]
-    Overflow { node: String },
+    Overflow { node: String, what: &'static str },
 }
 
 /// The op that adds `n` (negative: subtracts) to `actor`'s own count in
@@ -317,6 +317,13 @@ impl Crdt {
         actor: &Actor,
         seen: &VersionVector,
     ) -> Result<(), Refused> {
+        // An add's (a field update's) dot is the actor's count plus one.
+        if self.clock().get(actor) == u64::MAX {
+            return Err(Refused::Overflow {
+                node: actor.node.clone(),
+                what: "updates",
+            });
+        }
         match (&mut *self, update) {
             (Crdt::Counter(c), Update::Increment(n)) => {
                 if *n == 0 {
@@ -324,6 +331,7 @@ impl Crdt {
                 }
                 let op = increment(c, actor, *n).ok_or_else(|| Refused::Overflow {
                     node: actor.node.clone(),
+                    what: if *n > 0 { "increments" } else { "decrements" },
                 })?;
                 c.apply(op);
             }

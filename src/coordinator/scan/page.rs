@@ -104,6 +104,12 @@ pub fn merge(plan: &Coverage, answers: &[(Ask, Scanned)], limit: usize, now_ms: 
     out
 }
 
+/// A replica's set as a scan takes it: `None` (absent) when its bytes do
+/// not decode or the set breaks its invariants (a corrupt peer's).
+fn decoded(set: &EncodedSet) -> Option<SiblingSet> {
+    set.decode().ok().filter(SiblingSet::is_well_formed)
+}
+
 /// One key from the bytes the replicas that had it answered (`held`) and
 /// the replicas that covered its range. The common case, every replica
 /// holding the same bytes, decodes once and merges nothing.
@@ -116,12 +122,12 @@ fn merge_key(
     let alike = held.len() >= covered_by.len() && held.windows(2).all(|w| w[0].1 == w[1].1);
     if alike && let Some((_, first)) = held.first() {
         // Bytes that do not decode are left to the general case below.
-        if let Ok(mut merged) = first.decode() {
+        if let Some(mut merged) = first.decode().ok().filter(SiblingSet::is_well_formed) {
             let expired = merged.next_expiry().is_some_and(|at| at <= now_ms);
             merged.expire(now_ms);
             let repair = expired.then(|| {
                 held.iter()
-                    .map(|(node, set)| (node.to_string(), set.decode().ok()))
+                    .map(|(node, set)| (node.to_string(), decoded(set)))
                     .collect()
             });
             return Some(Key {
@@ -134,7 +140,7 @@ fn merge_key(
     // A set that does not decode counts as absent.
     let mut replies: Vec<Reply> = held
         .iter()
-        .map(|(node, set)| (node.to_string(), set.decode().ok()))
+        .map(|(node, set)| (node.to_string(), decoded(set)))
         .collect();
     // The replicas of this key's range that answered without it.
     for node in covered_by {

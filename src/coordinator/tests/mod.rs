@@ -105,6 +105,8 @@ struct Setup {
     replicas: HashMap<String, Arc<Replica>>,
     /// Each node's simulated disk (faults are set on it).
     disks: HashMap<String, Arc<Disk>>,
+    /// Each node's store, to put there what no replica would write.
+    stores: HashMap<String, Arc<MemoryStore>>,
     cluster: Arc<Cluster>,
 }
 
@@ -121,11 +123,14 @@ fn setup_with(nodes: usize, speculative_read: Duration) -> Setup {
     let transport = Arc::new(Scripted::default());
     let mut replicas = HashMap::new();
     let mut disks = HashMap::new();
+    let mut stores = HashMap::new();
     for node in &config.nodes {
         let identity = crate::store::Identity::ephemeral(&node.id);
         let disk = Disk::new();
+        let store = Arc::new(MemoryStore::on_disk(Arc::clone(&disk)));
+        stores.insert(node.id.clone(), Arc::clone(&store));
         let replica = Replica::new(
-            Arc::new(MemoryStore::on_disk(Arc::clone(&disk))),
+            store,
             Arc::new(identity),
             &config.limits,
             false,
@@ -163,6 +168,7 @@ fn setup_with(nodes: usize, speculative_read: Duration) -> Setup {
         coordinator,
         replicas,
         disks,
+        stores,
         cluster,
     }
 }

@@ -62,6 +62,47 @@ async fn a_failed_replica_widens_the_read_to_the_rest() {
     assert!(t.reads("n2") > 0, "random order asked n2 first sometimes");
 }
 
+/// A set a replica answers that breaks its invariants (here a map whose
+/// counter field holds a set: only a corrupt peer makes one) fails that
+/// replica's answer; it is neither merged nor served.
+#[tokio::test(start_paused = true)]
+async fn a_replica_answering_a_malformed_set_fails_its_answer() {
+    use crate::store::Store;
+    use crate::version::crdt::map::{FieldKey, FieldMap, FieldOp};
+    use crate::version::{Actor, Crdt, Dot, Kind};
+    use crdts::CmRDT;
+    let setup = setup(Duration::from_secs(60));
+    let written = put(&setup, "k", b"1").await;
+    let mut map = FieldMap::new();
+    let key = FieldKey {
+        name: "n".into(),
+        kind: Kind::Counter,
+    };
+    let actor = Actor::new("n2", 1);
+    let add = map.read_ctx().derive_add_ctx(actor.clone());
+    let op = map.update(key, add, |_, add| {
+        FieldOp::Set(crdts::Orswot::new().add("x".to_string(), add))
+    });
+    map.apply(op);
+    let mut bad = SiblingSet::new();
+    bad.write(
+        &Context::default(),
+        Dot::new(actor, 1),
+        Content::Crdt(Crdt::Map(map)),
+    );
+    setup.stores["n2"]
+        .update("k", Box::new(move |_| Ok(bad)))
+        .wait()
+        .await
+        .expect("stored");
+    let all = setup
+        .coordinator
+        .read("k", quorum(3), deadline(), None, true, None)
+        .await;
+    assert!(all.is_err(), "r = 3 cannot count n2: {all:?}");
+    assert_eq!(read(&setup, "k", 2, None).await, written);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_replica_is_overtaken_after_the_speculative_delay() {
     let setup = setup(Duration::from_millis(10));

@@ -227,6 +227,7 @@ pub fn apply(
         if u128::from(now_up) + up > max || u128::from(now_down) + down > max {
             return Err(Refused::Overflow {
                 node: actor.node.clone(),
+                what: "increments or decrements",
             });
         }
     }
@@ -329,15 +330,19 @@ pub fn settle(map: &mut FieldMap) -> Result<(), postcard::Error> {
 
 /// Whether every field holds the type its key names (a peer's state is
 /// checked with it: a set under a counter's key would win the counter's
-/// merge and swallow its increments).
+/// merge and swallow its increments), and the map holds no deferred
+/// removal of a field (chorus never removes fields; one would reset a
+/// counter field's increments on every replica it reached).
 pub fn is_well_formed(map: &FieldMap) -> bool {
-    map.iter().all(|entry| {
-        let (key, field) = entry.val;
-        matches!(
-            (key.kind, field),
-            (Kind::Counter, Field::Counter(_)) | (Kind::Set, Field::Set(_))
-        )
-    })
+    let no_field_removes = MapParts::of(map).is_ok_and(|parts| parts.deferred.is_empty());
+    no_field_removes
+        && map.iter().all(|entry| {
+            let (key, field) = entry.val;
+            matches!(
+                (key.kind, field),
+                (Kind::Counter, Field::Counter(_)) | (Kind::Set, Field::Set(_))
+            )
+        })
 }
 
 /// How many deferred removes the map's set fields hold (for tests).

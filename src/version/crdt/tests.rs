@@ -461,6 +461,19 @@ fn a_field_holding_another_type_than_its_key_is_refused_from_peers() {
     good.apply(&update, &actor(0), &VersionVector::new())
         .expect("a map");
     assert!(good.is_well_formed());
+    // A removal of a field waiting in the map (chorus removes no field; a
+    // peer's would reset the counter's increments wherever it reached).
+    let Crdt::Map(mut removing) = good.clone() else {
+        unreachable!("a map")
+    };
+    let ahead = VersionVector::from(Dot::new(actor(5), 3));
+    let key = map::FieldKey {
+        name: "n".into(),
+        kind: Kind::Counter,
+    };
+    let rm = removing.rm(key, crdts::ctx::RmCtx { clock: ahead });
+    removing.apply(rm);
+    assert!(!Crdt::Map(removing).is_well_formed());
 }
 
 #[test]
