@@ -131,12 +131,43 @@ impl Client {
     /// A client for the command line: trusting the CA in `CHORUS_CA` when
     /// it is set, with the bearer token in `CHORUS_TOKEN` when that is.
     pub fn cli(base: &str) -> Result<Client> {
+        check_url(base)?;
         let client = match std::env::var_os(CA_ENV).filter(|v| !v.is_empty()) {
             Some(ca) => Client::with_ca(base, Path::new(&ca))?,
             None => Client::new(base),
         };
         Ok(client.with_token(std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())))
     }
+}
+
+/// A `--url` the CLI can use: `http://` or `https://`, a host and a port
+/// (or none), and no path; every refusal says what to write instead.
+fn check_url(base: &str) -> Result<()> {
+    let bad = |reason: String| Error::BadParameter {
+        name: "url".into(),
+        reason,
+    };
+    if !base.starts_with("http://") && !base.starts_with("https://") {
+        return Err(bad(format!(
+            "`{base}` has no scheme; write http://{base} (https:// for a cluster with [security.tls])"
+        )));
+    }
+    let uri: http::Uri = base.parse().map_err(|e| {
+        bad(format!(
+            "`{base}` is not a URL ({e}); write http://host:port"
+        ))
+    })?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad(format!(
+            "`{base}` names no host; write http://host:port"
+        )));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad(format!(
+            "`{base}` has a path; --url is the node's address only, http://host:port"
+        )));
+    }
+    Ok(())
 }
 
 impl<C> Client<C>
@@ -198,8 +229,8 @@ where
             .pool
             .request(request)
             .await
-            .map_err(|e| Error::Unavailable {
-                node: self.base.clone(),
+            .map_err(|e| Error::Unreachable {
+                url: self.base.clone(),
                 reason: crate::error::chain(&e),
             })?;
         let (parts, body) = response.into_parts();

@@ -55,6 +55,9 @@ pub enum Error {
     BodyRead(String),
     #[error("replica {node} is unavailable: {reason}")]
     Unavailable { node: String, reason: String },
+    /// A client (the CLI, a benchmark) could not reach the node at `url`.
+    #[error("cannot reach {url}: {reason}; is a chorus node listening there?")]
+    Unreachable { url: String, reason: String },
     /// The request reached `node` (or may have) and no answer came: it may
     /// have been applied there. Unlike [`Error::Unavailable`], trying the
     /// same write on another replica could apply it twice.
@@ -159,6 +162,7 @@ impl Error {
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BodyRead(_) => StatusCode::BAD_REQUEST,
             Unavailable { .. }
+            | Unreachable { .. }
             | Indeterminate { .. }
             | QuorumNotMet { .. }
             | SessionNotSatisfied => StatusCode::SERVICE_UNAVAILABLE,
@@ -198,7 +202,7 @@ impl Error {
             NoRoute(_) => "no_route",
             BodyTimeout(_) => "body_timeout",
             BodyRead(_) => "body_unreadable",
-            Unavailable { .. } => "unavailable",
+            Unavailable { .. } | Unreachable { .. } => "unavailable",
             Indeterminate { .. } => "indeterminate",
             QuorumNotMet { .. } => "quorum_not_met",
             SessionNotSatisfied => "session_not_satisfied",
@@ -228,6 +232,7 @@ impl Error {
             other => matches!(
                 other,
                 Error::Unavailable { .. }
+                    | Error::Unreachable { .. }
                     | Error::Indeterminate { .. }
                     | Error::QuorumNotMet { .. }
                     | Error::SessionNotSatisfied

@@ -32,7 +32,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "chorus",
     version,
     about = "A leaderless, Dynamo-style replicated key-value store",
-    after_help = "The client verbs, status, leave, remove and bench send the bearer token in CHORUS_TOKEN, when it is set (see docs/security.md)."
+    after_help = "The client verbs, status, leave, remove and bench send the bearer token in CHORUS_TOKEN, when it is set (see docs/security.md); --url is a node's http://host:port (https:// with CHORUS_CA for TLS).\n\nExit codes: 0 done; 1 the key (or CRDT key) holds nothing (404); 2 an error: a bad argument, a node that cannot be reached, an error answer (the message names it); 3 a conditional write whose condition did not hold (412). sim exits 1 when a seed finds a violation (docs/operations.md, The CLI)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -227,16 +227,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    // A simulation prints its summary; the logs of its nodes (faults are
+    // its point) only with --verbose or RUST_LOG.
+    let logs = match &command {
+        Command::Sim(sim) if !sim.verbose() => "off",
+        _ => "info,fjall=warn,lsm_tree=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(logs)),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let command = Cli::parse().command;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = worker_threads(&command) {
         runtime.worker_threads(threads);

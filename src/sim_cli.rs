@@ -24,7 +24,8 @@ pub struct SimCluster {
     /// How many seeds, from --seed on.
     #[arg(long, default_value_t = 1)]
     pub seeds: u64,
-    /// Print every run's summary, not only the failing ones.
+    /// Print every run's summary, not only the failing ones, and the
+    /// nodes' logs (RUST_LOG chooses them too).
     #[arg(long)]
     pub verbose: bool,
     /// Anti-entropy rounds after the heal before the check (the
@@ -38,6 +39,13 @@ pub struct SimCluster {
     /// Seeds run at once in a campaign (each in a process of its own).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+}
+
+impl Sim {
+    /// Whether the run's logs are asked for (`sim cluster --verbose`).
+    pub fn verbose(&self) -> bool {
+        matches!(self, Sim::Cluster(args) if args.verbose)
+    }
 }
 
 /// Runs one `chorus sim` command.

@@ -668,6 +668,65 @@ async fn health_and_metrics() {
     }
 }
 
+/// HEAD answers as GET does, headers and all, without the body (load
+/// balancers and caches send it); a route that takes no query parameter
+/// refuses one by name, as `/kv` does.
+#[tokio::test]
+async fn head_is_a_get_without_its_body_and_parameterless_routes_refuse_parameters() {
+    let t = TestNode::start().await;
+    let ask = |method: Method, path: &str| {
+        let client = t.client.clone();
+        let path = path.to_string();
+        async move {
+            client
+                .request(method, &path, &[], Bytes::new())
+                .await
+                .expect("request")
+        }
+    };
+    let get = ask(Method::GET, "/health").await;
+    let head = ask(Method::HEAD, "/health").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty(), "{:?}", head.body);
+    assert_eq!(
+        head.headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(get.body.len().to_string().as_str())
+    );
+    t.client.put("k", "1", None).await.expect("put");
+    let get = ask(Method::GET, &key_path("k")).await;
+    let head = ask(Method::HEAD, &key_path("k")).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(head.context(), get.context());
+    assert!(head.headers.contains_key("x-chorus-quorum"));
+    let absent = ask(Method::HEAD, &key_path("absent")).await;
+    assert_eq!(absent.status, StatusCode::NOT_FOUND);
+    assert!(absent.body.is_empty());
+    let refused = ask(Method::POST, &key_path("k")).await;
+    assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        refused.headers.get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD, PUT, DELETE")
+    );
+
+    for path in [
+        "/cluster?verbose=1",
+        "/health?x",
+        "/metrics?name=a",
+        "/admin/leave?now=1",
+    ] {
+        let reply = ask(Method::GET, path).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(error_code(&reply), "bad_parameter", "{path}");
+        let message = reply.json().expect("json")["message"].to_string();
+        let name = path.split(['?', '=']).nth(1).expect("a name");
+        assert!(message.contains(&format!("`{name}`")), "{path}: {message}");
+    }
+    assert_eq!(ask(Method::GET, "/cluster").await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn the_memory_engine_serves_the_same_api() {
     let t = TestNode::start_in_memory().await;

@@ -293,14 +293,6 @@ async fn conditional_and_expiring_writes_from_the_cli() {
     assert!(read.contains("expires: 20"), "{read}");
 }
 
-#[tokio::test]
-async fn a_client_verb_without_a_server_fails_with_a_message() {
-    // Port 9 (discard) on loopback: nothing of ours listens there.
-    let out = chorus(&["get", "k", "--url", "http://127.0.0.1:9"]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unavailable"));
-}
-
 /// Runs `chorus serve` on a config with `text` and returns its exit code and stderr.
 async fn serve_with(text: &str, node: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("dir");
@@ -526,4 +518,50 @@ async fn scan_prints_keys_in_order_page_by_page() {
     assert!(!bad.status.success());
     let said = format!("{}{}", stdout(&bad), String::from_utf8_lossy(&bad.stderr));
     assert!(said.contains("limit"), "{said}");
+}
+
+/// A `--url` that is not a node's address, or a node that is not there,
+/// gets a message that says what to write or what failed, and exit code 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_or_unreachable_url_says_what_is_wrong() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let bare = format!("127.0.0.1:{port}");
+    let url = format!("http://{bare}");
+    let with_path = format!("{url}/kv");
+    let cases = [
+        (bare.as_str(), "has no scheme; write http://"),
+        (with_path.as_str(), "has a path"),
+        ("http://", "http://host:port"),
+        (url.as_str(), "cannot reach"),
+    ];
+    for (given, says) in cases {
+        let out = chorus(&["get", "k", "--url", given]).await;
+        assert_eq!(out.status.code(), Some(2), "{given}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{given}: {stderr}");
+        assert!(!stderr.contains("replica"), "{given}: {stderr}");
+    }
+    let help = chorus(&["--help"]).await;
+    assert!(
+        stdout(&help).contains("Exit codes: 0 done; 1 the key"),
+        "{help:?}"
+    );
+}
+
+/// `chorus sim cluster` prints its summary and nothing else unless asked:
+/// the nodes' logs come with --verbose (or RUST_LOG).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulation_prints_its_summary_only() {
+    let out = chorus(&["sim", "cluster", "--seed", "3"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("seed 3"), "{}", stdout(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.trim().is_empty(),
+        "logs without --verbose:\n{stderr}"
+    );
 }

@@ -89,7 +89,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     if req.method() != Method::GET {
         return Err(Error::MethodNotAllowed {
             method: req.method().to_string(),
-            allowed: "GET",
+            allowed: "GET, HEAD",
         });
     }
     let p = params(req.uri().query(), api.limits.max_key_bytes)?;

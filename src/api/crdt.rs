@@ -34,7 +34,7 @@ use crate::version::{
     Content, Context, Crdt, CrdtContext, FieldUpdate, Kind, Op, SiblingSet, Update,
 };
 
-pub const ALLOWED: &str = "GET, POST";
+pub const ALLOWED: &str = "GET, HEAD, POST";
 
 pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let key = kv::decode_key(raw_key, api.limits.max_key_bytes)?;

@@ -21,7 +21,7 @@ use crate::version::{Content, Context, MAX_REQUEST_ID, SiblingSet};
 /// The header that makes a write safe to retry.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
-pub const ALLOWED: &str = "GET, PUT, DELETE";
+pub const ALLOWED: &str = "GET, HEAD, PUT, DELETE";
 
 pub use crate::config::{MAX_TIMEOUT_MS, MAX_TTL_MS};
 

@@ -61,18 +61,18 @@ use crate::store::Store;
 /// exactly these (tests/openapi.rs compares them, and asks a live node
 /// that each is served and every other method is a 405).
 pub const ROUTES: &[(&str, &[&str])] = &[
-    ("/kv", &["GET"]),
-    ("/kv/{key}", &["GET", "PUT", "DELETE"]),
-    ("/crdt/{key}", &["GET", "POST"]),
+    ("/kv", &["GET", "HEAD"]),
+    ("/kv/{key}", &["GET", "HEAD", "PUT", "DELETE"]),
+    ("/crdt/{key}", &["GET", "HEAD", "POST"]),
     ("/batch", &["POST"]),
-    ("/changes", &["GET"]),
-    ("/health", &["GET"]),
-    ("/metrics", &["GET"]),
-    ("/cluster", &["GET"]),
+    ("/changes", &["GET", "HEAD"]),
+    ("/health", &["GET", "HEAD"]),
+    ("/metrics", &["GET", "HEAD"]),
+    ("/cluster", &["GET", "HEAD"]),
     ("/admin/leave", &["POST"]),
     ("/admin/remove/{node}", &["POST"]),
     ("/admin/antientropy/rebuild", &["POST"]),
-    ("/admin/replica/{key}", &["GET"]),
+    ("/admin/replica/{key}", &["GET", "HEAD"]),
     (crate::peer::PEER_PATH, &["POST"]),
 ];
 
@@ -130,8 +130,13 @@ pub struct Api {
 
 impl Api {
     /// Serves one request and records it in the request metrics.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
+        // HEAD is a GET whose body the server leaves out (hyper drops it,
+        // keeping its length): load balancers and caches send it.
+        if req.method() == Method::HEAD {
+            *req.method_mut() = Method::GET;
+        }
         let path = req.uri().path().to_string();
         let watching = is_watch(&req);
         let op = match watching {
@@ -299,6 +304,11 @@ impl Api {
         if let Some(raw_key) = path.strip_prefix("/crdt/") {
             return Box::pin(crdt::handle(self, raw_key, req)).await;
         }
+        let takes_none =
+            path.starts_with("/admin/") || matches!(path, "/cluster" | "/health" | "/metrics");
+        if takes_none {
+            no_parameters(req.uri().query())?;
+        }
         if let Some(raw_key) = path.strip_prefix("/admin/replica/") {
             return replica_view::get(self, req.method(), raw_key);
         }
@@ -393,13 +403,25 @@ fn asks_returnbody(query: Option<&str>) -> bool {
         .any(|(name, value)| name == "returnbody" && value != "false")
 }
 
+/// A route that takes no query parameter refuses one by name, as `/kv`
+/// refuses a parameter it does not know.
+fn no_parameters(query: Option<&str>) -> Result<()> {
+    match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {
+        Some((name, _)) => Err(Error::bad_parameter(
+            &name,
+            "unknown parameter; this route takes none",
+        )),
+        None => Ok(()),
+    }
+}
+
 fn only_get(method: &Method) -> Result<()> {
     if method == Method::GET {
         Ok(())
     } else {
         Err(Error::MethodNotAllowed {
             method: method.to_string(),
-            allowed: "GET",
+            allowed: "GET, HEAD",
         })
     }
 }

@@ -23,7 +23,7 @@ pub fn get(api: &Api, method: &Method, raw_key: &str) -> Result<Response<Body>> 
     if method != Method::GET {
         return Err(Error::MethodNotAllowed {
             method: method.to_string(),
-            allowed: "GET",
+            allowed: "GET, HEAD",
         });
     }
     let key = decode_key(raw_key, api.limits.max_key_bytes)?;

@@ -94,7 +94,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>>
     if req.method() != Method::GET {
         return Err(Error::MethodNotAllowed {
             method: req.method().to_string(),
-            allowed: "GET",
+            allowed: "GET, HEAD",
         });
     }
     let (scan, rest) = parse(api, req.uri().query())?;
