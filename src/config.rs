@@ -345,6 +345,20 @@ impl Config {
                 ));
             }
         }
+        for (key, part, whole_key, whole) in [
+            ("cluster.pr", c.pr, "cluster.r", c.r),
+            ("cluster.pw", c.pw, "cluster.w", c.w),
+            ("cluster.dw", c.dw, "cluster.w", c.w),
+        ] {
+            if part > whole {
+                return Err(Error::config(
+                    key,
+                    format!(
+                        "is {part}, above {whole_key} ({whole}); it counts among those: lower it or raise {whole_key}"
+                    ),
+                ));
+            }
+        }
         if c.dw > 0 && !self.storage.fsyncs_each_write() {
             return Err(Error::config(
                 "cluster.dw",

@@ -372,6 +372,14 @@ async fn client_errors_are_json_with_a_status_and_a_code() {
         ),
         (
             Method::GET,
+            format!("{}?r=one&pr=3", key_path("k")),
+            vec![],
+            "",
+            StatusCode::BAD_REQUEST,
+            "bad_parameter",
+        ),
+        (
+            Method::GET,
             "/nowhere".into(),
             vec![],
             "",

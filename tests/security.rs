@@ -358,7 +358,11 @@ async fn with_tokens_every_route_needs_one_with_its_scope() {
         };
         let none = ask(method.clone(), path.clone(), None).await;
         assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{method} {path}");
-        assert_eq!(code(&none, "unauthenticated"), "unauthenticated", "{method} {path}");
+        assert_eq!(
+            code(&none, "unauthenticated"),
+            "unauthenticated",
+            "{method} {path}"
+        );
         assert!(
             none.headers.contains_key("www-authenticate"),
             "{method} {path}"

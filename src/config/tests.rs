@@ -41,6 +41,14 @@ fn bad_configs_name_the_key() {
     let base = shipped();
     assert!(error_key(&base.replace("n = 3", "n = 4")).starts_with("cluster.n"));
     assert!(error_key(&base.replace("r = 2", "r = 0")).starts_with("cluster.r"));
+    // Primaries and durable acknowledgements count among r and w.
+    let pr = base.replace("pr = 0", "pr = 3");
+    assert!(
+        error_key(&pr).starts_with("cluster.pr"),
+        "{}",
+        error_key(&pr)
+    );
+    assert!(error_key(&base.replace("dw = 0", "dw = 3")).starts_with("cluster.dw"));
     assert!(error_key(&base.replace("127.0.0.1:7002", "localhost")).starts_with("nodes[1].listen"));
     assert!(
         error_key(&base.replace("\"data/n3\"", "\"data/n1\"")).starts_with("nodes[2].data_dir")

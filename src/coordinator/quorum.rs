@@ -85,10 +85,40 @@ impl Quorum {
         Ok(())
     }
 
+    /// Refuses counts that contradict each other: `pr` primaries among `r`
+    /// answers, `pw` primaries and `dw` durable among `w` acknowledgements
+    /// (a request asking for more could only ever fail). Names the
+    /// parameter, and says when its value was the cluster's default.
+    pub fn consistent(&self, defaults: &Quorum) -> Result<()> {
+        for (name, part, whole_name, whole, default) in [
+            ("pr", self.pr, "r", self.r, defaults.pr),
+            ("pw", self.pw, "w", self.w, defaults.pw),
+            ("dw", self.dw, "w", self.w, defaults.dw),
+        ] {
+            if part > whole {
+                let from = if part == default && part > 0 {
+                    " (the cluster's default)"
+                } else {
+                    ""
+                };
+                return Err(Error::bad_parameter(
+                    name,
+                    format!(
+                        "is {part}{from}, above {whole_name} ({whole}): they count among the {whole_name} answers; \
+                         raise {whole_name} or lower {name}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a quorum a peer sent that this node's N cannot satisfy.
     pub fn check(&self, n: usize) -> Result<()> {
         let counts = [self.r, self.pr, self.w, self.pw, self.dw];
-        if self.n != n || self.r == 0 || self.w == 0 || counts.iter().any(|&c| c > n) {
+        let contradicts = self.pr > self.r || self.pw > self.w || self.dw > self.w;
+        if self.n != n || self.r == 0 || self.w == 0 || counts.iter().any(|&c| c > n) || contradicts
+        {
             return Err(Error::Protocol(format!(
                 "a forwarded quorum {self:?} does not fit n = {n}"
             )));
@@ -143,6 +173,39 @@ mod tests {
         assert_eq!(q.w, 2);
         assert_eq!(q.header(), "n=3 r=1 w=2 pw=2 dw=3 overlap=false");
         assert_eq!(three().header(), "n=3 r=2 w=2 overlap=true");
+    }
+
+    #[test]
+    fn primaries_and_durables_above_their_quorum_are_refused_by_name() {
+        let d = three();
+        for (set, refused) in [
+            (&[("r", "one"), ("pr", "3")][..], "pr"),
+            (&[("w", "1"), ("pw", "2")][..], "pw"),
+            (&[("w", "1"), ("dw", "all")][..], "dw"),
+        ] {
+            let mut q = three();
+            for (name, text) in set {
+                q.set(name, text, &d).expect("each alone is in range");
+            }
+            match q.consistent(&d) {
+                Err(Error::BadParameter { name, reason }) => {
+                    assert_eq!(name, refused);
+                    assert!(reason.contains("above"), "{reason}");
+                }
+                other => panic!("{set:?}: {other:?}"),
+            }
+            assert!(q.check(3).is_err(), "a peer's {set:?} is refused too");
+        }
+        // The cluster's default pr above a request's r says so.
+        let strict = Quorum { pr: 2, ..three() };
+        let mut q = strict;
+        q.set("r", "1", &strict).expect("r");
+        let e = q.consistent(&strict).expect_err("pr 2 > r 1");
+        assert!(e.to_string().contains("the cluster's default"), "{e}");
+        let mut fine = three();
+        fine.set("pr", "2", &d).expect("pr");
+        fine.set("dw", "2", &d).expect("dw");
+        assert!(fine.consistent(&d).is_ok());
     }
 
     #[test]
