@@ -133,7 +133,7 @@ pub async fn leave(url: &str) -> Result<ExitCode, Error> {
         {
             Ok(reply) => reply,
             // The node has handed everything off and stopped.
-            Err(Error::Unavailable { .. }) => {
+            Err(Error::Unreachable { .. }) => {
                 println!("left the ring");
                 return Ok(ExitCode::SUCCESS);
             }

@@ -165,7 +165,7 @@ async fn every_dashboard_and_alert_expression_runs_against_a_real_prometheus() {
     cluster.stop(2).await;
     for i in 300..400 {
         let _ = put(&clients[i % 2], &format!("k{i}"), "w=1", "4").await;
-        let _ = put(&clients[i % 2], &format!("k{i}"), "pw=all", "5").await;
+        let _ = put(&clients[i % 2], &format!("k{i}"), "w=all&pw=all", "5").await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.restart(2).await;

@@ -84,7 +84,7 @@ async fn with_one_of_three_replicas_down_quorums_succeed_or_fail_as_asked() {
     );
 
     // pw=3 needs all three primaries: one is down, and a fallback does not count.
-    let refused = put(&n1, &key, "pw=3").await;
+    let refused = put(&n1, &key, "w=3&pw=3").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = refused.json().expect("json");
     assert_eq!(body["error"], "quorum_not_met");
@@ -115,7 +115,7 @@ async fn with_one_of_three_replicas_down_quorums_succeed_or_fail_as_asked() {
         (read.status, header(&read)),
         (StatusCode::MULTIPLE_CHOICES, "n=3 r=1 w=2 overlap=false")
     );
-    for query in ["r=3", "r=all", "r=1&pr=3"] {
+    for query in ["r=3", "r=all", "r=3&pr=3"] {
         let reply = get(&n1, &key, query).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{query}");
         assert_eq!(common::error_code(&reply), "quorum_not_met", "{query}");
