@@ -556,7 +556,16 @@ async fn a_bad_or_unreachable_url_says_what_is_wrong() {
 /// the nodes' logs come with --verbose (or RUST_LOG).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulation_prints_its_summary_only() {
-    let out = chorus(&["sim", "cluster", "--seed", "3"]).await;
+    let run = Command::new(chorus_bin())
+        .args(["sim", "cluster", "--seed", "3"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the seed finished within 120 s")
+        .expect("run chorus");
     assert!(out.status.success(), "{out:?}");
     assert!(stdout(&out).contains("seed 3"), "{}", stdout(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);

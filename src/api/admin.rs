@@ -35,7 +35,7 @@ pub enum LeaveState {
 }
 
 pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
-    only(method, Method::GET, "GET")?;
+    only(method, Method::GET, "GET, HEAD")?;
     let members = api.cluster.roster().members();
     let ring = api.cluster.routes().ring();
     let listed: Vec<Value> = members

@@ -232,7 +232,7 @@ pub(super) fn params(api: &Api, query: Option<&str>, known: &[&str]) -> Result<P
             quorum_name => quorum.set(quorum_name, &value, &api.quorum)?,
         }
     }
-    quorum.consistent(&api.quorum)?;
+    quorum.consistent(&api.quorum, known)?;
     // Asked of a cluster that cannot give it, `dw` could only ever fail,
     // after storing the write: refuse it before. (The config refuses a
     // default `dw` above 0 for such a cluster.)

@@ -132,9 +132,11 @@ impl Api {
     /// Serves one request and records it in the request metrics.
     pub async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
-        // HEAD is a GET whose body the server leaves out (hyper drops it,
-        // keeping its length): load balancers and caches send it.
-        if req.method() == Method::HEAD {
+        // HEAD is a GET whose body is left out, its length kept: load
+        // balancers and caches send it. (hyper drops the body of a HEAD
+        // answer on HTTP/1.1 but not on HTTP/2, so it is dropped here.)
+        let head = req.method() == Method::HEAD;
+        if head {
             *req.method_mut() = Method::GET;
         }
         let path = req.uri().path().to_string();
@@ -173,6 +175,9 @@ impl Api {
             Err(e) => response::error(&e),
         };
         let mut response = response;
+        if head {
+            without_body(&mut response);
+        }
         if path == crate::peer::PEER_PATH {
             // Every peer answer, a refusal too, says what this node speaks.
             response.headers_mut().insert(
@@ -401,6 +406,18 @@ fn is_key_route(path: &str) -> bool {
 fn asks_returnbody(query: Option<&str>) -> bool {
     form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .any(|(name, value)| name == "returnbody" && value != "false")
+}
+
+/// The answer to a HEAD: the GET's status and headers, its body's length
+/// in `Content-Length`, and no body.
+fn without_body(response: &mut Response<Body>) {
+    use hyper::body::Body as _;
+    let length = response.body().size_hint().exact().unwrap_or(0);
+    response
+        .headers_mut()
+        .entry(http::header::CONTENT_LENGTH)
+        .or_insert_with(|| http::HeaderValue::from(length));
+    *response.body_mut() = Body::new(Bytes::new());
 }
 
 /// A route that takes no query parameter refuses one by name, as `/kv`

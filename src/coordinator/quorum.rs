@@ -88,14 +88,16 @@ impl Quorum {
     /// Refuses counts that contradict each other: `pr` primaries among `r`
     /// answers, `pw` primaries and `dw` durable among `w` acknowledgements
     /// (a request asking for more could only ever fail). Names the
-    /// parameter, and says when its value was the cluster's default.
-    pub fn consistent(&self, defaults: &Quorum) -> Result<()> {
+    /// parameter, and says when its value was the cluster's default. Only
+    /// the counts a route takes (`known`) are checked: a scan takes `r` but
+    /// no `pr`, and a client could not lower a default it may not send.
+    pub fn consistent(&self, defaults: &Quorum, known: &[&str]) -> Result<()> {
         for (name, part, whole_name, whole, default) in [
             ("pr", self.pr, "r", self.r, defaults.pr),
             ("pw", self.pw, "w", self.w, defaults.pw),
             ("dw", self.dw, "w", self.w, defaults.dw),
         ] {
-            if part > whole {
+            if part > whole && known.contains(&name) {
                 let from = if part == default && part > 0 {
                     " (the cluster's default)"
                 } else {
@@ -187,7 +189,7 @@ mod tests {
             for (name, text) in set {
                 q.set(name, text, &d).expect("each alone is in range");
             }
-            match q.consistent(&d) {
+            match q.consistent(&d, &["pr", "pw", "dw"]) {
                 Err(Error::BadParameter { name, reason }) => {
                     assert_eq!(name, refused);
                     assert!(reason.contains("above"), "{reason}");
@@ -200,12 +202,14 @@ mod tests {
         let strict = Quorum { pr: 2, ..three() };
         let mut q = strict;
         q.set("r", "1", &strict).expect("r");
-        let e = q.consistent(&strict).expect_err("pr 2 > r 1");
+        let e = q.consistent(&strict, &["r", "pr"]).expect_err("pr 2 > r 1");
         assert!(e.to_string().contains("the cluster's default"), "{e}");
+        // A route that takes no pr (a scan) is not asked to lower it.
+        assert!(q.consistent(&strict, &["r", "timeout_ms"]).is_ok());
         let mut fine = three();
         fine.set("pr", "2", &d).expect("pr");
         fine.set("dw", "2", &d).expect("dw");
-        assert!(fine.consistent(&d).is_ok());
+        assert!(fine.consistent(&d, &["pr", "pw", "dw"]).is_ok());
     }
 
     #[test]
