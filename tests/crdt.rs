@@ -566,15 +566,22 @@ async fn replicas_converge_on_one_state_and_a_read_folds_what_differs() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_of_an_older_protocol_holds_crdt_updates_back() {
-    let pinned: PerNode = Box::new(|i, config| {
+/// Three nodes whose n3 speaks peer protocol `protocol` (as a node of an
+/// older build would), once the members agree.
+async fn with_n3_at(protocol: u16) -> TestCluster {
+    let pinned: PerNode = Box::new(move |i, config| {
         if i == 2 {
-            config.cluster.protocol = Some(chorus::peer::versions::CRDT_PROTOCOL - 1);
+            config.cluster.protocol = Some(protocol);
         }
     });
     let cluster = TestCluster::start_each(3, 0, 3, |_| {}, Some(pinned)).await;
     cluster.await_members_agree(Duration::from_secs(10)).await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_of_an_older_protocol_holds_crdt_updates_back() {
+    let cluster = with_n3_at(chorus::peer::versions::CRDT_PROTOCOL - 1).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     for i in 0..3 {
         let reply = update(
@@ -597,13 +604,7 @@ async fn a_node_of_an_older_protocol_holds_crdt_updates_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_of_the_protocol_before_maps_holds_map_updates_back() {
-    let pinned: PerNode = Box::new(|i, config| {
-        if i == 2 {
-            config.cluster.protocol = Some(chorus::peer::versions::MAP_PROTOCOL - 1);
-        }
-    });
-    let cluster = TestCluster::start_each(3, 0, 3, |_| {}, Some(pinned)).await;
-    cluster.await_members_agree(Duration::from_secs(10)).await;
+    let cluster = with_n3_at(chorus::peer::versions::MAP_PROTOCOL - 1).await;
     // Counters it decodes: they go through once it has been heard from.
     incr(&cluster.client(0), "c", 1).await;
     for i in 0..3 {
