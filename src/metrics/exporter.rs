@@ -7,10 +7,37 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::{
-    ALL, ANTIENTROPY_OPS_APPLIED_TOTAL, ANTIENTROPY_TREE_BUILDS_TOTAL, BUILD_INFO, Def,
-    HANDOFF_FAILURES_TOTAL, Kind, LOOKUP_HOPS, READ_REPAIRS_TOTAL, READ_SIBLINGS,
-    RING_CHANGES_TOTAL, SIBLING_WARNINGS_TOTAL, STORAGE_FSYNC_WRITES, TOMBSTONES_PURGED_TOTAL,
+    ALL, ANTIENTROPY_FALLBACKS_TOTAL, ANTIENTROPY_LOG_OPS, ANTIENTROPY_OPS_APPLIED_TOTAL,
+    ANTIENTROPY_OPS_BUFFERED, ANTIENTROPY_OPS_TRUNCATED_TOTAL, ANTIENTROPY_TREE_BUILDS_TOTAL,
+    BUILD_INFO, Def, FEED_CHANGES_TOTAL, FEED_READERS, FORWARDS_TOTAL, HANDOFF_FAILURES_TOTAL,
+    Kind, LOOKUP_HOPS, QUORUM_FAILURES_TOTAL, READ_REPAIRS_TOTAL, READ_SIBLINGS,
+    READS_WIDENED_TOTAL, REQUESTS_TOTAL, RING_CHANGES_TOTAL, SIBLING_WARNINGS_TOTAL,
+    STORAGE_FSYNC_WRITES, TOMBSTONES_PURGED_TOTAL,
 };
+
+/// Labelled counters and the label values they are known to take: each
+/// starts at zero, as Prometheus' instrumentation advice asks, so that a
+/// dashboard panel shows 0 instead of "No data" on a healthy node and a
+/// `rate()` works from the first scrape (tests/prometheus.rs checks every
+/// dashboard query has a series on a healthy cluster).
+const KNOWN_LABELS: &[(&str, &str, &[&str])] = &[
+    (FORWARDS_TOTAL, "result", &["ok", "failed"]),
+    (
+        READS_WIDENED_TOTAL,
+        "reason",
+        &["failure", "slow", "session"],
+    ),
+    (
+        ANTIENTROPY_OPS_TRUNCATED_TOTAL,
+        "reason",
+        &["stable", "overflow"],
+    ),
+    (
+        ANTIENTROPY_FALLBACKS_TOTAL,
+        "reason",
+        &["truncated", "buffer", "restart"],
+    ),
+];
 
 /// Seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -69,6 +96,7 @@ pub fn install() -> PrometheusHandle {
             ] {
                 metrics::counter!(name).increment(0);
             }
+            zero_labelled();
             PROCESS_COLLECTOR
                 .get_or_init(metrics_process::Collector::default)
                 .describe();
@@ -76,6 +104,38 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Every known label value of a labelled counter at zero, and the
+/// gauges that only some modes or events set.
+fn zero_labelled() {
+    for (name, label, values) in KNOWN_LABELS {
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+    for op in ["read", "write"] {
+        for reason in ["quorum_not_met", "session_not_satisfied"] {
+            metrics::counter!(QUORUM_FAILURES_TOTAL, "op" => op, "reason" => reason).increment(0);
+        }
+    }
+    // The errors a dashboard plots, for the operations it plots: the
+    // labels as `api` counts them (op, status, quorum).
+    for (op, status) in [
+        ("get", "404"),
+        ("get", "503"),
+        ("put", "503"),
+        ("delete", "503"),
+    ] {
+        metrics::counter!(REQUESTS_TOTAL, "op" => op, "status" => status, "quorum" => "default")
+            .increment(0);
+    }
+    metrics::counter!(FEED_CHANGES_TOTAL).increment(0);
+    for gauge in [FEED_READERS, ANTIENTROPY_LOG_OPS, ANTIENTROPY_OPS_BUFFERED] {
+        metrics::gauge!(gauge).set(0.0);
+    }
+    // Registered without a sample: exported with empty buckets.
+    let _ = metrics::histogram!(LOOKUP_HOPS);
 }
 
 /// Samples the process collector (CPU, memory, file descriptors): once
