@@ -31,6 +31,10 @@ pub use security::{
 /// Most entries one handoff, repair or fetch message may carry: the bound
 /// a receiver holds a sender to, and so the largest `ring.handoff_batch`.
 pub const MAX_HANDOFF_BATCH: usize = 4096;
+/// The most replicas a key may have (`cluster.n`): a bound the API
+/// contract states for every quorum parameter (docs/openapi.yaml), far
+/// above the 3 to 5 Dynamo-style stores run with.
+pub const MAX_N: usize = 64;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,8 +322,11 @@ impl Config {
         if c.name.trim().is_empty() {
             return Err(Error::config("cluster.name", "must not be empty"));
         }
-        if c.n == 0 {
-            return Err(Error::config("cluster.n", "must be at least 1"));
+        if c.n == 0 || c.n > MAX_N {
+            return Err(Error::config(
+                "cluster.n",
+                format!("is {}; it must be between 1 and {MAX_N}", c.n),
+            ));
         }
         if c.n > self.nodes.len().max(1) {
             return Err(Error::config(

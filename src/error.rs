@@ -7,6 +7,10 @@ use crate::version::ContextError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "the URI is {len} bytes; the limit is {max} (16 times limits.max_key_bytes and 4 KiB, at most 64 KiB)"
+    )]
+    UriTooLong { len: usize, max: usize },
     #[error("the body is not valid JSON: {0}; send one JSON document")]
     InvalidJson(String),
     #[error("the key is not usable: {0}")]
@@ -33,6 +37,11 @@ pub enum Error {
     UnsupportedMediaType(String),
     #[error("the batch is too large: {0}")]
     BatchTooLarge(String),
+    /// An `Idempotency-Key` already used for another request to the key.
+    #[error(
+        "the Idempotency-Key `{0}` was used for another request to this key (another body, context, condition or ttl_ms); use a new key for a new request"
+    )]
+    IdempotencyKeyReused(String),
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
     #[error(
@@ -155,8 +164,10 @@ impl Error {
             // 503 as Riak does: the key cannot take more until a client resolves it.
             TooManySiblings { .. } | SiblingsTooLarge { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             TypeMismatch(_) | CounterOverflow(_) => StatusCode::CONFLICT,
             NoRoute(_) => StatusCode::NOT_FOUND,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -166,9 +177,15 @@ impl Error {
             | Indeterminate { .. }
             | QuorumNotMet { .. }
             | SessionNotSatisfied => StatusCode::SERVICE_UNAVAILABLE,
-            Remote { status, .. } => {
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
-            }
+            // A peer's status reaches a client only when it is one a
+            // client route answers (the route table's, docs/openapi.yaml):
+            // a peer's own 401 or 501, or a number it made up, is a 500.
+            Remote { status, .. } => match status {
+                400 | 404 | 408 | 409 | 410 | 412 | 413 | 415 | 422 | 503 => {
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             UnknownNode(_) => StatusCode::NOT_FOUND,
             Membership(_) => StatusCode::CONFLICT,
             Protocol(_) | Storage(_) | Config { .. } | Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -184,6 +201,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         use Error::*;
         match self {
+            UriTooLong { .. } => "uri_too_long",
             InvalidJson(_) => "invalid_json",
             BadKey(_) => "bad_key",
             KeyTooLarge { .. } => "key_too_large",
@@ -197,6 +215,7 @@ impl Error {
             UnsupportedMediaType(_) => "unsupported_media_type",
             MethodNotAllowed { .. } => "method_not_allowed",
             PreconditionFailed(_) => "precondition_failed",
+            IdempotencyKeyReused(_) => "idempotency_key_reused",
             TypeMismatch(_) => "type_mismatch",
             CounterOverflow(_) => "counter_overflow",
             NoRoute(_) => "no_route",
@@ -248,6 +267,7 @@ impl Error {
     /// back keeps its code (and unknown codes from a newer peer do not).
     pub fn known_code(code: &str) -> &'static str {
         const CODES: &[&str] = &[
+            "uri_too_long",
             "invalid_json",
             "bad_key",
             "key_too_large",
@@ -261,6 +281,7 @@ impl Error {
             "unsupported_media_type",
             "method_not_allowed",
             "precondition_failed",
+            "idempotency_key_reused",
             "type_mismatch",
             "counter_overflow",
             "no_route",
@@ -422,6 +443,12 @@ mod tests {
                 false,
             ),
             (
+                Error::IdempotencyKeyReused("order-17".into()),
+                422,
+                "idempotency_key_reused",
+                false,
+            ),
+            (
                 Error::PeerUnauthenticated("bad MAC".into()),
                 401,
                 "peer_unauthenticated",
@@ -440,8 +467,27 @@ mod tests {
         ];
         for (error, status, code, retryable) in cases {
             assert_eq!(error.status().as_u16(), status, "{error}");
+            let remote = crate::peer::WireError::from_error(&error).into_error("n2");
+            let client_route = [400, 404, 408, 409, 410, 412, 413, 415, 422, 503];
+            let passed = match client_route.contains(&status) {
+                true => status,
+                false => 500,
+            };
+            assert_eq!(remote.status().as_u16(), passed, "{error} from a peer");
+            assert_eq!(remote.code(), code);
             assert_eq!(error.code(), code);
             assert_eq!(error.is_retryable(), retryable, "{error}");
+        }
+        for made_up in [0, 299, 999, 65535] {
+            let wire = crate::peer::WireError {
+                status: made_up,
+                code: "no_such_code".into(),
+                message: "?".into(),
+                retryable: false,
+            };
+            let remote = wire.into_error("n2");
+            assert_eq!(remote.status().as_u16(), 500, "a peer's {made_up}");
+            assert_eq!(remote.code(), "remote_error");
         }
     }
 }

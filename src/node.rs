@@ -91,6 +91,7 @@ pub struct Node {
     left: watch::Receiver<bool>,
     server: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
+    undeclared: Arc<api::Undeclared>,
 }
 
 impl Node {
@@ -294,6 +295,7 @@ impl Node {
         let metrics = crate::metrics::install();
         let (left_tx, left) = watch::channel(false);
         let (shutdown, stopped) = watch::channel(false);
+        let undeclared = Arc::new(api::Undeclared::default());
         let api = Arc::new(Api {
             node: id.to_string(),
             coordinator,
@@ -330,6 +332,7 @@ impl Node {
             peer_streams: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
             peer_timeout,
             stopped: stopped.clone(),
+            undeclared: Arc::clone(&undeclared),
         });
         let server = tokio::spawn(api::serve(
             listener,
@@ -381,6 +384,7 @@ impl Node {
             left,
             server: Some(server),
             tasks,
+            undeclared,
         })
     }
 
@@ -395,6 +399,13 @@ impl Node {
     }
 
     /// This node's anti-entropy service (for tests and tools in process).
+    /// The answers this node gave whose status their route does not
+    /// declare (`api::ROUTES`, docs/openapi.yaml): none, while the contract
+    /// holds.
+    pub fn undeclared(&self) -> &Arc<api::Undeclared> {
+        &self.undeclared
+    }
+
     pub fn antientropy(&self) -> &Arc<AntiEntropy> {
         &self.antientropy
     }

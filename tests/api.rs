@@ -766,7 +766,12 @@ async fn head_is_a_get_without_its_body_and_parameterless_routes_refuse_paramete
         "/metrics?name=a",
         "/admin/leave?now=1",
     ] {
-        let reply = ask(Method::GET, path).await;
+        // Each with its route's method: another is a 405 first.
+        let method = match path.starts_with("/admin/") {
+            true => Method::POST,
+            false => Method::GET,
+        };
+        let reply = ask(method, path).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(error_code(&reply), "bad_parameter", "{path}");
         let message = reply.json().expect("json")["message"].to_string();
@@ -866,4 +871,49 @@ async fn blind_writes_past_the_sibling_bytes_limit_are_refused() {
         StatusCode::NO_CONTENT,
         "a resolving write frees the space"
     );
+}
+
+#[tokio::test]
+async fn json_null_is_a_value_and_an_empty_body_is_not() {
+    let t = TestNode::start_in_memory().await;
+    let put = |body: &'static [u8]| {
+        t.client.request(
+            Method::PUT,
+            "/kv/maybe",
+            &[("content-type", "application/json")],
+            Bytes::from_static(body),
+        )
+    };
+    assert_eq!(
+        put(b"null").await.expect("put").status,
+        StatusCode::NO_CONTENT
+    );
+    let read = t.client.get("maybe").await.expect("get");
+    assert_eq!(
+        (read.status, &read.body[..]),
+        (StatusCode::OK, &b"null"[..])
+    );
+    assert!(read.context().is_some());
+    for empty in [&b""[..], b"  \n"] {
+        let reply = t
+            .client
+            .request(
+                Method::PUT,
+                "/kv/maybe",
+                &[("content-type", "application/json")],
+                Bytes::from_static(empty),
+            )
+            .await
+            .expect("put");
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error_code(&reply), "invalid_json");
+        let message = reply.json().expect("json")["message"].to_string();
+        assert!(
+            message.contains("empty") && message.contains("`null`"),
+            "{message}"
+        );
+    }
+    // A key with no value is a 404, never an empty 200.
+    let missing = t.client.get("never").await.expect("get");
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }

@@ -367,3 +367,42 @@ async fn a_batchs_writes_reach_a_replica_that_was_down_through_hints() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_put_of_json_null_stores_null_and_null_elsewhere_is_unset() {
+    let cluster = TestCluster::start(1, 0, 1).await;
+    let client = cluster.client(0);
+    let answers = results(
+        &client,
+        &json!({"ops": [
+            {"op": "put", "key": "nothing", "value": null},
+            {"op": "get", "key": "nothing", "value": null, "context": null},
+            {"op": "delete", "key": "gone", "value": null},
+            {"op": "put", "key": "unset"},
+        ]}),
+    )
+    .await;
+    let statuses: Vec<_> = answers.iter().map(|a| a["status"].as_u64()).collect();
+    // The get may run before the put (a batch has no order): 200 or 404.
+    assert_eq!(statuses[0], Some(204), "{answers:?}");
+    assert!(matches!(statuses[1], Some(200 | 404)), "{answers:?}");
+    assert_eq!(statuses[2], Some(204), "{answers:?}");
+    assert_eq!(statuses[3], Some(400), "{answers:?}");
+    assert!(
+        answers[3]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("needs a value"))
+    );
+    // Stored as the value null: a 200 whose body is `null`.
+    let read = client.get("nothing").await.expect("get");
+    assert_eq!(
+        (read.status, &read.body[..]),
+        (StatusCode::OK, &b"null"[..])
+    );
+    let again = results(&client, &json!({"ops": [{"op": "get", "key": "nothing"}]})).await;
+    assert_eq!(again[0]["status"], 200, "{again:?}");
+    assert!(
+        again[0]["value"].is_null() && again[0].get("value").is_some(),
+        "{again:?}"
+    );
+}

@@ -109,7 +109,10 @@ async fn with_one_of_three_replicas_down_quorums_succeed_or_fail_as_asked() {
     // are concurrent, so the key holds siblings: 300.)
     let read = get(&n1, &key, "r=2&pr=2").await;
     assert_eq!(read.status, StatusCode::MULTIPLE_CHOICES);
-    assert_eq!(header(&read), "n=3 r=2 w=2 pr=2 overlap=true");
+    assert_eq!(
+        header(&read),
+        "n=3 r=2 w=2 pr=2 overlap=true primary_overlap=false"
+    );
     let read = get(&n1, &key, "r=one").await;
     assert_eq!(
         (read.status, header(&read)),
@@ -530,4 +533,109 @@ async fn concurrent_one_mib_writes_at_w3_all_succeed() {
         }
     }
     assert_eq!(succeeded, 512);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotency_key_reused_for_another_request_is_a_422_and_changes_nothing() {
+    let cluster = TestCluster::start(3, 0, 3).await;
+    // Digests go with request ids once every member is heard speaking 9.
+    cluster
+        .await_protocols_heard(std::time::Duration::from_secs(10))
+        .await;
+    let send = |i: usize, method: Method, path: String, body: &'static [u8]| {
+        let client = cluster.client(i);
+        async move {
+            let headers = [
+                ("content-type", "application/json"),
+                ("idempotency-key", "order-2-pay"),
+            ];
+            client
+                .request(method, &path, &headers, Bytes::from_static(body))
+                .await
+                .expect("request")
+        }
+    };
+    let kv = || chorus::client::key_path("order-2");
+    let first = send(0, Method::PUT, kv(), b"\"paid\"").await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    let mut refused = 0;
+    for i in 0..3 {
+        for (method, path, body) in [
+            (Method::PUT, kv(), &b"\"refunded\""[..]),
+            (Method::PUT, format!("{}?ttl_ms=60000", kv()), b"\"paid\""),
+            (Method::DELETE, kv(), b""),
+            (
+                Method::POST,
+                "/crdt/order-2".to_string(),
+                br#"{"type":"counter","increment":1}"#,
+            ),
+        ] {
+            let reply = send(i, method.clone(), path.clone(), body).await;
+            assert_eq!(
+                (reply.status, common::error_code(&reply).as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+                "{method} {path} through n{}",
+                i + 1
+            );
+            refused += 1;
+        }
+        // The request the key named is still a retry, through any node.
+        let retry = send(i, Method::PUT, kv(), b"\"paid\"").await;
+        assert_eq!(retry.status, StatusCode::NO_CONTENT);
+        assert_eq!(retry.context(), first.context());
+    }
+    assert_eq!(refused, 12);
+    let read = get(&cluster.client(1), "order-2", "r=all").await;
+    assert_eq!(
+        (read.status, &read.body[..]),
+        (StatusCode::OK, &b"\"paid\""[..]),
+        "a refused reuse wrote nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_member_of_protocol_8_request_ids_go_without_digests() {
+    let older = chorus::peer::versions::DIGEST_PROTOCOL - 1;
+    let pinned: common::cluster::PerNode = Box::new(move |i, config| {
+        if i == 2 {
+            config.cluster.protocol = Some(older);
+        }
+    });
+    let cluster = TestCluster::start_each(3, 0, 3, |_| {}, Some(pinned)).await;
+    cluster
+        .await_protocols_heard(std::time::Duration::from_secs(10))
+        .await;
+    let send = |i: usize, body: &'static [u8]| {
+        let client = cluster.client(i);
+        async move {
+            let headers = [
+                ("content-type", "application/json"),
+                ("idempotency-key", "order-3-pay"),
+            ];
+            let path = format!("{}?w=all", chorus::client::key_path("order-3"));
+            client
+                .request(Method::PUT, &path, &headers, Bytes::from_static(body))
+                .await
+                .expect("put")
+        }
+    };
+    // Every replica, n3 too, takes the id (a digest would be over the 128
+    // bytes protocol 8 allows), and a retry is still one write.
+    let first = send(0, b"\"paid\"").await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT, "{:?}", first.body);
+    for i in 0..3 {
+        let retry = send(i, b"\"paid\"").await;
+        assert_eq!(retry.status, StatusCode::NO_CONTENT, "{:?}", retry.body);
+        assert_eq!(retry.context(), first.context());
+        // A reuse cannot be told from a retry until every member speaks 9
+        // (docs/api.md): the first outcome, and nothing written.
+        let reuse = send(i, b"\"refunded\"").await;
+        assert_eq!(reuse.status, StatusCode::NO_CONTENT, "{:?}", reuse.body);
+        assert_eq!(reuse.context(), first.context());
+    }
+    let read = get(&cluster.client(2), "order-3", "r=all").await;
+    assert_eq!(
+        (read.status, &read.body[..]),
+        (StatusCode::OK, &b"\"paid\""[..])
+    );
 }

@@ -176,6 +176,7 @@ async fn a_request_replayed_to_a_restarted_node_is_refused() {
         .expect("restarts");
     let t = TestNode {
         client: chorus::client::Client::new(&node.url()),
+        contract: common::ContractCheck::of(&node),
         node,
         dir,
     };
@@ -313,11 +314,11 @@ fn with_tokens(c: &mut Config) {
 fn every_route() -> Vec<(Method, String)> {
     ROUTES
         .iter()
-        .flat_map(|(path, methods)| {
-            let path = path.replace("{key}", "k").replace("{node}", "n1");
-            methods.iter().map(move |m| {
+        .flat_map(|route| {
+            let path = route.path.replace("{key}", "k").replace("{node}", "n1");
+            route.operations.iter().map(move |op| {
                 (
-                    Method::from_bytes(m.as_bytes()).expect("method"),
+                    Method::from_bytes(op.method.as_bytes()).expect("method"),
                     path.clone(),
                 )
             })

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::Api;
@@ -34,8 +34,7 @@ pub enum LeaveState {
     Left,
 }
 
-pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
-    only(method, Method::GET, "GET, HEAD")?;
+pub fn cluster(api: &Api) -> Result<Response<Body>> {
     let members = api.cluster.roster().members();
     let ring = api.cluster.routes().ring();
     let listed: Vec<Value> = members
@@ -118,8 +117,7 @@ pub fn cluster(api: &Api, method: &Method) -> Result<Response<Body>> {
     ))
 }
 
-pub fn leave(api: &Api, method: &Method) -> Result<Response<Body>> {
-    only(method, Method::POST, "POST")?;
+pub fn leave(api: &Api) -> Result<Response<Body>> {
     {
         let mut state = api.leave.lock();
         match &*state {
@@ -160,8 +158,7 @@ pub fn leave(api: &Api, method: &Method) -> Result<Response<Body>> {
     ))
 }
 
-pub fn remove(api: &Api, method: &Method, node: &str) -> Result<Response<Body>> {
-    only(method, Method::POST, "POST")?;
+pub fn remove(api: &Api, node: &str) -> Result<Response<Body>> {
     if node == api.cluster.me() {
         return Err(Error::Membership(
             "a node cannot remove itself; use POST /admin/leave (chorus leave)".into(),
@@ -176,23 +173,11 @@ pub fn remove(api: &Api, method: &Method, node: &str) -> Result<Response<Body>> 
     ))
 }
 
-pub fn rebuild_trees(api: &Api, method: &Method) -> Result<Response<Body>> {
-    only(method, Method::POST, "POST")?;
+pub fn rebuild_trees(api: &Api) -> Result<Response<Body>> {
     let trees = api.antientropy.rebuild();
     let body = json!({ "node": api.node, "rebuilding": trees });
     Ok(response::json(
         StatusCode::ACCEPTED,
         Bytes::from(body.to_string()),
     ))
-}
-
-fn only(method: &Method, want: Method, allowed: &'static str) -> Result<()> {
-    if *method == want {
-        Ok(())
-    } else {
-        Err(Error::MethodNotAllowed {
-            method: method.to_string(),
-            allowed,
-        })
-    }
 }

@@ -29,7 +29,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -52,12 +52,6 @@ pub const CONCURRENT_OPS: usize = 128;
 const KNOWN: [&str; 6] = ["r", "pr", "w", "pw", "dw", "timeout_ms"];
 
 pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
-    if req.method() != Method::POST {
-        return Err(Error::MethodNotAllowed {
-            method: req.method().to_string(),
-            allowed: "POST",
-        });
-    }
     let p = params(api, req.uri().query(), &KNOWN)?;
     check_content_type(req.headers())?;
     let scopes = scopes(api, &req)?;
@@ -215,7 +209,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Ops<'a> {
 struct Op<'a> {
     op: Kind,
     key: String,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     value: Option<&'a RawValue>,
     #[serde(default)]
     context: Option<String>,
@@ -226,6 +220,16 @@ struct Op<'a> {
     /// A put's TTL, as the route's `ttl_ms`.
     #[serde(default)]
     ttl_ms: Option<u64>,
+}
+
+/// A field that is there holds a value, JSON `null` included: an
+/// `Option` reads `null` as absent, and a put of `null` would be "a put
+/// without a value". (An absent field is `None` by `default`.)
+fn present<'de: 'a, 'a, D>(from: D) -> std::result::Result<Option<&'a RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&'a RawValue>::deserialize(from).map(Some)
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -327,7 +331,12 @@ async fn execute(
         op.if_none_match.as_deref(),
         op.if_match.as_deref(),
     )?;
-    let content = match (op.op, op.value) {
+    // `null` on a get or a delete is a field left unset (as generated
+    // clients send it), not a value.
+    let value = op
+        .value
+        .filter(|v| matches!(op.op, Kind::Put) || v.get() != "null");
+    let content = match (op.op, value) {
         (Kind::Get, None) if condition.is_none() && context.is_empty() => {
             let read = api
                 .coordinator

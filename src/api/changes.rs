@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::Api;
@@ -86,12 +86,6 @@ fn params(query: Option<&str>, max_key_bytes: usize) -> Result<Params> {
 }
 
 pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
-    if req.method() != Method::GET {
-        return Err(Error::MethodNotAllowed {
-            method: req.method().to_string(),
-            allowed: "GET, HEAD",
-        });
-    }
     let p = params(req.uri().query(), api.limits.max_key_bytes)?;
     let cursor = p
         .since

@@ -34,8 +34,6 @@ use crate::version::{
     Content, Context, Crdt, CrdtContext, FieldUpdate, Kind, Op, SiblingSet, Update,
 };
 
-pub const ALLOWED: &str = "GET, HEAD, POST";
-
 pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let key = kv::decode_key(raw_key, api.limits.max_key_bytes)?;
     let query = req.uri().query();
@@ -50,10 +48,13 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             kv::check_content_type(req.headers())?;
             let seen = context(api, req.headers(), &key)?;
             let request_id = kv::request_id(req.headers())?;
+            let sent_context = kv::header_bytes(req.headers(), CONTEXT_HEADER).to_vec();
             super::cluster_speaks(api, versions::CRDT_PROTOCOL, "a CRDT update")?;
             let body =
                 kv::read_body(req, api.limits.max_value_bytes, api.limits.body_timeout_ms).await?;
             let update = parse(&body)?;
+            let parts: [&[u8]; 3] = [b"POST /crdt", &body, &sent_context];
+            let request_id = kv::with_digest(api, request_id, &parts);
             if update.kind() == Kind::Map {
                 super::cluster_speaks(api, versions::MAP_PROTOCOL, "a map's update")?;
             }
@@ -88,10 +89,7 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             kv::set_quorum(&mut response, &p.quorum);
             Ok(response)
         }
-        ref other => Err(Error::MethodNotAllowed {
-            method: other.to_string(),
-            allowed: ALLOWED,
-        }),
+        ref other => Err(super::routes::not_allowed(super::Handler::Crdt, other)),
     }
 }
 

@@ -16,12 +16,11 @@ use super::response::{self, Body, CONTEXT_HEADER, QUORUM_HEADER};
 use crate::coordinator::quorum::Quorum;
 use crate::coordinator::{Condition, Write};
 use crate::error::{Error, Result};
-use crate::version::{Content, Context, MAX_REQUEST_ID, SiblingSet};
+use crate::peer::versions;
+use crate::version::{Content, Context, MAX_REQUEST_ID, REQUEST_DIGEST_CHARS, SiblingSet};
 
 /// The header that makes a write safe to retry.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-
-pub const ALLOWED: &str = "GET, HEAD, PUT, DELETE";
 
 pub use crate::config::{MAX_TIMEOUT_MS, MAX_TTL_MS};
 
@@ -46,9 +45,15 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             let context = context(api, req.headers(), &key)?;
             let condition = condition(api, req.headers(), &key, &context, true)?;
             let request_id = request_id(req.headers())?;
+            let if_match = header_bytes(req.headers(), "if-match").to_vec();
+            let if_none = header_bytes(req.headers(), "if-none-match").to_vec();
+            let sent_context = header_bytes(req.headers(), CONTEXT_HEADER).to_vec();
             let body =
                 read_body(req, api.limits.max_value_bytes, api.limits.body_timeout_ms).await?;
             check_json(&body)?;
+            let ttl = p.ttl_ms.unwrap_or(0).to_le_bytes();
+            let parts: [&[u8]; 6] = [b"PUT /kv", &body, &sent_context, &if_match, &if_none, &ttl];
+            let request_id = with_digest(api, request_id, &parts);
             let write = Write {
                 context,
                 content: content(api, body, p.ttl_ms)?,
@@ -61,18 +66,21 @@ pub async fn handle(api: &Api, raw_key: &str, req: Request<Incoming>) -> Result<
             let p = params(api, query, &["r", "w", "pw", "dw", "timeout_ms"])?;
             let context = context(api, req.headers(), &key)?;
             let condition = condition(api, req.headers(), &key, &context, false)?;
+            let parts: [&[u8]; 3] = [
+                b"DELETE /kv",
+                header_bytes(req.headers(), CONTEXT_HEADER),
+                header_bytes(req.headers(), "if-match"),
+            ];
+            let request_id = with_digest(api, request_id(req.headers())?, &parts);
             let write = Write {
                 context,
                 content: Content::Tombstone,
-                request_id: request_id(req.headers())?,
+                request_id,
                 outbox: None,
             };
             put_or_delete(api, &key, write, condition, &p).await
         }
-        ref other => Err(Error::MethodNotAllowed {
-            method: other.to_string(),
-            allowed: ALLOWED,
-        }),
+        ref other => Err(super::routes::not_allowed(super::Handler::Key, other)),
     }
 }
 
@@ -302,6 +310,31 @@ pub(super) fn request_id(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(text.to_string()))
 }
 
+/// The request id `key` with a digest of the request it names (`parts`:
+/// the route, body, context, conditions and TTL, each as sent), so that
+/// the key reused for another request is a 422 and not a silent replay of
+/// the first outcome (`version::Request`). Without a digest while some
+/// member cannot take one (peer protocol 8 and before).
+pub(super) fn with_digest(api: &Api, key: Option<String>, parts: &[&[u8]]) -> Option<String> {
+    let key = key?;
+    let speaks = super::cluster_speaks(api, versions::DIGEST_PROTOCOL, "").is_ok();
+    if !speaks {
+        return Some(key);
+    }
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    let hex = hasher.finalize().to_hex();
+    Some(format!("{key} {}", &hex[..REQUEST_DIGEST_CHARS]))
+}
+
+/// A header's bytes as sent, empty when absent: a part of a digest.
+pub(super) fn header_bytes<'h>(headers: &'h HeaderMap, name: &str) -> &'h [u8] {
+    headers.get(name).map_or(&[], HeaderValue::as_bytes)
+}
+
 pub(super) fn check_content_type(headers: &HeaderMap) -> Result<()> {
     let Some(value) = headers.get(CONTENT_TYPE) else {
         return Ok(());
@@ -429,6 +462,12 @@ pub(super) fn parse_condition(
 /// skips over the bytes of a string without validating them, so `"\xff"`
 /// would otherwise be stored and handed to every reader.
 fn check_json(body: &[u8]) -> Result<()> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::InvalidJson(
+            "the body is empty; a value is one JSON document (to store JSON null, send the body `null`)"
+                .into(),
+        ));
+    }
     let text = std::str::from_utf8(body).map_err(|e| {
         Error::InvalidJson(format!(
             "the body is not UTF-8 (RFC 8259 §8.1): invalid byte at offset {}",

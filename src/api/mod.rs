@@ -11,6 +11,9 @@
 //! - `POST /peer`: the node-to-node protocol, postcard over h2c: `peer.rs`
 //! - `GET /changes`: the change feed: `changes.rs`
 //!
+//! `routes.rs` is the table of them all: the router dispatches by it, and
+//! docs/openapi.yaml is tested equal to it.
+//!
 //! The HTTP server that carries them (limits on connections, timeouts,
 //! TLS, graceful drain) is `server.rs`.
 //!
@@ -27,6 +30,7 @@ mod kv;
 mod peer;
 mod replica_view;
 mod response;
+mod routes;
 mod scan;
 mod server;
 mod watching;
@@ -44,6 +48,7 @@ pub use admin::LeaveState;
 pub use replica_view::NODE_HEADER;
 use response::Body;
 pub use response::{CONTEXT_HEADER, EXPIRES_HEADER, QUORUM_HEADER};
+pub use routes::{ANY_ROUTE, Handler, Operation, ROUTES, Route, Undeclared};
 pub use server::serve;
 
 use crate::antientropy::AntiEntropy;
@@ -56,25 +61,6 @@ use crate::metrics as m;
 use crate::replica::Replica;
 use crate::ring::Status;
 use crate::store::Store;
-
-/// Every route the node serves and its methods: docs/openapi.yaml lists
-/// exactly these (tests/openapi.rs compares them, and asks a live node
-/// that each is served and every other method is a 405).
-pub const ROUTES: &[(&str, &[&str])] = &[
-    ("/kv", &["GET", "HEAD"]),
-    ("/kv/{key}", &["GET", "HEAD", "PUT", "DELETE"]),
-    ("/crdt/{key}", &["GET", "HEAD", "POST"]),
-    ("/batch", &["POST"]),
-    ("/changes", &["GET", "HEAD"]),
-    ("/health", &["GET", "HEAD"]),
-    ("/metrics", &["GET", "HEAD"]),
-    ("/cluster", &["GET", "HEAD"]),
-    ("/admin/leave", &["POST"]),
-    ("/admin/remove/{node}", &["POST"]),
-    ("/admin/antientropy/rebuild", &["POST"]),
-    ("/admin/replica/{key}", &["GET", "HEAD"]),
-    (crate::peer::PEER_PATH, &["POST"]),
-];
 
 /// Everything a request handler needs; shared by all connections.
 pub struct Api {
@@ -126,6 +112,8 @@ pub struct Api {
     /// Turns true when the node stops (closed when it is dropped): its
     /// peer streams, which outlive the HTTP server's connections, close.
     pub stopped: watch::Receiver<bool>,
+    /// The answers whose status their route does not declare.
+    pub undeclared: Arc<Undeclared>,
 }
 
 impl Api {
@@ -162,8 +150,18 @@ impl Api {
                     limit: self.limits.max_inflight,
                 })
         };
-        let response = match permit {
-            Ok(_permit) => match self.route(&path, req).await {
+        let found = routes::find(&path);
+        let method = match head {
+            true => "HEAD",
+            false => req.method().as_str(),
+        };
+        let method = routes::METHODS
+            .iter()
+            .copied()
+            .find(|m| *m == method)
+            .unwrap_or("other");
+        let response = match permit.and_then(|permit| Ok((permit, self.uri_fits(&req)?))) {
+            Ok(_permit) => match self.route(found, method, &path, req).await {
                 Ok(response) => response,
                 Err(e) => {
                     if e.status().is_server_error() {
@@ -174,6 +172,10 @@ impl Api {
             },
             Err(e) => response::error(&e),
         };
+        if let Some((route, _)) = found {
+            self.undeclared
+                .check(route, method, response.status().as_u16());
+        }
         let mut response = response;
         if head {
             without_body(&mut response);
@@ -293,50 +295,81 @@ impl Api {
         }
     }
 
-    async fn route(&self, path: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    /// Refuses a URI over the limit with a JSON 414 (hyper's own limit,
+    /// 64 KiB, answers a bare one: the limit here is below it).
+    fn uri_fits(&self, req: &Request<Incoming>) -> Result<()> {
+        let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        let max = max_uri_bytes(self.limits.max_key_bytes);
+        match len > max {
+            true => Err(Error::UriTooLong { len, max }),
+            false => Ok(()),
+        }
+    }
+
+    /// Serves `req` on its route; `method` is the one it came with (a
+    /// HEAD's, which `req` carries as a GET).
+    async fn route(
+        &self,
+        found: Option<(&'static Route, &str)>,
+        method: &str,
+        path: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>> {
         self.authorize(path, &req)?;
+        let Some((route, param)) = found else {
+            return Err(Error::NoRoute(path.to_string()));
+        };
+        if route.operation(method).is_none() {
+            let method = match method {
+                "other" => req.method().to_string(),
+                known => known.to_string(),
+            };
+            return Err(Error::MethodNotAllowed {
+                method,
+                allowed: route.allow,
+            });
+        }
+        // A route without parameters refuses every one by name; the others'
+        // handlers say which they take.
+        let takes_none = matches!(
+            route.handler,
+            Handler::Health
+                | Handler::Metrics
+                | Handler::Cluster
+                | Handler::Leave
+                | Handler::Remove
+                | Handler::Rebuild
+                | Handler::Replica
+        );
+        if takes_none {
+            no_parameters(req.uri().query())?;
+        }
         // Each handler's future is boxed: a request's future is then the
         // size of the handler it runs, not of the largest one (a batch's or
         // a scan's). A watcher or a feed reader waits for minutes, and
         // there may be thousands: this kept 8.7 KiB of each (docs/benchmarks.md,
         // "Watchers").
-        if let Some(raw_key) = path.strip_prefix("/kv/") {
-            if is_watch(&req) {
-                return Box::pin(watching::handle(self, raw_key, req)).await;
-            }
-            return Box::pin(kv::handle(self, raw_key, req)).await;
-        }
-        if let Some(raw_key) = path.strip_prefix("/crdt/") {
-            return Box::pin(crdt::handle(self, raw_key, req)).await;
-        }
-        let takes_none =
-            path.starts_with("/admin/") || matches!(path, "/cluster" | "/health" | "/metrics");
-        if takes_none {
-            no_parameters(req.uri().query())?;
-        }
-        if let Some(raw_key) = path.strip_prefix("/admin/replica/") {
-            return replica_view::get(self, req.method(), raw_key);
-        }
-        if let Some(node) = path.strip_prefix("/admin/remove/") {
-            return admin::remove(self, req.method(), node);
-        }
-        match path {
-            crate::peer::PEER_PATH => Box::pin(peer::handle(self, req)).await,
-            "/batch" => Box::pin(batch::handle(self, req)).await,
-            "/changes" => Box::pin(changes::handle(self, req)).await,
-            "/cluster" => admin::cluster(self, req.method()),
-            "/admin/leave" => admin::leave(self, req.method()),
-            "/admin/antientropy/rebuild" => admin::rebuild_trees(self, req.method()),
-            "/health" => {
-                only_get(req.method())?;
+        match route.handler {
+            Handler::Key if is_watch(&req) => Box::pin(watching::handle(self, param, req)).await,
+            Handler::Key => Box::pin(kv::handle(self, param, req)).await,
+            Handler::Crdt => Box::pin(crdt::handle(self, param, req)).await,
+            Handler::Replica => replica_view::get(self, param),
+            Handler::Remove => admin::remove(self, param),
+            Handler::Peer => Box::pin(peer::handle(self, req)).await,
+            Handler::Batch => Box::pin(batch::handle(self, req)).await,
+            Handler::Changes => Box::pin(changes::handle(self, req)).await,
+            Handler::Scan => Box::pin(scan::handle(self, req)).await,
+            Handler::Cluster => admin::cluster(self),
+            Handler::Leave => admin::leave(self),
+            Handler::Rebuild => admin::rebuild_trees(self),
+            Handler::Health => {
                 let body = serde_json::json!({ "status": "ok", "node": self.node });
                 Ok(response::json(
                     StatusCode::OK,
                     Bytes::from(body.to_string()),
                 ))
             }
-            "/metrics" => {
-                only_get(req.method())?;
+            Handler::Metrics => {
                 self.record_gauges();
                 let mut response = response::empty(StatusCode::OK);
                 *response.body_mut() = Body::new(Bytes::from(self.metrics.render()));
@@ -346,10 +379,19 @@ impl Api {
                 );
                 Ok(response)
             }
-            "/kv" => Box::pin(scan::handle(self, req)).await,
-            other => Err(Error::NoRoute(other.to_string())),
         }
     }
+}
+
+/// The longest URI (path and query) a request may have: room for a key
+/// and three scan bounds, percent-encoded, and a cursor; at most hyper's
+/// own limit (64 KiB less 2 bytes), over which hyper answers without a
+/// JSON body.
+pub fn max_uri_bytes(max_key_bytes: usize) -> usize {
+    max_key_bytes
+        .saturating_mul(16)
+        .saturating_add(4096)
+        .min(65_534)
 }
 
 /// Whether this node may take a write that needs peer protocol
@@ -432,17 +474,6 @@ fn no_parameters(query: Option<&str>) -> Result<()> {
     }
 }
 
-fn only_get(method: &Method) -> Result<()> {
-    if method == Method::GET {
-        Ok(())
-    } else {
-        Err(Error::MethodNotAllowed {
-            method: method.to_string(),
-            allowed: "GET, HEAD",
-        })
-    }
-}
-
 /// The `status` label without an allocation for the statuses chorus sends.
 fn status_label(status: StatusCode) -> metrics::SharedString {
     let known = match status.as_u16() {
@@ -460,7 +491,10 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
         409 => "409",
         412 => "412",
         413 => "413",
+        410 => "410",
+        414 => "414",
         415 => "415",
+        422 => "422",
         500 => "500",
         503 => "503",
         other => return other.to_string().into(),

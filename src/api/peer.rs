@@ -19,7 +19,7 @@
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use std::sync::Arc;
@@ -38,12 +38,6 @@ use crate::security::peer::Verified;
 use crate::security::peer_auth::{AUTH_HEADER, hex};
 
 pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
-    if req.method() != Method::POST {
-        return Err(Error::MethodNotAllowed {
-            method: req.method().to_string(),
-            allowed: "POST",
-        });
-    }
     if req.headers().contains_key(header::UPGRADE) {
         return accept_stream(api, req);
     }

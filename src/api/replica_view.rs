@@ -7,25 +7,19 @@
 //! nothing for the key.
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::Api;
 use super::kv::decode_key;
 use super::response::{self, Body};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::version::{Content, Dot, SiblingSet};
 
 /// The header naming the node that answered.
 pub const NODE_HEADER: &str = "x-chorus-node";
 
-pub fn get(api: &Api, method: &Method, raw_key: &str) -> Result<Response<Body>> {
-    if method != Method::GET {
-        return Err(Error::MethodNotAllowed {
-            method: method.to_string(),
-            allowed: "GET, HEAD",
-        });
-    }
+pub fn get(api: &Api, raw_key: &str) -> Result<Response<Body>> {
     let key = decode_key(raw_key, api.limits.max_key_bytes)?;
     let mut response = match api.replica.stored(&key)? {
         Some(set) => response::json(StatusCode::OK, Bytes::from(view(&key, &set).to_string())),

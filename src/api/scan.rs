@@ -22,7 +22,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{BufMut, BytesMut};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::Api;
@@ -91,12 +91,6 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub async fn handle(api: &Api, req: Request<Incoming>) -> Result<Response<Body>> {
-    if req.method() != Method::GET {
-        return Err(Error::MethodNotAllowed {
-            method: req.method().to_string(),
-            allowed: "GET, HEAD",
-        });
-    }
     let (scan, rest) = parse(api, req.uri().query())?;
     let p = params(api, rest.as_deref(), &["r", "timeout_ms"])?;
     let mut keys = scan.range();

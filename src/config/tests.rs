@@ -40,6 +40,7 @@ fn error_key(text: &str) -> String {
 fn bad_configs_name_the_key() {
     let base = shipped();
     assert!(error_key(&base.replace("n = 3", "n = 4")).starts_with("cluster.n"));
+    assert!(error_key(&base.replace("n = 3", "n = 65")).starts_with("cluster.n"));
     assert!(error_key(&base.replace("r = 2", "r = 0")).starts_with("cluster.r"));
     // Primaries and durable acknowledgements count among r and w.
     let pr = base.replace("pr = 0", "pr = 3");

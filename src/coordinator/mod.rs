@@ -169,6 +169,9 @@ impl Coordinator {
                 .await
             && let Some(first) = set.request(id, self.replica.idempotency_cutoff())
         {
+            if first.reused_by(id) {
+                return Err(reused(id));
+            }
             let dot = first.dot.clone();
             let set = self
                 .replicate_retry(key, replicas, set, quorum, deadline)
@@ -208,12 +211,14 @@ impl Coordinator {
                 .read(key, read, deadline, None, false, write.outbox.as_deref())
                 .await?;
             let cutoff = self.replica.idempotency_cutoff();
-            let first = write.request_id.as_ref().and_then(|id| {
-                current
-                    .as_ref()
-                    .and_then(|set| set.request(id, cutoff))
-                    .map(|r| r.dot.clone())
-            });
+            let first = match (&write.request_id, &current) {
+                (Some(id), Some(set)) => match set.request(id, cutoff) {
+                    Some(r) if r.reused_by(id) => return Err(reused(id)),
+                    Some(r) => Some(r.dot.clone()),
+                    None => None,
+                },
+                _ => None,
+            };
             if let (Some(dot), Some(set)) = (first, current.clone()) {
                 // A retry of a write that was applied: its first outcome,
                 // made to reach `w` replicas, and never a second mint.
@@ -558,6 +563,11 @@ fn overlapping(quorum: Quorum) -> Quorum {
         pr: 0,
         ..quorum
     }
+}
+
+/// The 422 of a request id whose key names another request already.
+fn reused(id: &str) -> Error {
+    Error::IdempotencyKeyReused(crate::version::request_key(id).to_string())
 }
 
 /// Milliseconds left until `deadline` (at least 1).

@@ -133,8 +133,16 @@ impl Quorum {
         self.r + self.w > self.n
     }
 
+    /// Whether reads and writes overlap in primaries alone (`pr + pw >
+    /// n`): then the overlap holds even when fallbacks acknowledged a
+    /// write (docs/consistency.md).
+    pub fn primary_overlap(&self) -> bool {
+        self.pr + self.pw > self.n
+    }
+
     /// The `X-Chorus-Quorum` header: `n=3 r=2 w=2 overlap=true`, with the
-    /// primary and durable counts when they are asked for.
+    /// primary and durable counts when they are asked for, and with
+    /// `primary_overlap` when a primary count is.
     pub fn header(&self) -> String {
         let mut out = format!("n={} r={} w={}", self.n, self.r, self.w);
         for (name, value) in [("pr", self.pr), ("pw", self.pw), ("dw", self.dw)] {
@@ -143,6 +151,9 @@ impl Quorum {
             }
         }
         out.push_str(&format!(" overlap={}", self.overlap()));
+        if self.pr > 0 || self.pw > 0 {
+            out.push_str(&format!(" primary_overlap={}", self.primary_overlap()));
+        }
         out
     }
 }
@@ -173,8 +184,17 @@ mod tests {
         assert_eq!((q.r, q.w, q.pw, q.dw), (1, 3, 2, 3));
         q.set("w", "default", &d).expect("default");
         assert_eq!(q.w, 2);
-        assert_eq!(q.header(), "n=3 r=1 w=2 pw=2 dw=3 overlap=false");
+        assert_eq!(
+            q.header(),
+            "n=3 r=1 w=2 pw=2 dw=3 overlap=false primary_overlap=false"
+        );
         assert_eq!(three().header(), "n=3 r=2 w=2 overlap=true");
+        q.set("pr", "2", &d).expect("2");
+        q.set("r", "2", &d).expect("2");
+        assert!(
+            q.header()
+                .ends_with(" pr=2 pw=2 dw=3 overlap=true primary_overlap=true")
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::{Coordinator, Write, Written};
 use crate::config::MAX_TIMEOUT_MS;
 use crate::error::{Error, Result};
 use crate::peer::{Rpc, Service, Services};
-use crate::version::{Content, Context, MAX_REQUEST_ID, SiblingSet};
+use crate::version::{Content, Context, MAX_REQUEST_RECORD, SiblingSet};
 
 /// A client read, with the quorum the client asked for and the time left
 /// of its deadline.
@@ -76,9 +76,9 @@ impl Coordinator {
                 let deadline = coordinator.forwarded_deadline(&w.quorum, w.timeout_ms)?;
                 if w.request_id
                     .as_ref()
-                    .is_some_and(|id| id.len() > MAX_REQUEST_ID)
+                    .is_some_and(|id| id.len() > MAX_REQUEST_RECORD)
                 {
-                    return Err(Error::Protocol("a request id over 128 bytes".into()));
+                    return Err(Error::Protocol("a request id over 145 bytes".into()));
                 }
                 let write = Write {
                     context: w.context,

@@ -90,7 +90,11 @@ pub fn connect_timeout(timeout: Duration) -> Duration {
 /// A peer's answer other than 200 or 401: the API's JSON error for a
 /// request it refused before decoding it (a body over the peer message
 /// limit, one that does not decode, a wrong method). It says why, with the
-/// receiver's status and code; it is never decoded as a reply.
+/// receiver's code; it is never decoded as a reply. Its status is the
+/// receiver's 413 (a value over a limit, which the client can act on), or
+/// else 503: whatever the peer's HTTP layer refused (a body that came too
+/// slowly, something else answering at the address) is no fault of the
+/// client whose request it carried.
 pub(crate) fn refused(node: &str, status: ::http::StatusCode, body: &[u8]) -> Error {
     #[derive(serde::Deserialize)]
     struct Refusal {
@@ -104,9 +108,13 @@ pub(crate) fn refused(node: &str, status: ::http::StatusCode, body: &[u8]) -> Er
             String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
         ),
     };
+    let shown = match status.as_u16() {
+        413 => 413,
+        _ => 503,
+    };
     Error::Remote {
         node: node.to_string(),
-        status: status.as_u16(),
+        status: shown,
         code,
         message: format!("refused the request ({status}): {message}"),
         retryable: matches!(status.as_u16(), 408 | 429 | 503),
@@ -237,6 +245,20 @@ mod tests {
         let busy = refused("n2", ::http::StatusCode::SERVICE_UNAVAILABLE, b"<html>");
         assert_eq!(busy.code(), "protocol_error");
         assert!(busy.is_retryable(), "{busy}");
+        // What the peer's HTTP layer refused is not the client's fault.
+        for status in [
+            ::http::StatusCode::REQUEST_TIMEOUT,
+            ::http::StatusCode::NOT_FOUND,
+            ::http::StatusCode::BAD_REQUEST,
+        ] {
+            let e = refused("n2", status, b"{}");
+            assert_eq!(
+                e.status(),
+                ::http::StatusCode::SERVICE_UNAVAILABLE,
+                "{status}"
+            );
+            assert!(e.to_string().contains(status.as_str()), "{e}");
+        }
     }
 
     #[test]

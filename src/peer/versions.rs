@@ -52,8 +52,12 @@ use parking_lot::RwLock;
 /// protocol 6 cannot decode either, so a node takes CRDT updates only
 /// while every member speaks 7 ([`CRDT_PROTOCOL`]). 8: a CRDT state may
 /// be a map (`Crdt::Map`), which a node of protocol 7 cannot decode: map
-/// updates wait for every member to speak 8 ([`MAP_PROTOCOL`]).
-pub const PROTOCOL: u16 = 8;
+/// updates wait for every member to speak 8 ([`MAP_PROTOCOL`]). 9: a
+/// request id may carry a digest of its request (`version::Request`), up
+/// to 145 bytes where a node of protocol 8 refuses over 128: writes carry
+/// digests only while every member speaks 9 ([`DIGEST_PROTOCOL`]), and
+/// before that a reused `Idempotency-Key` is not told from a retry.
+pub const PROTOCOL: u16 = 9;
 /// The first protocol whose nodes decode values with a TTL.
 pub const EXPIRING_PROTOCOL: u16 = 4;
 /// The first protocol whose nodes answer `replica.scan`.
@@ -65,6 +69,8 @@ pub const OUTBOX_PROTOCOL: u16 = 6;
 pub const CRDT_PROTOCOL: u16 = 7;
 /// The first protocol whose nodes decode CRDT maps.
 pub const MAP_PROTOCOL: u16 = 8;
+/// The first protocol whose nodes take request ids with digests.
+pub const DIGEST_PROTOCOL: u16 = 9;
 /// The oldest protocol this build still speaks.
 pub const OLDEST_PROTOCOL: u16 = 1;
 /// The header of every `POST /peer` answer: the receiver's protocol.

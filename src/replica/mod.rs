@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::store::{Durable, Identity, Pending, Store};
-use crate::version::{Content, Context, Dot, MAX_REQUEST_ID, SiblingSet};
+use crate::version::{Content, Context, Dot, MAX_REQUEST_RECORD, SiblingSet};
 
 pub struct Replica {
     store: Arc<dyn Store>,
@@ -155,9 +155,9 @@ impl Replica {
         }
         if request_id
             .as_ref()
-            .is_some_and(|id| id.len() > MAX_REQUEST_ID)
+            .is_some_and(|id| id.len() > MAX_REQUEST_RECORD)
         {
-            return Err(Error::Protocol("a request id over 128 bytes".into()));
+            return Err(Error::Protocol("a request id over 145 bytes".into()));
         }
         let now = self.clock.now_ms();
         let expiry = self.clock.expiry_ms();
@@ -174,10 +174,13 @@ impl Replica {
             let mut set = current.unwrap_or_default();
             set.expire_requests(expired_before);
             set.expire(expiry);
-            if id
-                .as_ref()
-                .is_some_and(|id| set.request(id, expired_before).is_some())
+            if let Some(id) = &id
+                && let Some(first) = set.request(id, expired_before)
             {
+                if first.reused_by(id) {
+                    let key = crate::version::request_key(id).to_string();
+                    return Err(Error::IdempotencyKeyReused(key));
+                }
                 // A retry of a write this replica already holds.
                 return Ok(set);
             }

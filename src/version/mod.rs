@@ -66,4 +66,7 @@ mod siblings;
 pub use actor::{Actor, Dot, VersionVector};
 pub use context::{Context, ContextError, CrdtContext};
 pub use crdt::{Crdt, FieldUpdate, Kind, Mismatch, Op, Refused, Shape, Update, View};
-pub use siblings::{Content, MAX_REQUEST_ID, Request, Sibling, SiblingSet};
+pub use siblings::{
+    Content, MAX_REQUEST_ID, MAX_REQUEST_RECORD, REQUEST_DIGEST_CHARS, Request, Sibling,
+    SiblingSet, request_key,
+};

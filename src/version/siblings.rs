@@ -84,6 +84,13 @@ pub struct SiblingSet {
 }
 
 /// A client write's request id and what it produced.
+///
+/// An id is the client's `Idempotency-Key` (printable ASCII, no space),
+/// then, since peer protocol 9, a space and a digest of the request it
+/// named: `"order-17 9f86d081884c7d65"`. A write whose key is on a record
+/// is the same request again when the digests agree (or either has
+/// none: a record or a retry from before protocol 9), and a reuse of the
+/// key for another request when they differ ([`Request::reused_by`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub id: String,
@@ -92,8 +99,32 @@ pub struct Request {
     pub at_ms: u64,
 }
 
-/// Longest request id kept.
+/// Longest `Idempotency-Key` a client may send.
 pub const MAX_REQUEST_ID: usize = 128;
+/// Characters of a request's digest in its id.
+pub const REQUEST_DIGEST_CHARS: usize = 16;
+/// Longest request id kept: a key, a space and a digest.
+pub const MAX_REQUEST_RECORD: usize = MAX_REQUEST_ID + 1 + REQUEST_DIGEST_CHARS;
+
+/// The client's key of a request id: what is before the space.
+pub fn request_key(id: &str) -> &str {
+    id.split_once(' ').map_or(id, |(key, _)| key)
+}
+
+fn request_digest(id: &str) -> Option<&str> {
+    id.split_once(' ').map(|(_, digest)| digest)
+}
+
+impl Request {
+    /// Whether the write with request id `id` reuses this record's key for
+    /// another request: both carry digests, and they differ.
+    pub fn reused_by(&self, id: &str) -> bool {
+        match (request_digest(&self.id), request_digest(id)) {
+            (Some(mine), Some(theirs)) => mine != theirs,
+            _ => false,
+        }
+    }
+}
 /// Most request records one key keeps (the newest win).
 pub const MAX_REQUESTS: usize = 64;
 
@@ -317,15 +348,32 @@ impl SiblingSet {
         self.merge_requests(&other.requests);
     }
 
-    /// The record of the write that carried request id `id`, if kept and
-    /// made at or after `not_before_ms` (an older record has expired, even
-    /// where no write has pruned it yet).
+    /// The record of the write that carried request id `id`, or else of
+    /// one with the same client key ([`request_key`]; see
+    /// [`Request::reused_by`]), if kept and made at or after
+    /// `not_before_ms` (an older record has expired, even where no write
+    /// has pruned it yet). Records sort by id, and the space before a
+    /// digest sorts below every character of a key, so the records of one
+    /// key are neighbours.
     pub fn request(&self, id: &str, not_before_ms: u64) -> Option<&Request> {
-        let at = self
-            .requests
-            .binary_search_by(|r| r.id.as_str().cmp(id))
-            .ok()?;
-        Some(&self.requests[at]).filter(|r| r.at_ms >= not_before_ms)
+        let key = request_key(id);
+        let from = self.requests.partition_point(|r| request_key(&r.id) < key);
+        let same_key = self.requests[from..]
+            .iter()
+            .take_while(|r| request_key(&r.id) == key)
+            .filter(|r| r.at_ms >= not_before_ms);
+        let mut found: Option<&Request> = None;
+        for r in same_key {
+            if r.id == id {
+                return Some(r);
+            }
+            // One with a digest can tell a reuse; one without cannot.
+            let digest = |r: &Request| request_digest(&r.id).is_some();
+            if found.is_none_or(|f| !digest(f) && digest(r)) {
+                found = Some(r);
+            }
+        }
+        found
     }
 
     /// Remembers that the write with request id `id` minted `dot`.
@@ -378,7 +426,10 @@ impl SiblingSet {
             .all(|w| dot_key(&w[0].dot) < dot_key(&w[1].dot))
             && self.siblings.iter().all(|s| covers(&self.context, &s.dot))
             && self.requests.windows(2).all(|w| w[0].id < w[1].id)
-            && self.requests.iter().all(|r| r.id.len() <= MAX_REQUEST_ID)
+            && self
+                .requests
+                .iter()
+                .all(|r| r.id.len() <= MAX_REQUEST_RECORD)
             && self.siblings.iter().all(|s| match &s.content {
                 Content::Update(_) => false,
                 Content::Crdt(state) => state.is_well_formed(),

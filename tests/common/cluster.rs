@@ -27,6 +27,7 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     /// Applied to a node's copy of the config at every start.
     per_node: Option<PerNode>,
+    contract: super::ContractCheck,
 }
 
 /// Fast maintenance, so that tests do not wait on the defaults.
@@ -87,6 +88,7 @@ impl TestCluster {
             listeners,
             dir,
             per_node,
+            contract: super::ContractCheck::default(),
         };
         for i in 0..initial {
             cluster.boot(i, None).await;
@@ -108,6 +110,7 @@ impl TestCluster {
         let node = Node::start_with(&config, &id, start)
             .await
             .expect("node starts");
+        self.contract.watch(&node);
         self.nodes[i] = Some(node);
     }
 
@@ -160,6 +163,34 @@ impl TestCluster {
                 return;
             }
             assert!(Instant::now() < deadline, "members did not converge");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has heard every member's peer
+    /// protocol (`GET /cluster`): writes that need the whole cluster at a
+    /// protocol (CRDT updates, request digests) then see it.
+    pub async fn await_protocols_heard(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut heard = true;
+            for i in self.running() {
+                let reply = self
+                    .client(i)
+                    .request(http::Method::GET, "/cluster", &[], bytes::Bytes::new())
+                    .await
+                    .expect("GET /cluster");
+                let body: serde_json::Value = reply.json().expect("json");
+                let members = body["members"].as_array().cloned().unwrap_or_default();
+                heard &= members
+                    .iter()
+                    .filter(|m| m["status"] != "removed")
+                    .all(|m| m["protocol"].is_u64());
+            }
+            if heard {
+                return;
+            }
+            assert!(Instant::now() < deadline, "peer protocols not heard");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -12,6 +12,7 @@ pub mod register;
 pub mod set_adds;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chorus::client::Client;
@@ -50,6 +51,42 @@ pub struct TestNode {
     pub node: Node,
     pub client: Client,
     pub dir: tempfile::TempDir,
+    pub contract: ContractCheck,
+}
+
+/// Fails the test, when dropped, if a node it watches answered a status
+/// its route does not declare (`chorus::api::ROUTES`, docs/openapi.yaml):
+/// every in-process test checks the contract as it goes. A field of every
+/// test node and cluster.
+#[derive(Default)]
+pub struct ContractCheck(parking_lot::Mutex<Vec<(String, Arc<chorus::api::Undeclared>)>>);
+
+impl ContractCheck {
+    pub fn of(node: &Node) -> ContractCheck {
+        let check = ContractCheck::default();
+        check.watch(node);
+        check
+    }
+
+    pub fn watch(&self, node: &Node) {
+        let name = format!("{} at {}", node.id, node.addr);
+        self.0.lock().push((name, Arc::clone(node.undeclared())));
+    }
+}
+
+impl Drop for ContractCheck {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for (node, undeclared) in self.0.lock().iter() {
+            let list = undeclared.list();
+            assert!(
+                list.is_empty(),
+                "{node} answered statuses its routes do not declare: {list:?}"
+            );
+        }
+    }
 }
 
 impl TestNode {
@@ -63,7 +100,12 @@ impl TestNode {
         tweak(&mut config);
         let node = Node::start(&config, "n1").await.expect("node starts");
         let client = Client::new(&node.url());
-        TestNode { node, client, dir }
+        TestNode {
+            contract: ContractCheck::of(&node),
+            node,
+            client,
+            dir,
+        }
     }
 
     pub async fn start_in_memory() -> TestNode {

@@ -1,0 +1,127 @@
+//! A client generated from docs/openapi.yaml works: openapi-python-client
+//! generates a Python client from the document (failing on any warning,
+//! such as a schema it cannot type), and `tests/clients/tour.py` runs the
+//! README tour through it against a live three-node cluster, one node of
+//! which is down: writes and reads with their contexts, concurrent writes
+//! and their 300, a resolve, a quorum that cannot be met, conditions,
+//! idempotent retries, JSON null, a batch, a scan, CRDTs and the change
+//! feed. The client raises on a status the document does not declare.
+//!
+//! The generator comes from PyPI into a virtualenv under `$TMPDIR`
+//! (`.ci/run` installs it first); without it and without
+//! `CHORUS_REQUIRE_CLIENTS=1` the test says so and passes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::cluster::TestCluster;
+use tokio::process::Command;
+
+/// The pinned generator: a newer one may generate other names.
+const GENERATOR: &str = "openapi-python-client==0.29.1";
+
+/// The virtualenv holding the generator, made (from PyPI) if missing.
+async fn generator_env() -> Option<PathBuf> {
+    let tmp = std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    let venv = tmp.join("chorus-openapi-client");
+    let generator = venv.join("bin/openapi-python-client");
+    if !generator.exists() {
+        let made = run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).await
+            && run(Command::new(venv.join("bin/pip")).args(["install", "-q", GENERATOR])).await;
+        if !made {
+            let required = std::env::var_os("CHORUS_REQUIRE_CLIENTS").is_some();
+            assert!(!required, "could not install {GENERATOR} into {venv:?}");
+            eprintln!("skipped: {GENERATOR} could not be installed (no PyPI?)");
+            return None;
+        }
+    }
+    Some(venv)
+}
+
+/// Runs `command` to its end (at most five minutes); whether it succeeded.
+async fn run(command: &mut Command) -> bool {
+    command.kill_on_drop(true).stdin(Stdio::null());
+    let Ok(child) = command.spawn() else {
+        return false;
+    };
+    match tokio::time::timeout(Duration::from_secs(300), child.wait_with_output()).await {
+        Ok(Ok(output)) => {
+            if !output.status.success() {
+                eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+            }
+            output.status.success()
+        }
+        _ => false,
+    }
+}
+
+/// Generates the client package `chorus_client` under `dir`.
+async fn generate(venv: &Path, dir: &Path) {
+    let config = dir.join("generator.yaml");
+    // No formatter runs over the generated code (ruff is not installed).
+    std::fs::write(&config, "post_hooks: []\n").expect("write the config");
+    let output = Command::new(venv.join("bin/openapi-python-client"))
+        .args(["generate", "--path", "docs/openapi.yaml", "--meta", "none"])
+        .arg("--output-path")
+        .arg(dir.join("chorus_client"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--fail-on-warning")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), output)
+        .await
+        .expect("the generator finishes")
+        .expect("the generator runs");
+    assert!(
+        output.status.success(),
+        "openapi-python-client refused docs/openapi.yaml:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_client_generated_from_the_document_runs_the_tour() {
+    let Some(venv) = generator_env().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    generate(&venv, dir.path()).await;
+
+    let mut cluster = TestCluster::start(3, 0, 3).await;
+    // Request digests (a reused Idempotency-Key's 422) need every member
+    // heard speaking their protocol; then n3 goes down, so that w=all
+    // cannot be met.
+    cluster.await_protocols_heard(Duration::from_secs(10)).await;
+    cluster.stop(2).await;
+    let url = cluster.node(0).url();
+    let tour = Command::new(venv.join("bin/python"))
+        .arg("tests/clients/tour.py")
+        .arg(&url)
+        .arg(cluster.node(1).url())
+        .arg("n3")
+        .env("PYTHONPATH", dir.path())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), tour)
+        .await
+        .expect("the tour finishes within 3 minutes")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the tour failed:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let checks: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("checks: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the tour says how many checks passed");
+    assert!(checks >= 60, "the tour checked too little: {checks}");
+    eprintln!("the generated client's tour: {checks} checks");
+}
