@@ -128,10 +128,11 @@ impl Api {
             *req.method_mut() = Method::GET;
         }
         let path = req.uri().path().to_string();
+        let found = routes::find(&path);
         let watching = is_watch(&req);
         let op = match watching {
             true => "watch",
-            false => operation(req.method(), &path),
+            false => operation(req.method(), found.map(|(route, _)| route.handler)),
         };
         let quorum = quorum_label(op, req.uri().query());
         // Peer requests are never refused for load: replication, repair,
@@ -150,7 +151,6 @@ impl Api {
                     limit: self.limits.max_inflight,
                 })
         };
-        let found = routes::find(&path);
         let method = match head {
             true => "HEAD",
             false => req.method().as_str(),
@@ -160,7 +160,8 @@ impl Api {
             .copied()
             .find(|m| *m == method)
             .unwrap_or("other");
-        let response = match permit.and_then(|permit| Ok((permit, self.uri_fits(&req)?))) {
+        let admitted = permit.and_then(|permit| self.uri_fits(&req).map(|()| permit));
+        let response = match admitted {
             Ok(_permit) => match self.route(found, method, &path, req).await {
                 Ok(response) => response,
                 Err(e) => {
@@ -295,8 +296,8 @@ impl Api {
         }
     }
 
-    /// Refuses a URI over the limit with a JSON 414 (hyper's own limit,
-    /// 64 KiB, answers a bare one: the limit here is below it).
+    /// Refuses a URI over the limit with a JSON 414 (over hyper's own
+    /// limit, 64 KiB, hyper answers a bare one before a request exists).
     fn uri_fits(&self, req: &Request<Incoming>) -> Result<()> {
         let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         let max = max_uri_bytes(self.limits.max_key_bytes);
@@ -523,21 +524,32 @@ fn quorum_label(op: &str, query: Option<&str>) -> &'static str {
     }
 }
 
-/// The `op` label: a small fixed set, whatever the client sends.
-fn operation(method: &Method, path: &str) -> &'static str {
-    match (path.starts_with("/kv/"), method) {
-        (true, &Method::GET) => "get",
-        (true, &Method::PUT) => "put",
-        (true, &Method::DELETE) => "delete",
-        _ if path.starts_with("/crdt/") && method == Method::GET => "crdt_get",
-        _ if path.starts_with("/crdt/") && method == Method::POST => "crdt_update",
-        _ if path == "/batch" => "batch",
-        _ if path == "/changes" => "changes",
-        _ if path == "/kv" => "scan",
-        _ if path == "/health" => "health",
-        _ if path == "/metrics" => "metrics",
-        _ if path == crate::peer::PEER_PATH => "peer",
-        _ if path == "/cluster" || path.starts_with("/admin/") => "admin",
-        _ => "other",
+/// The `op` label: a small fixed set, whatever the client sends, from the
+/// route the request found (the table's, not a second reading of the path).
+fn operation(method: &Method, handler: Option<Handler>) -> &'static str {
+    let Some(handler) = handler else {
+        return "other";
+    };
+    match (handler, method) {
+        (Handler::Key, &Method::GET) => "get",
+        (Handler::Key, &Method::PUT) => "put",
+        (Handler::Key, &Method::DELETE) => "delete",
+        (Handler::Crdt, &Method::GET) => "crdt_get",
+        (Handler::Crdt, &Method::POST) => "crdt_update",
+        (Handler::Key | Handler::Crdt, _) => "other",
+        (Handler::Batch, _) => "batch",
+        (Handler::Changes, _) => "changes",
+        (Handler::Scan, _) => "scan",
+        (Handler::Health, _) => "health",
+        (Handler::Metrics, _) => "metrics",
+        (Handler::Peer, _) => "peer",
+        (
+            Handler::Cluster
+            | Handler::Leave
+            | Handler::Remove
+            | Handler::Rebuild
+            | Handler::Replica,
+            _,
+        ) => "admin",
     }
 }

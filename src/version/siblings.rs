@@ -456,4 +456,6 @@ fn unseen<'a>(s: &'a Sibling, other_context: &VersionVector) -> Option<&'a Sibli
 }
 
 #[cfg(test)]
+mod request_tests;
+#[cfg(test)]
 mod tests;
