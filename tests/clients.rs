@@ -43,30 +43,44 @@ fn generator_env() -> Option<PathBuf> {
     None
 }
 
+/// Runs `command` to its end within `secs` seconds, failing the test
+/// (with what it printed) unless it succeeds; its standard output.
+async fn run(command: &mut Command, secs: u64, what: &str) -> String {
+    let output = tokio::time::timeout(
+        Duration::from_secs(secs),
+        command.kill_on_drop(true).output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not finish within {secs} s"))
+    .unwrap_or_else(|e| panic!("{what} did not start: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Generates the client package `chorus_client` under `dir`.
 async fn generate(venv: &Path, dir: &Path) {
     let config = dir.join("generator.yaml");
     // No formatter runs over the generated code (ruff is not installed).
     std::fs::write(&config, "post_hooks: []\n").expect("write the config");
-    let output = Command::new(venv.join("bin/openapi-python-client"))
+    let mut generator = Command::new(venv.join("bin/openapi-python-client"));
+    generator
         .args(["generate", "--path", "docs/openapi.yaml", "--meta", "none"])
         .arg("--output-path")
         .arg(dir.join("chorus_client"))
         .arg("--config")
         .arg(&config)
-        .arg("--fail-on-warning")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), output)
-        .await
-        .expect("the generator finishes")
-        .expect("the generator runs");
-    assert!(
-        output.status.success(),
-        "openapi-python-client refused docs/openapi.yaml:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg("--fail-on-warning");
+    run(
+        &mut generator,
+        120,
+        "openapi-python-client on docs/openapi.yaml",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -84,24 +98,13 @@ async fn a_python_client_generated_from_the_document_runs_the_tour() {
     cluster.await_protocols_heard(Duration::from_secs(10)).await;
     cluster.stop(2).await;
     let url = cluster.node(0).url();
-    let tour = Command::new(venv.join("bin/python"))
-        .arg("tests/clients/tour.py")
+    let mut tour = Command::new(venv.join("bin/python"));
+    tour.arg("tests/clients/tour.py")
         .arg(&url)
         .arg(cluster.node(1).url())
         .arg("n3")
-        .env("PYTHONPATH", dir.path())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), tour)
-        .await
-        .expect("the tour finishes within 3 minutes")
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the tour failed:\n{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .env("PYTHONPATH", dir.path());
+    let stdout = run(&mut tour, 180, "the tour").await;
     let checks: usize = stdout
         .lines()
         .find_map(|l| l.strip_prefix("checks: "))
